@@ -1,0 +1,81 @@
+# tdlab: top-level build. Out-of-tree objects in $(BUILD); one cmocka binary per tests/test_*.c.
+CC      ?= cc
+BUILD   ?= build
+PKGS    := libmicrohttpd jansson sqlite3 openblas lapacke zlib
+OPT     ?= -O2 -march=native
+WARN    := -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+CFLAGS  += $(OPT) -g $(WARN) -D_GNU_SOURCE -pthread -MMD -MP $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(SAN)
+LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -llbfgs -lm -pthread $(SAN)
+TEST_LDLIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
+
+CORE_SRC   := $(wildcard core/*.c core/kinds/*.c)
+SERVER_SRC := $(filter-out server/main.c,$(wildcard server/*.c))
+TEST_SRC   := $(wildcard tests/test_*.c)
+BENCH_SRC  := $(wildcard bench/*.c)
+
+CORE_OBJ   := $(CORE_SRC:%.c=$(BUILD)/%.o)
+SERVER_OBJ := $(SERVER_SRC:%.c=$(BUILD)/%.o)
+TEST_BIN   := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+BENCH_BIN  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+
+HOST ?= 127.0.0.1
+PORT ?= 8080
+DB   ?= var/tdlab.db
+
+.PHONY: all deps run test unit e2e browser bench sanitize tsan fuzz clean
+all: $(BUILD)/tdlab $(TEST_BIN) $(BENCH_BIN)
+
+# Idempotent: installs only what is missing, and stays quiet when nothing is.
+deps:
+	@./scripts/deps.sh
+
+$(BUILD)/libtdcore.a: $(CORE_OBJ)
+	@mkdir -p $(@D)
+	$(AR) rcs $@ $^
+$(BUILD)/libtdserver.a: $(SERVER_OBJ)
+	@mkdir -p $(@D)
+	$(AR) rcs $@ $^
+$(BUILD)/tdlab: $(BUILD)/server/main.o $(BUILD)/libtdserver.a $(BUILD)/libtdcore.a
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/tests/%: $(BUILD)/tests/%.o $(BUILD)/libtdserver.a $(BUILD)/libtdcore.a
+	$(CC) $(CFLAGS) -o $@ $^ $(TEST_LDLIBS) $(LDLIBS)
+$(BUILD)/bench/%: $(BUILD)/bench/%.o $(BUILD)/libtdserver.a $(BUILD)/libtdcore.a
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+run: deps all
+	@mkdir -p $(dir $(DB))
+	$(BUILD)/tdlab serve --host $(HOST) --port $(PORT) --db $(DB)
+
+# Every test: cmocka unit tests, then the end-to-end script against the real daemon,
+# then the headless-Chromium dashboard test.
+test: deps all unit e2e browser
+unit: all
+	@./tests/run_unit.sh $(BUILD)
+e2e: all
+	@./tests/e2e.sh $(BUILD)/tdlab
+browser: all
+	@./tests/browser.sh $(BUILD)/tdlab
+
+bench: deps all
+	@./bench/run.sh $(BUILD)
+
+# ASan + UBSan build of everything in build/asan, then the unit and end-to-end tests.
+sanitize: deps
+	$(MAKE) BUILD=build/asan OPT="-O1 -fno-omit-frame-pointer" SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined" all
+	ASAN_OPTIONS=detect_leaks=1 ./tests/run_unit.sh build/asan
+	ASAN_OPTIONS=detect_leaks=0 ./tests/e2e.sh build/asan/tdlab
+tsan: deps
+	$(MAKE) BUILD=build/tsan CC=clang OPT="-O1 -g" SAN="-fsanitize=thread" all
+	TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/tests/tsan.supp" ./tests/run_unit.sh build/tsan
+	TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/tests/tsan.supp" ./tests/e2e.sh build/tsan/tdlab
+
+fuzz: deps
+	@./tests/fuzz/build.sh
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
