@@ -107,7 +107,7 @@ static int check_leaf(const td_param *p, const json_t *v, const char *field, jso
     json_t *arr = json_array();
     for (size_t i = 0; i < len; i++) {
       const json_t *e = json_array_get(v, i);
-      char ef[TD__PATH_MAX + 24];
+      char ef[TD__PATH_MAX + 64];
       snprintf(ef, sizeof ef, "%s[%zu]", field, i);
       int isint = p->type == TD_PT_INT_LIST;
       if (isint ? !is_integral(e) : !json_is_number(e)) {
