@@ -5,7 +5,7 @@ set -euo pipefail
 PKGS=(build-essential pkg-config curl
       libmicrohttpd-dev libjansson-dev libsqlite3-dev libopenblas-dev liblapacke-dev
       libcmocka-dev zlib1g-dev liblbfgs-dev dataset-fashion-mnist
-      sqlite3 chromium)
+      sqlite3 chromium nodejs)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

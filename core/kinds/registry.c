@@ -6,6 +6,7 @@
 static const td_kind *const kinds[] = {
     &td_kind_train,
     &td_kind_linreg,
+    &td_kind_nqm,
 };
 
 size_t td_kinds_count(void) { return sizeof kinds / sizeof kinds[0]; }

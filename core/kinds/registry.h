@@ -39,6 +39,7 @@ typedef struct td_kind {
 /* The kinds, each defined in its own file. */
 extern const td_kind td_kind_train;
 extern const td_kind td_kind_linreg;
+extern const td_kind td_kind_nqm;
 
 /* td_kinds_count / td_kinds_at: iterate the catalogue (i < count). */
 size_t td_kinds_count(void);

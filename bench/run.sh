@@ -1,0 +1,39 @@
+#!/bin/sh
+# run.sh: run every benchmark against its peer and print one line per benchmark:
+#   BENCH <name> tdlab_ms=<t> peer=<peer> peer_ms=<t> ratio=<tdlab/peer>
+# Usage: bench/run.sh [BUILD_DIR]   (default build). Builds nothing: `make bench` does.
+# To add a benchmark, append one `bench_pair` line at the bottom. The tdlab command and the
+# peer command each print the median milliseconds per operation as their LAST stdout line
+# (a peer prints NA when it cannot run, e.g. without python3-torch).
+set -u
+BUILD=${1:-build}
+here=$(cd "$(dirname "$0")" && pwd)
+PY=${TDLAB_BENCH_PYTHON:-/usr/bin/python3}
+status=0
+
+# bench_pair NAME PEER "TDLAB_CMD" "PEER_CMD"
+bench_pair() {
+  name=$1 peer=$2 tcmd=$3 pcmd=$4
+  t=$(sh -c "$tcmd" 2>/dev/null | tail -n 1)
+  case $t in '' | *[!0-9.]*) echo "bench: $name: tdlab side failed" >&2; t=NA; status=1 ;; esac
+  p=NA
+  if [ -x "$PY" ] || command -v "$PY" >/dev/null 2>&1; then
+    p=$(sh -c "$pcmd" 2>/dev/null | tail -n 1)
+    case $p in '' | *[!0-9.]*) p=NA ;; esac
+  fi
+  if [ "$t" != NA ] && [ "$p" != NA ]; then
+    r=$(awk -v a="$t" -v b="$p" 'BEGIN { printf "%.3f", a / b }')
+  else
+    r=NA
+  fi
+  echo "BENCH $name tdlab_ms=$t peer=$peer peer_ms=$p ratio=$r"
+}
+
+# --- benchmarks ------------------------------------------------------------------------
+# One SGD-with-momentum training step (forward, cross-entropy, backward, update) of an MLP
+# 784-512-512-10 at batch 128 in float64, both sides on 2 threads.
+bench_pair train_step_784-512-512-10_b128 pytorch \
+  "OPENBLAS_NUM_THREADS=2 '$BUILD/bench/bench_train' --threads 2" \
+  "'$PY' '$here/train_step.py'"
+
+exit $status

@@ -1,0 +1,56 @@
+#!/usr/bin/python3
+"""train_step.py: PyTorch peer of bench_train.c: one SGD step of MLP 784-512-512-10, float64.
+
+Prints the median milliseconds per step (forward + cross-entropy + backward + SGD update with
+momentum 0.9) at batch 128 on 2 threads, the same work as bench/bench_train.c.
+Usage: train_step.py [--iters N] [--warmup N]"""
+import sys
+import time
+
+try:
+    import torch
+except ImportError:
+    print("NA")
+    sys.exit(0)
+
+
+def main():
+    iters, warmup = 200, 20
+    args = sys.argv[1:]
+    for i, a in enumerate(args):
+        if a == "--iters":
+            iters = int(args[i + 1])
+        if a == "--warmup":
+            warmup = int(args[i + 1])
+    torch.set_num_threads(2)
+    torch.manual_seed(0)
+    dt = torch.float64
+    model = torch.nn.Sequential(
+        torch.nn.Linear(784, 512), torch.nn.ReLU(),
+        torch.nn.Linear(512, 512), torch.nn.ReLU(),
+        torch.nn.Linear(512, 10)).to(dt)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = torch.rand(128, 784, dtype=dt)
+    y = torch.randint(0, 10, (128,))
+    lossf = torch.nn.CrossEntropyLoss()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = lossf(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    print("%.4f" % (1e3 * times[len(times) // 2]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,400 @@
+/* train.c: the `train` experiment kind (MLP on Fashion-MNIST or synthetic data; chapters 4, 5).
+ *
+ * Semantics (also in the schema docs):
+ *  - Data: fashion-mnist takes the FIRST n_train / n_test examples of the train / t10k files
+ *    in file order (absent: all 60000 / 10000). synthetic is a linear-teacher regression set
+ *    (data.c): n training examples (n_train, if given, takes the first n_train of them) and
+ *    n_test (default 1000) test examples from the same teacher; it needs loss "mse".
+ *  - Batches: each epoch is a fresh permutation of the training set drawn from stream
+ *    TD_RNG_SHUFFLE of the seed; consecutive batch_size slices, the last one partial (as
+ *    PyTorch's DataLoader with drop_last=False). batch_size above n_train is clamped.
+ *  - Length: `epochs` or `steps` (not both); neither means 1 epoch.
+ *  - Steps are numbered 1..T. train_loss/grad_norm at step t are the minibatch loss and the
+ *    2-norm of its gradient at the parameters before update t; param_norm is after it.
+ *    Evaluations happen at step 0 (init), every eval_every steps and at the last step, and
+ *    log test_loss, test_acc over the whole test set, and train_eval_loss, train_acc over the
+ *    first min(n_train, 10000) training examples (a fixed subset keeps evals cheap).
+ *  - Summary: test_acc, test_loss, train_loss (= the final train_eval_loss), train_acc,
+ *    n_params, steps, steps_per_sec (wall time of the training steps alone: batch gather,
+ *    forward, backward, norms, update; no evaluation, no reporting).
+ *  - A non-finite minibatch loss ends the job with TD_EDIVERGED and summary.diverged_step. */
+#include <jansson.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../data.h"
+#include "../la.h"
+#include "../loss.h"
+#include "../model.h"
+#include "../optim.h"
+#include "../rng.h"
+#include "registry.h"
+
+#define TRAIN_EVAL_MAX 10000 /* training examples used for train_acc at each eval */
+#define EVAL_BATCH 500       /* examples per forward pass during evaluation */
+#define FMNIST_TRAIN 60000
+#define FMNIST_TEST 10000
+
+static const td_param train_params[] = {
+    {"data.name", TD_PT_STR, "\"fashion-mnist\"", 0, 0, "fashion-mnist|synthetic", 0,
+     "dataset: fashion-mnist (IDX files) or synthetic (linear teacher, regression, loss mse)"},
+    {"data.n_train", TD_PT_INT, NULL, 1, 1e7, NULL, 0,
+     "training examples, the first n_train in file order (absent: all; synthetic: all n)"},
+    {"data.n_test", TD_PT_INT, NULL, 1, 1e7, NULL, 0,
+     "test examples, the first n_test in file order (absent: all 10000; synthetic: 1000)"},
+    {"data.n", TD_PT_INT, "1000", 1, 1e7, NULL, 0, "synthetic: training set size"},
+    {"data.d", TD_PT_INT, "20", 1, 1e5, NULL, 0, "synthetic: input dimension"},
+    {"data.noise", TD_PT_NUM, "0.1", 0, 1e3, NULL, 0, "synthetic: std of the label noise"},
+    {"data.decay", TD_PT_NUM, "0", 0, 10, NULL, 0,
+     "synthetic: feature covariance eigenvalues are i^-decay, i = 1..d"},
+    {"model.hidden", TD_PT_INT_LIST, "[128]", 1, 1e5, NULL, 16, "hidden layer widths"},
+    {"model.activation", TD_PT_STR, "\"relu\"", 0, 0, "relu|tanh|linear", 0,
+     "activation after every hidden linear layer"},
+    {"model.init_scale", TD_PT_NUM, "1", 0, 1e3, NULL, 0,
+     "multiplier on the init std (He for relu, LeCun otherwise); biases start at 0"},
+    {"loss", TD_PT_STR, "\"cross_entropy\"", 0, 0, "cross_entropy|mse", 0,
+     "cross_entropy (mean -log softmax of the true class) or mse (1/2 mean ||f-y||^2, "
+     "one-hot targets for classes)"},
+    {"optimizer.name", TD_PT_STR, "\"sgd\"", 0, 0, "sgd|adam|adamw", 0, "optimizer"},
+    {"optimizer.lr", TD_PT_NUM, "0.05", 1e-12, 1e3, NULL, 0, "learning rate"},
+    {"optimizer.momentum", TD_PT_NUM, "0", 0, 1, NULL, 0, "sgd: momentum (PyTorch convention)"},
+    {"optimizer.nesterov", TD_PT_BOOL, "false", 0, 0, NULL, 0,
+     "sgd: Nesterov momentum (needs momentum > 0)"},
+    {"optimizer.beta1", TD_PT_NUM, "0.9", 0, 0.999999, NULL, 0, "adam/adamw: beta1"},
+    {"optimizer.beta2", TD_PT_NUM, "0.999", 0, 0.99999999, NULL, 0, "adam/adamw: beta2"},
+    {"optimizer.eps", TD_PT_NUM, "1e-8", 1e-30, 1, NULL, 0, "adam/adamw: epsilon"},
+    {"optimizer.weight_decay", TD_PT_NUM, "0", 0, 1e3, NULL, 0,
+     "sgd/adam: L2 added to the gradient; adamw: decoupled p -= lr*wd*p (PyTorch)"},
+    {"batch_size", TD_PT_INT, "128", 1, 65536, NULL, 0,
+     "minibatch size (clamped to n_train)"},
+    {"epochs", TD_PT_INT, NULL, 1, 1e5, NULL, 0,
+     "passes over the training set, reshuffled each epoch (give epochs or steps; neither: 1)"},
+    {"steps", TD_PT_INT, NULL, 1, 1e9, NULL, 0, "training steps (instead of epochs)"},
+    {"eval_every", TD_PT_INT, NULL, 1, 1e9, NULL, 0,
+     "steps between evaluations (absent: about 10 evaluations; always at step 0 and the end)"},
+    {"seed", TD_PT_INT, "0", 0, 9007199254740991.0, NULL, 0, "seed of init, data and shuffling"},
+};
+
+typedef struct train_cfg {
+  int synthetic;
+  size_t n_train, n_test;
+  size_t synth_n;
+  td_synth_cfg synth;
+  td_mlp_cfg mlp;
+  int mse;
+  const char *opt_name;
+  td_optim_hp hp;
+  double lr;
+  int batch;        /* effective: min(batch_size, n_train) */
+  long steps_per_epoch;
+  long total_steps;
+  long eval_every;
+  uint64_t seed;
+} train_cfg;
+
+/* Read validated params (borrowed) into c and do the cross-field checks. */
+static int parse_cfg(const json_t *p, train_cfg *c, td_err *err) {
+  memset(c, 0, sizeof *c);
+  const char *dname = td_param_str(p, "data.name", "fashion-mnist");
+  c->synthetic = strcmp(dname, "synthetic") == 0;
+  long ntr = td_param_int(p, "data.n_train", 0), nte = td_param_int(p, "data.n_test", 0);
+  int in_dim, out_dim;
+  if (c->synthetic) {
+    c->synth_n = (size_t)td_param_int(p, "data.n", 1000);
+    c->synth.d = (size_t)td_param_int(p, "data.d", 20);
+    c->synth.noise = td_param_num(p, "data.noise", 0.1);
+    c->synth.decay = td_param_num(p, "data.decay", 0.0);
+    if (ntr > (long)c->synth_n)
+      return td_err_set(err, TD_EINVAL, "params.data.n_train",
+                        "n_train (%ld) exceeds the synthetic set size data.n (%zu)", ntr,
+                        c->synth_n);
+    c->n_train = ntr > 0 ? (size_t)ntr : c->synth_n;
+    c->n_test = nte > 0 ? (size_t)nte : 1000;
+    in_dim = (int)c->synth.d;
+    out_dim = 1;
+  } else {
+    if (ntr > FMNIST_TRAIN)
+      return td_err_set(err, TD_EINVAL, "params.data.n_train",
+                        "fashion-mnist has %d training examples, not %ld", FMNIST_TRAIN, ntr);
+    if (nte > FMNIST_TEST)
+      return td_err_set(err, TD_EINVAL, "params.data.n_test",
+                        "fashion-mnist has %d test examples, not %ld", FMNIST_TEST, nte);
+    c->n_train = ntr > 0 ? (size_t)ntr : FMNIST_TRAIN;
+    c->n_test = nte > 0 ? (size_t)nte : FMNIST_TEST;
+    in_dim = 784;
+    out_dim = 10;
+  }
+  c->mse = strcmp(td_param_str(p, "loss", "cross_entropy"), "mse") == 0;
+  if (c->synthetic && !c->mse)
+    return td_err_set(err, TD_EINVAL, "params.loss",
+                      "synthetic data is a regression set: use \"loss\": \"mse\"");
+
+  const json_t *hid = td_param_get(p, "model.hidden");
+  c->mlp.in_dim = in_dim;
+  c->mlp.out_dim = out_dim;
+  c->mlp.n_hidden = json_is_array(hid) ? (int)json_array_size(hid) : 0;
+  if (c->mlp.n_hidden > TD_MLP_MAX_HIDDEN)
+    return td_err_set(err, TD_EINVAL, "params.model.hidden", "at most %d hidden layers",
+                      TD_MLP_MAX_HIDDEN);
+  for (int i = 0; i < c->mlp.n_hidden; i++)
+    c->mlp.hidden[i] = (int)json_number_value(json_array_get(hid, (size_t)i));
+  if (td_mlp_act_parse(td_param_str(p, "model.activation", "relu"), &c->mlp.act))
+    return td_err_set(err, TD_EINVAL, "params.model.activation", "unknown activation");
+  c->mlp.init_scale = td_param_num(p, "model.init_scale", 1.0);
+
+  c->opt_name = td_param_str(p, "optimizer.name", "sgd");
+  c->hp = td_optim_hp_default();
+  c->lr = td_param_num(p, "optimizer.lr", 0.05);
+  c->hp.momentum = td_param_num(p, "optimizer.momentum", 0.0);
+  c->hp.nesterov = td_param_bool(p, "optimizer.nesterov", 0);
+  c->hp.beta1 = td_param_num(p, "optimizer.beta1", 0.9);
+  c->hp.beta2 = td_param_num(p, "optimizer.beta2", 0.999);
+  c->hp.eps = td_param_num(p, "optimizer.eps", 1e-8);
+  c->hp.weight_decay = td_param_num(p, "optimizer.weight_decay", 0.0);
+  if (c->hp.nesterov && strcmp(c->opt_name, "sgd") == 0 && c->hp.momentum <= 0)
+    return td_err_set(err, TD_EINVAL, "params.optimizer.nesterov",
+                      "nesterov needs optimizer.momentum > 0");
+
+  long bs = td_param_int(p, "batch_size", 128);
+  c->batch = (int)(bs < (long)c->n_train ? bs : (long)c->n_train);
+  c->steps_per_epoch = (long)((c->n_train + (size_t)c->batch - 1) / (size_t)c->batch);
+  int has_ep = td_param_has(p, "epochs"), has_st = td_param_has(p, "steps");
+  if (has_ep && has_st)
+    return td_err_set(err, TD_EINVAL, "params.steps", "give either epochs or steps, not both");
+  if (has_st) {
+    c->total_steps = td_param_int(p, "steps", 1);
+  } else {
+    double t = (double)td_param_int(p, "epochs", 1) * (double)c->steps_per_epoch;
+    if (t > 1e12)
+      return td_err_set(err, TD_EINVAL, "params.epochs", "%.3g steps is too many", t);
+    c->total_steps = (long)t;
+  }
+  c->eval_every = td_param_int(p, "eval_every", 0);
+  if (c->eval_every <= 0) c->eval_every = c->total_steps >= 10 ? (c->total_steps + 9) / 10 : 1;
+  c->seed = (uint64_t)td_param_int(p, "seed", 0);
+  return 0;
+}
+
+static int train_check(const json_t *params, td_estimate *est, td_err *err) {
+  train_cfg c;
+  int rc = parse_cfg(params, &c, err);
+  if (rc) return rc;
+  double np = 0, ws = 0, ws_eval = 0;
+  if ((rc = td_mlp_estimate(&c.mlp, c.batch, &np, &ws, err))) return rc;
+  if ((rc = td_mlp_estimate(&c.mlp, EVAL_BATCH, &np, &ws_eval, err))) return rc;
+  double d = c.mlp.in_dim, k = c.mlp.out_dim;
+  int n_state = strcmp(c.opt_name, "sgd") == 0 ? (c.hp.momentum > 0) : 2;
+  double bytes = 8.0 * np * (2 + n_state);                     /* params, grad, state */
+  bytes += ws + ws_eval;                                        /* activations */
+  bytes += 8.0 * (double)(c.n_train + c.n_test) * (d + k) + 8.0 * c.n_train; /* data, perm */
+  bytes += 8.0 * (double)c.batch * (d + k) + 8.0 * EVAL_BATCH * k; /* batch buffers */
+  if (!c.synthetic) bytes += 60000.0 * 785; /* decompressed IDX file while loading */
+  est->bytes = bytes;
+  est->n_params = np;
+  return 0;
+}
+
+static double now_sec(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* JSON cannot hold NaN/Inf: store them as strings, as the metrics API does. */
+static void set_num(json_t *o, const char *key, double v) {
+  if (isfinite(v)) json_object_set_new(o, key, json_real(v));
+  else json_object_set_new(o, key, json_string(isnan(v) ? "NaN" : v > 0 ? "Infinity" : "-Infinity"));
+}
+
+/* Mean loss and accuracy of the model on the first n examples of ds. acc is NaN for
+ * regression sets. */
+static void evaluate(const td_mlp *m, td_mlp_ws *ws, const train_cfg *c, const td_dataset *ds,
+                     size_t n, double *loss, double *acc) {
+  double lsum = 0.0;
+  long correct = 0;
+  int K = c->mlp.out_dim;
+  for (size_t s = 0; s < n; s += EVAL_BATCH) {
+    int B = (int)(n - s < EVAL_BATCH ? n - s : EVAL_BATCH);
+    const double *z = td_mlp_forward(m, ws, m->params, ds->X + s * ds->d, B);
+    double l = 0.0;
+    if (ds->y) {
+      if (c->mse) td_loss_mse_onehot(&l, NULL, z, ds->y + s, B, K);
+      else td_loss_xent(&l, NULL, z, ds->y + s, B, K);
+      correct += td_count_correct(z, ds->y + s, B, K);
+    } else {
+      td_loss_mse(&l, NULL, z, ds->Y + s * (size_t)K, B, K);
+    }
+    lsum += l * B;
+  }
+  *loss = lsum / (double)n;
+  *acc = ds->y ? (double)correct / (double)n : NAN;
+}
+
+typedef struct train_state {
+  td_dataset train, test;
+  td_mlp *m;
+  td_mlp_ws ws, ws_eval;
+  td_optim *opt;
+  double *Xb, *Yb, *dz;
+  int *yb;
+  size_t *perm;
+} train_state;
+
+static void state_free(train_state *s) {
+  td_dataset_deinit(&s->train);
+  td_dataset_deinit(&s->test);
+  td_mlp_ws_deinit(&s->ws);
+  td_mlp_ws_deinit(&s->ws_eval);
+  td_mlp_destroy(s->m);
+  td_optim_destroy(s->opt);
+  free(s->Xb);
+  free(s->Yb);
+  free(s->dz);
+  free(s->yb);
+  free(s->perm);
+}
+
+static int do_eval(train_state *s, const train_cfg *c, td_sink *sink, long step, double out[4]) {
+  /* out: test_loss, test_acc, train_eval_loss, train_acc */
+  size_t ntr = s->train.n < TRAIN_EVAL_MAX ? s->train.n : TRAIN_EVAL_MAX;
+  evaluate(s->m, &s->ws_eval, c, &s->test, s->test.n, &out[0], &out[1]);
+  evaluate(s->m, &s->ws_eval, c, &s->train, ntr, &out[2], &out[3]);
+  int rc = td_sink_metric(sink, "test_loss", step, out[0]);
+  if (!rc) rc = td_sink_metric(sink, "train_eval_loss", step, out[2]);
+  if (!rc && s->test.y) rc = td_sink_metric(sink, "test_acc", step, out[1]);
+  if (!rc && s->train.y) rc = td_sink_metric(sink, "train_acc", step, out[3]);
+  return rc;
+}
+
+static int train_run(const json_t *params, td_sink *sink, json_t **summary, td_err *err) {
+  *summary = NULL;
+  train_cfg c;
+  int rc = parse_cfg(params, &c, err);
+  if (rc) return rc;
+  train_state s;
+  memset(&s, 0, sizeof s);
+
+  /* Data. */
+  if (c.synthetic) {
+    rc = td_data_synthetic(&c.synth, c.synth_n, c.seed, TD_RNG_DATA, &s.train, NULL, err);
+    if (!rc) {
+      s.train.n = c.n_train; /* the first n_train of the n examples */
+      rc = td_data_synthetic(&c.synth, c.n_test, c.seed, TD_RNG_TEST_DATA, &s.test, NULL, err);
+    }
+  } else {
+    rc = td_data_fashion_mnist("train", c.n_train, &s.train, err);
+    if (!rc) rc = td_data_fashion_mnist("test", c.n_test, &s.test, err);
+  }
+  if (rc) goto out;
+
+  /* Model, workspaces, optimizer, batch buffers: everything is allocated here, once. */
+  const int B = c.batch, K = c.mlp.out_dim;
+  const size_t d = s.train.d;
+  if ((rc = td_mlp_create(&c.mlp, &s.m, err))) goto out;
+  td_mlp_init(s.m, c.seed);
+  int eb = (int)((s.test.n > s.train.n ? s.test.n : s.train.n));
+  if (eb > EVAL_BATCH) eb = EVAL_BATCH;
+  if ((rc = td_mlp_ws_init(&s.ws, s.m, B, err))) goto out;
+  if ((rc = td_mlp_ws_init(&s.ws_eval, s.m, eb, err))) goto out;
+  if ((rc = td_optim_create(c.opt_name, &c.hp, s.m->n_params, &s.opt, err))) goto out;
+  s.Xb = malloc((size_t)B * d * sizeof *s.Xb);
+  s.dz = malloc((size_t)B * K * sizeof *s.dz);
+  s.perm = malloc(s.train.n * sizeof *s.perm);
+  if (s.train.y) s.yb = malloc((size_t)B * sizeof *s.yb);
+  else s.Yb = malloc((size_t)B * K * sizeof *s.Yb);
+  if (!s.Xb || !s.dz || !s.perm || (!s.yb && !s.Yb)) {
+    rc = td_err_set(err, TD_ENOMEM, NULL, "train: out of memory for batch buffers");
+    goto out;
+  }
+
+  const size_t n = s.train.n;
+  for (size_t i = 0; i < n; i++) s.perm[i] = i;
+  td_rng shuf;
+  td_rng_init(&shuf, c.seed, TD_RNG_SHUFFLE);
+
+  double ev[4] = {NAN, NAN, NAN, NAN};
+  if ((rc = do_eval(&s, &c, sink, 0, ev))) goto out;
+  td_sink_progress(sink, 0, c.total_steps);
+
+  double train_time = 0.0, loss = NAN;
+  long step = 0, diverged_step = 0;
+  size_t pos = n; /* position in the current permutation; n forces a reshuffle */
+  while (step < c.total_steps) {
+    if (td_sink_should_stop(sink)) {
+      rc = td_err_set(err, TD_ECANCELLED, NULL, "cancelled at step %ld", step);
+      break;
+    }
+    double t0 = now_sec();
+    if (pos >= n) {
+      td_rng_shuffle(&shuf, s.perm, n);
+      pos = 0;
+    }
+    int b = (int)(n - pos < (size_t)B ? n - pos : (size_t)B);
+    for (int i = 0; i < b; i++) {
+      size_t src = s.perm[pos + (size_t)i];
+      memcpy(s.Xb + (size_t)i * d, s.train.X + src * d, d * sizeof *s.Xb);
+      if (s.yb) s.yb[i] = s.train.y[src];
+      else memcpy(s.Yb + (size_t)i * K, s.train.Y + src * (size_t)K, (size_t)K * sizeof *s.Yb);
+    }
+    pos += (size_t)b;
+    const double *z = td_mlp_forward(s.m, &s.ws, s.m->params, s.Xb, b);
+    if (s.yb && !c.mse) td_loss_xent(&loss, s.dz, z, s.yb, b, K);
+    else if (s.yb) td_loss_mse_onehot(&loss, s.dz, z, s.yb, b, K);
+    else td_loss_mse(&loss, s.dz, z, s.Yb, b, K);
+    step++;
+    if (!isfinite(loss)) {
+      diverged_step = step;
+      td_sink_metric(sink, "train_loss", step, loss);
+      break;
+    }
+    td_mlp_backward(s.m, &s.ws, s.m->params, s.dz, b, s.m->grad, 0);
+    double gnorm = td_la_nrm2(s.m->n_params, s.m->grad);
+    td_optim_step(s.opt, s.m->params, s.m->grad, c.lr);
+    double pnorm = td_la_nrm2(s.m->n_params, s.m->params);
+    train_time += now_sec() - t0;
+
+    if ((rc = td_sink_metric(sink, "train_loss", step, loss))) break;
+    if ((rc = td_sink_metric(sink, "grad_norm", step, gnorm))) break;
+    if ((rc = td_sink_metric(sink, "param_norm", step, pnorm))) break;
+    if (step % c.eval_every == 0 || step == c.total_steps)
+      if ((rc = do_eval(&s, &c, sink, step, ev))) break;
+    td_sink_progress(sink, step, c.total_steps);
+  }
+
+  json_t *sum = json_object();
+  if (sum) {
+    json_object_set_new(sum, "n_params", json_integer((json_int_t)s.m->n_params));
+    json_object_set_new(sum, "steps", json_integer(step));
+    json_object_set_new(sum, "batch_size", json_integer(B));
+    set_num(sum, "steps_per_sec", train_time > 0 ? (double)step / train_time : 0.0);
+    if (diverged_step) {
+      json_object_set_new(sum, "diverged_step", json_integer(diverged_step));
+      set_num(sum, "train_loss", loss);
+    } else {
+      set_num(sum, "test_loss", ev[0]);
+      set_num(sum, "train_loss", ev[2]);
+      set_num(sum, "last_batch_loss", loss);
+      if (s.test.y) set_num(sum, "test_acc", ev[1]);
+      if (s.train.y) set_num(sum, "train_acc", ev[3]);
+    }
+  }
+  *summary = sum;
+  if (!rc && diverged_step)
+    rc = td_err_set(err, TD_EDIVERGED, NULL, "loss became non-finite at step %ld",
+                    diverged_step);
+out:
+  state_free(&s);
+  return rc;
+}
+
+const td_kind td_kind_train = {
+    .name = "train",
+    .doc = "Train an MLP with minibatch SGD/Adam/AdamW; logs loss, norms and accuracy",
+    .chapter = "4,5",
+    .params = train_params,
+    .n_params = sizeof train_params / sizeof train_params[0],
+    .check = train_check,
+    .run = train_run,
+};

@@ -1,0 +1,59 @@
+/* api.h: the REST handlers (one api_<resource>.c per resource) and their shared context. */
+#ifndef TD_SERVER_API_H
+#define TD_SERVER_API_H
+
+#include <stddef.h>
+
+#include "../core/kinds/registry.h"
+#include "http.h"
+#include "queue.h"
+#include "store.h"
+
+/* Everything the handlers share; built once in `serve` and read-only afterwards. */
+typedef struct api_ctx {
+  queue *q;              /* borrowed */
+  td_limits limits;      /* caps on a job's estimated memory and parameter count */
+  long max_queued;       /* 503 with Retry-After past this many queued jobs; 0: no cap */
+  char *kinds_json;      /* the catalogue response, rendered once (owned) */
+  size_t kinds_len;
+  char *web_root;        /* realpath of the dashboard directory (owned), or NULL */
+  size_t web_root_len;
+  long long start_ms;    /* CLOCK_MONOTONIC at start, for uptime */
+} api_ctx;
+
+/* api_ctx_init: render the catalogue and resolve `web_dir` (NULL or missing: no dashboard,
+ * static requests get 404). Errors: TD_ENOMEM. */
+int api_ctx_init(api_ctx *a, queue *q, td_limits limits, long max_queued, const char *web_dir,
+                 td_err *err);
+void api_ctx_deinit(api_ctx *a);
+
+/* Jobs (api_jobs.c). */
+int api_jobs_create(http_req *req, http_resp *resp);
+int api_jobs_list(http_req *req, http_resp *resp);
+int api_jobs_get(http_req *req, http_resp *resp);
+int api_jobs_cancel(http_req *req, http_resp *resp);
+int api_artifacts_list(http_req *req, http_resp *resp);
+int api_artifacts_get(http_req *req, http_resp *resp);
+
+/* api_job_json: append the JSON object of one job (the GET /api/v1/jobs/{id} shape). */
+void api_job_json(http_buf *b, const store_job *j);
+
+/* Metrics of a job (api_metrics.c). */
+int api_metrics_get(http_req *req, http_resp *resp);
+int api_metrics_csv(http_req *req, http_resp *resp);
+
+/* Catalogue, health and Prometheus (api_kinds.c). */
+int api_kinds_list(http_req *req, http_resp *resp);
+int api_healthz(http_req *req, http_resp *resp);
+int api_prometheus(http_req *req, http_resp *resp);
+
+/* The dashboard files under web/ (api_static.c). */
+int api_static(http_req *req, http_resp *resp);
+/* api_static_resolve: map a decoded URL path to a regular file under `root` (a realpath):
+ * "/" and directories mean their index.html; a segment "..", "." or starting with "." is
+ * refused; the realpath must stay under root (no symlink escape). On success *fd (OUT) is an
+ * open descriptor and *ctype (OUT) the content type. Errors: TD_ENOTFOUND. */
+int api_static_resolve(const char *root, size_t root_len, const char *path, int *fd /* OUT */,
+                       const char **ctype /* OUT */);
+
+#endif

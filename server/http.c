@@ -1,0 +1,790 @@
+/* http.c: the libmicrohttpd daemon, routing, body limits, auth and JSON error responses.
+ *
+ * The daemon runs a pool of epoll threads (MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL with
+ * MHD_OPTION_THREAD_POOL_SIZE); a handler runs on the polling thread, so handlers stay short
+ * and borrow a database connection from a pool. A request body is buffered up to max_body;
+ * a larger one is answered 413 as soon as its Content-Length is known (or when the upload
+ * passes the limit). Every error, including 404/405/413/415, is a JSON object
+ * {"error":{"code","message","field"}} whose status comes from the HTTP_ERRORS table. */
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <math.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "api.h"
+#include "log.h"
+
+/* ---------------------------------------------------------------- buffer */
+
+void http_buf_init(http_buf *b) { memset(b, 0, sizeof *b); }
+
+void http_buf_free(http_buf *b) {
+  free(b->data);
+  http_buf_init(b);
+}
+
+static int buf_reserve(http_buf *b, size_t extra) {
+  if (b->failed) return 0;
+  if (b->len + extra + 1 <= b->cap) return 1;
+  size_t nc = b->cap ? b->cap : 256;
+  while (nc < b->len + extra + 1) {
+    if (nc > SIZE_MAX / 2) {
+      b->failed = 1;
+      return 0;
+    }
+    nc *= 2;
+  }
+  char *nd = realloc(b->data, nc);
+  if (!nd) {
+    b->failed = 1;
+    return 0;
+  }
+  b->data = nd;
+  b->cap = nc;
+  return 1;
+}
+
+void http_buf_add(http_buf *b, const char *s, size_t n) {
+  if (!buf_reserve(b, n)) return;
+  memcpy(b->data + b->len, s, n);
+  b->len += n;
+  b->data[b->len] = '\0';
+}
+
+void http_buf_str(http_buf *b, const char *s) { http_buf_add(b, s, strlen(s)); }
+
+void http_buf_printf(http_buf *b, const char *fmt, ...) {
+  char tmp[256];
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+  va_end(ap);
+  if (n < 0) return;
+  if ((size_t)n < sizeof tmp) {
+    http_buf_add(b, tmp, (size_t)n);
+    return;
+  }
+  if (!buf_reserve(b, (size_t)n)) return;
+  va_start(ap, fmt);
+  vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+  va_end(ap);
+  b->len += (size_t)n;
+}
+
+/* Length of the valid UTF-8 sequence at s (1..4), or 0 if invalid (RFC 3629). */
+static int utf8_len(const unsigned char *s) {
+  unsigned char c = s[0];
+  if (c < 0x80) return 1;
+  int n;
+  unsigned cp;
+  if (c >= 0xc2 && c <= 0xdf) n = 2, cp = c & 0x1f;
+  else if (c >= 0xe0 && c <= 0xef) n = 3, cp = c & 0x0f;
+  else if (c >= 0xf0 && c <= 0xf4) n = 4, cp = c & 0x07;
+  else return 0;
+  for (int i = 1; i < n; i++) {
+    if ((s[i] & 0xc0) != 0x80) return 0;
+    cp = (cp << 6) | (s[i] & 0x3f);
+  }
+  if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+      (cp >= 0xd800 && cp <= 0xdfff))
+    return 0;
+  return n;
+}
+
+void http_buf_json_str(http_buf *b, const char *s) {
+  if (!s) {
+    http_buf_add(b, "null", 4);
+    return;
+  }
+  http_buf_add(b, "\"", 1);
+  const unsigned char *p = (const unsigned char *)s;
+  while (*p) {
+    const unsigned char *run = p;
+    while (*p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\') p++;
+    if (p > run) http_buf_add(b, (const char *)run, (size_t)(p - run));
+    if (!*p) break;
+    unsigned char c = *p;
+    if (c == '"' || c == '\\') {
+      char e[2] = {'\\', (char)c};
+      http_buf_add(b, e, 2);
+      p++;
+    } else if (c < 0x20) {
+      switch (c) {
+      case '\n': http_buf_add(b, "\\n", 2); break;
+      case '\r': http_buf_add(b, "\\r", 2); break;
+      case '\t': http_buf_add(b, "\\t", 2); break;
+      default: http_buf_printf(b, "\\u%04x", c);
+      }
+      p++;
+    } else {
+      int n = utf8_len(p);
+      if (n) {
+        http_buf_add(b, (const char *)p, (size_t)n);
+        p += n;
+      } else {
+        http_buf_add(b, "\xef\xbf\xbd", 3); /* U+FFFD */
+        p++;
+      }
+    }
+  }
+  http_buf_add(b, "\"", 1);
+}
+
+void http_buf_json_num(http_buf *b, double v) {
+  if (isnan(v)) {
+    http_buf_add(b, "\"NaN\"", 5);
+  } else if (isinf(v)) {
+    if (v > 0) http_buf_add(b, "\"Infinity\"", 10);
+    else http_buf_add(b, "\"-Infinity\"", 11);
+  } else {
+    char tmp[32];
+    int n = snprintf(tmp, sizeof tmp, "%.17g", v);
+    http_buf_add(b, tmp, (size_t)n);
+  }
+}
+
+void http_buf_json_real(http_buf *b, double v) {
+  if (!isfinite(v)) {
+    http_buf_add(b, "null", 4);
+    return;
+  }
+  char tmp[40];
+  int n = 0;
+  for (int prec = 15; prec <= 17; prec++) {
+    n = snprintf(tmp, sizeof tmp, "%.*g", prec, v);
+    if (strtod(tmp, NULL) == v) break;
+  }
+  if (!strpbrk(tmp, ".eEn")) { /* keep it a real: 1 -> 1.0 */
+    tmp[n++] = '.';
+    tmp[n++] = '0';
+    tmp[n] = '\0';
+  }
+  http_buf_add(b, tmp, (size_t)n);
+}
+
+void http_buf_json_value(http_buf *b, const json_t *v) {
+  switch (json_typeof(v)) {
+  case JSON_OBJECT: {
+    const char *k;
+    json_t *x;
+    int first = 1;
+    http_buf_add(b, "{", 1);
+    json_object_foreach((json_t *)v, k, x) {
+      if (!first) http_buf_add(b, ",", 1);
+      first = 0;
+      http_buf_json_str(b, k);
+      http_buf_add(b, ":", 1);
+      http_buf_json_value(b, x);
+    }
+    http_buf_add(b, "}", 1);
+    break;
+  }
+  case JSON_ARRAY: {
+    size_t i;
+    json_t *x;
+    http_buf_add(b, "[", 1);
+    json_array_foreach(v, i, x) {
+      if (i) http_buf_add(b, ",", 1);
+      http_buf_json_value(b, x);
+    }
+    http_buf_add(b, "]", 1);
+    break;
+  }
+  case JSON_STRING: http_buf_json_str(b, json_string_value(v)); break;
+  case JSON_INTEGER: http_buf_printf(b, "%" JSON_INTEGER_FORMAT, json_integer_value(v)); break;
+  case JSON_REAL: http_buf_json_real(b, json_real_value(v)); break;
+  case JSON_TRUE: http_buf_add(b, "true", 4); break;
+  case JSON_FALSE: http_buf_add(b, "false", 5); break;
+  default: http_buf_add(b, "null", 4); break;
+  }
+}
+
+char *http_json_dump(const json_t *v) {
+  http_buf b;
+  http_buf_init(&b);
+  http_buf_json_value(&b, v);
+  if (b.failed || !b.data) {
+    http_buf_free(&b);
+    return NULL;
+  }
+  return b.data;
+}
+
+/* ---------------------------------------------------------------- errors */
+
+static const struct {
+  const char *name;
+  int status;
+  int td;
+} err_table[HTTP_E__COUNT] = {
+#define HTTP__ERR_ROW(e, name, status, td) {name, status, td},
+    HTTP_ERRORS(HTTP__ERR_ROW)
+#undef HTTP__ERR_ROW
+};
+
+int http_err_status(http_errcode e) {
+  return (e >= 0 && e < HTTP_E__COUNT) ? err_table[e].status : 500;
+}
+const char *http_err_name(http_errcode e) {
+  return (e >= 0 && e < HTTP_E__COUNT) ? err_table[e].name : "internal";
+}
+http_errcode http_err_from_td(int td_code) {
+  for (int i = 0; i < HTTP_E__COUNT; i++)
+    if (err_table[i].td != 0 && err_table[i].td == td_code) return (http_errcode)i;
+  return HTTP_E_INTERNAL;
+}
+
+static int error_body(http_resp *resp, http_errcode code, const char *field, const char *msg) {
+  http_buf_free(&resp->body);
+  if (resp->fd >= 0) {
+    close(resp->fd);
+    resp->fd = -1;
+  }
+  resp->status = http_err_status(code);
+  resp->content_type = "application/json";
+  http_buf_str(&resp->body, "{\"error\":{\"code\":");
+  http_buf_json_str(&resp->body, http_err_name(code));
+  http_buf_str(&resp->body, ",\"message\":");
+  http_buf_json_str(&resp->body, msg);
+  http_buf_str(&resp->body, ",\"field\":");
+  http_buf_json_str(&resp->body, field && *field ? field : NULL);
+  http_buf_str(&resp->body, "}}");
+  return resp->status;
+}
+
+int http_error(http_resp *resp, http_errcode code, const char *field, const char *fmt, ...) {
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  return error_body(resp, code, field, msg);
+}
+
+int http_error_td(http_resp *resp, const td_err *e) {
+  http_errcode c = http_err_from_td(e->code);
+  if (c == HTTP_E_IO || c == HTTP_E_INTERNAL)
+    log_emit(LOG_ERROR, "internal_error", "code=%d msg=\"%s\"", e->code, e->msg);
+  return error_body(resp, c, e->field, e->msg[0] ? e->msg : td_strerror(e->code));
+}
+
+void http_resp_header(http_resp *resp, const char *name, const char *fmt, ...) {
+  if (resp->n_hdr >= (int)(sizeof resp->hdr / sizeof resp->hdr[0])) return;
+  resp->hdr[resp->n_hdr].name = name;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(resp->hdr[resp->n_hdr].value, sizeof resp->hdr[0].value, fmt, ap);
+  va_end(ap);
+  resp->n_hdr++;
+}
+
+const char *http_query(const http_req *req, const char *name) {
+  return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+const char *http_header(const http_req *req, const char *name) {
+  return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
+}
+
+int http_store(http_req *req, store **out, td_err *err) {
+  if (!req->st) {
+    int rc = store_pool_get(req->pool, &req->st, err);
+    if (rc) {
+      *out = NULL;
+      return rc;
+    }
+  }
+  *out = req->st;
+  return 0;
+}
+
+int http_parse_ll(const char *s, long long min, long long max, long long *out) {
+  if (!s || !*s) return TD_EINVAL;
+  const char *p = s;
+  int neg = 0;
+  if (*p == '-') neg = 1, p++;
+  if (!*p) return TD_EINVAL;
+  unsigned long long v = 0;
+  for (; *p; p++) {
+    if (*p < '0' || *p > '9') return TD_EINVAL;
+    if (v > (ULLONG_MAX - 9) / 10) return TD_EINVAL;
+    v = v * 10 + (unsigned)(*p - '0');
+    if (v > (unsigned long long)LLONG_MAX + 1) return TD_EINVAL;
+  }
+  long long r;
+  if (neg) r = v == (unsigned long long)LLONG_MAX + 1 ? LLONG_MIN : -(long long)v;
+  else if (v > (unsigned long long)LLONG_MAX) return TD_EINVAL;
+  else r = (long long)v;
+  if (r < min || r > max) return TD_EINVAL;
+  *out = r;
+  return 0;
+}
+
+int http_parse_id(const char *s, int64_t *out) {
+  long long v;
+  if (!s || *s == '-' || http_parse_ll(s, 1, 9007199254740992LL, &v)) return TD_EINVAL;
+  *out = v;
+  return 0;
+}
+
+/* ---------------------------------------------------------------- routes */
+
+enum { ROUTE_JSON_BODY = 1, ROUTE_MUTATES = 2 };
+
+typedef struct http_route {
+  const char *method;
+  const char *pattern;
+  http_handler fn;
+  const char *name; /* label in /metrics */
+  unsigned flags;
+} http_route;
+
+/* The API. Sweeps will slot in here:
+ *   {"POST", "/api/v1/sweeps", api_sweeps_create, "sweeps_create", ROUTE_JSON_BODY | ROUTE_MUTATES},
+ *   {"GET",  "/api/v1/sweeps/{id}", api_sweeps_get, "sweeps_get", 0}, */
+static const http_route routes[] = {
+    {"GET", "/healthz", api_healthz, "healthz", 0},
+    {"GET", "/metrics", api_prometheus, "prometheus", 0},
+    {"GET", "/api/v1/kinds", api_kinds_list, "kinds_list", 0},
+    {"POST", "/api/v1/jobs", api_jobs_create, "jobs_create", ROUTE_JSON_BODY | ROUTE_MUTATES},
+    {"GET", "/api/v1/jobs", api_jobs_list, "jobs_list", 0},
+    {"GET", "/api/v1/jobs/{id}", api_jobs_get, "jobs_get", 0},
+    {"POST", "/api/v1/jobs/{id}/cancel", api_jobs_cancel, "jobs_cancel", ROUTE_MUTATES},
+    {"GET", "/api/v1/jobs/{id}/metrics", api_metrics_get, "metrics_get", 0},
+    {"GET", "/api/v1/jobs/{id}/metrics.csv", api_metrics_csv, "metrics_csv", 0},
+    {"GET", "/api/v1/jobs/{id}/artifacts", api_artifacts_list, "artifacts_list", 0},
+    {"GET", "/api/v1/jobs/{id}/artifacts/{name}", api_artifacts_get, "artifacts_get", 0},
+};
+#define N_ROUTES ((int)(sizeof routes / sizeof routes[0]))
+#define ROUTE_STATIC N_ROUTES
+#define ROUTE_OTHER (N_ROUTES + 1)
+#define N_ROUTE_SLOTS (N_ROUTES + 2)
+
+static const int status_slots[] = {200, 201, 202, 204, 304, 400, 401, 403, 404,
+                                   405, 409, 413, 415, 429, 500, 503, 0};
+#define N_STATUS_SLOTS ((int)(sizeof status_slots / sizeof status_slots[0]))
+static const double latency_le[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                    0.05,   0.1,   0.25,   0.5,   1.0,  2.5};
+#define N_LAT ((int)(sizeof latency_le / sizeof latency_le[0]) + 1)
+
+struct http_server {
+  struct MHD_Daemon *d;
+  http_config cfg;
+  char *token;
+  size_t token_len;
+  void *app;
+  unsigned port;
+  atomic_ullong requests[N_ROUTE_SLOTS][N_STATUS_SLOTS];
+  atomic_ullong latency[N_ROUTE_SLOTS][N_LAT];
+  atomic_ullong latency_us_sum[N_ROUTE_SLOTS];
+};
+
+/* Per-request state, kept by MHD in *con_cls from the first call to the completion. */
+typedef struct req_ctx {
+  long long t0_ns;
+  char *body;
+  size_t len, cap;
+  unsigned long long discarded;
+  int too_large;
+  int status;
+  int route;
+  uint64_t resp_bytes;
+  char method[12];
+  char path[200];
+} req_ctx;
+
+static long long mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+#define MAX_SEGS 12
+
+/* Split a path into segments in `buf`; returns the count or -1 (too long or too many). */
+static int split_path(const char *path, char *buf, size_t bufsz, char *segs[MAX_SEGS]) {
+  size_t n = strlen(path);
+  if (n + 1 > bufsz || path[0] != '/') return -1;
+  memcpy(buf, path + 1, n); /* without the leading '/', with the NUL */
+  int k = 0;
+  char *p = buf;
+  for (;;) {
+    if (k == MAX_SEGS) return -1;
+    segs[k++] = p;
+    char *slash = strchr(p, '/');
+    if (!slash) break;
+    *slash = '\0';
+    p = slash + 1;
+  }
+  return k;
+}
+
+/* Does the route's pattern match the segments? Captures go to req->seg. */
+static int route_match(const http_route *r, char *segs[], int n, http_req *req) {
+  const char *pat = r->pattern + 1;
+  int i = 0;
+  size_t caps = 0;
+  while (*pat || i < n) {
+    if (i >= n || !*pat) return 0;
+    const char *end = strchr(pat, '/');
+    size_t plen = end ? (size_t)(end - pat) : strlen(pat);
+    if (pat[0] == '{') {
+      if (!segs[i][0]) return 0;
+      if (caps < sizeof req->seg / sizeof req->seg[0]) req->seg[caps++] = segs[i];
+    } else if (strlen(segs[i]) != plen || memcmp(segs[i], pat, plen) != 0) {
+      return 0;
+    }
+    i++;
+    pat += plen;
+    if (*pat == '/') pat++;
+    else if (i < n) return 0;
+  }
+  req->n_seg = caps;
+  return 1;
+}
+
+/* Constant-time comparison of the bearer token (the time depends on lengths only). */
+static int token_ok(const http_server *s, const char *auth) {
+  if (!auth || strncasecmp(auth, "Bearer ", 7) != 0) return 0;
+  const char *t = auth + 7;
+  size_t tl = strlen(t);
+  unsigned char diff = (unsigned char)(tl != s->token_len);
+  for (size_t i = 0; i < s->token_len; i++)
+    diff |= (unsigned char)(s->token[i] ^ (i < tl ? t[i] : 0));
+  return diff == 0;
+}
+
+static int is_json_type(const char *ct) {
+  if (!ct) return 0;
+  while (*ct == ' ') ct++;
+  size_t n = strlen("application/json");
+  if (strncasecmp(ct, "application/json", n) != 0) return 0;
+  ct += n;
+  while (*ct == ' ') ct++;
+  return *ct == '\0' || *ct == ';';
+}
+
+static int dispatch(http_server *srv, struct MHD_Connection *conn, const char *url,
+                    const char *method, req_ctx *rc, http_resp *resp) {
+  http_req req = {.conn = conn, .srv = srv, .app = srv->app, .method = method, .path = url,
+                  .body = rc->body, .body_len = rc->len, .pool = srv->cfg.pool};
+  int is_get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+  char buf[2048];
+  char *segs[MAX_SEGS];
+  int n = split_path(url, buf, sizeof buf, segs);
+  if (n < 0) return http_error(resp, HTTP_E_NOT_FOUND, NULL, "no such path");
+  const http_route *found = NULL;
+  char allow[64] = "";
+  for (int i = 0; i < N_ROUTES; i++) {
+    if (!route_match(&routes[i], segs, n, &req)) continue;
+    int same = strcmp(routes[i].method, method) == 0 ||
+               (is_get && strcmp(routes[i].method, "GET") == 0);
+    if (same) {
+      found = &routes[i];
+      rc->route = i;
+      break;
+    }
+    size_t al = strlen(allow);
+    snprintf(allow + al, sizeof allow - al, "%s%s%s", al ? ", " : "", routes[i].method,
+             strcmp(routes[i].method, "GET") == 0 ? ", HEAD" : "");
+  }
+  int is_api = strncmp(url, "/api/", 5) == 0 || strcmp(url, "/api") == 0;
+  if (!found && allow[0]) {
+    http_resp_header(resp, "Allow", "%s", allow);
+    return http_error(resp, HTTP_E_METHOD_NOT_ALLOWED, NULL, "%s is not allowed on %s (allowed: %s)",
+                      method, is_api ? "this resource" : "this path", allow);
+  }
+  if (!found && is_api) return http_error(resp, HTTP_E_NOT_FOUND, NULL, "no such API resource");
+  unsigned flags = found ? found->flags : 0;
+  if (srv->token && ((flags & ROUTE_MUTATES) || srv->cfg.token_for_read) &&
+      !token_ok(srv, http_header(&req, MHD_HTTP_HEADER_AUTHORIZATION))) {
+    http_resp_header(resp, "WWW-Authenticate", "Bearer realm=\"tdlab\"");
+    return http_error(resp, HTTP_E_UNAUTHORIZED, NULL,
+                      "this request needs the header 'Authorization: Bearer <token>'");
+  }
+  if (!found) { /* the dashboard */
+    rc->route = ROUTE_STATIC;
+    if (!is_get) {
+      http_resp_header(resp, "Allow", "GET, HEAD");
+      return http_error(resp, HTTP_E_METHOD_NOT_ALLOWED, NULL, "static files are read-only");
+    }
+    return api_static(&req, resp);
+  }
+  if ((flags & ROUTE_JSON_BODY) &&
+      !is_json_type(http_header(&req, MHD_HTTP_HEADER_CONTENT_TYPE)))
+    return http_error(resp, HTTP_E_UNSUPPORTED_MEDIA_TYPE, NULL,
+                      "the body must be sent with Content-Type: application/json");
+  int status = found->fn(&req, resp);
+  if (req.st) store_pool_put(req.pool, req.st);
+  return status;
+}
+
+static enum MHD_Result send_resp(struct MHD_Connection *conn, req_ctx *rc, http_resp *resp) {
+  struct MHD_Response *r;
+  if (resp->fd >= 0) {
+    r = MHD_create_response_from_fd64(resp->fd_size, resp->fd);
+    if (!r) close(resp->fd);
+    rc->resp_bytes = resp->fd_size;
+    resp->fd = -1;
+  } else if (resp->body.failed) {
+    http_buf_free(&resp->body);
+    http_error(resp, HTTP_E_UNAVAILABLE, NULL, "out of memory");
+    return send_resp(conn, rc, resp);
+  } else if (resp->body.len) {
+    r = MHD_create_response_from_buffer(resp->body.len, resp->body.data, MHD_RESPMEM_MUST_FREE);
+    rc->resp_bytes = resp->body.len;
+    if (r) http_buf_init(&resp->body); /* MHD frees it */
+  } else {
+    r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+  }
+  http_buf_free(&resp->body);
+  if (!r) return MHD_NO;
+  if (resp->status != 304 && resp->status != 204 && !(resp->content_type && !*resp->content_type))
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+                            resp->content_type ? resp->content_type : "application/json");
+  MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, resp->cache ? resp->cache : "no-store");
+  MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+  for (int i = 0; i < resp->n_hdr; i++)
+    MHD_add_response_header(r, resp->hdr[i].name, resp->hdr[i].value);
+  rc->status = resp->status;
+  enum MHD_Result ok = MHD_queue_response(conn, (unsigned)resp->status, r);
+  MHD_destroy_response(r);
+  return ok;
+}
+
+static void copy_for_log(char *dst, size_t n, const char *src) {
+  size_t i = 0;
+  for (; src && src[i] && i + 1 < n; i++) {
+    unsigned char c = (unsigned char)src[i];
+    dst[i] = (c < 0x21 || c > 0x7e || c == '"' || c == '\\') ? '?' : (char)c;
+  }
+  dst[i] = '\0';
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls) {
+  (void)version;
+  http_server *srv = cls;
+  req_ctx *rc = *con_cls;
+  http_resp resp = {.status = 200, .fd = -1};
+  if (!rc) {
+    rc = calloc(1, sizeof *rc);
+    if (!rc) return MHD_NO;
+    *con_cls = rc;
+    rc->t0_ns = mono_ns();
+    rc->route = ROUTE_OTHER;
+    copy_for_log(rc->method, sizeof rc->method, method);
+    copy_for_log(rc->path, sizeof rc->path, url);
+    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
+                                                 MHD_HTTP_HEADER_CONTENT_LENGTH);
+    long long clen = 0;
+    if (cl && http_parse_ll(cl, 0, LLONG_MAX, &clen) == 0 && (size_t)clen > srv->cfg.max_body) {
+      rc->too_large = 1; /* answer now; MHD discards the body and closes the connection */
+      http_error(&resp, HTTP_E_PAYLOAD_TOO_LARGE, NULL, "the body is %lld bytes; the limit is %zu",
+                 clen, srv->cfg.max_body);
+      return send_resp(conn, rc, &resp);
+    }
+    return MHD_YES;
+  }
+  if (*upload_data_size) {
+    size_t n = *upload_data_size;
+    *upload_data_size = 0;
+    if (!rc->too_large && rc->len + n > srv->cfg.max_body) {
+      rc->too_large = 1;
+      free(rc->body);
+      rc->body = NULL;
+      rc->len = rc->cap = 0;
+    }
+    if (rc->too_large) {
+      rc->discarded += n;
+      return rc->discarded > 64ull * srv->cfg.max_body + (64u << 20) ? MHD_NO : MHD_YES;
+    }
+    if (rc->len + n > rc->cap) {
+      size_t nc = rc->cap ? rc->cap : 4096;
+      while (nc < rc->len + n) nc *= 2;
+      char *nb = realloc(rc->body, nc);
+      if (!nb) return MHD_NO;
+      rc->body = nb;
+      rc->cap = nc;
+    }
+    memcpy(rc->body + rc->len, upload_data, n);
+    rc->len += n;
+    return MHD_YES;
+  }
+  if (rc->too_large)
+    http_error(&resp, HTTP_E_PAYLOAD_TOO_LARGE, NULL, "the body is larger than %zu bytes",
+               srv->cfg.max_body);
+  else
+    dispatch(srv, conn, url, method, rc, &resp);
+  return send_resp(conn, rc, &resp);
+}
+
+static int status_slot(int status) {
+  for (int i = 0; i < N_STATUS_SLOTS - 1; i++)
+    if (status_slots[i] == status) return i;
+  return N_STATUS_SLOTS - 1;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe) {
+  (void)conn;
+  http_server *srv = cls;
+  req_ctx *rc = *con_cls;
+  if (!rc) return;
+  *con_cls = NULL;
+  double secs = (mono_ns() - rc->t0_ns) / 1e9;
+  int route = rc->route;
+  atomic_fetch_add_explicit(&srv->requests[route][status_slot(rc->status)], 1,
+                            memory_order_relaxed);
+  int b = 0;
+  while (b < N_LAT - 1 && secs > latency_le[b]) b++;
+  atomic_fetch_add_explicit(&srv->latency[route][b], 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&srv->latency_us_sum[route], (unsigned long long)(secs * 1e6),
+                            memory_order_relaxed);
+  log_level lvl = rc->status >= 500 || rc->status == 0 ? LOG_WARN : LOG_INFO;
+  if (log_enabled(lvl))
+    log_emit(lvl, "request", "method=%s path=%s status=%d ms=%.3f bytes=%llu%s", rc->method,
+             rc->path, rc->status, secs * 1e3, (unsigned long long)rc->resp_bytes,
+             toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted=1");
+  free(rc->body);
+  free(rc);
+}
+
+static void mhd_logger(void *cls, const char *fmt, va_list ap) {
+  (void)cls;
+  if (!log_enabled(LOG_DEBUG)) return;
+  char msg[512], q[600];
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  size_t n = strlen(msg);
+  while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = '\0';
+  log_emit(LOG_DEBUG, "mhd", "msg=%s", log_quote(q, sizeof q, msg));
+}
+
+int http_start(const http_config *cfg, void *app, http_server **out, td_err *err) {
+  *out = NULL;
+  if (cfg->port > 65535 || cfg->threads < 1 || cfg->max_body < 1)
+    return td_err_set(err, TD_EINVAL, NULL, "bad HTTP configuration");
+  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                           .ai_flags = AI_PASSIVE | AI_NUMERICSERV},
+                  *ai = NULL;
+  char port[16];
+  snprintf(port, sizeof port, "%u", cfg->port);
+  int gai = getaddrinfo(cfg->host, port, &hints, &ai);
+  if (gai != 0 || !ai)
+    return td_err_set(err, TD_EINVAL, "host", "cannot resolve host '%s': %s", cfg->host,
+                      gai_strerror(gai));
+  http_server *s = calloc(1, sizeof *s);
+  if (!s) {
+    freeaddrinfo(ai);
+    return td_err_set(err, TD_ENOMEM, NULL, "out of memory");
+  }
+  s->cfg = *cfg;
+  s->app = app;
+  if (cfg->token) {
+    s->token = strdup(cfg->token);
+    s->token_len = s->token ? strlen(s->token) : 0;
+  }
+  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC |
+                   MHD_USE_ERROR_LOG;
+  if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
+  struct MHD_OptionItem opts[12];
+  int k = 0;
+  opts[k++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, ai->ai_addr};
+  opts[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, cfg->max_conns ? cfg->max_conns : 1024, NULL};
+  opts[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, cfg->conn_timeout_s, NULL};
+  opts[k++] = (struct MHD_OptionItem){MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL};
+  opts[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT, 64 * 1024, NULL};
+  if (cfg->threads > 1)
+    opts[k++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, cfg->threads, NULL};
+  opts[k++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+  s->d = MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL, on_request, s,
+                          MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                          MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
+                          MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
+  freeaddrinfo(ai);
+  if (!s->d) {
+    int e = errno;
+    free(s->token);
+    free(s);
+    return td_err_set(err, TD_EIO, "port", "cannot listen on %s:%u (%s)", cfg->host, cfg->port,
+                      e ? strerror(e) : "libmicrohttpd refused the configuration");
+  }
+  const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
+  s->port = info ? info->port : cfg->port;
+  *out = s;
+  return 0;
+}
+
+unsigned http_port(const http_server *s) { return s->port; }
+
+void http_quiesce(http_server *s) {
+  if (s && s->d) MHD_quiesce_daemon(s->d);
+}
+
+void http_stop(http_server *s) {
+  if (!s) return;
+  if (s->d) MHD_stop_daemon(s->d);
+  free(s->token);
+  free(s);
+}
+
+static const char *route_name(int i) {
+  return i < N_ROUTES ? routes[i].name : i == ROUTE_STATIC ? "static" : "other";
+}
+
+void http_write_prometheus(http_server *s, http_buf *b) {
+  http_buf_str(b, "# HELP tdlab_http_requests_total HTTP requests by route and status.\n"
+                  "# TYPE tdlab_http_requests_total counter\n");
+  for (int r = 0; r < N_ROUTE_SLOTS; r++)
+    for (int k = 0; k < N_STATUS_SLOTS; k++) {
+      unsigned long long v = atomic_load_explicit(&s->requests[r][k], memory_order_relaxed);
+      if (!v) continue;
+      if (status_slots[k])
+        http_buf_printf(b, "tdlab_http_requests_total{route=\"%s\",status=\"%d\"} %llu\n",
+                        route_name(r), status_slots[k], v);
+      else
+        http_buf_printf(b, "tdlab_http_requests_total{route=\"%s\",status=\"other\"} %llu\n",
+                        route_name(r), v);
+    }
+  http_buf_str(b, "# HELP tdlab_http_request_duration_seconds Time from the request line to "
+                  "the end of the response, by route.\n"
+                  "# TYPE tdlab_http_request_duration_seconds histogram\n");
+  for (int r = 0; r < N_ROUTE_SLOTS; r++) {
+    unsigned long long cum = 0, counts[N_LAT];
+    for (int k = 0; k < N_LAT; k++)
+      counts[k] = atomic_load_explicit(&s->latency[r][k], memory_order_relaxed);
+    unsigned long long total = 0;
+    for (int k = 0; k < N_LAT; k++) total += counts[k];
+    if (!total) continue;
+    for (int k = 0; k < N_LAT; k++) {
+      cum += counts[k];
+      if (k < N_LAT - 1)
+        http_buf_printf(b, "tdlab_http_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %llu\n",
+                        route_name(r), latency_le[k], cum);
+      else
+        http_buf_printf(b, "tdlab_http_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n",
+                        route_name(r), cum);
+    }
+    http_buf_printf(b, "tdlab_http_request_duration_seconds_sum{route=\"%s\"} %.6f\n",
+                    route_name(r),
+                    atomic_load_explicit(&s->latency_us_sum[r], memory_order_relaxed) / 1e6);
+    http_buf_printf(b, "tdlab_http_request_duration_seconds_count{route=\"%s\"} %llu\n",
+                    route_name(r), total);
+  }
+}

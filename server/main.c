@@ -1,0 +1,682 @@
+/* main.c: the tdlab command line: serve, run, kinds, migrate. */
+#include <cblas.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <limits.h>
+#include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../core/kinds/registry.h"
+#include "api.h"
+#include "http.h"
+#include "log.h"
+#include "queue.h"
+#include "store.h"
+
+#define TDLAB_VERSION "0.1.0"
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: tdlab <verb> [options]\n"
+          "\n"
+          "  serve    [--host 127.0.0.1] [--port 8080] [--db var/tdlab.db] [--workers N]\n"
+          "           [--web web] [--migrations DIR] [--token-file F] [--token-required-for-read]\n"
+          "           [--insecure] [--log-level error|warn|info|debug] [--max-body 1M]\n"
+          "           [--max-job-bytes 4G] [--max-params 50e6] [--max-queued 10000]\n"
+          "           [--job-timeout SECONDS] [--max-attempts 3] [--http-threads N]\n"
+          "           [--max-conns 1024] [--conn-timeout 30] [--batch-points 1024]\n"
+          "           [--batch-ms 250] [--shutdown-timeout 60]\n"
+          "  run      SPEC.json|- [--out metrics.jsonl] [--blas-threads N]\n"
+          "  kinds    [--json]\n"
+          "  migrate  --db F [--migrations DIR]\n"
+          "  version\n");
+}
+
+/* ---------------------------------------------------------------- option parsing */
+
+typedef struct opts {
+  int argc, i;
+  char **argv;
+  const char *name, *value;
+} opts;
+
+/* Next "--name value" or "--name=value" (value NULL for a bare flag followed by another
+ * flag). Returns 0 at the end, -1 for a positional argument (left in o->value). */
+static int next_opt(opts *o) {
+  if (o->i >= o->argc) return 0;
+  char *a = o->argv[o->i++];
+  if (strncmp(a, "--", 2) != 0) {
+    o->name = NULL;
+    o->value = a;
+    return -1;
+  }
+  static char namebuf[64];
+  char *eq = strchr(a, '=');
+  if (eq) {
+    snprintf(namebuf, sizeof namebuf, "%.*s", (int)(eq - a), a);
+    o->name = namebuf;
+    o->value = eq + 1;
+  } else {
+    o->name = a;
+    o->value = (o->i < o->argc && strncmp(o->argv[o->i], "--", 2) != 0) ? o->argv[o->i] : NULL;
+  }
+  return 1;
+}
+
+/* Consume the value of the current option; exits with a message when it is missing. */
+static const char *need(opts *o) {
+  if (!o->value) {
+    fprintf(stderr, "tdlab: %s needs a value\n", o->name);
+    exit(2);
+  }
+  if (!strchr(o->argv[o->i - 1], '=')) o->i++;
+  return o->value;
+}
+
+/* A size with an optional K/M/G/T suffix (powers of 1024), or a plain number like 50e6. */
+static double parse_size(const char *name, const char *v) {
+  char *end;
+  errno = 0;
+  double x = strtod(v, &end);
+  double mul = 1;
+  if (*end == 'K' || *end == 'k') mul = 1024.0, end++;
+  else if (*end == 'M' || *end == 'm') mul = 1048576.0, end++;
+  else if (*end == 'G' || *end == 'g') mul = 1073741824.0, end++;
+  else if (*end == 'T' || *end == 't') mul = 1099511627776.0, end++;
+  if (*end == 'B' || *end == 'b') end++;
+  if (end == v || *end || errno || !isfinite(x) || x < 0) {
+    fprintf(stderr, "tdlab: %s: '%s' is not a size\n", name, v);
+    exit(2);
+  }
+  return x * mul;
+}
+
+static long parse_long(const char *name, const char *v, long min, long max) {
+  long long x;
+  if (http_parse_ll(v, min, max, &x)) {
+    fprintf(stderr, "tdlab: %s: '%s' is not an integer in %ld..%ld\n", name, v, min, max);
+    exit(2);
+  }
+  return (long)x;
+}
+
+static int n_cores(void) {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0) {
+    int n = CPU_COUNT(&set);
+    if (n > 0) return n;
+  }
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? (int)n : 1;
+}
+
+static int is_dir_with_init(const char *dir) {
+  char p[PATH_MAX];
+  snprintf(p, sizeof p, "%s/0001_init.sql", dir);
+  return access(p, R_OK) == 0;
+}
+
+/* The migrations directory: the option, else ./migrations, else next to the binary
+ * (build/tdlab -> ../migrations, build/x/tdlab -> ../../migrations), else /usr/share/tdlab. */
+static const char *find_migrations(const char *opt, char *buf, size_t n) {
+  if (opt) return opt;
+  if (is_dir_with_init("migrations")) return "migrations";
+  char exe[PATH_MAX];
+  ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (len > 0) {
+    exe[len] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (slash) *slash = '\0';
+    const char *ups[] = {"/migrations", "/../migrations", "/../../migrations",
+                         "/../share/tdlab/migrations"};
+    for (size_t i = 0; i < sizeof ups / sizeof ups[0]; i++) {
+      snprintf(buf, n, "%s%s", exe, ups[i]);
+      if (is_dir_with_init(buf)) return buf;
+    }
+  }
+  if (is_dir_with_init("/usr/share/tdlab/migrations")) return "/usr/share/tdlab/migrations";
+  return "migrations";
+}
+
+/* Create the parent directories of a file path (like mkdir -p of its dirname). */
+static void make_parent_dirs(const char *file) {
+  char p[PATH_MAX];
+  snprintf(p, sizeof p, "%s", file);
+  char *slash = strrchr(p, '/');
+  if (!slash || slash == p) return;
+  *slash = '\0';
+  for (char *s = p + 1; *s; s++) {
+    if (*s != '/') continue;
+    *s = '\0';
+    mkdir(p, 0755);
+    *s = '/';
+  }
+  mkdir(p, 0755);
+}
+
+static int open_and_migrate(const char *db, const char *mig_dir, store **out) {
+  if (strcmp(db, ":memory:") != 0) make_parent_dirs(db);
+  td_err e;
+  td_err_clear(&e);
+  int applied = 0, version = 0;
+  if (store_open(db, 0, out, &e) || store_migrate(*out, mig_dir, &applied, &version, &e)) {
+    fprintf(stderr, "tdlab: %s\n", e.msg);
+    store_close(*out);
+    *out = NULL;
+    return 1;
+  }
+  log_emit(LOG_INFO, "migrated", "db=%s dir=%s version=%d applied=%d", db, mig_dir, version,
+           applied);
+  return 0;
+}
+
+/* ---------------------------------------------------------------- migrate */
+
+static int cmd_migrate(opts *o) {
+  const char *db = NULL, *mig = NULL;
+  int r;
+  while ((r = next_opt(o))) {
+    if (r < 0) {
+      fprintf(stderr, "tdlab migrate: unexpected argument '%s'\n", o->value);
+      return 2;
+    }
+    if (!strcmp(o->name, "--db")) db = need(o);
+    else if (!strcmp(o->name, "--migrations")) mig = need(o);
+    else {
+      fprintf(stderr, "tdlab migrate: unknown option %s\n", o->name);
+      return 2;
+    }
+  }
+  if (!db) {
+    fprintf(stderr, "tdlab migrate: --db F is required\n");
+    return 2;
+  }
+  char buf[PATH_MAX];
+  store *s = NULL;
+  if (open_and_migrate(db, find_migrations(mig, buf, sizeof buf), &s)) return 1;
+  store_close(s);
+  return 0;
+}
+
+/* ---------------------------------------------------------------- kinds */
+
+static int cmd_kinds(opts *o) {
+  int as_json = 0, r;
+  while ((r = next_opt(o))) {
+    if (r > 0 && !strcmp(o->name, "--json")) as_json = 1;
+    else {
+      fprintf(stderr, "tdlab kinds: unknown argument\n");
+      return 2;
+    }
+  }
+  json_t *cat = td_kinds_catalogue();
+  if (!cat) return 1;
+  if (as_json) {
+    json_dumpf(cat, stdout, JSON_INDENT(2));
+    fputc('\n', stdout);
+    json_decref(cat);
+    return 0;
+  }
+  size_t i;
+  json_t *k;
+  json_array_foreach(cat, i, k) {
+    printf("%s%s (chapter %s): %s\n", i ? "\n" : "", json_string_value(json_object_get(k, "name")),
+           json_string_value(json_object_get(k, "chapter")),
+           json_string_value(json_object_get(k, "doc")));
+    size_t j;
+    json_t *p;
+    json_array_foreach(json_object_get(k, "params"), j, p) {
+      char *def = json_object_get(p, "default")
+                      ? http_json_dump(json_object_get(p, "default"))
+                      : NULL;
+      char range[96] = "";
+      json_t *en = json_object_get(p, "enum"), *mn = json_object_get(p, "min"),
+             *mx = json_object_get(p, "max");
+      if (json_is_array(en)) {
+        size_t e_i;
+        json_t *ev;
+        json_array_foreach(en, e_i, ev) {
+          size_t l = strlen(range);
+          snprintf(range + l, sizeof range - l, "%s%s", e_i ? "|" : "", json_string_value(ev));
+        }
+      } else if (json_is_number(mn) && json_is_number(mx)) {
+        snprintf(range, sizeof range, "[%g, %g]", json_number_value(mn), json_number_value(mx));
+      }
+      printf("  %-24s %-8s %-18s %-26s %s\n", json_string_value(json_object_get(p, "path")),
+             json_string_value(json_object_get(p, "type")), def ? def : "-", range,
+             json_string_value(json_object_get(p, "doc")) ? json_string_value(json_object_get(p, "doc")) : "");
+      free(def);
+    }
+  }
+  json_decref(cat);
+  return 0;
+}
+
+/* ---------------------------------------------------------------- run */
+
+static volatile sig_atomic_t run_stop;
+static void on_run_signal(int sig) {
+  (void)sig;
+  run_stop = 1;
+}
+
+typedef struct jsonl_sink {
+  FILE *out;
+  http_buf line;
+} jsonl_sink;
+
+static void jsonl_flush_line(jsonl_sink *j) {
+  http_buf_add(&j->line, "\n", 1);
+  if (!j->line.failed) fwrite(j->line.data, 1, j->line.len, j->out);
+  j->line.len = 0;
+  j->line.failed = 0;
+}
+
+static int jsonl_metric(void *ctx, const char *key, long step, double value) {
+  jsonl_sink *j = ctx;
+  http_buf_str(&j->line, "{\"key\":");
+  http_buf_json_str(&j->line, key);
+  http_buf_printf(&j->line, ",\"step\":%ld,\"value\":", step);
+  http_buf_json_num(&j->line, value);
+  http_buf_str(&j->line, "}");
+  jsonl_flush_line(j);
+  return ferror(j->out) ? TD_EIO : 0;
+}
+
+static int jsonl_artifact(void *ctx, const char *name, const char *content_type, const void *data,
+                          size_t len) {
+  jsonl_sink *j = ctx;
+  http_buf_str(&j->line, "{\"artifact\":");
+  http_buf_json_str(&j->line, name);
+  http_buf_str(&j->line, ",\"content_type\":");
+  http_buf_json_str(&j->line, content_type);
+  http_buf_printf(&j->line, ",\"size\":%zu", len);
+  json_t *doc = NULL;
+  if (content_type && strncmp(content_type, "application/json", 16) == 0 && data)
+    doc = json_loadb(data, len, JSON_DECODE_ANY, NULL);
+  if (doc) {
+    char *txt = http_json_dump(doc);
+    if (txt) {
+      http_buf_str(&j->line, ",\"data\":");
+      http_buf_str(&j->line, txt);
+      free(txt);
+    }
+    json_decref(doc);
+  }
+  http_buf_str(&j->line, "}");
+  jsonl_flush_line(j);
+  return ferror(j->out) ? TD_EIO : 0;
+}
+
+static int jsonl_should_stop(void *ctx) {
+  (void)ctx;
+  return run_stop != 0;
+}
+
+static json_t *load_spec(const char *path, td_err *e) {
+  json_error_t je;
+  json_t *spec = strcmp(path, "-") == 0 ? json_loadf(stdin, JSON_REJECT_DUPLICATES, &je)
+                                        : json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+  if (!spec) {
+    td_err_set(e, TD_EINVAL, NULL, "%s: line %d column %d: %s", path, je.line, je.column, je.text);
+    return NULL;
+  }
+  if (!json_is_object(spec)) {
+    td_err_set(e, TD_EINVAL, NULL, "%s: the spec must be a JSON object {kind, params}", path);
+    json_decref(spec);
+    return NULL;
+  }
+  const char *key;
+  json_t *v;
+  json_object_foreach(spec, key, v) {
+    if (strcmp(key, "kind") && strcmp(key, "params") && strcmp(key, "name") &&
+        strcmp(key, "tags") && strcmp(key, "priority")) {
+      td_err_set(e, TD_EINVAL, key, "unknown field '%s'", key);
+      json_decref(spec);
+      return NULL;
+    }
+  }
+  return spec;
+}
+
+static int cmd_run(opts *o) {
+  const char *spec_path = NULL, *out_path = NULL;
+  long blas = 0;
+  int r;
+  while ((r = next_opt(o))) {
+    if (r < 0) {
+      if (spec_path) {
+        fprintf(stderr, "tdlab run: one spec only\n");
+        return 2;
+      }
+      spec_path = o->value;
+    } else if (!strcmp(o->name, "--out")) {
+      out_path = need(o);
+    } else if (!strcmp(o->name, "--blas-threads")) {
+      blas = parse_long(o->name, need(o), 1, 4096);
+    } else {
+      fprintf(stderr, "tdlab run: unknown option %s\n", o->name);
+      return 2;
+    }
+  }
+  if (!spec_path) {
+    fprintf(stderr, "tdlab run: SPEC.json is required (or - for stdin)\n");
+    return 2;
+  }
+  td_err e;
+  td_err_clear(&e);
+  json_t *spec = load_spec(spec_path, &e);
+  if (!spec) {
+    fprintf(stderr, "tdlab run: %s%s%s\n", e.field, e.field[0] ? ": " : "", e.msg);
+    return 2;
+  }
+  const char *kind_name = json_string_value(json_object_get(spec, "kind"));
+  json_t *params = json_object_get(spec, "params"), *filled = NULL;
+  if (params && !json_is_object(params)) {
+    fprintf(stderr, "tdlab run: params must be a JSON object\n");
+    json_decref(spec);
+    return 2;
+  }
+  if (!kind_name || td_kinds_validate(kind_name, params, NULL, &filled, NULL, &e)) {
+    if (!kind_name) td_err_set(&e, TD_EINVAL, "kind", "kind (a string) is required");
+    fprintf(stderr, "tdlab run: %s%s%s\n", e.field, e.field[0] ? ": " : "", e.msg);
+    json_decref(spec);
+    return 2;
+  }
+  const td_kind *kind = td_kinds_find(kind_name);
+  FILE *out = stdout;
+  if (out_path && !(out = fopen(out_path, "w"))) {
+    fprintf(stderr, "tdlab run: cannot write %s: %s\n", out_path, strerror(errno));
+    json_decref(filled);
+    json_decref(spec);
+    return 1;
+  }
+  if (blas > 0) openblas_set_num_threads((int)blas);
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_run_signal;
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+  jsonl_sink js = {.out = out};
+  http_buf_init(&js.line);
+  td_sink sink = {.ctx = &js, .metric = jsonl_metric, .artifact = jsonl_artifact,
+                  .progress = NULL, .should_stop = jsonl_should_stop};
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  json_t *summary = NULL;
+  int rc = kind->run(filled, &sink, &summary, &e);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  const char *status = rc == 0                  ? "succeeded"
+                       : rc == TD_EDIVERGED     ? "diverged"
+                       : rc == TD_ECANCELLED    ? "cancelled"
+                                                : "failed";
+  http_buf_str(&js.line, "{\"status\":");
+  http_buf_json_str(&js.line, status);
+  char *stxt = summary ? http_json_dump(summary) : NULL;
+  http_buf_str(&js.line, ",\"summary\":");
+  http_buf_str(&js.line, stxt ? stxt : "null");
+  http_buf_str(&js.line, ",\"error\":");
+  http_buf_json_str(&js.line, rc && rc != TD_ECANCELLED ? (e.msg[0] ? e.msg : td_strerror(rc)) : NULL);
+  http_buf_printf(&js.line, ",\"seconds\":%.3f}",
+                  (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9);
+  jsonl_flush_line(&js);
+  free(stxt);
+  int werr = fflush(out) != 0 || ferror(out);
+  if (out != stdout) werr |= fclose(out) != 0;
+  http_buf_free(&js.line);
+  json_decref(summary);
+  json_decref(filled);
+  json_decref(spec);
+  if (werr) {
+    fprintf(stderr, "tdlab run: writing the metrics failed\n");
+    return 1;
+  }
+  return rc == 0 ? 0 : rc == TD_EDIVERGED ? 3 : rc == TD_ECANCELLED ? 4 : 1;
+}
+
+/* ---------------------------------------------------------------- serve */
+
+static char *read_token(const char *path) {
+  FILE *f = fopen(path, "r");
+  if (!f) {
+    fprintf(stderr, "tdlab serve: cannot read token file %s: %s\n", path, strerror(errno));
+    return NULL;
+  }
+  char buf[512];
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ')) buf[--n] = '\0';
+  if (n < 16) {
+    fprintf(stderr, "tdlab serve: the token in %s must have at least 16 characters\n", path);
+    return NULL;
+  }
+  return strdup(buf);
+}
+
+static int is_loopback(const char *host) {
+  return !strcmp(host, "localhost") || !strncmp(host, "127.", 4) || !strcmp(host, "::1") ||
+         !strcmp(host, "[::1]");
+}
+
+typedef struct watchdog {
+  sigset_t set;
+  long timeout_s;
+} watchdog;
+
+/* After the first signal: a second one, or the shutdown timeout, ends the process at once.
+ * That is safe: SQLite is consistent after any kill, and start-up recovery re-queues jobs. */
+static void *watchdog_main(void *arg) {
+  watchdog *w = arg;
+  struct timespec ts = {w->timeout_s, 0};
+  siginfo_t si;
+  int sig = sigtimedwait(&w->set, &si, &ts);
+  log_emit(LOG_ERROR, "shutdown_forced", "reason=%s",
+           sig > 0 ? "second_signal" : "shutdown_timeout");
+  _exit(1);
+  return NULL;
+}
+
+static int cmd_serve(opts *o) {
+  const char *host = "127.0.0.1", *db = "var/tdlab.db", *web = "web", *mig = NULL,
+             *token_file = NULL;
+  long port = 8080, workers = -1, max_queued = 10000, max_attempts = 3, http_threads = 0,
+       max_conns = 1024, conn_timeout = 30, batch_points = 1024, batch_ms = 250,
+       shutdown_timeout = 60;
+  double max_body = 1048576, job_timeout = 0;
+  int insecure = 0, token_for_read = 0;
+  td_limits limits = td_kinds_default_limits();
+  int r;
+  while ((r = next_opt(o))) {
+    const char *n = o->name;
+    if (r < 0) {
+      fprintf(stderr, "tdlab serve: unexpected argument '%s'\n", o->value);
+      return 2;
+    }
+    if (!strcmp(n, "--host")) host = need(o);
+    else if (!strcmp(n, "--port")) port = parse_long(n, need(o), 0, 65535);
+    else if (!strcmp(n, "--db")) db = need(o);
+    else if (!strcmp(n, "--workers")) workers = parse_long(n, need(o), 0, 1024);
+    else if (!strcmp(n, "--web")) web = need(o);
+    else if (!strcmp(n, "--migrations")) mig = need(o);
+    else if (!strcmp(n, "--token-file")) token_file = need(o);
+    else if (!strcmp(n, "--token-required-for-read")) token_for_read = 1;
+    else if (!strcmp(n, "--insecure")) insecure = 1;
+    else if (!strcmp(n, "--log-level")) {
+      log_level lvl;
+      const char *v = need(o);
+      if (log_parse_level(v, &lvl)) {
+        fprintf(stderr, "tdlab serve: --log-level is error, warn, info or debug\n");
+        return 2;
+      }
+      log_set_level(lvl);
+    } else if (!strcmp(n, "--max-body")) max_body = parse_size(n, need(o));
+    else if (!strcmp(n, "--max-job-bytes")) limits.max_bytes = parse_size(n, need(o));
+    else if (!strcmp(n, "--max-params")) limits.max_params = parse_size(n, need(o));
+    else if (!strcmp(n, "--max-queued")) max_queued = parse_long(n, need(o), 0, 100000000);
+    else if (!strcmp(n, "--job-timeout")) job_timeout = parse_size(n, need(o));
+    else if (!strcmp(n, "--max-attempts")) max_attempts = parse_long(n, need(o), 1, 1000);
+    else if (!strcmp(n, "--http-threads")) http_threads = parse_long(n, need(o), 1, 256);
+    else if (!strcmp(n, "--max-conns")) max_conns = parse_long(n, need(o), 1, 1000000);
+    else if (!strcmp(n, "--conn-timeout")) conn_timeout = parse_long(n, need(o), 0, 86400);
+    else if (!strcmp(n, "--batch-points")) batch_points = parse_long(n, need(o), 1, 10000000);
+    else if (!strcmp(n, "--batch-ms")) batch_ms = parse_long(n, need(o), 1, 3600000);
+    else if (!strcmp(n, "--shutdown-timeout")) shutdown_timeout = parse_long(n, need(o), 1, 86400);
+    else {
+      fprintf(stderr, "tdlab serve: unknown option %s\n", n);
+      usage(stderr);
+      return 2;
+    }
+  }
+  if (max_body < 1 || max_body > 1073741824.0) {
+    fprintf(stderr, "tdlab serve: --max-body must be within 1 byte .. 1 GiB\n");
+    return 2;
+  }
+  char *token = NULL;
+  if (token_file && !(token = read_token(token_file))) return 2;
+  if (!token && token_for_read) {
+    fprintf(stderr, "tdlab serve: --token-required-for-read needs --token-file\n");
+    return 2;
+  }
+  if (!token && !is_loopback(host) && !insecure) {
+    fprintf(stderr,
+            "tdlab serve: refusing to listen on %s without --token-file (anyone could submit "
+            "jobs); pass --insecure to do it anyway\n",
+            host);
+    return 2;
+  }
+  int cores = n_cores();
+  if (workers < 0) workers = cores;
+  if (!http_threads) http_threads = cores < 2 ? 2 : cores;
+
+  /* One daemon per database: an advisory lock next to it (released by the kernel on kill -9). */
+  int lock_fd = -1;
+  if (strcmp(db, ":memory:") != 0) {
+    make_parent_dirs(db);
+    char lock_path[PATH_MAX];
+    snprintf(lock_path, sizeof lock_path, "%s.lock", db);
+    lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (lock_fd < 0 || flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+      fprintf(stderr, "tdlab serve: %s is in use by another tdlab serve (lock %s)\n", db,
+              lock_path);
+      return 1;
+    }
+  } else {
+    fprintf(stderr, "tdlab serve: --db :memory: cannot be shared by threads; give a file\n");
+    return 2;
+  }
+
+  char migbuf[PATH_MAX];
+  store *st = NULL;
+  if (open_and_migrate(db, find_migrations(mig, migbuf, sizeof migbuf), &st)) return 1;
+  td_err e;
+  td_err_clear(&e);
+  long requeued = 0, failed = 0, cancelled = 0;
+  if (store_recover(st, max_attempts, &requeued, &failed, &cancelled, &e)) {
+    fprintf(stderr, "tdlab serve: recovery failed: %s\n", e.msg);
+    store_close(st);
+    return 1;
+  }
+  if (requeued || failed || cancelled)
+    log_emit(LOG_WARN, "recovered", "requeued=%ld failed=%ld cancelled=%ld", requeued, failed,
+             cancelled);
+  store_close(st);
+
+  /* OpenBLAS has one global thread count: split the cores between the workers once. */
+  int blas_threads = workers > 0 ? cores / (int)workers : cores;
+  if (blas_threads < 1) blas_threads = 1;
+  openblas_set_num_threads(blas_threads);
+
+  /* Signals go to the main thread only (sigwait below); every thread inherits this mask. */
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, NULL);
+  signal(SIGPIPE, SIG_IGN);
+
+  queue_config qc = {.db_path = db, .workers = (int)workers, .batch_points = (size_t)batch_points,
+                     .batch_ms = batch_ms, .job_timeout_s = job_timeout};
+  queue *q = NULL;
+  store_pool *pool = NULL;
+  api_ctx app;
+  memset(&app, 0, sizeof app);
+  http_server *srv = NULL;
+  int rc = queue_create(&qc, &q, &e);
+  if (!rc) rc = store_pool_create(db, 0, &pool, &e);
+  if (!rc) rc = api_ctx_init(&app, q, limits, max_queued, web, &e);
+  if (!rc) {
+    if (!app.web_root) log_emit(LOG_WARN, "no_dashboard", "web=%s msg=\"directory not found\"", web);
+    http_config hc = {.host = host, .port = (unsigned)port, .threads = (unsigned)http_threads,
+                      .max_conns = (unsigned)max_conns, .conn_timeout_s = (unsigned)conn_timeout,
+                      .max_body = (size_t)max_body, .token = token,
+                      .token_for_read = token_for_read, .pool = pool};
+    rc = http_start(&hc, &app, &srv, &e);
+  }
+  if (rc) {
+    fprintf(stderr, "tdlab serve: %s\n", e.msg);
+    queue_destroy(q);
+    api_ctx_deinit(&app);
+    store_pool_destroy(pool);
+    free(token);
+    return 1;
+  }
+  int v6 = strchr(host, ':') != NULL;
+  log_emit(LOG_INFO, "listening",
+           "url=http://%s%s%s:%u/ db=%s workers=%ld blas_threads=%d http_threads=%ld auth=%s",
+           v6 ? "[" : "", host, v6 ? "]" : "", http_port(srv), db, workers, blas_threads,
+           http_threads, token ? "token" : "none");
+
+  int sig = 0;
+  sigwait(&set, &sig);
+  log_emit(LOG_INFO, "shutdown", "signal=%s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  watchdog wd = {.set = set, .timeout_s = shutdown_timeout};
+  pthread_t wdt;
+  pthread_create(&wdt, NULL, watchdog_main, &wd);
+  pthread_detach(wdt);
+  /* Stop accepting and finish in-flight requests, then stop the jobs at a step boundary,
+   * flush their metrics and re-queue them. */
+  http_quiesce(srv);
+  http_stop(srv);
+  queue_destroy(q);
+  store_pool_destroy(pool);
+  api_ctx_deinit(&app);
+  free(token);
+  log_emit(LOG_INFO, "stopped", "msg=\"clean shutdown\"");
+  if (lock_fd >= 0) close(lock_fd);
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    usage(stderr);
+    return 2;
+  }
+  const char *verb = argv[1];
+  opts o = {.argc = argc - 2, .argv = argv + 2, .i = 0};
+  if (!strcmp(verb, "serve")) return cmd_serve(&o);
+  if (!strcmp(verb, "run")) return cmd_run(&o);
+  if (!strcmp(verb, "kinds")) return cmd_kinds(&o);
+  if (!strcmp(verb, "migrate")) return cmd_migrate(&o);
+  if (!strcmp(verb, "version") || !strcmp(verb, "--version")) {
+    printf("tdlab %s\n", TDLAB_VERSION);
+    return 0;
+  }
+  if (!strcmp(verb, "help") || !strcmp(verb, "--help") || !strcmp(verb, "-h")) {
+    usage(stdout);
+    return 0;
+  }
+  fprintf(stderr, "tdlab: unknown verb '%s'\n", verb);
+  usage(stderr);
+  return 2;
+}

@@ -1,0 +1,353 @@
+/* queue.c: worker threads that claim queued jobs from SQLite, run them and record the result.
+ *
+ * DESIGN. SQLite is the queue: a job is claimed with one UPDATE ... RETURNING, so a claim is
+ * atomic even across processes. The mutex and condition variable here only put idle workers
+ * to sleep and wake them (as in redis's bio.c): the mutex is held for the claim itself and for
+ * flagging a cancellation, never while a job computes. Each worker owns one SQLite connection
+ * and, while running a job, a buffered metric writer (store_mw) that commits one transaction
+ * per batch of points or per batch_ms. The job sees only its params and a td_sink: no HTTP, no
+ * SQL, so the same job can run under `tdlab run` elsewhere. Cancellation is cooperative: the
+ * sink's should_stop fires when the job was cancelled, when it exceeded its wall-clock limit,
+ * or when the server is shutting down; the kind returns at the next step. On shutdown a
+ * stopped job is re-queued (its attempt is not counted: nothing went wrong); after a crash,
+ * store_recover re-queues it with attempt+1. */
+#include "queue.h"
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "http.h"
+#include "log.h"
+
+typedef struct worker {
+  struct queue *q;
+  int index;
+  pthread_t thread;
+  int thread_started;
+  store *st;
+  _Atomic int64_t job_id; /* 0 when idle; written under q->mu */
+  atomic_int cancel;      /* the running job was cancelled by a user */
+} worker;
+
+struct queue {
+  queue_config cfg;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  atomic_int stopping;
+  worker *workers;
+  int n_workers;
+  atomic_int busy;
+  atomic_ullong points, started, finished;
+};
+
+/* The sink context of one running job. */
+typedef struct job_ctx {
+  worker *w;
+  int64_t id;
+  store_mw *mw;
+  uint64_t points_seen;
+  long long start_ms;
+  long long timeout_ms; /* 0: none */
+  int timed_out;
+  int write_failed;
+  long done, total;
+} job_ctx;
+
+static long long mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void count_points(job_ctx *c) {
+  uint64_t now = store_mw_written(c->mw);
+  if (now > c->points_seen) {
+    atomic_fetch_add(&c->w->q->points, now - c->points_seen);
+    c->points_seen = now;
+  }
+}
+
+static void note_write(job_ctx *c, int rc) {
+  if (rc == TD_EIO && !c->write_failed) {
+    c->write_failed = 1;
+    log_emit(LOG_WARN, "metric_write_failed", "job=%lld msg=\"batch not committed; retrying\"",
+             (long long)c->id);
+  } else if (rc == 0) {
+    c->write_failed = 0;
+  }
+  count_points(c);
+}
+
+static int sink_metric(void *ctx, const char *key, long step, double value) {
+  job_ctx *c = ctx;
+  int rc = store_mw_put(c->mw, key, step, value);
+  note_write(c, rc);
+  return rc == TD_EIO ? 0 : rc; /* the point stays buffered; the next flush retries */
+}
+
+static int valid_artifact_name(const char *n) {
+  size_t i = 0;
+  for (; n[i]; i++) {
+    char ch = n[i];
+    if (i >= 128) return 0;
+    if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+          ch == '.' || ch == '_' || ch == '-'))
+      return 0;
+  }
+  return i > 0 && n[0] != '.';
+}
+
+static int sink_artifact(void *ctx, const char *name, const char *content_type, const void *data,
+                         size_t len) {
+  job_ctx *c = ctx;
+  if (!name || !valid_artifact_name(name) || !content_type || !*content_type ||
+      strlen(content_type) > 127 || (len && !data))
+    return TD_EINVAL;
+  td_err e;
+  td_err_clear(&e);
+  int rc = store_artifact_put(c->w->st, c->id, name, content_type, data, len, &e);
+  if (rc) log_emit(LOG_WARN, "artifact_write_failed", "job=%lld name=%s", (long long)c->id, name);
+  return rc;
+}
+
+static void sink_progress(void *ctx, long done, long total) {
+  job_ctx *c = ctx;
+  c->done = done;
+  c->total = total;
+  store_mw_progress(c->mw, done, total);
+  note_write(c, store_mw_tick(c->mw));
+}
+
+static int sink_should_stop(void *ctx) {
+  job_ctx *c = ctx;
+  note_write(c, store_mw_tick(c->mw));
+  if (atomic_load(&c->w->cancel) || atomic_load(&c->w->q->stopping)) return 1;
+  if (c->timeout_ms > 0 && mono_ms() - c->start_ms > c->timeout_ms) {
+    c->timed_out = 1;
+    return 1;
+  }
+  return 0;
+}
+
+/* Retry a write a few times: a transient SQLITE_BUSY past busy_timeout should not lose a
+ * job's result. */
+static int flush_retry(job_ctx *c) {
+  int rc = 0;
+  for (int i = 0; i < 20; i++) {
+    rc = store_mw_flush(c->mw);
+    if (rc != TD_EIO) break;
+    struct timespec ts = {0, 100 * 1000000L};
+    nanosleep(&ts, NULL);
+  }
+  count_points(c);
+  return rc;
+}
+
+static void record(worker *w, int64_t id, int status, const char *error, const char *summary,
+                   long done, long total) {
+  td_err e;
+  int rc = 0;
+  for (int i = 0; i < 20; i++) {
+    td_err_clear(&e);
+    rc = status == STORE_QUEUED ? store_job_requeue(w->st, id, &e)
+                                : store_job_finish(w->st, id, status, error, summary, done, total, &e);
+    if (rc != TD_EIO) break;
+    struct timespec ts = {0, 100 * 1000000L};
+    nanosleep(&ts, NULL);
+  }
+  if (rc)
+    log_emit(LOG_ERROR, "job_record_failed", "job=%lld status=%s msg=%s", (long long)id,
+             store_status_name(status), e.msg);
+}
+
+static void run_job(worker *w, store_claimed *cl) {
+  queue *q = w->q;
+  long long t0 = mono_ms();
+  char kq[160];
+  log_emit(LOG_INFO, "job_started", "job=%lld kind=%s attempt=%ld worker=%d", (long long)cl->id,
+           log_quote(kq, sizeof kq, cl->kind), cl->attempt, w->index);
+  const td_kind *kind = (q->cfg.find_kind ? q->cfg.find_kind : td_kinds_find)(cl->kind);
+  json_error_t je;
+  json_t *params = json_loads(cl->params, 0, &je);
+  job_ctx c = {.w = w, .id = cl->id, .start_ms = t0,
+               .timeout_ms = (long long)(q->cfg.job_timeout_s * 1000.0)};
+  td_err e;
+  td_err_clear(&e);
+  int status = STORE_FAILED, rc = 0;
+  char error[512] = "";
+  char *summary_text = NULL;
+  if (!kind || !params || !json_is_object(params)) {
+    snprintf(error, sizeof error, "%s", !kind ? "unknown kind" : "stored params are not a JSON object");
+  } else if (store_mw_create(w->st, cl->id, q->cfg.batch_points, q->cfg.batch_ms, &c.mw, &e)) {
+    snprintf(error, sizeof error, "%s", e.msg);
+  } else {
+    td_sink sink = {.ctx = &c,
+                    .metric = sink_metric,
+                    .artifact = sink_artifact,
+                    .progress = sink_progress,
+                    .should_stop = sink_should_stop};
+    json_t *summary = NULL;
+    rc = kind->run(params, &sink, &summary, &e);
+    int frc = flush_retry(&c);
+    if (summary) summary_text = http_json_dump(summary);
+    json_decref(summary);
+    if (frc) {
+      status = STORE_FAILED;
+      snprintf(error, sizeof error, "could not store the last metrics (database error)");
+    } else if (rc == 0) {
+      status = STORE_SUCCEEDED;
+    } else if (rc == TD_EDIVERGED) {
+      status = STORE_DIVERGED;
+      snprintf(error, sizeof error, "%s", e.msg[0] ? e.msg : td_strerror(rc));
+    } else if (atomic_load(&w->cancel)) {
+      status = STORE_CANCELLED;
+      snprintf(error, sizeof error, "cancelled by request");
+    } else if (c.timed_out) {
+      status = STORE_FAILED;
+      snprintf(error, sizeof error, "timed out after %.3g s (the limit is %g s)",
+               (mono_ms() - t0) / 1000.0, q->cfg.job_timeout_s);
+    } else if (rc == TD_ECANCELLED && atomic_load(&q->stopping)) {
+      status = STORE_QUEUED; /* shutdown: back to the queue */
+    } else if (rc == TD_ECANCELLED) {
+      status = STORE_CANCELLED;
+      snprintf(error, sizeof error, "cancelled");
+    } else {
+      status = STORE_FAILED;
+      snprintf(error, sizeof error, "%s", e.msg[0] ? e.msg : td_strerror(rc));
+    }
+  }
+  record(w, cl->id, status, error[0] ? error : NULL, summary_text, c.done, c.total);
+  atomic_fetch_add(&q->finished, 1);
+  char eq[600];
+  log_emit(status == STORE_FAILED ? LOG_WARN : LOG_INFO,
+           status == STORE_QUEUED ? "job_requeued" : "job_finished",
+           "job=%lld status=%s seconds=%.3f points=%llu error=%s", (long long)cl->id,
+           store_status_name(status), (mono_ms() - t0) / 1000.0,
+           (unsigned long long)c.points_seen, log_quote(eq, sizeof eq, error));
+  free(summary_text);
+  store_mw_destroy(c.mw);
+  json_decref(params);
+}
+
+static void *worker_main(void *arg) {
+  worker *w = arg;
+  queue *q = w->q;
+  pthread_mutex_lock(&q->mu);
+  while (!atomic_load(&q->stopping)) {
+    store_claimed cl;
+    int found = 0;
+    td_err e;
+    td_err_clear(&e);
+    int rc = store_job_claim(w->st, &cl, &found, &e);
+    if (rc) log_emit(LOG_ERROR, "claim_failed", "worker=%d msg=\"%s\"", w->index, e.msg);
+    if (!rc && found) {
+      atomic_store(&w->cancel, 0);
+      atomic_store(&w->job_id, cl.id);
+      pthread_mutex_unlock(&q->mu);
+      atomic_fetch_add(&q->busy, 1);
+      atomic_fetch_add(&q->started, 1);
+      run_job(w, &cl);
+      atomic_fetch_sub(&q->busy, 1);
+      store_claimed_free(&cl);
+      pthread_mutex_lock(&q->mu);
+      atomic_store(&w->job_id, 0);
+      continue;
+    }
+    struct timespec dl;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    dl.tv_sec += 2;
+    pthread_cond_timedwait(&q->cv, &q->mu, &dl);
+  }
+  pthread_mutex_unlock(&q->mu);
+  return NULL;
+}
+
+int queue_create(const queue_config *cfg, queue **out, td_err *err) {
+  *out = NULL;
+  if (!cfg || !cfg->db_path || cfg->workers < 0 || cfg->workers > 1024 || cfg->job_timeout_s < 0)
+    return td_err_set(err, TD_EINVAL, "workers", "bad queue configuration");
+  queue *q = calloc(1, sizeof *q);
+  if (!q) return td_err_set(err, TD_ENOMEM, NULL, "out of memory");
+  q->cfg = *cfg;
+  pthread_mutex_init(&q->mu, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&q->cv, &ca);
+  pthread_condattr_destroy(&ca);
+  q->n_workers = cfg->workers;
+  q->workers = calloc(cfg->workers ? (size_t)cfg->workers : 1, sizeof *q->workers);
+  if (!q->workers) {
+    queue_destroy(q);
+    return td_err_set(err, TD_ENOMEM, NULL, "out of memory");
+  }
+  for (int i = 0; i < q->n_workers; i++) {
+    worker *w = &q->workers[i];
+    w->q = q;
+    w->index = i;
+    int rc = store_open(cfg->db_path, cfg->busy_timeout_ms, &w->st, err);
+    if (rc) {
+      queue_destroy(q);
+      return rc;
+    }
+  }
+  for (int i = 0; i < q->n_workers; i++) {
+    worker *w = &q->workers[i];
+    if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+      queue_destroy(q);
+      return td_err_set(err, TD_ENOMEM, NULL, "cannot start worker thread %d", i);
+    }
+    w->thread_started = 1;
+  }
+  *out = q;
+  return 0;
+}
+
+void queue_notify(queue *q) {
+  pthread_mutex_lock(&q->mu);
+  pthread_cond_signal(&q->cv);
+  pthread_mutex_unlock(&q->mu);
+}
+
+int queue_cancel(queue *q, store *s, int64_t id, int *outcome, td_err *err) {
+  pthread_mutex_lock(&q->mu);
+  int rc = store_job_cancel(s, id, outcome, err);
+  if (!rc && *outcome == STORE_RUNNING) {
+    for (int i = 0; i < q->n_workers; i++)
+      if (atomic_load(&q->workers[i].job_id) == id) atomic_store(&q->workers[i].cancel, 1);
+  }
+  pthread_mutex_unlock(&q->mu);
+  if (!rc)
+    log_emit(LOG_INFO, *outcome == STORE_RUNNING ? "job_cancel_requested" : "job_cancelled",
+             "job=%lld", (long long)id);
+  return rc;
+}
+
+void queue_stats_get(queue *q, queue_stats *out) {
+  out->workers = q->n_workers;
+  out->busy = atomic_load(&q->busy);
+  out->points = atomic_load(&q->points);
+  out->jobs_started = atomic_load(&q->started);
+  out->jobs_finished = atomic_load(&q->finished);
+}
+
+void queue_destroy(queue *q) {
+  if (!q) return;
+  pthread_mutex_lock(&q->mu);
+  atomic_store(&q->stopping, 1);
+  pthread_cond_broadcast(&q->cv);
+  pthread_mutex_unlock(&q->mu);
+  for (int i = 0; q->workers && i < q->n_workers; i++) {
+    if (q->workers[i].thread_started) pthread_join(q->workers[i].thread, NULL);
+    store_close(q->workers[i].st);
+  }
+  free(q->workers);
+  pthread_cond_destroy(&q->cv);
+  pthread_mutex_destroy(&q->mu);
+  free(q);
+}

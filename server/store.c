@@ -1,0 +1,1141 @@
+/* store.c: SQLite persistence for jobs, metrics and artifacts.
+ *
+ * DESIGN. SQLite is the source of truth for the queue and for every metric point. Each thread
+ * has its own connection (workers keep one; HTTP threads borrow one from a store_pool), opened
+ * with SQLITE_OPEN_NOMUTEX, in WAL mode so that readers never block the writer, with a
+ * busy_timeout so that concurrent writers wait instead of failing, and with every write
+ * transaction started as BEGIN IMMEDIATE so that a reader never has to upgrade to a writer
+ * (the upgrade is the case a busy handler cannot resolve). synchronous=NORMAL in WAL mode
+ * keeps every committed transaction across a process crash (kill -9); only a power loss can
+ * roll back the last ones. Statements are prepared once per connection and cached.
+ * Metric points go through a per-job buffered writer (store_mw): one transaction per
+ * batch_points points or batch_ms milliseconds; keys are interned in metric_keys so a point
+ * row is (job_id, key_id, step, value) in a WITHOUT ROWID table keyed by all three, and
+ * INSERT OR IGNORE makes a deterministic re-run after a crash add only the missing steps.
+ * SQLite cannot store NaN (it becomes NULL), so NULL in metrics.value means NaN. */
+#include "store.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define NOW "strftime('%Y-%m-%dT%H:%M:%fZ','now')"
+#define JOB_COLS                                                                          \
+  "id,kind,name,status,params,tags,priority,attempt,sweep_id,progress_done,progress_total," \
+  "cancel_requested,created_at,started_at,finished_at,error,summary"
+
+/* Every cached statement: enum name and SQL text. */
+#define STORE__STMTS(X)                                                                    \
+  X(BEGIN_IMM, "BEGIN IMMEDIATE")                                                          \
+  X(BEGIN_READ, "BEGIN")                                                                   \
+  X(COMMIT, "COMMIT")                                                                      \
+  X(ROLLBACK, "ROLLBACK")                                                                  \
+  X(JOB_INSERT,                                                                            \
+    "INSERT INTO jobs(kind,name,status,params,tags,priority,sweep_id,attempt,created_at) " \
+    "SELECT ?1,?2,'queued',?3,?4,?5,?6,1," NOW                                             \
+    " WHERE ?7 <= 0 OR (SELECT count(*) FROM jobs WHERE status='queued') < ?7")            \
+  X(TAG_INSERT, "INSERT OR IGNORE INTO job_tags(tag,job_id) VALUES(?1,?2)")                \
+  X(JOB_GET, "SELECT " JOB_COLS " FROM jobs WHERE id=?1")                                  \
+  X(JOB_CLAIM,                                                                             \
+    "UPDATE jobs SET status='running', started_at=" NOW ", finished_at=NULL, "             \
+    "progress_done=0, progress_total=0 WHERE id=(SELECT id FROM jobs WHERE "               \
+    "status='queued' ORDER BY priority DESC, id LIMIT 1) RETURNING id, kind, params, attempt") \
+  X(JOB_FINISH,                                                                            \
+    "UPDATE jobs SET status=?2, finished_at=" NOW ", error=?3, summary=?4, "               \
+    "progress_done=?5, progress_total=?6 WHERE id=?1 AND status='running'")                \
+  X(JOB_REQUEUE,                                                                           \
+    "UPDATE jobs SET status='queued', started_at=NULL, progress_done=0, progress_total=0 " \
+    "WHERE id=?1 AND status='running'")                                                    \
+  X(JOB_CANCEL_QUEUED,                                                                     \
+    "UPDATE jobs SET status='cancelled', finished_at=" NOW ", error='cancelled while queued' " \
+    "WHERE id=?1 AND status='queued'")                                                     \
+  X(JOB_CANCEL_RUNNING,                                                                    \
+    "UPDATE jobs SET cancel_requested=1 WHERE id=?1 AND status='running'")                 \
+  X(JOB_STATUS, "SELECT status FROM jobs WHERE id=?1")                                     \
+  X(JOB_COUNTS, "SELECT status, count(*) FROM jobs GROUP BY status")                       \
+  X(QUEUE_DEPTH, "SELECT count(*) FROM jobs WHERE status='queued'")                        \
+  X(RECOVER_CANCELLED,                                                                     \
+    "UPDATE jobs SET status='cancelled', finished_at=" NOW ", "                            \
+    "error='cancelled (the server stopped before the job noticed)' "                       \
+    "WHERE status='running' AND cancel_requested<>0")                                      \
+  X(RECOVER_FAILED,                                                                        \
+    "UPDATE jobs SET status='failed', finished_at=" NOW ", error='interrupted by ' || "    \
+    "attempt || ' server crashes or kills; not retried again' "                            \
+    "WHERE status='running' AND attempt>=?1")                                              \
+  X(RECOVER_REQUEUE,                                                                       \
+    "UPDATE jobs SET status='queued', attempt=attempt+1, started_at=NULL, "                \
+    "progress_done=0, progress_total=0 WHERE status='running'")                            \
+  X(JOB_PROGRESS, "UPDATE jobs SET progress_done=?2, progress_total=?3 WHERE id=?1")       \
+  X(KEY_INSERT, "INSERT OR IGNORE INTO metric_keys(name) VALUES(?1)")                      \
+  X(KEY_ID, "SELECT id FROM metric_keys WHERE name=?1")                                    \
+  X(JOB_KEY_INSERT, "INSERT OR IGNORE INTO job_keys(job_id,key_id) VALUES(?1,?2)")         \
+  X(METRIC_INSERT,                                                                         \
+    "INSERT OR IGNORE INTO metrics(job_id,key_id,step,value) VALUES(?1,?2,?3,?4)")         \
+  X(METRIC_KEYS,                                                                           \
+    "SELECT k.name FROM job_keys j JOIN metric_keys k ON k.id=j.key_id "                   \
+    "WHERE j.job_id=?1 ORDER BY k.name")                                                   \
+  X(METRIC_COUNT,                                                                          \
+    "SELECT count(*) FROM metrics WHERE job_id=?1 AND key_id=?2 AND step>=?3")             \
+  X(METRIC_SERIES,                                                                         \
+    "SELECT step,value FROM metrics WHERE job_id=?1 AND key_id=?2 AND step>=?3 ORDER BY step") \
+  X(ART_PUT,                                                                               \
+    "INSERT OR REPLACE INTO artifacts(job_id,name,content_type,data,created_at) "          \
+    "VALUES(?1,?2,?3,?4," NOW ")")                                                         \
+  X(ART_LIST,                                                                              \
+    "SELECT name,content_type,length(data),created_at FROM artifacts WHERE job_id=?1 "     \
+    "ORDER BY name")                                                                       \
+  X(ART_GET, "SELECT name,content_type,data,created_at FROM artifacts WHERE job_id=?1 AND name=?2")
+
+enum {
+#define STORE__ENUM(name, sql) ST_##name,
+  STORE__STMTS(STORE__ENUM)
+#undef STORE__ENUM
+      ST__COUNT
+};
+
+static const char *const stmt_sql[ST__COUNT] = {
+#define STORE__SQL(name, sql) sql,
+    STORE__STMTS(STORE__SQL)
+#undef STORE__SQL
+};
+
+static const char *const status_names[STORE_N_STATUS] = {
+#define STORE__ST_NAME(e, s) s,
+    STORE_STATUSES(STORE__ST_NAME)
+#undef STORE__ST_NAME
+};
+
+struct store {
+  sqlite3 *db;
+  sqlite3_stmt *st[ST__COUNT];
+};
+
+const char *store_status_name(int status) {
+  return (status >= 0 && status < STORE_N_STATUS) ? status_names[status] : NULL;
+}
+
+int store_status_parse(const char *name) {
+  if (!name) return -1;
+  for (int i = 0; i < STORE_N_STATUS; i++)
+    if (strcmp(status_names[i], name) == 0) return i;
+  return -1;
+}
+
+static int sql_fail(store *s, td_err *err, const char *what) {
+  return td_err_set(err, TD_EIO, NULL, "%s: %s", what, s ? sqlite3_errmsg(s->db) : "no database");
+}
+
+/* The cached statement `id`, prepared on first use; NULL on failure (message in err). */
+static sqlite3_stmt *stmt(store *s, int id, td_err *err) {
+  if (!s->st[id]) {
+    if (sqlite3_prepare_v3(s->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &s->st[id],
+                           NULL) != SQLITE_OK) {
+      sql_fail(s, err, "prepare");
+      s->st[id] = NULL;
+      return NULL;
+    }
+  }
+  return s->st[id];
+}
+
+/* Run a cached statement that returns no rows (or whose rows are ignored). */
+static int run_simple(store *s, int id, td_err *err) {
+  sqlite3_stmt *q = stmt(s, id, err);
+  if (!q) return TD_EIO;
+  int rc;
+  while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+  }
+  sqlite3_reset(q);
+  return rc == SQLITE_DONE ? 0 : sql_fail(s, err, stmt_sql[id]);
+}
+
+static int begin_write(store *s, td_err *err) { return run_simple(s, ST_BEGIN_IMM, err); }
+static int commit(store *s, td_err *err) { return run_simple(s, ST_COMMIT, err); }
+static void rollback(store *s) {
+  if (!sqlite3_get_autocommit(s->db)) run_simple(s, ST_ROLLBACK, NULL);
+}
+
+int store_open(const char *path, int busy_timeout_ms, store **out, td_err *err) {
+  *out = NULL;
+  store *s = calloc(1, sizeof *s);
+  if (!s) return td_err_set(err, TD_ENOMEM, NULL, "store_open: out of memory");
+  int rc = sqlite3_open_v2(path, &s->db,
+                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+  if (rc != SQLITE_OK) {
+    td_err_set(err, TD_EIO, NULL, "cannot open database '%s': %s", path,
+               s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+    sqlite3_close(s->db);
+    free(s);
+    return TD_EIO;
+  }
+  sqlite3_busy_timeout(s->db, busy_timeout_ms > 0 ? busy_timeout_ms : 5000);
+  sqlite3_extended_result_codes(s->db, 1);
+  char *msg = NULL;
+  if (sqlite3_exec(s->db,
+                   "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+                   NULL, NULL, &msg) != SQLITE_OK) {
+    td_err_set(err, TD_EIO, NULL, "cannot configure database '%s': %s", path,
+               msg ? msg : "?");
+    sqlite3_free(msg);
+    sqlite3_close(s->db);
+    free(s);
+    return TD_EIO;
+  }
+  *out = s;
+  return 0;
+}
+
+void store_close(store *s) {
+  if (!s) return;
+  for (int i = 0; i < ST__COUNT; i++) sqlite3_finalize(s->st[i]);
+  sqlite3_close(s->db);
+  free(s);
+}
+
+int store_exec(store *s, const char *sql, td_err *err) {
+  char *msg = NULL;
+  if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+    td_err_set(err, TD_EIO, NULL, "%s", msg ? msg : sqlite3_errmsg(s->db));
+    sqlite3_free(msg);
+    return TD_EIO;
+  }
+  return 0;
+}
+
+/* ---------------------------------------------------------------- migrations */
+
+static int is_migration_name(const char *n) {
+  size_t len = strlen(n);
+  if (len < 10) return 0; /* "0001_x.sql" */
+  for (int i = 0; i < 4; i++)
+    if (n[i] < '0' || n[i] > '9') return 0;
+  return n[4] == '_' && strcmp(n + len - 4, ".sql") == 0;
+}
+
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static char *read_file(const char *path, td_err *err) {
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    td_err_set(err, TD_EIO, NULL, "cannot read %s: %s", path, strerror(errno));
+    return NULL;
+  }
+  size_t cap = 4096, len = 0;
+  char *buf = malloc(cap);
+  while (buf) {
+    size_t n = fread(buf + len, 1, cap - len - 1, f);
+    len += n;
+    if (len + 1 < cap) break;
+    char *nb = realloc(buf, cap * 2);
+    if (!nb) {
+      free(buf);
+      buf = NULL;
+      break;
+    }
+    buf = nb;
+    cap *= 2;
+  }
+  int bad = ferror(f);
+  fclose(f);
+  if (!buf || bad) {
+    free(buf);
+    td_err_set(err, TD_EIO, NULL, "cannot read %s", path);
+    return NULL;
+  }
+  buf[len] = '\0';
+  return buf;
+}
+
+int store_migrate(store *s, const char *dir, int *applied, int *version, td_err *err) {
+  if (applied) *applied = 0;
+  if (version) *version = 0;
+  int rc = store_exec(s,
+                      "CREATE TABLE IF NOT EXISTS schema_version ("
+                      " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)",
+                      err);
+  if (rc) return rc;
+  int current = 0;
+  sqlite3_stmt *q = NULL;
+  if (sqlite3_prepare_v2(s->db, "SELECT coalesce(max(version),0) FROM schema_version", -1, &q,
+                         NULL) != SQLITE_OK)
+    return sql_fail(s, err, "schema_version");
+  if (sqlite3_step(q) == SQLITE_ROW) current = sqlite3_column_int(q, 0);
+  sqlite3_finalize(q);
+
+  DIR *d = opendir(dir);
+  if (!d) return td_err_set(err, TD_EIO, NULL, "cannot open migrations dir '%s': %s", dir,
+                            strerror(errno));
+  char **names = NULL;
+  size_t n = 0, cap = 0;
+  struct dirent *e;
+  rc = 0;
+  while ((e = readdir(d))) {
+    if (!is_migration_name(e->d_name)) continue;
+    if (n == cap) {
+      cap = cap ? 2 * cap : 16;
+      char **nn = realloc(names, cap * sizeof *nn);
+      if (!nn) {
+        rc = td_err_set(err, TD_ENOMEM, NULL, "out of memory");
+        break;
+      }
+      names = nn;
+    }
+    if (!(names[n] = strdup(e->d_name))) {
+      rc = td_err_set(err, TD_ENOMEM, NULL, "out of memory");
+      break;
+    }
+    n++;
+  }
+  closedir(d);
+  if (!rc && n) qsort(names, n, sizeof *names, cmp_str);
+  int last = 0, done = 0;
+  for (size_t i = 0; !rc && i < n; i++) {
+    int v = atoi(names[i]);
+    if (v == last) {
+      rc = td_err_set(err, TD_ECONFLICT, NULL, "two migrations have version %d", v);
+      break;
+    }
+    last = v;
+    if (v <= current) continue;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+    char *sql = read_file(path, err);
+    if (!sql) {
+      rc = TD_EIO;
+      break;
+    }
+    if ((rc = begin_write(s, err)) == 0) {
+      char *msg = NULL;
+      if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        rc = td_err_set(err, TD_EIO, NULL, "migration %s: %s", names[i], msg ? msg : "?");
+        sqlite3_free(msg);
+      } else {
+        sqlite3_stmt *ins = NULL;
+        if (sqlite3_prepare_v2(s->db,
+                               "INSERT INTO schema_version(version,name,applied_at) VALUES(?1,?2," NOW
+                               ")",
+                               -1, &ins, NULL) != SQLITE_OK) {
+          rc = sql_fail(s, err, "schema_version");
+        } else {
+          sqlite3_bind_int(ins, 1, v);
+          sqlite3_bind_text(ins, 2, names[i], -1, SQLITE_STATIC);
+          if (sqlite3_step(ins) != SQLITE_DONE) rc = sql_fail(s, err, "schema_version");
+          sqlite3_finalize(ins);
+        }
+      }
+      if (!rc) rc = commit(s, err);
+      if (rc) rollback(s);
+    }
+    free(sql);
+    if (!rc) {
+      done++;
+      current = v;
+    }
+  }
+  for (size_t i = 0; i < n; i++) free(names[i]);
+  free(names);
+  if (rc) return rc;
+  if (current > last && last > 0)
+    return td_err_set(err, TD_ECONFLICT, NULL,
+                      "the database has schema version %d, newer than the migrations in '%s' "
+                      "(%d); use a newer tdlab",
+                      current, dir, last);
+  if (n == 0 && current == 0)
+    return td_err_set(err, TD_EIO, NULL, "no migrations found in '%s'", dir);
+  if (applied) *applied = done;
+  if (version) *version = current;
+  return 0;
+}
+
+/* ---------------------------------------------------------------- jobs */
+
+static const char *col_text(sqlite3_stmt *q, int i) {
+  return (const char *)sqlite3_column_text(q, i);
+}
+
+static void row_to_job(sqlite3_stmt *q, store_job *j) {
+  j->id = sqlite3_column_int64(q, 0);
+  j->kind = col_text(q, 1);
+  j->name = col_text(q, 2);
+  j->status = col_text(q, 3);
+  j->params = col_text(q, 4);
+  j->tags = col_text(q, 5);
+  j->priority = (long)sqlite3_column_int64(q, 6);
+  j->attempt = (long)sqlite3_column_int64(q, 7);
+  j->sweep_id = sqlite3_column_int64(q, 8);
+  j->progress_done = (long)sqlite3_column_int64(q, 9);
+  j->progress_total = (long)sqlite3_column_int64(q, 10);
+  j->cancel_requested = sqlite3_column_int(q, 11);
+  j->created_at = col_text(q, 12);
+  j->started_at = col_text(q, 13);
+  j->finished_at = col_text(q, 14);
+  j->error = col_text(q, 15);
+  j->summary = col_text(q, 16);
+  if (!j->name) j->name = "";
+  if (!j->params) j->params = "{}";
+  if (!j->tags) j->tags = "[]";
+}
+
+int store_job_insert(store *s, const store_new_job *job, long max_queued, int64_t *id,
+                     td_err *err) {
+  *id = 0;
+  int rc = begin_write(s, err);
+  if (rc) return rc;
+  sqlite3_stmt *q = stmt(s, ST_JOB_INSERT, err);
+  if (!q) {
+    rollback(s);
+    return TD_EIO;
+  }
+  sqlite3_bind_text(q, 1, job->kind, -1, SQLITE_STATIC);
+  sqlite3_bind_text(q, 2, job->name ? job->name : "", -1, SQLITE_STATIC);
+  sqlite3_bind_text(q, 3, job->params_json, -1, SQLITE_STATIC);
+  sqlite3_bind_text(q, 4, job->tags_json ? job->tags_json : "[]", -1, SQLITE_STATIC);
+  sqlite3_bind_int64(q, 5, job->priority);
+  if (job->sweep_id > 0)
+    sqlite3_bind_int64(q, 6, job->sweep_id);
+  else
+    sqlite3_bind_null(q, 6);
+  sqlite3_bind_int64(q, 7, max_queued);
+  int src = sqlite3_step(q);
+  sqlite3_clear_bindings(q);
+  sqlite3_reset(q);
+  if (src != SQLITE_DONE) {
+    rc = sql_fail(s, err, "insert job");
+  } else if (sqlite3_changes(s->db) == 0) {
+    rc = td_err_set(err, TD_ELIMIT, NULL, "the queue is full (%ld jobs queued); retry later",
+                    max_queued);
+  } else {
+    *id = sqlite3_last_insert_rowid(s->db);
+    sqlite3_stmt *t = stmt(s, ST_TAG_INSERT, err);
+    if (!t) rc = TD_EIO;
+    for (size_t i = 0; !rc && i < job->n_tags; i++) {
+      sqlite3_bind_text(t, 1, job->tags[i], -1, SQLITE_STATIC);
+      sqlite3_bind_int64(t, 2, *id);
+      if (sqlite3_step(t) != SQLITE_DONE) rc = sql_fail(s, err, "insert tag");
+      sqlite3_reset(t);
+    }
+    if (t) sqlite3_clear_bindings(t);
+  }
+  if (!rc) rc = commit(s, err);
+  if (rc) {
+    rollback(s);
+    *id = 0;
+  }
+  return rc;
+}
+
+int store_job_get(store *s, int64_t id, store_job_fn fn, void *ctx, td_err *err) {
+  sqlite3_stmt *q = stmt(s, ST_JOB_GET, err);
+  if (!q) return TD_EIO;
+  sqlite3_bind_int64(q, 1, id);
+  int src = sqlite3_step(q), rc = 0;
+  if (src == SQLITE_ROW) {
+    store_job j;
+    row_to_job(q, &j);
+    fn(ctx, &j);
+  } else if (src == SQLITE_DONE) {
+    rc = td_err_set(err, TD_ENOTFOUND, NULL, "no job %lld", (long long)id);
+  } else {
+    rc = sql_fail(s, err, "get job");
+  }
+  sqlite3_reset(q);
+  return rc;
+}
+
+int store_job_list(store *s, const store_job_filter *f, store_job_fn fn, void *ctx,
+                   int64_t *next_cursor, td_err *err) {
+  *next_cursor = 0;
+  if (f->limit < 1 || f->limit > 1000)
+    return td_err_set(err, TD_EINVAL, "limit", "limit must be within 1..1000");
+  char sql[1024];
+  int len = snprintf(sql, sizeof sql, "SELECT " JOB_COLS " FROM jobs WHERE 1");
+  if (f->status_mask) {
+    len += snprintf(sql + len, sizeof sql - len, " AND status IN (");
+    int first = 1;
+    for (int i = 0; i < STORE_N_STATUS; i++) {
+      if (!(f->status_mask & (1u << i))) continue;
+      len += snprintf(sql + len, sizeof sql - len, "%s'%s'", first ? "" : ",", status_names[i]);
+      first = 0;
+    }
+    len += snprintf(sql + len, sizeof sql - len, ")");
+  }
+  if (f->kind) len += snprintf(sql + len, sizeof sql - len, " AND kind=?1");
+  if (f->sweep_id > 0) len += snprintf(sql + len, sizeof sql - len, " AND sweep_id=?2");
+  if (f->tag)
+    len += snprintf(sql + len, sizeof sql - len,
+                    " AND id IN (SELECT job_id FROM job_tags WHERE tag=?3)");
+  if (f->before_id > 0) len += snprintf(sql + len, sizeof sql - len, " AND id<?4");
+  snprintf(sql + len, sizeof sql - len, " ORDER BY id DESC LIMIT ?5");
+  sqlite3_stmt *q = NULL;
+  if (sqlite3_prepare_v2(s->db, sql, -1, &q, NULL) != SQLITE_OK)
+    return sql_fail(s, err, "list jobs");
+  if (f->kind) sqlite3_bind_text(q, 1, f->kind, -1, SQLITE_STATIC);
+  if (f->sweep_id > 0) sqlite3_bind_int64(q, 2, f->sweep_id);
+  if (f->tag) sqlite3_bind_text(q, 3, f->tag, -1, SQLITE_STATIC);
+  if (f->before_id > 0) sqlite3_bind_int64(q, 4, f->before_id);
+  sqlite3_bind_int64(q, 5, f->limit + 1);
+  int src, rc = 0;
+  long n = 0;
+  int64_t last = 0;
+  while ((src = sqlite3_step(q)) == SQLITE_ROW) {
+    if (n == f->limit) {
+      *next_cursor = last; /* there is at least one more */
+      break;
+    }
+    store_job j;
+    row_to_job(q, &j);
+    fn(ctx, &j);
+    last = j.id;
+    n++;
+  }
+  if (src != SQLITE_ROW && src != SQLITE_DONE) rc = sql_fail(s, err, "list jobs");
+  sqlite3_finalize(q);
+  return rc;
+}
+
+int store_job_claim(store *s, store_claimed *job, int *found, td_err *err) {
+  memset(job, 0, sizeof *job);
+  *found = 0;
+  sqlite3_stmt *q = stmt(s, ST_JOB_CLAIM, err);
+  if (!q) return TD_EIO;
+  int src = sqlite3_step(q), rc = 0;
+  if (src == SQLITE_ROW) {
+    job->id = sqlite3_column_int64(q, 0);
+    const char *k = col_text(q, 1), *p = col_text(q, 2);
+    job->kind = strdup(k ? k : "");
+    job->params = strdup(p ? p : "{}");
+    job->attempt = (long)sqlite3_column_int64(q, 3);
+    while ((src = sqlite3_step(q)) == SQLITE_ROW) {
+    }
+    if (src != SQLITE_DONE) rc = sql_fail(s, err, "claim job");
+    else if (!job->kind || !job->params) rc = td_err_set(err, TD_ENOMEM, NULL, "out of memory");
+    else *found = 1;
+  } else if (src != SQLITE_DONE) {
+    rc = sql_fail(s, err, "claim job");
+  }
+  sqlite3_reset(q);
+  if (rc) store_claimed_free(job);
+  return rc;
+}
+
+void store_claimed_free(store_claimed *job) {
+  if (!job) return;
+  free(job->kind);
+  free(job->params);
+  job->kind = job->params = NULL;
+}
+
+static int changes_or(store *s, int64_t id, td_err *err, const char *what) {
+  if (sqlite3_changes(s->db) > 0) return 0;
+  int st = -1;
+  int rc = store_job_status(s, id, &st, err);
+  if (rc) return rc;
+  return td_err_set(err, TD_ECONFLICT, NULL, "%s: job %lld is %s", what, (long long)id,
+                    store_status_name(st));
+}
+
+int store_job_finish(store *s, int64_t id, int status, const char *error,
+                     const char *summary_json, long done, long total, td_err *err) {
+  if (status < STORE_SUCCEEDED || status >= STORE_N_STATUS)
+    return td_err_set(err, TD_EINVAL, NULL, "not a final status: %d", status);
+  sqlite3_stmt *q = stmt(s, ST_JOB_FINISH, err);
+  if (!q) return TD_EIO;
+  sqlite3_bind_int64(q, 1, id);
+  sqlite3_bind_text(q, 2, status_names[status], -1, SQLITE_STATIC);
+  if (error) sqlite3_bind_text(q, 3, error, -1, SQLITE_STATIC);
+  else sqlite3_bind_null(q, 3);
+  if (summary_json) sqlite3_bind_text(q, 4, summary_json, -1, SQLITE_STATIC);
+  else sqlite3_bind_null(q, 4);
+  sqlite3_bind_int64(q, 5, done);
+  sqlite3_bind_int64(q, 6, total);
+  int src = sqlite3_step(q);
+  sqlite3_clear_bindings(q);
+  sqlite3_reset(q);
+  if (src != SQLITE_DONE) return sql_fail(s, err, "finish job");
+  return changes_or(s, id, err, "finish");
+}
+
+int store_job_requeue(store *s, int64_t id, td_err *err) {
+  sqlite3_stmt *q = stmt(s, ST_JOB_REQUEUE, err);
+  if (!q) return TD_EIO;
+  sqlite3_bind_int64(q, 1, id);
+  int src = sqlite3_step(q);
+  sqlite3_reset(q);
+  if (src != SQLITE_DONE) return sql_fail(s, err, "requeue job");
+  return changes_or(s, id, err, "requeue");
+}
+
+static int update_by_id(store *s, int which, int64_t id, int *changed, td_err *err) {
+  sqlite3_stmt *q = stmt(s, which, err);
+  if (!q) return TD_EIO;
+  sqlite3_bind_int64(q, 1, id);
+  int src = sqlite3_step(q);
+  sqlite3_reset(q);
+  if (src != SQLITE_DONE) return sql_fail(s, err, "update job");
+  *changed = sqlite3_changes(s->db) > 0;
+  return 0;
+}
+
+int store_job_cancel(store *s, int64_t id, int *outcome, td_err *err) {
+  *outcome = -1;
+  int changed = 0, rc = update_by_id(s, ST_JOB_CANCEL_QUEUED, id, &changed, err);
+  if (rc) return rc;
+  if (changed) {
+    *outcome = STORE_CANCELLED;
+    return 0;
+  }
+  if ((rc = update_by_id(s, ST_JOB_CANCEL_RUNNING, id, &changed, err))) return rc;
+  if (changed) {
+    *outcome = STORE_RUNNING;
+    return 0;
+  }
+  int st = -1;
+  if ((rc = store_job_status(s, id, &st, err))) return rc;
+  return td_err_set(err, TD_ECONFLICT, NULL, "job %lld has already finished (%s)",
+                    (long long)id, store_status_name(st));
+}
+
+int store_recover(store *s, long max_attempts, long *requeued, long *failed, long *cancelled,
+                  td_err *err) {
+  long r = 0, f = 0, c = 0;
+  int rc = begin_write(s, err);
+  if (rc) return rc;
+  if (!(rc = run_simple(s, ST_RECOVER_CANCELLED, err))) c = sqlite3_changes(s->db);
+  if (!rc) {
+    sqlite3_stmt *q = stmt(s, ST_RECOVER_FAILED, err);
+    if (!q) {
+      rc = TD_EIO;
+    } else {
+      sqlite3_bind_int64(q, 1, max_attempts);
+      if (sqlite3_step(q) != SQLITE_DONE) rc = sql_fail(s, err, "recover");
+      sqlite3_reset(q);
+      if (!rc) f = sqlite3_changes(s->db);
+    }
+  }
+  if (!rc && !(rc = run_simple(s, ST_RECOVER_REQUEUE, err))) r = sqlite3_changes(s->db);
+  if (!rc) rc = commit(s, err);
+  if (rc) {
+    rollback(s);
+    return rc;
+  }
+  if (requeued) *requeued = r;
+  if (failed) *failed = f;
+  if (cancelled) *cancelled = c;
+  return 0;
+}
+
+int store_job_counts(store *s, long counts[STORE_N_STATUS], td_err *err) {
+  for (int i = 0; i < STORE_N_STATUS; i++) counts[i] = 0;
+  sqlite3_stmt *q = stmt(s, ST_JOB_COUNTS, err);
+  if (!q) return TD_EIO;
+  int src;
+  while ((src = sqlite3_step(q)) == SQLITE_ROW) {
+    int st = store_status_parse(col_text(q, 0));
+    if (st >= 0) counts[st] = (long)sqlite3_column_int64(q, 1);
+  }
+  sqlite3_reset(q);
+  return src == SQLITE_DONE ? 0 : sql_fail(s, err, "count jobs");
+}
+
+int store_queue_depth(store *s, long *depth, td_err *err) {
+  *depth = 0;
+  sqlite3_stmt *q = stmt(s, ST_QUEUE_DEPTH, err);
+  if (!q) return TD_EIO;
+  int src = sqlite3_step(q);
+  if (src == SQLITE_ROW) *depth = (long)sqlite3_column_int64(q, 0);
+  sqlite3_reset(q);
+  return src == SQLITE_ROW ? 0 : sql_fail(s, err, "queue depth");
+}
+
+int store_job_status(store *s, int64_t id, int *status, td_err *err) {
+  *status = -1;
+  sqlite3_stmt *q = stmt(s, ST_JOB_STATUS, err);
+  if (!q) return TD_EIO;
+  sqlite3_bind_int64(q, 1, id);
+  int src = sqlite3_step(q), rc = 0;
+  if (src == SQLITE_ROW) *status = store_status_parse(col_text(q, 0));
+  else if (src == SQLITE_DONE) rc = td_err_set(err, TD_ENOTFOUND, NULL, "no job %lld", (long long)id);
+  else rc = sql_fail(s, err, "job status");
+  sqlite3_reset(q);
+  return rc;
+}
+
+/* ---------------------------------------------------------------- metric writer */
+
+typedef struct mw_key {
+  char *name;
+  int64_t db_id;    /* 0: not yet interned in this database */
+  int fresh;        /* interned inside the open transaction (undo on rollback) */
+} mw_key;
+
+typedef struct mw_point {
+  uint32_t key;
+  long step;
+  double value;
+} mw_point;
+
+struct store_mw {
+  store *s;
+  int64_t job;
+  size_t batch_points;
+  long batch_ms;
+  mw_key *keys;
+  size_t n_keys, cap_keys;
+  uint32_t *slots; /* open addressing: key index + 1, 0 empty; size n_slots (power of two) */
+  size_t n_slots;
+  mw_point *pts;
+  size_t n_pts, cap_pts;
+  long prog_done, prog_total;
+  int prog_dirty;
+  long long last_flush_ms;
+  uint64_t written;
+};
+
+static long long now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* FNV-1a, 64 bit (Fowler, Noll, Vo). */
+static uint64_t hash_str(const char *s) {
+  uint64_t h = 1469598103934665603ull;
+  for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+  return h;
+}
+
+static int valid_key(const char *k) {
+  size_t n = 0;
+  for (; k[n]; n++) {
+    unsigned char c = (unsigned char)k[n];
+    if (c < 0x21 || c > 0x7e || c == '"' || c == ',' || c == '\\') return 0;
+    if (n >= 128) return 0;
+  }
+  return n > 0;
+}
+
+int store_mw_create(store *s, int64_t job_id, size_t batch_points, long batch_ms,
+                    store_mw **out, td_err *err) {
+  *out = NULL;
+  store_mw *w = calloc(1, sizeof *w);
+  if (!w) return td_err_set(err, TD_ENOMEM, NULL, "out of memory");
+  w->s = s;
+  w->job = job_id;
+  w->batch_points = batch_points ? batch_points : 1024;
+  w->batch_ms = batch_ms > 0 ? batch_ms : 250;
+  w->n_slots = 64;
+  w->slots = calloc(w->n_slots, sizeof *w->slots);
+  w->cap_pts = w->batch_points;
+  w->pts = malloc(w->cap_pts * sizeof *w->pts);
+  if (!w->slots || !w->pts) {
+    store_mw_destroy(w);
+    return td_err_set(err, TD_ENOMEM, NULL, "out of memory");
+  }
+  w->last_flush_ms = now_ms();
+  *out = w;
+  return 0;
+}
+
+void store_mw_destroy(store_mw *w) {
+  if (!w) return;
+  for (size_t i = 0; i < w->n_keys; i++) free(w->keys[i].name);
+  free(w->keys);
+  free(w->slots);
+  free(w->pts);
+  free(w);
+}
+
+/* Index of `key` in w->keys, adding it when new; -1 on allocation failure. */
+static long mw_intern(store_mw *w, const char *key) {
+  uint64_t h = hash_str(key);
+  size_t mask = w->n_slots - 1, i = h & mask;
+  while (w->slots[i]) {
+    if (strcmp(w->keys[w->slots[i] - 1].name, key) == 0) return (long)w->slots[i] - 1;
+    i = (i + 1) & mask;
+  }
+  if (w->n_keys == w->cap_keys) {
+    size_t nc = w->cap_keys ? 2 * w->cap_keys : 16;
+    mw_key *nk = realloc(w->keys, nc * sizeof *nk);
+    if (!nk) return -1;
+    w->keys = nk;
+    w->cap_keys = nc;
+  }
+  char *copy = strdup(key);
+  if (!copy) return -1;
+  if (2 * (w->n_keys + 1) > w->n_slots) { /* keep the load below 1/2: rehash */
+    size_t ns = 2 * w->n_slots;
+    uint32_t *nsl = calloc(ns, sizeof *nsl);
+    if (!nsl) {
+      free(copy);
+      return -1;
+    }
+    for (size_t k = 0; k < w->n_keys; k++) {
+      size_t j = hash_str(w->keys[k].name) & (ns - 1);
+      while (nsl[j]) j = (j + 1) & (ns - 1);
+      nsl[j] = (uint32_t)k + 1;
+    }
+    free(w->slots);
+    w->slots = nsl;
+    w->n_slots = ns;
+    mask = ns - 1;
+    i = h & mask;
+    while (w->slots[i]) i = (i + 1) & mask;
+  }
+  w->keys[w->n_keys] = (mw_key){.name = copy, .db_id = 0, .fresh = 0};
+  w->slots[i] = (uint32_t)w->n_keys + 1;
+  return (long)w->n_keys++;
+}
+
+int store_mw_put(store_mw *w, const char *key, long step, double value) {
+  if (!key || !valid_key(key)) return TD_EINVAL;
+  long k = mw_intern(w, key);
+  if (k < 0) return TD_ENOMEM;
+  if (w->n_pts == w->cap_pts) { /* only after a failed flush */
+    size_t nc = 2 * w->cap_pts;
+    mw_point *np = realloc(w->pts, nc * sizeof *np);
+    if (!np) return TD_ENOMEM;
+    w->pts = np;
+    w->cap_pts = nc;
+  }
+  w->pts[w->n_pts++] = (mw_point){.key = (uint32_t)k, .step = step, .value = value};
+  if (w->n_pts >= w->batch_points || now_ms() - w->last_flush_ms >= w->batch_ms)
+    return store_mw_flush(w);
+  return 0;
+}
+
+void store_mw_progress(store_mw *w, long done, long total) {
+  w->prog_done = done;
+  w->prog_total = total;
+  w->prog_dirty = 1;
+}
+
+int store_mw_tick(store_mw *w) {
+  if (!w->n_pts && !w->prog_dirty) return 0;
+  if (now_ms() - w->last_flush_ms < w->batch_ms) return 0;
+  return store_mw_flush(w);
+}
+
+/* Intern key k in metric_keys and job_keys inside the open transaction. */
+static int mw_resolve(store_mw *w, mw_key *k) {
+  store *s = w->s;
+  sqlite3_stmt *ins = stmt(s, ST_KEY_INSERT, NULL), *sel = stmt(s, ST_KEY_ID, NULL),
+               *jk = stmt(s, ST_JOB_KEY_INSERT, NULL);
+  if (!ins || !sel || !jk) return TD_EIO;
+  int rc = 0;
+  sqlite3_bind_text(ins, 1, k->name, -1, SQLITE_STATIC);
+  if (sqlite3_step(ins) != SQLITE_DONE) rc = TD_EIO;
+  sqlite3_reset(ins);
+  if (!rc) {
+    sqlite3_bind_text(sel, 1, k->name, -1, SQLITE_STATIC);
+    if (sqlite3_step(sel) == SQLITE_ROW) k->db_id = sqlite3_column_int64(sel, 0);
+    else rc = TD_EIO;
+    sqlite3_reset(sel);
+  }
+  if (!rc) {
+    sqlite3_bind_int64(jk, 1, w->job);
+    sqlite3_bind_int64(jk, 2, k->db_id);
+    if (sqlite3_step(jk) != SQLITE_DONE) rc = TD_EIO;
+    sqlite3_reset(jk);
+  }
+  if (rc) k->db_id = 0;
+  else k->fresh = 1;
+  return rc;
+}
+
+int store_mw_flush(store_mw *w) {
+  store *s = w->s;
+  if (!w->n_pts && !w->prog_dirty) {
+    w->last_flush_ms = now_ms();
+    return 0;
+  }
+  int rc = begin_write(s, NULL);
+  if (rc) return rc;
+  sqlite3_stmt *ins = stmt(s, ST_METRIC_INSERT, NULL);
+  if (!ins) rc = TD_EIO;
+  for (size_t i = 0; !rc && i < w->n_pts; i++) {
+    const mw_point *p = &w->pts[i];
+    mw_key *k = &w->keys[p->key];
+    if (!k->db_id && (rc = mw_resolve(w, k))) break;
+    sqlite3_bind_int64(ins, 1, w->job);
+    sqlite3_bind_int64(ins, 2, k->db_id);
+    sqlite3_bind_int64(ins, 3, p->step);
+    if (isnan(p->value)) sqlite3_bind_null(ins, 4); /* NULL encodes NaN */
+    else sqlite3_bind_double(ins, 4, p->value);
+    if (sqlite3_step(ins) != SQLITE_DONE) rc = TD_EIO;
+    sqlite3_reset(ins);
+  }
+  if (!rc && w->prog_dirty) {
+    sqlite3_stmt *pq = stmt(s, ST_JOB_PROGRESS, NULL);
+    if (!pq) {
+      rc = TD_EIO;
+    } else {
+      sqlite3_bind_int64(pq, 1, w->job);
+      sqlite3_bind_int64(pq, 2, w->prog_done);
+      sqlite3_bind_int64(pq, 3, w->prog_total);
+      if (sqlite3_step(pq) != SQLITE_DONE) rc = TD_EIO;
+      sqlite3_reset(pq);
+    }
+  }
+  if (!rc) rc = commit(s, NULL);
+  if (rc) {
+    rollback(s);
+    for (size_t i = 0; i < w->n_keys; i++)
+      if (w->keys[i].fresh) w->keys[i].db_id = 0, w->keys[i].fresh = 0;
+    return TD_EIO;
+  }
+  for (size_t i = 0; i < w->n_keys; i++) w->keys[i].fresh = 0;
+  w->written += w->n_pts;
+  w->n_pts = 0;
+  w->prog_dirty = 0;
+  w->last_flush_ms = now_ms();
+  return 0;
+}
+
+uint64_t store_mw_written(const store_mw *w) { return w->written; }
+
+/* ---------------------------------------------------------------- metric reads */
+
+int store_metric_keys(store *s, int64_t id, store_key_fn fn, void *ctx, td_err *err) {
+  sqlite3_stmt *q = stmt(s, ST_METRIC_KEYS, err);
+  if (!q) return TD_EIO;
+  sqlite3_bind_int64(q, 1, id);
+  int src;
+  while ((src = sqlite3_step(q)) == SQLITE_ROW) fn(ctx, col_text(q, 0));
+  sqlite3_reset(q);
+  return src == SQLITE_DONE ? 0 : sql_fail(s, err, "metric keys");
+}
+
+int store_metric_series(store *s, int64_t id, const char *key, long since_step,
+                        size_t max_points, store_point_fn fn, void *ctx, size_t *n_total,
+                        td_err *err) {
+  if (n_total) *n_total = 0;
+  sqlite3_stmt *kq = stmt(s, ST_KEY_ID, err), *cq = stmt(s, ST_METRIC_COUNT, err),
+               *sq = stmt(s, ST_METRIC_SERIES, err);
+  if (!kq || !cq || !sq) return TD_EIO;
+  int64_t key_id = 0;
+  sqlite3_bind_text(kq, 1, key, -1, SQLITE_STATIC);
+  int src = sqlite3_step(kq);
+  if (src == SQLITE_ROW) key_id = sqlite3_column_int64(kq, 0);
+  sqlite3_reset(kq);
+  if (src != SQLITE_ROW && src != SQLITE_DONE) return sql_fail(s, err, "metric key");
+  if (!key_id) return 0;
+  /* One read transaction: the count and the rows come from the same snapshot. */
+  int in_txn = sqlite3_get_autocommit(s->db) == 0;
+  if (!in_txn && run_simple(s, ST_BEGIN_READ, err)) return TD_EIO;
+  size_t n = 0;
+  int rc = 0;
+  sqlite3_bind_int64(cq, 1, id);
+  sqlite3_bind_int64(cq, 2, key_id);
+  sqlite3_bind_int64(cq, 3, since_step);
+  if (sqlite3_step(cq) == SQLITE_ROW) n = (size_t)sqlite3_column_int64(cq, 0);
+  else rc = sql_fail(s, err, "metric count");
+  sqlite3_reset(cq);
+  if (!rc && n) {
+    store_ds ds;
+    store_ds_init(&ds, n, max_points, fn, ctx);
+    sqlite3_bind_int64(sq, 1, id);
+    sqlite3_bind_int64(sq, 2, key_id);
+    sqlite3_bind_int64(sq, 3, since_step);
+    while ((src = sqlite3_step(sq)) == SQLITE_ROW) {
+      double v = sqlite3_column_type(sq, 1) == SQLITE_NULL ? NAN : sqlite3_column_double(sq, 1);
+      store_ds_push(&ds, (long)sqlite3_column_int64(sq, 0), v);
+    }
+    if (src != SQLITE_DONE) rc = sql_fail(s, err, "metric series");
+    sqlite3_reset(sq);
+    if (!rc) store_ds_finish(&ds);
+  }
+  if (!in_txn) run_simple(s, ST_COMMIT, NULL);
+  if (n_total) *n_total = n;
+  return rc;
+}
+
+/* ---------------------------------------------------------------- downsampling */
+
+void store_ds_init(store_ds *ds, size_t n, size_t max_points, store_point_fn fn, void *ctx) {
+  memset(ds, 0, sizeof *ds);
+  ds->n = n;
+  ds->fn = fn;
+  ds->ctx = ctx;
+  if (max_points < 2 || n <= max_points) {
+    ds->max_points = 0; /* emit everything */
+  } else {
+    ds->max_points = max_points;
+    ds->buckets = (max_points - 2) / 2;
+  }
+}
+
+/* NaN ranks above +Inf for the maximum and never wins the minimum (unless alone). */
+static int ds_greater(double a, double cur) { return !isnan(cur) && (isnan(a) || a > cur); }
+static int ds_less(double a, double cur) { return !isnan(a) && (isnan(cur) || a < cur); }
+
+static void ds_emit_bucket(store_ds *ds) {
+  if (!ds->have) return;
+  if (ds->imin == ds->imax) {
+    ds->fn(ds->ctx, ds->smin, ds->vmin);
+  } else if (ds->imin < ds->imax) {
+    ds->fn(ds->ctx, ds->smin, ds->vmin);
+    ds->fn(ds->ctx, ds->smax, ds->vmax);
+  } else {
+    ds->fn(ds->ctx, ds->smax, ds->vmax);
+    ds->fn(ds->ctx, ds->smin, ds->vmin);
+  }
+  ds->have = 0;
+}
+
+void store_ds_push(store_ds *ds, long step, double value) {
+  size_t i = ds->i++;
+  if (!ds->max_points) {
+    ds->fn(ds->ctx, step, value);
+    return;
+  }
+  if (i >= ds->n) return; /* more points than announced: ignored */
+  if (i == 0) {
+    ds->fn(ds->ctx, step, value);
+    return;
+  }
+  if (i == ds->n - 1) {
+    ds_emit_bucket(ds);
+    ds->fn(ds->ctx, step, value);
+    return;
+  }
+  if (!ds->buckets) return;
+  size_t b = (size_t)((unsigned long long)(i - 1) * ds->buckets / (ds->n - 2));
+  if (ds->have && b != ds->cur_bucket) ds_emit_bucket(ds);
+  if (!ds->have) {
+    ds->have = 1;
+    ds->cur_bucket = b;
+    ds->imin = ds->imax = i;
+    ds->smin = ds->smax = step;
+    ds->vmin = ds->vmax = value;
+    return;
+  }
+  if (ds_less(value, ds->vmin)) ds->imin = i, ds->smin = step, ds->vmin = value;
+  if (ds_greater(value, ds->vmax)) ds->imax = i, ds->smax = step, ds->vmax = value;
+}
+
+void store_ds_finish(store_ds *ds) { ds_emit_bucket(ds); }
+
+/* ---------------------------------------------------------------- artifacts */
+
+int store_artifact_put(store *s, int64_t id, const char *name, const char *content_type,
+                       const void *data, size_t len, td_err *err) {
+  sqlite3_stmt *q = stmt(s, ST_ART_PUT, err);
+  if (!q) return TD_EIO;
+  sqlite3_bind_int64(q, 1, id);
+  sqlite3_bind_text(q, 2, name, -1, SQLITE_STATIC);
+  sqlite3_bind_text(q, 3, content_type, -1, SQLITE_STATIC);
+  sqlite3_bind_blob64(q, 4, len ? data : "", len, SQLITE_STATIC);
+  int src = sqlite3_step(q);
+  sqlite3_clear_bindings(q);
+  sqlite3_reset(q);
+  return src == SQLITE_DONE ? 0 : sql_fail(s, err, "put artifact");
+}
+
+int store_artifact_list(store *s, int64_t id, store_artifact_fn fn, void *ctx, td_err *err) {
+  sqlite3_stmt *q = stmt(s, ST_ART_LIST, err);
+  if (!q) return TD_EIO;
+  sqlite3_bind_int64(q, 1, id);
+  int src;
+  while ((src = sqlite3_step(q)) == SQLITE_ROW) {
+    store_artifact a = {.name = col_text(q, 0),
+                        .content_type = col_text(q, 1),
+                        .size = (size_t)sqlite3_column_int64(q, 2),
+                        .created_at = col_text(q, 3),
+                        .data = NULL};
+    fn(ctx, &a);
+  }
+  sqlite3_reset(q);
+  return src == SQLITE_DONE ? 0 : sql_fail(s, err, "list artifacts");
+}
+
+int store_artifact_get(store *s, int64_t id, const char *name, store_artifact_fn fn, void *ctx,
+                       td_err *err) {
+  sqlite3_stmt *q = stmt(s, ST_ART_GET, err);
+  if (!q) return TD_EIO;
+  sqlite3_bind_int64(q, 1, id);
+  sqlite3_bind_text(q, 2, name, -1, SQLITE_STATIC);
+  int src = sqlite3_step(q), rc = 0;
+  if (src == SQLITE_ROW) {
+    store_artifact a = {.name = col_text(q, 0), .content_type = col_text(q, 1),
+                        .data = sqlite3_column_blob(q, 2),
+                        .size = (size_t)sqlite3_column_bytes(q, 2),
+                        .created_at = col_text(q, 3)};
+    fn(ctx, &a);
+  } else if (src == SQLITE_DONE) {
+    rc = td_err_set(err, TD_ENOTFOUND, NULL, "job %lld has no artifact '%s'", (long long)id, name);
+  } else {
+    rc = sql_fail(s, err, "get artifact");
+  }
+  sqlite3_clear_bindings(q);
+  sqlite3_reset(q);
+  return rc;
+}
+
+/* ---------------------------------------------------------------- pool */
+
+struct store_pool {
+  pthread_mutex_t mu;
+  char *path;
+  int busy_ms;
+  store **free_list;
+  size_t n_free, cap_free;
+};
+
+int store_pool_create(const char *path, int busy_timeout_ms, store_pool **out, td_err *err) {
+  *out = NULL;
+  store_pool *p = calloc(1, sizeof *p);
+  if (!p || !(p->path = strdup(path))) {
+    free(p);
+    return td_err_set(err, TD_ENOMEM, NULL, "out of memory");
+  }
+  pthread_mutex_init(&p->mu, NULL);
+  p->busy_ms = busy_timeout_ms;
+  *out = p;
+  return 0;
+}
+
+int store_pool_get(store_pool *p, store **out, td_err *err) {
+  *out = NULL;
+  pthread_mutex_lock(&p->mu);
+  if (p->n_free) *out = p->free_list[--p->n_free];
+  pthread_mutex_unlock(&p->mu);
+  if (*out) return 0;
+  return store_open(p->path, p->busy_ms, out, err);
+}
+
+void store_pool_put(store_pool *p, store *s) {
+  if (!s) return;
+  /* A statement left mid-transaction by an error path must not leak into the next user. */
+  rollback(s);
+  pthread_mutex_lock(&p->mu);
+  if (p->n_free == p->cap_free) {
+    size_t nc = p->cap_free ? 2 * p->cap_free : 16;
+    store **nf = realloc(p->free_list, nc * sizeof *nf);
+    if (!nf) {
+      pthread_mutex_unlock(&p->mu);
+      store_close(s);
+      return;
+    }
+    p->free_list = nf;
+    p->cap_free = nc;
+  }
+  p->free_list[p->n_free++] = s;
+  pthread_mutex_unlock(&p->mu);
+}
+
+void store_pool_destroy(store_pool *p) {
+  if (!p) return;
+  for (size_t i = 0; i < p->n_free; i++) store_close(p->free_list[i]);
+  free(p->free_list);
+  free(p->path);
+  pthread_mutex_destroy(&p->mu);
+  free(p);
+}

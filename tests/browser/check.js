@@ -1,0 +1,359 @@
+/* check.js: drives headless Chromium over the DevTools protocol (Node >= 18 built-ins only:
+ * the global WebSocket where Node has one, else mini_ws.js) and checks
+ * the dashboard pages. Prints one "ok - ..." or "not ok - ..." line per check (tests/browser.sh
+ * counts them) and saves screenshots.
+ *
+ * Usage: node check.js --out DIR [--base URL --job ID]
+ *        [--fixtures WEB_DIR] [--chromium /usr/bin/chromium]
+ *   --base/--job: the real daemon and a finished train job to look at.
+ *   --fixtures:   also start fake_api.js on WEB_DIR and check NaN/Inf metrics, sharpness
+ *                 with 2/lr, artifacts, a 1e6-step run and the sweep page. */
+'use strict';
+const { spawn } = require('child_process');
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+
+const args = {};
+for (let i = 2; i < process.argv.length; i++) {
+  const a = process.argv[i];
+  if (a.startsWith('--')) { const n = process.argv[i + 1]; if (n === undefined || n.startsWith('--')) args[a.slice(2)] = true; else { args[a.slice(2)] = n; i++; } }
+}
+const OUT = args.out || 'build/browser';
+const CHROMIUM = args.chromium || process.env.CHROMIUM || '/usr/bin/chromium';
+fs.mkdirSync(OUT, { recursive: true });
+
+// Node's own WebSocket when it has one (Node >= 22, or 20 with --experimental-websocket),
+// else the small client in mini_ws.js. TDLAB_MINI_WS=1 forces the latter.
+const WS = typeof WebSocket !== 'undefined' && !process.env.TDLAB_MINI_WS ? WebSocket : require('./mini_ws.js');
+
+let passed = 0, failed = 0;
+function ok(cond, desc, detail) {
+  if (cond) { passed++; console.log('ok - ' + desc); }
+  else { failed++; console.log('not ok - ' + desc + (detail !== undefined ? ': ' + (typeof detail === 'string' ? detail : JSON.stringify(detail)) : '')); }
+  return !!cond;
+}
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/* ---------- a minimal DevTools protocol client ---------- */
+class CDP {
+  constructor(url) {
+    this.url = url; this.seq = 0; this.pending = new Map(); this.handlers = new Map();
+  }
+  open() {
+    return new Promise((resolve, reject) => {
+      const ws = new WS(this.url);
+      this.ws = ws;
+      const onMsg = (data) => {
+        const msg = JSON.parse(typeof data === 'string' ? data : data.toString());
+        if (msg.id !== undefined) {
+          const p = this.pending.get(msg.id);
+          if (!p) return;
+          this.pending.delete(msg.id);
+          clearTimeout(p.timer);
+          if (msg.error) p.reject(new Error(p.method + ': ' + msg.error.message)); else p.resolve(msg.result);
+        } else (this.handlers.get(msg.method) || []).slice().forEach((f) => f(msg.params));
+      };
+      ws.onopen = () => resolve();
+      ws.onerror = (e) => reject(new Error('websocket error ' + (e.message || '')));
+      ws.onmessage = (ev) => onMsg(ev.data);
+    });
+  }
+  send(method, params, timeoutMs) {
+    const id = ++this.seq;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => { this.pending.delete(id); reject(new Error(method + ': timed out')); }, timeoutMs || 30000);
+      this.pending.set(id, { resolve, reject, timer, method });
+      this.ws.send(JSON.stringify({ id, method, params: params || {} }));
+    });
+  }
+  on(method, f) { if (!this.handlers.has(method)) this.handlers.set(method, []); this.handlers.get(method).push(f); }
+  once(method, timeoutMs) {
+    return new Promise((resolve, reject) => {
+      const list = this.handlers.get(method) || [];
+      const f = (p) => { clearTimeout(t); list.splice(list.indexOf(f), 1); resolve(p); };
+      const t = setTimeout(() => { list.splice(list.indexOf(f), 1); reject(new Error(method + ': not seen in ' + timeoutMs + ' ms')); }, timeoutMs);
+      list.push(f); this.handlers.set(method, list);
+    });
+  }
+  close() { try { this.ws.close(); } catch (e) { /* ignore */ } }
+}
+
+async function launch() {
+  const udd = fs.mkdtempSync(path.join(os.tmpdir(), 'tdlab-chromium-'));
+  const log = fs.openSync(path.join(OUT, 'chromium.log'), 'w');
+  const proc = spawn(CHROMIUM, ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-default-apps',
+    '--disable-extensions', '--mute-audio', '--hide-scrollbars', '--window-size=1280,900',
+    '--remote-debugging-address=127.0.0.1', '--remote-debugging-port=0', '--user-data-dir=' + udd, 'about:blank'],
+  { stdio: ['ignore', log, log] });
+  let exited = null;
+  proc.on('exit', (c) => { exited = c; });
+  const portFile = path.join(udd, 'DevToolsActivePort');
+  let port = null;
+  for (let i = 0; i < 300 && port === null && exited === null; i++) {
+    await sleep(100);
+    try { const l = fs.readFileSync(portFile, 'utf8').split('\n')[0].trim(); if (/^\d+$/.test(l)) port = Number(l); } catch (e) { /* not yet */ }
+  }
+  const cleanup = () => { try { proc.kill('SIGKILL'); } catch (e) { /* gone */ } try { fs.rmSync(udd, { recursive: true, force: true }); } catch (e) { /* ignore */ } };
+  if (port === null) { cleanup(); throw new Error('chromium did not open its DevTools port (exit ' + exited + '), see ' + path.join(OUT, 'chromium.log')); }
+  const targets = await (await fetch('http://127.0.0.1:' + port + '/json/list')).json();
+  const page = targets.find((t) => t.type === 'page');
+  if (!page) { cleanup(); throw new Error('no page target'); }
+  const cdp = new CDP(page.webSocketDebuggerUrl);
+  await cdp.open();
+  return { cdp, cleanup };
+}
+
+/* ---------- page helpers ---------- */
+let cdp;
+let problems = [];  // console errors, exceptions and error log entries since the last visit
+function watchConsole() {
+  cdp.on('Runtime.consoleAPICalled', (p) => {
+    if (p.type === 'error' || p.type === 'assert') problems.push('console.' + p.type + ': ' + p.args.map((a) => a.value !== undefined ? a.value : a.description).join(' '));
+  });
+  cdp.on('Runtime.exceptionThrown', (p) => {
+    const d = p.exceptionDetails || {};
+    problems.push('exception: ' + (d.exception && d.exception.description ? d.exception.description : d.text) + ' at ' + d.url + ':' + d.lineNumber);
+  });
+  cdp.on('Log.entryAdded', (p) => {
+    if (p.entry.level === 'error') problems.push('log (' + p.entry.source + '): ' + p.entry.text + (p.entry.url ? ' ' + p.entry.url : ''));
+  });
+}
+async function evaluate(expr) {
+  const r = await cdp.send('Runtime.evaluate', { expression: expr, returnByValue: true, awaitPromise: true });
+  if (r.exceptionDetails) throw new Error('evaluate: ' + (r.exceptionDetails.exception ? r.exceptionDetails.exception.description : r.exceptionDetails.text));
+  return r.result.value;
+}
+async function waitUntil(expr, timeoutMs) {
+  const t0 = Date.now();
+  let last;
+  while (Date.now() - t0 < (timeoutMs || 15000)) {
+    try { last = await evaluate(expr); if (last) return last; } catch (e) { last = e.message; }
+    await sleep(150);
+  }
+  return null;
+}
+async function visit(url) {
+  problems = [];
+  const loaded = cdp.once('Page.loadEventFired', 20000);
+  const r = await cdp.send('Page.navigate', { url });
+  if (r.errorText) throw new Error('navigate ' + url + ': ' + r.errorText);
+  await loaded;
+}
+async function screenshot(name) {
+  const m = await cdp.send('Page.getLayoutMetrics');
+  const size = m.cssContentSize || m.contentSize;
+  const h = Math.min(Math.ceil(size.height), 5000);
+  await cdp.send('Emulation.setDeviceMetricsOverride', { width: 1280, height: Math.max(h, 600), deviceScaleFactor: 1, mobile: false });
+  await sleep(400);  // let charts follow the resize
+  const shot = await cdp.send('Page.captureScreenshot', { format: 'png' });
+  await cdp.send('Emulation.setDeviceMetricsOverride', { width: 1280, height: 900, deviceScaleFactor: 1, mobile: false });
+  const file = path.join(OUT, name);
+  fs.writeFileSync(file, Buffer.from(shot.data, 'base64'));
+  console.log('# screenshot ' + file);
+}
+function noProblems(desc) { return ok(problems.length === 0, desc, problems.slice(0, 5).join(' | ')); }
+
+/* In the page: is chart `id` drawn? Counts canvas pixels close to one of its series colours
+ * (axes and grid are grey, so they do not count); a chart with very few points needs fewer. */
+const drawnExpr = (id) => `(function () {
+  var c = (window.TD && TD.charts || []).filter(function (c) { return c.opts.id === ${JSON.stringify(id)}; })[0];
+  if (!c || !c.u) return { ok: false, why: 'no chart' };
+  var u = c.u, cv = u.ctx.canvas;
+  if (!cv.width || !cv.height) return { ok: false, why: 'empty canvas' };
+  var d = u.ctx.getImageData(0, 0, cv.width, cv.height).data;
+  var cols = c.series.map(function (s, i) { return s.color || TD.PALETTE[i % TD.PALETTE.length]; }).filter(function (col) { return /^#[0-9a-f]{6}$/i.test(col); })
+    .map(function (col) { return [parseInt(col.slice(1, 3), 16), parseInt(col.slice(3, 5), 16), parseInt(col.slice(5, 7), 16)]; });
+  var hit = 0, painted = 0;
+  for (var i = 0; i < d.length; i += 4) {
+    if (d[i + 3] > 0) painted++;
+    if (d[i + 3] < 160) continue;
+    for (var k = 0; k < cols.length; k++) {
+      if (Math.abs(d[i] - cols[k][0]) + Math.abs(d[i + 1] - cols[k][1]) + Math.abs(d[i + 2] - cols[k][2]) < 90) { hit++; break; }
+    }
+  }
+  var pts = 0, most = 0;
+  for (var s = 1; s < u.data.length; s++) {
+    var n = 0;
+    for (var j = 0; j < u.data[s].length; j++) if (u.data[s][j] != null) n++;
+    pts += n; most = Math.max(most, n);
+  }
+  return { ok: pts > 0 && hit >= Math.min(40, 6 * pts), hit: hit, painted: painted, points: pts, most: most, xs: u.data[0].length,
+    series: u.series.slice(1).map(function (s) { return s.label; }), w: cv.width, h: cv.height };
+})()`;
+async function chartDrawn(id, desc) {
+  const r = await waitUntil(drawnExpr(id) + '.ok && ' + drawnExpr(id), 10000) || await evaluate(drawnExpr(id)).catch((e) => ({ why: e.message }));
+  ok(r && r.ok, desc, r);
+  return r;
+}
+const jobReady = `!!(window.TD && document.querySelector('#content') && !document.querySelector('#content').hidden && TD.charts.some(function (c) { return c.u; }))`;
+
+/* ---------- checks against the real daemon ---------- */
+async function checkDaemon(base, job) {
+  await visit(base + '/');
+  const row = await waitUntil(`(function () { var r = document.querySelector('#jobs tr[data-id="${job}"]'); return r && r.textContent; })()`, 15000);
+  ok(row, 'jobs list shows job ' + job, row);
+  ok(row && /succeeded/.test(row), 'jobs list shows the job as succeeded', row);
+  ok(row && /test_acc/.test(row), 'jobs list shows the key summary (test_acc)', row);
+  const kinds = await waitUntil(`document.querySelectorAll('#f-kind option').length`, 5000);
+  ok(kinds >= 1, 'submit form lists kinds from GET /api/v1/kinds', kinds);
+  const defaults = await evaluate(`(function () { try { return JSON.parse(document.querySelector('#f-params').value); } catch (e) { return null; } })()`);
+  ok(defaults && typeof defaults === 'object', 'submit form is prefilled with JSON defaults', defaults);
+  await sleep(2500);  // one auto-refresh cycle
+  const again = await evaluate(`!!document.querySelector('#jobs tr[data-id="${job}"]')`);
+  ok(again, 'jobs list still shows the job after an auto-refresh');
+  noProblems('jobs list: no console errors');
+  await screenshot('jobs.png');
+
+  await visit(base + '/job.html?id=' + job);
+  const ready = await waitUntil(jobReady, 15000);
+  ok(ready, 'job page loads and draws a chart');
+  const info = await evaluate(`({ title: document.querySelector('#job-title').textContent,
+    status: (document.querySelector('#job-meta .badge') || {}).textContent,
+    params: document.querySelector('#params').textContent, summary: document.querySelector('#summary').textContent,
+    charts: TD.charts.map(function (c) { return c.opts.id; }) })`);
+  ok(info.status === 'succeeded', 'job page shows status succeeded', info.status);
+  ok(/fashion-mnist/.test(info.params), 'job page shows the params', info.params.slice(0, 200));
+  ok(/test_acc/.test(info.summary), 'job page shows the summary', info.summary.slice(0, 200));
+  const loss = await chartDrawn('chart-loss', 'loss chart is drawn (train_loss / test_loss pixels on the canvas)');
+  ok(loss && loss.series && loss.series.indexOf('train_loss') >= 0, 'loss chart has train_loss', loss && loss.series);
+  await chartDrawn('chart-accuracy', 'accuracy chart is drawn');
+  await evaluate(`(function () { var cb = document.querySelector('#chart-loss input.logy'); cb.click(); return cb.checked; })()`);
+  await sleep(300);
+  const logged = await evaluate(`TD.charts.filter(function (c) { return c.opts.id === 'chart-loss'; })[0].u.scales.y.distr`);
+  ok(logged === 3, 'log-y toggle switches the loss chart to a log scale', logged);
+  await chartDrawn('chart-loss', 'loss chart is drawn on the log scale');
+  await evaluate(`document.querySelector('#chart-loss input.logy').click()`);
+  noProblems('job page: no console errors');
+  await screenshot('job.png');
+}
+
+/* ---------- checks against fixtures (fake_api.js) ---------- */
+async function checkFixtures(base) {
+  await visit(base + '/');
+  const n = await waitUntil(`document.querySelectorAll('#jobs tr').length`, 10000);
+  ok(n === 5, 'fixtures: jobs list shows all 5 jobs', n);
+  const lr = await waitUntil(`(function () { try { return JSON.parse(document.querySelector('#f-params').value).optimizer.lr; } catch (e) { return null; } })()`, 5000);
+  ok(lr === 0.05, 'fixtures: submit form prefilled from schema defaults (optimizer.lr)', lr);
+  const lin = await evaluate(`(function () { var s = document.querySelector('#f-kind'); s.value = 'linreg'; s.dispatchEvent(new Event('change'));
+    return JSON.parse(document.querySelector('#f-params').value); })()`);
+  ok(lin && lin.lr === 0.1 && lin.data && lin.data.name === 'synthetic', 'fixtures: defaults given as JSON text are parsed', lin);
+  await evaluate(`(function () { var s = document.querySelector('#q-status'); s.value = 'diverged'; s.dispatchEvent(new Event('change')); })()`);
+  const filtered = await waitUntil(`document.querySelectorAll('#jobs tr').length === 1 && document.querySelector('#jobs tr').getAttribute('data-id')`, 5000);
+  ok(filtered === '3', 'fixtures: status filter shows only the diverged job', filtered);
+  ok(/status=diverged/.test(await evaluate('location.hash')), 'fixtures: filter is kept in the URL hash');
+  await evaluate(`(function () { var s = document.querySelector('#q-status'); s.value = ''; s.dispatchEvent(new Event('change')); })()`);
+  await waitUntil(`document.querySelectorAll('#jobs tr').length === 5`, 5000);
+  noProblems('fixtures: jobs list: no console errors');
+  await screenshot('fixture-jobs.png');
+
+  await visit(base + '/job.html?id=2');
+  await waitUntil(jobReady, 10000);
+  const nf = await waitUntil(`(function () { var e = document.querySelector('#nonfinite'); return e && !e.hidden && e.textContent; })()`, 5000);
+  ok(nf && /train_loss/.test(nf) && /hessian_trace/.test(nf), 'fixtures: NaN/Infinity values are reported on the page', nf);
+  const loss = await chartDrawn('chart-loss', 'fixtures: loss chart with NaN/Infinity values is drawn');
+  ok(loss && loss.points === 599, 'fixtures: the 2 non-finite points are gaps (599 of 601 drawn)', loss && loss.points);
+  const sh = await chartDrawn('chart-sharpness', 'fixtures: sharpness chart is drawn');
+  ok(sh && sh.series && sh.series.join() === 'sharpness,two_over_lr', 'fixtures: sharpness is plotted with its 2/lr line', sh && sh.series);
+  const wn = await chartDrawn('chart-m-weight_norm', 'fixtures: keys with a common prefix share a chart');
+  ok(wn && wn.series && wn.series.length === 2, 'fixtures: weight_norm/0 and weight_norm/1 together', wn && wn.series);
+  const arts = await waitUntil(`(function () { var ids = TD.charts.map(function (c) { return c.opts.id + ':' + c.opts.title; }).filter(function (s) { return /^art-/.test(s); });
+    return ids.length >= 3 && ids; })()`, 8000);
+  ok(arts && arts.some((s) => /spectral density/.test(s)), 'fixtures: spectral density artifact is plotted', arts);
+  ok(arts && arts.some((s) => /eigenvalues/.test(s)), 'fixtures: eigenvalue list artifact is plotted', arts);
+  ok(arts && arts.some((s) => /quadrature/.test(s)), 'fixtures: SLQ nodes/weights artifact is plotted', arts);
+  const links = await evaluate(`document.querySelectorAll('#artifacts a').length`);
+  ok(links === 4, 'fixtures: artifacts are listed with links', links);
+  await evaluate(`document.querySelectorAll('input.logy').forEach(function (cb) { cb.click(); })`);
+  await sleep(300);
+  await chartDrawn('chart-loss', 'fixtures: loss chart still draws with every chart on log y');
+  await evaluate(`document.querySelectorAll('input.logy').forEach(function (cb) { cb.click(); })`);
+  await sleep(2300);  // a live refresh (the job is running)
+  await chartDrawn('chart-sharpness', 'fixtures: charts survive a live refresh');
+  noProblems('fixtures: job page with NaN/Inf and artifacts: no console errors');
+  await screenshot('fixture-job.png');
+
+  await visit(base + '/job.html?id=3');
+  await waitUntil(jobReady, 10000);
+  const err = await evaluate(`(function () { var e = document.querySelector('#job-error'); return !e.hidden && e.textContent; })()`);
+  ok(err && /non-finite/.test(err), 'fixtures: diverged job shows its error', err);
+  await chartDrawn('chart-loss', 'fixtures: diverged job loss chart is drawn');
+  await evaluate(`document.querySelectorAll('input.logy').forEach(function (cb) { cb.click(); })`);
+  await sleep(300);
+  await chartDrawn('chart-loss', 'fixtures: diverged job loss chart is drawn on log y');
+  const allBad = await evaluate(`(function () { var c = TD.charts.filter(function (c) { return c.opts.id === 'chart-sharpness'; })[0]; return !!c && c.card.textContent; })()`);
+  ok(allBad && /3 non-finite/.test(allBad), 'fixtures: a key with only non-finite values still gets a card', allBad);
+  const blank = await evaluate(drawnExpr('chart-sharpness'));
+  ok(blank && blank.ok === false && blank.hit === 0, 'fixtures: the drawn-check sees that an all-NaN chart has no line (the check can fail)', blank);
+  noProblems('fixtures: diverged job page: no console errors');
+  await screenshot('fixture-diverged.png');
+
+  await visit(base + '/job.html?id=4');
+  await waitUntil(jobReady, 10000);
+  const big = await chartDrawn('chart-loss', 'fixtures: 1e6-step run is drawn (max_points)');
+  ok(big && big.most <= 1000 && big.most >= 500, 'fixtures: 1e6-step run asks for at most 1000 points per key', big && big.most);
+  noProblems('fixtures: 1e6-step job page: no console errors');
+  await screenshot('fixture-million.png');
+
+  await visit(base + '/job.html?id=5');
+  const q = await waitUntil(`!document.querySelector('#content').hidden && document.querySelector('#charts-empty').hidden === false`, 8000);
+  ok(q, 'fixtures: queued job without metrics says so');
+  noProblems('fixtures: queued job page: no console errors');
+
+  await visit(base + '/sweep.html?id=7');
+  await waitUntil(`!!(window.TD && TD.charts.some(function (c) { return c.u; }))`, 10000);
+  const fit = await chartDrawn('fit-chart', 'fixtures: sweep log-log fit plot is drawn');
+  ok(fit && fit.series && fit.series.indexOf('points') >= 0 && fit.series.indexOf('fit') >= 0, 'fixtures: sweep plot has points and the fitted curve', fit && fit.series);
+  const band = await evaluate(`(function () { var c = TD.charts.filter(function (c) { return c.opts.id === 'fit-chart'; })[0]; return c.u.bands.length + ':' + c.u.scales.x.distr + ':' + c.u.scales.y.distr; })()`);
+  ok(band === '1:3:3', 'fixtures: sweep plot has an interval band on log-log axes', band);
+  const rows = await evaluate(`document.querySelectorAll('#children tbody tr').length`);
+  ok(rows === 12, 'fixtures: children table has 12 rows', rows);
+  const sorted = await evaluate(`(function () {
+    var ths = Array.prototype.slice.call(document.querySelectorAll('#children thead th'));
+    var i = ths.findIndex(function (t) { return t.textContent === 'test_loss'; });
+    ths[i].click(); ths = document.querySelectorAll('#children thead th'); ths[i].click();
+    var v = Array.prototype.map.call(document.querySelectorAll('#children tbody tr'), function (tr) { return parseFloat(tr.children[i].textContent); })
+      .filter(function (x) { return !isNaN(x); });
+    for (var k = 1; k < v.length; k++) if (v[k] > v[k - 1]) return 'not descending: ' + v.join(',');
+    return v.length; })()`);
+  ok(sorted === 11, 'fixtures: clicking a header sorts the children table (descending on the second click)', sorted);
+  const fp = await evaluate(`document.querySelector('#fit').textContent`);
+  ok(/alpha/.test(fp) && /0\.42/.test(fp), 'fixtures: fit parameters shown with intervals', fp.slice(0, 200));
+  noProblems('fixtures: sweep page: no console errors');
+  await screenshot('fixture-sweep.png');
+
+  await visit(base + '/sweeps.html');
+  const sl = await waitUntil(`document.querySelectorAll('#sweeps tbody tr').length`, 5000);
+  ok(sl === 1, 'fixtures: sweeps list shows the sweep', sl);
+  noProblems('fixtures: sweeps list: no console errors');
+}
+
+(async () => {
+  let browser = null, fake = null;
+  try {
+    {
+      browser = await launch();
+      cdp = browser.cdp;
+      await cdp.send('Page.enable'); await cdp.send('Runtime.enable'); await cdp.send('Log.enable');
+      await cdp.send('Emulation.setDeviceMetricsOverride', { width: 1280, height: 900, deviceScaleFactor: 1, mobile: false });
+      watchConsole();
+      ok(true, 'headless chromium started');
+      if (args.base && args.job) {
+        try { await checkDaemon(String(args.base).replace(/\/$/, ''), args.job); } catch (e) { ok(false, 'daemon checks ran to the end', e.message); }
+      }
+      if (args.fixtures) {
+        fake = await require('./fake_api.js').start(path.resolve(String(args.fixtures)), 0);
+        try { await checkFixtures('http://127.0.0.1:' + fake.address().port); } catch (e) { ok(false, 'fixture checks ran to the end', e.message); }
+      }
+    }
+  } catch (e) {
+    ok(false, 'browser session', e.message);
+  } finally {
+    if (cdp) cdp.close();
+    if (browser) browser.cleanup();
+    if (fake) fake.close();
+  }
+  console.log('# check.js: ' + passed + ' ok, ' + failed + ' not ok');
+  process.exit(failed ? 1 : 0);
+})();

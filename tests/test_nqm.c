@@ -1,0 +1,290 @@
+/* test_nqm.c: the noisy quadratic model: steady-state risks against their closed forms, exact
+ * moments against long propagation and against Monte Carlo (tolerance from the Monte Carlo
+ * standard error), and the `nqm` kind (steps to target, divergence, validation). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/kinds/registry.h"
+#include "../core/nqm.h"
+
+static td_nqm *make(size_t dim, double lr, double beta, double p, double ema, double B,
+                    int sample, size_t R) {
+  td_nqm_config c = {.dim = dim, .lr = lr, .momentum = beta, .power = p, .ema = ema,
+                     .batch = B, .init = 1.0, .sample = sample, .replicas = R, .seed = 5};
+  td_nqm *q = NULL;
+  td_err e;
+  if (td_nqm_create(&c, &q, &e)) fail_msg("create: %s", e.msg);
+  return q;
+}
+
+static double rel(double a, double b) { return fabs(a - b) / fabs(b); }
+
+/* SGD: E[theta_i^2]_inf = a c_i / (B h_i (2 - a h_i)) from s = (1 - a h)^2 s + a^2 c / B.
+ * The code's value must match to rounding (1e-12), and 3000 exact steps must reach it: the
+ * slowest second moment contracts by (1 - a h_min)^2 = 0.99^2 per step, 0.99^6000 ~ 1e-26. */
+static void test_sgd_steady_state(void **state) {
+  (void)state;
+  const size_t dim = 50;
+  const double lr = 0.5, B = 4;
+  td_nqm *q = make(dim, lr, 0, 0, 0, B, 0, 0);
+  double closed = 0;
+  for (size_t i = 0; i < dim; i++) {
+    double h = 1.0 / (double)(i + 1), c = h;
+    closed += 0.5 * h * lr * c / (B * h * (2 - lr * h));
+  }
+  assert_true(td_nqm_stable(q));
+  assert_true(rel(td_nqm_steady_risk(q), closed) < 1e-12);
+  for (int t = 0; t < 3000; t++) td_nqm_step(q);
+  double bias, L = td_nqm_loss(q, &bias);
+  assert_true(rel(L, closed) < 1e-10);
+  assert_true(bias < 1e-20); /* the mean has decayed */
+  td_nqm_destroy(q);
+}
+
+/* Heavy ball: theta is an AR(2) process theta' = (1 + beta - a h) theta - beta theta_prev
+ * - a eps, whose stationary variance (Box and Jenkins, AR(2)) is
+ * (1 - phi2) s2 / ((1 + phi2) ((1 - phi2)^2 - phi1^2)) with phi1 = 1 + beta - a h,
+ * phi2 = -beta, s2 = a^2 c / B, i.e. a c (1 + beta) / (B h (1 - beta) (2 (1 + beta) - a h)).
+ * The Lyapunov solve in the code is a different route to it: 1e-10 relative. */
+static void test_heavy_ball_steady_state(void **state) {
+  (void)state;
+  const size_t dim = 50;
+  const double lr = 0.1, beta = 0.9, B = 8;
+  td_nqm *q = make(dim, lr, beta, 0, 0, B, 0, 0);
+  double closed = 0;
+  for (size_t i = 0; i < dim; i++) {
+    double h = 1.0 / (double)(i + 1), c = h, a = lr;
+    closed += 0.5 * h * a * c * (1 + beta) / (B * h * (1 - beta) * (2 * (1 + beta) - a * h));
+  }
+  assert_true(rel(td_nqm_steady_risk(q), closed) < 1e-10);
+  /* slowest mode |lambda| ~ 0.9735 for h = 1/50: 6000 steps shrink it by 1e-139 */
+  for (int t = 0; t < 6000; t++) td_nqm_step(q);
+  assert_true(rel(td_nqm_loss(q, NULL), closed) < 1e-9);
+  td_nqm_destroy(q);
+  /* unstable: a h >= 2 (1 + beta) */
+  q = make(dim, 4.0, beta, 0, 0, B, 0, 0);
+  assert_false(td_nqm_stable(q));
+  assert_true(isnan(td_nqm_steady_risk(q)));
+  td_nqm_destroy(q);
+}
+
+/* Preconditioning: SGD with a_i = lr h_i^-p (closed form as SGD). EMA: no closed form here;
+ * the Lyapunov solution must equal the limit of the propagation, and averaging must lower the
+ * risk below SGD's at the same lr (Zhang et al. 2019, sec. 3.4). */
+static void test_precond_and_ema_steady_state(void **state) {
+  (void)state;
+  const size_t dim = 40;
+  const double lr = 0.2, p = 0.5, B = 2;
+  td_nqm *q = make(dim, lr, 0, p, 0, B, 0, 0);
+  double closed = 0;
+  for (size_t i = 0; i < dim; i++) {
+    double h = 1.0 / (double)(i + 1), c = h, a = lr * pow(h, -p);
+    closed += 0.5 * h * a * c / (B * h * (2 - a * h));
+  }
+  assert_true(rel(td_nqm_steady_risk(q), closed) < 1e-12);
+  for (int t = 0; t < 5000; t++) td_nqm_step(q);
+  assert_true(rel(td_nqm_loss(q, NULL), closed) < 1e-10);
+  td_nqm_destroy(q);
+
+  td_nqm *sgd = make(dim, lr, 0, 0, 0, B, 0, 0);
+  td_nqm *ema = make(dim, lr, 0, 0, 0.9, B, 0, 0);
+  td_nqm *all = make(dim, lr, 0.5, 0.3, 0.9, B, 0, 0);
+  for (int t = 0; t < 8000; t++) {
+    td_nqm_step(ema);
+    td_nqm_step(all);
+  }
+  assert_true(rel(td_nqm_loss(ema, NULL), td_nqm_steady_risk(ema)) < 1e-9);
+  assert_true(rel(td_nqm_loss(all, NULL), td_nqm_steady_risk(all)) < 1e-9);
+  assert_true(td_nqm_steady_risk(ema) < 0.7 * td_nqm_steady_risk(sgd));
+  td_nqm_destroy(sgd);
+  td_nqm_destroy(ema);
+  td_nqm_destroy(all);
+}
+
+/* Exact moments vs Monte Carlo over R replicas. The state is Gaussian (a linear system driven
+ * by Gaussian noise from a fixed start), so for x ~ N(m, v): se(mean) = sqrt(v / R),
+ * se(mean of x^2) = sqrt((2 v^2 + 4 m^2 v) / R); the loss's se is the sample standard
+ * deviation of the replica losses / sqrt(R). Tolerance 4.5 se per check (45 checks: a false
+ * alarm has probability ~3e-4). */
+static void test_exact_vs_sample(void **state) {
+  (void)state;
+  const size_t dim = 8, R = 4000;
+  const double cfg[3][4] = {{0.3, 0, 0, 0}, {0.2, 0.8, 0, 0.7}, {0.1, 0.5, 0.5, 0}};
+  for (int k = 0; k < 3; k++) {
+    td_nqm *ex = make(dim, cfg[k][0], cfg[k][1], cfg[k][2], cfg[k][3], 2, 0, 0);
+    td_nqm *mc = make(dim, cfg[k][0], cfg[k][1], cfg[k][2], cfg[k][3], 2, 1, R);
+    int t = 0;
+    const int checks[] = {5, 20, 60};
+    for (int ci = 0; ci < 3; ci++) {
+      for (; t < checks[ci]; t++) {
+        td_nqm_step(ex);
+        td_nqm_step(mc);
+      }
+      double Le = td_nqm_loss(ex, NULL), Lm = td_nqm_loss(mc, NULL), s2 = 0;
+      for (size_t r = 0; r < R; r++) s2 += pow(td_nqm_replica_loss(mc, r) - Lm, 2);
+      double se = sqrt(s2 / (double)(R - 1) / (double)R);
+      if (fabs(Le - Lm) > 4.5 * se)
+        fail_msg("config %d step %d: exact %g sample %g se %g", k, t, Le, Lm, se);
+      for (size_t i = 0; i < dim; i += 7) {
+        double me, se2, mm, sm2;
+        td_nqm_coord(ex, i, &me, &se2);
+        td_nqm_coord(mc, i, &mm, &sm2);
+        double v = se2 - me * me;
+        if (fabs(me - mm) > 4.5 * sqrt(v / R))
+          fail_msg("config %d step %d coord %zu: mean %g vs %g", k, t, i, me, mm);
+        if (fabs(se2 - sm2) > 4.5 * sqrt((2 * v * v + 4 * me * me * v) / R))
+          fail_msg("config %d step %d coord %zu: second moment %g vs %g", k, t, i, se2, sm2);
+      }
+    }
+    td_nqm_destroy(ex);
+    td_nqm_destroy(mc);
+  }
+}
+
+/* ---------------------------------------------------------------- the kind */
+
+typedef struct cap {
+  long steps[20000];
+  double vals[20000];
+  size_t n;
+  int stop_after;
+  int polls;
+} cap;
+
+static int cap_metric(void *ctx, const char *key, long step, double value) {
+  cap *c = ctx;
+  if (strcmp(key, "loss") == 0 && c->n < 20000) {
+    c->steps[c->n] = step;
+    c->vals[c->n++] = value;
+  }
+  return 0;
+}
+
+static int cap_stop(void *ctx) {
+  cap *c = ctx;
+  return c->stop_after > 0 && ++c->polls > c->stop_after;
+}
+
+static int run_kind(const char *params_text, cap *c, json_t **summary, td_err *e) {
+  json_t *p = json_loads(params_text, 0, NULL);
+  json_t *filled = NULL;
+  td_err_clear(e);
+  int rc = td_kinds_validate("nqm", p, NULL, &filled, NULL, e);
+  json_decref(p);
+  *summary = NULL;
+  if (rc) return rc;
+  td_sink s = {.ctx = c, .metric = cap_metric, .should_stop = cap_stop};
+  rc = td_kind_nqm.run(filled, &s, summary, e);
+  json_decref(filled);
+  return rc;
+}
+
+/* steps_to_target against an independent closed form: for SGD each coordinate's second moment
+ * is s_t = q^2t s_0 + (a^2 c/B) (1 - q^2t) / (1 - q^2), q = 1 - a h. */
+static void test_kind_steps_to_target(void **state) {
+  (void)state;
+  static cap c;
+  memset(&c, 0, sizeof c);
+  json_t *s = NULL;
+  td_err e;
+  assert_int_equal(run_kind("{\"dim\":100,\"lr\":0.5,\"batch_size\":16,\"target_loss\":0.3,"
+                            "\"max_steps\":5000}",
+                            &c, &s, &e),
+                   0);
+  long expect = -1;
+  for (long t = 0; t <= 5000 && expect < 0; t++) {
+    double L = 0;
+    for (int i = 1; i <= 100; i++) {
+      double h = 1.0 / i, a = 0.5, q = 1 - a * h, q2t = pow(q * q, (double)t);
+      L += 0.5 * h * (q2t + a * a * h / 16 * (1 - q2t) / (1 - q * q));
+    }
+    if (L <= 0.3) expect = t;
+  }
+  assert_true(expect > 0);
+  assert_int_equal(json_integer_value(json_object_get(s, "steps_to_target")), expect);
+  assert_true(json_is_true(json_object_get(s, "reached_target")));
+  assert_int_equal(json_integer_value(json_object_get(s, "final_step")), expect); /* stopped */
+  assert_int_equal(c.steps[0], 0);
+  assert_int_equal(c.steps[c.n - 1], expect);
+  assert_true(c.vals[c.n - 1] <= 0.3 && c.vals[c.n - 2] > 0.3);
+  assert_true(json_number_value(json_object_get(s, "steady_state_risk")) > 0);
+  json_decref(s);
+
+  /* unreachable target (below the noise floor): null, runs to max_steps */
+  memset(&c, 0, sizeof c);
+  assert_int_equal(run_kind("{\"lr\":0.5,\"batch_size\":1,\"target_loss\":0.01,\"max_steps\":300}",
+                            &c, &s, &e),
+                   0);
+  assert_true(json_is_null(json_object_get(s, "steps_to_target")));
+  assert_int_equal(json_integer_value(json_object_get(s, "final_step")), 300);
+  assert_int_equal(c.steps[c.n - 1], 300);
+  json_decref(s);
+}
+
+static void test_kind_diverges_and_validates(void **state) {
+  (void)state;
+  static cap c;
+  memset(&c, 0, sizeof c);
+  json_t *s = NULL;
+  td_err e;
+  /* a h_1 = 2.5 > 2: the first coordinate grows by 1.5^2 per step */
+  assert_int_equal(run_kind("{\"lr\":2.5,\"max_steps\":1000}", &c, &s, &e), TD_EDIVERGED);
+  assert_non_null(s);
+  long ds = (long)json_integer_value(json_object_get(s, "diverged_step"));
+  assert_true(ds > 10 && ds < 100);
+  assert_false(json_is_true(json_object_get(s, "stable")));
+  json_decref(s);
+  /* sample mode diverges too */
+  memset(&c, 0, sizeof c);
+  assert_int_equal(run_kind("{\"lr\":2.5,\"mode\":\"sample\",\"max_steps\":1000}", &c, &s, &e),
+                   TD_EDIVERGED);
+  json_decref(s);
+  /* validation through the registry */
+  assert_int_equal(run_kind("{\"optimizer\":{\"momentum\":0.9}}", &c, &s, &e), TD_EINVAL);
+  assert_string_equal(e.field, "params.optimizer.momentum");
+  assert_int_equal(run_kind("{\"dim\":3,\"h\":[1,2]}", &c, &s, &e), TD_EINVAL);
+  assert_string_equal(e.field, "params.h");
+  assert_int_equal(run_kind("{\"dim\":3,\"c\":[1,2,-1]}", &c, &s, &e), TD_EINVAL);
+  assert_string_equal(e.field, "params.c[2]");
+  assert_int_equal(run_kind("{\"mode\":\"fast\"}", &c, &s, &e), TD_EINVAL);
+  assert_string_equal(e.field, "params.mode");
+  /* heavy_ball with explicit lists runs */
+  memset(&c, 0, sizeof c);
+  assert_int_equal(run_kind("{\"dim\":3,\"h\":[1,0.5,0.1],\"c\":[1,1,1],\"optimizer\":"
+                            "{\"name\":\"heavy_ball\",\"momentum\":0.9},\"lr\":0.1,"
+                            "\"max_steps\":50,\"log_every\":10}",
+                            &c, &s, &e),
+                   0);
+  assert_int_equal(c.n, 6); /* steps 0, 10, ..., 50 */
+  json_decref(s);
+  /* cancellation at the next step */
+  memset(&c, 0, sizeof c);
+  c.stop_after = 5;
+  assert_int_equal(run_kind("{\"max_steps\":100}", &c, &s, &e), TD_ECANCELLED);
+  json_decref(s);
+  /* memory estimate: sample mode with 1e5 coordinates and 1000 replicas is ~2.4 GB */
+  json_t *p = json_loads("{\"dim\":100000,\"mode\":\"sample\",\"replicas\":1000}", 0, NULL);
+  json_t *f = NULL;
+  td_limits lim = td_kinds_default_limits();
+  lim.max_bytes = 1e9;
+  assert_int_equal(td_kinds_validate("nqm", p, &lim, &f, NULL, &e), TD_ELIMIT);
+  json_decref(p);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_sgd_steady_state),
+      cmocka_unit_test(test_heavy_ball_steady_state),
+      cmocka_unit_test(test_precond_and_ema_steady_state),
+      cmocka_unit_test(test_exact_vs_sample),
+      cmocka_unit_test(test_kind_steps_to_target),
+      cmocka_unit_test(test_kind_diverges_and_validates),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,196 @@
+/* charts.js: a thin wrapper around uPlot for the dashboard. A TD.chart is a card with a
+ * title, a log-y (optionally log-x) toggle, a note line and one uPlot instance. Series are
+ * given as separate (x, y) arrays and aligned here: a point missing from a series because
+ * another series has that x is `undefined` (uPlot spans it), a non-finite value is `null`
+ * (uPlot draws a gap). On a log axis, values <= 0 become gaps too. */
+(function () {
+  'use strict';
+  var TD = (window.TD = window.TD || {});
+  TD.charts = [];  /* every live chart, for resizing and for the browser test */
+
+  TD.PALETTE = ['#2563eb', '#dc2626', '#16a34a', '#d97706', '#7c3aed', '#0891b2',
+    '#db2777', '#65a30d', '#475569', '#ea580c', '#4f46e5', '#0d9488'];
+
+  function finite(v) { return typeof v === 'number' && isFinite(v); }
+
+  /* align(series, logX, logY) -> {data, hidden} with data = [xs, ys_1, ..., ys_n]. */
+  function align(series, logX, logY) {
+    var set = new Set();
+    series.forEach(function (s) {
+      var xs = s.x || [];
+      for (var i = 0; i < xs.length; i++) {
+        var x = xs[i];
+        if (finite(x) && !(logX && x <= 0)) set.add(x);
+      }
+    });
+    var xs = Array.from(set).sort(function (a, b) { return a - b; });
+    var pos = new Map();
+    for (var i = 0; i < xs.length; i++) pos.set(xs[i], i);
+    var hidden = 0;
+    var data = [xs];
+    series.forEach(function (s) {
+      var col = new Array(xs.length).fill(undefined);
+      var sx = s.x || [], sy = s.y || [];
+      var n = Math.min(sx.length, sy.length);
+      for (var k = 0; k < n; k++) {
+        var j = pos.get(sx[k]);
+        if (j === undefined) continue;
+        var y = sy[k];
+        if (!finite(y)) col[j] = null;
+        else if (logY && y <= 0) { col[j] = null; hidden++; }
+        else col[j] = y;
+      }
+      data.push(col);
+    });
+    return { data: data, hidden: hidden };
+  }
+
+  function countValues(col) {
+    var n = 0;
+    for (var i = 0; i < col.length; i++) if (col[i] != null) n++;
+    return n;
+  }
+
+  function ticks(u, splits) { return splits.map(function (v) { return v == null ? '' : TD.fmtAxis(v); }); }
+  function fmtLegend(u, v) { return v == null ? '—' : TD.fmt(v, 5); }
+
+  /* TD.chart(parent, opts): opts = {title, xLabel, yLabel, logY, logX, logToggle (default
+   * true), logXToggle, height, id}. Returns {set(series, extra), destroy(), card, u}.
+   * series: [{label, x, y, color, dash, width, style: 'line'|'points'|'bars', show}]
+   * extra: {bands: [[hiIndex, loIndex]] (0-based indexes into series), note: 'text'} */
+  TD.chart = function (parent, opts) {
+    opts = opts || {};
+    var self = { opts: opts, u: null, logY: !!opts.logY, logX: !!opts.logX, zoomed: false,
+      series: [], extra: {}, sig: '' };
+    var note = TD.el('span', { class: 'chart-note' });
+    var head = TD.el('div', { class: 'chart-head' }, TD.el('h3', {}, opts.title || ''));
+    var toggles = TD.el('span', { class: 'chart-toggles' });
+    if (opts.logXToggle) {
+      var cbx = TD.el('input', { type: 'checkbox' });
+      cbx.checked = self.logX;
+      cbx.addEventListener('change', function () { self.logX = cbx.checked; rebuild(); });
+      toggles.appendChild(TD.el('label', { class: 'toggle' }, cbx, ' log x'));
+    }
+    if (opts.logToggle !== false) {
+      var cb = TD.el('input', { type: 'checkbox', class: 'logy' });
+      cb.checked = self.logY;
+      cb.addEventListener('change', function () { self.logY = cb.checked; rebuild(); });
+      toggles.appendChild(TD.el('label', { class: 'toggle' }, cb, ' log y'));
+    }
+    head.appendChild(toggles);
+    var body = TD.el('div', { class: 'chart-body' });
+    var card = TD.el('div', { class: 'card chart-card' + (opts.wide ? ' wide' : ''), id: opts.id || null },
+      head, body, TD.el('div', { class: 'chart-foot' }, note));
+    parent.appendChild(card);
+    self.card = card;
+
+    function width() {
+      var w = body.clientWidth || (card.clientWidth - 24) || 600;
+      return Math.max(200, w);
+    }
+
+    function build(al) {
+      var ser = [{ label: opts.xLabel || 'step', value: function (u, v) { return v == null ? '—' : TD.fmt(v, 6); } }];
+      self.series.forEach(function (s, i) {
+        var color = s.color || TD.PALETTE[i % TD.PALETTE.length];
+        var n = countValues(al.data[i + 1]);
+        var style = s.style || 'line';
+        var o = {
+          label: s.label, stroke: color, width: s.width || 1.5, spanGaps: false,
+          value: fmtLegend, show: s.show !== false,
+          points: { show: style === 'points' || (style === 'line' && n > 0 && n <= 60), size: style === 'points' || n <= 10 ? 6 : 4, fill: color },
+        };
+        if (s.dash) o.dash = s.dash;
+        if (style === 'points') o.paths = function () { return null; };
+        if (style === 'bars') {
+          o.paths = uPlot.paths.bars({ size: [0.6, 60] });
+          o.fill = color + '99';
+          o.points = { show: false };
+        }
+        if (s.fill) o.fill = s.fill;
+        ser.push(o);
+      });
+      var bands = (self.extra.bands || []).map(function (b) {
+        return { series: [b[0] + 1, b[1] + 1], fill: b[2] || 'rgba(37, 99, 235, 0.12)' };
+      });
+      var uopts = {
+        width: width(), height: opts.height || 260,
+        scales: {
+          x: { time: false, distr: self.logX ? 3 : 1 },
+          y: { distr: self.logY ? 3 : 1 },
+        },
+        series: ser,
+        bands: bands,
+        axes: [
+          { label: opts.xLabel || 'step', labelSize: 18, size: 36, values: ticks },
+          { label: opts.yLabel || '', labelSize: opts.yLabel ? 18 : 0, size: 64, values: ticks },
+        ],
+        legend: { live: true },
+        cursor: { drag: { x: true, y: false } },
+        hooks: {
+          setSelect: [function (u) { if (u.select.width > 0) self.zoomed = true; }],
+        },
+      };
+      if (self.u) { self.u.destroy(); self.u = null; }
+      TD.clear(body);
+      self.u = new uPlot(uopts, al.data, body);
+      self.u.over.addEventListener('dblclick', function () { self.zoomed = false; });
+    }
+
+    function render() {
+      var al = align(self.series, self.logX, self.logY);
+      var msgs = [];
+      if (self.extra.note) msgs.push(self.extra.note);
+      if (al.hidden > 0) msgs.push(al.hidden + ' value(s) ≤ 0 not shown on the log axis');
+      note.textContent = msgs.join(' · ');
+      card.classList.toggle('has-note', msgs.length > 0);
+      if (al.data[0].length === 0) {
+        if (self.u) { self.u.destroy(); self.u = null; }
+        TD.clear(body).appendChild(TD.el('div', { class: 'empty' }, self.extra.empty || 'no data yet'));
+        self.sig = '';
+        return;
+      }
+      var sig = [self.logX, self.logY, JSON.stringify(self.extra.bands || [])].concat(
+        self.series.map(function (s) { return s.label + '|' + (s.style || '') + '|' + (s.color || ''); })).join('#');
+      if (self.u && sig === self.sig) {
+        self.u.setData(al.data, !self.zoomed);
+      } else {
+        build(al);
+        self.sig = sig;
+      }
+    }
+
+    function rebuild() { self.sig = ''; self.zoomed = false; safe(render); }
+    function safe(f) {
+      try { f(); } catch (e) {
+        note.textContent = 'chart error: ' + (e && e.message ? e.message : e);
+        if (window.console && console.warn) console.warn(e);
+      }
+    }
+
+    self.set = function (series, extra) {
+      self.series = series || [];
+      self.extra = extra || {};
+      safe(render);
+      return self;
+    };
+    self.resize = function () {
+      if (self.u) safe(function () { self.u.setSize({ width: width(), height: opts.height || 260 }); });
+    };
+    self.destroy = function () {
+      if (self.u) self.u.destroy();
+      self.u = null;
+      card.remove();
+      var i = TD.charts.indexOf(self);
+      if (i >= 0) TD.charts.splice(i, 1);
+    };
+    TD.charts.push(self);
+    return self;
+  };
+
+  var resizeTimer = null;
+  window.addEventListener('resize', function () {
+    clearTimeout(resizeTimer);
+    resizeTimer = setTimeout(function () { TD.charts.forEach(function (c) { c.resize(); }); }, 120);
+  });
+})();

@@ -1,0 +1,41 @@
+/* sweeps.js: the sweeps list (sweeps.html): GET /api/v1/sweeps, refreshed every 5 s. */
+(function () {
+  'use strict';
+  var TD = window.TD;
+  function counts(s) {
+    var c = s.counts || s.status_counts || {};
+    if (Array.isArray(c)) { var o = {}; c.forEach(function (e) { if (e) o[e.status] = e.count; }); c = o; }
+    var span = TD.el('span', { class: 'counts' });
+    Object.keys(c).forEach(function (k) { if (k !== 'total') span.appendChild(TD.el('span', {}, TD.statusBadge(k), ' ', String(c[k]))); });
+    return span;
+  }
+  function load() {
+    TD.api('/api/v1/sweeps').then(function (raw) {
+      var list = TD.listOf(raw, ['sweeps', 'items', 'data']);
+      var host = TD.clear(TD.$('#sweeps'));
+      if (!list.length) { host.appendChild(TD.el('p', { class: 'muted' }, 'No sweeps yet.')); return; }
+      var tb = TD.el('tbody');
+      list.forEach(function (s) {
+        if (!s || s.id == null) return;
+        var href = 'sweep.html?id=' + encodeURIComponent(s.id);
+        tb.appendChild(TD.el('tr', {}, TD.el('td', { class: 'num' }, TD.el('a', { href: href }, String(s.id))),
+          TD.el('td', {}, TD.el('a', { href: href }, s.name || 'sweep #' + s.id)),
+          TD.el('td', {}, TD.el('span', { class: 'kind' }, s.kind || '')),
+          TD.el('td', {}, s.status ? TD.statusBadge(s.status) : ''),
+          TD.el('td', {}, counts(s)),
+          TD.el('td', { title: s.created_at || '' }, TD.ago(s.created_at))));
+      });
+      host.appendChild(TD.el('table', { class: 'data' }, TD.el('thead', {}, TD.el('tr', {},
+        TD.el('th', { class: 'num' }, 'id'), TD.el('th', {}, 'name'), TD.el('th', {}, 'kind'), TD.el('th', {}, 'status'),
+        TD.el('th', {}, 'children'), TD.el('th', {}, 'created'))), tb));
+      TD.$('#updated').textContent = 'updated ' + new Date().toLocaleTimeString();
+      TD.hideError();
+      setTimeout(load, 5000);
+    }).catch(function (e) {
+      var host = TD.clear(TD.$('#sweeps'));
+      if (e.status === 404 || e.status === 405) host.appendChild(TD.el('p', { class: 'muted' }, 'This server has no sweeps endpoint yet.'));
+      else { TD.showError('could not load sweeps', e); setTimeout(load, 5000); }
+    });
+  }
+  load();
+})();
