@@ -60,6 +60,7 @@ browser: all
 	@./tests/browser.sh $(BUILD)/tdlab
 
 bench: deps all
+	@./scripts/deps.sh bench
 	@./bench/run.sh $(BUILD)
 
 # ASan + UBSan build of everything in build/asan, then the unit and end-to-end tests.
@@ -68,11 +69,13 @@ sanitize: deps
 	ASAN_OPTIONS=detect_leaks=1 ./tests/run_unit.sh build/asan
 	ASAN_OPTIONS=detect_leaks=0 ./tests/e2e.sh build/asan/tdlab
 tsan: deps
+	@./scripts/deps.sh fuzz
 	$(MAKE) BUILD=build/tsan CC=clang OPT="-O1 -g" SAN="-fsanitize=thread" all
 	TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/tests/tsan.supp" ./tests/run_unit.sh build/tsan
 	TSAN_OPTIONS="halt_on_error=1 suppressions=$(CURDIR)/tests/tsan.supp" ./tests/e2e.sh build/tsan/tdlab
 
 fuzz: deps
+	@./scripts/deps.sh fuzz
 	@./tests/fuzz/build.sh
 
 clean:

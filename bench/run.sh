@@ -36,4 +36,17 @@ bench_pair train_step_784-512-512-10_b128 pytorch \
   "OPENBLAS_NUM_THREADS=2 '$BUILD/bench/bench_train' --threads 2" \
   "'$PY' '$here/train_step.py'"
 
+# --- h7 (issue 3): one exact Hessian-vector product of the mean cross-entropy of an MLP
+# 784-512-512-10 (ReLU, float64) over the first 1000 Fashion-MNIST training examples, vs
+# PyTorch double backward (torch.autograd.grad twice; bench/hvp.py), both on 2 threads.
+# tdlab caches the forward pass and the gradient at the point (as Lanczos does: many HVPs at
+# fixed parameters); the _cold line redoes forward + gradient + HVP each call, which is the
+# peer's work exactly.
+bench_pair hvp_784-512-512-10_n1000 pytorch \
+  "OPENBLAS_NUM_THREADS=2 '$BUILD/bench/bench_hvp' --threads 2" \
+  "'$PY' '$here/hvp.py'"
+bench_pair hvp_cold_784-512-512-10_n1000 pytorch \
+  "OPENBLAS_NUM_THREADS=2 '$BUILD/bench/bench_hvp' --threads 2 --cold" \
+  "'$PY' '$here/hvp.py' --iters 10"
+
 exit $status

@@ -185,7 +185,7 @@ int td_data_from_idx(const td_idx *images, const td_idx *labels, size_t n_max, i
 int td_data_load_idx(const char *images_path, const char *labels_path, size_t n_max,
                      int n_classes, td_dataset *out, td_err *err) {
   memset(out, 0, sizeof *out);
-  const size_t max_bytes = (size_t)1 << 31;
+  const size_t max_bytes = (size_t)512 << 20; /* gzip-bomb guard; Fashion-MNIST is 47 MB */
   uint8_t *ib = NULL, *lb = NULL;
   size_t il = 0, ll = 0;
   td_idx im, lab;

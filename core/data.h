@@ -58,7 +58,8 @@ void td_dataset_deinit(td_dataset *ds);
 int td_data_from_idx(const td_idx *images, const td_idx *labels, size_t n_max, int n_classes,
                      td_dataset *out /* OUT */, td_err *err);
 
-/* td_data_load_idx: read and parse an images and a labels .gz IDX file, then td_data_from_idx.
+/* td_data_load_idx: read (at most 512 MiB decompressed each) and parse an images and a labels
+ * .gz IDX file, then td_data_from_idx.
  * Errors as td_idx_read_gz, td_idx_parse and td_data_from_idx (message names the file). */
 int td_data_load_idx(const char *images_path, const char *labels_path, size_t n_max,
                      int n_classes, td_dataset *out /* OUT */, td_err *err);

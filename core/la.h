@@ -27,7 +27,8 @@ void td_la_gemv(int ta, int m, int n, double alpha, const double *A, const doubl
  * (dsyrk on the upper triangle, then mirrored). */
 void td_la_ata(int n, int d, double alpha, const double *X, double *C);
 
-/* Level-1 helpers on length-n vectors. td_la_nrm2 is the overflow-safe 2-norm (dnrm2). */
+/* Level-1 helpers on length-n vectors. td_la_nrm2 is the 2-norm, overflow- and underflow-
+ * safe (a plain sum of squares when it is in range, else the scaled dnrm2). */
 double td_la_dot(size_t n, const double *x, const double *y);
 double td_la_nrm2(size_t n, const double *x);
 void td_la_axpy(size_t n, double alpha, const double *x, double *y); /* y += alpha x */

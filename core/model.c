@@ -19,6 +19,11 @@
 
 #define TD__MAX_DIM 10000000
 
+/* The elementwise loops below are unrolled by 4 with restrict pointers: -O2 (GCC 12's
+ * "very cheap" vectorizer, and Clang) then emits packed AVX2 code for them, while a plain
+ * loop with a runtime trip count stays scalar. Every lane does the same IEEE operations as
+ * the scalar formula, so the results do not depend on the unrolling. */
+
 /* ---- kernels ---------------------------------------------------------------------------- */
 
 void td_linear_forward(double *out, const double *inp, const double *W, const double *b, int B,
@@ -43,9 +48,18 @@ static void linear_backward(double *dinp, double *dW, double *db, const double *
   cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n_out, n_in, B, 1.0, dout, n_out, inp,
               n_in, acc_p ? 1.0 : 0.0, dW, n_in);
   if (!acc_p) memset(db, 0, (size_t)n_out * sizeof *db);
+  const int o4 = n_out & ~3;
   for (int r = 0; r < B; r++) {
-    const double *g = dout + (size_t)r * n_out;
-    for (int o = 0; o < n_out; o++) db[o] += g[o];
+    const double *restrict g = dout + (size_t)r * n_out;
+    double *restrict acc = db;
+    int o = 0;
+    for (; o < o4; o += 4) {
+      acc[o] += g[o];
+      acc[o + 1] += g[o + 1];
+      acc[o + 2] += g[o + 2];
+      acc[o + 3] += g[o + 3];
+    }
+    for (; o < n_out; o++) acc[o] += g[o];
   }
   if (dinp) {
     /* dinp = dout W: dout (B x n_out) NoTrans, W (n_out x n_in) NoTrans. */
@@ -59,16 +73,33 @@ void td_linear_backward(double *dinp, double *dW, double *db, const double *dout
   linear_backward(dinp, dW, db, dout, inp, W, B, n_in, n_out, 1, 1);
 }
 
-void td_relu_forward(double *out, const double *inp, size_t n) {
-  for (size_t i = 0; i < n; i++) out[i] = inp[i] > 0.0 ? inp[i] : 0.0;
+void td_relu_forward(double *restrict out, const double *restrict inp, size_t n) {
+  size_t i = 0, n4 = n & ~(size_t)3;
+  for (; i < n4; i += 4) {
+    out[i] = inp[i] > 0.0 ? inp[i] : 0.0;
+    out[i + 1] = inp[i + 1] > 0.0 ? inp[i + 1] : 0.0;
+    out[i + 2] = inp[i + 2] > 0.0 ? inp[i + 2] : 0.0;
+    out[i + 3] = inp[i + 3] > 0.0 ? inp[i + 3] : 0.0;
+  }
+  for (; i < n; i++) out[i] = inp[i] > 0.0 ? inp[i] : 0.0;
 }
 
-static void relu_backward(double *dinp, const double *dout, const double *inp, size_t n,
-                          int acc) {
-  if (acc)
-    for (size_t i = 0; i < n; i++) dinp[i] += inp[i] > 0.0 ? dout[i] : 0.0;
-  else
-    for (size_t i = 0; i < n; i++) dinp[i] = inp[i] > 0.0 ? dout[i] : 0.0;
+static void relu_backward(double *restrict dinp, const double *restrict dout,
+                          const double *restrict inp, size_t n, int acc) {
+  size_t i = 0, n4 = n & ~(size_t)3;
+  if (acc) {
+    for (; i < n; i++) dinp[i] += inp[i] > 0.0 ? dout[i] : 0.0;
+    return;
+  }
+  for (; i < n4; i += 4) {
+    /* unconditional loads make the selects branch-free (blend) */
+    double d0 = dout[i], d1 = dout[i + 1], d2 = dout[i + 2], d3 = dout[i + 3];
+    dinp[i] = inp[i] > 0.0 ? d0 : 0.0;
+    dinp[i + 1] = inp[i + 1] > 0.0 ? d1 : 0.0;
+    dinp[i + 2] = inp[i + 2] > 0.0 ? d2 : 0.0;
+    dinp[i + 3] = inp[i + 3] > 0.0 ? d3 : 0.0;
+  }
+  for (; i < n; i++) dinp[i] = inp[i] > 0.0 ? dout[i] : 0.0;
 }
 
 void td_relu_backward(double *dinp, const double *dout, const double *inp, size_t n) {

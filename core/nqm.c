@@ -317,14 +317,19 @@ double td_nqm_noise_scale(const td_nqm *q) {
 }
 
 int td_nqm_steps_to_target(const td_nqm_config *cfg, double target, long max_steps,
-                           long *steps, td_err *err) {
+                           td_sink *sink, long *steps, td_err *err) {
   *steps = -1;
   td_nqm_config c = *cfg;
   c.sample = 0;
   td_nqm *q = NULL;
   int rc = td_nqm_create(&c, &q, err);
   if (rc) return rc;
+  double steady = td_nqm_steady_risk(q), gap = steady - target;
   for (long t = 0; t <= max_steps; t++) {
+    if ((t & 255) == 255 && td_sink_should_stop(sink)) {
+      td_nqm_destroy(q);
+      return td_err_set(err, TD_ECANCELLED, NULL, "cancelled while tuning lr");
+    }
     if (t > 0) td_nqm_step(q);
     double L = td_nqm_loss(q, NULL);
     if (!isfinite(L) || L > 1e30) break;
@@ -332,13 +337,16 @@ int td_nqm_steps_to_target(const td_nqm_config *cfg, double target, long max_ste
       *steps = t;
       break;
     }
+    /* Unreachable: the loss has settled within 1e-3 of the gap above a steady state that
+     * lies over the target (the deviation decays geometrically from here). */
+    if (gap > 0 && fabs(L - steady) < 1e-3 * gap) break;
   }
   td_nqm_destroy(q);
   return 0;
 }
 
-int td_nqm_tune_lr(const td_nqm_config *cfg, double target, long max_steps, double *best_lr,
-                   long *best_steps, td_err *err) {
+int td_nqm_tune_lr(const td_nqm_config *cfg, double target, long max_steps, td_sink *sink,
+                   double *best_lr, long *best_steps, td_err *err) {
   *best_lr = NAN;
   *best_steps = -1;
   td_nqm_config c = *cfg;
@@ -355,13 +363,13 @@ int td_nqm_tune_lr(const td_nqm_config *cfg, double target, long max_steps, doub
   long best = -1;
   int kbest = -1;
   double lrs[G1];
-  for (int k = 0; k < G1; k++) {
+  for (int k = G1 - 1; k >= 0; k--) { /* large lr first: fast runs set a low cap early */
     lrs[k] = exp(lo + (hi - lo) * k / (G1 - 1));
     c.lr = lrs[k];
     long s;
-    rc = td_nqm_steps_to_target(&c, target, best >= 0 ? best - 1 : max_steps, &s, err);
+    rc = td_nqm_steps_to_target(&c, target, best >= 0 ? best : max_steps, sink, &s, err);
     if (rc) return rc;
-    if (s >= 0 && (best < 0 || s < best)) {
+    if (s >= 0 && (best < 0 || s <= best)) { /* <=: ties keep the smaller lr */
       best = s;
       kbest = k;
     }
@@ -372,7 +380,7 @@ int td_nqm_tune_lr(const td_nqm_config *cfg, double target, long max_steps, doub
   for (int k = 0; k < G2; k++) {
     c.lr = exp(log(a) + (log(b) - log(a)) * k / (G2 - 1));
     long s;
-    rc = td_nqm_steps_to_target(&c, target, best - 1, &s, err);
+    rc = td_nqm_steps_to_target(&c, target, best - 1, sink, &s, err);
     if (rc) return rc;
     if (s >= 0 && s < best) {
       best = s;

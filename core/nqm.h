@@ -34,6 +34,7 @@
 #include <stdint.h>
 
 #include "err.h"
+#include "sink.h"
 
 typedef struct td_nqm_config {
   size_t dim;          /* coordinates, >= 1 */
@@ -98,15 +99,16 @@ double td_nqm_noise_scale(const td_nqm *q);
  * for cfg (cfg->sample is ignored), or -1 when not reached (also when the loss becomes
  * non-finite or exceeds 1e30), in *steps (OUT). Returns 0 or an error of td_nqm_create. */
 int td_nqm_steps_to_target(const td_nqm_config *cfg, double target, long max_steps,
-                           long *steps /* OUT */, td_err *err);
+                           td_sink *sink, long *steps /* OUT */, td_err *err);
 
 /* td_nqm_tune_lr: the learning rate minimizing steps_to_target (exact mode), as Zhang et al.
  * 2019 tune it per batch size (sec. 4): a 33-point log grid over [lr_max * 1e-4, lr_max),
  * lr_max = 2 (1 + beta) / max_i h_i^(1-p) being the stability limit, then 17 points between
  * the best point's neighbours. Ties keep the smaller lr. cfg->lr is ignored.
  * *best_lr and *best_steps (OUT) get the winner, or NaN and -1 when no lr reaches the target
- * within max_steps. Errors: those of td_nqm_create. */
-int td_nqm_tune_lr(const td_nqm_config *cfg, double target, long max_steps,
+ * within max_steps. `sink` (may be NULL) is polled for cancellation. Errors: those of
+ * td_nqm_create, TD_ECANCELLED. */
+int td_nqm_tune_lr(const td_nqm_config *cfg, double target, long max_steps, td_sink *sink,
                    double *best_lr /* OUT */, long *best_steps /* OUT */, td_err *err);
 
 #endif

@@ -509,7 +509,7 @@ static void map_field(const char *vfield, const sw_axis *axes, size_t n_axes, in
               (lf > lp && strncmp(f, p, lp) == 0 && (f[lp] == '.' || f[lp] == '[')) || /* inside */
               (lp > lf && strncmp(p, f, lf) == 0 && (p[lf] == '.' || p[lf] == '['));   /* around */
     if (hit) {
-      snprintf(out, cap, "axes.%s", p);
+      snprintf(out, cap, "axes.%.127s", p);
       return;
     }
   }
@@ -517,7 +517,7 @@ static void map_field(const char *vfield, const sw_axis *axes, size_t n_axes, in
     snprintf(out, cap, "seeds");
     return;
   }
-  snprintf(out, cap, "base.%s", f);
+  snprintf(out, cap, "base.%.120s", f);
 }
 
 void td_sweep_plan_destroy(td_sweep_plan *plan) {

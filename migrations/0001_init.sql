@@ -7,7 +7,7 @@ CREATE TABLE jobs (
   kind             TEXT    NOT NULL,
   name             TEXT    NOT NULL DEFAULT '',
   status           TEXT    NOT NULL DEFAULT 'queued'
-                   CHECK (status IN ('queued','running','succeeded','failed','diverged','cancelled')),
+                   CHECK (status IN ('queued','running','succeeded','failed','diverged','cancelled','pruned')),
   params           TEXT    NOT NULL,           -- JSON object, defaults filled in
   tags             TEXT    NOT NULL DEFAULT '[]', -- JSON array of strings (copy of job_tags)
   priority         INTEGER NOT NULL DEFAULT 0, -- higher runs first

@@ -575,6 +575,16 @@ static void copy_for_log(char *dst, size_t n, const char *src) {
   dst[i] = '\0';
 }
 
+static void resp_init(http_resp *r) {
+  r->status = 200;
+  r->content_type = NULL;
+  r->cache = NULL;
+  http_buf_init(&r->body);
+  r->fd = -1;
+  r->fd_size = 0;
+  r->n_hdr = 0;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version,
                                   const char *upload_data, size_t *upload_data_size,
@@ -582,7 +592,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
   (void)version;
   http_server *srv = cls;
   req_ctx *rc = *con_cls;
-  http_resp resp = {.status = 200, .fd = -1};
+  http_resp resp;
   if (!rc) {
     rc = calloc(1, sizeof *rc);
     if (!rc) return MHD_NO;
@@ -595,6 +605,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                                                  MHD_HTTP_HEADER_CONTENT_LENGTH);
     long long clen = 0;
     if (cl && http_parse_ll(cl, 0, LLONG_MAX, &clen) == 0 && (size_t)clen > srv->cfg.max_body) {
+      resp_init(&resp);
       rc->too_large = 1; /* answer now; MHD discards the body and closes the connection */
       http_error(&resp, HTTP_E_PAYLOAD_TOO_LARGE, NULL, "the body is %lld bytes; the limit is %zu",
                  clen, srv->cfg.max_body);
@@ -627,6 +638,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     rc->len += n;
     return MHD_YES;
   }
+  resp_init(&resp);
   if (rc->too_large)
     http_error(&resp, HTTP_E_PAYLOAD_TOO_LARGE, NULL, "the body is larger than %zu bytes",
                srv->cfg.max_body);
@@ -664,6 +676,33 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
              toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " aborted=1");
   free(rc->body);
   free(rc);
+}
+
+static int hexval(char c) {
+  return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                        : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* Percent-decoding of paths and query arguments, in place. Unlike the default it never
+ * produces a NUL byte: %00 becomes DEL (0x7f), which every path and value check refuses, so
+ * "/index.html%00.js" cannot pass as "/index.html". Malformed escapes stay as they are. */
+static size_t unescape(void *cls, struct MHD_Connection *c, char *s) {
+  (void)cls;
+  (void)c;
+  char *w = s;
+  const char *r = s;
+  while (*r) {
+    int hi, lo;
+    if (r[0] == '%' && (hi = hexval(r[1])) >= 0 && (lo = hexval(r[2])) >= 0) {
+      int v = hi * 16 + lo;
+      *w++ = v ? (char)v : '\x7f';
+      r += 3;
+    } else {
+      *w++ = *r++;
+    }
+  }
+  *w = '\0';
+  return (size_t)(w - s);
 }
 
 static void mhd_logger(void *cls, const char *fmt, va_list ap) {
@@ -709,13 +748,13 @@ int http_start(const http_config *cfg, void *app, http_server **out, td_err *err
   opts[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, cfg->max_conns ? cfg->max_conns : 1024, NULL};
   opts[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, cfg->conn_timeout_s, NULL};
   opts[k++] = (struct MHD_OptionItem){MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL};
-  opts[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT, 64 * 1024, NULL};
   if (cfg->threads > 1)
     opts[k++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, cfg->threads, NULL};
   opts[k++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
   s->d = MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL, on_request, s,
                           MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
                           MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
+                          MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
                           MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
   freeaddrinfo(ai);
   if (!s->d) {

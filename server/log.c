@@ -26,8 +26,7 @@ int log_parse_level(const char *name, log_level *out) {
 
 int log_enabled(log_level level) { return (int)level <= atomic_load(&current_level); }
 
-void log_emit(log_level level, const char *event, const char *fmt, ...) {
-  if (!log_enabled(level)) return;
+static void vemit(const char *level, const char *event, const char *fmt, va_list ap) {
   char line[2048];
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
@@ -35,19 +34,31 @@ void log_emit(log_level level, const char *event, const char *fmt, ...) {
   gmtime_r(&ts.tv_sec, &tm);
   int n = snprintf(line, sizeof line, "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s event=%s ",
                    tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                   tm.tm_sec, ts.tv_nsec / 1000000, level_names[level], event);
+                   tm.tm_sec, ts.tv_nsec / 1000000, level, event);
   if (n < 0) return;
   if ((size_t)n < sizeof line) {
-    va_list ap;
-    va_start(ap, fmt);
     int m = vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
-    va_end(ap);
     if (m > 0) n += m;
   }
   if ((size_t)n >= sizeof line - 1) n = (int)sizeof line - 2;
   line[n++] = '\n';
   ssize_t w = write(STDERR_FILENO, line, (size_t)n);
   (void)w;
+}
+
+void log_emit(log_level level, const char *event, const char *fmt, ...) {
+  if (!log_enabled(level)) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vemit(level_names[level], event, fmt, ap);
+  va_end(ap);
+}
+
+void log_notice(const char *event, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vemit("notice", event, fmt, ap);
+  va_end(ap);
 }
 
 const char *log_quote(char *buf, unsigned long n, const char *s) {

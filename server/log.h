@@ -20,6 +20,10 @@ int log_enabled(log_level level);
 void log_emit(log_level level, const char *event, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* log_notice: like log_emit with "level=notice", written whatever the level (start-up,
+ * listening address, shutdown). */
+void log_notice(const char *event, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* log_quote: copy `s` into buf (size n) as a logfmt value: unchanged when it has only safe
  * characters, else in double quotes with ", \ and control bytes escaped. Returns buf. */
 const char *log_quote(char *buf, unsigned long n, const char *s);

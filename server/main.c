@@ -148,6 +148,30 @@ static const char *find_migrations(const char *opt, char *buf, size_t n) {
   return "migrations";
 }
 
+/* The dashboard directory: the option when given; else ./web, else next to the binary
+ * (build/tdlab -> ../web, build/x/tdlab -> ../../web), else /usr/share/tdlab/web. */
+static const char *find_web(const char *opt, char *buf, size_t n) {
+  if (opt) return opt;
+  struct stat sb;
+  if (stat("web/index.html", &sb) == 0) return "web";
+  char exe[PATH_MAX];
+  ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (len > 0) {
+    exe[len] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (slash) *slash = '\0';
+    const char *ups[] = {"/../web", "/../../web", "/../share/tdlab/web"};
+    for (size_t i = 0; i < sizeof ups / sizeof ups[0]; i++) {
+      snprintf(buf, n, "%s%s/index.html", exe, ups[i]);
+      if (stat(buf, &sb) == 0) {
+        snprintf(buf, n, "%s%s", exe, ups[i]);
+        return buf;
+      }
+    }
+  }
+  return "web";
+}
+
 /* Create the parent directories of a file path (like mkdir -p of its dirname). */
 static void make_parent_dirs(const char *file) {
   char p[PATH_MAX];
@@ -480,7 +504,10 @@ static void *watchdog_main(void *arg) {
   watchdog *w = arg;
   struct timespec ts = {w->timeout_s, 0};
   siginfo_t si;
-  int sig = sigtimedwait(&w->set, &si, &ts);
+  int sig;
+  do {
+    sig = sigtimedwait(&w->set, &si, &ts);
+  } while (sig < 0 && errno == EINTR);
   log_emit(LOG_ERROR, "shutdown_forced", "reason=%s",
            sig > 0 ? "second_signal" : "shutdown_timeout");
   _exit(1);
@@ -488,7 +515,7 @@ static void *watchdog_main(void *arg) {
 }
 
 static int cmd_serve(opts *o) {
-  const char *host = "127.0.0.1", *db = "var/tdlab.db", *web = "web", *mig = NULL,
+  const char *host = "127.0.0.1", *db = "var/tdlab.db", *web = NULL, *mig = NULL,
              *token_file = NULL;
   long port = 8080, workers = -1, max_queued = 10000, max_attempts = 3, http_threads = 0,
        max_conns = 1024, conn_timeout = 30, batch_points = 1024, batch_ms = 250,
@@ -614,6 +641,8 @@ static int cmd_serve(opts *o) {
   http_server *srv = NULL;
   int rc = queue_create(&qc, &q, &e);
   if (!rc) rc = store_pool_create(db, 0, &pool, &e);
+  char webbuf[PATH_MAX + 32];
+  web = find_web(web, webbuf, sizeof webbuf);
   if (!rc) rc = api_ctx_init(&app, q, limits, max_queued, web, &e);
   if (!rc) {
     if (!app.web_root) log_emit(LOG_WARN, "no_dashboard", "web=%s msg=\"directory not found\"", web);
@@ -632,15 +661,17 @@ static int cmd_serve(opts *o) {
     return 1;
   }
   int v6 = strchr(host, ':') != NULL;
-  log_emit(LOG_INFO, "listening",
+  log_notice("listening",
            "url=http://%s%s%s:%u/ db=%s workers=%ld blas_threads=%d http_threads=%ld auth=%s",
            v6 ? "[" : "", host, v6 ? "]" : "", http_port(srv), db, workers, blas_threads,
            http_threads, token ? "token" : "none");
 
   int sig = 0;
   sigwait(&set, &sig);
-  log_emit(LOG_INFO, "shutdown", "signal=%s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-  watchdog wd = {.set = set, .timeout_s = shutdown_timeout};
+  log_notice("shutdown", "signal=%s", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  static watchdog wd; /* outlives this function: the thread may still be waiting at exit */
+  wd.set = set;
+  wd.timeout_s = shutdown_timeout;
   pthread_t wdt;
   pthread_create(&wdt, NULL, watchdog_main, &wd);
   pthread_detach(wdt);
@@ -652,7 +683,7 @@ static int cmd_serve(opts *o) {
   store_pool_destroy(pool);
   api_ctx_deinit(&app);
   free(token);
-  log_emit(LOG_INFO, "stopped", "msg=\"clean shutdown\"");
+  log_notice("stopped", "msg=\"clean shutdown\"");
   if (lock_fd >= 0) close(lock_fd);
   return 0;
 }

@@ -227,12 +227,30 @@ static void test_syevd(void **state) {
   assert_int_equal(td_la_syevd(0, A, w, &err), TD_EINVAL);
 }
 
+/* td_la_nrm2: the fast path and the scaled fallback (huge, tiny, NaN). Exact up to a few
+ * roundings: 1e-15 relative. */
+static void test_nrm2(void **state) {
+  (void)state;
+  double x[7] = {3, 4, 0, 0, 0, 0, 12}; /* 13 */
+  assert_true(fabs(td_la_nrm2(7, x) - 13.0) < 1e-15 * 13);
+  for (int i = 0; i < 7; i++) x[i] *= 1e200; /* squares overflow */
+  assert_true(fabs(td_la_nrm2(7, x) / 1.3e201 - 1) < 1e-15);
+  for (int i = 0; i < 7; i++) x[i] = (x[i] * 1e-200) * 1e-200; /* 1.3e-199: squares underflow */
+  assert_true(fabs(td_la_nrm2(7, x) / 1.3e-199 - 1) < 1e-15);
+  assert_true(td_la_nrm2(0, x) == 0.0);
+  x[2] = NAN;
+  assert_true(isnan(td_la_nrm2(7, x)));
+  x[2] = -INFINITY;
+  assert_true(td_la_nrm2(7, x) == INFINITY);
+}
+
 int main(void) {
   td_la_set_threads(1);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_theory_matches),   cmocka_unit_test(test_theory_decay_random_start),
       cmocka_unit_test(test_min_norm_limit),   cmocka_unit_test(test_diverges),
       cmocka_unit_test(test_cancel),           cmocka_unit_test(test_syevd),
+      cmocka_unit_test(test_nrm2),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/fit.h"
 #include "../core/kinds/registry.h"
 #include "../core/nqm.h"
 
@@ -263,6 +264,22 @@ static void test_kind_diverges_and_validates(void **state) {
                    0);
   assert_int_equal(c.n, 6); /* steps 0, 10, ..., 50 */
   json_decref(s);
+  /* tune_lr: needs a target and exact mode; the run uses the tuned lr and reaches the
+   * target in the tuned number of steps */
+  assert_int_equal(run_kind("{\"tune_lr\":true}", &c, &s, &e), TD_EINVAL);
+  assert_string_equal(e.field, "params.tune_lr");
+  assert_int_equal(run_kind("{\"tune_lr\":true,\"target_loss\":0.1,\"mode\":\"sample\"}", &c, &s,
+                            &e),
+                   TD_EINVAL);
+  memset(&c, 0, sizeof c);
+  assert_int_equal(run_kind("{\"tune_lr\":true,\"target_loss\":0.1,\"batch_size\":4,"
+                            "\"max_steps\":100000}",
+                            &c, &s, &e),
+                   0);
+  assert_true(json_is_true(json_object_get(s, "tuned_lr")));
+  assert_int_equal(json_integer_value(json_object_get(s, "steps_to_target")), 442);
+  assert_true(json_number_value(json_object_get(s, "lr")) != 0.5);
+  json_decref(s);
   /* cancellation at the next step */
   memset(&c, 0, sizeof c);
   c.stop_after = 5;
@@ -277,6 +294,57 @@ static void test_kind_diverges_and_validates(void **state) {
   json_decref(p);
 }
 
+
+/* Zhang et al. 2019's qualitative findings, with lr tuned per batch size (their protocol),
+ * dim 100, h_i = c_i = 1/i, target loss 0.1 (initial loss 2.59):
+ *  - steps to target scale like 1/B at small B (perfect scaling) and saturate at large B;
+ *  - momentum helps only at large batch sizes;
+ *  - preconditioning raises the critical batch size (B_crit of a critical_batch fit).
+ * Thresholds are loose versions of the measured values (SGD: 1719, 442, ..., 29; heavy ball:
+ * 1700 at B = 1 but 21 vs 29 at B = 2^16; B_crit about 58 for SGD vs 150 for p = 0.5). */
+static long tuned_steps(double beta, double p, double B) {
+  td_nqm_config c = {.dim = 100, .momentum = beta, .power = p, .batch = B, .init = 1};
+  double lr;
+  long s;
+  assert_int_equal(td_nqm_tune_lr(&c, 0.1, 100000, NULL, &lr, &s, NULL), 0);
+  assert_true(s > 0 && lr > 0);
+  return s;
+}
+
+static double bcrit(double p) {
+  json_t *pts = json_array();
+  for (int k = 0; k <= 16; k += 2) {
+    double B = pow(2, k);
+    json_array_append_new(pts, json_pack("{s:f, s:f}", "B", B, "S", (double)tuned_steps(0, p, B)));
+  }
+  td_fit_opts o;
+  td_fit_opts_default(&o);
+  o.resamples = 0;
+  json_t *res = NULL;
+  assert_int_equal(td_fit_run("critical_batch", pts, &o, &res, NULL), 0);
+  double b = json_number_value(
+      json_object_get(json_object_get(json_object_get(res, "params"), "B_crit"), "value"));
+  json_decref(res);
+  json_decref(pts);
+  return b;
+}
+
+static void test_zhang_qualitative(void **state) {
+  (void)state;
+  long s1 = tuned_steps(0, 0, 1), s4 = tuned_steps(0, 0, 4);
+  long s12 = tuned_steps(0, 0, 4096), s16 = tuned_steps(0, 0, 65536);
+  print_message("sgd: B=1 %ld, B=4 %ld, B=2^12 %ld, B=2^16 %ld\n", s1, s4, s12, s16);
+  assert_true(s1 > 3.5 * s4 && s1 < 4.5 * s4); /* perfect scaling */
+  assert_true(s12 < 1.15 * s16);                /* saturation */
+  long h1 = tuned_steps(0.9, 0, 1), h16 = tuned_steps(0.9, 0, 65536);
+  print_message("heavy ball: B=1 %ld, B=2^16 %ld\n", h1, h16);
+  assert_true(h1 > 0.95 * s1);  /* no help at small batch */
+  assert_true(h16 < 0.85 * s16); /* helps at large batch */
+  double bs = bcrit(0), bp = bcrit(0.5);
+  print_message("B_crit: sgd %.1f, precond p=0.5 %.1f\n", bs, bp);
+  assert_true(bp > 1.5 * bs);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_sgd_steady_state),
@@ -285,6 +353,7 @@ int main(void) {
       cmocka_unit_test(test_exact_vs_sample),
       cmocka_unit_test(test_kind_steps_to_target),
       cmocka_unit_test(test_kind_diverges_and_validates),
+      cmocka_unit_test(test_zhang_qualitative),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -132,7 +132,7 @@ static int nqm_run(const json_t *p, td_sink *sink, json_t **summary, td_err *err
   long tuned_steps = -1;
   if (tuned) {
     double best_lr;
-    rc = td_nqm_tune_lr(&cfg, td_param_num(p, "target_loss", 0), max_steps, &best_lr,
+    rc = td_nqm_tune_lr(&cfg, td_param_num(p, "target_loss", 0), max_steps, sink, &best_lr,
                         &tuned_steps, err);
     if (!rc && isfinite(best_lr)) cfg.lr = best_lr;
   }

@@ -7,6 +7,9 @@ static const td_kind *const kinds[] = {
     &td_kind_train,
     &td_kind_linreg,
     &td_kind_nqm,
+    &td_kind_curvature,
+    &td_kind_eos,
+    &td_kind_taylor,
 };
 
 size_t td_kinds_count(void) { return sizeof kinds / sizeof kinds[0]; }

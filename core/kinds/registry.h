@@ -40,6 +40,9 @@ typedef struct td_kind {
 extern const td_kind td_kind_train;
 extern const td_kind td_kind_linreg;
 extern const td_kind td_kind_nqm;
+extern const td_kind td_kind_curvature;
+extern const td_kind td_kind_eos;
+extern const td_kind td_kind_taylor;
 
 /* td_kinds_count / td_kinds_at: iterate the catalogue (i < count). */
 size_t td_kinds_count(void);

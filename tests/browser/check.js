@@ -219,11 +219,13 @@ async function checkDaemon(base, job) {
   const loss = await chartDrawn('chart-loss', 'loss chart is drawn (train_loss / test_loss pixels on the canvas)');
   ok(loss && loss.series && loss.series.indexOf('train_loss') >= 0, 'loss chart has train_loss', loss && loss.series);
   await chartDrawn('chart-accuracy', 'accuracy chart is drawn');
-  await evaluate(`(function () { var cb = document.querySelector('#chart-loss input.logy'); cb.click(); return cb.checked; })()`);
+  const distr = `TD.charts.filter(function (c) { return c.opts.id === 'chart-loss'; })[0].u.scales.y.distr`;
+  const before = await evaluate(distr);
+  await evaluate(`document.querySelector('#chart-loss input.logy').click()`);
   await sleep(300);
-  const logged = await evaluate(`TD.charts.filter(function (c) { return c.opts.id === 'chart-loss'; })[0].u.scales.y.distr`);
-  ok(logged === 3, 'log-y toggle switches the loss chart to a log scale', logged);
-  await chartDrawn('chart-loss', 'loss chart is drawn on the log scale');
+  const after = await evaluate(distr);
+  ok((before === 1 && after === 3) || (before === 3 && after === 1), 'log-y toggle switches the loss chart between linear and log', before + ' -> ' + after);
+  await chartDrawn('chart-loss', 'loss chart is drawn after the toggle');
   await evaluate(`document.querySelector('#chart-loss input.logy').click()`);
   noProblems('job page: no console errors');
   await screenshot('job.png');
@@ -284,6 +286,12 @@ async function checkFixtures(base) {
   await chartDrawn('chart-loss', 'fixtures: diverged job loss chart is drawn on log y');
   const allBad = await evaluate(`(function () { var c = TD.charts.filter(function (c) { return c.opts.id === 'chart-sharpness'; })[0]; return !!c && c.card.textContent; })()`);
   ok(allBad && /3 non-finite/.test(allBad), 'fixtures: a key with only non-finite values still gets a card', allBad);
+  const pn = await chartDrawn('chart-m-param_norm', 'fixtures: values up to 1e250 do not break a log chart');
+  const pnNote = await evaluate(`document.querySelector('#chart-m-param_norm .chart-note').textContent`);
+  ok(/2 value\(s\) beyond/.test(pnNote), 'fixtures: values beyond uPlot\'s range are counted in the note', pnNote);
+  await evaluate(`document.querySelector('#chart-m-param_norm input.logy').click()`);
+  await sleep(300);
+  await chartDrawn('chart-m-param_norm', 'fixtures: values up to 1e250 do not break a linear chart');
   const blank = await evaluate(drawnExpr('chart-sharpness'));
   ok(blank && blank.ok === false && blank.hit === 0, 'fixtures: the drawn-check sees that an all-NaN chart has no line (the check can fail)', blank);
   noProblems('fixtures: diverged job page: no console errors');
@@ -293,6 +301,9 @@ async function checkFixtures(base) {
   await waitUntil(jobReady, 10000);
   const big = await chartDrawn('chart-loss', 'fixtures: 1e6-step run is drawn (max_points)');
   ok(big && big.most <= 1000 && big.most >= 500, 'fixtures: 1e6-step run asks for at most 1000 points per key', big && big.most);
+  ok(big && big.series && big.series.indexOf('loss_bias') >= 0, 'fixtures: loss_bias joins the loss chart', big && big.series);
+  const y = await evaluate(`(function () { var c = TD.charts.filter(function (c) { return c.opts.id === 'chart-loss'; })[0]; return c.u.scales.y.distr + ' ' + c.u.scales.y.min; })()`);
+  ok(/^3 /.test(y), 'fixtures: a loss spanning 40 decades starts on log y', y);
   noProblems('fixtures: 1e6-step job page: no console errors');
   await screenshot('fixture-million.png');
 

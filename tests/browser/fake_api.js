@@ -76,6 +76,7 @@ function metricsFor(id) {
     out.grad_norm = [[0, 1], [10, 30], [20, 1e5], [30, 'Infinity'], [37, 'NaN']];
     out.sharpness = [[0, 'NaN'], [10, 'Infinity'], [20, 'NaN']];  // nothing finite at all
     out.lr = [[0, 50]];  // a single point
+    out.param_norm = [[0, 1], [10, 1e10], [20, 1e29], [30, 1e100], [35, 1e250], [37, 'Infinity']];  // beyond uPlot's range
   } else if (id === 4) {
     // a million steps, downsampled by the caller's max_points (done in handler)
     out.loss = null;
@@ -224,6 +225,7 @@ function handler(webDir) {
       if (id === 4) {
         out.loss = downsample(1000000, maxPoints, (s) => 1e-4 + Math.exp(-s / 1e5) * (1 + 0.3 * Math.sin(s / 997)));
         out.loss_theory = downsample(1000000, maxPoints, (s) => 1e-4 + Math.exp(-s / 1e5));
+        out.loss_bias = downsample(1000000, maxPoints, (s) => 2 * Math.exp(-s / 1e4));  // down to ~1e-43
       }
       return send(res, 200, { metrics: out });
     }

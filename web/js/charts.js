@@ -12,6 +12,9 @@
     '#db2777', '#65a30d', '#475569', '#ea580c', '#4f46e5', '#0d9488'];
 
   function finite(v) { return typeof v === 'number' && isFinite(v); }
+  /* uPlot's tick increments span 1e-32 .. 1e32; outside them its axis code loops or throws
+   * ("Invalid array length"), so such values are left out and counted in the chart's note. */
+  var MAG_MAX = 1e30, LOG_MIN = 1e-30;
 
   /* align(series, logX, logY) -> {data, hidden} with data = [xs, ys_1, ..., ys_n]. */
   function align(series, logX, logY) {
@@ -20,13 +23,13 @@
       var xs = s.x || [];
       for (var i = 0; i < xs.length; i++) {
         var x = xs[i];
-        if (finite(x) && !(logX && x <= 0)) set.add(x);
+        if (finite(x) && Math.abs(x) <= MAG_MAX && !(logX && x < LOG_MIN)) set.add(x);
       }
     });
     var xs = Array.from(set).sort(function (a, b) { return a - b; });
     var pos = new Map();
     for (var i = 0; i < xs.length; i++) pos.set(xs[i], i);
-    var hidden = 0;
+    var hidden = 0, extreme = 0;
     var data = [xs];
     series.forEach(function (s) {
       var col = new Array(xs.length).fill(undefined);
@@ -38,11 +41,12 @@
         var y = sy[k];
         if (!finite(y)) col[j] = null;
         else if (logY && y <= 0) { col[j] = null; hidden++; }
+        else if (logY ? (y < LOG_MIN || y > MAG_MAX) : Math.abs(y) > MAG_MAX) { col[j] = null; extreme++; }
         else col[j] = y;
       }
       data.push(col);
     });
-    return { data: data, hidden: hidden };
+    return { data: data, hidden: hidden, extreme: extreme };
   }
 
   function countValues(col) {
@@ -51,7 +55,27 @@
     return n;
   }
 
+  /* On a log axis keep only 1-2-5 splits (decades only past four decades, every k-th decade
+   * past eight), for labels, ticks and grid alike: uPlot's default minor grid is too dense. */
+  function logFilter(u, splits) {
+    var pos = splits.filter(function (v) { return v != null && v > 0; });
+    if (!pos.length) return splits;
+    var dec = Math.log10(Math.max.apply(null, pos) / Math.min.apply(null, pos));
+    var keep = dec > 4 ? [1] : dec > 1.5 ? [1, 2, 5] : null;
+    var every = dec > 8 ? Math.ceil(dec / 8) : 1;
+    return splits.map(function (v) {
+      if (v == null || v <= 0) return null;
+      if (!keep) return v;
+      var e = Math.floor(Math.log10(v) + 1e-9);
+      var m = Math.round(v / Math.pow(10, e) * 1000) / 1000;
+      return keep.indexOf(m) >= 0 && e % every === 0 ? v : null;
+    });
+  }
   function ticks(u, splits) { return splits.map(function (v) { return v == null ? '' : TD.fmtAxis(v); }); }
+  function axisOpts(a, log) {
+    if (log) { a.filter = logFilter; a.grid = { filter: logFilter }; a.ticks = { filter: logFilter }; }
+    return a;
+  }
   function fmtLegend(u, v) { return v == null ? '—' : TD.fmt(v, 5); }
 
   /* TD.chart(parent, opts): opts = {title, xLabel, yLabel, logY, logX, logToggle (default
@@ -122,8 +146,8 @@
         series: ser,
         bands: bands,
         axes: [
-          { label: opts.xLabel || 'step', labelSize: 18, size: 36, values: ticks },
-          { label: opts.yLabel || '', labelSize: opts.yLabel ? 18 : 0, size: 64, values: ticks },
+          axisOpts({ label: opts.xLabel || 'step', labelSize: 18, size: 36, values: ticks }, self.logX),
+          axisOpts({ label: opts.yLabel || '', labelSize: opts.yLabel ? 18 : 0, size: 64, values: ticks }, self.logY),
         ],
         legend: { live: true },
         cursor: { drag: { x: true, y: false } },
@@ -142,6 +166,7 @@
       var msgs = [];
       if (self.extra.note) msgs.push(self.extra.note);
       if (al.hidden > 0) msgs.push(al.hidden + ' value(s) ≤ 0 not shown on the log axis');
+      if (al.extreme > 0) msgs.push(al.extreme + ' value(s) beyond ' + (self.logY ? '[1e-30, 1e30]' : '±1e30') + ' not drawn');
       note.textContent = msgs.join(' · ');
       card.classList.toggle('has-note', msgs.length > 0);
       if (al.data[0].length === 0) {

@@ -43,7 +43,7 @@
     return out;
   }
 
-  var LOSS_RE = /^([a-z0-9]+_)?loss(_theory|_ema|_avg|_mean|_smooth|_full)?$/i;
+  var LOSS_RE = /^([a-z0-9]+_)*loss(_theory|_ema|_avg|_mean|_smooth|_full)?$/i;
   var ACC_RE = /(^|_)acc(uracy)?(_ema)?$/i;
   var SHARP_RE = /^sharpness/i;
   var REF_RE = /^(2|two)_?(over_?|\/)lr$|(^|_)two_over_lr$|^2lr$|stability_threshold|(^|_)threshold$|^eos_threshold$/i;
@@ -71,6 +71,16 @@
       g.keys.forEach(function (k) { if (REF_RE.test(k)) g.refs[k] = true; });
       g.keys.sort(function (a, b) { return (g.refs[a] ? 1 : 0) - (g.refs[b] ? 1 : 0) || (a < b ? -1 : 1); });
     }
+    // a key whose stem is already in a named group joins it: loss_bias, loss_variance -> Loss
+    var owner = {};
+    groups.forEach(function (g) { g.keys.forEach(function (k) { owner[k] = g; }); });
+    keys.forEach(function (k) {
+      if (used[k]) return;
+      var st = stems(k);
+      for (var i = st.length - 1; i >= 0; i--) {
+        if (owner[st[i]]) { owner[st[i]].keys.push(k); used[k] = true; break; }
+      }
+    });
     var rest = keys.filter(function (k) { return !used[k]; });
     var parent = {};
     rest.forEach(function (k) { parent[k] = k; });
@@ -109,7 +119,22 @@
     return p;
   }
 
-  function logPref(id) { try { return localStorage.getItem('tdlab_logy_' + id) === '1'; } catch (e) { return false; } }
+  /* log-y preference of a chart: the user's saved choice, else log when every value is
+   * (but a few) positive and they span more than three decades (a diverging loss, say). */
+  function logPref(id, series) {
+    var v = null;
+    try { v = localStorage.getItem('tdlab_logy_' + id); } catch (e) { /* no storage */ }
+    if (v === '1' || v === '0') return v === '1';
+    var lo = Infinity, hi = -Infinity, n = 0, npos = 0;
+    series.forEach(function (s) {
+      s.y.forEach(function (y) {
+        if (y == null) return;
+        n++;
+        if (y > 0) { npos++; if (y < lo) lo = y; if (y > hi) hi = y; }
+      });
+    });
+    return n > 0 && npos >= 0.95 * n && hi / lo > 1e3;
+  }
 
   function renderMetrics(metrics) {
     var host = TD.$('#charts');
@@ -129,7 +154,8 @@
       seen[g.id] = true;
       var c = state.charts[g.id];
       if (!c) {
-        c = TD.chart(host, { title: g.title, logY: logPref(g.id), id: 'chart-' + g.id.replace(/[^a-z0-9_-]/gi, '_') });
+        c = TD.chart(host, { title: g.title, logY: logPref(g.id, g.keys.map(function (k) { return metrics[k]; })),
+          id: 'chart-' + g.id.replace(/[^a-z0-9_-]/gi, '_') });
         var cb = TD.$('input.logy', c.card);
         if (cb) cb.addEventListener('change', function () {
           try { localStorage.setItem('tdlab_logy_' + g.id, cb.checked ? '1' : '0'); } catch (e) { /* ignore */ }

@@ -1,0 +1,364 @@
+/* ckind.c: pieces shared by the curvature kinds (curvature, eos, taylor): problem params, data,
+ * minibatches, evaluation, and the Hessian/GGN analysis suite (metrics and artifacts). */
+#include "ckind_internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../hutchinson.h"
+#include "../lanczos.h"
+#include "../loss.h"
+#include "../slq.h"
+#include "registry.h"
+
+int td_ckind__parse_problem(const json_t *p, size_t fmnist_n_train, size_t fmnist_n_test,
+                            td_ckind__problem *pb, td_err *err) {
+  memset(pb, 0, sizeof *pb);
+  pb->synthetic = strcmp(td_param_str(p, "data.name", "fashion-mnist"), "synthetic") == 0;
+  long ntr = td_param_int(p, "data.n_train", 0), nte = td_param_int(p, "data.n_test", 0);
+  if (pb->synthetic) {
+    pb->synth_n = (size_t)td_param_int(p, "data.n", 1000);
+    pb->synth.d = (size_t)td_param_int(p, "data.d", 20);
+    pb->synth.noise = td_param_num(p, "data.noise", 0.1);
+    pb->synth.decay = td_param_num(p, "data.decay", 0.0);
+    if (ntr > (long)pb->synth_n)
+      return td_err_set(err, TD_EINVAL, "params.data.n_train",
+                        "n_train (%ld) exceeds the synthetic set size data.n (%zu)", ntr,
+                        pb->synth_n);
+    pb->n_train = ntr > 0 ? (size_t)ntr : pb->synth_n;
+    pb->n_test = nte > 0 ? (size_t)nte : 1000;
+    pb->mlp.in_dim = (int)pb->synth.d;
+    pb->mlp.out_dim = 1;
+  } else {
+    if (ntr > TD_CKIND__FMNIST_TRAIN)
+      return td_err_set(err, TD_EINVAL, "params.data.n_train",
+                        "fashion-mnist has %d training examples, not %ld", TD_CKIND__FMNIST_TRAIN,
+                        ntr);
+    if (nte > TD_CKIND__FMNIST_TEST)
+      return td_err_set(err, TD_EINVAL, "params.data.n_test",
+                        "fashion-mnist has %d test examples, not %ld", TD_CKIND__FMNIST_TEST, nte);
+    pb->n_train = ntr > 0            ? (size_t)ntr
+                  : fmnist_n_train > 0 ? fmnist_n_train
+                                       : TD_CKIND__FMNIST_TRAIN;
+    pb->n_test = nte > 0           ? (size_t)nte
+                 : fmnist_n_test > 0 ? fmnist_n_test
+                                     : TD_CKIND__FMNIST_TEST;
+    pb->mlp.in_dim = 784;
+    pb->mlp.out_dim = 10;
+  }
+  pb->loss = strcmp(td_param_str(p, "loss", "cross_entropy"), "mse") == 0 ? TD_CURV_MSE
+                                                                           : TD_CURV_XENT;
+  if (pb->synthetic && pb->loss != TD_CURV_MSE)
+    return td_err_set(err, TD_EINVAL, "params.loss",
+                      "synthetic data is a regression set: use \"loss\": \"mse\"");
+  const json_t *hid = td_param_get(p, "model.hidden");
+  pb->mlp.n_hidden = json_is_array(hid) ? (int)json_array_size(hid) : 0;
+  if (pb->mlp.n_hidden > TD_MLP_MAX_HIDDEN)
+    return td_err_set(err, TD_EINVAL, "params.model.hidden", "at most %d hidden layers",
+                      TD_MLP_MAX_HIDDEN);
+  for (int i = 0; i < pb->mlp.n_hidden; i++)
+    pb->mlp.hidden[i] = (int)json_number_value(json_array_get(hid, (size_t)i));
+  if (td_mlp_act_parse(td_param_str(p, "model.activation", "relu"), &pb->mlp.act))
+    return td_err_set(err, TD_EINVAL, "params.model.activation", "unknown activation");
+  pb->mlp.init_scale = td_param_num(p, "model.init_scale", 1.0);
+  pb->seed = (uint64_t)td_param_int(p, "seed", 0);
+  double np = 0, ws = 0;
+  return td_mlp_estimate(&pb->mlp, 1, &np, &ws, err);
+}
+
+int td_ckind__parse_optim(const json_t *p, const char **name, td_optim_hp *hp, double *lr,
+                          int *n_state, td_err *err) {
+  *name = td_param_str(p, "optimizer.name", "sgd");
+  *hp = td_optim_hp_default();
+  *lr = td_param_num(p, "optimizer.lr", 0.05);
+  hp->momentum = td_param_num(p, "optimizer.momentum", 0.0);
+  hp->nesterov = td_param_bool(p, "optimizer.nesterov", 0);
+  hp->beta1 = td_param_num(p, "optimizer.beta1", 0.9);
+  hp->beta2 = td_param_num(p, "optimizer.beta2", 0.999);
+  hp->eps = td_param_num(p, "optimizer.eps", 1e-8);
+  hp->weight_decay = td_param_num(p, "optimizer.weight_decay", 0.0);
+  int sgd = strcmp(*name, "sgd") == 0;
+  if (n_state) *n_state = sgd ? (hp->momentum > 0) : 2;
+  if (hp->nesterov && sgd && hp->momentum <= 0)
+    return td_err_set(err, TD_EINVAL, "params.optimizer.nesterov",
+                      "nesterov needs optimizer.momentum > 0");
+  return 0;
+}
+
+double td_ckind__data_bytes(const td_ckind__problem *pb) {
+  double d = pb->mlp.in_dim, k = pb->mlp.out_dim;
+  double b = 8.0 * (double)(pb->n_train + pb->n_test) * (d + k);
+  if (pb->synthetic) b += 8.0 * (double)pb->synth_n * (d + k);
+  else b += 60000.0 * 785; /* the decompressed IDX file while loading */
+  return b;
+}
+
+int td_ckind__load(const td_ckind__problem *pb, td_dataset *train, td_dataset *test,
+                   td_err *err) {
+  int rc;
+  if (pb->synthetic) {
+    rc = td_data_synthetic(&pb->synth, pb->synth_n, pb->seed, TD_RNG_DATA, train, NULL, err);
+    if (!rc) {
+      train->n = pb->n_train; /* the first n_train of the n examples */
+      rc = td_data_synthetic(&pb->synth, pb->n_test, pb->seed, TD_RNG_TEST_DATA, test, NULL, err);
+    }
+  } else {
+    rc = td_data_fashion_mnist("train", pb->n_train, train, err);
+    if (!rc) rc = td_data_fashion_mnist("test", pb->n_test, test, err);
+  }
+  return rc;
+}
+
+void td_ckind__center(td_dataset *train, td_dataset *test) {
+  const size_t d = train->d;
+  double *mu = calloc(d, sizeof *mu);
+  if (!mu) return;
+  for (size_t i = 0; i < train->n; i++)
+    for (size_t j = 0; j < d; j++) mu[j] += train->X[i * d + j];
+  for (size_t j = 0; j < d; j++) mu[j] /= (double)train->n;
+  for (size_t i = 0; i < train->n; i++)
+    for (size_t j = 0; j < d; j++) train->X[i * d + j] -= mu[j];
+  for (size_t i = 0; test && i < test->n; i++)
+    for (size_t j = 0; j < d; j++) test->X[i * d + j] -= mu[j];
+  free(mu);
+}
+
+void td_ckind__loss(td_curv_loss loss, const td_dataset *ds, size_t s, const double *z, int B,
+                    double *l, double *dz) {
+  const int K = ds->k;
+  if (ds->y && loss == TD_CURV_XENT) td_loss_xent(l, dz, z, ds->y + s, B, K);
+  else if (ds->y) td_loss_mse_onehot(l, dz, z, ds->y + s, B, K);
+  else td_loss_mse(l, dz, z, ds->Y + s * (size_t)K, B, K);
+}
+
+void td_ckind__evaluate(const td_mlp *m, td_mlp_ws *ws, const double *params,
+                        const td_dataset *ds, size_t n, td_curv_loss loss, double *loss_out,
+                        double *acc_out, double *out) {
+  double lsum = 0.0;
+  long correct = 0;
+  const int K = m->cfg.out_dim;
+  for (size_t s = 0; s < n; s += (size_t)ws->cap) {
+    int B = (int)(n - s < (size_t)ws->cap ? n - s : (size_t)ws->cap);
+    const double *z = td_mlp_forward(m, ws, params, ds->X + s * ds->d, B);
+    double l = 0.0;
+    td_ckind__loss(loss, ds, s, z, B, &l, NULL);
+    if (ds->y) correct += td_count_correct(z, ds->y + s, B, K);
+    if (out) memcpy(out + s * (size_t)K, z, (size_t)B * K * sizeof *z);
+    lsum += l * B;
+  }
+  *loss_out = lsum / (double)n;
+  if (acc_out) *acc_out = ds->y ? (double)correct / (double)n : NAN;
+}
+
+int td_ckind__batcher_init(td_ckind__batcher *b, size_t n, int B, uint64_t seed, td_err *err) {
+  memset(b, 0, sizeof *b);
+  b->perm = malloc(n * sizeof *b->perm);
+  if (!b->perm) return td_err_set(err, TD_ENOMEM, NULL, "out of memory for the permutation");
+  for (size_t i = 0; i < n; i++) b->perm[i] = i;
+  b->n = n;
+  b->pos = n; /* forces a shuffle first */
+  b->B = B;
+  td_rng_init(&b->rng, seed, TD_RNG_SHUFFLE);
+  return 0;
+}
+
+void td_ckind__batcher_deinit(td_ckind__batcher *b) {
+  if (!b) return;
+  free(b->perm);
+  memset(b, 0, sizeof *b);
+}
+
+int td_ckind__batcher_next(td_ckind__batcher *b, const td_dataset *ds, double *X, int *y,
+                           double *Y) {
+  if (b->pos >= b->n) {
+    td_rng_shuffle(&b->rng, b->perm, b->n);
+    b->pos = 0;
+  }
+  int nb = (int)(b->n - b->pos < (size_t)b->B ? b->n - b->pos : (size_t)b->B);
+  const size_t d = ds->d, K = (size_t)ds->k;
+  for (int i = 0; i < nb; i++) {
+    size_t src = b->perm[b->pos + (size_t)i];
+    memcpy(X + (size_t)i * d, ds->X + src * d, d * sizeof *X);
+    if (ds->y && y) y[i] = ds->y[src];
+    if (ds->Y && Y) memcpy(Y + (size_t)i * K, ds->Y + src * K, K * sizeof *Y);
+  }
+  b->pos += (size_t)nb;
+  return nb;
+}
+
+void td_ckind__set_num(json_t *o, const char *key, double v) {
+  if (isfinite(v)) json_object_set_new(o, key, json_real(v));
+  else
+    json_object_set_new(o, key,
+                        json_string(isnan(v) ? "NaN" : v > 0 ? "Infinity" : "-Infinity"));
+}
+
+void td_ckind__parse_analysis(const json_t *p, td_ckind__ana_opts *o) {
+  memset(o, 0, sizeof *o);
+  o->top_k = (int)td_param_int(p, "analysis.top_k", 1);
+  o->lanczos_steps = (size_t)td_param_int(p, "analysis.lanczos_steps", 100);
+  o->tol = td_param_num(p, "analysis.tol", 1e-10);
+  o->magnitude = td_param_bool(p, "analysis.largest_magnitude", 0);
+  o->ggn = td_param_bool(p, "analysis.ggn", 0);
+  o->trace_probes = (int)td_param_int(p, "analysis.trace_probes", 0);
+  o->density = td_param_bool(p, "analysis.density", 0);
+  o->density_probes = (int)td_param_int(p, "analysis.density_probes", 5);
+  o->density_steps = (int)td_param_int(p, "analysis.density_steps", 60);
+  o->density_grid = (int)td_param_int(p, "analysis.density_grid", 256);
+  o->seed = (uint64_t)td_param_int(p, "seed", 0);
+  o->artifacts = 1;
+}
+
+double td_ckind__analysis_bytes(const td_ckind__ana_opts *o, double n) {
+  double m = (double)o->lanczos_steps;
+  double b = 8.0 * ((m + 1) * n + m * (m + 8) + (o->top_k + 1) * (m + 3));
+  if (o->density) {
+    double ms = o->density_steps;
+    double s = 8.0 * ((ms + 1) * n + 2.0 * o->density_probes * ms + 2.0 * o->density_grid);
+    if (s > b) b = s;
+  }
+  if (o->trace_probes) {
+    double t = 8.0 * (2 * n + o->trace_probes);
+    if (t > b) b = t;
+  }
+  return b;
+}
+
+static int emit(td_sink *sink, const char *key, long step, double v) {
+  return td_sink_metric(sink, key, step, v);
+}
+
+static int put_json(td_sink *sink, const char *name, json_t *doc) {
+  if (!doc) return 0;
+  char *txt = json_dumps(doc, JSON_COMPACT);
+  int rc = txt ? td_sink_artifact(sink, name, "application/json", txt, strlen(txt)) : TD_ENOMEM;
+  free(txt);
+  return rc;
+}
+
+/* Append x to hist[key] (created as an array when missing); steals x. */
+static void hist_append(json_t *hist, const char *key, json_t *x) {
+  json_t *a = json_object_get(hist, key);
+  if (!a) {
+    a = json_array();
+    json_object_set_new(hist, key, a);
+  }
+  json_array_append_new(a, x);
+}
+
+/* Clamp the Lanczos step cap to [k + 1, n] (n: operator size). */
+static size_t steps_for(size_t cap, size_t k, size_t n) {
+  size_t m = cap < k + 1 ? k + 1 : cap;
+  return m > n ? n : m;
+}
+
+int td_ckind__analyze(td_curv_ctx *c, const td_ckind__ana_opts *o, long step, td_sink *sink,
+                      json_t *hist, td_ckind__ana_result *res, td_err *err) {
+  memset(res, 0, sizeof *res);
+  const size_t n = c->m->n_params;
+  size_t k = (size_t)o->top_k;
+  if (k > n) k = n;
+  int rc = 0;
+  char key[64], name[96];
+  json_t *art = json_object();
+  json_object_set_new(art, "step", json_integer(step));
+  td_ckind__set_num(art, "loss", c->loss_value);
+  json_object_set_new(art, "n", json_integer(c->B));
+  json_object_set_new(art, "n_params", json_integer((json_int_t)n));
+
+  /* Hessian, largest algebraic: sharpness and the top k. */
+  td_lanczos_opts lo = td_lanczos_opts_default(k);
+  lo.max_steps = steps_for(o->lanczos_steps, k, n);
+  lo.tol = o->tol;
+  lo.seed = o->seed + (uint64_t)step;
+  td_lanczos_result lr;
+  if ((rc = td_lanczos_topk(td_curv_hvp_matvec, c, n, &lo, &lr, err))) goto out;
+  res->sharpness = lr.eigvals[0];
+  res->resid = lr.resid[0];
+  res->steps = lr.steps;
+  res->n_matvec = lr.n_matvec;
+  res->converged = lr.n_converged >= lr.k;
+  json_object_set_new(art, "hessian", td_lanczos_result_json(&lr, TD_LANCZOS_LA));
+  if (!(rc = emit(sink, "sharpness", step, lr.eigvals[0])) &&
+      !(rc = emit(sink, "sharpness_resid", step, lr.resid[0])) &&
+      !(rc = emit(sink, "lanczos_steps", step, (double)lr.steps)) &&
+      !(rc = emit(sink, "analysis_loss", step, c->loss_value)))
+    for (size_t i = 0; i < lr.k && !rc; i++) {
+      snprintf(key, sizeof key, "hessian_eig_%zu", i + 1);
+      rc = emit(sink, key, step, lr.eigvals[i]);
+    }
+  if (hist) {
+    json_t *row = json_array();
+    for (size_t i = 0; i < lr.k; i++) json_array_append_new(row, json_real(lr.eigvals[i]));
+    hist_append(hist, "steps", json_integer(step));
+    hist_append(hist, "hessian_top_k", row);
+  }
+  td_lanczos_result_deinit(&lr);
+  if (rc) goto out;
+
+  if (o->magnitude) {
+    td_lanczos_opts lm = lo;
+    lm.k = 1;
+    lm.which = TD_LANCZOS_LM;
+    if ((rc = td_lanczos_topk(td_curv_hvp_matvec, c, n, &lm, &lr, err))) goto out;
+    json_object_set_new(art, "hessian_lm", td_lanczos_result_json(&lr, TD_LANCZOS_LM));
+    rc = emit(sink, "hessian_max_abs_eig", step, lr.eigvals[0]);
+    if (hist) hist_append(hist, "hessian_max_abs_eig", json_real(lr.eigvals[0]));
+    td_lanczos_result_deinit(&lr);
+    if (rc) goto out;
+  }
+  if (o->ggn) {
+    td_lanczos_opts lg = lo;
+    lg.k = 1;
+    lg.max_steps = steps_for(o->lanczos_steps, 1, n);
+    if ((rc = td_lanczos_topk(td_curv_ggn_matvec, c, n, &lg, &lr, err))) goto out;
+    json_object_set_new(art, "ggn", td_lanczos_result_json(&lr, TD_LANCZOS_LA));
+    rc = emit(sink, "ggn_top", step, lr.eigvals[0]);
+    if (hist) hist_append(hist, "ggn_top", json_real(lr.eigvals[0]));
+    td_lanczos_result_deinit(&lr);
+    if (rc) goto out;
+  }
+  if (o->trace_probes > 0) {
+    td_hutchinson_result hr;
+    if ((rc = td_hutchinson_trace(td_curv_hvp_matvec, c, n, (size_t)o->trace_probes,
+                                  o->seed + (uint64_t)step, NULL, &hr, err)))
+      goto out;
+    json_t *t = json_object();
+    td_ckind__set_num(t, "estimate", hr.trace);
+    td_ckind__set_num(t, "std_err", hr.std_err);
+    json_object_set_new(t, "n_probes", json_integer((json_int_t)hr.n_probes));
+    json_object_set_new(art, "trace", t);
+    rc = emit(sink, "hessian_trace", step, hr.trace);
+    if (!rc && o->trace_probes > 1) rc = emit(sink, "hessian_trace_stderr", step, hr.std_err);
+    if (hist) hist_append(hist, "hessian_trace", json_real(hr.trace));
+    if (rc) goto out;
+  }
+  if (o->artifacts) {
+    snprintf(name, sizeof name, "eigenvalues_step%ld.json", step);
+    if ((rc = put_json(sink, name, art))) goto out;
+    if (hist && (rc = put_json(sink, "eigenvalues.json", hist))) goto out;
+  }
+  if (o->density) {
+    td_slq_opts so = td_slq_opts_default();
+    so.n_probes = (size_t)o->density_probes;
+    so.steps = (size_t)o->density_steps < n ? (size_t)o->density_steps : n;
+    so.seed = o->seed + (uint64_t)step;
+    so.n_grid = (size_t)o->density_grid;
+    td_slq_result sr;
+    if ((rc = td_slq_run(td_curv_hvp_matvec, c, n, &so, &sr, err))) goto out;
+    json_t *dj = td_slq_result_json(&sr);
+    td_slq_result_deinit(&sr);
+    if (dj) {
+      json_object_set_new(dj, "step", json_integer(step));
+      snprintf(name, sizeof name, "density_step%ld.json", step);
+      rc = put_json(sink, name, dj);
+      if (!rc) rc = put_json(sink, "density.json", dj);
+      json_decref(dj);
+    }
+  }
+out:
+  json_decref(art);
+  return rc;
+}
