@@ -76,7 +76,7 @@ function metricsFor(id) {
     out.grad_norm = [[0, 1], [10, 30], [20, 1e5], [30, 'Infinity'], [37, 'NaN']];
     out.sharpness = [[0, 'NaN'], [10, 'Infinity'], [20, 'NaN']];  // nothing finite at all
     out.lr = [[0, 50]];  // a single point
-    out.param_norm = [[0, 1], [10, 1e10], [20, 1e29], [30, 1e100], [35, 1e250], [37, 'Infinity']];  // beyond uPlot's range
+    out.param_norm = [[0, 1], [10, 1e10], [20, 1e29], [30, 1e150], [35, 1e250], [37, 'Infinity']];  // beyond what uPlot draws
   } else if (id === 4) {
     // a million steps, downsampled by the caller's max_points (done in handler)
     out.loss = null;

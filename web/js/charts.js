@@ -12,9 +12,11 @@
     '#db2777', '#65a30d', '#475569', '#ea580c', '#4f46e5', '#0d9488'];
 
   function finite(v) { return typeof v === 'number' && isFinite(v); }
-  /* uPlot's tick increments span 1e-32 .. 1e32; outside them its axis code loops or throws
-   * ("Invalid array length"), so such values are left out and counted in the chart's note. */
-  var MAG_MAX = 1e30, LOG_MIN = 1e-30;
+  /* uPlot 1.6's log-axis split generator loops for ever (or throws "Invalid array length")
+   * once the axis reaches below about 1e-22, so a log axis keeps values in [1e-20, 1e100]
+   * and any axis |v| <= 1e100; values outside are left out and counted in the chart note.
+   * (Bounds found by drawing ranges in headless Chromium; 1e-23 hangs, 1e-22 draws.) */
+  var MAG_MAX = 1e100, LOG_MIN = 1e-20;
 
   /* align(series, logX, logY) -> {data, hidden} with data = [xs, ys_1, ..., ys_n]. */
   function align(series, logX, logY) {
@@ -166,7 +168,7 @@
       var msgs = [];
       if (self.extra.note) msgs.push(self.extra.note);
       if (al.hidden > 0) msgs.push(al.hidden + ' value(s) ≤ 0 not shown on the log axis');
-      if (al.extreme > 0) msgs.push(al.extreme + ' value(s) beyond ' + (self.logY ? '[1e-30, 1e30]' : '±1e30') + ' not drawn');
+      if (al.extreme > 0) msgs.push(al.extreme + ' value(s) beyond ' + (self.logY ? '[1e-20, 1e100]' : '±1e100') + ' not drawn');
       note.textContent = msgs.join(' · ');
       card.classList.toggle('has-note', msgs.length > 0);
       if (al.data[0].length === 0) {
