@@ -178,13 +178,19 @@ int td_schema_validate(const td_param *schema, size_t n, const json_t *params, j
   for (size_t i = 0; i < n; i++) {
     if (!schema[i].def || td_param_has(dst, schema[i].path)) continue;
     json_error_t jerr;
-    json_t *d = json_loads(schema[i].def, JSON_DECODE_ANY, &jerr);
-    if (!d) {
+    json_t *d = json_loads(schema[i].def, JSON_DECODE_ANY, &jerr), *nd = NULL;
+    /* A default goes through check_leaf like a given value, so it is normalized the same way
+     * (found by tests/fuzz/fuzz_jobspec: the default "1" of a number param stayed a JSON
+     * integer while a given 1 became 1.0, so validating filled params changed them). */
+    td_err ignored;
+    if (d && check_leaf(&schema[i], d, schema[i].path, &nd, &ignored)) nd = NULL;
+    json_decref(d);
+    if (!nd) {
       json_decref(dst);
       return td_err_set(err, TD_EINTERNAL, schema[i].path, "bad default in schema for %s",
                         schema[i].path);
     }
-    td_param_set_path(dst, schema[i].path, d, NULL);
+    td_param_set_path(dst, schema[i].path, nd, NULL);
   }
   *filled = dst;
   return 0;

@@ -19,6 +19,7 @@ typedef struct api_ctx {
   char *web_root;        /* realpath of the dashboard directory (owned), or NULL */
   size_t web_root_len;
   long long start_ms;    /* CLOCK_MONOTONIC at start, for uptime */
+  struct store_cache *job_cache; /* rendered GET /api/v1/jobs/{id} bodies (borrowed); NULL: off */
 } api_ctx;
 
 /* api_ctx_init: render the catalogue and resolve `web_dir` (NULL or missing: no dashboard,
@@ -37,6 +38,13 @@ int api_artifacts_get(http_req *req, http_resp *resp);
 
 /* api_job_json: append the JSON object of one job (the GET /api/v1/jobs/{id} shape). */
 void api_job_json(http_buf *b, const store_job *j);
+
+/* Sweeps and fits (api_sweeps.c; the logic is in sweeps.c and core/fit.c). */
+int api_sweeps_create(http_req *req, http_resp *resp);
+int api_sweeps_list(http_req *req, http_resp *resp);
+int api_sweeps_get(http_req *req, http_resp *resp);
+int api_sweeps_cancel(http_req *req, http_resp *resp);
+int api_fits_create(http_req *req, http_resp *resp);
 
 /* Metrics of a job (api_metrics.c). */
 int api_metrics_get(http_req *req, http_resp *resp);

@@ -7,6 +7,7 @@
 
 #include "api.h"
 #include "log.h"
+#include "store_cache.h"
 
 #define MAX_TAGS 32
 #define MAX_TAG_LEN 64
@@ -289,14 +290,28 @@ static int job_id_of(http_req *req, http_resp *resp, int64_t *id) {
   return 0;
 }
 
+static void cached_into_buf(void *ctx, const char *data, size_t len) { http_buf_add(ctx, data, len); }
+
+/* GET /api/v1/jobs/{id}: from the job cache when it holds a current copy (store_cache.h),
+ * else from the database, and then the rendered record is offered to the cache. */
 int api_jobs_get(http_req *req, http_resp *resp) {
+  api_ctx *a = req->app;
   int64_t id;
   if (job_id_of(req, resp, &id)) return resp->status;
+  store_cache_stamp stamp;
+  if (a && a->job_cache &&
+      store_cache_get(a->job_cache, id, cached_into_buf, &resp->body, &stamp)) {
+    resp->status = 200;
+    return 200;
+  }
   store *st;
   td_err e;
   td_err_clear(&e);
   if (http_store(req, &st, &e)) return http_error_td(resp, &e);
-  return respond_job(req, resp, st, id, 200);
+  int status = respond_job(req, resp, st, id, 200);
+  if (status == 200 && a && a->job_cache && !resp->body.failed && resp->body.data)
+    store_cache_put(a->job_cache, id, &stamp, resp->body.data, resp->body.len);
+  return status;
 }
 
 int api_jobs_cancel(http_req *req, http_resp *resp) {

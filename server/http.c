@@ -293,6 +293,7 @@ void http_resp_header(http_resp *resp, const char *name, const char *fmt, ...) {
 }
 
 const char *http_query(const http_req *req, const char *name) {
+  if (req->args) return http_query_args_get(req->args, name);
   return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
 }
 
@@ -353,9 +354,7 @@ typedef struct http_route {
   unsigned flags;
 } http_route;
 
-/* The API. Sweeps will slot in here:
- *   {"POST", "/api/v1/sweeps", api_sweeps_create, "sweeps_create", ROUTE_JSON_BODY | ROUTE_MUTATES},
- *   {"GET",  "/api/v1/sweeps/{id}", api_sweeps_get, "sweeps_get", 0}, */
+/* The API. */
 static const http_route routes[] = {
     {"GET", "/healthz", api_healthz, "healthz", 0},
     {"GET", "/metrics", api_prometheus, "prometheus", 0},
@@ -368,6 +367,12 @@ static const http_route routes[] = {
     {"GET", "/api/v1/jobs/{id}/metrics.csv", api_metrics_csv, "metrics_csv", 0},
     {"GET", "/api/v1/jobs/{id}/artifacts", api_artifacts_list, "artifacts_list", 0},
     {"GET", "/api/v1/jobs/{id}/artifacts/{name}", api_artifacts_get, "artifacts_get", 0},
+    {"POST", "/api/v1/sweeps", api_sweeps_create, "sweeps_create", ROUTE_JSON_BODY | ROUTE_MUTATES},
+    {"GET", "/api/v1/sweeps", api_sweeps_list, "sweeps_list", 0},
+    {"GET", "/api/v1/sweeps/{id}", api_sweeps_get, "sweeps_get", 0},
+    {"POST", "/api/v1/sweeps/{id}/cancel", api_sweeps_cancel, "sweeps_cancel", ROUTE_MUTATES},
+    /* A fit changes nothing, but it costs CPU: with a token it needs the token like a write. */
+    {"POST", "/api/v1/fits", api_fits_create, "fits_create", ROUTE_JSON_BODY | ROUTE_MUTATES},
 };
 #define N_ROUTES ((int)(sizeof routes / sizeof routes[0]))
 #define ROUTE_STATIC N_ROUTES
@@ -685,10 +690,10 @@ static int hexval(char c) {
 
 /* Percent-decoding of paths and query arguments, in place. Unlike the default it never
  * produces a NUL byte: %00 becomes DEL (0x7f), which every path and value check refuses, so
- * "/index.html%00.js" cannot pass as "/index.html". Malformed escapes stay as they are. */
-static size_t unescape(void *cls, struct MHD_Connection *c, char *s) {
-  (void)cls;
-  (void)c;
+ * "/index.html%00.js" cannot pass as "/index.html". Malformed escapes stay as they are.
+ * (A public pure function so that the query parsing can be tested and fuzzed; `unescape`
+ * below is the libmicrohttpd callback.) */
+size_t http_unescape(char *s) {
   char *w = s;
   const char *r = s;
   while (*r) {
@@ -703,6 +708,58 @@ static size_t unescape(void *cls, struct MHD_Connection *c, char *s) {
   }
   *w = '\0';
   return (size_t)(w - s);
+}
+
+static size_t unescape(void *cls, struct MHD_Connection *c, char *s) {
+  (void)cls;
+  (void)c;
+  return http_unescape(s);
+}
+
+/* MHD_parse_arguments_ of libmicrohttpd 0.9.75, rebuilt on a private copy (see http.h). */
+int http_query_parse(const char *qs, size_t len, http_query_args *out) {
+  memset(out, 0, sizeof *out);
+  const char *nul = memchr(qs, '\0', len);
+  if (nul) len = (size_t)(nul - qs);
+  char *buf = malloc(len + 1);
+  if (!buf) return TD_ENOMEM;
+  memcpy(buf, qs, len);
+  buf[len] = '\0';
+  for (char *p = buf; *p;) {
+    if (out->n == HTTP_QUERY_MAX_ARGS) {
+      free(buf);
+      memset(out, 0, sizeof *out);
+      return TD_ELIMIT;
+    }
+    char *amp = strchr(p, '&'), *eq = strchr(p, '=');
+    if (amp) *amp = '\0';
+    if (eq && (!amp || eq < amp)) *eq++ = '\0';
+    else eq = NULL;
+    for (char *t = p; *t; t++) if (*t == '+') *t = ' ';
+    http_unescape(p);
+    if (eq) {
+      for (char *t = eq; *t; t++) if (*t == '+') *t = ' ';
+      http_unescape(eq);
+    }
+    out->key[out->n] = p;
+    out->value[out->n] = eq;
+    out->n++;
+    if (!amp) break;
+    p = amp + 1;
+  }
+  out->buf = buf;
+  return 0;
+}
+
+const char *http_query_args_get(const http_query_args *q, const char *name) {
+  for (size_t i = 0; i < q->n; i++)
+    if (strcmp(q->key[i], name) == 0) return q->value[i];
+  return NULL;
+}
+
+void http_query_args_deinit(http_query_args *q) {
+  free(q->buf);
+  memset(q, 0, sizeof *q);
 }
 
 static void mhd_logger(void *cls, const char *fmt, va_list ap) {

@@ -83,6 +83,40 @@ http_errcode http_err_from_td(int td_code);
 
 typedef struct http_server http_server;
 
+/* ---------------------------------------------------------------- query strings */
+
+/* http_unescape: percent-decode the NUL-terminated `s` in place; returns the new length.
+ * "%HH" (hex, either case) becomes the byte 0xHH, except that %00 becomes DEL (0x7f), which
+ * every path and value check refuses, so "/index.html%00.js" cannot pass as "/index.html".
+ * Malformed escapes stay as they are. Never reads past the NUL; the result is never longer.
+ * This is the decoder the daemon gives libmicrohttpd for paths and query arguments. */
+size_t http_unescape(char *s);
+
+#define HTTP_QUERY_MAX_ARGS 64
+
+/* A query string split into decoded pairs (see http_query_parse). Owns `buf`. */
+typedef struct http_query_args {
+  char *buf;                               /* decoded copy; keys and values point into it */
+  size_t n;                                /* pairs, in order */
+  const char *key[HTTP_QUERY_MAX_ARGS];
+  const char *value[HTTP_QUERY_MAX_ARGS];  /* NULL for a pair without '=' */
+} http_query_args;
+
+/* http_query_parse: split the raw query string qs[0..len) (the bytes after '?'; it need not
+ * be NUL-terminated and parsing stops at a NUL byte) into pairs the way libmicrohttpd
+ * 0.9.75 does for the daemon (MHD_parse_arguments_): pairs are separated by '&', key and
+ * value by the first '='; '+' becomes ' ', then each part goes through http_unescape; a pair
+ * without '=' has a NULL value (http_query then answers NULL, as for a missing argument).
+ * A pure function: lets tests and tests/fuzz/fuzz_query.c drive the handlers' query parsing
+ * without a connection (set http_req.args). On success *out (OUT) must be released with
+ * http_query_args_deinit. Errors: TD_ELIMIT (more than HTTP_QUERY_MAX_ARGS pairs),
+ * TD_ENOMEM; on error *out is empty. */
+int http_query_parse(const char *qs, size_t len, http_query_args *out /* OUT */);
+/* http_query_args_get: the value of the first pair named `name`, or NULL. */
+const char *http_query_args_get(const http_query_args *q, const char *name);
+/* http_query_args_deinit: free the buffer and empty *q. */
+void http_query_args_deinit(http_query_args *q);
+
 typedef struct http_req {
   struct MHD_Connection *conn;
   http_server *srv;
@@ -95,6 +129,8 @@ typedef struct http_req {
   size_t body_len;
   store_pool *pool;
   store *st;            /* lazily borrowed by http_store; returned after the handler */
+  const http_query_args *args; /* non-NULL: http_query reads these, not the connection
+                                * (tests and fuzzing drive handlers without MHD) */
 } http_req;
 
 typedef struct http_resp {

@@ -22,6 +22,7 @@
 #include "log.h"
 #include "queue.h"
 #include "store.h"
+#include "store_cache.h"
 
 #define TDLAB_VERSION "0.1.0"
 
@@ -35,7 +36,7 @@ static void usage(FILE *f) {
           "           [--max-job-bytes 4G] [--max-params 50e6] [--max-queued 10000]\n"
           "           [--job-timeout SECONDS] [--max-attempts 3] [--http-threads N]\n"
           "           [--max-conns 1024] [--conn-timeout 30] [--batch-points 1024]\n"
-          "           [--batch-ms 250] [--shutdown-timeout 60]\n"
+          "           [--batch-ms 250] [--shutdown-timeout 60] [--job-cache 4096]\n"
           "  run      SPEC.json|- [--out metrics.jsonl] [--blas-threads N]\n"
           "  kinds    [--json]\n"
           "  migrate  --db F [--migrations DIR]\n"
@@ -519,7 +520,7 @@ static int cmd_serve(opts *o) {
              *token_file = NULL;
   long port = 8080, workers = -1, max_queued = 10000, max_attempts = 3, http_threads = 0,
        max_conns = 1024, conn_timeout = 30, batch_points = 1024, batch_ms = 250,
-       shutdown_timeout = 60;
+       shutdown_timeout = 60, job_cache = 4096;
   double max_body = 1048576, job_timeout = 0;
   int insecure = 0, token_for_read = 0;
   td_limits limits = td_kinds_default_limits();
@@ -558,6 +559,7 @@ static int cmd_serve(opts *o) {
     else if (!strcmp(n, "--conn-timeout")) conn_timeout = parse_long(n, need(o), 0, 86400);
     else if (!strcmp(n, "--batch-points")) batch_points = parse_long(n, need(o), 1, 10000000);
     else if (!strcmp(n, "--batch-ms")) batch_ms = parse_long(n, need(o), 1, 3600000);
+    else if (!strcmp(n, "--job-cache")) job_cache = parse_long(n, need(o), 0, 1 << 20);
     else if (!strcmp(n, "--shutdown-timeout")) shutdown_timeout = parse_long(n, need(o), 1, 86400);
     else {
       fprintf(stderr, "tdlab serve: unknown option %s\n", n);
@@ -639,11 +641,18 @@ static int cmd_serve(opts *o) {
   api_ctx app;
   memset(&app, 0, sizeof app);
   http_server *srv = NULL;
-  int rc = queue_create(&qc, &q, &e);
+  /* Rendered job records for GET /api/v1/jobs/{id}, invalidated by every commit that changes
+   * the job (store_cache.h); entries also expire after 1 s. --job-cache 0 turns it off. */
+  store_cache *cache = NULL;
+  int rc = job_cache > 0 ? store_cache_create((size_t)job_cache, 256 * 1024, 1000, &cache, &e) : 0;
+  qc.cache = cache;
+  if (!rc) rc = queue_create(&qc, &q, &e);
   if (!rc) rc = store_pool_create(db, 0, &pool, &e);
+  if (!rc) store_pool_set_cache(pool, cache);
   char webbuf[PATH_MAX + 32];
   web = find_web(web, webbuf, sizeof webbuf);
   if (!rc) rc = api_ctx_init(&app, q, limits, max_queued, web, &e);
+  app.job_cache = cache;
   if (!rc) {
     if (!app.web_root) log_emit(LOG_WARN, "no_dashboard", "web=%s msg=\"directory not found\"", web);
     http_config hc = {.host = host, .port = (unsigned)port, .threads = (unsigned)http_threads,
@@ -657,6 +666,7 @@ static int cmd_serve(opts *o) {
     queue_destroy(q);
     api_ctx_deinit(&app);
     store_pool_destroy(pool);
+    store_cache_destroy(cache);
     free(token);
     return 1;
   }
@@ -681,6 +691,7 @@ static int cmd_serve(opts *o) {
   http_stop(srv);
   queue_destroy(q);
   store_pool_destroy(pool);
+  store_cache_destroy(cache);
   api_ctx_deinit(&app);
   free(token);
   log_notice("stopped", "msg=\"clean shutdown\"");

@@ -23,6 +23,8 @@
 
 #include "http.h"
 #include "log.h"
+#include "store_cache.h"
+#include "sweeps.h"
 
 typedef struct worker {
   struct queue *q;
@@ -56,6 +58,7 @@ typedef struct job_ctx {
   int timed_out;
   int write_failed;
   long done, total;
+  sweeps_hook *sweep; /* set for a sweep child: early stopping, refresh on end (sweeps.h) */
 } job_ctx;
 
 static long long mono_ms(void) {
@@ -87,6 +90,7 @@ static int sink_metric(void *ctx, const char *key, long step, double value) {
   job_ctx *c = ctx;
   int rc = store_mw_put(c->mw, key, step, value);
   note_write(c, rc);
+  if (c->sweep) sweeps_hook_metric(c->sweep, key, step, value);
   return rc == TD_EIO ? 0 : rc; /* the point stays buffered; the next flush retries */
 }
 
@@ -127,6 +131,7 @@ static int sink_should_stop(void *ctx) {
   job_ctx *c = ctx;
   note_write(c, store_mw_tick(c->mw));
   if (atomic_load(&c->w->cancel) || atomic_load(&c->w->q->stopping)) return 1;
+  if (c->sweep && sweeps_hook_pruned(c->sweep, NULL)) return 1;
   if (c->timeout_ms > 0 && mono_ms() - c->start_ms > c->timeout_ms) {
     c->timed_out = 1;
     return 1;
@@ -181,6 +186,12 @@ static void run_job(worker *w, store_claimed *cl) {
   int status = STORE_FAILED, rc = 0;
   char error[512] = "";
   char *summary_text = NULL;
+  const char *pruned_why = NULL;
+  if (sweeps_hook_begin(w->st, cl->id, &c.sweep, &e)) {
+    log_emit(LOG_WARN, "sweep_hook_failed", "job=%lld code=%d (runs without early stopping)",
+             (long long)cl->id, e.code);
+    td_err_clear(&e);
+  }
   if (!kind || !params || !json_is_object(params)) {
     snprintf(error, sizeof error, "%s", !kind ? "unknown kind" : "stored params are not a JSON object");
   } else if (store_mw_create(w->st, cl->id, q->cfg.batch_points, q->cfg.batch_ms, &c.mw, &e)) {
@@ -204,6 +215,10 @@ static void run_job(worker *w, store_claimed *cl) {
     } else if (rc == TD_EDIVERGED) {
       status = STORE_DIVERGED;
       snprintf(error, sizeof error, "%s", e.msg[0] ? e.msg : td_strerror(rc));
+    } else if (rc == TD_ECANCELLED && !atomic_load(&w->cancel) &&
+               sweeps_hook_pruned(c.sweep, &pruned_why)) {
+      status = STORE_PRUNED; /* early stopping of a sweep child (sweeps.h) */
+      snprintf(error, sizeof error, "pruned by early stopping: %s", pruned_why);
     } else if (atomic_load(&w->cancel)) {
       status = STORE_CANCELLED;
       snprintf(error, sizeof error, "cancelled by request");
@@ -222,6 +237,7 @@ static void run_job(worker *w, store_claimed *cl) {
     }
   }
   record(w, cl->id, status, error[0] ? error : NULL, summary_text, c.done, c.total);
+  sweeps_hook_end(c.sweep, status == STORE_QUEUED); /* sweep status and fit refresh */
   atomic_fetch_add(&q->finished, 1);
   char eq[600];
   log_emit(status == STORE_FAILED ? LOG_WARN : LOG_INFO,
@@ -291,6 +307,7 @@ int queue_create(const queue_config *cfg, queue **out, td_err *err) {
     w->q = q;
     w->index = i;
     int rc = store_open(cfg->db_path, cfg->busy_timeout_ms, &w->st, err);
+    if (!rc && cfg->cache) rc = store_cache_attach(w->st, cfg->cache, err);
     if (rc) {
       queue_destroy(q);
       return rc;

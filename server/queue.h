@@ -22,6 +22,7 @@ typedef struct queue_config {
   double job_timeout_s;      /* wall-clock limit per job in seconds; 0: none */
   int busy_timeout_ms;       /* SQLite busy_timeout (0: 5000) */
   queue_find_kind_fn find_kind; /* NULL: td_kinds_find */
+  struct store_cache *cache; /* job cache attached to each worker's connection (NULL: none) */
 } queue_config;
 
 typedef struct queue_stats {

@@ -14,6 +14,8 @@
  * INSERT OR IGNORE makes a deterministic re-run after a crash add only the missing steps.
  * SQLite cannot store NaN (it becomes NULL), so NULL in metrics.value means NaN. */
 #include "store.h"
+#include "store_cache.h"
+#include "store_internal.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -44,8 +46,11 @@
   X(JOB_GET, "SELECT " JOB_COLS " FROM jobs WHERE id=?1")                                  \
   X(JOB_CLAIM,                                                                             \
     "UPDATE jobs SET status='running', started_at=" NOW ", finished_at=NULL, "             \
-    "progress_done=0, progress_total=0 WHERE id=(SELECT id FROM jobs WHERE "               \
-    "status='queued' ORDER BY priority DESC, id LIMIT 1) RETURNING id, kind, params, attempt") \
+    "progress_done=0, progress_total=0 WHERE id=(SELECT j.id FROM jobs j WHERE "           \
+    "j.status='queued' AND (j.sweep_id IS NULL OR NOT EXISTS (SELECT 1 FROM sweeps w "     \
+    "WHERE w.id=j.sweep_id AND w.max_concurrency>0 AND (SELECT count(*) FROM jobs r "      \
+    "WHERE r.sweep_id=j.sweep_id AND r.status='running')>=w.max_concurrency)) "            \
+    "ORDER BY j.priority DESC, j.id LIMIT 1) RETURNING id, kind, params, attempt")         \
   X(JOB_FINISH,                                                                            \
     "UPDATE jobs SET status=?2, finished_at=" NOW ", error=?3, summary=?4, "               \
     "progress_done=?5, progress_total=?6 WHERE id=?1 AND status='running'")                \
@@ -115,6 +120,9 @@ struct store {
   sqlite3 *db;
   sqlite3_stmt *st[ST__COUNT];
 };
+
+/* store__db: the connection, for server modules with their own SQL (store_internal.h). */
+sqlite3 *store__db(store *s) { return s->db; }
 
 const char *store_status_name(int status) {
   return (status >= 0 && status < STORE_N_STATUS) ? status_names[status] : NULL;
@@ -1085,6 +1093,7 @@ struct store_pool {
   pthread_mutex_t mu;
   char *path;
   int busy_ms;
+  store_cache *cache; /* attached to every connection the pool opens (NULL: none) */
   store **free_list;
   size_t n_free, cap_free;
 };
@@ -1108,8 +1117,15 @@ int store_pool_get(store_pool *p, store **out, td_err *err) {
   if (p->n_free) *out = p->free_list[--p->n_free];
   pthread_mutex_unlock(&p->mu);
   if (*out) return 0;
-  return store_open(p->path, p->busy_ms, out, err);
+  int rc = store_open(p->path, p->busy_ms, out, err);
+  if (!rc && p->cache && (rc = store_cache_attach(*out, p->cache, err))) {
+    store_close(*out);
+    *out = NULL;
+  }
+  return rc;
 }
+
+void store_pool_set_cache(store_pool *p, store_cache *c) { p->cache = c; }
 
 void store_pool_put(store_pool *p, store *s) {
   if (!s) return;

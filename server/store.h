@@ -19,7 +19,8 @@ typedef struct store store;
   X(SUCCEEDED, "succeeded") \
   X(FAILED, "failed")     \
   X(DIVERGED, "diverged") \
-  X(CANCELLED, "cancelled")
+  X(CANCELLED, "cancelled") \
+  X(PRUNED, "pruned") /* a sweep child stopped by early stopping (server/sweeps.h) */
 
 enum {
 #define STORE__ST_ENUM(e, s) STORE_##e,
@@ -120,12 +121,14 @@ typedef struct store_claimed {
 
 /* store_job_claim: atomically move the best queued job (highest priority, then oldest) to
  * running, with a single UPDATE ... RETURNING, so that two claimers never get the same job.
+ * A child of a sweep whose max_concurrency (migrations/0002_sweeps.sql) is already reached by
+ * its running siblings is skipped: the cap is checked inside the same statement.
  * *found (OUT) is 1 with *job filled, or 0 when the queue is empty. Errors: TD_EIO. */
 int store_job_claim(store *s, store_claimed *job /* OUT */, int *found /* OUT */, td_err *err);
 void store_claimed_free(store_claimed *job);
 
 /* store_job_finish: move a running job to a final status with its error text (NULL: none)
- * and summary JSON (NULL: none) and progress. status is STORE_SUCCEEDED..STORE_CANCELLED.
+ * and summary JSON (NULL: none) and progress. status is STORE_SUCCEEDED..STORE_PRUNED.
  * Errors: TD_ECONFLICT (the job is not running), TD_EIO. */
 int store_job_finish(store *s, int64_t id, int status, const char *error,
                      const char *summary_json, long done, long total, td_err *err);
@@ -261,6 +264,10 @@ int store_pool_create(const char *path, int busy_timeout_ms, store_pool **out /*
                       td_err *err);
 /* store_pool_get: borrow a connection (opens one when none is free). Errors: TD_EIO. */
 int store_pool_get(store_pool *p, store **out /* OUT */, td_err *err);
+/* store_pool_set_cache: attach `c` (see store_cache.h; borrowed, must outlive the pool) to
+ * every connection the pool opens from now on. Call it before the first store_pool_get. */
+struct store_cache;
+void store_pool_set_cache(store_pool *p, struct store_cache *c);
 /* store_pool_put: return a borrowed connection. s may be NULL. */
 void store_pool_put(store_pool *p, store *s);
 /* store_pool_destroy: close every connection; none may be borrowed. NULL ok. */

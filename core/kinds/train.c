@@ -17,7 +17,23 @@
  *  - Summary: test_acc, test_loss, train_loss (= the final train_eval_loss), train_acc,
  *    n_params, steps, steps_per_sec (wall time of the training steps alone: batch gather,
  *    forward, backward, norms, update; no evaluation, no reporting).
- *  - A non-finite minibatch loss ends the job with TD_EDIVERGED and summary.diverged_step. */
+ *  - A non-finite minibatch loss ends the job with TD_EDIVERGED and summary.diverged_step.
+ *  - noise_scale.every (optional): every that many steps, after update t, the gradient noise
+ *    scale is measured at the current parameters (McCandlish et al. 2018, App. A; core/gns.h):
+ *    b_big distinct training examples are drawn (stream TRAIN_RNG_GNS of the seed), the mean
+ *    loss gradient G_small of the first b_small of them and G_big of all b_big are computed
+ *    (one forward/backward pass over the b_big examples; weight decay is not part of it), and
+ *    the unbiased two-batch estimates of |G|^2 and tr(Sigma) are folded into EMAs (decay
+ *    noise_scale.decay, absent: 0.95). Logs gns_g2 and gns_trace (bias-corrected EMAs) and
+ *    b_simple = tr(Sigma) / |G|^2 in examples (NaN while the |G|^2 EMA is <= 0).
+ *  - target_loss (optional): the job ends (succeeded) at the first step t whose smoothed
+ *    training loss is <= target_loss; summary.steps_to_target = t (JSON null when the target
+ *    was not reached within the steps). The smoothed loss is the bias-corrected EMA of the
+ *    minibatch train_loss, ema_t = d ema_{t-1} + (1 - d) train_loss_t divided by 1 - d^t
+ *    (d = target_ema, absent: 0.95), logged as train_loss_ema. It is cheap (no extra pass),
+ *    and lags the true loss by about d / (1 - d) steps (19 at 0.95): a constant offset in
+ *    steps, small next to steps_to_target in batch-size scans; raise d for small batches
+ *    whose minibatch loss is noisy. A final evaluation is made at step t. */
 #include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
@@ -75,7 +91,23 @@ static const td_param train_params[] = {
     {"eval_every", TD_PT_INT, NULL, 1, 1e9, NULL, 0,
      "steps between evaluations (absent: about 10 evaluations; always at step 0 and the end)"},
     {"seed", TD_PT_INT, "0", 0, 9007199254740991.0, NULL, 0, "seed of init, data and shuffling"},
+    {"noise_scale.every", TD_PT_INT, NULL, 1, 1e9, NULL, 0,
+     "steps between gradient-noise-scale measurements (b_simple, McCandlish et al. 2018; "
+     "absent: none)"},
+    {"noise_scale.b_small", TD_PT_INT, NULL, 1, 65536, NULL, 0,
+     "noise scale: the small batch (absent: batch_size)"},
+    {"noise_scale.b_big", TD_PT_INT, NULL, 2, 65536, NULL, 0,
+     "noise scale: the big batch, > b_small and <= n_train (absent: min(n_train, 8 b_small))"},
+    {"noise_scale.decay", TD_PT_NUM, NULL, 0, 0.9999, NULL, 0,
+     "noise scale: EMA decay of the |G|^2 and tr(Sigma) estimates (absent: 0.95)"},
+    {"target_loss", TD_PT_NUM, NULL, 0, 1e300, NULL, 0,
+     "end the job once the smoothed train loss (train_loss_ema) is <= this; records "
+     "summary.steps_to_target (absent: no target)"},
+    {"target_ema", TD_PT_NUM, NULL, 0, 0.9999, NULL, 0,
+     "EMA decay of train_loss_ema, the loss compared with target_loss (absent: 0.95)"},
 };
+
+#define TRAIN_RNG_GNS 0x474e53 /* rng stream of the noise-scale batches ("GNS") */
 
 typedef struct train_cfg {
   int synthetic;
@@ -92,6 +124,11 @@ typedef struct train_cfg {
   long total_steps;
   long eval_every;
   uint64_t seed;
+  long gns_every;   /* 0: no noise-scale measurement */
+  int gns_small, gns_big;
+  double gns_decay;
+  int has_target;
+  double target_loss, target_ema;
 } train_cfg;
 
 /* Read validated params (borrowed) into c and do the cross-field checks. */
@@ -174,6 +211,31 @@ static int parse_cfg(const json_t *p, train_cfg *c, td_err *err) {
   c->eval_every = td_param_int(p, "eval_every", 0);
   if (c->eval_every <= 0) c->eval_every = c->total_steps >= 10 ? (c->total_steps + 9) / 10 : 1;
   c->seed = (uint64_t)td_param_int(p, "seed", 0);
+  c->gns_every = td_param_int(p, "noise_scale.every", 0);
+  if (c->gns_every > 0) {
+    long bs_small = td_param_int(p, "noise_scale.b_small", c->batch);
+    long big_def = 8 * bs_small < (long)c->n_train ? 8 * bs_small : (long)c->n_train;
+    long bs_big = td_param_int(p, "noise_scale.b_big", big_def);
+    if (bs_small >= (long)c->n_train)
+      return td_err_set(err, TD_EINVAL, "params.noise_scale.b_small",
+                        "noise_scale.b_small (%ld) must be below n_train (%zu)", bs_small,
+                        c->n_train);
+    if (bs_big <= bs_small || bs_big > (long)c->n_train)
+      return td_err_set(err, TD_EINVAL, "params.noise_scale.b_big",
+                        "noise_scale.b_big (%ld) must be above b_small (%ld) and at most "
+                        "n_train (%zu)",
+                        bs_big, bs_small, c->n_train);
+    c->gns_small = (int)bs_small;
+    c->gns_big = (int)bs_big;
+    c->gns_decay = td_param_num(p, "noise_scale.decay", 0.95);
+  } else if (td_param_has(p, "noise_scale.b_small") || td_param_has(p, "noise_scale.b_big") ||
+             td_param_has(p, "noise_scale.decay")) {
+    return td_err_set(err, TD_EINVAL, "params.noise_scale.every",
+                      "noise_scale needs every (the steps between measurements)");
+  }
+  c->has_target = td_param_has(p, "target_loss");
+  c->target_loss = td_param_num(p, "target_loss", 0.0);
+  c->target_ema = td_param_num(p, "target_ema", 0.95);
   return 0;
 }
 
@@ -191,6 +253,11 @@ static int train_check(const json_t *params, td_estimate *est, td_err *err) {
   bytes += 8.0 * (double)(c.n_train + c.n_test) * (d + k) + 8.0 * c.n_train; /* data, perm */
   bytes += 8.0 * (double)c.batch * (d + k) + 8.0 * EVAL_BATCH * k; /* batch buffers */
   if (!c.synthetic) bytes += 60000.0 * 785; /* decompressed IDX file while loading */
+  if (c.gns_every > 0) { /* noise scale: 2 gradients, a b_big batch and its activations */
+    double ws_gns = 0;
+    if ((rc = td_mlp_estimate(&c.mlp, c.gns_big, &np, &ws_gns, err))) return rc;
+    bytes += 16.0 * np + ws_gns + 8.0 * (double)c.gns_big * (d + 2 * k) + 8.0 * c.n_train;
+  }
   est->bytes = bytes;
   est->n_params = np;
   return 0;

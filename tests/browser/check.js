@@ -86,20 +86,30 @@ async function launch() {
     '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-default-apps',
     '--disable-extensions', '--mute-audio', '--hide-scrollbars', '--window-size=1280,900',
     '--remote-debugging-address=127.0.0.1', '--remote-debugging-port=0', '--user-data-dir=' + udd, 'about:blank'],
-  { stdio: ['ignore', log, log] });
+  { stdio: ['ignore', log, log], detached: true });  // own process group: cleanup reaches its children
   let exited = null;
-  proc.on('exit', (c) => { exited = c; });
+  const gone = new Promise((r) => proc.on('exit', (c) => { exited = c; r(); }));
   const portFile = path.join(udd, 'DevToolsActivePort');
   let port = null;
   for (let i = 0; i < 300 && port === null && exited === null; i++) {
     await sleep(100);
     try { const l = fs.readFileSync(portFile, 'utf8').split('\n')[0].trim(); if (/^\d+$/.test(l)) port = Number(l); } catch (e) { /* not yet */ }
   }
-  const cleanup = () => { try { proc.kill('SIGKILL'); } catch (e) { /* gone */ } try { fs.rmSync(udd, { recursive: true, force: true }); } catch (e) { /* ignore */ } };
-  if (port === null) { cleanup(); throw new Error('chromium did not open its DevTools port (exit ' + exited + '), see ' + path.join(OUT, 'chromium.log')); }
+  /* close the browser (CDP Browser.close when connected), then kill its process group, wait
+   * for the exit, and only then remove the profile directory */
+  const cleanup = async (cdpConn) => {
+    if (cdpConn && exited === null) { try { await cdpConn.send('Browser.close', {}, 3000); } catch (e) { /* kill below */ } }
+    await Promise.race([gone, sleep(3000)]);
+    if (exited === null) {
+      try { process.kill(-proc.pid, 'SIGKILL'); } catch (e) { try { proc.kill('SIGKILL'); } catch (e2) { /* gone */ } }
+      await Promise.race([gone, sleep(3000)]);
+    }
+    try { fs.rmSync(udd, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 }); } catch (e) { /* ignore */ }
+  };
+  if (port === null) { await cleanup(); throw new Error('chromium did not open its DevTools port (exit ' + exited + '), see ' + path.join(OUT, 'chromium.log')); }
   const targets = await (await fetch('http://127.0.0.1:' + port + '/json/list')).json();
   const page = targets.find((t) => t.type === 'page');
-  if (!page) { cleanup(); throw new Error('no page target'); }
+  if (!page) { await cleanup(); throw new Error('no page target'); }
   const cdp = new CDP(page.webSocketDebuggerUrl);
   await cdp.open();
   return { cdp, cleanup };
@@ -257,16 +267,29 @@ async function checkFixtures(base) {
   const loss = await chartDrawn('chart-loss', 'fixtures: loss chart with NaN/Infinity values is drawn');
   ok(loss && loss.points === 599, 'fixtures: the 2 non-finite points are gaps (599 of 601 drawn)', loss && loss.points);
   const sh = await chartDrawn('chart-sharpness', 'fixtures: sharpness chart is drawn');
-  ok(sh && sh.series && sh.series.join() === 'sharpness,two_over_lr', 'fixtures: sharpness is plotted with its 2/lr line', sh && sh.series);
+  ok(sh && sh.series && sh.series.join() === 'sharpness,stability_threshold,two_over_lr', 'fixtures: sharpness is plotted with its 2/lr and threshold lines (and nothing else)', sh && sh.series);
+  const own = await evaluate(`TD.charts.map(function (c) { return c.opts.id; }).join()`);
+  ok(/chart-m-sharpness_resid/.test(own) && /chart-m-sharpness_ratio/.test(own) && /chart-m-lanczos_steps/.test(own), 'fixtures: diagnostics (residuals, ratios, counts) get charts of their own', own);
+  const tr = await evaluate(drawnExpr('chart-m-hessian_trace'));
+  ok(tr && tr.series && tr.series.join() === 'hessian_trace,hessian_trace_stderr', 'fixtures: a key and its _stderr share a chart', tr && tr.series);
   const wn = await chartDrawn('chart-m-weight_norm', 'fixtures: keys with a common prefix share a chart');
   ok(wn && wn.series && wn.series.length === 2, 'fixtures: weight_norm/0 and weight_norm/1 together', wn && wn.series);
-  const arts = await waitUntil(`(function () { var ids = TD.charts.map(function (c) { return c.opts.id + ':' + c.opts.title; }).filter(function (s) { return /^art-/.test(s); });
-    return ids.length >= 3 && ids; })()`, 8000);
-  ok(arts && arts.some((s) => /spectral density/.test(s)), 'fixtures: spectral density artifact is plotted', arts);
-  ok(arts && arts.some((s) => /eigenvalues/.test(s)), 'fixtures: eigenvalue list artifact is plotted', arts);
-  ok(arts && arts.some((s) => /quadrature/.test(s)), 'fixtures: SLQ nodes/weights artifact is plotted', arts);
+  const artTitles = `TD.charts.filter(function (c) { return /^art-/.test(c.opts.id || ''); }).map(function (c) { return c.opts.title; })`;
+  const arts = await waitUntil(`(function () { var t = ${artTitles}; return t.length >= 4 && t; })()`, 8000);
+  ok(arts && arts.some((s) => /density\.json — spectral density/.test(s)), 'fixtures: spectral density artifact is plotted', arts);
+  ok(arts && arts.some((s) => /quadrature/.test(s)), 'fixtures: SLQ nodes/weights (one row per probe) are plotted', arts);
+  ok(arts && arts.some((s) => /hessian_top_k over steps/.test(s)), 'fixtures: top-k eigenvalues are plotted over steps', arts);
+  ok(arts && arts.some((s) => /top 5 eigenvalues at step 600/.test(s)), 'fixtures: the last top-k is drawn as bars', arts);
+  const fams = await evaluate(`Array.prototype.map.call(document.querySelectorAll('.art-group'), function (g) { return g.getAttribute('data-family') + ':' + g.querySelectorAll('option').length; }).join()`);
+  ok(fams === 'density.json:4,eigenvalues.json:4', 'fixtures: name_stepN.json artifacts form one family with a step selector', fams);
   const links = await evaluate(`document.querySelectorAll('#artifacts a').length`);
-  ok(links === 4, 'fixtures: artifacts are listed with links', links);
+  ok(links === 9, 'fixtures: every artifact is listed with a link', links);
+  await evaluate(`(function () { var s = document.querySelector('.art-group[data-family="eigenvalues.json"] select'); s.value = '2'; s.dispatchEvent(new Event('change')); })()`);
+  const snap = await waitUntil(`(function () { var g = document.querySelector('.art-group[data-family="eigenvalues.json"]'); var t = g.textContent; return /at step 300/.test(t) && /± 8\.1/.test(t) && t; })()`, 5000);
+  ok(snap, 'fixtures: choosing a step shows that snapshot (bars, LM/GGN values, trace ± stderr)');
+  await evaluate(`(function () { var s = document.querySelector('.art-group[data-family="density.json"] select'); s.value = '3'; s.dispatchEvent(new Event('change')); })()`);
+  const d0 = await waitUntil(`(function () { var t = ${artTitles}; return t.some(function (x) { return /density_step0\.json — spectral density/.test(x); }) && t; })()`, 5000);
+  ok(d0, 'fixtures: choosing a step redraws the density', d0);
   await evaluate(`document.querySelectorAll('input.logy').forEach(function (cb) { cb.click(); })`);
   await sleep(300);
   await chartDrawn('chart-loss', 'fixtures: loss chart still draws with every chart on log y');
@@ -361,8 +384,8 @@ async function checkFixtures(base) {
   } catch (e) {
     ok(false, 'browser session', e.message);
   } finally {
+    if (browser) await browser.cleanup(cdp);
     if (cdp) cdp.close();
-    if (browser) browser.cleanup();
     if (fake) fake.close();
   }
   console.log('# check.js: ' + passed + ' ok, ' + failed + ' not ok');

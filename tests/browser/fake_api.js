@@ -70,6 +70,11 @@ function metricsFor(id) {
     out['weight_norm/0'] = []; out['weight_norm/1'] = [];
     for (let s = 0; s <= 600; s += 10) { out['weight_norm/0'].push([s, 5 + s / 200]); out['weight_norm/1'].push([s, 3 + s / 300]); }
     out.hessian_trace = [[0, 120], [200, 300], [400, '-Infinity'], [600, 410]];
+    out.hessian_trace_stderr = [[0, 8], [200, 9], [400, 9], [600, 10]];
+    out.stability_threshold = out.two_over_lr.map((p) => [p[0], 100]);
+    out.sharpness_resid = out.sharpness.map((p) => [p[0], 1e-10 * (1 + r())]);
+    out.sharpness_ratio = out.sharpness.map((p) => [p[0], p[1] / 100]);
+    out.lanczos_steps = out.sharpness.map((p) => [p[0], 20 + Math.floor(10 * r())]);
   } else if (id === 3) {
     out.train_loss = [];
     for (let s = 0; s <= 37; s++) out.train_loss.push([s, s < 36 ? 2.3 * Math.pow(1.6, s) : 'NaN']);
@@ -102,28 +107,52 @@ function downsample(n, maxPoints, f) {
   return { step: steps, value: values };
 }
 
+/* job 2's artifacts mirror what the curvature/eos kinds write: a final density.json and
+ * eigenvalues.json (top-k per analysed step), plus per-step snapshots name_stepN.json. */
+const ART_STEPS = [0, 300, 600];
 function artifactsFor(id) {
   if (id !== 2) return [];
-  return [
-    { name: 'spectrum.json', content_type: 'application/json', size: 5321, created_at: T1 },
-    { name: 'hessian_top_k.json', content_type: 'application/json', size: 312, created_at: T1 },
-    { name: 'slq.json', content_type: 'application/json', size: 900, created_at: T1 },
+  const out = [
+    { name: 'density.json', content_type: 'application/json', size: 5321, created_at: T1 },
+    { name: 'eigenvalues.json', content_type: 'application/json', size: 612, created_at: T1 },
     { name: 'params.safetensors', content_type: 'application/octet-stream', size: 1626000, created_at: T1 },
   ];
+  ART_STEPS.forEach((s) => {
+    out.push({ name: 'density_step' + s + '.json', content_type: 'application/json', size: 5300, created_at: T1 });
+    out.push({ name: 'eigenvalues_step' + s + '.json', content_type: 'application/json', size: 700, created_at: T1 });
+  });
+  return out;
 }
+function density(step) {
+  const top = 10 + step / 6.6;  // the outlier eigenvalue moves out as training sharpens
+  const grid = [], dens = [];
+  for (let i = 0; i < 256; i++) {
+    const x = -5 + i * (top + 10) / 255;
+    grid.push(x);
+    dens.push(0.9 * Math.exp(-x * x / 2) / 2.5 + 0.02 * Math.exp(-(x - top) * (x - top) / 4) + 1e-6);
+  }
+  return { step: step, grid: grid, density: dens, sigma: 0.5, n_probes: 2,
+    nodes: [[-3, 0.1, 2, top / 2, top - 1], [-2.5, 0.2, 3, top / 2 + 10, top + 1]],
+    weights: [[0.1, 0.6, 0.25, 0.04, 0.01], [0.12, 0.55, 0.3, 0.02, 0.01]] };
+}
+function topk(step) { return [10 + step / 6, 8 + step / 12, 6 + step / 20, 4 + step / 40, 'NaN'].map((v) => v); }
 function artifact(id, name) {
   if (id !== 2) return null;
-  if (name === 'spectrum.json') {
-    const grid = [], density = [];
-    for (let i = 0; i < 200; i++) {
-      const x = -5 + i * 0.6;
-      grid.push(x);
-      density.push(0.9 * Math.exp(-x * x / 2) / 2.5 + 0.02 * Math.exp(-(x - 95) * (x - 95) / 4) + 1e-6);
-    }
-    return { step: 600, grid: grid, density: density, sigma: 0.5 };
+  let m;
+  if (name === 'density.json') return density(600);
+  if ((m = /^density_step(\d+)\.json$/.exec(name)) && ART_STEPS.includes(Number(m[1]))) return density(Number(m[1]));
+  if (name === 'eigenvalues.json') {
+    return { steps: ART_STEPS, hessian_top_k: ART_STEPS.map((s) => topk(s).map((v) => (v === 'NaN' ? 1 : v))),
+      ggn_top: ART_STEPS.map((s) => 9 + s / 6), hessian_trace: ART_STEPS.map((s) => 100 + s) };
   }
-  if (name === 'hessian_top_k.json') return { mode: 'largest_algebraic', step: 600, eigenvalues: [101.3, 54.2, 33.1, 20.7, 12.2, 8.1, 5.5, 'NaN', 1.2, -0.8] };
-  if (name === 'slq.json') return { probes: 2, nodes: [[-3, 0.1, 2, 50, 99], [-2.5, 0.2, 3, 60, 101]], weights: [[0.1, 0.6, 0.25, 0.04, 0.01], [0.12, 0.55, 0.3, 0.02, 0.01]] };
+  if ((m = /^eigenvalues_step(\d+)\.json$/.exec(name)) && ART_STEPS.includes(Number(m[1]))) {
+    const s = Number(m[1]);
+    return { step: s, loss: 2 - s / 600, n: 200, n_params: 25450,
+      hessian: { which: 'LA', eigenvalues: topk(s), residuals: [1e-16, 1e-16, 1e-15, 1e-13, 1e-10], steps: 24 },
+      hessian_lm: { which: 'LM', eigenvalues: [topk(s)[0]], residuals: [1e-10], steps: 17 },
+      ggn: { which: 'LA', eigenvalues: [9 + s / 6], residuals: [2e-10], steps: 16 },
+      trace: { estimate: 100 + s, std_err: 8.1, n_probes: 20 } };
+  }
   return null;
 }
 

@@ -81,7 +81,7 @@
   function fmtLegend(u, v) { return v == null ? '—' : TD.fmt(v, 5); }
 
   /* TD.chart(parent, opts): opts = {title, xLabel, yLabel, logY, logX, logToggle (default
-   * true), logXToggle, height, id}. Returns {set(series, extra), destroy(), card, u}.
+   * true), logXToggle, height, id, wide, intX (integer x ticks)}. Returns {set(series, extra), destroy(), card, u}.
    * series: [{label, x, y, color, dash, width, style: 'line'|'points'|'bars', show}]
    * extra: {bands: [[hiIndex, loIndex]] (0-based indexes into series), note: 'text'} */
   TD.chart = function (parent, opts) {
@@ -139,16 +139,19 @@
       var bands = (self.extra.bands || []).map(function (b) {
         return { series: [b[0] + 1, b[1] + 1], fill: b[2] || 'rgba(37, 99, 235, 0.12)' };
       });
+      var hasBars = self.series.some(function (s) { return s.style === 'bars'; });
       var uopts = {
         width: width(), height: opts.height || 260,
         scales: {
-          x: { time: false, distr: self.logX ? 3 : 1 },
+          x: { time: false, distr: self.logX ? 3 : 1,
+            range: hasBars && !self.logX ? function (u, min, max) { return [min - 0.5, max + 0.5]; } : undefined },
           y: { distr: self.logY ? 3 : 1 },
         },
         series: ser,
         bands: bands,
         axes: [
-          axisOpts({ label: opts.xLabel || 'step', labelSize: 18, size: 36, values: ticks }, self.logX),
+          axisOpts({ label: opts.xLabel || 'step', labelSize: 18, size: 36, values: ticks,
+            incrs: opts.intX ? [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000] : undefined }, self.logX),
           axisOpts({ label: opts.yLabel || '', labelSize: opts.yLabel ? 18 : 0, size: 64, values: ticks }, self.logY),
         ],
         legend: { live: true },

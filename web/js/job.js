@@ -45,7 +45,10 @@
 
   var LOSS_RE = /^([a-z0-9]+_)*loss(_theory|_ema|_avg|_mean|_smooth|_full)?$/i;
   var ACC_RE = /(^|_)acc(uracy)?(_ema)?$/i;
-  var SHARP_RE = /^sharpness/i;
+  var SHARP_RE = /^sharpness(_ema|_la|_lm|_top)?$/i;
+  /* diagnostics on their own scale (Lanczos residuals, ratios, iteration counts): never
+   * pulled into a named chart, never grouped */
+  var DIAG_RE = /(_resid(ual)?s?|_ratio|_steps|_iters?|_count|_n_?matvec|_converged)$/i;
   var REF_RE = /^(2|two)_?(over_?|\/)lr$|(^|_)two_over_lr$|^2lr$|stability_threshold|(^|_)threshold$|^eos_threshold$/i;
 
   /* groupKeys(keys) -> [{id, title, keys: [...], refs: {key: true}}]. Loss-like keys share a
@@ -75,12 +78,14 @@
     var owner = {};
     groups.forEach(function (g) { g.keys.forEach(function (k) { owner[k] = g; }); });
     keys.forEach(function (k) {
-      if (used[k]) return;
+      if (used[k] || DIAG_RE.test(k)) return;
       var st = stems(k);
       for (var i = st.length - 1; i >= 0; i--) {
         if (owner[st[i]]) { owner[st[i]].keys.push(k); used[k] = true; break; }
       }
     });
+    var diag = keys.filter(function (k) { return !used[k] && DIAG_RE.test(k); });
+    diag.forEach(function (k) { used[k] = true; });
     var rest = keys.filter(function (k) { return !used[k]; });
     var parent = {};
     rest.forEach(function (k) { parent[k] = k; });
@@ -111,6 +116,7 @@
       var title = ks.length === 1 ? ks[0] : commonPrefix(ks).replace(/[_\/.]+$/, '') || ks.join(', ');
       groups.push({ id: 'm-' + title, title: title, keys: ks, refs: {} });
     });
+    diag.forEach(function (k) { groups.push({ id: 'm-' + k, title: k, keys: [k], refs: {} }); });
     return groups;
   }
   function commonPrefix(ks) {
@@ -162,11 +168,11 @@
         });
         state.charts[g.id] = c;
       }
-      var bad = 0;
+      var bad = 0, nref = 0;
       var series = g.keys.map(function (k) {
         bad += metrics[k].bad;
         var s = { label: k, x: metrics[k].x, y: metrics[k].y };
-        if (g.refs[k]) { s.dash = [6, 4]; s.color = '#6b7280'; s.width = 1.5; }
+        if (g.refs[k]) { s.dash = nref ? [2, 3] : [6, 4]; s.color = nref ? '#b45309' : '#6b7280'; s.width = 1.5; nref++; }
         return s;
       });
       c.set(series, { note: bad ? bad + ' non-finite value(s) shown as gaps' : '' });
@@ -255,90 +261,189 @@
   function numArray(v) {
     return Array.isArray(v) && v.length > 0 && v.every(function (x) { return typeof x === 'number' || TD.isNonFinite(x) || x === null; });
   }
-  function flat(v) { return Array.isArray(v) && v.some(Array.isArray) ? [].concat.apply([], v.map(function (r) { return Array.isArray(r) ? r : [r]; })) : v; }
+  function numMatrix(v) { return Array.isArray(v) && v.length > 0 && v.every(numArray); }
+  function flat(v) { return numMatrix(v) ? [].concat.apply([], v) : v; }
 
-  /* Find plottable shapes inside an artifact: densities {grid, density}, quadrature
-   * {nodes, weights} (possibly one row per probe), eigenvalue lists, and {x, y} curves. */
-  function findShapes(obj, label, out, depth) {
+  /* Find plottable shapes inside an artifact (up to 4 levels deep; in a list of snapshot
+   * objects, the last one):
+   *  density    {grid, density}                 spectral density on a grid
+   *  quadrature {nodes, weights}                SLQ nodes and weights, one row per probe allowed
+   *  eigen      a numeric list under a key like eigenvalues / top_k
+   *  stat       {estimate, std_err}             e.g. a Hutchinson trace estimate
+   *  steps      {steps: [..], key: [[..], ..]}  one row per step (top-k eigenvalues over training)
+   *  curve      {x, y} */
+  function findShapes(obj, label, out, depth, atStep) {
     if (depth > 4 || obj == null || typeof obj !== 'object') return out;
     if (Array.isArray(obj)) {
       if (obj.length && obj.every(function (e) { return e && typeof e === 'object' && !Array.isArray(e); })) {
         var last = obj[obj.length - 1];
         var sub = label + (obj.length > 1 ? ' (last of ' + obj.length + (last.step != null ? ', step ' + last.step : '') + ')' : '');
-        findShapes(last, sub, out, depth + 1);
+        findShapes(last, sub, out, depth + 1, atStep);
       }
       return out;
     }
+    var step = typeof obj.step === 'number' ? obj.step : atStep;
     var grid = obj.grid || obj.x_grid || obj.lambdas;
-    if (numArray(grid) && numArray(obj.density)) out.push({ type: 'density', label: label, x: grid, y: obj.density });
+    if (numArray(grid) && numArray(obj.density) && grid.length === obj.density.length) out.push({ type: 'density', label: label, x: grid, y: obj.density, step: step });
     var nodes = flat(obj.nodes), weights = flat(obj.weights);
-    if (numArray(nodes) && numArray(weights) && nodes.length === weights.length) out.push({ type: 'quadrature', label: label, x: nodes, y: weights });
+    if (numArray(nodes) && numArray(weights) && nodes.length === weights.length) out.push({ type: 'quadrature', label: label, x: nodes, y: weights, step: step });
+    var steps = numArray(obj.steps) ? obj.steps : null;
     Object.keys(obj).forEach(function (k) {
       var v = obj[k];
-      if (/eigen|top_?k|^top$|_top$/i.test(k) && numArray(v)) out.push({ type: 'eigen', label: label + (k === 'eigenvalues' ? '' : ' · ' + k), values: v, mode: obj.mode || obj.which });
+      if (steps && numMatrix(v) && v.length === steps.length) out.push({ type: 'steps', label: label, key: k, steps: steps, rows: v });
+      else if (/eigen|top_?k|^top$|_top$/i.test(k) && numArray(v) && !(steps && v.length === steps.length)) {
+        out.push({ type: 'eigen', label: label, key: k, values: v, mode: obj.which || obj.mode, step: step });
+      }
     });
+    var est = obj.estimate != null ? obj.estimate : obj.value;
+    if (typeof est === 'number' && (obj.std_err != null || obj.stderr != null)) out.push({ type: 'stat', label: label, value: est, se: obj.std_err != null ? obj.std_err : obj.stderr, n: obj.n_probes });
     if (numArray(obj.x) && numArray(obj.y) && obj.x.length === obj.y.length) out.push({ type: 'curve', label: label, x: obj.x, y: obj.y });
     Object.keys(obj).forEach(function (k) {
       var v = obj[k];
-      if (v && typeof v === 'object' && !numArray(v)) findShapes(v, label + ' · ' + k, out, depth + 1);
+      if (v && typeof v === 'object' && !numArray(v) && !numMatrix(v)) findShapes(v, label ? label + ' · ' + k : k, out, depth + 1, step);
     });
     return out;
   }
 
-  function renderShape(host, sh, idx) {
+  var artSeq = 0;
+  /* Draw the shapes of one artifact into `host` (a .charts grid). */
+  function renderShapes(host, shapes, name) {
     var toNum = function (a) { return a.map(TD.num); };
-    if (sh.type === 'density' || sh.type === 'curve') {
-      TD.chart(host, { title: sh.label + (sh.type === 'density' ? ' — spectral density' : ''), xLabel: sh.type === 'density' ? 'eigenvalue' : 'x',
-        logY: sh.type === 'density', id: 'art-' + idx })
-        .set([{ label: sh.type === 'density' ? 'density' : 'y', x: toNum(sh.x), y: toNum(sh.y) }]);
-    } else if (sh.type === 'quadrature') {
-      // merge equal nodes (several probes may share one) and draw the weights as points
-      var m = new Map();
-      toNum(sh.x).forEach(function (x, i) { var w = TD.num(sh.y[i]); if (x != null && w != null) m.set(x, (m.get(x) || 0) + w); });
-      var xs = Array.from(m.keys());
-      TD.chart(host, { title: sh.label + ' — quadrature nodes and weights', xLabel: 'eigenvalue', logY: true, id: 'art-' + idx })
-        .set([{ label: 'weight', x: xs, y: xs.map(function (x) { return m.get(x); }), style: 'points' }]);
-    } else if (sh.type === 'eigen') {
-      var vals = toNum(sh.values);
-      var ks = vals.map(function (_, i) { return i + 1; });
-      var card = TD.chart(host, { title: sh.label + ' — top ' + vals.length + ' eigenvalues' + (sh.mode ? ' (' + sh.mode + ')' : ''),
-        xLabel: 'index', logToggle: true, id: 'art-' + idx, height: 200 });
-      card.set([{ label: 'eigenvalue', x: ks, y: vals, style: 'bars' }]);
+    var id = function () { return 'art-' + (artSeq++); };
+    var title = function (sh, what) { return (sh.label ? name + ' · ' + sh.label : name) + ' — ' + what; };
+    var eig = [], stats = [];
+    shapes.forEach(function (sh) {
+      if (sh.type === 'density' || sh.type === 'curve') {
+        TD.chart(host, { title: title(sh, sh.type === 'density' ? 'spectral density' : 'curve'), xLabel: sh.type === 'density' ? 'eigenvalue' : 'x',
+          logY: sh.type === 'density', id: id() })
+          .set([{ label: sh.type === 'density' ? 'density' : 'y', x: toNum(sh.x), y: toNum(sh.y) }]);
+      } else if (sh.type === 'quadrature') {
+        // merge equal nodes (several probes may share one) and draw the weights as points
+        var m = new Map();
+        toNum(sh.x).forEach(function (x, i) { var w = TD.num(sh.y[i]); if (x != null && w != null) m.set(x, (m.get(x) || 0) + w); });
+        var xs = Array.from(m.keys());
+        TD.chart(host, { title: title(sh, 'quadrature nodes and weights'), xLabel: 'eigenvalue', logY: true, id: id() })
+          .set([{ label: 'weight', x: xs, y: xs.map(function (x) { return m.get(x); }), style: 'points' }]);
+      } else if (sh.type === 'steps') {
+        var k = Math.max.apply(null, sh.rows.map(function (r) { return r.length; }));
+        var series = [];
+        for (var j = 0; j < k; j++) {
+          series.push({ label: 'λ' + (j + 1), x: toNum(sh.steps), y: sh.rows.map(function (r) { return TD.num(r[j]); }) });
+        }
+        TD.chart(host, { title: title(sh, sh.key + ' over steps'), id: id() }).set(series);
+        var lastRow = sh.rows[sh.rows.length - 1];
+        eig.push({ label: sh.key, key: sh.key, values: lastRow, step: sh.steps[sh.steps.length - 1] });
+      } else if (sh.type === 'eigen') {
+        eig.push(sh);
+      } else if (sh.type === 'stat') {
+        stats.push(sh);
+      }
+    });
+    // the longest eigenvalue list as a bar chart, every list and estimate in one table
+    var longest = eig.filter(function (e) { return e.values.length >= 2; }).sort(function (a, b) { return b.values.length - a.values.length; })[0];
+    var card = null;
+    if (longest) {
+      var vals = toNum(longest.values);
+      card = TD.chart(host, { title: name + (longest.label && longest.label !== longest.key ? ' · ' + longest.label : '') + ' — top ' + vals.length + ' eigenvalues' +
+        (longest.mode ? ' (' + longest.mode + ')' : '') + (longest.step != null ? ' at step ' + longest.step : ''),
+      xLabel: 'index', id: id(), height: 200, intX: true });
+      card.set([{ label: 'eigenvalue', x: vals.map(function (_, i) { return i + 1; }), y: vals, style: 'bars' }]);
+    }
+    if (eig.length || stats.length) {
       var tb = TD.el('tbody');
-      vals.forEach(function (v, i) { tb.appendChild(TD.el('tr', {}, TD.el('td', {}, String(i + 1)), TD.el('td', { class: 'num' }, v == null ? String(sh.values[i]) : TD.fmt(v, 8)))); });
-      card.card.appendChild(TD.el('details', { class: 'eig-table' }, TD.el('summary', {}, 'table'),
-        TD.el('table', { class: 'data' }, TD.el('thead', {}, TD.el('tr', {}, TD.el('th', {}, '#'), TD.el('th', {}, 'eigenvalue'))), tb)));
+      eig.forEach(function (e) {
+        tb.appendChild(TD.el('tr', {}, TD.el('th', {}, (e.label || e.key) + (e.mode ? ' (' + e.mode + ')' : '')),
+          TD.el('td', { class: 'num' }, e.values.map(function (v) { return TD.num(v) == null ? String(v) : TD.fmt(TD.num(v), 6); }).join(', '))));
+      });
+      stats.forEach(function (st) {
+        tb.appendChild(TD.el('tr', {}, TD.el('th', {}, st.label || 'estimate'),
+          TD.el('td', { class: 'num' }, TD.fmt(st.value, 6) + ' ± ' + TD.fmt(st.se, 3) + (st.n ? '  (' + st.n + ' probes)' : ''))));
+      });
+      var table = TD.el('table', { class: 'kv eig-values' }, tb);
+      if (card) card.card.appendChild(TD.el('details', { class: 'eig-table', open: eig.length + stats.length <= 4 ? true : null },
+        TD.el('summary', {}, 'values'), table));
+      else host.appendChild(TD.el('div', { class: 'card chart-card' }, TD.el('div', { class: 'chart-head' }, TD.el('h3', {}, name + ' — eigenvalues')), table));
     }
   }
 
+  /* name_step12.json and name.json are one family: one card with a step selector. */
+  function artFamilies(list) {
+    var fams = [], byKey = {};
+    list.forEach(function (a) {
+      var m = /^(.*?)[_.-]?step[_-]?(\d+)(\.[a-z0-9]+)?$/i.exec(a.name);
+      var key = m ? m[1] + (m[3] || '') : a.name;
+      var f = byKey[key];
+      if (!f) { f = byKey[key] = { key: key, members: [] }; fams.push(f); }
+      f.members.push({ art: a, step: m ? Number(m[2]) : null });
+    });
+    fams.forEach(function (f) {
+      f.members.sort(function (a, b) {
+        if (a.step === null) return -1;
+        if (b.step === null) return 1;
+        return b.step - a.step;
+      });
+    });
+    return fams;
+  }
+
+  function showMember(fam, member, host) {
+    TD.charts.slice().forEach(function (c) { if (host.contains(c.card)) c.destroy(); });
+    TD.clear(host);
+    var a = member.art;
+    if (typeof a.size === 'number' && a.size > ART_JSON_LIMIT) {
+      host.appendChild(TD.el('p', { class: 'muted' }, a.name + ' is too large to plot here (' + TD.fmtBytes(a.size) + ')'));
+      return;
+    }
+    TD.api(artUrl(a.name)).then(function (obj) {
+      if (!host.isConnected) return;
+      var shapes = findShapes(obj, '', [], 0).slice(0, 12);
+      if (!shapes.length) { host.appendChild(TD.el('p', { class: 'muted small' }, a.name + ': nothing to plot')); return; }
+      renderShapes(host, shapes, a.name);
+    }).catch(function (e) {
+      host.appendChild(TD.el('p', { class: 'muted' }, a.name + ': ' + e.message));
+    });
+  }
+
   function renderArtifacts(list) {
-    var sig = JSON.stringify(list);
+    var sig = JSON.stringify(list.map(function (a) { return [a.name, a.size, a.created_at]; }));
     if (sig === state.artSig) return;
     state.artSig = sig;
     var box = TD.clear(TD.$('#artifacts'));
-    var plots = TD.clear(TD.$('#artifact-plots'));
-    TD.charts.slice().forEach(function (c) { if (c.opts.id && /^art-/.test(c.opts.id)) c.destroy(); });
+    var plots = TD.$('#artifact-plots');
+    TD.charts.slice().forEach(function (c) { if (plots.contains(c.card)) c.destroy(); });
+    TD.clear(plots);
     if (!list.length) { box.appendChild(TD.el('p', { class: 'muted' }, 'no artifacts')); return; }
+    var fams = artFamilies(list);
     var tb = TD.el('tbody');
-    list.forEach(function (a) {
-      tb.appendChild(TD.el('tr', {},
-        TD.el('td', {}, TD.el('a', { href: artUrl(a.name), target: '_blank', rel: 'noopener' }, a.name)),
-        TD.el('td', { class: 'muted' }, a.type || ''),
-        TD.el('td', { class: 'num' }, TD.fmtBytes(a.size))));
+    fams.forEach(function (f) {
+      var first = f.members[0].art;
+      var nameCell = TD.el('td', {}, TD.el('a', { href: artUrl(first.name), target: '_blank', rel: 'noopener' }, first.name));
+      if (f.members.length > 1) {
+        var more = TD.el('details', { class: 'small' }, TD.el('summary', {}, (f.members.length - 1) + ' more'));
+        f.members.slice(1).forEach(function (m) {
+          more.appendChild(TD.el('a', { href: artUrl(m.art.name), target: '_blank', rel: 'noopener', class: 'art-more' }, m.art.name));
+        });
+        nameCell.appendChild(more);
+      }
+      tb.appendChild(TD.el('tr', {}, nameCell, TD.el('td', { class: 'muted' }, first.type || ''),
+        TD.el('td', { class: 'num' }, TD.fmtBytes(first.size))));
     });
     box.appendChild(TD.el('table', { class: 'data' },
       TD.el('thead', {}, TD.el('tr', {}, TD.el('th', {}, 'name'), TD.el('th', {}, 'type'), TD.el('th', { class: 'num' }, 'size'))), tb));
-    var n = 0;
-    list.filter(looksJson).slice(0, 12).forEach(function (a) {
-      if (typeof a.size === 'number' && a.size > ART_JSON_LIMIT) return;
-      var slot = TD.el('div', { class: 'art-slot' });
-      plots.appendChild(slot);
-      TD.api(artUrl(a.name)).then(function (obj) {
-        var shapes = findShapes(obj, a.name, [], 0);
-        shapes.slice(0, 6).forEach(function (sh) { renderShape(slot, sh, n++); });
-      }).catch(function (e) {
-        slot.appendChild(TD.el('p', { class: 'muted' }, a.name + ': ' + e.message));
-      });
+
+    fams.filter(function (f) { return looksJson(f.members[0].art); }).slice(0, 8).forEach(function (f) {
+      var host = TD.el('div', { class: 'charts' });
+      var head = TD.el('div', { class: 'art-head' }, TD.el('h3', {}, f.key));
+      if (f.members.length > 1) {
+        var sel = TD.el('select', { class: 'art-step', 'aria-label': 'step' });
+        f.members.forEach(function (m, i) {
+          sel.appendChild(TD.el('option', { value: String(i) }, m.step === null ? 'final (' + m.art.name + ')' : 'step ' + m.step));
+        });
+        sel.addEventListener('change', function () { showMember(f, f.members[Number(sel.value)], host); });
+        head.appendChild(TD.el('label', { class: 'small muted' }, 'show ', sel));
+      }
+      plots.appendChild(TD.el('div', { class: 'art-group', 'data-family': f.key }, head, host));
+      showMember(f, f.members[0], host);
     });
   }
 
