@@ -41,6 +41,7 @@
 #include <time.h>
 
 #include "../data.h"
+#include "../gns.h"
 #include "../la.h"
 #include "../loss.h"
 #include "../model.h"
@@ -307,6 +308,11 @@ typedef struct train_state {
   double *Xb, *Yb, *dz;
   int *yb;
   size_t *perm;
+  /* noise scale (noise_scale.every > 0) */
+  td_mlp_ws ws_gns;
+  double *Xg, *Yg, *dzg, *g_small, *g_big;
+  int *yg;
+  size_t *gidx;
 } train_state;
 
 static void state_free(train_state *s) {
@@ -321,6 +327,56 @@ static void state_free(train_state *s) {
   free(s->dz);
   free(s->yb);
   free(s->perm);
+  td_mlp_ws_deinit(&s->ws_gns);
+  free(s->Xg);
+  free(s->Yg);
+  free(s->dzg);
+  free(s->g_small);
+  free(s->g_big);
+  free(s->yg);
+  free(s->gidx);
+}
+
+/* Mean loss gradient (into grad) of rows [r0, r0 + b) of the gathered noise-scale batch. */
+static void gns_grad(train_state *s, const train_cfg *c, int r0, int b, double *grad) {
+  const int K = c->mlp.out_dim;
+  const size_t d = s->train.d;
+  double l = 0;
+  const double *z = td_mlp_forward(s->m, &s->ws_gns, s->m->params, s->Xg + (size_t)r0 * d, b);
+  if (s->yg && !c->mse) td_loss_xent(&l, s->dzg, z, s->yg + r0, b, K);
+  else if (s->yg) td_loss_mse_onehot(&l, s->dzg, z, s->yg + r0, b, K);
+  else td_loss_mse(&l, s->dzg, z, s->Yg + (size_t)r0 * K, b, K);
+  td_mlp_backward(s->m, &s->ws_gns, s->m->params, s->dzg, b, grad, 0);
+}
+
+/* One noise-scale measurement at the current parameters (see the header): b_big distinct
+ * examples (partial Fisher-Yates on gidx), G_small over the first b_small, G_big over all of
+ * them as the size-weighted mean of G_small and the rest's gradient. */
+static int gns_measure(train_state *s, const train_cfg *c, td_rng *r, td_gns *st,
+                       td_sink *sink, long step) {
+  const int bs = c->gns_small, bb = c->gns_big, K = c->mlp.out_dim;
+  const size_t n = s->train.n, d = s->train.d, np = s->m->n_params;
+  for (int i = 0; i < bb; i++) {
+    size_t j = (size_t)i + (size_t)td_rng_below(r, n - (size_t)i);
+    size_t t = s->gidx[i];
+    s->gidx[i] = s->gidx[j];
+    s->gidx[j] = t;
+    size_t src = s->gidx[i];
+    memcpy(s->Xg + (size_t)i * d, s->train.X + src * d, d * sizeof *s->Xg);
+    if (s->yg) s->yg[i] = s->train.y[src];
+    else memcpy(s->Yg + (size_t)i * K, s->train.Y + src * (size_t)K, (size_t)K * sizeof *s->Yg);
+  }
+  gns_grad(s, c, 0, bs, s->g_small);
+  gns_grad(s, c, bs, bb - bs, s->g_big);
+  double g2s = td_gns_sqnorm(s->g_small, np);
+  const double ws = (double)bs / bb, wr = (double)(bb - bs) / bb;
+  for (size_t i = 0; i < np; i++) s->g_big[i] = ws * s->g_small[i] + wr * s->g_big[i];
+  double g2b = td_gns_sqnorm(s->g_big, np);
+  if (td_gns_update(st, bs, g2s, bb, g2b, NULL) != 0) return 0; /* non-finite: skip */
+  int rc = td_sink_metric(sink, "b_simple", step, td_gns_b_simple(st));
+  if (!rc) rc = td_sink_metric(sink, "gns_g2", step, td_gns_g2(st));
+  if (!rc) rc = td_sink_metric(sink, "gns_trace", step, td_gns_trace(st));
+  return rc;
 }
 
 static int do_eval(train_state *s, const train_cfg *c, td_sink *sink, long step, double out[4]) {
@@ -380,6 +436,29 @@ static int train_run(const json_t *params, td_sink *sink, json_t **summary, td_e
   for (size_t i = 0; i < n; i++) s.perm[i] = i;
   td_rng shuf;
   td_rng_init(&shuf, c.seed, TD_RNG_SHUFFLE);
+  td_rng gns_rng;
+  td_rng_init(&gns_rng, c.seed, TRAIN_RNG_GNS);
+  td_gns gns;
+  td_gns_init(&gns, 0.0, NULL);
+  if (c.gns_every > 0) {
+    if ((rc = td_gns_init(&gns, c.gns_decay, err))) goto out;
+    int cap = c.gns_small > c.gns_big - c.gns_small ? c.gns_small : c.gns_big - c.gns_small;
+    if ((rc = td_mlp_ws_init(&s.ws_gns, s.m, cap, err))) goto out;
+    s.Xg = malloc((size_t)c.gns_big * d * sizeof *s.Xg);
+    s.dzg = malloc((size_t)cap * K * sizeof *s.dzg);
+    s.g_small = malloc(s.m->n_params * sizeof *s.g_small);
+    s.g_big = malloc(s.m->n_params * sizeof *s.g_big);
+    s.gidx = malloc(n * sizeof *s.gidx);
+    if (s.train.y) s.yg = malloc((size_t)c.gns_big * sizeof *s.yg);
+    else s.Yg = malloc((size_t)c.gns_big * K * sizeof *s.Yg);
+    if (!s.Xg || !s.dzg || !s.g_small || !s.g_big || !s.gidx || (!s.yg && !s.Yg)) {
+      rc = td_err_set(err, TD_ENOMEM, NULL, "train: out of memory for the noise scale");
+      goto out;
+    }
+    for (size_t i = 0; i < n; i++) s.gidx[i] = i;
+  }
+  double ema = 0.0, ema_w = 0.0;
+  long steps_to_target = 0; /* 0: not reached */
 
   double ev[4] = {NAN, NAN, NAN, NAN};
   if ((rc = do_eval(&s, &c, sink, 0, ev))) goto out;
@@ -425,9 +504,19 @@ static int train_run(const json_t *params, td_sink *sink, json_t **summary, td_e
     if ((rc = td_sink_metric(sink, "train_loss", step, loss))) break;
     if ((rc = td_sink_metric(sink, "grad_norm", step, gnorm))) break;
     if ((rc = td_sink_metric(sink, "param_norm", step, pnorm))) break;
-    if (step % c.eval_every == 0 || step == c.total_steps)
+    if (c.has_target) {
+      ema = c.target_ema * ema + (1.0 - c.target_ema) * loss;
+      ema_w = c.target_ema * ema_w + (1.0 - c.target_ema);
+      if ((rc = td_sink_metric(sink, "train_loss_ema", step, ema / ema_w))) break;
+      if (ema / ema_w <= c.target_loss) steps_to_target = step;
+    }
+    if (c.gns_every > 0 && step % c.gns_every == 0 &&
+        (rc = gns_measure(&s, &c, &gns_rng, &gns, sink, step)))
+      break;
+    if (step % c.eval_every == 0 || step == c.total_steps || steps_to_target)
       if ((rc = do_eval(&s, &c, sink, step, ev))) break;
     td_sink_progress(sink, step, c.total_steps);
+    if (steps_to_target) break;
   }
 
   json_t *sum = json_object();
@@ -446,6 +535,13 @@ static int train_run(const json_t *params, td_sink *sink, json_t **summary, td_e
       if (s.test.y) set_num(sum, "test_acc", ev[1]);
       if (s.train.y) set_num(sum, "train_acc", ev[3]);
     }
+    if (c.has_target) {
+      set_num(sum, "target_loss", c.target_loss);
+      json_object_set_new(sum, "steps_to_target",
+                          steps_to_target ? json_integer(steps_to_target) : json_null());
+      json_object_set_new(sum, "reached_target", json_boolean(steps_to_target > 0));
+    }
+    if (c.gns_every > 0 && gns.n > 0) set_num(sum, "b_simple", td_gns_b_simple(&gns));
   }
   *summary = sum;
   if (!rc && diverged_step)
