@@ -14,7 +14,8 @@
 #     metric line committed before the kill is still there, and no (key, step) appears twice;
 #   - SIGTERM during a job: exit 0, the job is back in the queue with its attempt unchanged,
 #     PRAGMA integrity_check is ok;
-#   - the other verbs: `tdlab run`, `tdlab kinds`, `tdlab migrate`.
+#   - the other verbs: `tdlab run`, `tdlab kinds`, `tdlab migrate`;
+#   - sweeps and fits: tests/e2e_sweeps.sh (its own daemon).
 # Needs only bash, curl, coreutils, grep, sed, awk (sqlite3 optional).
 # Prints one line per check and a final "N passed, M failed"; exits non-zero on a failure.
 set -uo pipefail
@@ -438,5 +439,14 @@ rc=$?
 check "tdlab run refuses an invalid spec with exit 2 naming the field" bash -c "[ '$rc' = 2 ] && grep -q 'params.lr' '$TMP/run.err'"
 check "tdlab kinds prints the catalogue" bash -c "'$TDLAB' kinds | grep -q '^train' && '$TDLAB' kinds --json | grep -q '\"linreg\"'"
 check "tdlab migrate creates a fresh database" bash -c "'$TDLAB' migrate --db '$TMP/fresh.db' --migrations '$ROOT/migrations' 2>/dev/null && [ -s '$TMP/fresh.db' ]"
+
+# ---------------------------------------------------------------- sweeps and fits
+
+# Its own daemon and database (2 workers); it prints its own checks.
+if "$ROOT/tests/e2e_sweeps.sh" "$TDLAB" | sed 's/^/  /'; then
+  ok "sweeps and fits (tests/e2e_sweeps.sh)"
+else
+  bad "sweeps and fits (tests/e2e_sweeps.sh)"
+fi
 
 finish

@@ -66,6 +66,16 @@
       }
       fit.params.push({ name: k, value: val, lo: lo == null ? null : lo, hi: hi == null ? null : hi });
     });
+    /* derived quantities in the same {value, ci95} form (E_min of critical_batch, a, b, G of
+     * chinchilla) are listed after the parameters */
+    var dv = f.derived && typeof f.derived === 'object' && !Array.isArray(f.derived) ? f.derived : {};
+    Object.keys(dv).forEach(function (k) {
+      var p = dv[k];
+      if (!p || typeof p !== 'object') return;
+      var ci = pick(p.ci95, p.ci);
+      fit.params.push({ name: k, derived: true, value: TD.num(p.value),
+        lo: Array.isArray(ci) ? TD.num(ci[0]) : null, hi: Array.isArray(ci) ? TD.num(ci[1]) : null });
+    });
 
     var law = String(fit.law);
     var pts = f.points || f.data;
@@ -95,7 +105,12 @@
       cv.forEach(function (p) { if (p) { o.x.push(TD.num(p.x)); o.y.push(TD.num(p.y)); o.lo.push(TD.num(p.lo)); o.hi.push(TD.num(p.hi)); } });
       cv = o;
     }
-    if (cv && typeof cv === 'object' && Array.isArray(cv.x) && Array.isArray(cv.y)) {
+    if (/chinchilla/i.test(law)) {
+      /* the server's chinchilla curve is the loss along the compute-optimal frontier, against
+       * compute C: it does not belong on a plot of L against N */
+      fit.curve = null;
+      fit.curveNote = 'chinchilla: the fitted surface L(N, D) is not drawn against N alone';
+    } else if (cv && typeof cv === 'object' && Array.isArray(cv.x) && Array.isArray(cv.y)) {
       var arr = function (a) { return Array.isArray(a) ? a.map(TD.num) : null; };
       fit.curve = { x: arr(cv.x), y: arr(cv.y), lo: arr(pick(cv.lo, cv.lower, cv.y_lo)), hi: arr(pick(cv.hi, cv.upper, cv.y_hi)) };
     } else {
@@ -106,8 +121,13 @@
     fit.residuals = Array.isArray(f.residuals) ? f.residuals : null;
     Object.keys(f).forEach(function (k) {
       if (['law', 'name', 'type', 'x', 'y', 'params', 'parameters', 'points', 'data', 'curve', 'prediction',
-        'predicted', 'residuals', 'error', 'n', 'n_points', 'count'].indexOf(k) >= 0) return;
+        'predicted', 'residuals', 'error', 'n', 'n_points', 'count', 'derived', 'compute_optimal', 'N', 'D', 'L'].indexOf(k) >= 0) return;
       var v = f[k];
+      if (k === 'bootstrap' && v && typeof v === 'object') {
+        fit.extra[k] = (v.resamples != null ? v.resamples + ' resamples' : '') + (v.seed != null ? ', seed ' + v.seed : '') +
+          (v.failed ? ', ' + v.failed + ' failed' : '');
+        return;
+      }
       if (v == null || typeof v !== 'object' || Object.keys(v).length <= 8) fit.extra[k] = v;
     });
     return fit;
@@ -203,7 +223,8 @@
     if (fit.params.length) {
       var tb = TD.el('tbody');
       fit.params.forEach(function (p) {
-        tb.appendChild(TD.el('tr', {}, TD.el('th', {}, p.name), TD.el('td', { class: 'num' }, TD.fmt(p.value, 5)),
+        tb.appendChild(TD.el('tr', { class: p.derived ? 'derived' : '' }, TD.el('th', { title: p.derived ? 'derived from the parameters' : '' }, p.name + (p.derived ? ' *' : '')),
+          TD.el('td', { class: 'num' }, TD.fmt(p.value, 5)),
           TD.el('td', { class: 'num' }, p.lo != null || p.hi != null ? '[' + TD.fmt(p.lo, 4) + ', ' + TD.fmt(p.hi, 4) + ']' : '')));
       });
       box.appendChild(TD.el('table', { class: 'data fit-params' }, TD.el('thead', {}, TD.el('tr', {},
@@ -238,12 +259,23 @@
         bands.push([1, 2, 'rgba(220, 38, 38, 0.12)']);
       }
     }
+    /* critical_batch: the two regimes of S(B) = S_min (1 + B_crit / B): perfect scaling
+     * S = E_min / B below B_crit and S = S_min above it (McCandlish et al. 2018, fig. 4) */
+    if (/critical/i.test(String(fit.law)) && fit.curve && fit.curve.x && fit.curve.x.length) {
+      var P = {};
+      fit.params.forEach(function (p) { P[p.name] = p.value; });
+      if (P.S_min > 0 && P.B_crit > 0) {
+        var cx = fit.curve.x;
+        series.push({ label: 'S_min', x: cx, y: cx.map(function () { return P.S_min; }), color: '#64748b', width: 1, dash: [2, 4] });
+        series.push({ label: 'E_min / B', x: cx, y: cx.map(function (b) { return P.S_min * P.B_crit / b; }), color: '#94a3b8', width: 1, dash: [2, 4] });
+      }
+    }
     for (var k = 0; k < mult; k++) {
       var xs = [], ys = [];
       byX.forEach(function (v, x) { if (v.length > k) { xs.push(x); ys.push(v[k]); } });
       series.push({ label: k === 0 ? 'points' : 'points (' + (k + 1) + ')', x: xs, y: ys, style: 'points', color: '#2563eb' });
     }
-    state.chart.set(series, { bands: bands, empty: 'no finished points yet' });
+    state.chart.set(series, { bands: bands, empty: 'no finished points yet', note: fit.curveNote });
   }
 
   function summaryCols(sw) {
@@ -263,6 +295,8 @@
       { key: 'status', label: 'status', get: function (c) { return c.status; } }];
     sw.axes.forEach(function (a) { cols.push({ key: 'axis:' + a, label: a, get: function (c) { return c.axes[a]; }, num: true, axis: true }); });
     sumCols.forEach(function (k) { cols.push({ key: 'sum:' + k, label: k, get: function (c) { return c.summary[k]; }, num: true }); });
+    if (sw.children.some(function (c) { return c.error; }))
+      cols.push({ key: 'error', label: 'error', get: function (c) { return c.error || ''; } });
 
     var rows = sw.children.slice();
     var sc = cols.filter(function (c) { return c.key === state.sort.col; })[0];
@@ -294,7 +328,8 @@
         var v = c.get(r);
         var cell;
         if (c.key === 'id') cell = r.id != null ? TD.el('a', { href: 'job.html?id=' + encodeURIComponent(r.id) }, '#' + r.id) : '';
-        else if (c.key === 'status') cell = TD.statusBadge(r.status);
+        else if (c.key === 'status') { cell = TD.statusBadge(r.status); if (r.error) cell.title = r.error; }
+        else if (c.key === 'error') cell = v ? TD.el('span', { class: 'muted small', title: v }, v.length > 90 ? v.slice(0, 88) + '…' : v) : '';
         else cell = v === undefined ? '' : (v !== null && typeof v === 'object' ? JSON.stringify(v) : TD.fmt(TD.num(v) != null ? TD.num(v) : v, 5));
         tr.appendChild(TD.el('td', { class: c.num && c.key !== 'status' ? 'num' : '' }, cell));
       });

@@ -1,0 +1,268 @@
+#!/usr/bin/env bash
+# e2e_sweeps.sh: end-to-end test of sweeps and fits against the real daemon (called by
+# tests/e2e.sh; runs alone too). About 30 s on 2 cores.
+#
+# Usage: tests/e2e_sweeps.sh path/to/tdlab
+#
+# Starts `tdlab serve` on a free port with a temporary database and 2 workers, then checks:
+#   - an nqm batch-size sweep (steps to target, lr tuned per batch size) with a critical_batch
+#     fit: 201 + Location, every child created, the sweep finishes, the fit has B_crit;
+#   - a tiny `train` width sweep on Fashion-MNIST with a power_offset fit of
+#     summary.test_loss against summary.n_params;
+#   - early stopping: an nqm lr sweep with ASHA ends the slow children as `pruned`;
+#   - cancelling a sweep (queued children at once, the running one at its next step);
+#   - the list, the children in the jobs list (?sweep= and ?tag=sweep:ID), the dashboard page;
+#   - POST /api/v1/fits recovering Chinchilla (Hoffmann et al. 2022: E 1.69, A 406.4,
+#     alpha 0.34, B 410.7, beta 0.28) and a power law from points generated from them;
+#   - bad sweeps and bad fits: 4xx JSON errors naming the field (a bad point names the point,
+#     and no child is created).
+# Needs bash, curl, grep, sed, awk. Prints one line per check and "N passed, M failed".
+set -uo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+TDLAB="${1:-}"
+if [ -z "$TDLAB" ] || [ ! -x "$TDLAB" ]; then
+  echo "usage: tests/e2e_sweeps.sh path/to/tdlab" >&2
+  echo "0 passed, 1 failed"
+  exit 2
+fi
+TDLAB="$(cd "$(dirname "$TDLAB")" && pwd)/$(basename "$TDLAB")"
+TMP="$(mktemp -d /tmp/tdlab-e2e-sweeps.XXXXXX)"
+PASS=0
+FAIL=0
+PID=""
+BASE=""
+
+cleanup() {
+  if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
+    kill -TERM "$PID" 2>/dev/null
+    for _ in $(seq 1 100); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$PID" 2>/dev/null
+    wait "$PID" 2>/dev/null
+  fi
+  if [ "$FAIL" -eq 0 ] && [ -z "${E2E_KEEP:-}" ]; then rm -rf "$TMP"; else echo "(logs kept in $TMP)"; fi
+}
+trap cleanup EXIT
+
+ok() { PASS=$((PASS + 1)); echo "ok   - $*"; }
+bad() { FAIL=$((FAIL + 1)); echo "FAIL - $*"; }
+check() {
+  local name="$1"
+  shift
+  if "$@"; then ok "$name"; else bad "$name"; fi
+}
+finish() {
+  echo "$PASS passed, $FAIL failed"
+  [ "$FAIL" -eq 0 ]
+  exit $?
+}
+
+req() { # req METHOD PATH [curl args...]: CODE, $TMP/body, $TMP/hdr
+  local method="$1" path="$2"
+  shift 2
+  CODE=$(curl -s --path-as-is -o "$TMP/body" -D "$TMP/hdr" -w '%{http_code}' -X "$method" \
+    --max-time 60 "$@" "$BASE$path" 2>/dev/null)
+  [ -n "$CODE" ] || CODE=000
+}
+post_json() { req POST "$1" -H 'Content-Type: application/json' --data-binary "$2"; }
+jstr() { grep -o "\"$1\":\"[^\"]*\"" "$2" | head -1 | sed 's/^"[^"]*":"\(.*\)"$/\1/'; }
+jnum() { grep -o "\"$1\":-\{0,1\}[0-9][0-9.eE+-]*" "$2" | head -1 | sed 's/^"[^"]*"://'; }
+# fitval NAME FILE: the "value" of fit parameter NAME ("NAME":{"value":X,...}).
+fitval() { grep -o "\"$1\":{\"value\":-\{0,1\}[0-9][0-9.eE+-]*" "$2" | head -1 | sed 's/.*"value"://'; }
+# within X LO HI: LO <= X <= HI (floating point, via awk).
+within() { [ -n "$1" ] && awk -v x="$1" -v lo="$2" -v hi="$3" 'BEGIN{exit !(x >= lo && x <= hi)}'; }
+export -f within fitval jstr jnum
+is_json_error() { grep -q '^{"error":{"code":"[a-z_]*","message":"' "$TMP/body"; }
+expect_error() { # expect_error NAME STATUS FIELD|- METHOD PATH [curl args...]
+  local name="$1" want="$2" field="$3" method="$4" path="$5"
+  shift 5
+  req "$method" "$path" "$@"
+  local got_field
+  got_field=$(jstr field "$TMP/body")
+  if [ "$CODE" = "$want" ] && is_json_error && { [ "$field" = - ] || [ "$got_field" = "$field" ]; }; then
+    ok "bad request: $name -> $CODE $(jstr code "$TMP/body")${got_field:+ field=$got_field}"
+  else
+    bad "bad request: $name: got $CODE, wanted $want (field $field): $(head -c 300 "$TMP/body")"
+  fi
+}
+bad_sweep() { expect_error "$1" "$2" "$3" POST /api/v1/sweeps -H 'Content-Type: application/json' --data-binary "$4"; }
+bad_fit() { expect_error "$1" "$2" "$3" POST /api/v1/fits -H 'Content-Type: application/json' --data-binary "$4"; }
+
+# wait_sweep ID STATUS SECONDS: poll until the sweep's status is STATUS ($TMP/sweep_ID).
+wait_sweep() {
+  local id="$1" want="$2" secs="$3" st=""
+  local deadline=$((SECONDS + secs))
+  while [ $SECONDS -le $deadline ]; do
+    curl -s --max-time 30 -o "$TMP/sweep_$id" "$BASE/api/v1/sweeps/$id" 2>/dev/null
+    st=$(jstr status "$TMP/sweep_$id")
+    [ "$st" = "$want" ] && return 0
+    sleep 0.3
+  done
+  echo "     sweep $id is '$st', wanted '$want': $(head -c 400 "$TMP/sweep_$id")"
+  return 1
+}
+n_jobs() { curl -s --max-time 10 "$BASE/api/v1/jobs?limit=1000" | grep -o '"kind":' | wc -l; }
+
+# ---------------------------------------------------------------- start
+
+log="$TMP/server.log"
+"$TDLAB" serve --host 127.0.0.1 --port 0 --db "$TMP/tdlab.db" --web "$ROOT/web" \
+  --migrations "$ROOT/migrations" --workers 2 --batch-ms 100 2>"$log" &
+PID=$!
+port=""
+for _ in $(seq 1 200); do
+  port=$(grep -o 'event=listening url=http://127.0.0.1:[0-9]*' "$log" 2>/dev/null | grep -o '[0-9]*$' | head -1)
+  [ -n "$port" ] && break
+  kill -0 "$PID" 2>/dev/null || break
+  sleep 0.05
+done
+if [ -z "$port" ]; then
+  cat "$log"
+  bad "the daemon starts"
+  finish
+fi
+BASE="http://127.0.0.1:$port"
+ok "sweeps: the daemon starts ($BASE, 2 workers)"
+
+# ---------------------------------------------------------------- an nqm batch-size scan
+
+NQM='{"name":"e2e-nqm-bs","kind":"nqm","base":{"dim":100,"target_loss":0.01,"max_steps":100000,"tune_lr":true},"axes":{"batch_size":{"values":[1,4,16,64,256,1024,4096]}},"fit":{"law":"critical_batch","x":"params.batch_size","y":"summary.steps_to_target","bootstrap":100}}'
+post_json /api/v1/sweeps "$NQM"
+S1=$(jnum id "$TMP/body")
+check "POST /api/v1/sweeps answers 201 with the sweep, its 7 children and a Location" \
+  bash -c "[ '$CODE' = 201 ] && grep -qi '^location: /api/v1/sweeps/$S1' '$TMP/hdr' &&
+           [ \$(grep -o '\"axis_values\":' '$TMP/body' | wc -l) = 7 ] && grep -q '\"n_children\":7' '$TMP/body'"
+check "the children are ordinary jobs tagged sweep:$S1 with sweep_id $S1" \
+  bash -c "curl -s '$BASE/api/v1/jobs?tag=sweep:$S1' | grep -o '\"sweep_id\":$S1' | wc -l | grep -qx 7 &&
+           curl -s '$BASE/api/v1/jobs?sweep=$S1' | grep -o '\"kind\":\"nqm\"' | wc -l | grep -qx 7"
+
+# ---------------------------------------------------------------- a tiny train width sweep
+
+WIDTH='{"name":"e2e-width","kind":"train","base":{"data":{"name":"fashion-mnist","n_train":2000,"n_test":500},"batch_size":64,"epochs":2,"optimizer":{"name":"sgd","lr":0.1,"momentum":0.9}},"axes":{"model.hidden[0]":{"values":[8,16,32,64,128]}},"fit":{"law":"power_offset","x":"summary.n_params","y":"summary.test_loss","bootstrap":100}}'
+post_json /api/v1/sweeps "$WIDTH"
+S2=$(jnum id "$TMP/body")
+check "a train width sweep is created (5 children)" bash -c "[ '$CODE' = 201 ] && grep -q '\"n_children\":5' '$TMP/body'"
+
+check "the nqm sweep $S1 finishes" wait_sweep "$S1" finished 90
+F="$TMP/sweep_$S1"
+check "every nqm child succeeded with a steps_to_target" \
+  bash -c "grep -q '\"succeeded\":7' '$F' && [ \$(grep -o '\"steps_to_target\":[0-9]' '$F' | wc -l) = 7 ]"
+BC=$(fitval B_crit "$F")
+SMIN=$(fitval S_min "$F")
+check "the critical_batch fit has B_crit ($BC) and S_min ($SMIN) with 95% intervals" \
+  bash -c "within '$BC' 10 100000 && within '$SMIN' 1 100000 && grep -q '\"B_crit\":{\"value\":[0-9.eE+-]*,\"ci95\":\[' '$F' &&
+           grep -q '\"E_min\"' '$F' && grep -q '\"n_points\":7' '$F' && grep -q '\"points\":\[{' '$F'"
+
+check "the train width sweep $S2 finishes" wait_sweep "$S2" finished 120
+F2="$TMP/sweep_$S2"
+ALPHA=$(fitval alpha "$F2")
+check "its power_offset fit of test_loss on n_params has E, A, alpha (alpha=$ALPHA)" \
+  bash -c "grep -q '\"succeeded\":5' '$F2' && grep -q '\"law\":\"power_offset\"' '$F2' &&
+           within '$ALPHA' -100 100 && grep -q '\"x\":\"summary.n_params\"' '$F2' && ! grep -q '\"fit\":{[^}]*\"error\"' '$F2'"
+
+# ---------------------------------------------------------------- early stopping
+
+ES='{"name":"e2e-asha","kind":"nqm","max_concurrency":1,"base":{"dim":100,"max_steps":3000,"batch_size":16},"axes":{"lr":{"values":[0.5,0.05,0.005]}},"early_stopping":{"rule":"asha","metric":"loss","min_steps":100,"eta":3}}'
+post_json /api/v1/sweeps "$ES"
+S3=$(jnum id "$TMP/body")
+check "an ASHA sweep is created" bash -c "[ '$CODE' = 201 ] && grep -q '\"early_stopping\":{\"rule\":\"asha\"' '$TMP/body'"
+check "it finishes" wait_sweep "$S3" finished 60
+check "the slow learning rates end as pruned, with the reason in error" \
+  bash -c "grep -q '\"pruned\":2' '$TMP/sweep_$S3' && grep -q '\"succeeded\":1' '$TMP/sweep_$S3' &&
+           [ \$(grep -o '\"error\":\"pruned by early stopping: asha: at rung 100' '$TMP/sweep_$S3' | wc -l) = 2 ]"
+req GET "/api/v1/jobs?sweep=$S3&status=pruned"
+check "GET /api/v1/jobs?status=pruned lists them" bash -c "[ '$CODE' = 200 ] && [ \$(grep -o '\"status\":\"pruned\"' '$TMP/body' | wc -l) = 2 ]"
+
+# ---------------------------------------------------------------- cancel
+
+SLOW='{"name":"e2e-cancel","kind":"train","max_concurrency":1,"base":{"data":{"name":"fashion-mnist","n_train":20000,"n_test":500},"model":{"hidden":[256,256]},"batch_size":32,"epochs":200,"eval_every":1000000},"axes":{"seed":{"values":[1,2,3]}}}'
+post_json /api/v1/sweeps "$SLOW"
+S4=$(jnum id "$TMP/body")
+for _ in $(seq 1 100); do
+  curl -s -o "$TMP/s4" "$BASE/api/v1/sweeps/$S4?children=0"
+  grep -q '"running":1' "$TMP/s4" && break
+  sleep 0.1
+done
+check "max_concurrency 1: one child runs, two wait" bash -c "grep -q '\"running\":1' '$TMP/s4' && grep -q '\"queued\":2' '$TMP/s4'"
+req POST "/api/v1/sweeps/$S4/cancel"
+check "POST /api/v1/sweeps/$S4/cancel: 202, the queued children are cancelled at once" \
+  bash -c "[ '$CODE' = 202 ] && grep -q '\"status\":\"cancelled\"' '$TMP/body' && grep -q '\"cancelled\":2' '$TMP/body'"
+check "the running child stops: every child is cancelled" \
+  bash -c "for i in \$(seq 1 100); do curl -s '$BASE/api/v1/sweeps/$S4?children=0' | grep -q '\"cancelled\":3' && exit 0; sleep 0.2; done; exit 1"
+expect_error "cancel a cancelled sweep" 409 - POST "/api/v1/sweeps/$S4/cancel"
+
+# ---------------------------------------------------------------- list and dashboard
+
+req GET /api/v1/sweeps
+check "GET /api/v1/sweeps lists the 4 sweeps newest first with counts" \
+  bash -c "[ '$CODE' = 200 ] && [ \$(grep -o '\"counts\":{' '$TMP/body' | wc -l) = 4 ] && grep -q '^{\"sweeps\":\[{\"id\":$S4,' '$TMP/body'"
+req GET "/api/v1/sweeps?limit=1"
+check "the list pages with a cursor" bash -c "[ '$CODE' = 200 ] && grep -q '\"next_cursor\":\"$S4\"' '$TMP/body'"
+req GET "/sweep.html?id=$S1"
+check "GET /sweep.html serves the sweep page" bash -c "[ '$CODE' = 200 ] && grep -qi '^content-type: text/html' '$TMP/hdr'"
+
+# ---------------------------------------------------------------- POST /api/v1/fits
+
+# Points from Chinchilla's fitted law (Hoffmann et al. 2022, eq. 10) on a 6 x 6 grid.
+pts=$(awk 'BEGIN{
+  n=0; for (i=0;i<6;i++) for (j=0;j<6;j++) {
+    N = 1e7 * 10^(i*0.6); D = 1e9 * 10^(j*0.5);
+    L = 1.69 + 406.4 / N^0.34 + 410.7 / D^0.28;
+    printf("%s{\"N\":%.10g,\"D\":%.10g,\"L\":%.17g}", n++ ? "," : "", N, D, L) } }')
+post_json /api/v1/fits "{\"law\":\"chinchilla\",\"points\":[$pts],\"bootstrap\":20}"
+cp "$TMP/body" "$TMP/chin"
+E=$(fitval E "$TMP/chin"); AL=$(fitval alpha "$TMP/chin"); BE=$(fitval beta "$TMP/chin")
+check "POST /api/v1/fits recovers Chinchilla's law (E=$E alpha=$AL beta=$BE; 1.69, 0.34, 0.28)" \
+  bash -c "[ '$CODE' = 200 ] && within '$E' 1.6731 1.7069 && within '$AL' 0.3366 0.3434 && within '$BE' 0.2772 0.2828 &&
+           grep -q '\"compute_optimal\":{' '$TMP/chin' && grep -q '\"n_points\":36' '$TMP/chin'"
+pts=$(awk 'BEGIN{ for (i=0;i<10;i++) { x = 1e3 * 10^(i*0.4); printf("%s{\"x\":%.10g,\"y\":%.17g}", i ? "," : "", x, 0.3 + 40 * x^-0.45) } }')
+post_json /api/v1/fits "{\"law\":\"power_offset\",\"points\":[$pts],\"bootstrap\":50,\"seed\":3}"
+AL=$(fitval alpha "$TMP/body")
+check "POST /api/v1/fits recovers a power law (alpha=$AL; 0.45) with intervals and residuals" \
+  bash -c "[ '$CODE' = 200 ] && within '$AL' 0.4455 0.4545 && grep -q '\"ci95\":\[' '$TMP/body' && grep -q '\"residuals\":\[' '$TMP/body'"
+post_json /api/v1/fits '{"law":"critical_batch","points":[{"B":1,"S":65000},{"B":16,"S":5000},{"B":256,"S":1250},{"B":4096,"S":1015.6}],"bootstrap":0}'
+check "critical_batch with bootstrap 0: B_crit about 64, intervals null" \
+  bash -c "[ '$CODE' = 200 ] && within '$(fitval B_crit "$TMP/body")' 60 68 && grep -q '\"ci95\":null' '$TMP/body'"
+
+bad_fit "fit without a law" 400 law '{"points":[{"x":1,"y":1}]}'
+bad_fit "fit with an unknown law" 400 law '{"law":"exponential","points":[]}'
+bad_fit "fit with a non-positive y" 400 'points[2].y' '{"law":"power_offset","points":[{"x":1,"y":1},{"x":2,"y":0.5},{"x":3,"y":-1},{"x":4,"y":0.2}]}'
+bad_fit "fit with a missing field" 400 'points[0].S' '{"law":"critical_batch","points":[{"B":1},{"B":2,"S":3},{"B":3,"S":2}]}'
+bad_fit "fit with too few points" 400 - '{"law":"power_offset","points":[{"x":1,"y":1}]}'
+bad_fit "fit with an unknown field" 400 foo '{"law":"power_offset","points":[],"foo":1}'
+bad_fit "fit with bootstrap out of range" 400 bootstrap '{"law":"power_offset","points":[{"x":1,"y":1},{"x":2,"y":0.5},{"x":3,"y":0.3},{"x":4,"y":0.2}],"bootstrap":-1}'
+awk 'BEGIN{ printf("{\"law\":\"power_offset\",\"points\":["); for (i=0;i<10001;i++) printf("%s{\"x\":%d,\"y\":1}", i ? "," : "", i+1); printf("]}") }' >"$TMP/big.json"
+bad_fit "fit with too many points" 400 points "@$TMP/big.json"
+pts=$(awk 'BEGIN{ for (i=0;i<2000;i++) printf("%s{\"x\":%d,\"y\":%g}", i ? "," : "", i+1, 1+1/(i+1)) }')
+bad_fit "fit whose bootstrap would take too long" 400 bootstrap "{\"law\":\"power_offset\",\"points\":[$pts],\"bootstrap\":1000}"
+bad_fit "fit with malformed JSON" 400 - '{"law":'
+expect_error "fit without Content-Type: application/json" 415 - POST /api/v1/fits --data-binary '{"law":"power_offset"}'
+
+# ---------------------------------------------------------------- bad sweeps
+
+before=$(n_jobs)
+bad_sweep "sweep with a bad point (names it)" 400 axes.batch_size \
+  '{"kind":"nqm","axes":{"batch_size":{"values":[4,0,8]}}}'
+check "the error names point 1 and its value" grep -q 'point 1 (batch_size=0)' "$TMP/body"
+bad_sweep "sweep whose last point is bad" 400 axes.lr \
+  '{"kind":"nqm","axes":{"lr":{"values":[0.1,0.2,-1]}},"seeds":2}'
+check "no child was created by the bad sweeps" bash -c "[ '$(n_jobs)' = '$before' ]"
+bad_sweep "sweep of an unknown kind" 400 kind '{"kind":"nope","axes":{}}'
+bad_sweep "sweep with an unknown field" 400 colour '{"kind":"nqm","colour":"red"}'
+bad_sweep "sweep with a bad axis spec" 400 axes.lr '{"kind":"nqm","axes":{"lr":{"values":[]}}}'
+bad_sweep "grid sweep with a uniform axis" 400 axes.lr '{"kind":"nqm","axes":{"lr":{"uniform":[0.1,1]}}}'
+bad_sweep "random sweep without samples" 400 samples '{"kind":"nqm","mode":"random","axes":{"lr":{"log_uniform":[0.01,1]}}}'
+bad_sweep "sweep with too many children" 400 axes '{"kind":"nqm","axes":{"batch_size":{"values":[1,2,3,4,5,6,7,8,9,10]},"dim":{"values":[1,2,3,4,5,6,7,8,9,10]},"lr":{"values":[0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0,1.1]}}}'
+bad_sweep "sweep with a bad early_stopping rule" 400 early_stopping.rule '{"kind":"nqm","early_stopping":{"rule":"hyperband","metric":"loss"}}'
+bad_sweep "sweep with a bad fit law" 400 fit.law '{"kind":"nqm","fit":{"law":"linear","x":"params.lr","y":"summary.final_loss"}}'
+bad_sweep "sweep with malformed JSON" 400 - '{"kind":'
+bad_sweep "sweep that is not an object" 400 - '[1,2]'
+check "still no child created" bash -c "[ '$(n_jobs)' = '$before' ]"
+expect_error "GET an unknown sweep" 404 - GET /api/v1/sweeps/999999
+expect_error "GET a sweep with a bad id" 404 - GET /api/v1/sweeps/abc
+expect_error "DELETE a sweep" 405 - DELETE "/api/v1/sweeps/$S1"
+expect_error "cancel a finished sweep" 409 - POST "/api/v1/sweeps/$S1/cancel"
+expect_error "sweeps list with a bad limit" 400 limit GET "/api/v1/sweeps?limit=0"
+req GET /healthz
+check "the daemon is healthy afterwards" bash -c "[ '$CODE' = 200 ] && kill -0 $PID"
+
+finish
