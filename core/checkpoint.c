@@ -14,6 +14,47 @@ static const char *act_name(td_act a) {
   return a == TD_ACT_RELU ? "relu" : a == TD_ACT_TANH ? "tanh" : "linear";
 }
 
+/* The tensors of a model, in file order: per linear layer j layers.{j}.weight, .bias, and,
+ * when layer j is followed by a norm layer, norms.{j}.weight, .bias (and for BatchNorm
+ * .running_mean, .running_var, .num_batches_tracked, which point into m->buffers). */
+typedef struct ckpt_tensor {
+  char name[48];
+  size_t ndim;
+  size_t shape[2];
+  double *data;
+  int optional; /* num_batches_tracked: may be absent on load (and of any dtype) */
+} ckpt_tensor;
+
+/* Fill t (capacity 7 * n_linear) for params; returns the count or -1 (inconsistent model). */
+static int ckpt_tensors(const td_mlp *m, double *params, ckpt_tensor *t) {
+  int k = 0;
+  for (int j = 0; j < m->n_linear; j++) {
+    double *W = NULL, *b = NULL;
+    const td_layer *L = td_mlp_linear(m, j, params, &W, &b);
+    if (!L) return -1;
+    t[k] = (ckpt_tensor){"", 2, {(size_t)L->n_out, (size_t)L->n_in}, W, 0};
+    snprintf(t[k++].name, sizeof t[0].name, "layers.%d.weight", j);
+    t[k] = (ckpt_tensor){"", 1, {(size_t)L->n_out, 0}, b, 0};
+    snprintf(t[k++].name, sizeof t[0].name, "layers.%d.bias", j);
+    double *g = NULL, *be = NULL;
+    const td_layer *N = td_mlp_norm(m, j, params, &g, &be);
+    if (!N) continue;
+    t[k] = (ckpt_tensor){"", 1, {(size_t)N->n_out, 0}, g, 0};
+    snprintf(t[k++].name, sizeof t[0].name, "norms.%d.weight", j);
+    t[k] = (ckpt_tensor){"", 1, {(size_t)N->n_out, 0}, be, 0};
+    snprintf(t[k++].name, sizeof t[0].name, "norms.%d.bias", j);
+    double *rm = NULL, *rv = NULL, *cnt = NULL;
+    if (!td_mlp_norm_buffers(m, j, &rm, &rv, &cnt)) continue;
+    t[k] = (ckpt_tensor){"", 1, {(size_t)N->n_out, 0}, rm, 0};
+    snprintf(t[k++].name, sizeof t[0].name, "norms.%d.running_mean", j);
+    t[k] = (ckpt_tensor){"", 1, {(size_t)N->n_out, 0}, rv, 0};
+    snprintf(t[k++].name, sizeof t[0].name, "norms.%d.running_var", j);
+    t[k] = (ckpt_tensor){"", 0, {0, 0}, cnt, 1};
+    snprintf(t[k++].name, sizeof t[0].name, "norms.%d.num_batches_tracked", j);
+  }
+  return k;
+}
+
 int td_checkpoint_save(const td_mlp *m, const double *params, const json_t *metadata,
                        unsigned char **buf, size_t *len, td_err *err) {
   if (buf) *buf = NULL;
@@ -22,57 +63,37 @@ int td_checkpoint_save(const td_mlp *m, const double *params, const json_t *meta
     return td_err_set(err, TD_EINVAL, NULL, "checkpoint: bad arguments");
   if (metadata && !json_is_object(metadata))
     return td_err_set(err, TD_EINVAL, "__metadata__", "checkpoint: metadata must be an object");
-  const int nl = m->n_linear;
-  td_safetensors_entry *e = calloc((size_t)(2 * nl), sizeof *e);
-  char (*names)[40] = calloc((size_t)(2 * nl), sizeof *names);
-  size_t (*shapes)[2] = calloc((size_t)(2 * nl), sizeof *shapes);
+  const int cap = 7 * m->n_linear;
+  td_safetensors_entry *e = calloc((size_t)cap, sizeof *e);
+  ckpt_tensor *t = calloc((size_t)cap, sizeof *t);
   json_t *meta = metadata ? json_deep_copy(metadata) : json_object();
   int rc = 0;
-  if (!e || !names || !shapes || !meta) {
+  if (!e || !t || !meta) {
     rc = td_err_set(err, TD_ENOMEM, NULL, "checkpoint: out of memory");
     goto out;
   }
   if (!json_object_get(meta, "format")) json_object_set_new(meta, "format", json_string("pt"));
   if (!json_object_get(meta, "activation"))
     json_object_set_new(meta, "activation", json_string(act_name(m->cfg.act)));
-  for (int j = 0; j < nl; j++) {
-    double *W = NULL, *b = NULL;
-    const td_layer *L = td_mlp_linear(m, j, (double *)params, &W, &b);
-    if (!L) {
-      rc = td_err_set(err, TD_EINTERNAL, NULL, "checkpoint: linear layer %d missing", j);
-      goto out;
-    }
-    snprintf(names[2 * j], sizeof names[0], "layers.%d.weight", j);
-    snprintf(names[2 * j + 1], sizeof names[0], "layers.%d.bias", j);
-    shapes[2 * j][0] = (size_t)L->n_out;
-    shapes[2 * j][1] = (size_t)L->n_in;
-    shapes[2 * j + 1][0] = (size_t)L->n_out;
-    e[2 * j] = (td_safetensors_entry){names[2 * j], 2, shapes[2 * j], W};
-    e[2 * j + 1] = (td_safetensors_entry){names[2 * j + 1], 1, shapes[2 * j + 1], b};
+  if (m->n_norm > 0) {
+    char eps[40];
+    snprintf(eps, sizeof eps, "%.17g", m->norm_eps);
+    if (!json_object_get(meta, "norm"))
+      json_object_set_new(meta, "norm", json_string(td_mlp_norm_name(m->cfg.norm)));
+    if (!json_object_get(meta, "norm_eps")) json_object_set_new(meta, "norm_eps", json_string(eps));
   }
-  rc = td_safetensors_write(e, (size_t)(2 * nl), meta, buf, len, err);
+  int nt = ckpt_tensors(m, (double *)params, t);
+  if (nt < 0) {
+    rc = td_err_set(err, TD_EINTERNAL, NULL, "checkpoint: inconsistent layer list");
+    goto out;
+  }
+  for (int k = 0; k < nt; k++) e[k] = (td_safetensors_entry){t[k].name, t[k].ndim, t[k].shape, t[k].data};
+  rc = td_safetensors_write(e, (size_t)nt, meta, buf, len, err);
 out:
   json_decref(meta);
   free(e);
-  free(names);
-  free(shapes);
+  free(t);
   return rc;
-}
-
-/* Parse "layers.<j>.weight" / "layers.<j>.bias": returns j (>= 0) and *is_bias, or -1. */
-static int parse_name(const char *s, int *is_bias) {
-  if (strncmp(s, "layers.", 7)) return -1;
-  s += 7;
-  if (*s < '0' || *s > '9' || (s[0] == '0' && s[1] >= '0' && s[1] <= '9')) return -1;
-  long j = 0;
-  while (*s >= '0' && *s <= '9') {
-    j = j * 10 + (*s++ - '0');
-    if (j > 1000000) return -1;
-  }
-  if (!strcmp(s, ".weight")) *is_bias = 0;
-  else if (!strcmp(s, ".bias")) *is_bias = 1;
-  else return -1;
-  return (int)j;
 }
 
 int td_checkpoint_load(const td_mlp *m, const void *buf, size_t len, double *params,
@@ -81,45 +102,77 @@ int td_checkpoint_load(const td_mlp *m, const void *buf, size_t len, double *par
   td_safetensors *st = NULL;
   int rc = td_safetensors_parse(buf, len, &st, err);
   if (rc) return rc;
+  const int cap = 7 * m->n_linear;
+  ckpt_tensor *t = calloc((size_t)cap, sizeof *t);
+  double *bufs = m->n_buffers ? malloc(m->n_buffers * sizeof *bufs) : NULL;
+  if (!t || (m->n_buffers && !bufs)) {
+    rc = td_err_set(err, TD_ENOMEM, NULL, "checkpoint: out of memory");
+    goto out;
+  }
+  /* Read the buffers into a copy first, so that nothing changes on error. */
+  if (m->n_buffers) memcpy(bufs, m->buffers, m->n_buffers * sizeof *bufs);
+  td_mlp shadow = *m;
+  shadow.buffers = bufs;
+  int nt = ckpt_tensors(&shadow, params, t);
+  if (nt < 0) {
+    rc = td_err_set(err, TD_EINTERNAL, NULL, "checkpoint: inconsistent layer list");
+    goto out;
+  }
   /* First check everything (names, shapes, dtypes), then copy: all or nothing. */
   size_t n = td_safetensors_count(st);
   for (size_t i = 0; i < n && !rc; i++) {
-    const td_safetensors_tensor *t = td_safetensors_at(st, i);
-    int is_bias = 0, j = parse_name(t->name, &is_bias);
-    if (j < 0 || j >= m->n_linear)
-      rc = td_err_set(err, TD_EINVAL, t->name, "checkpoint: unexpected tensor '%s'", t->name);
+    const td_safetensors_tensor *x = td_safetensors_at(st, i);
+    int known = 0;
+    for (int k = 0; k < nt && !known; k++) known = strcmp(t[k].name, x->name) == 0;
+    if (!known)
+      rc = td_err_set(err, TD_EINVAL, x->name, "checkpoint: unexpected tensor '%s'", x->name);
   }
-  for (int j = 0; j < m->n_linear && !rc; j++) {
-    double *W = NULL, *b = NULL;
-    const td_layer *L = td_mlp_linear(m, j, params, &W, &b);
-    char name[40];
-    for (int k = 0; k < 2 && !rc; k++) {
-      snprintf(name, sizeof name, k ? "layers.%d.bias" : "layers.%d.weight", j);
-      const td_safetensors_tensor *t = td_safetensors_find(st, name);
-      size_t want0 = (size_t)L->n_out, want1 = (size_t)L->n_in;
-      if (!t)
-        rc = td_err_set(err, TD_ENOTFOUND, name, "checkpoint: tensor '%s' missing", name);
-      else if (strcmp(t->dtype, "F64") && strcmp(t->dtype, "F32"))
-        rc = td_err_set(err, TD_EINVAL, name, "checkpoint: '%s' has dtype %s (F64 or F32)", name,
-                        t->dtype);
-      else if (t->ndim != (size_t)(k ? 1 : 2) || t->shape[0] != want0 ||
-               (!k && t->shape[1] != want1))
-        rc = td_err_set(err, TD_EINVAL, name,
-                        k ? "checkpoint: '%s' must have shape (%zu)"
-                          : "checkpoint: '%s' must have shape (%zu, %zu)",
-                        name, want0, want1);
+  for (int k = 0; k < nt && !rc; k++) {
+    const char *name = t[k].name;
+    const td_safetensors_tensor *x = td_safetensors_find(st, name);
+    int fdt = x && (!strcmp(x->dtype, "F64") || !strcmp(x->dtype, "F32"));
+    if (!x && t[k].optional) continue;
+    if (!x) rc = td_err_set(err, TD_ENOTFOUND, name, "checkpoint: tensor '%s' missing", name);
+    else if (t[k].optional && x->ndim == 0 && x->numel == 1) continue; /* any dtype */
+    else if (!fdt)
+      rc = td_err_set(err, TD_EINVAL, name, "checkpoint: '%s' has dtype %s (F64 or F32)", name,
+                      x->dtype);
+    else if (x->ndim != t[k].ndim || (t[k].ndim >= 1 && x->shape[0] != t[k].shape[0]) ||
+             (t[k].ndim == 2 && x->shape[1] != t[k].shape[1]))
+      rc = t[k].ndim == 2 ? td_err_set(err, TD_EINVAL, name,
+                                       "checkpoint: '%s' must have shape (%zu, %zu)", name,
+                                       t[k].shape[0], t[k].shape[1])
+         : t[k].ndim == 1 ? td_err_set(err, TD_EINVAL, name,
+                                       "checkpoint: '%s' must have shape (%zu)", name,
+                                       t[k].shape[0])
+                          : td_err_set(err, TD_EINVAL, name, "checkpoint: '%s' must be a scalar",
+                                       name);
+  }
+  /* Parameters go to a scratch copy too: a read error half way must leave params intact. */
+  double *pcopy = NULL;
+  if (!rc && !(pcopy = malloc((m->n_params ? m->n_params : 1) * sizeof *pcopy)))
+    rc = td_err_set(err, TD_ENOMEM, NULL, "checkpoint: out of memory");
+  if (!rc) {
+    memcpy(pcopy, params, m->n_params * sizeof *pcopy);
+    nt = ckpt_tensors(&shadow, pcopy, t);
+  }
+  for (int k = 0; k < nt && !rc; k++) {
+    const td_safetensors_tensor *x = td_safetensors_find(st, t[k].name);
+    if (!x) continue; /* an optional tensor */
+    if (t[k].optional && strcmp(x->dtype, "F64") && strcmp(x->dtype, "F32")) {
+      *t[k].data = 0.0; /* torch writes num_batches_tracked as I64: not read, restarts at 0 */
+      continue;
     }
+    rc = td_safetensors_read_f64(st, t[k].name, t[k].ndim, t[k].shape, t[k].data, err);
   }
-  for (int j = 0; j < m->n_linear && !rc; j++) {
-    double *W = NULL, *b = NULL;
-    const td_layer *L = td_mlp_linear(m, j, params, &W, &b);
-    char name[40];
-    size_t shw[2] = {(size_t)L->n_out, (size_t)L->n_in};
-    snprintf(name, sizeof name, "layers.%d.weight", j);
-    rc = td_safetensors_read_f64(st, name, 2, shw, W, err);
-    snprintf(name, sizeof name, "layers.%d.bias", j);
-    if (!rc) rc = td_safetensors_read_f64(st, name, 1, shw, b, err);
+  if (!rc) {
+    memcpy(params, pcopy, m->n_params * sizeof *pcopy);
+    if (m->n_buffers) memcpy(m->buffers, bufs, m->n_buffers * sizeof *bufs);
   }
+  free(pcopy);
+out:
+  free(t);
+  free(bufs);
   td_safetensors_destroy(st);
   return rc;
 }
@@ -165,6 +218,24 @@ int td_checkpoint_cfg(const void *buf, size_t len, td_mlp_cfg *cfg, td_err *err)
     if (td_mlp_act_parse(a ? a : "relu", &cfg->act))
       rc = td_err_set(err, TD_EINVAL, "__metadata__.activation",
                       "checkpoint: unknown activation '%s'", a);
+  }
+  if (!rc) { /* normalization: the metadata, else inferred from the norms.0.* tensors */
+    const char *nm = td_safetensors_metadata(st, "norm");
+    if (!nm && cfg->n_hidden > 0)
+      nm = td_safetensors_find(st, "norms.0.running_mean") ? "batchnorm"
+           : td_safetensors_find(st, "norms.0.weight")     ? "layernorm"
+                                                            : "none";
+    if (td_mlp_norm_parse(nm ? nm : "none", &cfg->norm))
+      rc = td_err_set(err, TD_EINVAL, "__metadata__.norm", "checkpoint: unknown norm '%s'", nm);
+    const char *ne = td_safetensors_metadata(st, "norm_eps");
+    if (!rc && ne) {
+      char *end = NULL;
+      double v = strtod(ne, &end);
+      if (!end || *end || !(v >= 0) || v > 1e300)
+        rc = td_err_set(err, TD_EINVAL, "__metadata__.norm_eps", "checkpoint: bad norm_eps '%s'",
+                        ne);
+      else cfg->norm_eps = v;
+    }
   }
   td_safetensors_destroy(st);
   return rc;

@@ -109,6 +109,149 @@ void td_curv_tanh_rbackward(double *rdinp, const double *rdout, const double *do
     for (size_t i = 0; i < n; i++) rdinp[i] = rdout[i] * (1.0 - y[i] * y[i]);
 }
 
+/* Normalization tangents. A group is a row (LayerNorm: G = B groups of len = n, group stride
+ * n, element stride 1) or a column (BatchNorm: G = n groups of len = B, strides 1 and n), as
+ * in model.c. gamma, Vgamma, Vbeta are indexed by the feature: k for rows, g for columns. */
+static void norm_jvp(double *rout, double *rxhat, double *rrstd, const double *rin,
+                     const double *xhat, const double *rstd, const double *gamma,
+                     const double *Vgamma, const double *Vbeta, int B, int n, int per_row,
+                     int project) {
+  assert(rout && rxhat && rrstd && xhat && rstd && gamma && Vgamma && Vbeta && B >= 1 && n >= 1);
+  const int G = per_row ? B : n, len = per_row ? n : B;
+  const size_t gs = per_row ? (size_t)n : 1, ks = per_row ? 1 : (size_t)n;
+  for (int g = 0; g < G; g++) {
+    const double *hg = xhat + (size_t)g * gs;
+    double *rh = rxhat + (size_t)g * gs;
+    const double r = rstd[g];
+    if (!rin) {
+      for (int k = 0; k < len; k++) rh[(size_t)k * ks] = 0.0;
+      rrstd[g] = 0.0;
+      continue;
+    }
+    const double *ig = rin + (size_t)g * gs;
+    if (!project) {
+      for (int k = 0; k < len; k++) rh[(size_t)k * ks] = ig[(size_t)k * ks] * r;
+      rrstd[g] = 0.0;
+      continue;
+    }
+    double m = 0.0, a = 0.0;
+    for (int k = 0; k < len; k++) {
+      size_t e = (size_t)k * ks;
+      m += ig[e];
+      a += hg[e] * ig[e];
+    }
+    m /= len;
+    a /= len;
+    for (int k = 0; k < len; k++) {
+      size_t e = (size_t)k * ks;
+      rh[e] = r * (ig[e] - m - hg[e] * a);
+    }
+    rrstd[g] = -r * r * a;
+  }
+  for (int b = 0; b < B; b++) {
+    const double *restrict h = xhat + (size_t)b * n, *restrict rh = rxhat + (size_t)b * n;
+    double *restrict o = rout + (size_t)b * n;
+    for (int j = 0; j < n; j++) o[j] = gamma[j] * rh[j] + Vgamma[j] * h[j] + Vbeta[j];
+  }
+}
+
+static void norm_rbackward(double *rdinp, double *Rgamma, double *Rbeta, const double *rdout,
+                           const double *dout, const double *xhat, const double *rstd,
+                           const double *rxhat, const double *rrstd, const double *gamma,
+                           const double *Vgamma, int B, int n, int per_row, int project) {
+  assert(Rgamma && Rbeta && rdout && dout && xhat && rstd && gamma && Vgamma && B >= 1 && n >= 1);
+  assert(!rxhat == !rrstd);
+  memset(Rgamma, 0, (size_t)n * sizeof *Rgamma);
+  memset(Rbeta, 0, (size_t)n * sizeof *Rbeta);
+  for (int b = 0; b < B; b++) {
+    const size_t o = (size_t)b * n;
+    for (int j = 0; j < n; j++) {
+      Rgamma[j] += rdout[o + j] * xhat[o + j] + (rxhat ? dout[o + j] * rxhat[o + j] : 0.0);
+      Rbeta[j] += rdout[o + j];
+    }
+  }
+  if (!rdinp) return;
+  const int G = per_row ? B : n, len = per_row ? n : B;
+  const size_t gs = per_row ? (size_t)n : 1, ks = per_row ? 1 : (size_t)n;
+  for (int g = 0; g < G; g++) {
+    const size_t g0 = (size_t)g * gs;
+    const double r = rstd[g];
+    double *og = rdinp + g0;
+    if (!project) {
+      for (int k = 0; k < len; k++) {
+        size_t e = g0 + (size_t)k * ks;
+        int f = per_row ? k : g;
+        og[(size_t)k * ks] = (rdout[e] * gamma[f] + dout[e] * Vgamma[f]) * r;
+      }
+      continue;
+    }
+    double su = 0, shu = 0, sru = 0, shru = 0, srhu = 0;
+    for (int k = 0; k < len; k++) {
+      size_t e = g0 + (size_t)k * ks;
+      int f = per_row ? k : g;
+      double u = dout[e] * gamma[f], ru = rdout[e] * gamma[f] + dout[e] * Vgamma[f];
+      su += u;
+      shu += xhat[e] * u;
+      sru += ru;
+      shru += xhat[e] * ru;
+      if (rxhat) srhu += rxhat[e] * u;
+    }
+    su /= len;
+    shu /= len;
+    sru /= len;
+    shru /= len;
+    srhu /= len;
+    const double rr = rrstd ? rrstd[g] : 0.0;
+    for (int k = 0; k < len; k++) {
+      size_t e = g0 + (size_t)k * ks;
+      int f = per_row ? k : g;
+      double u = dout[e] * gamma[f], ru = rdout[e] * gamma[f] + dout[e] * Vgamma[f];
+      double h = xhat[e], rh = rxhat ? rxhat[e] : 0.0;
+      og[(size_t)k * ks] =
+          rr * (u - su - h * shu) + r * (ru - sru - h * shru - rh * shu - h * srhu);
+    }
+  }
+}
+
+void td_curv_layernorm_jvp(double *rout, double *rxhat, double *rrstd, const double *rin,
+                           const double *xhat, const double *rstd, const double *gamma,
+                           const double *Vgamma, const double *Vbeta, int B, int n) {
+  norm_jvp(rout, rxhat, rrstd, rin, xhat, rstd, gamma, Vgamma, Vbeta, B, n, 1, 1);
+}
+
+void td_curv_batchnorm_jvp(double *rout, double *rxhat, double *rrstd, const double *rin,
+                           const double *xhat, const double *rstd, const double *gamma,
+                           const double *Vgamma, const double *Vbeta, int B, int n,
+                           int training) {
+  norm_jvp(rout, rxhat, rrstd, rin, xhat, rstd, gamma, Vgamma, Vbeta, B, n, 0, training);
+}
+
+void td_curv_layernorm_rbackward(double *rdinp, double *Rgamma, double *Rbeta,
+                                 const double *rdout, const double *dout, const double *xhat,
+                                 const double *rstd, const double *rxhat, const double *rrstd,
+                                 const double *gamma, const double *Vgamma, int B, int n) {
+  norm_rbackward(rdinp, Rgamma, Rbeta, rdout, dout, xhat, rstd, rxhat, rrstd, gamma, Vgamma, B,
+                 n, 1, 1);
+}
+
+void td_curv_batchnorm_rbackward(double *rdinp, double *Rgamma, double *Rbeta,
+                                 const double *rdout, const double *dout, const double *xhat,
+                                 const double *rstd, const double *rxhat, const double *rrstd,
+                                 const double *gamma, const double *Vgamma, int B, int n,
+                                 int training) {
+  norm_rbackward(rdinp, Rgamma, Rbeta, rdout, dout, xhat, rstd, rxhat, rrstd, gamma, Vgamma, B,
+                 n, 0, training);
+}
+
+static int is_norm(const td_layer *L) {
+  return L->kind == TD_LAYER_LAYERNORM || L->kind == TD_LAYER_BATCHNORM;
+}
+
+/* Does the normalization of layer L project (couple) over its group in mode `mode`? */
+static int norm_projects(const td_layer *L, td_mlp_mode mode) {
+  return L->kind == TD_LAYER_LAYERNORM || mode == TD_MLP_TRAIN;
+}
+
 /* ---- context ------------------------------------------------------------------------------ */
 
 /* Index of the first layer with parameters: act[i] has a non-zero tangent (and needs a
@@ -124,13 +267,23 @@ int td_curv_estimate(const td_mlp_cfg *cfg, int cap, double *bytes, td_err *err)
   double np = 0, ws = 0;
   int rc = td_mlp_estimate(cfg, cap, &np, &ws, err);
   if (rc) return rc;
-  double widths = 0;
+  double widths = 0, rnorm = 0;
   for (int i = 0; i <= cfg->n_hidden; i++) {
     double w = i < cfg->n_hidden ? cfg->hidden[i] : cfg->out_dim;
     widths += w * (i < cfg->n_hidden && cfg->act != TD_ACT_LINEAR ? 2 : 1);
+    if (i < cfg->n_hidden && cfg->norm != TD_NORM_NONE) {
+      widths += w;
+      rnorm += (double)cap * w + (cap > w ? cap : w);
+    }
   }
-  *bytes = ws + 8.0 * (3.0 * cap * widths + 2.0 * cap * cfg->out_dim + 3.0 * np);
+  *bytes = ws + 8.0 * (3.0 * cap * widths + rnorm + 2.0 * cap * cfg->out_dim + 3.0 * np);
   return 0;
+}
+
+/* R{xhat} (cap x n) then R{rstd} (cap or n) of a norm layer. */
+static size_t rnorm_size(const td_layer *L, int cap) {
+  size_t n = (size_t)L->n_out, cp = (size_t)cap;
+  return cp * n + (cp > n ? cp : n);
 }
 
 int td_curv_init(td_curv_ctx *c, const td_mlp *m, int cap, td_err *err) {
@@ -140,7 +293,10 @@ int td_curv_init(td_curv_ctx *c, const td_mlp *m, int cap, td_err *err) {
   if (rc) return rc;
   const int K = m->cfg.out_dim;
   size_t total = 2 * (size_t)cap * K + 16;
-  for (int i = 0; i < m->n_layers; i++) total += 3 * ((size_t)cap * m->layers[i].n_out + 8);
+  for (int i = 0; i < m->n_layers; i++) {
+    total += 3 * ((size_t)cap * m->layers[i].n_out + 8);
+    if (is_norm(&m->layers[i])) total += rnorm_size(&m->layers[i], cap) + 8;
+  }
   c->mem = aligned_alloc(64, (total * sizeof(double) + 63) / 64 * 64);
   c->theta = malloc(m->n_params * sizeof *c->theta);
   c->grad = malloc(m->n_params * sizeof *c->grad);
@@ -157,6 +313,10 @@ int td_curv_init(td_curv_ctx *c, const td_mlp *m, int cap, td_err *err) {
     off += sz;
     c->rdelta[i + 1] = c->mem + off;
     off += sz;
+    if (is_norm(&m->layers[i])) {
+      c->rnorm[i] = c->mem + off;
+      off += (rnorm_size(&m->layers[i], cap) + 7) / 8 * 8;
+    }
   }
   c->prob = c->mem + off;
   off += ((size_t)cap * K + 7) / 8 * 8;
@@ -199,6 +359,11 @@ int td_curv_set_batch(td_curv_ctx *c, const double *X, const int *y, const doubl
   c->B = B;
   c->loss = loss;
   return 0;
+}
+
+void td_curv_set_mode(td_curv_ctx *c, td_mlp_mode mode) {
+  c->have_point = c->have_grad = 0;
+  td_mlp_ws_set_mode(&c->ws, mode, 0);
 }
 
 int td_curv_set_point(td_curv_ctx *c, const double *params, td_err *err) {
@@ -261,6 +426,21 @@ static void bwd(td_curv_ctx *c, const double *top, double **bufs, double *grad) 
     case TD_LAYER_TANH: /* with no output tangent, rbackward is the plain backward map */
       if (dinp) td_curv_tanh_rbackward(dinp, d, d, c->ws.act[i + 1], NULL, n);
       break;
+    case TD_LAYER_LAYERNORM:
+    case TD_LAYER_BATCHNORM: {
+      /* the model's kernels accumulate: zero what they add into first */
+      const double *g = c->theta + Ly->off, *xh = c->ws.aux[i];
+      const double *rs = xh + (size_t)c->ws.cap * Ly->n_out;
+      double *dg = grad ? grad + Ly->off : NULL;
+      if (dg) memset(dg, 0, Ly->n_params * sizeof *dg);
+      if (dinp) memset(dinp, 0, n * sizeof *dinp);
+      if (Ly->kind == TD_LAYER_LAYERNORM)
+        td_layernorm_backward(dinp, dg, dg ? dg + Ly->n_out : NULL, d, xh, rs, g, B, Ly->n_out);
+      else
+        td_batchnorm_backward(dinp, dg, dg ? dg + Ly->n_out : NULL, d, xh, rs, g, B, Ly->n_out,
+                              c->ws.mode == TD_MLP_TRAIN);
+      break;
+    }
     }
     if (!dinp) break; /* nothing below needs a delta */
     d = dinp;
@@ -298,6 +478,15 @@ static void rfwd(td_curv_ctx *c, const double *v) {
     case TD_LAYER_TANH:
       if (rin) td_curv_tanh_jvp(rout, rin, c->ws.act[i + 1], n);
       break;
+    case TD_LAYER_LAYERNORM:
+    case TD_LAYER_BATCHNORM: {
+      const double *g = c->theta + Ly->off, *Vg = v + Ly->off, *xh = c->ws.aux[i];
+      const double *rs = xh + (size_t)c->ws.cap * Ly->n_out;
+      double *rxh = c->rnorm[i], *rrs = rxh + (size_t)c->cap * Ly->n_out;
+      norm_jvp(rout, rxh, rrs, rin, xh, rs, g, Vg, Vg + Ly->n_out, B, Ly->n_out,
+               Ly->kind == TD_LAYER_LAYERNORM, norm_projects(Ly, c->ws.mode));
+      break;
+    }
     }
     if (rin || Ly->n_params) rin = rout;
   }
@@ -394,6 +583,16 @@ void td_curv_hvp(td_curv_ctx *c, const double *v, double *out) {
       if (rdinp)
         td_curv_tanh_rbackward(rdinp, rd, c->delta[i + 1], c->ws.act[i + 1], c->ract[i + 1], n);
       break;
+    case TD_LAYER_LAYERNORM:
+    case TD_LAYER_BATCHNORM: {
+      const double *g = c->theta + Ly->off, *Vg = v + Ly->off, *xh = c->ws.aux[i];
+      const double *rs = xh + (size_t)c->ws.cap * Ly->n_out;
+      const double *rxh = c->rnorm[i], *rrs = rxh + (size_t)c->cap * Ly->n_out;
+      double *Rg = out + Ly->off;
+      norm_rbackward(rdinp, Rg, Rg + Ly->n_out, rd, c->delta[i + 1], xh, rs, rxh, rrs, g, Vg, B,
+                     Ly->n_out, Ly->kind == TD_LAYER_LAYERNORM, norm_projects(Ly, c->ws.mode));
+      break;
+    }
     }
     if (!rdinp) break;
     rd = rdinp;
@@ -406,9 +605,25 @@ void td_curv_per_example_vjp(td_curv_ctx *c, const double *u, double *G) {
   const td_mlp *m = c->m;
   const int B = c->B, L = m->n_layers;
   const size_t np = m->n_params;
+  if (!td_curv_per_example_supported(c)) {
+    for (size_t k = 0; k < (size_t)B * np; k++) G[k] = NAN;
+    c->n_products++;
+    return;
+  }
   bwd(c, u, c->rdelta, NULL);
   for (int i = 0; i < L; i++) {
     const td_layer *Ly = &m->layers[i];
+    if (is_norm(Ly)) { /* gamma row: d_i * xhat_i; beta row: d_i (never the last layer) */
+      const double *d = c->rdelta[i + 1], *xh = c->ws.aux[i];
+      const int w = Ly->n_out;
+      for (int r = 0; r < B; r++) {
+        double *gg = G + (size_t)r * np + Ly->off;
+        const double *dr = d + (size_t)r * w, *hr = xh + (size_t)r * w;
+        for (int k = 0; k < w; k++) gg[k] = dr[k] * hr[k];
+        memcpy(gg + w, dr, (size_t)w * sizeof *dr);
+      }
+      continue;
+    }
     if (Ly->kind != TD_LAYER_LINEAR) continue;
     const double *d = i + 1 == L ? u : c->rdelta[i + 1];
     const double *a = c->ws.act[i];
@@ -424,6 +639,13 @@ void td_curv_per_example_vjp(td_curv_ctx *c, const double *u, double *G) {
     }
   }
   c->n_products++;
+}
+
+int td_curv_per_example_supported(const td_curv_ctx *c) {
+  if (c->ws.mode != TD_MLP_TRAIN) return 1;
+  for (int i = 0; i < c->m->n_layers; i++)
+    if (c->m->layers[i].kind == TD_LAYER_BATCHNORM) return 0;
+  return 1;
 }
 
 void td_curv_per_example_grads(td_curv_ctx *c, double *G) {

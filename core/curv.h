@@ -19,7 +19,15 @@
  * A product costs only its tangent passes, which is what makes Lanczos with tens of HVPs at
  * fixed parameters cheap.
  *
- * Extending to a new layer kind (issue 4: LayerNorm, BatchNorm): add to curv.c's three layer
+ * Normalization layers (model.h) are supported in every product. The context's forward mode
+ * is that of its workspace (td_curv_set_mode; TD_MLP_TRAIN after init): in TRAIN mode
+ * BatchNorm normalizes with the statistics of the analysis batch, so the products are those
+ * of the loss that training minimizes, with the examples coupled through the batch mean and
+ * variance (every tangent and R-backward kernel differentiates through them); in EVAL mode
+ * BatchNorm is the fixed affine map of its running statistics. LayerNorm is the same in both.
+ * No product here updates the running statistics.
+ *
+ * Extending to a new layer kind: add to curv.c's three layer
  * switches (forward tangent `rfwd`, backward `bwd`, and R-backward `rbwd`) a case that calls
  * a pair of kernels like the ones below: *_jvp (the directional derivative of the forward map
  * in the input tangent AND the parameter tangent) and *_rbackward (the directional derivative
@@ -68,6 +76,9 @@ typedef struct td_curv_ctx {
   double *delta[TD_MLP_MAX_LAYERS + 1];  /* dL/d act[i], i >= 1 (delta[n_layers] = dL/dz) */
   double *ract[TD_MLP_MAX_LAYERS + 1];   /* R{act[i]}: forward tangents, i >= 1 */
   double *rdelta[TD_MLP_MAX_LAYERS + 1]; /* R{delta[i]} or VJP cotangents, i >= 1 */
+  /* norm layer i: R{xhat} (cap x n) then R{rstd} (cap or n), written by the forward tangent
+   * pass and read by the R-backward pass; NULL for other layers */
+  double *rnorm[TD_MLP_MAX_LAYERS];
   double *mem;           /* one block behind delta/ract/rdelta/prob/rgrad */
   size_t n_products;     /* products computed since init (HVP, GGN, Fisher, JVP, VJP) */
 } td_curv_ctx;
@@ -93,6 +104,11 @@ void td_curv_deinit(td_curv_ctx *c);
  * Errors: TD_EINVAL (B outside 1..cap, missing labels, a label out of range). */
 int td_curv_set_batch(td_curv_ctx *c, const double *X, const int *y, const double *Y, int B,
                       td_curv_loss loss, td_err *err);
+
+/* td_curv_set_mode: the forward mode of the products (model.h td_mlp_mode; only BatchNorm
+ * differs). Never updates running statistics. Invalidates the point (call td_curv_set_point
+ * again). */
+void td_curv_set_mode(td_curv_ctx *c, td_mlp_mode mode);
 
 /* td_curv_set_point: copy params (n_params) into c->theta, run the forward pass on the batch
  * and compute L(theta) (c->loss_value), the softmax and the per-example output gradients.
@@ -158,13 +174,23 @@ void td_curv_fisher_vp(td_curv_ctx *c, td_curv_fisher kind, const double *v,
 
 /* td_curv_per_example_vjp: G (B x n_params, row i) = J_i^T u_i for the B output cotangents u
  * (B x K): one batched backward pass for the layer deltas, then per example the outer
- * products delta_i a_i^T of every linear layer (Goodfellow 2015, "Efficient per-example
- * gradient computations", arXiv:1510.01799). Memory: the caller's B x n_params. */
+ * products delta_i a_i^T of every linear layer, and delta_i * xhat_i, delta_i for the gamma
+ * and beta of a norm layer (Goodfellow 2015, "Efficient per-example gradient computations",
+ * arXiv:1510.01799). Memory: the caller's B x n_params.
+ * BatchNorm in TRAIN mode couples the examples (each output depends on every input through
+ * the batch statistics), so the batched deltas no longer split into per-example gradients:
+ * then every entry of G is set to NaN (check td_curv_per_example_supported first; use EVAL
+ * mode, or LayerNorm, for per-example quantities). */
 void td_curv_per_example_vjp(td_curv_ctx *c, const double *u, double *G /* OUT */);
 
 /* td_curv_per_example_grads: G (B x n_params), row i = the gradient of l_i = l(f(x_i), y_i)
- * (NOT divided by B), so that the mean of the rows is td_curv_grad. */
+ * (NOT divided by B), so that the mean of the rows is td_curv_grad. NaN under BatchNorm in
+ * TRAIN mode (see td_curv_per_example_vjp). */
 void td_curv_per_example_grads(td_curv_ctx *c, double *G /* OUT */);
+
+/* td_curv_per_example_supported: 1 when per-example gradients are defined by the batched
+ * method above (no BatchNorm layer, or EVAL mode), else 0. */
+int td_curv_per_example_supported(const td_curv_ctx *c);
 
 /* td_matvec_fn adapters (linop.h) for lanczos/power/hutchinson/slq: ctx is a td_curv_ctx *
  * with its point set; n must equal n_params (asserted). Symmetric operators: H, G, true and
@@ -202,5 +228,43 @@ void td_curv_relu_rbackward(double *rdinp, const double *rdout, const double *in
 void td_curv_tanh_jvp(double *rout, const double *rin, const double *y, size_t n);
 void td_curv_tanh_rbackward(double *rdinp, const double *rdout, const double *dout,
                             const double *y, const double *rout, size_t n);
+
+/* Normalization layers (model.h: xhat = (x - mean) rstd, out = gamma xhat + beta). With
+ * P(u) = rstd (u - mean(u) - xhat mean(xhat u)) per normalized group (a row for LayerNorm, a
+ * column for BatchNorm in training mode) and a = mean(xhat rin):
+ *   R{xhat} = P(rin),  R{rstd} = -rstd^2 a   (from R{var} = 2 mean((x - mean) rin)),
+ *   R{out}  = gamma R{xhat} + Vgamma xhat + Vbeta.
+ * BatchNorm in eval mode (project = 0) is affine: R{xhat} = rin rstd, R{rstd} = 0.
+ * td_curv_layernorm_jvp / td_curv_batchnorm_jvp write rout (B x n), rxhat (B x n) and rrstd
+ * (B for LayerNorm, n for BatchNorm), the last two for the R-backward. rin NULL means 0.
+ * Source: differentiating the forward map above (Ioffe and Szegedy 2015, sec. 3; Ba et al.
+ * 2016, eq. 4); the Jacobian of xhat in x is the symmetric P, so the JVP and the backward
+ * share it. */
+void td_curv_layernorm_jvp(double *rout, double *rxhat, double *rrstd, const double *rin,
+                           const double *xhat, const double *rstd, const double *gamma,
+                           const double *Vgamma, const double *Vbeta, int B, int n);
+void td_curv_batchnorm_jvp(double *rout, double *rxhat, double *rrstd, const double *rin,
+                           const double *xhat, const double *rstd, const double *gamma,
+                           const double *Vgamma, const double *Vbeta, int B, int n,
+                           int training);
+
+/* td_curv_layernorm_rbackward / td_curv_batchnorm_rbackward: the R-operator (Pearlmutter
+ * 1994, sec. 4) of the norm backward dgamma = sum dout xhat, dbeta = sum dout,
+ * dinp = P(u), u = dout gamma:
+ *   Rgamma (n) = sum_b (rdout xhat + dout R{xhat}),   Rbeta (n) = sum_b rdout,
+ *   rdinp (B x n) = R{rstd} (u - mean(u) - xhat mean(xhat u))
+ *                 + rstd (Ru - mean(Ru) - xhat mean(xhat Ru) - R{xhat} mean(xhat u)
+ *                         - xhat mean(R{xhat} u)),   Ru = rdout gamma + dout Vgamma,
+ * and, in BatchNorm's eval mode, rdinp = Ru rstd. rdinp may be NULL (skipped); rxhat and
+ * rrstd NULL mean a zero input tangent. All outputs are written. */
+void td_curv_layernorm_rbackward(double *rdinp, double *Rgamma, double *Rbeta,
+                                 const double *rdout, const double *dout, const double *xhat,
+                                 const double *rstd, const double *rxhat, const double *rrstd,
+                                 const double *gamma, const double *Vgamma, int B, int n);
+void td_curv_batchnorm_rbackward(double *rdinp, double *Rgamma, double *Rbeta,
+                                 const double *rdout, const double *dout, const double *xhat,
+                                 const double *rstd, const double *rxhat, const double *rrstd,
+                                 const double *gamma, const double *Vgamma, int B, int n,
+                                 int training);
 
 #endif

@@ -122,6 +122,141 @@ void td_tanh_backward(double *dinp, const double *dout, const double *out, size_
   tanh_backward(dinp, dout, out, n, 1);
 }
 
+/* Normalization. A "group" is what one mean and variance are taken over: a row of n features
+ * (LayerNorm: B groups, stride between groups n, between elements 1) or a column of B
+ * examples (BatchNorm: n groups, stride 1, element stride n). norm_stats normalizes every
+ * group with two passes (mean, then the centered sum of squares, which is accurate). */
+static void norm_stats(double *xhat, double *rstd, double *mean_out, double *var_out,
+                       const double *x, int G, int len, size_t gs, size_t ks, double eps) {
+  for (int g = 0; g < G; g++) {
+    const double *xg = x + (size_t)g * gs;
+    double *hg = xhat + (size_t)g * gs;
+    double mu = 0.0;
+    for (int k = 0; k < len; k++) mu += xg[(size_t)k * ks];
+    mu /= len;
+    double ss = 0.0;
+    for (int k = 0; k < len; k++) {
+      double c = xg[(size_t)k * ks] - mu;
+      ss += c * c;
+    }
+    double var = ss / len, r = 1.0 / sqrt(var + eps);
+    for (int k = 0; k < len; k++) hg[(size_t)k * ks] = (xg[(size_t)k * ks] - mu) * r;
+    rstd[g] = r;
+    if (mean_out) mean_out[g] = mu;
+    if (var_out) var_out[g] = ss; /* the sum of squares; the caller divides */
+  }
+}
+
+/* out = gamma * xhat + beta, per feature (column). */
+static void norm_affine(double *out, const double *xhat, const double *gamma, const double *beta,
+                        int B, int n) {
+  for (int r = 0; r < B; r++) {
+    const double *restrict h = xhat + (size_t)r * n;
+    double *restrict o = out + (size_t)r * n;
+    for (int j = 0; j < n; j++) o[j] = gamma[j] * h[j] + beta[j];
+  }
+}
+
+/* dgamma, dbeta (+= or =) and, when dinp, dinp (+= or =) P(dout * gamma) over groups. */
+static void norm_backward(double *dinp, double *dgamma, double *dbeta, const double *dout,
+                          const double *xhat, const double *rstd, const double *gamma, int B,
+                          int n, int per_row, int project, int acc_p, int acc_i) {
+  if (dgamma && !acc_p) {
+    memset(dgamma, 0, (size_t)n * sizeof *dgamma);
+    memset(dbeta, 0, (size_t)n * sizeof *dbeta);
+  }
+  for (int r = 0; r < B && dgamma; r++) {
+    const double *restrict d = dout + (size_t)r * n, *restrict h = xhat + (size_t)r * n;
+    for (int j = 0; j < n; j++) {
+      dgamma[j] += d[j] * h[j];
+      dbeta[j] += d[j];
+    }
+  }
+  if (!dinp) return;
+  const int G = per_row ? B : n, len = per_row ? n : B;
+  const size_t gs = per_row ? (size_t)n : 1, ks = per_row ? 1 : (size_t)n;
+  for (int g = 0; g < G; g++) {
+    const double *dg = dout + (size_t)g * gs, *hg = xhat + (size_t)g * gs;
+    double *og = dinp + (size_t)g * gs;
+    const double r = rstd[g];
+    if (!project) { /* batchnorm in eval mode: a fixed per-feature scale */
+      for (int k = 0; k < len; k++) {
+        size_t e = (size_t)k * ks;
+        double u = dg[e] * gamma[per_row ? k : g] * r;
+        og[e] = acc_i ? og[e] + u : u;
+      }
+      continue;
+    }
+    double su = 0.0, shu = 0.0;
+    for (int k = 0; k < len; k++) {
+      size_t e = (size_t)k * ks;
+      double u = dg[e] * gamma[per_row ? k : g];
+      su += u;
+      shu += hg[e] * u;
+    }
+    su /= len;
+    shu /= len;
+    for (int k = 0; k < len; k++) {
+      size_t e = (size_t)k * ks;
+      double u = dg[e] * gamma[per_row ? k : g];
+      double v = r * (u - su - hg[e] * shu);
+      og[e] = acc_i ? og[e] + v : v;
+    }
+  }
+}
+
+void td_layernorm_forward(double *out, double *xhat, double *rstd, const double *inp,
+                          const double *gamma, const double *beta, int B, int n, double eps) {
+  /* out, xhat, inp: (B, n); rstd: (B); gamma, beta: (n) */
+  assert(out && xhat && rstd && inp && gamma && beta && B >= 1 && n >= 1 && eps >= 0);
+  norm_stats(xhat, rstd, NULL, NULL, inp, B, n, (size_t)n, 1, eps);
+  norm_affine(out, xhat, gamma, beta, B, n);
+}
+
+void td_layernorm_backward(double *dinp, double *dgamma, double *dbeta, const double *dout,
+                           const double *xhat, const double *rstd, const double *gamma, int B,
+                           int n) {
+  assert(!dgamma == !dbeta && dout && xhat && rstd && gamma && B >= 1 && n >= 1);
+  norm_backward(dinp, dgamma, dbeta, dout, xhat, rstd, gamma, B, n, 1, 1, 1, 1);
+}
+
+void td_batchnorm_forward(double *out, double *xhat, double *rstd, double *run_mean,
+                          double *run_var, double *count, const double *inp, const double *gamma,
+                          const double *beta, int B, int n, double eps, double momentum,
+                          int training) {
+  /* out, xhat, inp: (B, n); rstd, run_mean, run_var: (n); gamma, beta: (n) */
+  assert(out && xhat && rstd && inp && gamma && beta && B >= 1 && n >= 1 && eps >= 0);
+  if (training) {
+    /* one column (group) at a time: its mean and sum of squares feed the running update */
+    int upd = run_mean && run_var && B > 1;
+    for (int j = 0; j < n; j++) {
+      double mu, ss;
+      norm_stats(xhat + j, rstd + j, &mu, &ss, inp + j, 1, B, 0, (size_t)n, eps);
+      if (upd) {
+        run_mean[j] = (1.0 - momentum) * run_mean[j] + momentum * mu;
+        run_var[j] = (1.0 - momentum) * run_var[j] + momentum * (ss / (B - 1));
+      }
+    }
+    if (upd && count) *count += 1.0;
+  } else {
+    assert(run_mean && run_var);
+    for (int j = 0; j < n; j++) rstd[j] = 1.0 / sqrt(run_var[j] + eps);
+    for (int r = 0; r < B; r++) {
+      const double *restrict x = inp + (size_t)r * n;
+      double *restrict h = xhat + (size_t)r * n;
+      for (int j = 0; j < n; j++) h[j] = (x[j] - run_mean[j]) * rstd[j];
+    }
+  }
+  norm_affine(out, xhat, gamma, beta, B, n);
+}
+
+void td_batchnorm_backward(double *dinp, double *dgamma, double *dbeta, const double *dout,
+                           const double *xhat, const double *rstd, const double *gamma, int B,
+                           int n, int training) {
+  assert(!dgamma == !dbeta && dout && xhat && rstd && gamma && B >= 1 && n >= 1);
+  norm_backward(dinp, dgamma, dbeta, dout, xhat, rstd, gamma, B, n, 0, training, 1, 1);
+}
+
 /* ---- model ------------------------------------------------------------------------------ */
 
 int td_mlp_act_parse(const char *name, td_act *out) {
@@ -131,6 +266,19 @@ int td_mlp_act_parse(const char *name, td_act *out) {
   else if (strcmp(name, "linear") == 0) *out = TD_ACT_LINEAR;
   else return TD_EINVAL;
   return 0;
+}
+
+int td_mlp_norm_parse(const char *name, td_norm *out) {
+  if (!name) return TD_EINVAL;
+  if (strcmp(name, "none") == 0) *out = TD_NORM_NONE;
+  else if (strcmp(name, "layernorm") == 0) *out = TD_NORM_LAYERNORM;
+  else if (strcmp(name, "batchnorm") == 0) *out = TD_NORM_BATCHNORM;
+  else return TD_EINVAL;
+  return 0;
+}
+
+const char *td_mlp_norm_name(td_norm norm) {
+  return norm == TD_NORM_LAYERNORM ? "layernorm" : norm == TD_NORM_BATCHNORM ? "batchnorm" : "none";
 }
 
 static int cfg_check(const td_mlp_cfg *c, td_err *err) {
@@ -149,6 +297,10 @@ static int cfg_check(const td_mlp_cfg *c, td_err *err) {
     return td_err_set(err, TD_EINVAL, "params.model.activation", "mlp: unknown activation");
   if (!(c->init_scale >= 0) || !isfinite(c->init_scale))
     return td_err_set(err, TD_EINVAL, "params.model.init_scale", "mlp: bad init_scale");
+  if (c->norm != TD_NORM_NONE && c->norm != TD_NORM_LAYERNORM && c->norm != TD_NORM_BATCHNORM)
+    return td_err_set(err, TD_EINVAL, "params.model.norm", "mlp: unknown normalization");
+  if (!(c->norm_eps >= 0) || !isfinite(c->norm_eps))
+    return td_err_set(err, TD_EINVAL, "params.model.norm_eps", "mlp: norm_eps must be >= 0");
   return 0;
 }
 
@@ -158,14 +310,20 @@ int td_mlp_estimate(const td_mlp_cfg *cfg, int cap, double *n_params, double *ws
   if (rc) return rc;
   double np = 0, widths = 0;
   double prev = cfg->in_dim;
+  double c = cap > 0 ? cap : 1, aux = 0;
   for (int i = 0; i <= cfg->n_hidden; i++) {
     double w = i < cfg->n_hidden ? cfg->hidden[i] : cfg->out_dim;
     np += prev * w + w;
     widths += w * (i < cfg->n_hidden && cfg->act != TD_ACT_LINEAR ? 2 : 1);
+    if (i < cfg->n_hidden && cfg->norm != TD_NORM_NONE) { /* gamma, beta; out, xhat, rstd */
+      np += 2 * w;
+      widths += w;
+      aux += c * w + (c > w ? c : w);
+    }
     prev = w;
   }
   *n_params = np;
-  *ws_bytes = 2.0 * (cap > 0 ? cap : 1) * widths * sizeof(double);
+  *ws_bytes = (2.0 * c * widths + aux) * sizeof(double);
   return 0;
 }
 
@@ -193,6 +351,21 @@ int td_mlp_create(const td_mlp_cfg *cfg, td_mlp **out, td_err *err) {
     L->n_params = (size_t)prev * w + (size_t)w;
     L->index = m->n_linear++;
     off += L->n_params;
+    if (i < cfg->n_hidden && cfg->norm != TD_NORM_NONE) {
+      td_layer *N = &m->layers[m->n_layers++];
+      N->kind = cfg->norm == TD_NORM_LAYERNORM ? TD_LAYER_LAYERNORM : TD_LAYER_BATCHNORM;
+      N->n_in = N->n_out = w;
+      N->off = off;
+      N->n_params = 2 * (size_t)w;
+      N->index = L->index;
+      off += N->n_params;
+      if (N->kind == TD_LAYER_BATCHNORM) {
+        N->buf_off = m->n_buffers;
+        N->n_buffers = 2 * (size_t)w + 1;
+        m->n_buffers += N->n_buffers;
+      }
+      m->n_norm++;
+    }
     if (i < cfg->n_hidden && cfg->act != TD_ACT_LINEAR) {
       td_layer *A = &m->layers[m->n_layers++];
       A->kind = cfg->act == TD_ACT_RELU ? TD_LAYER_RELU : TD_LAYER_TANH;
@@ -206,9 +379,11 @@ int td_mlp_create(const td_mlp_cfg *cfg, td_mlp **out, td_err *err) {
   }
   m->n_params = off;
   m->max_width = maxw;
+  m->norm_eps = cfg->norm_eps > 0 ? cfg->norm_eps : TD_NORM_EPS_DEFAULT;
   m->params = calloc(off, sizeof *m->params);
   m->grad = calloc(off, sizeof *m->grad);
-  if (!m->params || !m->grad) {
+  if (m->n_buffers) m->buffers = calloc(m->n_buffers, sizeof *m->buffers);
+  if (!m->params || !m->grad || (m->n_buffers && !m->buffers)) {
     td_mlp_destroy(m);
     return td_err_set(err, TD_ENOMEM, NULL, "mlp: out of memory for %zu parameters", off);
   }
@@ -220,6 +395,7 @@ void td_mlp_destroy(td_mlp *m) {
   if (!m) return;
   free(m->params);
   free(m->grad);
+  free(m->buffers);
   free(m);
 }
 
@@ -228,8 +404,28 @@ void td_mlp_init(td_mlp *m, uint64_t seed) {
   td_rng_init(&r, seed, TD_RNG_INIT);
   for (int i = 0; i < m->n_layers; i++) {
     const td_layer *L = &m->layers[i];
+    if (L->kind == TD_LAYER_LAYERNORM || L->kind == TD_LAYER_BATCHNORM) {
+      double *g = m->params + L->off;
+      for (int k = 0; k < L->n_out; k++) {
+        g[k] = 1.0;
+        g[L->n_out + k] = 0.0;
+      }
+      if (L->n_buffers) {
+        double *bf = m->buffers + L->buf_off;
+        for (int k = 0; k < L->n_out; k++) {
+          bf[k] = 0.0;
+          bf[L->n_out + k] = 1.0;
+        }
+        bf[2 * (size_t)L->n_out] = 0.0;
+      }
+      continue;
+    }
     if (L->kind != TD_LAYER_LINEAR) continue;
-    int next_relu = i + 1 < m->n_layers && m->layers[i + 1].kind == TD_LAYER_RELU;
+    int nx = i + 1;
+    while (nx < m->n_layers && (m->layers[nx].kind == TD_LAYER_LAYERNORM ||
+                                m->layers[nx].kind == TD_LAYER_BATCHNORM))
+      nx++;
+    int next_relu = nx < m->n_layers && m->layers[nx].kind == TD_LAYER_RELU;
     double gain = next_relu ? 2.0 : 1.0;
     double std = m->cfg.init_scale * sqrt(gain / L->n_in);
     double *W = m->params + L->off;
@@ -250,13 +446,60 @@ const td_layer *td_mlp_linear(const td_mlp *m, int j, double *vec, double **W, d
   return NULL;
 }
 
+static int is_norm(const td_layer *L) {
+  return L->kind == TD_LAYER_LAYERNORM || L->kind == TD_LAYER_BATCHNORM;
+}
+
+const td_layer *td_mlp_norm(const td_mlp *m, int j, double *vec, double **gamma, double **beta) {
+  for (int i = 0; i < m->n_layers; i++) {
+    const td_layer *L = &m->layers[i];
+    if (is_norm(L) && L->index == j) {
+      if (gamma) *gamma = vec + L->off;
+      if (beta) *beta = vec + L->off + (size_t)L->n_out;
+      return L;
+    }
+  }
+  return NULL;
+}
+
+const td_layer *td_mlp_norm_buffers(const td_mlp *m, int j, double **mean, double **var,
+                                    double **count) {
+  for (int i = 0; i < m->n_layers; i++) {
+    const td_layer *L = &m->layers[i];
+    if (L->kind == TD_LAYER_BATCHNORM && L->index == j) {
+      double *b = m->buffers + L->buf_off;
+      if (mean) *mean = b;
+      if (var) *var = b + L->n_out;
+      if (count) *count = b + 2 * (size_t)L->n_out;
+      return L;
+    }
+  }
+  return NULL;
+}
+
+int td_mlp_scale_invariant(const td_mlp *m, int j) {
+  for (int i = 0; i + 1 < m->n_layers; i++)
+    if (m->layers[i].kind == TD_LAYER_LINEAR && m->layers[i].index == j)
+      return is_norm(&m->layers[i + 1]);
+  return 0;
+}
+
+/* Extra workspace of norm layer L: xhat (cap x n), then rstd (cap for LayerNorm, n for
+ * BatchNorm; the larger is reserved so either fits). */
+static size_t aux_size(const td_layer *L, int cap) {
+  if (!is_norm(L)) return 0;
+  size_t n = (size_t)L->n_out, c = (size_t)cap;
+  return c * n + (c > n ? c : n);
+}
+
 int td_mlp_ws_init(td_mlp_ws *ws, const td_mlp *m, int cap, td_err *err) {
   memset(ws, 0, sizeof *ws);
   if (cap < 1) return td_err_set(err, TD_EINVAL, NULL, "mlp workspace: batch must be >= 1");
   size_t total = 0;
-  for (int i = 0; i < m->n_layers; i++) total += 2 * (size_t)cap * m->layers[i].n_out;
+  for (int i = 0; i < m->n_layers; i++)
+    total += 2 * (size_t)cap * m->layers[i].n_out + aux_size(&m->layers[i], cap);
   /* 64-byte alignment for each buffer helps the BLAS and the vectorized loops. */
-  total += 16 * (size_t)(m->n_layers + 1);
+  total += 24 * (size_t)(m->n_layers + 1);
   double *mem = aligned_alloc(64, ((total * sizeof(double)) + 63) / 64 * 64);
   if (!mem) return td_err_set(err, TD_ENOMEM, NULL, "mlp workspace: out of memory");
   size_t off = 0;
@@ -266,6 +509,11 @@ int td_mlp_ws_init(td_mlp_ws *ws, const td_mlp *m, int cap, td_err *err) {
     off += (sz + 7) / 8 * 8;
     ws->dact[i + 1] = mem + off;
     off += (sz + 7) / 8 * 8;
+    size_t ax = aux_size(&m->layers[i], cap);
+    if (ax) {
+      ws->aux[i] = mem + off;
+      off += (ax + 7) / 8 * 8;
+    }
   }
   assert(off <= total);
   ws->mem = mem;
@@ -278,6 +526,11 @@ void td_mlp_ws_deinit(td_mlp_ws *ws) {
   if (!ws) return;
   free(ws->mem);
   memset(ws, 0, sizeof *ws);
+}
+
+void td_mlp_ws_set_mode(td_mlp_ws *ws, td_mlp_mode mode, int update_running) {
+  ws->mode = mode;
+  ws->update_running = mode == TD_MLP_TRAIN && update_running;
 }
 
 const double *td_mlp_forward(const td_mlp *m, td_mlp_ws *ws, const double *params,
@@ -299,6 +552,24 @@ const double *td_mlp_forward(const td_mlp *m, td_mlp_ws *ws, const double *param
     }
     case TD_LAYER_RELU: td_relu_forward(out, in, n); break;
     case TD_LAYER_TANH: td_tanh_forward(out, in, n); break;
+    case TD_LAYER_LAYERNORM: {
+      const double *g = params + L->off;
+      double *xh = ws->aux[i];
+      td_layernorm_forward(out, xh, xh + (size_t)ws->cap * L->n_out, in, g, g + L->n_out, B,
+                           L->n_out, m->norm_eps);
+      break;
+    }
+    case TD_LAYER_BATCHNORM: {
+      const double *g = params + L->off;
+      double *xh = ws->aux[i], *bf = m->buffers + L->buf_off;
+      /* the running statistics: read in eval mode, written in train mode with
+       * update_running, untouched otherwise */
+      const int train = ws->mode == TD_MLP_TRAIN, use = !train || ws->update_running;
+      td_batchnorm_forward(out, xh, xh + (size_t)ws->cap * L->n_out, use ? bf : NULL,
+                           use ? bf + L->n_out : NULL, use ? bf + 2 * (size_t)L->n_out : NULL,
+                           in, g, g + L->n_out, B, L->n_out, m->norm_eps, TD_BN_MOMENTUM, train);
+      break;
+    }
     }
   }
   return ws->act[m->n_layers];
@@ -326,6 +597,15 @@ void td_mlp_backward(const td_mlp *m, td_mlp_ws *ws, const double *params, const
     case TD_LAYER_TANH:
       if (dinp) tanh_backward(dinp, d, ws->act[i + 1], n, 0);
       break;
+    case TD_LAYER_LAYERNORM:
+    case TD_LAYER_BATCHNORM: {
+      const double *g = params + L->off, *xh = ws->aux[i];
+      double *dg = grad + L->off;
+      norm_backward(dinp, dg, dg + L->n_out, d, xh, xh + (size_t)ws->cap * L->n_out, g, B,
+                    L->n_out, L->kind == TD_LAYER_LAYERNORM,
+                    L->kind == TD_LAYER_LAYERNORM || ws->mode == TD_MLP_TRAIN, accumulate, 0);
+      break;
+    }
     }
     d = dinp;
   }

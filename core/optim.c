@@ -277,19 +277,34 @@ static void state_fill(td_optim *o) {
   }
 }
 
-int td_optim_create(const char *name, const td_optim_hp *hp, size_t n_params, td_optim **out,
-                    td_err *err) {
-  *out = NULL;
+/* Resolve the name and check the hyperparameters; *h receives the effective copy. */
+static int resolve(const char *name, const td_optim_hp *hp, const td_optim_impl **impl_out,
+                   td_optim_hp *h, td_err *err) {
   const td_optim_impl *impl = find_impl(name);
   if (!impl)
     return td_err_set(err, TD_EINVAL, "params.optimizer.name", "unknown optimizer '%s' (%s)",
                       name ? name : "", td_optim_names());
-  td_optim_hp h = hp ? *hp : td_optim_hp_default();
-  if (impl->step == sgd_step && strcmp(impl->name, "nesterov") == 0) h.nesterov = 1;
-  if (!(h.weight_decay >= 0) || !isfinite(h.weight_decay))
+  *h = hp ? *hp : td_optim_hp_default();
+  if (impl->step == sgd_step && strcmp(impl->name, "nesterov") == 0) h->nesterov = 1;
+  if (!(h->weight_decay >= 0) || !isfinite(h->weight_decay))
     return td_err_set(err, TD_EINVAL, "params.optimizer.weight_decay",
                       "weight_decay must be >= 0");
-  int rc = impl->check(&h, err);
+  *impl_out = impl;
+  return impl->check(h, err);
+}
+
+int td_optim_check(const char *name, const td_optim_hp *hp, td_err *err) {
+  const td_optim_impl *impl = NULL;
+  td_optim_hp h;
+  return resolve(name, hp, &impl, &h, err);
+}
+
+int td_optim_create(const char *name, const td_optim_hp *hp, size_t n_params, td_optim **out,
+                    td_err *err) {
+  *out = NULL;
+  const td_optim_impl *impl = NULL;
+  td_optim_hp h;
+  int rc = resolve(name, hp, &impl, &h, err);
   if (rc) return rc;
   td_optim *o = calloc(1, sizeof *o);
   if (!o) return td_err_set(err, TD_ENOMEM, NULL, "optim: out of memory");

@@ -85,6 +85,10 @@ int td_optim_create(const char *name, const td_optim_hp *hp, size_t n_params,
                     td_optim **out /* OUT */, td_err *err);
 void td_optim_destroy(td_optim *o);
 
+/* td_optim_check: the validation of td_optim_create (name and hyperparameters) without
+ * allocating, for a kind's `check`. Errors: as td_optim_create (TD_EINVAL, field named). */
+int td_optim_check(const char *name, const td_optim_hp *hp, td_err *err);
+
 /* td_optim_step: one update of params (n_params) in place from grad (n_params, unchanged)
  * with learning rate lr. Never allocates. */
 void td_optim_step(td_optim *o, double *params, const double *grad, double lr);

@@ -244,7 +244,7 @@ int api_jobs_list(http_req *req, http_resp *resp) {
   if ((v = http_query(req, "status")) && parse_status_mask(v, &f.status_mask))
     return http_error(resp, HTTP_E_INVALID_QUERY, "status",
                       "status must be a comma-separated list of queued, running, succeeded, "
-                      "failed, diverged, cancelled");
+                      "failed, diverged, cancelled, pruned");
   if ((v = http_query(req, "kind"))) {
     if (!*v || strlen(v) > 64)
       return http_error(resp, HTTP_E_INVALID_QUERY, "kind", "kind must be 1..64 characters");

@@ -119,7 +119,22 @@ static const char *const status_names[STORE_N_STATUS] = {
 struct store {
   sqlite3 *db;
   sqlite3_stmt *st[ST__COUNT];
+  long busy_ms; /* give up on a lock after about this long */
 };
+
+/* Busy handler: wait for a lock held by another connection with short sleeps (20 us, doubling
+ * to 1 ms) instead of SQLite's default schedule (1, 2, 5, 10, 15, 20, 25, ... ms), so that the
+ * threads of this process hand the write lock to each other within microseconds. Gives up
+ * (SQLITE_BUSY) after busy_ms in total. */
+static int busy_wait(void *arg, int count) {
+  const store *s = arg;
+  long us = count < 6 ? 20L << count : 1000;
+  long slept = count < 6 ? 20L * ((1L << count) - 1) : 1260 + (long)(count - 6) * 1000;
+  if (slept >= s->busy_ms * 1000) return 0;
+  struct timespec ts = {0, us * 1000};
+  nanosleep(&ts, NULL);
+  return 1;
+}
 
 /* store__db: the connection, for server modules with their own SQL (store_internal.h). */
 sqlite3 *store__db(store *s) { return s->db; }
@@ -182,7 +197,8 @@ int store_open(const char *path, int busy_timeout_ms, store **out, td_err *err) 
     free(s);
     return TD_EIO;
   }
-  sqlite3_busy_timeout(s->db, busy_timeout_ms > 0 ? busy_timeout_ms : 5000);
+  s->busy_ms = busy_timeout_ms > 0 ? busy_timeout_ms : 5000;
+  sqlite3_busy_handler(s->db, busy_wait, s);
   sqlite3_extended_result_codes(s->db, 1);
   char *msg = NULL;
   if (sqlite3_exec(s->db,

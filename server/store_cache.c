@@ -51,6 +51,7 @@ struct store_cache {
   cache_slot *slots;
   _Atomic uint64_t *gen;
   _Atomic uint64_t epoch;
+  atomic_int ck_frames; /* WAL size at the last checkpoint attempt */
   atomic_ullong hits, misses;
   pthread_mutex_t mu[N_LOCKS];
   pthread_mutex_t hooks_mu;
@@ -132,10 +133,21 @@ static void on_update(void *arg, int op, const char *db, const char *table, sqli
 
 static void on_rollback(void *arg) { hook_reset(arg); }
 
-/* Called after the commit, with the write lock released: now readers can see the change. */
+/* Called after the commit, with the write lock released: now readers can see the change.
+ * It also replaces SQLite's auto-checkpoint (a PASSIVE checkpoint whenever the WAL holds 1000
+ * frames or more), with one difference: while other connections keep reading and writing, a
+ * checkpoint cannot reset the WAL, so the default retries (and fsyncs) after every single
+ * commit; here the next attempt waits until another CHECKPOINT_FRAMES frames were added (or
+ * the WAL was reset meanwhile). */
 static int on_wal_commit(void *arg, sqlite3 *db, const char *zdb, int n_frames) {
-  hook_apply(arg);
-  if (n_frames >= CHECKPOINT_FRAMES) sqlite3_wal_checkpoint(db, zdb); /* as SQLite's default */
+  hook_ctx *h = arg;
+  hook_apply(h);
+  if (n_frames >= CHECKPOINT_FRAMES) {
+    int last = atomic_load_explicit(&h->c->ck_frames, memory_order_relaxed);
+    if ((n_frames < last || n_frames - last >= CHECKPOINT_FRAMES) &&
+        atomic_compare_exchange_strong(&h->c->ck_frames, &last, n_frames))
+      sqlite3_wal_checkpoint(db, zdb);
+  }
   return SQLITE_OK;
 }
 

@@ -168,9 +168,12 @@ static void child_name(char *out, size_t cap, const char *sweep_name, int64_t sw
     n += (size_t)snprintf(out + n, cap - n, "%s%s=%s", first ? " " : ", ", k, txt ? txt : "?");
     free(txt);
     first = 0;
-    if (n >= cap) n = cap - 1;
+    if (n >= cap) { /* cut: mark it */
+      memcpy(out + cap - 4, "...", 4);
+      n = cap - 1;
+      break;
+    }
   }
-  if (n >= cap - 1 && cap > 4) memcpy(out + cap - 4, "...", 4);
   for (char *p = out; *p; p++)
     if ((unsigned char)*p < 0x20 || *p == 0x7f) *p = '?';
 }
@@ -426,7 +429,8 @@ static int refresh(sqlite3 *db, int64_t id, int policy, td_err *err) {
   if (stale) {
     if (policy == FIT_FORCE) due = 1;
     else if (policy == FIT_READ) due = !r.fit || done;
-    else if (policy == FIT_WORKER) due = done || r.fit_n < 0 || n_succ <= FIT_EAGER_N || (n_succ - r.fit_n) * 10 >= n_succ;
+    else if (policy == FIT_WORKER)
+      due = done || r.fit_n < 0 || n_succ <= FIT_EAGER_N || (n_succ - r.fit_n) * 10 >= n_succ;
   }
   if (!rc && due) {
     long seen = 0;

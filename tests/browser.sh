@@ -9,7 +9,8 @@
 #    only, no npm install):
 #    the jobs list must show the job, the job page must draw its loss and accuracy charts
 #    (pixels of the series colour on the canvas), the log-y toggle must work, and there must
-#    be no console errors, exceptions or failed loads.
+#    be no console errors, exceptions or failed loads; a small nqm batch-size sweep must show
+#    its log-log plot with the critical_batch fit, band and asymptotes, and link every child.
 # 3. The same script checks the pages against tests/browser/fake_api.js fixtures: NaN and
 #    Infinity metric values, sharpness with its 2/lr line, spectral-density and eigenvalue
 #    artifacts, a 1e6-step run, and the sweep page with its log-log fit and band.
@@ -77,6 +78,20 @@ else
       done
       if [ "$STATUS" = "succeeded" ]; then ok "job $JOB succeeded"; else not_ok "job $JOB succeeded (status: ${STATUS:-none})"; fi
       CHECK_ARGS+=(--base "$BASE" --job "$JOB")
+    fi
+    # A small nqm batch-size scan with a critical_batch fit, for the sweep page.
+    SWEEP_SPEC='{"name":"browser-bs","kind":"nqm","base":{"dim":20,"target_loss":0.05,"max_steps":20000,"tune_lr":true},"axes":{"batch_size":{"values":[1,4,16,64,256,1024]}},"fit":{"law":"critical_batch","x":"params.batch_size","y":"summary.steps_to_target","bootstrap":50}}'
+    SWEEP=$(curl -sS -X POST -H 'Content-Type: application/json' --data "$SWEEP_SPEC" "$BASE/api/v1/sweeps" | json_get id)
+    if [ -z "$SWEEP" ]; then
+      not_ok "submit an nqm sweep"
+    else
+      SSTATUS=""
+      for _ in $(seq 1 600); do   # up to 120 s
+        SSTATUS=$(curl -sS "$BASE/api/v1/sweeps/$SWEEP?children=0" | json_get status)
+        case "$SSTATUS" in finished|cancelled) break ;; esac
+        sleep 0.2
+      done
+      if [ "$SSTATUS" = "finished" ]; then ok "sweep $SWEEP finished"; CHECK_ARGS+=(--sweep "$SWEEP"); else not_ok "sweep $SWEEP finished (status: ${SSTATUS:-none})"; fi
     fi
   fi
 fi

@@ -55,13 +55,13 @@ echo "# crash.sh: $ROUNDS rounds, $WORKERS workers, seed $SEED (CRASH_SEED=$SEED
 FLAGS=(--batch-ms 50 --max-attempts 1000 --log-level warn)
 
 # A random job that ingests fast: nqm in exact mode (3 keys per step), nqm sampled (1 key),
-# or linreg (2 keys), logging every step, 20k..100k steps. Prints "SPEC<TAB>STEPS<TAB>KEYS".
+# or linreg (3 keys: loss, loss_theory, dist_to_min_norm), logging every step, 20k..100k steps. Prints "SPEC<TAB>STEPS<TAB>KEYS".
 random_job() {
   local s=$((20000 + RANDOM % 80001)) seed=$((RANDOM % 1000))
   case $((RANDOM % 3)) in
     0) printf '%s\t%s\t%s\n' "{\"kind\":\"nqm\",\"name\":\"crash-nqm-exact\",\"params\":{\"dim\":20,\"mode\":\"exact\",\"lr\":0.5,\"max_steps\":$s,\"log_every\":1}}" "$s" 3 ;;
     1) printf '%s\t%s\t%s\n' "{\"kind\":\"nqm\",\"name\":\"crash-nqm-sample\",\"params\":{\"dim\":20,\"mode\":\"sample\",\"replicas\":1,\"lr\":0.3,\"max_steps\":$s,\"log_every\":1,\"seed\":$seed}}" "$s" 1 ;;
-    *) printf '%s\t%s\t%s\n' "{\"kind\":\"linreg\",\"name\":\"crash-linreg\",\"params\":{\"data\":{\"name\":\"synthetic\",\"n\":100,\"d\":10},\"lr\":0.1,\"steps\":$s,\"seed\":$seed}}" "$s" 2 ;;
+    *) printf '%s\t%s\t%s\n' "{\"kind\":\"linreg\",\"name\":\"crash-linreg\",\"params\":{\"data\":{\"name\":\"synthetic\",\"n\":100,\"d\":10},\"lr\":0.1,\"steps\":$s,\"seed\":$seed}}" "$s" 3 ;;
   esac
 }
 
@@ -94,17 +94,20 @@ ok "the daemon starts ($SRV_BASE)"
 submit_jobs $((WORKERS + 1))
 
 for round in $(seq 1 "$ROUNDS"); do
-  # Keep every worker busy: top up the queue to WORKERS + 1 unfinished jobs.
-  open=$( (ids_with_status queued,running) | wc -l)
-  [ "$open" -lt $((WORKERS + 1)) ] && submit_jobs $((WORKERS + 1 - open))
-  # Let the jobs get going, then wait a random 0.05..2.5 s more.
-  for _ in $(seq 1 100); do
-    [ -n "$(ids_with_status running)" ] && break
-    sleep 0.05
+  # Keep every worker busy: top up to WORKERS + 2 unfinished jobs; let them get going, then
+  # wait a random 0.05..1.5 s more (if all finished meanwhile, top up and try again).
+  for try in 1 2 3; do
+    open=$( (ids_with_status queued,running) | wc -l)
+    [ "$open" -lt $((WORKERS + 2)) ] && submit_jobs $((WORKERS + 2 - open))
+    for _ in $(seq 1 100); do
+      [ -n "$(ids_with_status running)" ] && break
+      sleep 0.05
+    done
+    sleep "$(awk -v r=$RANDOM -v t=$try 'BEGIN { printf "%.3f", 0.05 + 1.45 * r / 32767 / t }')"
+    running=$(ids_with_status running | tr '\n' ' ')
+    [ -n "$running" ] && break
   done
-  sleep "$(awk -v r=$RANDOM 'BEGIN { printf "%.3f", 0.05 + 2.45 * r / 32767 }')"
   # Snapshot what the API acknowledges for each running job, then kill at once.
-  running=$(ids_with_status running | tr '\n' ' ')
   declare -A attempt_before=()
   snap_ok=1
   for id in $running; do
@@ -176,15 +179,18 @@ while read -r id steps keys; do
   njobs=$((njobs + 1))
   st=$(srv_status "$id")
   csv "$id" "$TMP/final.csv" >/dev/null
-  total=$(tail -n +2 "$TMP/final.csv" | wc -l)
-  uniq_pairs=$(tail -n +2 "$TMP/final.csv" | cut -d, -f1,2 | LC_ALL=C sort -u | wc -l)
-  want=$(((steps + 1) * keys))
-  if [ "$st" != succeeded ] || [ "$total" != "$want" ] || [ "$uniq_pairs" != "$want" ]; then
-    incomplete="$incomplete $id:$st:$total/$want"
+  # Per key: rows, distinct steps, min and max step; all must be (steps+1, steps+1, 0, steps).
+  verdict=$(tail -n +2 "$TMP/final.csv" | LC_ALL=C sort -t, -k1,1 -k2,2n | awk -F, -v S="$steps" -v K="$keys" '
+    { if (!($1 in n)) { nk++; mn[$1] = $2; } n[$1]++; if ($1 "," $2 != prev) d[$1]++; prev = $1 "," $2; mx[$1] = $2 }
+    END { bad = (nk != K); for (k in n) if (n[k] != S + 1 || d[k] != S + 1 || mn[k] != 0 || mx[k] != S) bad = 1;
+          printf "%s keys=%d", bad ? "bad" : "ok", nk; for (k in n) printf " %s:%d/%d[%s..%s]", k, n[k], d[k], mn[k], mx[k] }')
+  if [ "$st" != succeeded ] || [ "${verdict%% *}" != ok ]; then
+    incomplete="$incomplete
+     job $id ($steps steps, $keys keys): $st $verdict"
   fi
 done <"$TMP/jobs"
-[ -z "$incomplete" ] && ok "all $njobs jobs succeeded with complete series (steps 0..max_steps per key, no duplicates)" ||
-  bad "incomplete or failed jobs (id:status:rows/expected):$incomplete"
+[ -z "$incomplete" ] && ok "all $njobs jobs succeeded with complete series (every key: steps 0..max_steps once each)" ||
+  bad "incomplete or failed jobs:$incomplete"
 srv_term
 ic=$(sqlite3 "$DB" 'PRAGMA integrity_check' 2>&1)
 [ "$ic" = ok ] && ok "final PRAGMA integrity_check is ok" || bad "final integrity_check: $ic"

@@ -17,6 +17,9 @@
 #include "../core/data.h"
 #include "../core/kinds/registry.h"
 #include "../core/la.h"
+#include "../core/loss.h"
+#include "../core/model.h"
+#include "../core/rng.h"
 
 #define MAXPTS 2048
 
@@ -211,6 +214,146 @@ static void test_fashion_subset(void **state) {
   json_decref(s);
 }
 
+
+/* ---------------------------------------------------------------- noise scale, target loss */
+
+typedef struct gns_rec {
+  double b_simple, g2, trace, ema;
+  long n_b, last_ema_step;
+} gns_rec;
+static int gns_metric(void *ctx, const char *key, long step, double v) {
+  gns_rec *r = ctx;
+  if (strcmp(key, "b_simple") == 0) r->b_simple = v, r->n_b++;
+  else if (strcmp(key, "gns_g2") == 0) r->g2 = v;
+  else if (strcmp(key, "gns_trace") == 0) r->trace = v;
+  else if (strcmp(key, "train_loss_ema") == 0) r->ema = v, r->last_ema_step = step;
+  return 0;
+}
+
+#define GNS_SYN "\"data\":{\"name\":\"synthetic\",\"n\":4096,\"d\":10,\"noise\":0.5},\"loss\":\"mse\""
+
+/* b_simple of the frozen initial model (lr 1e-12: the parameters move by ~1e-12 in 600
+ * steps) against the exact per-example gradients of the same model and data, rebuilt here.
+ * Sampling b examples without replacement from n gives E|G_b|^2 = |G|^2 + tr(S)(n-b)/(b(n-1))
+ * (S: the population covariance, denominator n), so the two-batch estimates have the
+ * expectations tr(S) n/(n-1) and |G|^2 - tr(S)/(n-1); their ratio is the reference.
+ * Tolerance 20%: an EMA of decay 0.99 averages about 200 noisy measurements (each single
+ * estimate has a relative spread of order 1 at b_small = 4), so its relative error is about
+ * 1/sqrt(200) = 7%; 20% is three of those. */
+static void test_noise_scale_matches_per_example_gradients(void **state) {
+  (void)state;
+  /* validation */
+  expect_invalid("{" GNS_SYN ",\"noise_scale\":{\"every\":1,\"b_small\":8,\"b_big\":8}}", TD_EINVAL,
+                 "params.noise_scale.b_big");
+  expect_invalid("{" GNS_SYN ",\"noise_scale\":{\"every\":1,\"b_small\":8,\"b_big\":5000}}",
+                 TD_EINVAL, "params.noise_scale.b_big");
+  expect_invalid("{" GNS_SYN ",\"noise_scale\":{\"b_small\":8}}", TD_EINVAL,
+                 "params.noise_scale.every");
+
+  const char *spec = "{" GNS_SYN ",\"model\":{\"hidden\":[8],\"activation\":\"tanh\"},"
+                     "\"optimizer\":{\"name\":\"sgd\",\"lr\":1e-12},\"batch_size\":32,"
+                     "\"steps\":600,\"eval_every\":1000,\"seed\":5,"
+                     "\"noise_scale\":{\"every\":1,\"b_small\":4,\"b_big\":64,\"decay\":0.99}}";
+  json_t *filled = NULL;
+  td_err err;
+  assert_int_equal(validate(spec, &filled, NULL, &err), 0);
+  gns_rec r;
+  memset(&r, 0, sizeof r);
+  td_sink sink = {.ctx = &r, .metric = gns_metric};
+  json_t *sum = NULL;
+  assert_int_equal(td_kind_train.run(filled, &sink, &sum, &err), 0);
+  json_decref(filled);
+  assert_int_equal(r.n_b, 600);
+  assert_true(fabs(json_number_value(json_object_get(sum, "b_simple")) - r.b_simple) == 0);
+  json_decref(sum);
+
+  /* the same data and initial model, per-example gradients */
+  td_synth_cfg sc = {.d = 10, .noise = 0.5, .decay = 0};
+  td_dataset tr;
+  memset(&tr, 0, sizeof tr);
+  assert_int_equal(td_data_synthetic(&sc, 4096, 5, TD_RNG_DATA, &tr, NULL, &err), 0);
+  td_mlp_cfg mc;
+  memset(&mc, 0, sizeof mc);
+  mc.in_dim = 10, mc.out_dim = 1, mc.n_hidden = 1, mc.hidden[0] = 8, mc.act = TD_ACT_TANH;
+  mc.init_scale = 1;
+  td_mlp *m = NULL;
+  assert_int_equal(td_mlp_create(&mc, &m, &err), 0);
+  td_mlp_init(m, 5);
+  td_mlp_ws ws;
+  assert_int_equal(td_mlp_ws_init(&ws, m, 1, &err), 0);
+  size_t np = m->n_params, n = tr.n;
+  double *G = calloc(np, sizeof *G), sq = 0, dz;
+  for (size_t i = 0; i < n; i++) {
+    double l;
+    const double *z = td_mlp_forward(m, &ws, m->params, tr.X + i * tr.d, 1);
+    td_loss_mse(&l, &dz, z, tr.Y + i, 1, 1);
+    td_mlp_backward(m, &ws, m->params, &dz, 1, m->grad, 0);
+    for (size_t k = 0; k < np; k++) G[k] += m->grad[k] / (double)n, sq += m->grad[k] * m->grad[k];
+  }
+  double g2 = 0;
+  for (size_t k = 0; k < np; k++) g2 += G[k] * G[k];
+  double trace = sq / (double)n - g2; /* population covariance */
+  double dn = (double)n;
+  double want = trace * dn / (dn - 1) / (g2 - trace / (dn - 1));
+  if (fabs(r.b_simple / want - 1) > 0.2)
+    fail_msg("b_simple %g, per-example gradients give %g (tr %g, |G|^2 %g; logged %g, %g)",
+             r.b_simple, want, trace, g2, r.trace, r.g2);
+  free(G);
+  td_mlp_ws_deinit(&ws);
+  td_mlp_destroy(m);
+  td_dataset_deinit(&tr);
+}
+
+/* target_loss: the job stops at the first step whose smoothed loss is <= the target, with a
+ * final evaluation there; an unreachable target runs every step and records null. */
+static void test_target_loss(void **state) {
+  (void)state;
+  const char *base = "{" SYN ",\"model\":{\"hidden\":[32],\"activation\":\"tanh\"},"
+                     "\"optimizer\":{\"name\":\"sgd\",\"lr\":0.05,\"momentum\":0.9},"
+                     "\"batch_size\":64,\"steps\":300,\"seed\":3,";
+  char spec[512];
+  static rec a;
+  gns_rec g;
+  for (int reach = 1; reach >= 0; reach--) {
+    memset(&a, 0, sizeof a);
+    memset(&g, 0, sizeof g);
+    snprintf(spec, sizeof spec, "%s\"target_loss\":%s,\"target_ema\":0.9}", base,
+             reach ? "0.05" : "1e-9");
+    json_t *filled = NULL, *s = NULL;
+    td_err err;
+    assert_int_equal(validate(spec, &filled, NULL, &err), 0);
+    /* both recorders: train_loss and evals into a, the EMA into g */
+    td_sink sink = {.ctx = &a, .metric = rec_metric};
+    assert_int_equal(td_kind_train.run(filled, &sink, &s, &err), 0);
+    memset(&sink, 0, sizeof sink);
+    sink.ctx = &g, sink.metric = gns_metric;
+    json_decref(s);
+    assert_int_equal(td_kind_train.run(filled, &sink, &s, &err), 0);
+    json_decref(filled);
+    const json_t *st = json_object_get(s, "steps_to_target");
+    long steps = (long)json_integer_value(json_object_get(s, "steps"));
+    if (reach) {
+      long t = (long)json_integer_value(st);
+      assert_true(json_is_integer(st) && t > 1 && t < 300);
+      assert_int_equal(steps, t);
+      assert_int_equal(a.n_train_loss, t + 1);
+      assert_int_equal(a.eval_steps[a.n_eval - 1], t); /* the final evaluation */
+      assert_int_equal(g.last_ema_step, t);
+      assert_true(g.ema <= 0.05);
+      /* the EMA recomputed from the logged minibatch losses, bias-corrected */
+      double e = 0, w = 0;
+      for (long k = 1; k <= t; k++) e = 0.9 * e + 0.1 * a.train_loss[k], w = 0.9 * w + 0.1;
+      assert_true(fabs(e / w - g.ema) <= 1e-12 * fabs(g.ema));
+      assert_true(json_is_true(json_object_get(s, "reached_target")));
+    } else {
+      assert_true(json_is_null(st));
+      assert_int_equal(steps, 300);
+      assert_true(json_is_false(json_object_get(s, "reached_target")));
+    }
+    json_decref(s);
+  }
+}
+
 int main(void) {
   td_la_set_threads(1);
   const struct CMUnitTest tests[] = {
@@ -220,6 +363,8 @@ int main(void) {
       cmocka_unit_test(test_diverges),
       cmocka_unit_test(test_cancel),
       cmocka_unit_test(test_fashion_subset),
+      cmocka_unit_test(test_noise_scale_matches_per_example_gradients),
+      cmocka_unit_test(test_target_loss),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -10,6 +10,7 @@ static const td_kind *const kinds[] = {
     &td_kind_curvature,
     &td_kind_eos,
     &td_kind_taylor,
+    &td_kind_natgrad_invariance,
 };
 
 size_t td_kinds_count(void) { return sizeof kinds / sizeof kinds[0]; }

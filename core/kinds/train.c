@@ -33,7 +33,33 @@
  *    (d = target_ema, absent: 0.95), logged as train_loss_ema. It is cheap (no extra pass),
  *    and lags the true loss by about d / (1 - d) steps (19 at 0.95): a constant offset in
  *    steps, small next to steps_to_target in batch-size scans; raise d for small batches
- *    whose minibatch loss is noisy. A final evaluation is made at step t. */
+ *    whose minibatch loss is noisy. A final evaluation is made at step t.
+ *  - Optimizers (optim.h has every update rule and its source): sgd, heavy_ball, nesterov,
+ *    adagrad, rmsprop, adam, adamw. optimizer.momentum absent means 0.9 for heavy_ball and
+ *    nesterov, 0 otherwise; optimizer.eps absent means 1e-10 for adagrad, 1e-8 otherwise
+ *    (PyTorch's defaults).
+ *  - Learning rate: optimizer.schedule (sched.h): constant, step, cosine, each with an
+ *    optional linear warm-up; update t uses lr_t = td_sched_lr(t), logged as `lr` every step.
+ *  - weight_decay vs l2: optimizer.weight_decay is the optimizer's own decay (coupled L2 in
+ *    the gradient for all but adamw, decoupled p -= lr wd p for adamw); `l2` adds
+ *    l2/2 ||theta||^2 (every parameter: weights, biases, norm gamma/beta) to the training
+ *    LOSS, so train_loss (and train_loss_ema, target_loss) includes it and its gradient
+ *    l2 theta goes through every optimizer, adaptive preconditioners included (for adam this
+ *    differs from adamw's decay: Loshchilov and Hutter 2019). Logged as l2_penalty when > 0.
+ *    Evaluation losses (test_loss, train_eval_loss) are data losses without it.
+ *  - model.norm: layernorm or batchnorm after every hidden linear layer, before its
+ *    activation (model.h). Training steps run in train mode (BatchNorm: batch statistics, and
+ *    the running statistics are updated, momentum 0.1); evaluations run in eval mode
+ *    (BatchNorm: running statistics). BatchNorm needs batches of at least 2 examples, so a
+ *    batch_size or a last partial batch of 1 is refused.
+ *  - Per-layer metrics, for every linear layer j (w = its W and b together, the parameters
+ *    of layers.{j}): weight_norm/{j} = ||w|| after the update, update_ratio/{j} =
+ *    ||w_t - w_{t-1}|| / ||w_{t-1}|| (the relative size of update t), and for scale-invariant
+ *    layers (followed by a norm layer) effective_lr/{j} = lr_t / ||w||^2 (the step size on
+ *    the sphere: van Laarhoven 2017; Arora et al. 2019). Logged every layer_metrics_every
+ *    steps (absent: eval_every), and weight_norm also at step 0: a norm costs O(n_params),
+ *    cheap next to a step, but 2-3 keys per layer every step would multiply the stored
+ *    points. */
 #include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
@@ -47,6 +73,7 @@
 #include "../model.h"
 #include "../optim.h"
 #include "../rng.h"
+#include "../sched.h"
 #include "registry.h"
 
 #define TRAIN_EVAL_MAX 10000 /* training examples used for train_acc at each eval */
@@ -71,19 +98,54 @@ static const td_param train_params[] = {
      "activation after every hidden linear layer"},
     {"model.init_scale", TD_PT_NUM, "1", 0, 1e3, NULL, 0,
      "multiplier on the init std (He for relu, LeCun otherwise); biases start at 0"},
+    {"model.norm", TD_PT_STR, "\"none\"", 0, 0, "none|layernorm|batchnorm", 0,
+     "normalization after every hidden linear layer, before the activation (gamma=1, beta=0; "
+     "batchnorm: momentum 0.1, batch stats in training, running stats in evaluation)"},
+    {"model.norm_eps", TD_PT_NUM, "1e-5", 1e-300, 1, NULL, 0, "epsilon of the norm layers"},
     {"loss", TD_PT_STR, "\"cross_entropy\"", 0, 0, "cross_entropy|mse", 0,
      "cross_entropy (mean -log softmax of the true class) or mse (1/2 mean ||f-y||^2, "
      "one-hot targets for classes)"},
-    {"optimizer.name", TD_PT_STR, "\"sgd\"", 0, 0, "sgd|adam|adamw", 0, "optimizer"},
-    {"optimizer.lr", TD_PT_NUM, "0.05", 1e-12, 1e3, NULL, 0, "learning rate"},
-    {"optimizer.momentum", TD_PT_NUM, "0", 0, 1, NULL, 0, "sgd: momentum (PyTorch convention)"},
+    {"optimizer.name", TD_PT_STR, "\"sgd\"", 0, 0,
+     "sgd|heavy_ball|nesterov|adagrad|rmsprop|adam|adamw", 0,
+     "optimizer (update rules and sources: core/optim.h, docs/optimizers.md)"},
+    {"optimizer.lr", TD_PT_NUM, "0.05", 1e-12, 1e3, NULL, 0,
+     "learning rate (the base value of optimizer.schedule)"},
+    {"optimizer.momentum", TD_PT_NUM, NULL, 0, 1, NULL, 0,
+     "sgd (PyTorch form), heavy_ball (Polyak), nesterov, rmsprop: momentum (absent: 0.9 for "
+     "heavy_ball and nesterov, 0 otherwise)"},
     {"optimizer.nesterov", TD_PT_BOOL, "false", 0, 0, NULL, 0,
-     "sgd: Nesterov momentum (needs momentum > 0)"},
+     "sgd: Nesterov momentum (needs momentum > 0; same as the name nesterov)"},
     {"optimizer.beta1", TD_PT_NUM, "0.9", 0, 0.999999, NULL, 0, "adam/adamw: beta1"},
     {"optimizer.beta2", TD_PT_NUM, "0.999", 0, 0.99999999, NULL, 0, "adam/adamw: beta2"},
-    {"optimizer.eps", TD_PT_NUM, "1e-8", 1e-30, 1, NULL, 0, "adam/adamw: epsilon"},
+    {"optimizer.eps", TD_PT_NUM, NULL, 1e-30, 1, NULL, 0,
+     "adagrad/rmsprop/adam/adamw: epsilon (absent: 1e-10 for adagrad, 1e-8 otherwise)"},
+    {"optimizer.alpha", TD_PT_NUM, "0.99", 0, 0.999999, NULL, 0,
+     "rmsprop: smoothing constant of the squared-gradient average"},
+    {"optimizer.centered", TD_PT_BOOL, "false", 0, 0, NULL, 0,
+     "rmsprop: normalize by the estimated gradient std (Graves 2013)"},
+    {"optimizer.lr_decay", TD_PT_NUM, "0", 0, 1e6, NULL, 0,
+     "adagrad: lr_t = lr / (1 + (t-1) lr_decay) (PyTorch)"},
+    {"optimizer.initial_accumulator", TD_PT_NUM, "0", 0, 1e6, NULL, 0,
+     "adagrad: initial value of the squared-gradient sum"},
     {"optimizer.weight_decay", TD_PT_NUM, "0", 0, 1e3, NULL, 0,
-     "sgd/adam: L2 added to the gradient; adamw: decoupled p -= lr*wd*p (PyTorch)"},
+     "the optimizer's decay: adamw decoupled p -= lr*wd*p (PyTorch); all others coupled L2, "
+     "g += wd*p (see also l2)"},
+    {"optimizer.schedule.name", TD_PT_STR, "\"constant\"", 0, 0, "constant|step|cosine", 0,
+     "learning-rate schedule after the warm-up: constant; step (lr gamma^floor(s/step_size)); "
+     "cosine (to min_lr at the last step)"},
+    {"optimizer.schedule.warmup_steps", TD_PT_INT, "0", 0, 1e9, NULL, 0,
+     "linear warm-up: lr t/warmup_steps for t <= warmup_steps, then the schedule"},
+    {"optimizer.schedule.step_size", TD_PT_INT, NULL, 1, 1e9, NULL, 0,
+     "step: updates between decays (required by step)"},
+    {"optimizer.schedule.gamma", TD_PT_NUM, "0.1", 1e-12, 1e3, NULL, 0,
+     "step: the decay factor"},
+    {"optimizer.schedule.min_lr", TD_PT_NUM, "0", 0, 1e3, NULL, 0,
+     "cosine: the final learning rate (<= lr)"},
+    {"l2", TD_PT_NUM, "0", 0, 1e3, NULL, 0,
+     "L2 penalty l2/2 ||theta||^2 added to the training loss (in train_loss; its gradient goes "
+     "through the optimizer, preconditioners included), unlike optimizer.weight_decay"},
+    {"layer_metrics_every", TD_PT_INT, NULL, 1, 1e9, NULL, 0,
+     "steps between weight_norm/{j}, update_ratio/{j}, effective_lr/{j} (absent: eval_every)"},
     {"batch_size", TD_PT_INT, "128", 1, 65536, NULL, 0,
      "minibatch size (clamped to n_train)"},
     {"epochs", TD_PT_INT, NULL, 1, 1e5, NULL, 0,
@@ -130,6 +192,9 @@ typedef struct train_cfg {
   double gns_decay;
   int has_target;
   double target_loss, target_ema;
+  td_sched sched;
+  double l2;
+  long layer_every;
 } train_cfg;
 
 /* Read validated params (borrowed) into c and do the cross-field checks. */
@@ -181,16 +246,29 @@ static int parse_cfg(const json_t *p, train_cfg *c, td_err *err) {
   if (td_mlp_act_parse(td_param_str(p, "model.activation", "relu"), &c->mlp.act))
     return td_err_set(err, TD_EINVAL, "params.model.activation", "unknown activation");
   c->mlp.init_scale = td_param_num(p, "model.init_scale", 1.0);
+  if (td_mlp_norm_parse(td_param_str(p, "model.norm", "none"), &c->mlp.norm))
+    return td_err_set(err, TD_EINVAL, "params.model.norm", "unknown normalization");
+  c->mlp.norm_eps = td_param_num(p, "model.norm_eps", TD_NORM_EPS_DEFAULT);
 
   c->opt_name = td_param_str(p, "optimizer.name", "sgd");
   c->hp = td_optim_hp_default();
   c->lr = td_param_num(p, "optimizer.lr", 0.05);
-  c->hp.momentum = td_param_num(p, "optimizer.momentum", 0.0);
+  const int mom_default = !strcmp(c->opt_name, "heavy_ball") || !strcmp(c->opt_name, "nesterov");
+  c->hp.momentum = td_param_num(p, "optimizer.momentum", mom_default ? 0.9 : 0.0);
   c->hp.nesterov = td_param_bool(p, "optimizer.nesterov", 0);
   c->hp.beta1 = td_param_num(p, "optimizer.beta1", 0.9);
   c->hp.beta2 = td_param_num(p, "optimizer.beta2", 0.999);
-  c->hp.eps = td_param_num(p, "optimizer.eps", 1e-8);
+  c->hp.eps = td_param_num(p, "optimizer.eps", strcmp(c->opt_name, "adagrad") ? 1e-8 : 1e-10);
   c->hp.weight_decay = td_param_num(p, "optimizer.weight_decay", 0.0);
+  c->hp.alpha = td_param_num(p, "optimizer.alpha", 0.99);
+  c->hp.centered = td_param_bool(p, "optimizer.centered", 0);
+  c->hp.lr_decay = td_param_num(p, "optimizer.lr_decay", 0.0);
+  c->hp.initial_accumulator = td_param_num(p, "optimizer.initial_accumulator", 0.0);
+  c->l2 = td_param_num(p, "l2", 0.0);
+  /* first-order methods (the optim.h table) are checked here; names outside it (the schema
+   * enum lists them) are validated by their own code */
+  if (td_optim_state_count(c->opt_name, NULL) >= 0 && td_optim_check(c->opt_name, &c->hp, err))
+    return TD_EINVAL;
   if (c->hp.nesterov && strcmp(c->opt_name, "sgd") == 0 && c->hp.momentum <= 0)
     return td_err_set(err, TD_EINVAL, "params.optimizer.nesterov",
                       "nesterov needs optimizer.momentum > 0");
@@ -211,6 +289,21 @@ static int parse_cfg(const json_t *p, train_cfg *c, td_err *err) {
   }
   c->eval_every = td_param_int(p, "eval_every", 0);
   if (c->eval_every <= 0) c->eval_every = c->total_steps >= 10 ? (c->total_steps + 9) / 10 : 1;
+  c->layer_every = td_param_int(p, "layer_metrics_every", c->eval_every);
+  if (c->mlp.norm == TD_NORM_BATCHNORM && c->mlp.n_hidden > 0 &&
+      (c->batch < 2 || c->n_train % (size_t)c->batch == 1))
+    return td_err_set(err, TD_EINVAL, "params.batch_size",
+                      "batchnorm needs batches of at least 2 examples (batch_size %d, n_train "
+                      "%zu leaves a batch of 1)",
+                      c->batch, c->n_train);
+  td_sched_kind sk;
+  if (td_sched_parse(td_param_str(p, "optimizer.schedule.name", "constant"), &sk))
+    return td_err_set(err, TD_EINVAL, "params.optimizer.schedule.name", "unknown schedule");
+  int rc = td_sched_init(&c->sched, sk, c->lr, td_param_int(p, "optimizer.schedule.warmup_steps", 0),
+                         td_param_int(p, "optimizer.schedule.step_size", 0),
+                         td_param_num(p, "optimizer.schedule.gamma", 0.1),
+                         td_param_num(p, "optimizer.schedule.min_lr", 0.0), c->total_steps, err);
+  if (rc) return rc;
   c->seed = (uint64_t)td_param_int(p, "seed", 0);
   c->gns_every = td_param_int(p, "noise_scale.every", 0);
   if (c->gns_every > 0) {
@@ -248,8 +341,9 @@ static int train_check(const json_t *params, td_estimate *est, td_err *err) {
   if ((rc = td_mlp_estimate(&c.mlp, c.batch, &np, &ws, err))) return rc;
   if ((rc = td_mlp_estimate(&c.mlp, EVAL_BATCH, &np, &ws_eval, err))) return rc;
   double d = c.mlp.in_dim, k = c.mlp.out_dim;
-  int n_state = strcmp(c.opt_name, "sgd") == 0 ? (c.hp.momentum > 0) : 2;
-  double bytes = 8.0 * np * (2 + n_state);                     /* params, grad, state */
+  int n_state = td_optim_state_count(c.opt_name, &c.hp);
+  if (n_state < 0) n_state = 4;
+  double bytes = 8.0 * np * (3 + n_state);  /* params, grad, previous params, state */
   bytes += ws + ws_eval;                                        /* activations */
   bytes += 8.0 * (double)(c.n_train + c.n_test) * (d + k) + 8.0 * c.n_train; /* data, perm */
   bytes += 8.0 * (double)c.batch * (d + k) + 8.0 * EVAL_BATCH * k; /* batch buffers */
@@ -306,6 +400,7 @@ typedef struct train_state {
   td_mlp_ws ws, ws_eval;
   td_optim *opt;
   double *Xb, *Yb, *dz;
+  double *prev; /* parameters before the update, at layer-metric steps */
   int *yb;
   size_t *perm;
   /* noise scale (noise_scale.every > 0) */
@@ -325,6 +420,7 @@ static void state_free(train_state *s) {
   free(s->Xb);
   free(s->Yb);
   free(s->dz);
+  free(s->prev);
   free(s->yb);
   free(s->perm);
   td_mlp_ws_deinit(&s->ws_gns);
@@ -379,6 +475,36 @@ static int gns_measure(train_state *s, const train_cfg *c, td_rng *r, td_gns *st
   return rc;
 }
 
+/* Per linear layer j (w = W_j and b_j): weight_norm/{j}, and when prev (the parameters
+ * before this update) is given update_ratio/{j} = ||w - w_prev|| / ||w_prev|| and, for
+ * scale-invariant layers, effective_lr/{j} = lr / ||w||^2 (see the header). */
+static int layer_metrics(const td_mlp *m, const double *prev, double lr, td_sink *sink,
+                         long step) {
+  char key[64];
+  int rc = 0;
+  for (int j = 0; j < m->n_linear && !rc; j++) {
+    const td_layer *L = td_mlp_linear(m, j, m->params, NULL, NULL);
+    const double *w = m->params + L->off;
+    double w2 = 0.0, d2 = 0.0, p2 = 0.0;
+    for (size_t i = 0; i < L->n_params; i++) w2 += w[i] * w[i];
+    snprintf(key, sizeof key, "weight_norm/%d", j);
+    rc = td_sink_metric(sink, key, step, sqrt(w2));
+    if (rc || !prev) continue;
+    const double *wp = prev + L->off;
+    for (size_t i = 0; i < L->n_params; i++) {
+      d2 += (w[i] - wp[i]) * (w[i] - wp[i]);
+      p2 += wp[i] * wp[i];
+    }
+    snprintf(key, sizeof key, "update_ratio/%d", j);
+    rc = td_sink_metric(sink, key, step, p2 > 0 ? sqrt(d2 / p2) : NAN);
+    if (!rc && td_mlp_scale_invariant(m, j)) {
+      snprintf(key, sizeof key, "effective_lr/%d", j);
+      rc = td_sink_metric(sink, key, step, lr / w2);
+    }
+  }
+  return rc;
+}
+
 static int do_eval(train_state *s, const train_cfg *c, td_sink *sink, long step, double out[4]) {
   /* out: test_loss, test_acc, train_eval_loss, train_acc */
   size_t ntr = s->train.n < TRAIN_EVAL_MAX ? s->train.n : TRAIN_EVAL_MAX;
@@ -421,13 +547,16 @@ static int train_run(const json_t *params, td_sink *sink, json_t **summary, td_e
   if (eb > EVAL_BATCH) eb = EVAL_BATCH;
   if ((rc = td_mlp_ws_init(&s.ws, s.m, B, err))) goto out;
   if ((rc = td_mlp_ws_init(&s.ws_eval, s.m, eb, err))) goto out;
+  td_mlp_ws_set_mode(&s.ws, TD_MLP_TRAIN, 1);   /* BatchNorm: batch stats, running update */
+  td_mlp_ws_set_mode(&s.ws_eval, TD_MLP_EVAL, 0); /* BatchNorm: running statistics */
   if ((rc = td_optim_create(c.opt_name, &c.hp, s.m->n_params, &s.opt, err))) goto out;
   s.Xb = malloc((size_t)B * d * sizeof *s.Xb);
   s.dz = malloc((size_t)B * K * sizeof *s.dz);
   s.perm = malloc(s.train.n * sizeof *s.perm);
+  s.prev = malloc(s.m->n_params * sizeof *s.prev);
   if (s.train.y) s.yb = malloc((size_t)B * sizeof *s.yb);
   else s.Yb = malloc((size_t)B * K * sizeof *s.Yb);
-  if (!s.Xb || !s.dz || !s.perm || (!s.yb && !s.Yb)) {
+  if (!s.Xb || !s.dz || !s.perm || !s.prev || (!s.yb && !s.Yb)) {
     rc = td_err_set(err, TD_ENOMEM, NULL, "train: out of memory for batch buffers");
     goto out;
   }
@@ -462,6 +591,7 @@ static int train_run(const json_t *params, td_sink *sink, json_t **summary, td_e
 
   double ev[4] = {NAN, NAN, NAN, NAN};
   if ((rc = do_eval(&s, &c, sink, 0, ev))) goto out;
+  if ((rc = layer_metrics(s.m, NULL, 0.0, sink, 0))) goto out;
   td_sink_progress(sink, 0, c.total_steps);
 
   double train_time = 0.0, loss = NAN;
@@ -490,18 +620,32 @@ static int train_run(const json_t *params, td_sink *sink, json_t **summary, td_e
     else if (s.yb) td_loss_mse_onehot(&loss, s.dz, z, s.yb, b, K);
     else td_loss_mse(&loss, s.dz, z, s.Yb, b, K);
     step++;
+    double penalty = 0.0; /* l2/2 ||theta||^2, part of the training loss */
+    if (c.l2 > 0) {
+      double pn = td_la_nrm2(s.m->n_params, s.m->params);
+      penalty = 0.5 * c.l2 * pn * pn;
+      loss += penalty;
+    }
     if (!isfinite(loss)) {
       diverged_step = step;
       td_sink_metric(sink, "train_loss", step, loss);
       break;
     }
     td_mlp_backward(s.m, &s.ws, s.m->params, s.dz, b, s.m->grad, 0);
+    if (c.l2 > 0)
+      for (size_t i = 0; i < s.m->n_params; i++) s.m->grad[i] += c.l2 * s.m->params[i];
     double gnorm = td_la_nrm2(s.m->n_params, s.m->grad);
-    td_optim_step(s.opt, s.m->params, s.m->grad, c.lr);
+    const double lr = td_sched_lr(&c.sched, step);
+    const int layer_step = step % c.layer_every == 0;
+    if (layer_step) memcpy(s.prev, s.m->params, s.m->n_params * sizeof *s.prev);
+    td_optim_step(s.opt, s.m->params, s.m->grad, lr);
     double pnorm = td_la_nrm2(s.m->n_params, s.m->params);
     train_time += now_sec() - t0;
 
     if ((rc = td_sink_metric(sink, "train_loss", step, loss))) break;
+    if ((rc = td_sink_metric(sink, "lr", step, lr))) break;
+    if (c.l2 > 0 && (rc = td_sink_metric(sink, "l2_penalty", step, penalty))) break;
+    if (layer_step && (rc = layer_metrics(s.m, s.prev, lr, sink, step))) break;
     if ((rc = td_sink_metric(sink, "grad_norm", step, gnorm))) break;
     if ((rc = td_sink_metric(sink, "param_norm", step, pnorm))) break;
     if (c.has_target) {
@@ -554,7 +698,8 @@ out:
 
 const td_kind td_kind_train = {
     .name = "train",
-    .doc = "Train an MLP with minibatch SGD/Adam/AdamW; logs loss, norms and accuracy",
+    .doc = "Train an MLP (optional LayerNorm/BatchNorm) with a first-order optimizer and an lr "
+           "schedule; logs loss, lr, norms, per-layer metrics and accuracy",
     .chapter = "4,5",
     .params = train_params,
     .n_params = sizeof train_params / sizeof train_params[0],

@@ -3,9 +3,10 @@
  * the dashboard pages. Prints one "ok - ..." or "not ok - ..." line per check (tests/browser.sh
  * counts them) and saves screenshots.
  *
- * Usage: node check.js --out DIR [--base URL --job ID]
+ * Usage: node check.js --out DIR [--base URL --job ID [--sweep ID]]
  *        [--fixtures WEB_DIR] [--chromium /usr/bin/chromium]
  *   --base/--job: the real daemon and a finished train job to look at.
+ *   --sweep:      a finished sweep on the real daemon with a critical_batch fit.
  *   --fixtures:   also start fake_api.js on WEB_DIR and check NaN/Inf metrics, sharpness
  *                 with 2/lr, artifacts, a 1e6-step run and the sweep page. */
 'use strict';
@@ -199,6 +200,28 @@ async function chartDrawn(id, desc) {
 }
 const jobReady = `!!(window.TD && document.querySelector('#content') && !document.querySelector('#content').hidden && TD.charts.some(function (c) { return c.u; }))`;
 
+/* ---------- a real sweep (batch-size scan with a critical_batch fit) ---------- */
+async function checkSweep(base, sweep) {
+  await visit(base + '/sweep.html?id=' + sweep);
+  await waitUntil(`!!(window.TD && TD.charts.some(function (c) { return c.u; }))`, 15000);
+  const fit = await chartDrawn('fit-chart', 'real sweep: log-log plot of steps vs batch size is drawn');
+  ok(fit && fit.series && ['points', 'fit', 'S_min', 'E_min / B'].every(function (l) { return fit.series.indexOf(l) >= 0; }),
+    'real sweep: plot has the points, the fitted curve and both asymptotes', fit && fit.series);
+  const band = await evaluate(`(function () { var c = TD.charts.filter(function (c) { return c.opts.id === 'fit-chart'; })[0]; return c.u.bands.length + ':' + c.u.scales.x.distr + ':' + c.u.scales.y.distr; })()`);
+  ok(band === '1:3:3', 'real sweep: interval band on log-log axes', band);
+  const txt = await evaluate(`document.querySelector('#fit').textContent`);
+  ok(/B_crit/.test(txt) && /S_min/.test(txt) && /E_min/.test(txt), 'real sweep: B_crit, S_min and E_min are listed', txt.slice(0, 200));
+  const links = await evaluate(`document.querySelectorAll('#children tbody tr a[href^="job.html?id="]').length`);
+  const rows = await evaluate(`document.querySelectorAll('#children tbody tr').length`);
+  ok(rows > 0 && links === rows, 'real sweep: every child row links to its job', rows + ' rows, ' + links + ' links');
+  noProblems('real sweep page: no console errors');
+  await screenshot('sweep.png');
+  await visit(base + '/sweeps.html');
+  const sl = await waitUntil(`(function () { var t = document.querySelector('#sweeps tbody'); return t && t.textContent; })()`, 8000);
+  ok(sl && /B_crit/.test(sl), 'real sweeps list shows the sweep with its B_crit', sl && sl.slice(0, 200));
+  noProblems('real sweeps list: no console errors');
+}
+
 /* ---------- checks against the real daemon ---------- */
 async function checkDaemon(base, job) {
   await visit(base + '/');
@@ -375,6 +398,9 @@ async function checkFixtures(base) {
       ok(true, 'headless chromium started');
       if (args.base && args.job) {
         try { await checkDaemon(String(args.base).replace(/\/$/, ''), args.job); } catch (e) { ok(false, 'daemon checks ran to the end', e.message); }
+      }
+      if (args.base && args.sweep) {
+        try { await checkSweep(String(args.base).replace(/\/$/, ''), args.sweep); } catch (e) { ok(false, 'sweep checks ran to the end', e.message); }
       }
       if (args.fixtures) {
         fake = await require('./fake_api.js').start(path.resolve(String(args.fixtures)), 0);

@@ -59,11 +59,15 @@
 
   /* On a log axis keep only 1-2-5 splits (decades only past four decades, every k-th decade
    * past eight), for labels, ticks and grid alike: uPlot's default minor grid is too dense. */
-  function logFilter(u, splits) {
+  function logFilter(u, splits, axisIdx) {
     var pos = splits.filter(function (v) { return v != null && v > 0; });
     if (!pos.length) return splits;
     var dec = Math.log10(Math.max.apply(null, pos) / Math.min.apply(null, pos));
-    var keep = dec > 4 ? [1] : dec > 1.5 ? [1, 2, 5] : null;
+    /* a narrow x axis has no room for 1-2-5 labels over several decades ("500010000"):
+     * decades only below about 150 CSS px per decade (y labels stack: 60 px is enough) */
+    var px = (axisIdx === 0 ? u.bbox.width : u.bbox.height) / (window.devicePixelRatio || 1);
+    var crowded = dec > 0 && px / dec < (axisIdx === 0 ? 150 : 60);
+    var keep = dec > 4 || (crowded && dec > 1.5) ? [1] : dec > 1.5 ? [1, 2, 5] : null;
     var every = dec > 8 ? Math.ceil(dec / 8) : 1;
     return splits.map(function (v) {
       if (v == null || v <= 0) return null;
@@ -82,7 +86,8 @@
 
   /* TD.chart(parent, opts): opts = {title, xLabel, yLabel, logY, logX, logToggle (default
    * true), logXToggle, height, id, wide, intX (integer x ticks)}. Returns {set(series, extra), destroy(), card, u}.
-   * series: [{label, x, y, color, dash, width, style: 'line'|'points'|'bars', show}]
+   * series: [{label, x, y, color, dash, width, style: 'line'|'points'|'bars', show, points: false
+   * (a line without point markers, however few its points)}]
    * extra: {bands: [[hiIndex, loIndex]] (0-based indexes into series), note: 'text'} */
   TD.chart = function (parent, opts) {
     opts = opts || {};
@@ -124,7 +129,7 @@
         var o = {
           label: s.label, stroke: color, width: s.width || 1.5, spanGaps: false,
           value: fmtLegend, show: s.show !== false,
-          points: { show: style === 'points' || (style === 'line' && n > 0 && n <= 60), size: style === 'points' || n <= 10 ? 6 : 4, fill: color },
+          points: { show: style === 'points' || (style === 'line' && s.points !== false && n > 0 && n <= 60), size: style === 'points' || n <= 10 ? 6 : 4, fill: color },
         };
         if (s.dash) o.dash = s.dash;
         if (style === 'points') o.paths = function () { return null; };

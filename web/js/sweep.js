@@ -229,6 +229,8 @@
       });
       box.appendChild(TD.el('table', { class: 'data fit-params' }, TD.el('thead', {}, TD.el('tr', {},
         TD.el('th', {}, 'parameter'), TD.el('th', { class: 'num' }, 'value'), TD.el('th', { class: 'num' }, '95% interval'))), tb));
+      if (fit.params.some(function (p) { return p.derived; }))
+        box.appendChild(TD.el('p', { class: 'muted small' }, '* derived from the fitted parameters (bootstrap interval)'));
     }
     var ex = Object.keys(fit.extra);
     if (ex.length) {
@@ -252,10 +254,10 @@
     var series = [];
     var bands = [];
     if (fit.curve) {
-      series.push({ label: 'fit' + (fit.curveDerived ? ' (from params)' : ''), x: fit.curve.x, y: fit.curve.y, color: '#dc2626', width: 2 });
+      series.push({ label: 'fit' + (fit.curveDerived ? ' (from params)' : ''), x: fit.curve.x, y: fit.curve.y, color: '#dc2626', width: 2, points: false });
       if (fit.curve.lo && fit.curve.hi) {
-        series.push({ label: '95% hi', x: fit.curve.x, y: fit.curve.hi, color: '#fca5a5', width: 1, dash: [4, 4] });
-        series.push({ label: '95% lo', x: fit.curve.x, y: fit.curve.lo, color: '#fca5a5', width: 1, dash: [4, 4] });
+        series.push({ label: '95% hi', x: fit.curve.x, y: fit.curve.hi, color: '#fca5a5', width: 1, dash: [4, 4], points: false });
+        series.push({ label: '95% lo', x: fit.curve.x, y: fit.curve.lo, color: '#fca5a5', width: 1, dash: [4, 4], points: false });
         bands.push([1, 2, 'rgba(220, 38, 38, 0.12)']);
       }
     }
@@ -266,8 +268,8 @@
       fit.params.forEach(function (p) { P[p.name] = p.value; });
       if (P.S_min > 0 && P.B_crit > 0) {
         var cx = fit.curve.x;
-        series.push({ label: 'S_min', x: cx, y: cx.map(function () { return P.S_min; }), color: '#64748b', width: 1, dash: [2, 4] });
-        series.push({ label: 'E_min / B', x: cx, y: cx.map(function (b) { return P.S_min * P.B_crit / b; }), color: '#94a3b8', width: 1, dash: [2, 4] });
+        series.push({ label: 'S_min', x: cx, y: cx.map(function () { return P.S_min; }), color: '#64748b', width: 1, dash: [2, 4], points: false });
+        series.push({ label: 'E_min / B', x: cx, y: cx.map(function (b) { return P.S_min * P.B_crit / b; }), color: '#94a3b8', width: 1, dash: [2, 4], points: false });
       }
     }
     for (var k = 0; k < mult; k++) {
