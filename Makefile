@@ -22,7 +22,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 DB   ?= var/tdlab.db
 
-.PHONY: all deps run test unit e2e browser bench sanitize tsan fuzz clean
+.PHONY: all deps run test unit e2e browser bench sanitize tsan fuzz clean reliability load
 all: $(BUILD)/tdlab $(TEST_BIN) $(BENCH_BIN)
 
 # Idempotent: installs only what is missing, and stays quiet when nothing is.
@@ -77,6 +77,19 @@ tsan: deps
 fuzz: deps
 	@./scripts/deps.sh fuzz
 	@./tests/fuzz/build.sh
+
+# Reliability (issue 6), a few minutes, so not part of `make test`: 10 rounds of kill -9
+# during heavy metric ingestion by concurrent jobs (tests/crash.sh), then a burst of 10,000
+# job submissions against a --max-queued cap (tests/burst.sh), then 12,000 hostile requests
+# with the server's RSS before and after (tests/hostile_rss.sh). All three always run.
+reliability: deps all
+	@rc=0; for t in crash burst hostile_rss; do ./tests/$$t.sh $(BUILD)/tdlab || rc=1; done; exit $$rc
+
+# Load: wrk, 50 connections for 30 s against the job, metrics and list endpoints while 2
+# workers train; must see 0 errors (tests/load.sh).
+load: deps all
+	@./scripts/deps.sh load
+	@./tests/load.sh $(BUILD)/tdlab
 
 clean:
 	rm -rf build

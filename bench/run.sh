@@ -49,4 +49,17 @@ bench_pair hvp_cold_784-512-512-10_n1000 pytorch \
   "OPENBLAS_NUM_THREADS=2 '$BUILD/bench/bench_hvp' --threads 2 --cold" \
   "'$PY' '$here/hvp.py' --iters 10"
 
+# --- h8 (issue 6): throughput benchmarks with their own BENCH lines (rates, not times).
+# Metric ingestion: points/s of a job emitting points as fast as it can through the server's
+# sink (queue worker + store_mw batched writer), and of store_mw alone, vs raw batched SQLite
+# inserts into the same schema, same run (bench/bench_ingest.c; spread on stderr).
+"$BUILD/bench/bench_ingest" --migrations "$here/../migrations" || status=1
+# REST: GET /api/v1/jobs/{id} on tdlab serve (2 workers training) vs a bare libmicrohttpd
+# handler serving the same bytes, wrk with 50 connections, same run (bench/rest.sh).
+if command -v wrk >/dev/null 2>&1; then
+  "$here/rest.sh" "$BUILD" || status=1
+else
+  echo "bench: rest_get_job: wrk is not installed (scripts/deps.sh bench)" >&2
+fi
+
 exit $status

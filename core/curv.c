@@ -109,50 +109,89 @@ void td_curv_tanh_rbackward(double *rdinp, const double *rdout, const double *do
     for (size_t i = 0; i < n; i++) rdinp[i] = rdout[i] * (1.0 - y[i] * y[i]);
 }
 
-/* Normalization tangents. A group is a row (LayerNorm: G = B groups of len = n, group stride
- * n, element stride 1) or a column (BatchNorm: G = n groups of len = B, strides 1 and n), as
- * in model.c. gamma, Vgamma, Vbeta are indexed by the feature: k for rows, g for columns. */
+/* Normalization tangents. Groups are rows (LayerNorm: one example's features) or columns
+ * (BatchNorm in training mode: one feature over the batch); without projection (BatchNorm in
+ * eval mode) the map is per-feature affine. Columns are processed in blocks of TD__NB
+ * adjacent features whose sums are gathered by a pass over the rows (contiguous access), as
+ * in model.c. gamma, Vgamma, Vbeta are per feature. */
+#define TD__NB 128
+
 static void norm_jvp(double *rout, double *rxhat, double *rrstd, const double *rin,
                      const double *xhat, const double *rstd, const double *gamma,
                      const double *Vgamma, const double *Vbeta, int B, int n, int per_row,
                      int project) {
   assert(rout && rxhat && rrstd && xhat && rstd && gamma && Vgamma && Vbeta && B >= 1 && n >= 1);
-  const int G = per_row ? B : n, len = per_row ? n : B;
-  const size_t gs = per_row ? (size_t)n : 1, ks = per_row ? 1 : (size_t)n;
-  for (int g = 0; g < G; g++) {
-    const double *hg = xhat + (size_t)g * gs;
-    double *rh = rxhat + (size_t)g * gs;
-    const double r = rstd[g];
-    if (!rin) {
-      for (int k = 0; k < len; k++) rh[(size_t)k * ks] = 0.0;
-      rrstd[g] = 0.0;
-      continue;
+  const size_t N = (size_t)B * n;
+  if (!rin) {
+    memset(rxhat, 0, N * sizeof *rxhat);
+    memset(rrstd, 0, (size_t)(per_row ? B : n) * sizeof *rrstd);
+  } else if (!project) { /* batchnorm, eval: rxhat = rin * rstd per feature */
+    for (int b = 0; b < B; b++)
+      for (int j = 0; j < n; j++) rxhat[(size_t)b * n + j] = rin[(size_t)b * n + j] * rstd[j];
+    memset(rrstd, 0, (size_t)n * sizeof *rrstd);
+  } else if (per_row) {
+    for (int b = 0; b < B; b++) {
+      const double *restrict ir = rin + (size_t)b * n, *restrict h = xhat + (size_t)b * n;
+      double *restrict rh = rxhat + (size_t)b * n;
+      double m = 0.0, a = 0.0;
+      for (int j = 0; j < n; j++) {
+        m += ir[j];
+        a += h[j] * ir[j];
+      }
+      m /= n;
+      a /= n;
+      const double r = rstd[b];
+      for (int j = 0; j < n; j++) rh[j] = r * (ir[j] - m - h[j] * a);
+      rrstd[b] = -r * r * a;
     }
-    const double *ig = rin + (size_t)g * gs;
-    if (!project) {
-      for (int k = 0; k < len; k++) rh[(size_t)k * ks] = ig[(size_t)k * ks] * r;
-      rrstd[g] = 0.0;
-      continue;
+  } else {
+    double m[TD__NB], a[TD__NB];
+    for (int j0 = 0; j0 < n; j0 += TD__NB) {
+      const int w = n - j0 < TD__NB ? n - j0 : TD__NB;
+      for (int k = 0; k < w; k++) m[k] = a[k] = 0.0;
+      for (int b = 0; b < B; b++) {
+        const double *restrict ir = rin + (size_t)b * n + j0, *restrict h = xhat + (size_t)b * n + j0;
+        for (int k = 0; k < w; k++) {
+          m[k] += ir[k];
+          a[k] += h[k] * ir[k];
+        }
+      }
+      for (int k = 0; k < w; k++) {
+        m[k] /= B;
+        a[k] /= B;
+        rrstd[j0 + k] = -rstd[j0 + k] * rstd[j0 + k] * a[k];
+      }
+      for (int b = 0; b < B; b++) {
+        const double *restrict ir = rin + (size_t)b * n + j0, *restrict h = xhat + (size_t)b * n + j0;
+        double *restrict rh = rxhat + (size_t)b * n + j0;
+        for (int k = 0; k < w; k++) rh[k] = rstd[j0 + k] * (ir[k] - m[k] - h[k] * a[k]);
+      }
     }
-    double m = 0.0, a = 0.0;
-    for (int k = 0; k < len; k++) {
-      size_t e = (size_t)k * ks;
-      m += ig[e];
-      a += hg[e] * ig[e];
-    }
-    m /= len;
-    a /= len;
-    for (int k = 0; k < len; k++) {
-      size_t e = (size_t)k * ks;
-      rh[e] = r * (ig[e] - m - hg[e] * a);
-    }
-    rrstd[g] = -r * r * a;
   }
   for (int b = 0; b < B; b++) {
     const double *restrict h = xhat + (size_t)b * n, *restrict rh = rxhat + (size_t)b * n;
     double *restrict o = rout + (size_t)b * n;
     for (int j = 0; j < n; j++) o[j] = gamma[j] * rh[j] + Vgamma[j] * h[j] + Vbeta[j];
   }
+}
+
+/* The five group means of the R-backward: u = dout gamma, ru = rdout gamma + dout Vgamma;
+ * s = {mean u, mean xhat u, mean ru, mean xhat ru, mean rxhat u}. */
+static void rb_sums(double s[5], const double *d, const double *rd, const double *h,
+                    const double *rh, double g, double vg) {
+  double u = *d * g, ru = *rd * g + *d * vg;
+  s[0] += u;
+  s[1] += *h * u;
+  s[2] += ru;
+  s[3] += *h * ru;
+  if (rh) s[4] += *rh * u;
+}
+
+/* rdinp entry: rr (u - su - h shu) + r (ru - sru - h shru - rh shu - h srhu). */
+static double rb_out(const double s[5], double d, double rd, double h, double rh, double g,
+                     double vg, double r, double rr) {
+  double u = d * g, ru = rd * g + d * vg;
+  return rr * (u - s[0] - h * s[1]) + r * (ru - s[2] - h * s[3] - rh * s[1] - h * s[4]);
 }
 
 static void norm_rbackward(double *rdinp, double *Rgamma, double *Rbeta, const double *rdout,
@@ -171,44 +210,47 @@ static void norm_rbackward(double *rdinp, double *Rgamma, double *Rbeta, const d
     }
   }
   if (!rdinp) return;
-  const int G = per_row ? B : n, len = per_row ? n : B;
-  const size_t gs = per_row ? (size_t)n : 1, ks = per_row ? 1 : (size_t)n;
-  for (int g = 0; g < G; g++) {
-    const size_t g0 = (size_t)g * gs;
-    const double r = rstd[g];
-    double *og = rdinp + g0;
-    if (!project) {
-      for (int k = 0; k < len; k++) {
-        size_t e = g0 + (size_t)k * ks;
-        int f = per_row ? k : g;
-        og[(size_t)k * ks] = (rdout[e] * gamma[f] + dout[e] * Vgamma[f]) * r;
+  if (!project) { /* batchnorm, eval: rdinp = (rdout gamma + dout Vgamma) rstd */
+    for (int b = 0; b < B; b++)
+      for (int j = 0; j < n; j++) {
+        const size_t e = (size_t)b * n + j;
+        rdinp[e] = (rdout[e] * gamma[j] + dout[e] * Vgamma[j]) * rstd[j];
       }
-      continue;
+    return;
+  }
+  if (per_row) {
+    for (int b = 0; b < B; b++) {
+      const size_t o = (size_t)b * n;
+      double s[5] = {0, 0, 0, 0, 0};
+      for (int j = 0; j < n; j++)
+        rb_sums(s, dout + o + j, rdout + o + j, xhat + o + j, rxhat ? rxhat + o + j : NULL,
+                gamma[j], Vgamma[j]);
+      for (int k = 0; k < 5; k++) s[k] /= n;
+      const double r = rstd[b], rr = rrstd ? rrstd[b] : 0.0;
+      for (int j = 0; j < n; j++)
+        rdinp[o + j] = rb_out(s, dout[o + j], rdout[o + j], xhat[o + j],
+                              rxhat ? rxhat[o + j] : 0.0, gamma[j], Vgamma[j], r, rr);
     }
-    double su = 0, shu = 0, sru = 0, shru = 0, srhu = 0;
-    for (int k = 0; k < len; k++) {
-      size_t e = g0 + (size_t)k * ks;
-      int f = per_row ? k : g;
-      double u = dout[e] * gamma[f], ru = rdout[e] * gamma[f] + dout[e] * Vgamma[f];
-      su += u;
-      shu += xhat[e] * u;
-      sru += ru;
-      shru += xhat[e] * ru;
-      if (rxhat) srhu += rxhat[e] * u;
+    return;
+  }
+  double s[TD__NB][5];
+  for (int j0 = 0; j0 < n; j0 += TD__NB) {
+    const int w = n - j0 < TD__NB ? n - j0 : TD__NB;
+    memset(s, 0, sizeof s);
+    for (int b = 0; b < B; b++) {
+      const size_t o = (size_t)b * n + j0;
+      for (int k = 0; k < w; k++)
+        rb_sums(s[k], dout + o + k, rdout + o + k, xhat + o + k, rxhat ? rxhat + o + k : NULL,
+                gamma[j0 + k], Vgamma[j0 + k]);
     }
-    su /= len;
-    shu /= len;
-    sru /= len;
-    shru /= len;
-    srhu /= len;
-    const double rr = rrstd ? rrstd[g] : 0.0;
-    for (int k = 0; k < len; k++) {
-      size_t e = g0 + (size_t)k * ks;
-      int f = per_row ? k : g;
-      double u = dout[e] * gamma[f], ru = rdout[e] * gamma[f] + dout[e] * Vgamma[f];
-      double h = xhat[e], rh = rxhat ? rxhat[e] : 0.0;
-      og[(size_t)k * ks] =
-          rr * (u - su - h * shu) + r * (ru - sru - h * shru - rh * shu - h * srhu);
+    for (int k = 0; k < w; k++)
+      for (int q = 0; q < 5; q++) s[k][q] /= B;
+    for (int b = 0; b < B; b++) {
+      const size_t o = (size_t)b * n + j0;
+      for (int k = 0; k < w; k++)
+        rdinp[o + k] = rb_out(s[k], dout[o + k], rdout[o + k], xhat[o + k],
+                              rxhat ? rxhat[o + k] : 0.0, gamma[j0 + k], Vgamma[j0 + k],
+                              rstd[j0 + k], rrstd ? rrstd[j0 + k] : 0.0);
     }
   }
 }

@@ -294,7 +294,9 @@ static void unpack(const kfac_layer *l, const double *V, double *vec) {
 
 void td_kfac_precondition(td_kfac *k, double gamma, const double *v, double *out) {
   assert(k && k->refreshed && v && out && v != out && gamma > 0);
-  memset(out, 0, k->m->n_params * sizeof *out); /* parameter-free layers: none; safety */
+  /* Parameters outside the linear layers (normalization gamma/beta) are not modeled by
+   * K-FAC: identity there (a plain gradient step), overwritten below for the linear ones. */
+  memcpy(out, v, k->m->n_params * sizeof *out);
   for (int j = 0; j < k->nl; j++) {
     const kfac_layer *l = &k->L[j];
     const int no = l->n_out, da = l->da;
@@ -323,7 +325,7 @@ void td_kfac_precondition(td_kfac *k, double gamma, const double *v, double *out
 
 void td_kfac_curv_vp(td_kfac *k, double gamma, const double *v, double *out) {
   assert(k && v && out && v != out && gamma >= 0);
-  memset(out, 0, k->m->n_params * sizeof *out);
+  memcpy(out, v, k->m->n_params * sizeof *out); /* identity outside the linear layers */
   for (int j = 0; j < k->nl; j++) {
     const kfac_layer *l = &k->L[j];
     const int no = l->n_out, da = l->da;

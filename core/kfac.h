@@ -30,7 +30,11 @@
  * (tests/test_kfac.c). More generally, with squared error the LAST layer's diagonal block is
  * exact in EXACT mode. With cross-entropy the per-example H_out,i = diag(p_i) - p_i p_i^T
  * varies with the example, so E[H_out,i kron abar_i abar_i^T] != E[H_out] kron E[abar abar^T]
- * and K-FAC is an approximation even for one layer. */
+ * and K-FAC is an approximation even for one layer.
+ *
+ * Parameters outside the linear layers (the gamma and beta of normalization layers, model.h)
+ * have no Kronecker model: td_kfac_precondition and td_kfac_curv_vp act as the identity on
+ * them (a plain gradient step for those coordinates). */
 #ifndef TD_KFAC_H
 #define TD_KFAC_H
 

@@ -6,7 +6,9 @@
  * performs no allocation. Kernels come in forward/backward pairs; the public backward
  * kernels accumulate (+=), and the model's backward uses overwrite variants internally
  * (BLAS beta = 0) to skip zeroing gradients and activation gradients each step. The input
- * layer never computes dL/dX. A later JVP/HVP adds tangent buffers next to act/dact. */
+ * layer never computes dL/dX. Norm layers (LayerNorm, BatchNorm) keep xhat and rstd in
+ * ws->aux for backward; BatchNorm's running statistics are model buffers written only by a
+ * TRAIN-mode forward with ws->update_running (model.h). The JVP/HVP kernels live in curv.c. */
 #include "model.h"
 
 #include <assert.h>
@@ -122,29 +124,92 @@ void td_tanh_backward(double *dinp, const double *dout, const double *out, size_
   tanh_backward(dinp, dout, out, n, 1);
 }
 
-/* Normalization. A "group" is what one mean and variance are taken over: a row of n features
- * (LayerNorm: B groups, stride between groups n, between elements 1) or a column of B
- * examples (BatchNorm: n groups, stride 1, element stride n). norm_stats normalizes every
- * group with two passes (mean, then the centered sum of squares, which is accurate). */
-static void norm_stats(double *xhat, double *rstd, double *mean_out, double *var_out,
-                       const double *x, int G, int len, size_t gs, size_t ks, double eps) {
-  for (int g = 0; g < G; g++) {
-    const double *xg = x + (size_t)g * gs;
-    double *hg = xhat + (size_t)g * gs;
-    double mu = 0.0;
-    for (int k = 0; k < len; k++) mu += xg[(size_t)k * ks];
-    mu /= len;
-    double ss = 0.0;
-    for (int k = 0; k < len; k++) {
-      double c = xg[(size_t)k * ks] - mu;
-      ss += c * c;
-    }
-    double var = ss / len, r = 1.0 / sqrt(var + eps);
-    for (int k = 0; k < len; k++) hg[(size_t)k * ks] = (xg[(size_t)k * ks] - mu) * r;
-    rstd[g] = r;
-    if (mean_out) mean_out[g] = mu;
-    if (var_out) var_out[g] = ss; /* the sum of squares; the caller divides */
+/* Normalization. LayerNorm normalizes each row (one example's n features); BatchNorm in
+ * training mode each column (one feature over the B examples). Rows are contiguous; columns
+ * are handled in blocks of TD__NB adjacent features whose sums are gathered by one pass over
+ * the rows, so that every loop walks memory contiguously. Means and variances take two passes
+ * (the mean, then the centered sum of squares), which is accurate. */
+#define TD__NB 256
+
+/* Row reductions keep 4 partial sums (lanes j mod 4), combined as (s0 + s1) + (s2 + s3):
+ * a single running sum would serialize on the add latency. */
+static double sum4(const double *restrict a, int n) {
+  double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+  int j = 0;
+  for (; j + 4 <= n; j += 4) {
+    s0 += a[j];
+    s1 += a[j + 1];
+    s2 += a[j + 2];
+    s3 += a[j + 3];
   }
+  for (; j < n; j++) s0 += a[j];
+  return (s0 + s1) + (s2 + s3);
+}
+
+/* hr = xr - mu, returning sum (xr - mu)^2 (4 partial sums as sum4). */
+static double center4(double *restrict hr, const double *restrict xr, double mu, int n) {
+  double s[4] = {0.0, 0.0, 0.0, 0.0};
+  int j = 0;
+  for (; j + 4 <= n; j += 4)
+    for (int l = 0; l < 4; l++) {
+      double c = xr[j + l] - mu;
+      hr[j + l] = c;
+      s[l] += c * c;
+    }
+  for (; j < n; j++) {
+    double c = xr[j] - mu;
+    hr[j] = c;
+    s[0] += c * c;
+  }
+  return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+static void ln_rows(double *xhat, double *rstd, const double *x, int B, int n, double eps) {
+  for (int r = 0; r < B; r++) {
+    const double *restrict xr = x + (size_t)r * n;
+    double *restrict hr = xhat + (size_t)r * n;
+    const double mu = sum4(xr, n) / n, ss = center4(hr, xr, mu, n);
+    const double rs = 1.0 / sqrt(ss / n + eps);
+    for (int j = 0; j < n; j++) hr[j] *= rs;
+    rstd[r] = rs;
+  }
+}
+
+static void bn_cols(double *xhat, double *rstd, double *run_mean, double *run_var, double *count,
+                    const double *x, int B, int n, double eps, double momentum) {
+  double mu[TD__NB], ss[TD__NB];
+  const int upd = run_mean && run_var && B > 1;
+  for (int j0 = 0; j0 < n; j0 += TD__NB) {
+    const int w = n - j0 < TD__NB ? n - j0 : TD__NB;
+    for (int k = 0; k < w; k++) mu[k] = ss[k] = 0.0;
+    for (int r = 0; r < B; r++) {
+      const double *restrict xr = x + (size_t)r * n + j0;
+      for (int k = 0; k < w; k++) mu[k] += xr[k];
+    }
+    for (int k = 0; k < w; k++) mu[k] /= B;
+    for (int r = 0; r < B; r++) {
+      const double *restrict xr = x + (size_t)r * n + j0;
+      double *restrict hr = xhat + (size_t)r * n + j0;
+      for (int k = 0; k < w; k++) {
+        double c = xr[k] - mu[k];
+        hr[k] = c;
+        ss[k] += c * c;
+      }
+    }
+    for (int k = 0; k < w; k++) {
+      rstd[j0 + k] = 1.0 / sqrt(ss[k] / B + eps);
+      if (upd) {
+        run_mean[j0 + k] = (1.0 - momentum) * run_mean[j0 + k] + momentum * mu[k];
+        run_var[j0 + k] = (1.0 - momentum) * run_var[j0 + k] + momentum * (ss[k] / (B - 1));
+      }
+    }
+    for (int r = 0; r < B; r++) {
+      double *restrict hr = xhat + (size_t)r * n + j0;
+      const double *restrict rs = rstd + j0;
+      for (int k = 0; k < w; k++) hr[k] *= rs[k];
+    }
+  }
+  if (upd && count) *count += 1.0;
 }
 
 /* out = gamma * xhat + beta, per feature (column). */
@@ -157,7 +222,9 @@ static void norm_affine(double *out, const double *xhat, const double *gamma, co
   }
 }
 
-/* dgamma, dbeta (+= or =) and, when dinp, dinp (+= or =) P(dout * gamma) over groups. */
+/* dgamma, dbeta (+= or =, skipped when NULL) and, when dinp, dinp (+= or =) of P(dout * gamma)
+ * with P the projection over rows (per_row) or columns, or, without projection (BatchNorm in
+ * eval mode), dout * gamma * rstd. */
 static void norm_backward(double *dinp, double *dgamma, double *dbeta, const double *dout,
                           const double *xhat, const double *rstd, const double *gamma, int B,
                           int n, int per_row, int project, int acc_p, int acc_i) {
@@ -167,40 +234,71 @@ static void norm_backward(double *dinp, double *dgamma, double *dbeta, const dou
   }
   for (int r = 0; r < B && dgamma; r++) {
     const double *restrict d = dout + (size_t)r * n, *restrict h = xhat + (size_t)r * n;
+    double *restrict dg = dgamma, *restrict db = dbeta;
     for (int j = 0; j < n; j++) {
-      dgamma[j] += d[j] * h[j];
-      dbeta[j] += d[j];
+      dg[j] += d[j] * h[j];
+      db[j] += d[j];
     }
   }
   if (!dinp) return;
-  const int G = per_row ? B : n, len = per_row ? n : B;
-  const size_t gs = per_row ? (size_t)n : 1, ks = per_row ? 1 : (size_t)n;
-  for (int g = 0; g < G; g++) {
-    const double *dg = dout + (size_t)g * gs, *hg = xhat + (size_t)g * gs;
-    double *og = dinp + (size_t)g * gs;
-    const double r = rstd[g];
-    if (!project) { /* batchnorm in eval mode: a fixed per-feature scale */
-      for (int k = 0; k < len; k++) {
-        size_t e = (size_t)k * ks;
-        double u = dg[e] * gamma[per_row ? k : g] * r;
-        og[e] = acc_i ? og[e] + u : u;
+  if (per_row || !project) {
+    for (int r = 0; r < B; r++) {
+      const double *restrict d = dout + (size_t)r * n, *restrict h = xhat + (size_t)r * n;
+      double *restrict o = dinp + (size_t)r * n;
+      if (!project) { /* batchnorm in eval mode: a fixed per-feature scale */
+        for (int j = 0; j < n; j++) {
+          double v = d[j] * gamma[j] * rstd[j];
+          o[j] = acc_i ? o[j] + v : v;
+        }
+        continue;
       }
-      continue;
+      double su4[4] = {0.0, 0.0, 0.0, 0.0}, shu4[4] = {0.0, 0.0, 0.0, 0.0};
+      int j = 0;
+      for (; j + 4 <= n; j += 4)
+        for (int l = 0; l < 4; l++) {
+          double u = d[j + l] * gamma[j + l];
+          su4[l] += u;
+          shu4[l] += h[j + l] * u;
+        }
+      for (; j < n; j++) {
+        double u = d[j] * gamma[j];
+        su4[0] += u;
+        shu4[0] += h[j] * u;
+      }
+      const double su = ((su4[0] + su4[1]) + (su4[2] + su4[3])) / n;
+      const double shu = ((shu4[0] + shu4[1]) + (shu4[2] + shu4[3])) / n;
+      const double rs = rstd[r];
+      for (j = 0; j < n; j++) {
+        double v = rs * (d[j] * gamma[j] - su - h[j] * shu);
+        o[j] = acc_i ? o[j] + v : v;
+      }
     }
-    double su = 0.0, shu = 0.0;
-    for (int k = 0; k < len; k++) {
-      size_t e = (size_t)k * ks;
-      double u = dg[e] * gamma[per_row ? k : g];
-      su += u;
-      shu += hg[e] * u;
+    return;
+  }
+  double su[TD__NB], shu[TD__NB];
+  for (int j0 = 0; j0 < n; j0 += TD__NB) {
+    const int w = n - j0 < TD__NB ? n - j0 : TD__NB;
+    const double *restrict g = gamma + j0, *restrict rs = rstd + j0;
+    for (int k = 0; k < w; k++) su[k] = shu[k] = 0.0;
+    for (int r = 0; r < B; r++) {
+      const double *restrict d = dout + (size_t)r * n + j0, *restrict h = xhat + (size_t)r * n + j0;
+      for (int k = 0; k < w; k++) {
+        double u = d[k] * g[k];
+        su[k] += u;
+        shu[k] += h[k] * u;
+      }
     }
-    su /= len;
-    shu /= len;
-    for (int k = 0; k < len; k++) {
-      size_t e = (size_t)k * ks;
-      double u = dg[e] * gamma[per_row ? k : g];
-      double v = r * (u - su - hg[e] * shu);
-      og[e] = acc_i ? og[e] + v : v;
+    for (int k = 0; k < w; k++) {
+      su[k] /= B;
+      shu[k] /= B;
+    }
+    for (int r = 0; r < B; r++) {
+      const double *restrict d = dout + (size_t)r * n + j0, *restrict h = xhat + (size_t)r * n + j0;
+      double *restrict o = dinp + (size_t)r * n + j0;
+      for (int k = 0; k < w; k++) {
+        double v = rs[k] * (d[k] * g[k] - su[k] - h[k] * shu[k]);
+        o[k] = acc_i ? o[k] + v : v;
+      }
     }
   }
 }
@@ -209,7 +307,7 @@ void td_layernorm_forward(double *out, double *xhat, double *rstd, const double 
                           const double *gamma, const double *beta, int B, int n, double eps) {
   /* out, xhat, inp: (B, n); rstd: (B); gamma, beta: (n) */
   assert(out && xhat && rstd && inp && gamma && beta && B >= 1 && n >= 1 && eps >= 0);
-  norm_stats(xhat, rstd, NULL, NULL, inp, B, n, (size_t)n, 1, eps);
+  ln_rows(xhat, rstd, inp, B, n, eps);
   norm_affine(out, xhat, gamma, beta, B, n);
 }
 
@@ -227,17 +325,7 @@ void td_batchnorm_forward(double *out, double *xhat, double *rstd, double *run_m
   /* out, xhat, inp: (B, n); rstd, run_mean, run_var: (n); gamma, beta: (n) */
   assert(out && xhat && rstd && inp && gamma && beta && B >= 1 && n >= 1 && eps >= 0);
   if (training) {
-    /* one column (group) at a time: its mean and sum of squares feed the running update */
-    int upd = run_mean && run_var && B > 1;
-    for (int j = 0; j < n; j++) {
-      double mu, ss;
-      norm_stats(xhat + j, rstd + j, &mu, &ss, inp + j, 1, B, 0, (size_t)n, eps);
-      if (upd) {
-        run_mean[j] = (1.0 - momentum) * run_mean[j] + momentum * mu;
-        run_var[j] = (1.0 - momentum) * run_var[j] + momentum * (ss / (B - 1));
-      }
-    }
-    if (upd && count) *count += 1.0;
+    bn_cols(xhat, rstd, run_mean, run_var, count, inp, B, n, eps, momentum);
   } else {
     assert(run_mean && run_var);
     for (int j = 0; j < n; j++) rstd[j] = 1.0 / sqrt(run_var[j] + eps);

@@ -3,7 +3,7 @@
 # Idempotent: checks each package first and is silent when all are present.
 #   scripts/deps.sh            build + run + test (make deps)
 #   scripts/deps.sh runtime    build + run only (the Docker image)
-#   scripts/deps.sh bench      adds python3-torch, the PyTorch peer of `make bench`
+#   scripts/deps.sh bench      adds python3-torch (the PyTorch peer of `make bench`) and wrk
 #   scripts/deps.sh fuzz       adds clang and its sanitizer runtimes for `make fuzz` / `make tsan`
 #   scripts/deps.sh load       adds wrk for tests/load.sh
 set -euo pipefail
@@ -14,7 +14,7 @@ TEST=(libcmocka-dev sqlite3 chromium nodejs npm)
 case "${1:-test}" in
   runtime) PKGS=("${RUNTIME[@]}") ;;
   test)    PKGS=("${RUNTIME[@]}" "${TEST[@]}") ;;
-  bench)   PKGS=("${RUNTIME[@]}" python3-torch) ;;
+  bench)   PKGS=("${RUNTIME[@]}" python3-torch wrk) ;;
   fuzz)    PKGS=("${RUNTIME[@]}" libcmocka-dev clang libclang-rt-14-dev) ;;
   load)    PKGS=("${RUNTIME[@]}" wrk) ;;
   *) echo "usage: $0 [runtime|test|bench|fuzz|load]" >&2; exit 2 ;;

@@ -37,6 +37,7 @@ static void usage(FILE *f) {
           "           [--job-timeout SECONDS] [--max-attempts 3] [--http-threads N]\n"
           "           [--max-conns 1024] [--conn-timeout 30] [--batch-points 1024]\n"
           "           [--batch-ms 250] [--shutdown-timeout 60] [--job-cache 4096]\n"
+          "           [--worker-nice 5]\n"
           "  run      SPEC.json|- [--out metrics.jsonl] [--blas-threads N]\n"
           "  kinds    [--json]\n"
           "  migrate  --db F [--migrations DIR]\n"
@@ -520,7 +521,7 @@ static int cmd_serve(opts *o) {
              *token_file = NULL;
   long port = 8080, workers = -1, max_queued = 10000, max_attempts = 3, http_threads = 0,
        max_conns = 1024, conn_timeout = 30, batch_points = 1024, batch_ms = 250,
-       shutdown_timeout = 60, job_cache = 4096;
+       shutdown_timeout = 60, job_cache = 4096, worker_nice = 5;
   double max_body = 1048576, job_timeout = 0;
   int insecure = 0, token_for_read = 0;
   td_limits limits = td_kinds_default_limits();
@@ -560,6 +561,7 @@ static int cmd_serve(opts *o) {
     else if (!strcmp(n, "--batch-points")) batch_points = parse_long(n, need(o), 1, 10000000);
     else if (!strcmp(n, "--batch-ms")) batch_ms = parse_long(n, need(o), 1, 3600000);
     else if (!strcmp(n, "--job-cache")) job_cache = parse_long(n, need(o), 0, 1 << 20);
+    else if (!strcmp(n, "--worker-nice")) worker_nice = parse_long(n, need(o), 0, 19);
     else if (!strcmp(n, "--shutdown-timeout")) shutdown_timeout = parse_long(n, need(o), 1, 86400);
     else {
       fprintf(stderr, "tdlab serve: unknown option %s\n", n);
@@ -646,6 +648,7 @@ static int cmd_serve(opts *o) {
   store_cache *cache = NULL;
   int rc = job_cache > 0 ? store_cache_create((size_t)job_cache, 256 * 1024, 1000, &cache, &e) : 0;
   qc.cache = cache;
+  qc.worker_nice = (int)worker_nice;
   if (!rc) rc = queue_create(&qc, &q, &e);
   if (!rc) rc = store_pool_create(db, 0, &pool, &e);
   if (!rc) store_pool_set_cache(pool, cache);

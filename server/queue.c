@@ -19,7 +19,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "http.h"
 #include "log.h"
@@ -253,6 +255,10 @@ static void run_job(worker *w, store_claimed *cl) {
 static void *worker_main(void *arg) {
   worker *w = arg;
   queue *q = w->q;
+  /* Linux keeps a nice value per thread: lowering the workers' priority keeps the HTTP
+   * threads (and so the dashboard and the API) responsive while jobs saturate the cores. */
+  if (q->cfg.worker_nice > 0 && setpriority(PRIO_PROCESS, (id_t)gettid(), q->cfg.worker_nice) != 0)
+    log_emit(LOG_WARN, "worker_nice_failed", "worker=%d nice=%d", w->index, q->cfg.worker_nice);
   pthread_mutex_lock(&q->mu);
   while (!atomic_load(&q->stopping)) {
     store_claimed cl;

@@ -23,6 +23,7 @@ typedef struct queue_config {
   int busy_timeout_ms;       /* SQLite busy_timeout (0: 5000) */
   queue_find_kind_fn find_kind; /* NULL: td_kinds_find */
   struct store_cache *cache; /* job cache attached to each worker's connection (NULL: none) */
+  int worker_nice;           /* 1..19: the worker threads' nice value (lower priority); 0: unchanged */
 } queue_config;
 
 typedef struct queue_stats {

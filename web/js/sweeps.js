@@ -6,7 +6,9 @@
     var c = s.counts || s.status_counts || {};
     if (Array.isArray(c)) { var o = {}; c.forEach(function (e) { if (e) o[e.status] = e.count; }); c = o; }
     var span = TD.el('span', { class: 'counts' });
-    Object.keys(c).forEach(function (k) { if (k !== 'total') span.appendChild(TD.el('span', {}, TD.statusBadge(k), ' ', String(c[k]))); });
+    /* only the statuses that have children (the API lists every status, zeros included) */
+    Object.keys(c).forEach(function (k) { if (k !== 'total' && Number(c[k]) !== 0) span.appendChild(TD.el('span', {}, TD.statusBadge(k), ' ', String(c[k]))); });
+    if (c.total != null) span.appendChild(TD.el('span', { class: 'muted small' }, 'of ' + c.total));
     return span;
   }
   /* The fit in one line: "critical_batch: B_crit 499 [431, 577]", or its error. */
