@@ -28,7 +28,7 @@ struct td_kfac {
   int nl;
   kfac_layer L[TD_MLP_MAX_LAYERS];
   long updates;
-  int refreshed;
+  int refreshed, refreshed_last;
   td_rng rng;
   double *u;       /* cap x K cotangents */
   double *gvjp;    /* n_params: the VJP's (unused) parameter output */
@@ -342,19 +342,24 @@ void td_kfac_curv_vp(td_kfac *k, double gamma, const double *v, double *out) {
   }
 }
 
-int td_kfac_direction(td_kfac *k, td_curv_ctx *c, const double *g, double lambda, double l2,
-                      double *d, td_err *err) {
-  if (!(lambda + l2 > 0) || !isfinite(lambda + l2))
+int td_kfac_direction(td_kfac *k, td_curv_ctx *c, const double *g, double gamma, double *d,
+                      td_err *err) {
+  if (!(gamma > 0) || !isfinite(gamma))
     return td_err_set(err, TD_EINVAL, "params.optimizer.damping",
                       "kfac needs damping + weight_decay > 0 (factored Tikhonov damping)");
   int rc = td_kfac_update(k, c, err);
   if (rc) return rc;
-  if (!k->refreshed || (k->updates - 1) % k->hp.inverse_every == 0)
+  k->refreshed_last = 0;
+  if (!k->refreshed || (k->updates - 1) % k->hp.inverse_every == 0) {
     if ((rc = td_kfac_refresh(k, err))) return rc;
-  td_kfac_precondition(k, sqrt(lambda + l2), g, d);
+    k->refreshed_last = 1;
+  }
+  td_kfac_precondition(k, gamma, g, d);
   td_la_scal(k->m->n_params, -1.0, d);
   return 0;
 }
+
+int td_kfac_refreshed_last(const td_kfac *k) { return k->refreshed_last; }
 
 long td_kfac_updates(const td_kfac *k) { return k->updates; }
 

@@ -104,11 +104,15 @@ void td_kfac_precondition(td_kfac *k, double gamma, const double *v, double *out
 void td_kfac_curv_vp(td_kfac *k, double gamma, const double *v, double *out /* OUT */);
 
 /* td_kfac_direction: one K-FAC step's direction at c's point: td_kfac_update, a refresh on
- * the 1st and then every inverse_every-th update, and d = -F_gamma^{-1} g with
- * gamma = sqrt(lambda + l2) (g already includes the L2 gradient l2 theta). Errors: those of
- * update and refresh; TD_EINVAL when lambda + l2 <= 0 (factored damping needs gamma > 0). */
-int td_kfac_direction(td_kfac *k, td_curv_ctx *c, const double *g, double lambda, double l2,
+ * the 1st and then every inverse_every-th update, and d = -F_gamma^{-1} g (g already includes
+ * any L2 gradient; Martens and Grosse take gamma = sqrt(lambda + eta) at the start and then
+ * adapt it, sec. 6.6: the caller's business, see sopt.c). Errors: those of update and
+ * refresh; TD_EINVAL when gamma <= 0 (factored damping needs gamma > 0). */
+int td_kfac_direction(td_kfac *k, td_curv_ctx *c, const double *g, double gamma,
                       double *d /* OUT */, td_err *err);
+
+/* td_kfac_refreshed_last: non-zero when the last td_kfac_direction refreshed the inverses. */
+int td_kfac_refreshed_last(const td_kfac *k);
 
 /* Accessors (tests, checkpoints): updates so far; linear layer j's factors A (dim n_in + 1)
  * and G (dim n_out), row-major and symmetric, and its pi; NULL / 0 when j is out of range. */

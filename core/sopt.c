@@ -19,7 +19,9 @@ struct td_sopt {
   td_newton *nt;
   td_hf *hf;
   td_kfac *kf;
-  double *g, *d, *v, *s, *Cs, *trial;
+  double *g, *d, *v, *s, *Cs, *Cs2, *trial;
+  double gamma;  /* kfac: the factored damping strength */
+  int have_prev; /* v holds a previous step */
 };
 
 static const char *const sopt_names[] = {"newton", "hessian_free", "natural_gradient", "kfac"};
@@ -40,9 +42,10 @@ int td_sopt_hp_parse(const json_t *p, const char *name, uint64_t seed, td_sopt_h
     return td_err_set(err, TD_EINVAL, "params.optimizer.name",
                       "'%s' is not a second-order optimizer (%s)", name ? name : "",
                       TD_SOPT_NAMES);
-  static const double def_damping[] = {1e-3, 1.0, 1e-3, 1e-3};
+  static const double def_damping[] = {0.1, 1.0, 1e-3, 1e-3};
   hp->damping = td_param_num(p, "optimizer.damping", def_damping[hp->kind]);
-  hp->adapt_damping = td_param_bool(p, "optimizer.adapt_damping", hp->kind == TD_SOPT_HF);
+  hp->adapt_damping = td_param_bool(p, "optimizer.adapt_damping", hp->kind != TD_SOPT_NGD);
+  hp->kfac_rescale = td_param_bool(p, "optimizer.kfac_rescale", 1);
   hp->momentum = td_param_num(p, "optimizer.momentum", 0.0);
   hp->weight_decay = td_param_num(p, "optimizer.weight_decay", 0.0);
   hp->cg_max_iters = (int)td_param_int(p, "optimizer.cg_max_iters", 50);
@@ -107,6 +110,7 @@ void td_sopt_destroy(td_sopt *o) {
   free(o->v);
   free(o->s);
   free(o->Cs);
+  free(o->Cs2);
   free(o->trial);
   free(o);
 }
@@ -160,8 +164,9 @@ int td_sopt_create(const td_sopt_hp *hp, const td_mlp *m, int cap, td_sopt **out
   o->v = calloc(o->n, sizeof *o->v);
   o->s = malloc(o->n * sizeof *o->s);
   o->Cs = malloc(o->n * sizeof *o->Cs);
+  o->Cs2 = malloc(o->n * sizeof *o->Cs2);
   o->trial = malloc(o->n * sizeof *o->trial);
-  if (!o->g || !o->d || !o->v || !o->s || !o->Cs || !o->trial) {
+  if (!o->g || !o->d || !o->v || !o->s || !o->Cs || !o->Cs2 || !o->trial) {
     td_sopt_destroy(o);
     return td_err_set(err, TD_ENOMEM, NULL, "sopt: out of memory for %zu parameters", o->n);
   }
@@ -197,10 +202,39 @@ static void model_curv(td_sopt *o, td_curv_ctx *c, const double *v, double *out)
   }
 }
 
+/* K-FAC's re-scaling and momentum (Martens and Grosse 2015, sec. 7): (alpha, mu) minimizing
+ * the damped quadratic model M(x) = 1/2 x^T (F + (lambda + eta) I) x + g^T x over
+ * x = alpha D + mu v, with F the EXACT Fisher (the GGN) of the batch and v the previous step
+ * (mu = 0 when use_mu is 0). Fv (n) = F v, computed by the caller once per step; FD (n,
+ * OUT) = F D. Returns the model value M at the optimum (0 when D is degenerate). */
+static double kfac_rescale(td_sopt *o, td_curv_ctx *c, const double *D, int use_mu,
+                           const double *Fv, double *FD, double *alpha, double *mu) {
+  const size_t n = o->n;
+  const double lam = o->lambda + o->hp.weight_decay;
+  const double *v = o->v;
+  td_curv_ggn_vp(c, D, FD);
+  const double a11 = td_la_dot(n, D, FD) + lam * td_la_dot(n, D, D);
+  const double b1 = td_la_dot(n, o->g, D);
+  *alpha = a11 > 0 ? -b1 / a11 : 0.0;
+  *mu = 0.0;
+  double M = 0.5 * *alpha * b1;
+  if (!use_mu) return M;
+  const double a12 = td_la_dot(n, D, Fv) + lam * td_la_dot(n, D, v);
+  const double a22 = td_la_dot(n, v, Fv) + lam * td_la_dot(n, v, v);
+  const double b2 = td_la_dot(n, o->g, v);
+  const double det = a11 * a22 - a12 * a12;
+  if (det > 1e-14 * a11 * a22 && isfinite(det)) { /* else keep the 1-D solution */
+    *alpha = (-b1 * a22 + b2 * a12) / det;
+    *mu = (-b2 * a11 + b1 * a12) / det;
+    M = 0.5 * (*alpha * b1 + *mu * b2); /* the optimum of a quadratic: 1/2 b^T x* */
+  }
+  return M;
+}
+
 int td_sopt_step(td_sopt *o, td_curv_ctx *c, double *params, double lr, td_sopt_stats *st,
                  td_err *err) {
   td_sopt_stats S = {.loss = NAN, .grad_norm = NAN, .damping = o->lambda, .rho = NAN,
-                     .alpha = 1.0, .step_norm = 0.0};
+                     .alpha = 1.0, .step_norm = 0.0, .kfac_alpha = NAN, .kfac_mu = NAN};
   if (!c || c->m != o->m || !c->have_point)
     return td_err_set(err, TD_EINVAL, NULL, "sopt: the context has no point for this model");
   const size_t n = o->n, p0 = c->n_products;
@@ -221,7 +255,8 @@ int td_sopt_step(td_sopt *o, td_curv_ctx *c, double *params, double lr, td_sopt_
     f0 += 0.5 * eta * t * t;
   }
 
-  int sub = o->hp.kind != TD_SOPT_KFAC && o->hp.curv_batch > 0 && o->hp.curv_batch < B;
+  const int is_kfac = o->hp.kind == TD_SOPT_KFAC, is_hf = o->hp.kind == TD_SOPT_HF;
+  int sub = !is_kfac && o->hp.curv_batch > 0 && o->hp.curv_batch < B;
   int rc = 0;
   if (sub) {
     rc = td_curv_set_batch(c, X, y, Y, o->hp.curv_batch, loss, err);
@@ -240,20 +275,57 @@ int td_sopt_step(td_sopt *o, td_curv_ctx *c, double *params, double lr, td_sopt_
     if (!rc) S.cg_iters = inf.cg.iters;
     break;
   }
-  case TD_SOPT_KFAC: rc = td_kfac_direction(o->kf, c, o->g, o->lambda, eta, o->d, err); break;
+  case TD_SOPT_KFAC:
+    if (!o->hp.kfac_rescale || o->gamma <= 0) o->gamma = sqrt(o->lambda + eta);
+    rc = td_kfac_direction(o->kf, c, o->g, o->gamma, o->d, err);
+    break;
   }
   if (rc) return rc;
 
-  /* s = lr (mu v + d) */
+  /* The step s (o->v holds the previous step). */
   const double mu = o->hp.momentum;
-  for (size_t i = 0; i < n; i++) o->s[i] = lr * (mu * o->v[i] + o->d[i]);
+  int have_Cs = 0;
+  if (is_kfac && o->hp.kfac_rescale) {
+    const int use_mu = mu > 0 && o->have_prev;
+    double a = 0, m = 0;
+    if (use_mu) td_curv_ggn_vp(c, o->v, o->trial); /* F v, shared by the candidates */
+    double M = kfac_rescale(o, c, o->d, use_mu, o->trial, o->Cs, &a, &m);
+    if (o->hp.adapt_damping && td_kfac_refreshed_last(o->kf) && td_kfac_updates(o->kf) > 1) {
+      /* Martens and Grosse sec. 6.6: try gamma * w and gamma / w, w = (19/20)^(T/2), keep the
+       * one whose re-scaled step has the lowest model value M. */
+      const double w = pow(19.0 / 20.0, 0.5 * o->hp.kfac_inverse_every);
+      const double cand[2] = {o->gamma * w, o->gamma / w};
+      for (int ci = 0; ci < 2; ci++) {
+        td_kfac_precondition(o->kf, cand[ci], o->g, o->s);
+        td_la_scal(n, -1.0, o->s);
+        double a2 = 0, m2 = 0;
+        double M2 = kfac_rescale(o, c, o->s, use_mu, o->trial, o->Cs2, &a2, &m2);
+        if (M2 < M) { /* adopt: direction, F direction, coefficients */
+          M = M2;
+          a = a2;
+          m = m2;
+          o->gamma = cand[ci];
+          memcpy(o->d, o->s, n * sizeof *o->d);
+          memcpy(o->Cs, o->Cs2, n * sizeof *o->Cs);
+        }
+      }
+    }
+    S.kfac_alpha = a;
+    S.kfac_mu = m;
+    for (size_t i = 0; i < n; i++) {
+      o->s[i] = lr * (a * o->d[i] + m * o->v[i]);
+      o->Cs[i] = lr * (a * o->Cs[i] + (use_mu ? m * o->trial[i] : 0.0)); /* F s, undamped */
+    }
+    have_Cs = 1;
+  } else {
+    for (size_t i = 0; i < n; i++) o->s[i] = mu * o->v[i] + lr * o->d[i];
+  }
   const double gs = td_la_dot(n, o->g, o->s);
 
-  const int is_hf = o->hp.kind == TD_SOPT_HF;
   double alpha = 1.0;
   if (o->hp.adapt_damping || is_hf) {
     /* Predicted change of the undamped quadratic model, at the point of the curvature batch. */
-    model_curv(o, c, o->s, o->Cs);
+    if (!have_Cs) model_curv(o, c, o->s, o->Cs);
     double sCs = td_la_dot(n, o->s, o->Cs);
     if (eta > 0) {
       double t = td_la_nrm2(n, o->s);
@@ -273,6 +345,8 @@ int td_sopt_step(td_sopt *o, td_curv_ctx *c, double *params, double lr, td_sopt_
         fa = trial_loss(o, c, params, alpha);
       }
       if (!(fa <= f0 + 0.01 * alpha * gs)) alpha = 0.0;
+    } else if (o->hp.kind == TD_SOPT_NEWTON && !(f1 <= f0)) {
+      alpha = 0.0; /* Levenberg-Marquardt: a step that raises the loss is rejected */
     }
     if (o->hp.adapt_damping) o->lambda = td_lm_adapt(o->lambda, S.rho);
     if (o->lambda != 0.0) {
@@ -284,8 +358,9 @@ int td_sopt_step(td_sopt *o, td_curv_ctx *c, double *params, double lr, td_sopt_
   for (size_t i = 0; i < n; i++) {
     const double si = alpha * o->s[i];
     params[i] += si;
-    o->v[i] = lr > 0 ? si / lr : 0.0;
+    o->v[i] = si;
   }
+  o->have_prev = 1;
   S.alpha = alpha;
   S.step_norm = alpha * td_la_nrm2(n, o->s);
   S.damping = o->lambda;
@@ -300,6 +375,11 @@ int td_sopt_log(const td_sopt *o, const td_sopt_stats *st, td_sink *sink, long s
   if (!rc && (o->hp.kind == TD_SOPT_HF || o->hp.kind == TD_SOPT_NGD))
     rc = td_sink_metric(sink, "cg_iters", step, st->cg_iters);
   if (!rc) rc = td_sink_metric(sink, "step_norm", step, st->step_norm);
-  if (!rc && o->hp.kind == TD_SOPT_HF) rc = td_sink_metric(sink, "line_search_alpha", step, st->alpha);
+  if (!rc && o->hp.kind == TD_SOPT_HF)
+    rc = td_sink_metric(sink, "line_search_alpha", step, st->alpha);
+  if (!rc && !isnan(st->kfac_alpha)) rc = td_sink_metric(sink, "kfac_alpha", step, st->kfac_alpha);
+  if (!rc && o->hp.kind == TD_SOPT_KFAC) rc = td_sink_metric(sink, "kfac_gamma", step, o->gamma);
+  if (!rc && !isnan(st->kfac_alpha) && o->hp.momentum > 0)
+    rc = td_sink_metric(sink, "kfac_mu", step, st->kfac_mu);
   return rc;
 }

@@ -9,9 +9,9 @@
  * sub-batch, trial points) and updates the parameters. Any kind that owns a td_curv_ctx can
  * use it (train does; see core/kinds/train.c).
  *
- * The step (t counts steps; f is the minibatch loss plus the L2 term eta/2 ||theta||^2 with
- * eta = optimizer.weight_decay, coupled as in optim.h's sgd/adam; its curvature eta I is added
- * to every curvature matrix):
+ * The step (f is the minibatch loss plus the L2 term eta/2 ||theta||^2 with
+ * eta = optimizer.weight_decay (train adds its l2), coupled as in optim.h's sgd/adam; its
+ * curvature eta I is added to every curvature matrix; v is the previous step, 0 at first):
  *   g   = grad f(theta)                       (the minibatch gradient + eta theta)
  *   d   = the method's direction:
  *         newton            -(|C| + lambda I)^+ g, C the dense Hessian (or Gauss-Newton) of
@@ -20,26 +20,40 @@
  *                           the curvature batch, warm-started (hf.h; Martens 2010)
  *         natural_gradient  CG on (F + (lambda + eta) I) d = -g, F the true or empirical
  *                           Fisher of the curvature batch (hf.h; Amari 1998)
- *         kfac              -[(A_j + pi_j gamma I) kron (G_j + gamma/pi_j I)]^{-1} g per layer,
- *                           gamma = sqrt(lambda + eta) (kfac.h; Martens and Grosse 2015)
- *   s   = lr (mu v + d),  v the previous step / lr (heavy-ball momentum on the preconditioned
- *         direction, mu = optimizer.momentum; Martens and Grosse 2015 sec. 7 use momentum
- *         with a model-chosen mu, here it is fixed)
+ *         kfac              -[(A_j + pi_j gamma I) kron (G_j + gamma/pi_j I)]^{-1} g per layer
+ *                           (kfac.h; Martens and Grosse 2015, sec. 6.3)
+ *   s   = mu v + lr d, mu = optimizer.momentum (heavy ball on the preconditioned direction),
+ *         except kfac with kfac_rescale (default): s = lr (alpha d + mu v) with (alpha, mu)
+ *         minimizing the quadratic model 1/2 x^T (F + (lambda + eta) I) x + g^T x, F the
+ *         exact Fisher (= GGN) of the minibatch, over x = alpha d + mu v (Martens and Grosse
+ *         sec. 7; mu is solved for only when optimizer.momentum > 0, whose value is then not
+ *         used); two extra GGN products per step
  *   rho = (f(theta + s) - f(theta)) / (g^T s + 1/2 s^T (C + eta I) s), the reduction ratio
  *         with the UNDAMPED quadratic model (Martens and Sutskever 2012, "Training deep and
  *         recurrent networks with Hessian-free optimization", sec. 8.5); C is newton's matrix,
  *         the Gauss-Newton matrix for hessian_free and kfac (the exact Fisher, as Martens and
- *         Grosse sec. 6.5 use), the chosen Fisher for natural_gradient; computed when the
- *         damping adapts or for hessian_free (one product and one forward pass)
- *   lambda <- td_lm_adapt(lambda, rho) when optimizer.adapt_damping (every step)
- *   hessian_free only: backtracking line search (Martens and Sutskever 2012 sec. 8.8):
- *         alpha = 1, 0.8, 0.8^2, ... (at most 8 tries) until
+ *         Grosse sec. 6.5), the chosen Fisher for natural_gradient; computed when the damping
+ *         adapts or for hessian_free (one product and one forward pass)
+ *   lambda <- td_lm_adapt(lambda, rho) every step when optimizer.adapt_damping (absent: on,
+ *         except natural_gradient). For newton, hessian_free and natural_gradient lambda is
+ *         the Tikhonov damping of the solve. For kfac with kfac_rescale, lambda is the damping
+ *         of the re-scaling model (a trust region on alpha, mu), and the factored damping
+ *         gamma (initially sqrt(lambda + eta)) adapts by Martens and Grosse's greedy rule
+ *         (sec. 6.6) at each inverse refresh: of gamma, gamma w, gamma / w
+ *         (w = (19/20)^(kfac_inverse_every / 2)) the one whose re-scaled step has the lowest
+ *         model value; without kfac_rescale, gamma = sqrt(lambda + eta) (logged kfac_gamma)
+ *   acceptance: hessian_free runs a backtracking line search (Martens and Sutskever 2012
+ *         sec. 8.8): alpha = 1, 0.8, 0.8^2, ... (at most 8 tries) until
  *         f(theta + alpha s) <= f(theta) + 0.01 alpha g^T s; if none passes, no step is
- *         taken (alpha = 0) and the CG warm start is dropped
- *   theta <- theta + alpha s  (alpha = 1 for the others), v <- alpha s / lr.
+ *         taken and the CG warm start is dropped. newton (with adapt_damping) rejects a step
+ *         that raises f (Levenberg-Marquardt; Nocedal and Wright Algorithm 4.1 with eta = 0).
+ *         The others always take the step.
+ *   theta <- theta + alpha s,  v <- alpha s.
+ * Second-order methods read lr as a multiplier of the (damped) Newton-like step: 1 is the
+ * natural value (the first-order default 0.05 is far too small for them).
  * The curvature batch (optimizer.curv_batch, Martens 2010 sec. 4.3: the GGN products use a
  * smaller batch than the gradient) is the FIRST curv_batch examples of the (already shuffled)
- * minibatch; kfac's factors always use the whole minibatch. */
+ * minibatch; kfac's factors and its re-scaling always use the whole minibatch. */
 #ifndef TD_SOPT_H
 #define TD_SOPT_H
 
@@ -77,6 +91,7 @@ typedef struct td_sopt_hp {
   double kfac_decay;
   int kfac_inverse_every;
   int kfac_exact_fisher; /* kfac: the true Fisher's G by enumerating the K outputs */
+  int kfac_rescale;      /* kfac: model-chosen alpha (and mu) of Martens and Grosse sec. 7 */
   long newton_max_params;
   td_newton_curv newton_curv; /* TD_NEWTON_HESSIAN or TD_NEWTON_GGN */
   uint64_t seed;         /* kfac's sampled targets */
@@ -88,11 +103,11 @@ typedef struct td_sopt_hp {
 #define TD_SOPT_NAMES "newton|hessian_free|natural_gradient|kfac"
 #define TD_SOPT_PARAMS                                                                            \
   {"optimizer.damping", TD_PT_NUM, NULL, 0, 1e12, NULL, 0,                                        \
-   "second-order: initial Tikhonov damping lambda (absent: newton 1e-3, hessian_free 1, "         \
+   "second-order: initial Tikhonov damping lambda (absent: newton 0.1, hessian_free 1, "         \
    "natural_gradient 1e-3, kfac 1e-3)"},                                                          \
       {"optimizer.adapt_damping", TD_PT_BOOL, NULL, 0, 0, NULL, 0,                                \
        "second-order: Levenberg-Marquardt adaptation of lambda from the reduction ratio rho "     \
-       "(x2/3 if rho > 3/4, x3/2 if rho < 1/4; absent: on for hessian_free, off otherwise)"},    \
+       "(x2/3 if rho > 3/4, x3/2 if rho < 1/4; absent: on, except for natural_gradient)"},        \
       {"optimizer.cg_max_iters", TD_PT_INT, "50", 1, 10000, NULL, 0,                              \
        "hessian_free, natural_gradient: CG iteration cap (one curvature product each)"},         \
       {"optimizer.cg_tol", TD_PT_NUM, "1e-6", 0, 1, NULL, 0,                                      \
@@ -114,6 +129,9 @@ typedef struct td_sopt_hp {
       {"optimizer.kfac_exact_fisher", TD_PT_BOOL, "false", 0, 0, NULL, 0,                         \
        "kfac: true-Fisher G factor by enumerating the outputs (K backward passes) instead of "   \
        "one sampled target per example"},                                                         \
+      {"optimizer.kfac_rescale", TD_PT_BOOL, "true", 0, 0, NULL, 0,                               \
+       "kfac: step lr (alpha D + mu v) with alpha, mu minimizing the exact-Fisher quadratic "    \
+       "model (Martens and Grosse sec. 7; mu only when momentum > 0); false: lr D + momentum v"},\
       {"optimizer.newton_max_params", TD_PT_INT, "5000", 1, 20000, NULL, 0,                       \
        "newton: refuse models with more parameters (dense n x n matrix, 16 n^2 bytes)"},          \
       {"optimizer.newton_curvature", TD_PT_STR, "\"hessian\"", 0, 0, "hessian|gauss_newton", 0,   \
@@ -154,6 +172,8 @@ typedef struct td_sopt_stats {
   double alpha;       /* line-search factor (1 except for hessian_free) */
   double step_norm;   /* ||alpha s|| */
   int cg_iters;       /* CG iterations (hessian_free, natural_gradient), else 0 */
+  double kfac_alpha;  /* kfac_rescale: the model's alpha and mu (NaN otherwise) */
+  double kfac_mu;
   size_t products;    /* curvature products (HVP/GGN/Fisher/JVP/VJP) this step */
 } td_sopt_stats;
 

@@ -24,6 +24,15 @@ void log_emit(log_level level, const char *event, const char *fmt, ...)
  * listening address, shutdown). */
 void log_notice(const char *event, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* log_async_start: from now on, error and notice records are still written at once, but
+ * warn, info and debug records go to a buffer that a writer thread writes in batches (about
+ * every 2 ms while records come in; order across all records is kept). For the daemon, where
+ * the access log would otherwise cost one write(2) per request. Errors: TD_ENOMEM (then
+ * records stay synchronous). Call log_async_stop before exit: it writes what is pending and
+ * joins the thread. Both are no-ops when already in that state. */
+int log_async_start(void);
+void log_async_stop(void);
+
 /* log_quote: copy `s` into buf (size n) as a logfmt value: unchanged when it has only safe
  * characters, else in double quotes with ", \ and control bytes escaped. Returns buf. */
 const char *log_quote(char *buf, unsigned long n, const char *s);

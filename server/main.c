@@ -678,6 +678,8 @@ static int cmd_serve(opts *o) {
            "url=http://%s%s%s:%u/ db=%s workers=%ld blas_threads=%d http_threads=%ld auth=%s",
            v6 ? "[" : "", host, v6 ? "]" : "", http_port(srv), db, workers, blas_threads,
            http_threads, token ? "token" : "none");
+  /* From here on the access log and job events are written in batches by a log thread. */
+  if (log_async_start() != 0) log_emit(LOG_WARN, "log_async_failed", "msg=\"logging stays synchronous\"");
 
   int sig = 0;
   sigwait(&set, &sig);
@@ -698,6 +700,7 @@ static int cmd_serve(opts *o) {
   api_ctx_deinit(&app);
   free(token);
   log_notice("stopped", "msg=\"clean shutdown\"");
+  log_async_stop();
   if (lock_fd >= 0) close(lock_fd);
   return 0;
 }

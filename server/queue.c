@@ -259,6 +259,9 @@ static void *worker_main(void *arg) {
    * threads (and so the dashboard and the API) responsive while jobs saturate the cores. */
   if (q->cfg.worker_nice > 0 && setpriority(PRIO_PROCESS, (id_t)gettid(), q->cfg.worker_nice) != 0)
     log_emit(LOG_WARN, "worker_nice_failed", "worker=%d nice=%d", w->index, q->cfg.worker_nice);
+  char name[16]; /* shown by top -H and ps -L; bench/rest.sh tells the HTTP threads apart */
+  snprintf(name, sizeof name, "td-worker-%d", w->index % 1000);
+  pthread_setname_np(pthread_self(), name);
   pthread_mutex_lock(&q->mu);
   while (!atomic_load(&q->stopping)) {
     store_claimed cl;

@@ -187,6 +187,50 @@ static void test_forward_formulas(void **state) {
   for (int j = 0; j < N; j++) assert_true(out[j] == be[j]);
 }
 
+/* BatchNorm over 300 features (more than one 256-column block of model.c): forward and the
+ * input gradient against the naive per-column formulas, dinp = rstd (u - mean u - xhat
+ * mean(xhat u)) with u = dout gamma. */
+static void test_batchnorm_wide(void **state) {
+  (void)state;
+  enum { R = 3, N = 300 };
+  static double x[R * N], dout[R * N], out[R * N], xh[R * N], din[R * N], rs[N];
+  double g[N], be[N], dg[N], db[N];
+  td_rng r;
+  td_rng_init(&r, 4, TD_RNG_DATA);
+  td_rng_fill_normal(&r, x, R * N, 1.5);
+  td_rng_fill_normal(&r, dout, R * N, 1.0);
+  td_rng_fill_normal(&r, g, N, 1.0);
+  td_rng_fill_normal(&r, be, N, 1.0);
+  const double eps = 1e-5;
+  td_batchnorm_forward(out, xh, rs, NULL, NULL, NULL, x, g, be, R, N, eps, 0.1, 1);
+  memset(din, 0, sizeof din);
+  memset(dg, 0, sizeof dg);
+  memset(db, 0, sizeof db);
+  td_batchnorm_backward(din, dg, db, dout, xh, rs, g, R, N, 1);
+  for (int j = 0; j < N; j++) {
+    double mu = 0, var = 0, su = 0, shu = 0, sdg = 0, sdb = 0, hh[R];
+    for (int i = 0; i < R; i++) mu += x[i * N + j] / R;
+    for (int i = 0; i < R; i++) var += (x[i * N + j] - mu) * (x[i * N + j] - mu) / R;
+    const double rr = 1 / sqrt(var + eps);
+    for (int i = 0; i < R; i++) {
+      hh[i] = (x[i * N + j] - mu) * rr;
+      double want = g[j] * hh[i] + be[j];
+      assert_true(fabs(out[i * N + j] - want) <= 1e-13 * fmax(1, fabs(want)));
+      double u = dout[i * N + j] * g[j];
+      su += u / R;
+      shu += hh[i] * u / R;
+      sdg += dout[i * N + j] * hh[i];
+      sdb += dout[i * N + j];
+    }
+    for (int i = 0; i < R; i++) {
+      double want = rr * (dout[i * N + j] * g[j] - su - hh[i] * shu);
+      assert_true(fabs(din[i * N + j] - want) <= 1e-12 * fmax(1, fabs(want)));
+    }
+    assert_true(fabs(dg[j] - sdg) <= 1e-13 * fmax(1, fabs(sdg)));
+    assert_true(fabs(db[j] - sdb) <= 1e-13 * fmax(1, fabs(sdb)));
+  }
+}
+
 /* The model: layer list, init, the running statistics move only with update_running. */
 static void test_model_layout(void **state) {
   (void)state;
@@ -318,8 +362,9 @@ static void jvp_hvp_fd(int wide) {
     double *v = malloc(f.n * sizeof *v), *u = malloc(f.n * sizeof *u);
     td_rng r;
     td_rng_init(&r, 99 + c, TD_RNG_DATA);
-    td_rng_fill_normal(&r, v, f.n, 1.0);
-    td_rng_fill_normal(&r, u, f.n, 1.0);
+    /* ||v|| ~ 10 in both sizes, so the differences see the same scale of variation */
+    td_rng_fill_normal(&r, v, f.n, wide ? sqrt(100.0 / f.n) : 1.0);
+    td_rng_fill_normal(&r, u, f.n, wide ? sqrt(100.0 / f.n) : 1.0);
     const double h = 1e-4;
     double jv[B * K], fp[B * K], fm[B * K], fp2[B * K], fm2[B * K], fdj[B * K];
     td_curv_jvp(&f.c, v, jv);
@@ -465,7 +510,8 @@ static void test_checkpoint_roundtrip(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_forward_formulas), cmocka_unit_test(test_model_layout),
+      cmocka_unit_test(test_forward_formulas), cmocka_unit_test(test_batchnorm_wide),
+      cmocka_unit_test(test_model_layout),
       cmocka_unit_test(test_grad_fd),          cmocka_unit_test(test_jvp_hvp_fd),
       cmocka_unit_test(test_jvp_hvp_fd_wide),
       cmocka_unit_test(test_scale_invariance), cmocka_unit_test(test_checkpoint_roundtrip),

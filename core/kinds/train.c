@@ -37,7 +37,13 @@
  *  - Optimizers (optim.h has every update rule and its source): sgd, heavy_ball, nesterov,
  *    adagrad, rmsprop, adam, adamw. optimizer.momentum absent means 0.9 for heavy_ball and
  *    nesterov, 0 otherwise; optimizer.eps absent means 1e-10 for adagrad, 1e-8 otherwise
- *    (PyTorch's defaults).
+ *    (PyTorch's defaults). Second-order methods (core/sopt.h has the step and the sources):
+ *    newton, hessian_free, natural_gradient, kfac; they see the minibatch through a
+ *    td_curv_ctx (one extra forward pass per step), treat optimizer.weight_decay and l2 both as
+ *    a coupled L2 term with curvature (weight_decay + l2) I, and log damping, rho, cg_iters,
+ *    step_norm (and line_search_alpha for hessian_free) every step. newton refuses models
+ *    over optimizer.newton_max_params in the check (400, field
+ *    params.optimizer.newton_max_params).
  *  - Learning rate: optimizer.schedule (sched.h): constant, step, cosine, each with an
  *    optional linear warm-up; update t uses lr_t = td_sched_lr(t), logged as `lr` every step.
  *  - weight_decay vs l2: optimizer.weight_decay is the optimizer's own decay (coupled L2 in
@@ -66,6 +72,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "../curv.h"
 #include "../data.h"
 #include "../gns.h"
 #include "../la.h"
@@ -74,6 +81,7 @@
 #include "../optim.h"
 #include "../rng.h"
 #include "../sched.h"
+#include "../sopt.h"
 #include "registry.h"
 
 #define TRAIN_EVAL_MAX 10000 /* training examples used for train_acc at each eval */
@@ -106,7 +114,7 @@ static const td_param train_params[] = {
      "cross_entropy (mean -log softmax of the true class) or mse (1/2 mean ||f-y||^2, "
      "one-hot targets for classes)"},
     {"optimizer.name", TD_PT_STR, "\"sgd\"", 0, 0,
-     "sgd|heavy_ball|nesterov|adagrad|rmsprop|adam|adamw", 0,
+     "sgd|heavy_ball|nesterov|adagrad|rmsprop|adam|adamw|" TD_SOPT_NAMES, 0,
      "optimizer (update rules and sources: core/optim.h, docs/optimizers.md)"},
     {"optimizer.lr", TD_PT_NUM, "0.05", 1e-12, 1e3, NULL, 0,
      "learning rate (the base value of optimizer.schedule)"},
@@ -141,6 +149,7 @@ static const td_param train_params[] = {
      "step: the decay factor"},
     {"optimizer.schedule.min_lr", TD_PT_NUM, "0", 0, 1e3, NULL, 0,
      "cosine: the final learning rate (<= lr)"},
+    TD_SOPT_PARAMS,
     {"l2", TD_PT_NUM, "0", 0, 1e3, NULL, 0,
      "L2 penalty l2/2 ||theta||^2 added to the training loss (in train_loss; its gradient goes "
      "through the optimizer, preconditioners included), unlike optimizer.weight_decay"},
@@ -195,6 +204,8 @@ typedef struct train_cfg {
   td_sched sched;
   double l2;
   long layer_every;
+  int so;           /* a second-order optimizer (sopt.h) */
+  td_sopt_hp so_hp;
 } train_cfg;
 
 /* Read validated params (borrowed) into c and do the cross-field checks. */
@@ -330,6 +341,12 @@ static int parse_cfg(const json_t *p, train_cfg *c, td_err *err) {
   c->has_target = td_param_has(p, "target_loss");
   c->target_loss = td_param_num(p, "target_loss", 0.0);
   c->target_ema = td_param_num(p, "target_ema", 0.95);
+  td_sopt_kind sok;
+  c->so = td_sopt_kind_parse(c->opt_name, &sok) == 0;
+  if (c->so) {
+    if ((rc = td_sopt_hp_parse(p, c->opt_name, c->seed, &c->so_hp, err))) return rc;
+    c->so_hp.weight_decay += c->l2; /* both are a coupled L2 term for these methods */
+  }
   return 0;
 }
 
@@ -352,6 +369,11 @@ static int train_check(const json_t *params, td_estimate *est, td_err *err) {
     double ws_gns = 0;
     if ((rc = td_mlp_estimate(&c.mlp, c.gns_big, &np, &ws_gns, err))) return rc;
     bytes += 16.0 * np + ws_gns + 8.0 * (double)c.gns_big * (d + 2 * k) + 8.0 * c.n_train;
+  }
+  if (c.so) { /* the optimizer and its td_curv_ctx; newton's parameter cap */
+    double sb = 0;
+    if ((rc = td_sopt_check(&c.so_hp, &c.mlp, c.batch, &sb, err))) return rc;
+    bytes += sb;
   }
   est->bytes = bytes;
   est->n_params = np;
@@ -408,6 +430,9 @@ typedef struct train_state {
   double *Xg, *Yg, *dzg, *g_small, *g_big;
   int *yg;
   size_t *gidx;
+  /* second-order optimizers */
+  td_sopt *so;
+  td_curv_ctx cc;
 } train_state;
 
 static void state_free(train_state *s) {
@@ -431,6 +456,8 @@ static void state_free(train_state *s) {
   free(s->g_big);
   free(s->yg);
   free(s->gidx);
+  td_sopt_destroy(s->so);
+  td_curv_deinit(&s->cc);
 }
 
 /* Mean loss gradient (into grad) of rows [r0, r0 + b) of the gathered noise-scale batch. */
@@ -549,7 +576,13 @@ static int train_run(const json_t *params, td_sink *sink, json_t **summary, td_e
   if ((rc = td_mlp_ws_init(&s.ws_eval, s.m, eb, err))) goto out;
   td_mlp_ws_set_mode(&s.ws, TD_MLP_TRAIN, 1);   /* BatchNorm: batch stats, running update */
   td_mlp_ws_set_mode(&s.ws_eval, TD_MLP_EVAL, 0); /* BatchNorm: running statistics */
-  if ((rc = td_optim_create(c.opt_name, &c.hp, s.m->n_params, &s.opt, err))) goto out;
+  if (c.so) {
+    if ((rc = td_sopt_create(&c.so_hp, s.m, B, &s.so, err)) ||
+        (rc = td_curv_init(&s.cc, s.m, B, err)))
+      goto out;
+  } else if ((rc = td_optim_create(c.opt_name, &c.hp, s.m->n_params, &s.opt, err))) {
+    goto out;
+  }
   s.Xb = malloc((size_t)B * d * sizeof *s.Xb);
   s.dz = malloc((size_t)B * K * sizeof *s.dz);
   s.perm = malloc(s.train.n * sizeof *s.perm);
@@ -638,7 +671,15 @@ static int train_run(const json_t *params, td_sink *sink, json_t **summary, td_e
     const double lr = td_sched_lr(&c.sched, step);
     const int layer_step = step % c.layer_every == 0;
     if (layer_step) memcpy(s.prev, s.m->params, s.m->n_params * sizeof *s.prev);
-    td_optim_step(s.opt, s.m->params, s.m->grad, lr);
+    td_sopt_stats sst;
+    if (s.so) { /* bind the minibatch and the point, then the second-order step */
+      rc = td_curv_set_batch(&s.cc, s.Xb, s.yb, s.Yb, b, c.mse ? TD_CURV_MSE : TD_CURV_XENT, err);
+      if (!rc) rc = td_curv_set_point(&s.cc, s.m->params, err);
+      if (!rc) rc = td_sopt_step(s.so, &s.cc, s.m->params, lr, &sst, err);
+      if (rc) break;
+    } else {
+      td_optim_step(s.opt, s.m->params, s.m->grad, lr);
+    }
     double pnorm = td_la_nrm2(s.m->n_params, s.m->params);
     train_time += now_sec() - t0;
 
@@ -648,6 +689,7 @@ static int train_run(const json_t *params, td_sink *sink, json_t **summary, td_e
     if (layer_step && (rc = layer_metrics(s.m, s.prev, lr, sink, step))) break;
     if ((rc = td_sink_metric(sink, "grad_norm", step, gnorm))) break;
     if ((rc = td_sink_metric(sink, "param_norm", step, pnorm))) break;
+    if (s.so && (rc = td_sopt_log(s.so, &sst, sink, step))) break;
     if (c.has_target) {
       ema = c.target_ema * ema + (1.0 - c.target_ema) * loss;
       ema_w = c.target_ema * ema_w + (1.0 - c.target_ema);
@@ -698,8 +740,8 @@ out:
 
 const td_kind td_kind_train = {
     .name = "train",
-    .doc = "Train an MLP (optional LayerNorm/BatchNorm) with a first-order optimizer and an lr "
-           "schedule; logs loss, lr, norms, per-layer metrics and accuracy",
+    .doc = "Train an MLP (optional LayerNorm/BatchNorm) with a first- or second-order optimizer "
+           "and an lr schedule; logs loss, lr, norms, per-layer metrics and accuracy",
     .chapter = "4,5",
     .params = train_params,
     .n_params = sizeof train_params / sizeof train_params[0],
