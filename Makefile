@@ -23,6 +23,8 @@ PORT ?= 8080
 DB   ?= var/tdlab.db
 
 .PHONY: all deps run test unit e2e browser bench sanitize tsan fuzz clean reliability load
+# Keep intermediate objects so that `make test` followed by `make run` rebuilds nothing.
+.SECONDARY:
 all: $(BUILD)/tdlab $(TEST_BIN) $(BENCH_BIN)
 
 # Idempotent: installs only what is missing, and stays quiet when nothing is.

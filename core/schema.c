@@ -60,8 +60,8 @@ static int enum_has(const char *enums, const char *s) {
 static int check_number(const td_param *p, double d, const char *field, td_err *err) {
   if (!isfinite(d)) return td_err_set(err, TD_EINVAL, field, "%s must be a finite number", field);
   if (d < p->min || d > p->max)
-    return td_err_set(err, TD_EINVAL, field, "%s = %g is out of range [%g, %g]", field, d, p->min,
-                      p->max);
+    return td_err_set(err, TD_EINVAL, field, "%s = %.15g is out of range [%.15g, %.15g]", field, d,
+                      p->min, p->max);
   return 0;
 }
 
@@ -71,9 +71,11 @@ static int check_leaf(const td_param *p, const json_t *v, const char *field, jso
   *out = NULL;
   switch (p->type) {
   case TD_PT_INT:
-    if (!is_integral(v))
+    if (!json_is_number(v))
       return td_err_set(err, TD_EINVAL, field, "%s must be an integer", field);
     if (check_number(p, json_number_value(v), field, err)) return TD_EINVAL;
+    if (!is_integral(v))
+      return td_err_set(err, TD_EINVAL, field, "%s must be an integer", field);
     *out = json_integer((json_int_t)json_number_value(v));
     break;
   case TD_PT_NUM:
@@ -110,13 +112,17 @@ static int check_leaf(const td_param *p, const json_t *v, const char *field, jso
       char ef[TD__PATH_MAX + 64];
       snprintf(ef, sizeof ef, "%s[%zu]", field, i);
       int isint = p->type == TD_PT_INT_LIST;
-      if (isint ? !is_integral(e) : !json_is_number(e)) {
+      if (!json_is_number(e)) {
         json_decref(arr);
         return td_err_set(err, TD_EINVAL, ef, "%s must be %s", ef, isint ? "an integer" : "a number");
       }
       if (check_number(p, json_number_value(e), ef, err)) {
         json_decref(arr);
         return TD_EINVAL;
+      }
+      if (isint && !is_integral(e)) {
+        json_decref(arr);
+        return td_err_set(err, TD_EINVAL, ef, "%s must be an integer", ef);
       }
       json_array_append_new(arr, isint ? json_integer((json_int_t)json_number_value(e))
                                        : json_real(json_number_value(e)));
@@ -175,8 +181,19 @@ int td_schema_validate(const td_param *schema, size_t n, const json_t *params, j
     return rc;
   }
   /* Fill defaults for leaves that were not given. */
+  /* The dataset's own default first: it decides whether synthetic-only defaults apply. */
+  const td_param *dname = find_leaf(schema, n, "data.name");
+  const char *dataset = td_param_str(dst, "data.name", NULL);
+  if (!dataset && dname && dname->def) {
+    json_t *d = json_loads(dname->def, JSON_DECODE_ANY, NULL);
+    int syn = json_is_string(d) && strcmp(json_string_value(d), "synthetic") == 0;
+    json_decref(d);
+    dataset = syn ? "synthetic" : "other";
+  }
+  int synthetic = !dataset || strcmp(dataset, "synthetic") == 0;
   for (size_t i = 0; i < n; i++) {
     if (!schema[i].def || td_param_has(dst, schema[i].path)) continue;
+    if (!synthetic && schema[i].doc && strncmp(schema[i].doc, "synthetic:", 10) == 0) continue;
     json_error_t jerr;
     json_t *d = json_loads(schema[i].def, JSON_DECODE_ANY, &jerr), *nd = NULL;
     /* A default goes through check_leaf like a given value, so it is normalized the same way

@@ -27,7 +27,9 @@ typedef struct td_param {
   double min, max;   /* inclusive range for numbers and for list elements */
   const char *enums; /* TD_PT_STR only: "a|b|c"; NULL allows any string up to 256 bytes */
   int max_len;       /* lists: most elements allowed (0 means 64); min length is 1 */
-  const char *doc;   /* one line for `tdlab kinds` and GET /api/v1/kinds */
+  const char *doc;   /* one line for `tdlab kinds` and GET /api/v1/kinds. A doc that starts
+                        with "synthetic:" marks a field of the synthetic dataset: its default
+                        is filled in only when data.name is "synthetic" (or absent). */
 } td_param;
 
 /* td_schema_validate: check `params` (borrowed; may be NULL, meaning {}) against `schema`

@@ -675,8 +675,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
   atomic_fetch_add_explicit(&srv->latency_us_sum[route], (unsigned long long)(secs * 1e6),
                             memory_order_relaxed);
   log_level lvl = rc->status >= 500 || rc->status == 0 ? LOG_WARN : LOG_INFO;
-if (log_enabled(lvl)) {
-    long long us = (mono_ns() - rc->t0_ns) / 1000; /* integer formatting: no %f per request */
+  if (log_enabled(lvl)) {
+    long long us = (long long)(secs * 1e6); /* integer formatting: no %f per request */
     log_emit(lvl, "request", "method=%s path=%s status=%d ms=%lld.%03lld bytes=%llu%s",
              rc->method, rc->path, rc->status, us / 1000, us % 1000,
              (unsigned long long)rc->resp_bytes,
