@@ -807,7 +807,9 @@ int http_start(const http_config *cfg, void *app, http_server **out, td_err *err
   opts[k++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, ai->ai_addr};
   opts[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, cfg->max_conns ? cfg->max_conns : 1024, NULL};
   opts[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, cfg->conn_timeout_s, NULL};
-  opts[k++] = (struct MHD_OptionItem){MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL};
+  /* No MHD_OPTION_LISTENING_ADDRESS_REUSE: it sets SO_REUSEPORT, which would let a second
+   * daemon share this port and split requests between two databases. MHD still sets
+   * SO_REUSEADDR, so a restart can bind at once. */
   if (cfg->threads > 1)
     opts[k++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, cfg->threads, NULL};
   opts[k++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};

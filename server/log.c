@@ -172,13 +172,19 @@ static void vemit(const char *level, const char *event, const char *fmt, va_list
   line[n++] = (char)('0' + ms / 100);
   line[n++] = (char)('0' + ms / 10 % 10);
   line[n++] = (char)('0' + ms % 10);
-  int m = snprintf(line + n, sizeof line - (size_t)n, "Z level=%s event=%s ", level, event);
-  if (m < 0) return;
-  n += m;
-  if ((size_t)n < sizeof line) {
-    m = vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
-    if (m > 0) n += m;
-  }
+  /* "Z level=<level> event=<event> " without printf (this runs once per request). */
+  size_t ll = strlen(level), el = strnlen(event, 256);
+  memcpy(line + n, "Z level=", 8);
+  n += 8;
+  memcpy(line + n, level, ll);
+  n += (int)ll;
+  memcpy(line + n, " event=", 7);
+  n += 7;
+  memcpy(line + n, event, el);
+  n += (int)el;
+  line[n++] = ' ';
+  int m = vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
+  if (m > 0) n += m;
   if ((size_t)n >= sizeof line - 1) n = (int)sizeof line - 2;
   line[n++] = '\n';
   put_line(line, (size_t)n, urgent);
