@@ -3,14 +3,17 @@
  * connection limit), so that bench/rest.sh can compare GET /api/v1/jobs/{id} with the cost
  * of libmicrohttpd alone on the same machine in the same run.
  *
- * Usage: bare_mhd [--port P] [--threads N] [--body-file F]
+ * Usage: bare_mhd [--port P] [--threads N] [--body-file F] [--pool-kb K]
  *   --port 0 (default) picks a free port; the bound port is printed as "port=P" on stdout.
  *   --threads is the epoll thread-pool size (default 2, tdlab's default on 2 cores).
  *   --body-file serves the bytes of F (e.g. the tdlab job JSON, so both sides send the same
  *   body); without it a 400-byte job-like JSON object is served.
+ *   --pool-kb is libmicrohttpd's per-connection memory pool (MHD_OPTION_CONNECTION_MEMORY_LIMIT;
+ *   0, the default, keeps libmicrohttpd's own default of 32 KiB); pass tdlab's value.
  * Runs until SIGINT or SIGTERM. */
 #include <microhttpd.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,14 +82,15 @@ static char *read_all(const char *path, size_t *len) {
 }
 
 int main(int argc, char **argv) {
-  unsigned port = 0, threads = 2;
+  unsigned port = 0, threads = 2, pool_kb = 0;
   const char *body_file = NULL;
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--port") && i + 1 < argc) port = (unsigned)atoi(argv[++i]);
     else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = (unsigned)atoi(argv[++i]);
     else if (!strcmp(argv[i], "--body-file") && i + 1 < argc) body_file = argv[++i];
+    else if (!strcmp(argv[i], "--pool-kb") && i + 1 < argc) pool_kb = (unsigned)atoi(argv[++i]);
     else {
-      fprintf(stderr, "usage: bare_mhd [--port P] [--threads N] [--body-file F]\n");
+      fprintf(stderr, "usage: bare_mhd [--port P] [--threads N] [--body-file F] [--pool-kb K]\n");
       return 2;
     }
   }
@@ -103,15 +107,17 @@ int main(int argc, char **argv) {
   pthread_sigmask(SIG_BLOCK, &set, NULL);
   signal(SIGPIPE, SIG_IGN);
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC;
-  struct MHD_Daemon *d =
-      threads > 1
-          ? MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, &b,
-                             MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT,
-                             1024u, MHD_OPTION_CONNECTION_TIMEOUT, 30u,
-                             MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END)
-          : MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, &b,
-                             MHD_OPTION_CONNECTION_LIMIT, 1024u, MHD_OPTION_CONNECTION_TIMEOUT,
-                             30u, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
+  /* The same daemon options as tdlab's http_start, except the ones that need a handler. */
+  struct MHD_OptionItem opts[8];
+  int k = 0;
+  opts[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, 1024, NULL};
+  opts[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, 30, NULL};
+  opts[k++] = (struct MHD_OptionItem){MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL};
+  if (threads > 1) opts[k++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, threads, NULL};
+  if (pool_kb) opts[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)pool_kb * 1024, NULL};
+  opts[k++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+  struct MHD_Daemon *d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, &b,
+                                          MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
   if (!d) {
     fprintf(stderr, "bare_mhd: cannot listen on port %u\n", port);
     return 1;

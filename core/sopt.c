@@ -96,7 +96,7 @@ int td_sopt_check(const td_sopt_hp *hp, const td_mlp_cfg *cfg, int cap, double *
     if ((rc = td_kfac_bytes(cfg, cap, &ob, err))) return rc;
     break;
   }
-  *bytes = cb + ob + 8.0 * 6.0 * np;
+  *bytes = cb + ob + 8.0 * 7.0 * np; /* g, d, v, s, Cs, Cs2, trial */
   return 0;
 }
 

@@ -15,7 +15,7 @@
 # WHOLE 10k training subset (train_eval_loss), evaluated every 5 steps; a method's count is
 # the first evaluation step at which it is <= 0.3 (so counts are multiples of 5). A run stops
 # once the EMA of the minibatch loss (target_loss 0.3, target_ema 0.9) reaches 0.3, which lags
-# the full-subset crossing by a few steps, or at its step cap (1500 first-order, 400
+# the full-subset crossing by a few steps, or at its step cap (1500 first-order, 300
 # second-order). Wall time to target = steps to target / steps_per_sec (the training steps
 # alone, without the evaluations), on whatever the machine was doing at the time.
 set -euo pipefail
@@ -43,10 +43,10 @@ optim() {
   sgd) echo '"name": "sgd", "momentum": 0.9' ;;
   adam) echo '"name": "adam"' ;;
   kfac) echo '"name": "kfac", "momentum": 0.9, "damping": 0.001, "kfac_inverse_every": 10' ;;
-  hessian_free) echo '"name": "hessian_free", "damping": 1, "cg_max_iters": 50' ;;
+  hessian_free) echo '"name": "hessian_free", "damping": 1, "adapt_damping": false, "cg_max_iters": 50' ;;
   esac
 }
-cap() { case $1 in sgd | adam) echo 1500 ;; *) echo 400 ;; esac; }
+cap() { case $1 in sgd | adam) echo 1500 ;; *) echo 300 ;; esac; }
 
 for m in $METHODS; do
   for lr in $(grid "$m"); do

@@ -119,10 +119,14 @@ void log_async_stop(void) {
   pthread_cond_signal(&la.wake);
   pthread_mutex_unlock(&la.mu);
   pthread_join(la.thread, NULL);
+  pthread_mutex_lock(&la.mu); /* a record that raced with the stop sees buf == NULL */
   atomic_store(&async_on, 0);
+  if (la.len) write_all(la.buf, la.len);
+  la.len = 0;
   free(la.buf);
   free(la.spare);
   la.buf = la.spare = NULL;
+  pthread_mutex_unlock(&la.mu);
 }
 
 /* One finished record (with its newline): queued, or written now when `urgent`. */
@@ -132,7 +136,9 @@ static void put_line(const char *line, size_t n, int urgent) {
     return;
   }
   pthread_mutex_lock(&la.mu);
-  if (urgent || la.stop || la.len + n > ASYNC_CAP) {
+  if (!la.buf) {
+    write_all(line, n);
+  } else if (urgent || la.stop || la.len + n > ASYNC_CAP) {
     while (la.writing) pthread_cond_wait(&la.idle, &la.mu);
     write_all(la.buf, la.len);
     la.len = 0;
@@ -154,7 +160,9 @@ static _Thread_local struct {
   char text[40];
 } ts_cache = {.sec = -1};
 
-static void vemit(const char *level, const char *event, const char *fmt, va_list ap, int urgent) {
+/* The record: prefix, then `fields` (when not NULL) or fmt formatted with ap. */
+static void vemit2(const char *level, const char *event, const char *fields, const char *fmt,
+                   va_list ap, int urgent) {
   char line[2048];
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
@@ -183,11 +191,35 @@ static void vemit(const char *level, const char *event, const char *fmt, va_list
   memcpy(line + n, event, el);
   n += (int)el;
   line[n++] = ' ';
-  int m = vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
-  if (m > 0) n += m;
+  if (fields) {
+    size_t fl = strnlen(fields, sizeof line - (size_t)n - 2);
+    memcpy(line + n, fields, fl);
+    n += (int)fl;
+  } else {
+    int m = vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
+    if (m > 0) n += m;
+  }
   if ((size_t)n >= sizeof line - 1) n = (int)sizeof line - 2;
   line[n++] = '\n';
   put_line(line, (size_t)n, urgent);
+}
+
+static void vemit(const char *level, const char *event, const char *fmt, va_list ap, int urgent) {
+  vemit2(level, event, NULL, fmt, ap, urgent);
+}
+
+/* Only vemit2's `fields` branch is taken, which never reads the va_list. */
+static void emit_fields(const char *level, const char *event, const char *fields, int urgent,
+                        ...) {
+  va_list ap;
+  va_start(ap, urgent);
+  vemit2(level, event, fields, NULL, ap, urgent);
+  va_end(ap);
+}
+
+void log_emit_fields(log_level level, const char *event, const char *fields) {
+  if (!log_enabled(level)) return;
+  emit_fields(level_names[level], event, fields, level == LOG_ERROR);
 }
 
 void log_emit(log_level level, const char *event, const char *fmt, ...) {

@@ -20,6 +20,11 @@ int log_enabled(log_level level);
 void log_emit(log_level level, const char *event, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* log_emit_fields: the same with the fields already formatted (no printf: for the per-request
+ * access log; in this process every printf takes glibc's slow path, because libquadmath,
+ * loaded with OpenBLAS, registers printf extensions). */
+void log_emit_fields(log_level level, const char *event, const char *fields);
+
 /* log_notice: like log_emit with "level=notice", written whatever the level (start-up,
  * listening address, shutdown). */
 void log_notice(const char *event, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -10,7 +10,7 @@
 #   - every accepted job runs to succeeded (nothing accepted is dropped).
 #
 # Usage: tests/burst.sh path/to/tdlab
-# Environment: BURST_N (10000), BURST_PARALLEL (32), BURST_MAX_QUEUED (1000), BURST_KEEP=1.
+# Environment: BURST_N (10000), BURST_PARALLEL (32), BURST_MAX_QUEUED (500), BURST_KEEP=1.
 # Prints one line per check and a final "N passed, M failed"; exits non-zero on a failure.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -23,7 +23,7 @@ fi
 TDLAB="$(cd "$(dirname "$TDLAB")" && pwd)/$(basename "$TDLAB")"
 N="${BURST_N:-10000}"
 PAR="${BURST_PARALLEL:-32}"
-MAXQ="${BURST_MAX_QUEUED:-1000}"
+MAXQ="${BURST_MAX_QUEUED:-500}"
 TMP="$(mktemp -d /tmp/tdlab-burst.XXXXXX)"
 PASS=0
 FAIL=0

@@ -93,6 +93,24 @@ static void test_non_object_params(void **state) {
   json_decref(p);
 }
 
+/* Defaults are normalized like given values, so validating filled params changes nothing
+ * (found by tests/fuzz/fuzz_jobspec: the default "1" of a number param stayed an integer). */
+static void test_defaults_normalized(void **state) {
+  (void)state;
+  static const td_param s2[] = {
+      {"init", TD_PT_NUM, "1", -10, 10, NULL, 0, "a number whose default is written as 1"},
+      {"n", TD_PT_INT, "2.0", 1, 10, NULL, 0, "an integer whose default is written as 2.0"},
+  };
+  json_t *once = NULL, *twice = NULL;
+  assert_int_equal(td_schema_validate(s2, 2, NULL, &once, NULL), 0);
+  assert_true(json_is_real(json_object_get(once, "init")));
+  assert_true(json_is_integer(json_object_get(once, "n")));
+  assert_int_equal(td_schema_validate(s2, 2, once, &twice, NULL), 0);
+  assert_true(json_equal(once, twice));
+  json_decref(once);
+  json_decref(twice);
+}
+
 static void test_set_path(void **state) {
   (void)state;
   json_t *root = json_loads("{\"model\":{\"hidden\":[1,2]}}", 0, NULL);
@@ -122,6 +140,7 @@ int main(void) {
       cmocka_unit_test(test_defaults_filled),  cmocka_unit_test(test_given_values_kept),
       cmocka_unit_test(test_errors_name_field), cmocka_unit_test(test_non_object_params),
       cmocka_unit_test(test_set_path),          cmocka_unit_test(test_schema_json),
+      cmocka_unit_test(test_defaults_normalized),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2,7 +2,8 @@
  * and percent-decoding libmicrohttpd does for the daemon, with the daemon's own decoder
  * http_unescape), the integer parsers (http_parse_ll, http_parse_id), and the handlers that
  * read ?status=&kind=&tag=&sweep=&limit=&cursor= (GET /api/v1/jobs) and
- * ?keys=&max_points=&since_step= (GET /api/v1/jobs/1/metrics and metrics.csv), driven through
+ * ?keys=&max_points=&since_step= (GET /api/v1/jobs/1/metrics and metrics.csv) and
+ * ?limit=&cursor= (GET /api/v1/sweeps), driven through
  * http_req.args against a small database (job 1 with a few metric series, NaN and Inf
  * included). Input: the raw bytes after '?'.
  * Checks, besides the sanitizers:
@@ -128,6 +129,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   const char *v = http_query_args_get(&q, "max_points");
   if (v && http_parse_ll(v, 2, LLONG_MAX, &mp)) mp = 0;
   run(api_jobs_list, "/api/v1/jobs", NULL, &q, 0, 0);
+  run(api_sweeps_list, "/api/v1/sweeps", NULL, &q, 0, 0);
   run(api_metrics_get, "/api/v1/jobs/1/metrics", "1", &q, 0, mp);
   run(api_metrics_csv, "/api/v1/jobs/1/metrics.csv", "1", &q, 1, 0);
   http_query_args_deinit(&q);
