@@ -14,7 +14,9 @@
 #
 # Usage: tests/crash.sh path/to/tdlab
 # Environment: CRASH_ROUNDS (10), CRASH_SEED (random; printed, to replay a run),
-#   CRASH_WORKERS (3), CRASH_KEEP=1 keeps the scratch directory.
+#   CRASH_WORKERS (3), CRASH_KEEP=1 keeps the scratch directory,
+#   CRASH_SELFTEST_DROP=1 deletes one acknowledged row after each kill (the round's "still
+#   there" check must then fail: a test of the test).
 # Prints one line per check and a final "N passed, M failed"; exits non-zero on a failure.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -115,6 +117,10 @@ for round in $(seq 1 "$ROUNDS"); do
     attempt_before[$id]=$(curl -s "$SRV_BASE/api/v1/jobs/$id" | grep -o '"attempt":[0-9]*' | cut -d: -f2)
   done
   srv_kill9
+  if [ -n "${CRASH_SELFTEST_DROP:-}" ] && [ -n "$running" ]; then
+    victim=${running%% *}
+    sqlite3 "$DB" "DELETE FROM metrics WHERE job_id=$victim AND step=(SELECT min(step) FROM metrics WHERE job_id=$victim)"
+  fi
   rows=0
   for id in $running; do rows=$((rows + $(tail -n +2 "$TMP/before.$id.csv" | wc -l))); done
   if [ -n "$running" ] && [ "$snap_ok" = 1 ]; then
@@ -175,15 +181,16 @@ notdone=$(ids_with_status queued,running | wc -l)
   bad "$notdone job(s) did not finish within 300 s"
 incomplete=""
 njobs=0
+srv_term
 while read -r id steps keys; do
   njobs=$((njobs + 1))
-  st=$(srv_status "$id")
-  csv "$id" "$TMP/final.csv" >/dev/null
+  st=$(sqlite3 "$DB" "SELECT status FROM jobs WHERE id=$id")
   # Per key: rows, distinct steps, min and max step; all must be (steps+1, steps+1, 0, steps).
-  verdict=$(tail -n +2 "$TMP/final.csv" | LC_ALL=C sort -t, -k1,1 -k2,2n | awk -F, -v S="$steps" -v K="$keys" '
-    { if (!($1 in n)) { nk++; mn[$1] = $2; } n[$1]++; if ($1 "," $2 != prev) d[$1]++; prev = $1 "," $2; mx[$1] = $2 }
-    END { bad = (nk != K); for (k in n) if (n[k] != S + 1 || d[k] != S + 1 || mn[k] != 0 || mx[k] != S) bad = 1;
-          printf "%s keys=%d", bad ? "bad" : "ok", nk; for (k in n) printf " %s:%d/%d[%s..%s]", k, n[k], d[k], mn[k], mx[k] }')
+  verdict=$(sqlite3 "$DB" "SELECT k.name, count(*), count(DISTINCT m.step), min(m.step), max(m.step)
+      FROM metrics m JOIN metric_keys k ON k.id = m.key_id WHERE m.job_id = $id GROUP BY k.name" |
+    awk -F'|' -v S="$steps" -v K="$keys" '
+      { nk++; if ($2 != S + 1 || $3 != S + 1 || $4 != 0 || $5 != S) bad = 1; d = d " " $1 ":" $2 "/" $3 "[" $4 ".." $5 "]" }
+      END { printf "%s keys=%d%s", (bad || nk != K) ? "bad" : "ok", nk, d }')
   if [ "$st" != succeeded ] || [ "${verdict%% *}" != ok ]; then
     incomplete="$incomplete
      job $id ($steps steps, $keys keys): $st $verdict"
@@ -191,7 +198,6 @@ while read -r id steps keys; do
 done <"$TMP/jobs"
 [ -z "$incomplete" ] && ok "all $njobs jobs succeeded with complete series (every key: steps 0..max_steps once each)" ||
   bad "incomplete or failed jobs:$incomplete"
-srv_term
 ic=$(sqlite3 "$DB" 'PRAGMA integrity_check' 2>&1)
 [ "$ic" = ok ] && ok "final PRAGMA integrity_check is ok" || bad "final integrity_check: $ic"
 finish
