@@ -49,6 +49,34 @@ static char *enc_str(const char *s) {
   return b.data;
 }
 
+/* The query split and decoder (the daemon's, rebuilt without a connection for fuzzing):
+ * '&' separates pairs, the first '=' splits, '+' is a space, %00 becomes DEL, malformed
+ * escapes stay, a pair without '=' has no value, the first duplicate wins. */
+static void test_query_parse(void **state) {
+  (void)state;
+  const char raw[] = "keys=a%2Cb+c&flag&max_points=10=x&bad=%zz%4&nul=%00&keys=second&=v&";
+  http_query_args q;
+  assert_int_equal(http_query_parse(raw, sizeof raw - 1, &q), 0);
+  assert_int_equal(q.n, 7);
+  assert_string_equal(http_query_args_get(&q, "keys"), "a,b c");
+  assert_null(http_query_args_get(&q, "flag"));
+  assert_string_equal(http_query_args_get(&q, "max_points"), "10=x");
+  assert_string_equal(http_query_args_get(&q, "bad"), "%zz%4");
+  assert_string_equal(http_query_args_get(&q, "nul"), "\x7f");
+  assert_string_equal(http_query_args_get(&q, ""), "v");
+  assert_null(http_query_args_get(&q, "absent"));
+  http_query_args_deinit(&q);
+  /* Parsing stops at a NUL byte; more than HTTP_QUERY_MAX_ARGS pairs is refused. */
+  assert_int_equal(http_query_parse("a=1\0b=2", 7, &q), 0);
+  assert_int_equal(q.n, 1);
+  http_query_args_deinit(&q);
+  char many[HTTP_QUERY_MAX_ARGS * 2 + 2];
+  memset(many, '&', sizeof many - 1);
+  many[sizeof many - 1] = '\0';
+  assert_int_equal(http_query_parse(many, strlen(many), &q), TD_ELIMIT);
+  assert_int_equal(q.n, 0);
+}
+
 static void test_json_strings(void **state) {
   (void)state;
   char *o = enc_str("a\"b\\c\n\x01");
@@ -195,6 +223,7 @@ static void test_static_resolve(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_parse_ll),
+      cmocka_unit_test(test_query_parse),
       cmocka_unit_test(test_json_strings),
       cmocka_unit_test(test_json_numbers),
       cmocka_unit_test(test_error_table),

@@ -4,7 +4,10 @@
 #ifndef TD_FUZZ_COMMON_H
 #define TD_FUZZ_COMMON_H
 
+#include <dirent.h>
+#include <errno.h>
 #include <jansson.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,9 +45,27 @@ static void fz_db_remove(void) {
   unlink(p);
 }
 
+/* Remove the databases of earlier harness processes that died without their atexit (a
+ * crash, a kill): /tmp/tdlab-fuzz-<pid>.db* whose pid is gone. */
+static void fz_remove_stale(void) {
+  DIR *d = opendir("/tmp");
+  if (!d) return;
+  struct dirent *de;
+  while ((de = readdir(d))) {
+    long pid;
+    char p[300];
+    if (sscanf(de->d_name, "tdlab-fuzz-%ld.db", &pid) != 1 || pid <= 0) continue;
+    if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+    snprintf(p, sizeof p, "/tmp/%s", de->d_name);
+    unlink(p);
+  }
+  closedir(d);
+}
+
 /* A fresh, migrated database in /tmp (removed at exit); `seed` fills it. Aborts on failure:
  * a harness without its database would report nothing useful. */
 static store_pool *fz_pool_create(void (*seed)(store *s)) {
+  fz_remove_stale();
   snprintf(fz_db, sizeof fz_db, "/tmp/tdlab-fuzz-%ld.db", (long)getpid());
   fz_db_remove();
   atexit(fz_db_remove);
