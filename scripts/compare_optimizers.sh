@@ -15,8 +15,8 @@
 #   FORCE=1                                rerun runs whose metrics exist (by default they are
 #                                          reused, so an interrupted sweep resumes)
 #   TIMING=0                               skip the timing runs
-# Example (both tables): scripts/compare_optimizers.sh build &&
-#   BATCH=2048 GRID_sgd="0.1 0.3" GRID_adam="0.001 0.003" GRID_kfac="0.5 1" \
+# Both tables of docs/optimizers.md: scripts/compare_optimizers.sh build &&
+#   BATCH=2048 GRID_sgd="0.03 0.1 0.3" GRID_adam="0.001 0.003 0.01" GRID_kfac="0.5 1" \
 #   GRID_hessian_free="0.5 1" scripts/compare_optimizers.sh build
 #
 # Setup (every run): the first 10000 training images (n_train 10000) and the first 2000 test
@@ -48,7 +48,7 @@ mkdir -p "$OUT/specs" "$OUT/runs" "$OUT/timing"
 grid() {
   case $1 in
   sgd) echo "${GRID_sgd:-0.01 0.03 0.1 0.3}" ;;
-  adam) echo "${GRID_adam:-0.0001 0.0003 0.001 0.003}" ;;
+  adam) echo "${GRID_adam:-0.0003 0.001 0.003 0.01}" ;;
   kfac) echo "${GRID_kfac:-0.25 0.5 1}" ;;
   hessian_free) echo "${GRID_hessian_free:-0.25 0.5 1}" ;;
   esac
