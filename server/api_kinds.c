@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "api.h"
+#include "store_cache.h"
 
 static long long mono_ms(void) {
   struct timespec ts;
@@ -102,6 +103,17 @@ int api_prometheus(http_req *req, http_resp *resp) {
                   "# TYPE tdlab_jobs_finished_total counter\ntdlab_jobs_finished_total %llu\n",
                   (unsigned long long)qs.points, (unsigned long long)qs.jobs_started,
                   (unsigned long long)qs.jobs_finished);
+  if (a->job_cache) {
+    uint64_t hits = 0, misses = 0;
+    store_cache_stats(a->job_cache, &hits, &misses);
+    http_buf_printf(b,
+                    "# HELP tdlab_job_cache_lookups_total GET /api/v1/jobs/{id} answered from "
+                    "the job cache (hit) or the database (miss).\n"
+                    "# TYPE tdlab_job_cache_lookups_total counter\n"
+                    "tdlab_job_cache_lookups_total{result=\"hit\"} %llu\n"
+                    "tdlab_job_cache_lookups_total{result=\"miss\"} %llu\n",
+                    (unsigned long long)hits, (unsigned long long)misses);
+  }
   http_write_prometheus(req->srv, b);
   resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
   resp->status = 200;

@@ -649,7 +649,7 @@ static int cmd_serve(opts *o) {
   /* Rendered job records for GET /api/v1/jobs/{id}, invalidated by every commit that changes
    * the job (store_cache.h); entries also expire after 1 s. --job-cache 0 turns it off. */
   store_cache *cache = NULL;
-  int rc = job_cache > 0 ? store_cache_create((size_t)job_cache, 256 * 1024, 1000, &cache, &e) : 0;
+  int rc = job_cache > 0 ? store_cache_create((size_t)job_cache, 64 * 1024, 1000, &cache, &e) : 0;
   qc.cache = cache;
   qc.worker_nice = (int)worker_nice;
   if (!rc) rc = queue_create(&qc, &q, &e);

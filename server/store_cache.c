@@ -26,6 +26,7 @@
 #define N_LOCKS 64
 #define MAX_DIRTY 32
 #define CHECKPOINT_FRAMES 1000 /* SQLite's default wal_autocheckpoint */
+#define TOTAL_BYTES_CAP (32u << 20) /* all entries together; a put past it is dropped */
 
 typedef struct cache_slot {
   int64_t id;      /* 0: empty */
@@ -53,6 +54,7 @@ struct store_cache {
   _Atomic uint64_t epoch;
   atomic_int ck_frames; /* WAL size at the last checkpoint attempt */
   atomic_ullong hits, misses;
+  atomic_size_t bytes; /* sum of the slots' buffer capacities */
   pthread_mutex_t mu[N_LOCKS];
   pthread_mutex_t hooks_mu;
   hook_ctx *hooks;
@@ -210,10 +212,13 @@ void store_cache_put(store_cache *c, int64_t id, const store_cache_stamp *stamp,
   if (atomic_load_explicit(&c->gen[i], memory_order_acquire) != stamp->gen ||
       atomic_load_explicit(&c->epoch, memory_order_acquire) != stamp->epoch)
     goto out; /* changed while the caller was reading: its copy may be old */
-  if (s->cap < len + 1) {
-    size_t nc = len + 1 < 1024 ? 1024 : len + 1;
+  size_t nc = len + 1 < 1024 ? 1024 : len + 1;
+  if (s->cap < len + 1 || s->cap > 4 * nc) { /* grow, or shrink a buffer far too big */
+    if (nc > s->cap && atomic_load(&c->bytes) + (nc - s->cap) > TOTAL_BYTES_CAP) goto out;
     char *nd = realloc(s->data, nc);
     if (!nd) goto out;
+    if (nc > s->cap) atomic_fetch_add(&c->bytes, nc - s->cap);
+    else atomic_fetch_sub(&c->bytes, s->cap - nc);
     s->data = nd;
     s->cap = nc;
   }

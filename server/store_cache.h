@@ -17,7 +17,8 @@
  * takes a stamp (the generations) BEFORE it reads the row, and an entry is served only while
  * its stamp is still current, so a read that raced with a commit is never served afterwards.
  * Entries also expire after ttl_ms, which bounds the staleness caused by a writer that is not
- * attached (another process, the sqlite3 shell). Thread-safe. */
+ * attached (another process, the sqlite3 shell). All entries together hold at most 32 MiB
+ * (a put past that is dropped). Thread-safe. */
 typedef struct store_cache store_cache;
 
 /* What a reader must pass back to store_cache_put: the generations seen before the read. */

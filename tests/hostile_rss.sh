@@ -68,7 +68,7 @@ printf '{"kind":"linreg","tags":["%s"]}' "$(head -c 300 /dev/zero | tr '\0' 't')
   block() { # block METHOD PATH [CONTENT-TYPE BODYFILE]
     [ $first = 1 ] || echo next
     first=0
-    printf 'url = "%s%s"\nrequest = "%s"\noutput = "/dev/null"\nwrite-out = "%%{http_code}\\n"\npath-as-is\n' \
+    printf 'url = "%s%s"\nrequest = "%s"\noutput = "/dev/null"\nwrite-out = "%%{http_code} %%{method} %%{url_effective} %%{errormsg}\\n"\npath-as-is\n' \
       "$SRV_BASE" "$2" "$1"
     if [ $# -ge 4 ]; then
       printf 'header = "Content-Type: %s"\ndata-binary = "@%s"\n' "$3" "$TMP/b/$4"
@@ -115,11 +115,11 @@ sleep 1
 rss1=$(rss_kb)
 growth=$((rss1 - rss0))
 n=$(cat "$TMP/warm.out" "$TMP/main.out" | grep -c .)
-n4xx=$(cat "$TMP/warm.out" "$TMP/main.out" | grep -c '^4[0-9][0-9]$')
+n4xx=$(cat "$TMP/warm.out" "$TMP/main.out" | grep -c '^4[0-9][0-9] ')
 echo "# $per kinds of bad request; $n sent"
 echo "RSS before_kb=$rss0 after_kb=$rss1 growth_kb=$growth (after a warm-up of 2000, then 10000 bad requests)"
 [ "$n4xx" = "$n" ] && ok "all $n bad requests got a 4xx" ||
-  bad "$((n - n4xx)) of $n bad requests got something else: $(cat "$TMP/warm.out" "$TMP/main.out" | grep -v '^4' | sort | uniq -c | tr '\n' ' ')"
+  bad "$((n - n4xx)) of $n bad requests got something else: $(cat "$TMP/warm.out" "$TMP/main.out" | grep -v '^4[0-9][0-9] ' | sort | uniq -c | head -5 | tr '\n' ';')"
 [ "$growth" -lt "$SLACK" ] && ok "RSS stays flat: +$growth kB over 10000 bad requests (limit $SLACK kB)" ||
   bad "RSS grew by $growth kB over 10000 bad requests (limit $SLACK kB)"
 code=$(curl -s -o /dev/null -w '%{http_code}' "$SRV_BASE/healthz")

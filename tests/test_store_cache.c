@@ -216,6 +216,33 @@ static void test_ttl_and_size_limit(void **state) {
   fx_close(&f);
 }
 
+/* All entries together stay within 32 MiB: of 40 values of 1 MiB, at most 31 are kept. */
+static void test_total_budget(void **state) {
+  (void)state;
+  store_cache *c = NULL;
+  td_err e;
+  assert_int_equal(store_cache_create(64, 2u << 20, 60000, &c, &e), 0);
+  size_t n = 1u << 20;
+  char *big = malloc(n);
+  assert_non_null(big);
+  memset(big, 'x', n);
+  int kept = 0;
+  for (int64_t id = 1; id <= 40; id++) {
+    got g;
+    store_cache_stamp st;
+    store_cache_get(c, id, grab, &g, &st);
+    store_cache_put(c, id, &st, big, n);
+  }
+  for (int64_t id = 1; id <= 40; id++) {
+    got g;
+    store_cache_stamp st;
+    kept += store_cache_get(c, id, grab, &g, &st);
+  }
+  assert_true(kept >= 30 && kept <= 31); /* 32 MiB / (1 MiB + 1 byte) */
+  free(big);
+  store_cache_destroy(c);
+}
+
 /* :memory: has no WAL: invalidation happens in the commit hook. */
 static void test_memory_database(void **state) {
   (void)state;
@@ -271,6 +298,7 @@ int main(void) {
       cmocka_unit_test(test_stale_put_is_dropped),
       cmocka_unit_test(test_rollback_and_many_rows),
       cmocka_unit_test(test_ttl_and_size_limit),
+      cmocka_unit_test(test_total_budget),
       cmocka_unit_test(test_memory_database),
       cmocka_unit_test(test_wal_is_checkpointed),
   };
