@@ -25,8 +25,6 @@ N="${BURST_N:-10000}"
 PAR="${BURST_PARALLEL:-32}"
 MAXQ="${BURST_MAX_QUEUED:-500}"
 TMP="$(mktemp -d /tmp/tdlab-burst.XXXXXX)"
-PASS=0
-FAIL=0
 # shellcheck source=srvlib.sh
 . "$ROOT/tests/srvlib.sh"
 cleanup() {
@@ -34,13 +32,6 @@ cleanup() {
   if [ "$FAIL" -eq 0 ] && [ -z "${BURST_KEEP:-}" ]; then rm -rf "$TMP"; else echo "(kept $TMP)"; fi
 }
 trap cleanup EXIT
-ok() { PASS=$((PASS + 1)); echo "ok   - $*"; }
-bad() { FAIL=$((FAIL + 1)); echo "FAIL - $*"; }
-finish() {
-  echo "$PASS passed, $FAIL failed"
-  [ "$FAIL" -eq 0 ]
-  exit $?
-}
 
 if ! srv_start "$TMP/burst.db" --workers 2 --max-queued "$MAXQ" --log-level warn; then
   bad "the daemon starts"

@@ -33,8 +33,6 @@ SEED="${CRASH_SEED:-$(( $(date +%s) % 32768 ))}"
 RANDOM=$SEED
 TMP="$(mktemp -d /tmp/tdlab-crash.XXXXXX)"
 DB="$TMP/crash.db"
-PASS=0
-FAIL=0
 # shellcheck source=srvlib.sh
 . "$ROOT/tests/srvlib.sh"
 cleanup() {
@@ -42,13 +40,6 @@ cleanup() {
   if [ "$FAIL" -eq 0 ] && [ -z "${CRASH_KEEP:-}" ]; then rm -rf "$TMP"; else echo "(kept $TMP)"; fi
 }
 trap cleanup EXIT
-ok() { PASS=$((PASS + 1)); echo "ok   - $*"; }
-bad() { FAIL=$((FAIL + 1)); echo "FAIL - $*"; }
-finish() {
-  echo "$PASS passed, $FAIL failed"
-  [ "$FAIL" -eq 0 ]
-  exit $?
-}
 command -v sqlite3 >/dev/null || { bad "the sqlite3 CLI is installed (make deps)"; finish; }
 echo "# crash.sh: $ROUNDS rounds, $WORKERS workers, seed $SEED (CRASH_SEED=$SEED to replay)"
 

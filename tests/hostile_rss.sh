@@ -21,8 +21,6 @@ fi
 TDLAB="$(cd "$(dirname "$TDLAB")" && pwd)/$(basename "$TDLAB")"
 SLACK="${RSS_SLACK_KB:-2048}"
 TMP="$(mktemp -d /tmp/tdlab-hostile.XXXXXX)"
-PASS=0
-FAIL=0
 # shellcheck source=srvlib.sh
 . "$ROOT/tests/srvlib.sh"
 cleanup() {
@@ -30,13 +28,6 @@ cleanup() {
   if [ "$FAIL" -eq 0 ] && [ -z "${HOSTILE_KEEP:-}" ]; then rm -rf "$TMP"; else echo "(kept $TMP)"; fi
 }
 trap cleanup EXIT
-ok() { PASS=$((PASS + 1)); echo "ok   - $*"; }
-bad() { FAIL=$((FAIL + 1)); echo "FAIL - $*"; }
-finish() {
-  echo "$PASS passed, $FAIL failed"
-  [ "$FAIL" -eq 0 ]
-  exit $?
-}
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$SRV_PID/status" 2>/dev/null; }
 
 if ! srv_start "$TMP/h.db" --workers 1 --max-body 65536 --log-level warn; then

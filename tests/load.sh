@@ -22,8 +22,6 @@ SECS="${LOAD_SECS:-30}"
 CONNS="${LOAD_CONNS:-50}"
 WTHREADS="${LOAD_THREADS:-2}"
 TMP="$(mktemp -d /tmp/tdlab-load.XXXXXX)"
-PASS=0
-FAIL=0
 # shellcheck source=srvlib.sh
 . "$ROOT/tests/srvlib.sh"
 cleanup() {
@@ -31,13 +29,6 @@ cleanup() {
   if [ "$FAIL" -eq 0 ] && [ -z "${LOAD_KEEP:-}" ]; then rm -rf "$TMP"; else echo "(kept $TMP)"; fi
 }
 trap cleanup EXIT
-ok() { PASS=$((PASS + 1)); echo "ok   - $*"; }
-bad() { FAIL=$((FAIL + 1)); echo "FAIL - $*"; }
-finish() {
-  echo "$PASS passed, $FAIL failed"
-  [ "$FAIL" -eq 0 ]
-  exit $?
-}
 command -v wrk >/dev/null || { bad "wrk is installed (scripts/deps.sh load)"; finish; }
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$SRV_PID/status" 2>/dev/null; }
 

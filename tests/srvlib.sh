@@ -3,6 +3,18 @@
 # wrk output. Source it from bash after setting TDLAB (the binary), ROOT (the repo) and TMP
 # (a scratch directory).
 
+# Check counters shared by the scripts: ok/bad count one check each; finish prints the
+# closing "N passed, M failed" line and exits non-zero when a check failed.
+PASS=0
+FAIL=0
+ok() { PASS=$((PASS + 1)); echo "ok   - $*"; }
+bad() { FAIL=$((FAIL + 1)); echo "FAIL - $*"; }
+finish() {
+  echo "$PASS passed, $FAIL failed"
+  [ "$FAIL" -eq 0 ]
+  exit $?
+}
+
 SRV_PID=""
 SRV_BASE=""
 SRV_N=0
