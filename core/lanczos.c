@@ -316,8 +316,7 @@ done:
   return rc;
 }
 
-/* A JSON array of n finite doubles, or NULL. */
-static json_t *real_array(const double *x, size_t n) {
+json_t *td_lanczos_json_array(const double *x, size_t n) {
   json_t *a = json_array();
   for (size_t i = 0; a && i < n; i++) {
     json_t *v = isfinite(x[i]) ? json_real(x[i]) : NULL;
@@ -331,7 +330,7 @@ static json_t *real_array(const double *x, size_t n) {
 
 json_t *td_lanczos_result_json(const td_lanczos_result *res, td_lanczos_which which) {
   if (!res) return NULL;
-  json_t *ev = real_array(res->eigvals, res->k), *rs = real_array(res->resid, res->k);
+  json_t *ev = td_lanczos_json_array(res->eigvals, res->k), *rs = td_lanczos_json_array(res->resid, res->k);
   if (!ev || !rs || !isfinite(res->scale)) {
     json_decref(ev);
     json_decref(rs);

@@ -114,4 +114,9 @@ int td_lanczos_tridiag(td_matvec_fn f, void *ctx, size_t n, const double *q0, si
 int td_lanczos_tridiag_eig(size_t m, const double *alpha, const double *beta,
                            double *theta /* OUT */, double *S /* OUT */, td_err *err);
 
+/* td_lanczos_json_array: x (n doubles, borrowed) as a new JSON array of reals (caller owns
+ * the reference). Returns NULL on allocation failure or when an entry is not finite (JSON has
+ * no literal for NaN/Inf). Shared by the Lanczos and SLQ result encoders. */
+json_t *td_lanczos_json_array(const double *x, size_t n);
+
 #endif

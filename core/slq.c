@@ -126,28 +126,15 @@ done:
   return rc;
 }
 
-/* A JSON array of n finite doubles, or NULL. */
-static json_t *real_array(const double *x, size_t n) {
-  json_t *a = json_array();
-  for (size_t i = 0; a && i < n; i++) {
-    json_t *v = isfinite(x[i]) ? json_real(x[i]) : NULL;
-    if (!v || json_array_append_new(a, v)) {
-      json_decref(a);
-      return NULL;
-    }
-  }
-  return a;
-}
-
 json_t *td_slq_result_json(const td_slq_result *res) {
   if (!res || !res->len) return NULL;
   json_t *nodes = json_array(), *weights = json_array();
-  json_t *grid = real_array(res->grid, res->n_grid);
-  json_t *dens = real_array(res->density, res->n_grid);
+  json_t *grid = td_lanczos_json_array(res->grid, res->n_grid);
+  json_t *dens = td_lanczos_json_array(res->density, res->n_grid);
   int ok = nodes && weights && grid && dens && isfinite(res->sigma);
   for (size_t p = 0; ok && p < res->n_probes; p++) {
-    ok = !json_array_append_new(nodes, real_array(res->nodes + p * res->stride, res->len[p])) &&
-         !json_array_append_new(weights, real_array(res->weights + p * res->stride, res->len[p]));
+    ok = !json_array_append_new(nodes, td_lanczos_json_array(res->nodes + p * res->stride, res->len[p])) &&
+         !json_array_append_new(weights, td_lanczos_json_array(res->weights + p * res->stride, res->len[p]));
   }
   if (!ok) {
     json_decref(nodes);
