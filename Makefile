@@ -4,11 +4,11 @@ BUILD   ?= build
 PKGS    := libmicrohttpd jansson sqlite3 openblas lapacke zlib
 OPT     ?= -O2 -march=native
 WARN    := -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes
-CFLAGS  += $(OPT) -g $(WARN) -D_GNU_SOURCE -pthread -MMD -MP $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(SAN)
+CFLAGS  += $(OPT) -g $(WARN) -D_GNU_SOURCE -Icore -pthread -MMD -MP $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(SAN)
 LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -llbfgs -lm -pthread $(SAN)
 TEST_LDLIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
 
-CORE_SRC   := $(wildcard core/*.c core/kinds/*.c)
+CORE_SRC   := $(wildcard core/*/*.c)
 SERVER_SRC := $(filter-out server/main.c,$(wildcard server/*.c))
 TEST_SRC   := $(wildcard tests/test_*.c)
 BENCH_SRC  := $(wildcard bench/*.c)

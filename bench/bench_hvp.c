@@ -12,10 +12,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "../core/curv.h"
-#include "../core/data.h"
-#include "../core/la.h"
-#include "../core/rng.h"
+#include "curv/curv.h"
+#include "nn/data.h"
+#include "base/la.h"
+#include "base/rng.h"
 
 static double now_ms(void) {
   struct timespec ts;

@@ -26,7 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../core/kinds/registry.h"
+#include "kinds/registry.h"
 #include "../server/log.h"
 #include "../server/queue.h"
 #include "../server/store.h"

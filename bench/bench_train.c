@@ -7,11 +7,11 @@
 #include <string.h>
 #include <time.h>
 
-#include "../core/la.h"
-#include "../core/loss.h"
-#include "../core/model.h"
-#include "../core/optim.h"
-#include "../core/rng.h"
+#include "base/la.h"
+#include "nn/loss.h"
+#include "nn/model.h"
+#include "optim/optim.h"
+#include "base/rng.h"
 
 static double now_ms(void) {
   struct timespec ts;

@@ -4,7 +4,7 @@
 
 #include <stddef.h>
 
-#include "../core/kinds/registry.h"
+#include "kinds/registry.h"
 #include "http.h"
 #include "queue.h"
 #include "store.h"
@@ -39,7 +39,7 @@ int api_artifacts_get(http_req *req, http_resp *resp);
 /* api_job_json: append the JSON object of one job (the GET /api/v1/jobs/{id} shape). */
 void api_job_json(http_buf *b, const store_job *j);
 
-/* Sweeps and fits (api_sweeps.c; the logic is in sweeps.c and core/fit.c). */
+/* Sweeps and fits (api_sweeps.c; the logic is in sweeps.c and core/scaling/fit.c). */
 int api_sweeps_create(http_req *req, http_resp *resp);
 int api_sweeps_list(http_req *req, http_resp *resp);
 int api_sweeps_get(http_req *req, http_resp *resp);

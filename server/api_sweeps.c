@@ -1,11 +1,11 @@
 /* api_sweeps.c: /api/v1/sweeps (create, list, get, cancel) and /api/v1/fits (a scaling-law
- * fit of points the caller supplies). The logic is in sweeps.c and core/fit.c. */
+ * fit of points the caller supplies). The logic is in sweeps.c and core/scaling/fit.c. */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/fit.h"
+#include "scaling/fit.h"
 #include "api.h"
 #include "log.h"
 #include "sweeps.h"

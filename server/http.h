@@ -5,7 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../core/err.h"
+#include "base/err.h"
 #include "store.h"
 
 struct MHD_Connection;

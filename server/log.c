@@ -19,7 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../core/err.h"
+#include "base/err.h"
 
 static atomic_int current_level = LOG_INFO;
 static const char *const level_names[] = {"error", "warn", "info", "debug"};

@@ -16,7 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../core/kinds/registry.h"
+#include "kinds/registry.h"
 #include "api.h"
 #include "http.h"
 #include "log.h"

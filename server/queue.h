@@ -5,8 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../core/err.h"
-#include "../core/kinds/registry.h"
+#include "base/err.h"
+#include "kinds/registry.h"
 #include "store.h"
 
 typedef struct queue queue;

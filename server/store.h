@@ -5,7 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../core/err.h"
+#include "base/err.h"
 
 /* One SQLite connection with its cached prepared statements. A store is used by one thread
  * at a time (it is opened with SQLITE_OPEN_NOMUTEX); every thread that touches the database

@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../core/err.h"
+#include "base/err.h"
 #include "store.h"
 
 /* A fixed-size, direct-mapped cache (slot = id mod size; job ids are dense, so recent jobs do

@@ -15,9 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/fit.h"
-#include "../core/schema.h"
-#include "../core/sweep.h"
+#include "scaling/fit.h"
+#include "base/schema.h"
+#include "scaling/sweep.h"
 #include "log.h"
 #include "store_internal.h"
 

@@ -1,4 +1,4 @@
-/* sweeps.h: sweeps on the server: a spec expanded (core/sweep.h) into ordinary child jobs
+/* sweeps.h: sweeps on the server: a spec expanded (core/scaling/sweep.h) into ordinary child jobs
  * inserted in one transaction, the sweep read back with its status counts, children and
  * cached fit, cancellation, and the worker-side hooks (early stopping of a child, status and
  * fit refresh when a child ends).
@@ -14,7 +14,7 @@
  * started), "finished" (every child has ended), "cancelled" (cancel was requested; running
  * children may still be stopping). finished_at is set once no child is queued or running.
  *
- * The fit: when the spec has one, td_fit_sweep (core/fit.h) runs over the SUCCEEDED children
+ * The fit: when the spec has one, td_fit_sweep (core/scaling/fit.h) runs over the SUCCEEDED children
  * (params and summary). The result is cached in sweeps.fit with fit_n, the number of
  * succeeded children it saw. A worker refreshes it after a child ends: always for the first
  * 50 succeeded children and when the sweep is done, otherwise once 10% more children have
@@ -27,8 +27,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../core/err.h"
-#include "../core/kinds/registry.h"
+#include "base/err.h"
+#include "kinds/registry.h"
 #include "http.h"
 #include "store.h"
 

@@ -15,10 +15,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/cg.h"
-#include "../core/la.h"
-#include "../core/linop.h"
-#include "../core/rng.h"
+#include "curv/cg.h"
+#include "base/la.h"
+#include "base/linop.h"
+#include "base/rng.h"
 
 enum { N = 30 };
 

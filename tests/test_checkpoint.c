@@ -12,10 +12,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../core/checkpoint.h"
-#include "../core/model.h"
-#include "../core/rng.h"
-#include "../core/safetensors.h"
+#include "nn/checkpoint.h"
+#include "nn/model.h"
+#include "base/rng.h"
+#include "nn/safetensors.h"
 
 static td_mlp *mk(int in, int n_hidden, const int *hid, int out, td_act act, uint64_t seed) {
   td_mlp_cfg cfg = {.in_dim = in, .out_dim = out, .n_hidden = n_hidden, .act = act,

@@ -29,12 +29,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/curv.h"
-#include "../core/la.h"
-#include "../core/lanczos.h"
-#include "../core/loss.h"
-#include "../core/model.h"
-#include "../core/rng.h"
+#include "curv/curv.h"
+#include "base/la.h"
+#include "curv/lanczos.h"
+#include "nn/loss.h"
+#include "nn/model.h"
+#include "base/rng.h"
 
 enum { B = 7, D = 5, K = 3 };
 

@@ -14,8 +14,8 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "../core/data.h"
-#include "../core/rng.h"
+#include "nn/data.h"
+#include "base/rng.h"
 
 /* Build an IDX file: type, dims, then `payload` bytes (pattern i % 251). */
 static size_t make_idx(uint8_t *buf, int type, int ndim, const uint32_t *dims, size_t payload) {

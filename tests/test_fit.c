@@ -9,8 +9,8 @@
 #include <math.h>
 #include <string.h>
 
-#include "../core/fit.h"
-#include "../core/rng.h"
+#include "scaling/fit.h"
+#include "base/rng.h"
 
 static double par(const json_t *res, const char *group, const char *name, int which) {
   const json_t *e = json_object_get(json_object_get(res, group), name);

@@ -9,8 +9,8 @@
 #include <math.h>
 #include <string.h>
 
-#include "../core/gns.h"
-#include "../core/rng.h"
+#include "scaling/gns.h"
+#include "base/rng.h"
 
 /* E|G_b|^2 = |G|^2 + tr(Sigma)/b exactly: the estimators must return |G|^2 and tr(Sigma) to
  * rounding (tolerance 1e-12 relative: a handful of flops on O(1) numbers). */

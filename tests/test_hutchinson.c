@@ -8,8 +8,8 @@
 #include <math.h>
 #include <stdlib.h>
 
-#include "../core/hutchinson.h"
-#include "../core/rng.h"
+#include "curv/hutchinson.h"
+#include "base/rng.h"
 
 /* Rademacher probes on diag(d): z^T D z = sum_i d_i z_i^2 = tr(D) exactly; the only error
  * is the rounding of an n-term sum, so 1e-12 relative. */

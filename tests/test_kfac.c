@@ -31,11 +31,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/curv.h"
-#include "../core/kfac.h"
-#include "../core/la.h"
-#include "../core/model.h"
-#include "../core/rng.h"
+#include "curv/curv.h"
+#include "optim/kfac.h"
+#include "base/la.h"
+#include "nn/model.h"
+#include "base/rng.h"
 
 enum { B = 8, D = 5, K = 3 };
 

@@ -14,12 +14,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/checkpoint.h"
-#include "../core/curv.h"
-#include "../core/data.h"
-#include "../core/kinds/registry.h"
-#include "../core/la.h"
-#include "../core/rng.h"
+#include "nn/checkpoint.h"
+#include "curv/curv.h"
+#include "nn/data.h"
+#include "kinds/registry.h"
+#include "base/la.h"
+#include "base/rng.h"
 
 #define MAXK 64
 #define MAXP 4096

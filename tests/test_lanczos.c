@@ -14,9 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/la.h"
-#include "../core/lanczos.h"
-#include "../core/rng.h"
+#include "base/la.h"
+#include "curv/lanczos.h"
+#include "base/rng.h"
 
 /* GOE-like random symmetric matrix: (G + G^T) / 2 with G_ij ~ N(0, 1). */
 static double *random_sym(size_t n, uint64_t seed) {

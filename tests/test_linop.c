@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/linop.h"
-#include "../core/rng.h"
+#include "base/linop.h"
+#include "base/rng.h"
 
 static void test_matvecs(void **state) {
   (void)state;

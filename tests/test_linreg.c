@@ -16,10 +16,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/data.h"
-#include "../core/kinds/registry.h"
-#include "../core/la.h"
-#include "../core/rng.h"
+#include "nn/data.h"
+#include "kinds/registry.h"
+#include "base/la.h"
+#include "base/rng.h"
 
 #define MAXPTS 4096
 

@@ -11,8 +11,8 @@
 #include <math.h>
 #include <string.h>
 
-#include "../core/loss.h"
-#include "../core/rng.h"
+#include "nn/loss.h"
+#include "base/rng.h"
 
 static void test_xent_closed_form(void **state) {
   (void)state;

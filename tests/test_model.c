@@ -18,10 +18,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/la.h"
-#include "../core/loss.h"
-#include "../core/model.h"
-#include "../core/rng.h"
+#include "base/la.h"
+#include "nn/loss.h"
+#include "nn/model.h"
+#include "base/rng.h"
 
 static void fill(td_rng *r, double *x, size_t n, double s) { td_rng_fill_normal(r, x, n, s); }
 

@@ -29,11 +29,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/checkpoint.h"
-#include "../core/curv.h"
-#include "../core/model.h"
-#include "../core/rng.h"
-#include "../core/safetensors.h"
+#include "nn/checkpoint.h"
+#include "curv/curv.h"
+#include "nn/model.h"
+#include "base/rng.h"
+#include "nn/safetensors.h"
 
 enum { B = 6, D = 4, K = 3 };
 

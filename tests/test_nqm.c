@@ -10,9 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/fit.h"
-#include "../core/kinds/registry.h"
-#include "../core/nqm.h"
+#include "scaling/fit.h"
+#include "kinds/registry.h"
+#include "scaling/nqm.h"
 
 static td_nqm *make(size_t dim, double lr, double beta, double p, double ema, double B,
                     int sample, size_t R) {

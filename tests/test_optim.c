@@ -11,7 +11,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "../core/optim.h"
+#include "optim/optim.h"
 
 #define N 4
 static const double P0[N] = {1.0, -2.0, 0.5, 3.0};

@@ -11,8 +11,8 @@
 #include <math.h>
 #include <stdlib.h>
 
-#include "../core/power.h"
-#include "../core/rng.h"
+#include "curv/power.h"
+#include "base/rng.h"
 
 /* A = U diag(lam) U^T with U orthogonal (QR of a Gaussian matrix); U returned too. */
 static double *with_spectrum(size_t n, const double *lam, uint64_t seed, double *u /* OUT */) {

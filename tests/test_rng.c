@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/rng.h"
+#include "base/rng.h"
 
 /* Random123 kat_vectors, "philox4x32 10" lines: counter[4] key[2] -> output[4]. Exact. */
 static void test_philox_kat(void **state) {

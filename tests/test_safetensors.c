@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/safetensors.h"
+#include "nn/safetensors.h"
 
 /* A file from a header string and `data_len` bytes of data (byte i = i & 0xff). */
 static unsigned char *mk(const char *hdr, size_t data_len, size_t *len) {

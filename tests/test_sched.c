@@ -8,7 +8,7 @@
 #include <cmocka.h>
 #include <math.h>
 
-#include "../core/sched.h"
+#include "optim/sched.h"
 
 static void near(double got, double want) {
   if (!(fabs(got - want) <= 1e-15 * fabs(want) + 1e-300))

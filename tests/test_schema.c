@@ -7,7 +7,7 @@
 #include <cmocka.h>
 #include <string.h>
 
-#include "../core/schema.h"
+#include "base/schema.h"
 
 static const td_param schema[] = {
     {"lr", TD_PT_NUM, "0.1", 1e-12, 10, NULL, 0, "learning rate"},

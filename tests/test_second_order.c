@@ -30,14 +30,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/curv.h"
-#include "../core/hf.h"
-#include "../core/kinds/registry.h"
-#include "../core/la.h"
-#include "../core/model.h"
-#include "../core/newton.h"
-#include "../core/rng.h"
-#include "../core/sopt.h"
+#include "curv/curv.h"
+#include "optim/hf.h"
+#include "kinds/registry.h"
+#include "base/la.h"
+#include "nn/model.h"
+#include "optim/newton.h"
+#include "base/rng.h"
+#include "optim/sopt.h"
 
 enum { NB = 40, D = 4, K = 2 };
 

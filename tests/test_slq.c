@@ -12,8 +12,8 @@
 #include <math.h>
 #include <stdlib.h>
 
-#include "../core/rng.h"
-#include "../core/slq.h"
+#include "base/rng.h"
+#include "curv/slq.h"
 
 #define N 100
 static const double k_vals[3] = {-1.0, 2.0, 5.0};

@@ -9,7 +9,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "../core/sweep.h"
+#include "scaling/sweep.h"
 
 static int expand(const char *text, td_sweep_plan **plan, td_err *err) {
   json_error_t je;

@@ -14,12 +14,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../core/data.h"
-#include "../core/kinds/registry.h"
-#include "../core/la.h"
-#include "../core/loss.h"
-#include "../core/model.h"
-#include "../core/rng.h"
+#include "nn/data.h"
+#include "kinds/registry.h"
+#include "base/la.h"
+#include "nn/loss.h"
+#include "nn/model.h"
+#include "base/rng.h"
 
 #define MAXPTS 2048
 

@@ -17,8 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/kinds/registry.h"
-#include "../core/sched.h"
+#include "kinds/registry.h"
+#include "optim/sched.h"
 
 #define MAXPTS 20000
 

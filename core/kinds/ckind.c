@@ -1,17 +1,17 @@
 /* ckind.c: pieces shared by the curvature kinds (curvature, eos, taylor): problem params, data,
  * minibatches, evaluation, and the Hessian/GGN analysis suite (metrics and artifacts). */
-#include "ckind_internal.h"
+#include "kinds/ckind_internal.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../hutchinson.h"
-#include "../lanczos.h"
-#include "../loss.h"
-#include "../slq.h"
-#include "registry.h"
+#include "curv/hutchinson.h"
+#include "curv/lanczos.h"
+#include "nn/loss.h"
+#include "curv/slq.h"
+#include "kinds/registry.h"
 
 int td_ckind__parse_problem(const json_t *p, size_t fmnist_n_train, size_t fmnist_n_test,
                             td_ckind__problem *pb, td_err *err) {

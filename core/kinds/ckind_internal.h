@@ -8,12 +8,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../curv.h"
-#include "../data.h"
-#include "../model.h"
-#include "../optim.h"
-#include "../rng.h"
-#include "../sink.h"
+#include "curv/curv.h"
+#include "nn/data.h"
+#include "nn/model.h"
+#include "optim/optim.h"
+#include "base/rng.h"
+#include "base/sink.h"
 
 #define TD_CKIND__FMNIST_TRAIN 60000
 #define TD_CKIND__FMNIST_TEST 10000

@@ -26,10 +26,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "../checkpoint.h"
-#include "../la.h"
-#include "ckind_internal.h"
-#include "registry.h"
+#include "nn/checkpoint.h"
+#include "base/la.h"
+#include "kinds/ckind_internal.h"
+#include "kinds/registry.h"
 
 static const td_param curvature_params[] = {
     TD_CKIND__PROBLEM_PARAMS("all 60000", "all 10000", "[128]", "\"relu\"", "\"cross_entropy\""),

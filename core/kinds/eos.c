@@ -43,10 +43,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "../la.h"
-#include "../loss.h"
-#include "ckind_internal.h"
-#include "registry.h"
+#include "base/la.h"
+#include "nn/loss.h"
+#include "kinds/ckind_internal.h"
+#include "kinds/registry.h"
 
 #define EOS_DIVERGE_FACTOR 1e6
 

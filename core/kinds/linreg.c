@@ -30,10 +30,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../data.h"
-#include "../la.h"
-#include "../rng.h"
-#include "registry.h"
+#include "nn/data.h"
+#include "base/la.h"
+#include "base/rng.h"
+#include "kinds/registry.h"
 
 #define LINREG_DIVERGE_FACTOR 1e12
 #define LINREG_MAX_D 5000

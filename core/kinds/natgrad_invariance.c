@@ -63,14 +63,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../curv.h"
-#include "../data.h"
-#include "../la.h"
-#include "../model.h"
-#include "../newton.h"
-#include "../rng.h"
-#include "ckind_internal.h"
-#include "registry.h"
+#include "curv/curv.h"
+#include "nn/data.h"
+#include "base/la.h"
+#include "nn/model.h"
+#include "optim/newton.h"
+#include "base/rng.h"
+#include "kinds/ckind_internal.h"
+#include "kinds/registry.h"
 
 #define NGI_RNG_PROJ 0x50524f4au    /* "PROJ" */
 #define NGI_RNG_REPARAM 0x52455041u /* "REPA" */

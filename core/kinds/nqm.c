@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../nqm.h"
-#include "registry.h"
+#include "scaling/nqm.h"
+#include "kinds/registry.h"
 
 /* Metrics: "loss" (the expected loss in exact mode, the replica mean in sample mode) and, in
  * exact mode, "loss_bias" and "loss_variance" (its parts due to the mean and to the noise).

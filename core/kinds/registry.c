@@ -1,5 +1,5 @@
 /* registry.c: the table of experiment kinds and the validation entry point used before queueing. */
-#include "registry.h"
+#include "kinds/registry.h"
 
 #include <string.h>
 

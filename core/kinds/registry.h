@@ -5,9 +5,9 @@
 #include <jansson.h>
 #include <stddef.h>
 
-#include "../err.h"
-#include "../schema.h"
-#include "../sink.h"
+#include "base/err.h"
+#include "base/schema.h"
+#include "base/sink.h"
 
 /* Resource estimate of one job, computed from its filled params before queueing. */
 typedef struct td_estimate {

@@ -31,10 +31,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../la.h"
-#include "../loss.h"
-#include "ckind_internal.h"
-#include "registry.h"
+#include "base/la.h"
+#include "nn/loss.h"
+#include "kinds/ckind_internal.h"
+#include "kinds/registry.h"
 
 static const td_param taylor_params[] = {
     TD_CKIND__PROBLEM_PARAMS("5000", "1000", "[256]", "\"relu\"", "\"cross_entropy\""),

@@ -19,7 +19,7 @@
  *    forward, backward, norms, update; no evaluation, no reporting).
  *  - A non-finite minibatch loss ends the job with TD_EDIVERGED and summary.diverged_step.
  *  - noise_scale.every (optional): every that many steps, after update t, the gradient noise
- *    scale is measured at the current parameters (McCandlish et al. 2018, App. A; core/gns.h):
+ *    scale is measured at the current parameters (McCandlish et al. 2018, App. A; core/scaling/gns.h):
  *    b_big distinct training examples are drawn (stream TRAIN_RNG_GNS of the seed), the mean
  *    loss gradient G_small of the first b_small of them and G_big of all b_big are computed
  *    (one forward/backward pass over the b_big examples; weight decay is not part of it), and
@@ -37,7 +37,7 @@
  *  - Optimizers (optim.h has every update rule and its source): sgd, heavy_ball, nesterov,
  *    adagrad, rmsprop, adam, adamw. optimizer.momentum absent means 0.9 for heavy_ball and
  *    nesterov, 0 otherwise; optimizer.eps absent means 1e-10 for adagrad, 1e-8 otherwise
- *    (PyTorch's defaults). Second-order methods (core/sopt.h has the step and the sources):
+ *    (PyTorch's defaults). Second-order methods (core/optim/sopt.h has the step and the sources):
  *    newton, hessian_free, natural_gradient, kfac; they see the minibatch through a
  *    td_curv_ctx (one extra forward pass per step), treat optimizer.weight_decay and l2 both as
  *    a coupled L2 term with curvature (weight_decay + l2) I, and log damping, rho, cg_iters,
@@ -72,17 +72,17 @@
 #include <string.h>
 #include <time.h>
 
-#include "../curv.h"
-#include "../data.h"
-#include "../gns.h"
-#include "../la.h"
-#include "../loss.h"
-#include "../model.h"
-#include "../optim.h"
-#include "../rng.h"
-#include "../sched.h"
-#include "../sopt.h"
-#include "registry.h"
+#include "curv/curv.h"
+#include "nn/data.h"
+#include "scaling/gns.h"
+#include "base/la.h"
+#include "nn/loss.h"
+#include "nn/model.h"
+#include "optim/optim.h"
+#include "base/rng.h"
+#include "optim/sched.h"
+#include "optim/sopt.h"
+#include "kinds/registry.h"
 
 #define TRAIN_EVAL_MAX 10000 /* training examples used for train_acc at each eval */
 #define EVAL_BATCH 500       /* examples per forward pass during evaluation */
@@ -115,7 +115,7 @@ static const td_param train_params[] = {
      "one-hot targets for classes)"},
     {"optimizer.name", TD_PT_STR, "\"sgd\"", 0, 0,
      "sgd|heavy_ball|nesterov|adagrad|rmsprop|adam|adamw|" TD_SOPT_NAMES, 0,
-     "optimizer (update rules and sources: core/optim.h, docs/optimizers.md)"},
+     "optimizer (update rules and sources: core/optim/optim.h, docs/optimizers.md)"},
     {"optimizer.lr", TD_PT_NUM, "0.05", 1e-12, 1e3, NULL, 0,
      "learning rate (the base value of optimizer.schedule)"},
     {"optimizer.momentum", TD_PT_NUM, NULL, 0, 1, NULL, 0,

@@ -25,7 +25,7 @@ make --no-print-directory -s BUILD="$OUT/obj" CC="$CLANG" OPT="$OPT" \
 for src in tests/fuzz/fuzz_*.c; do
   name="$(basename "$src" .c)"
   "$CLANG" $OPT $WARN -pthread -fsanitize=fuzzer,address,undefined $UB \
-    -DTD_FUZZ_ROOT="\"$ROOT\"" $(pkg-config --cflags $PKGS) \
+    -Icore -DTD_FUZZ_ROOT="\"$ROOT\"" $(pkg-config --cflags $PKGS) \
     -o "$OUT/$name" "$src" "$OUT/obj/libtdserver.a" "$OUT/obj/libtdcore.a" \
     $(pkg-config --libs $PKGS) -llbfgs -lm -pthread
   echo "fuzz: built $OUT/$name"

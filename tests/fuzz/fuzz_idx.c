@@ -1,4 +1,4 @@
-/* fuzz_idx.c: libFuzzer harness of the IDX parser (td_idx_parse, core/data.h) on an in-memory
+/* fuzz_idx.c: libFuzzer harness of the IDX parser (td_idx_parse, core/nn/data.h) on an in-memory
  * buffer, and of td_data_from_idx on what it accepts. Input: the bytes of an (uncompressed)
  * IDX file. Checks, besides the sanitizers: on success the header, the dims and the data
  * account for every byte (no trailing bytes; data inside the buffer; count = product of
@@ -7,7 +7,7 @@
  * label check), and the pixels must land in [0, 1]. */
 #include <stdint.h>
 
-#include "../../core/data.h"
+#include "nn/data.h"
 #include "fuzz_common.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

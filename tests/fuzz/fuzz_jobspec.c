@@ -10,7 +10,7 @@
  *   - api_jobs_create answers 4xx or 503, never 2xx/500, with a JSON error body. */
 #include <stdint.h>
 
-#include "../../core/kinds/registry.h"
+#include "kinds/registry.h"
 #include "../../server/api.h"
 #define TD_FUZZ_SERVER
 #include "fuzz_common.h"

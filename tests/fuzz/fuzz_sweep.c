@@ -1,4 +1,4 @@
-/* fuzz_sweep.c: libFuzzer harness of the sweep-spec expander (td_sweep_expand, core/sweep.h).
+/* fuzz_sweep.c: libFuzzer harness of the sweep-spec expander (td_sweep_expand, core/scaling/sweep.h).
  * From a draft by h4. Input: JSON bytes, ideally the body of POST /api/v1/sweeps. The cap on
  * children is 64 so that one input stays fast; every child is validated by the expander.
  * Checks, besides the sanitizers: a plan comes back iff the call succeeds; a failed call
@@ -11,7 +11,7 @@
 #include <math.h>
 #include <stdint.h>
 
-#include "../../core/sweep.h"
+#include "scaling/sweep.h"
 #include "fuzz_common.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
