@@ -23,6 +23,13 @@ typedef struct td_sink {
   /* Non-zero once the job has been cancelled, timed out or the host is shutting down.
    * A kind checks it at least once per step and then returns TD_ECANCELLED. */
   int (*should_stop)(void *ctx);
+  /* Reads stored checkpoint bytes (a safetensors file) for params.init_from / params.fork:
+   * job > 0 names the checkpoint artifact that job wrote at `step`; otherwise
+   * `checkpoint_id` names a checkpoint uploaded with POST /api/v1/checkpoints. On success
+   * *data (OUT, malloc'ed; the caller frees it) and *len (OUT). Returns 0, TD_ENOTFOUND, or
+   * another negative TD_* code. NULL when the host has no store. */
+  int (*checkpoint)(void *ctx, long job, long step, long checkpoint_id, void **data,
+                    size_t *len);
 } td_sink;
 
 /* Convenience wrappers that tolerate NULL callbacks. */
@@ -38,6 +45,15 @@ static inline void td_sink_progress(td_sink *s, long done, long total) {
 }
 static inline int td_sink_should_stop(td_sink *s) {
   return (s && s->should_stop) ? s->should_stop(s->ctx) : 0;
+}
+
+/* td_sink_checkpoint: the host's checkpoint reader; TD_ENOTFOUND when it has none. */
+static inline int td_sink_checkpoint(td_sink *s, long job, long step, long checkpoint_id,
+                                     void **data, size_t *len) {
+  *data = NULL;
+  *len = 0;
+  return (s && s->checkpoint) ? s->checkpoint(s->ctx, job, step, checkpoint_id, data, len)
+                              : -5 /* TD_ENOTFOUND */;
 }
 
 #endif
