@@ -347,6 +347,10 @@ const char *td_safetensors_metadata(const td_safetensors *st, const char *key) {
   return json_string_value(json_object_get(st->meta, key));
 }
 
+const json_t *td_safetensors_metadata_object(const td_safetensors *st) {
+  return st ? st->meta : NULL;
+}
+
 int td_safetensors_read_f64(const td_safetensors *st, const char *name, size_t ndim,
                             const size_t *shape, double *out, td_err *err) {
   const td_safetensors_tensor *t = td_safetensors_find(st, name);
