@@ -1,6 +1,7 @@
 /* safetensors.c: safetensors writer (F64) and hostile-input parser (F64/F32 readable). */
 #include "nn/safetensors.h"
 
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -349,6 +350,34 @@ const char *td_safetensors_metadata(const td_safetensors *st, const char *key) {
 
 const json_t *td_safetensors_metadata_object(const td_safetensors *st) {
   return st ? st->meta : NULL;
+}
+
+int td_safetensors_check_float(const td_safetensors *st, td_err *err) {
+  if (!st) return td_err_set(err, TD_EINVAL, NULL, "safetensors: bad arguments");
+  for (size_t k = 0; k < st->n; k++) {
+    const td_safetensors_tensor *t = &st->t[k];
+    int f64 = !strcmp(t->dtype, "F64");
+    if (!f64 && strcmp(t->dtype, "F32"))
+      return td_err_set(err, TD_EINVAL, t->name, "tensor '%s' has dtype %s; only F64 and F32 "
+                        "are accepted", t->name, t->dtype);
+    const unsigned char *p = st->data + t->offset;
+    for (size_t i = 0; i < t->numel; i++) {
+      double v;
+      if (f64) {
+        uint64_t u = get_le64(p + 8 * i);
+        memcpy(&v, &u, 8);
+      } else {
+        uint32_t u = get_le32(p + 4 * i);
+        float f;
+        memcpy(&f, &u, 4);
+        v = f;
+      }
+      if (!isfinite(v))
+        return td_err_set(err, TD_EINVAL, t->name, "tensor '%s' has a non-finite value (%g) at "
+                          "flat index %zu", t->name, v, i);
+    }
+  }
+  return 0;
 }
 
 int td_safetensors_read_f64(const td_safetensors *st, const char *name, size_t ndim,
