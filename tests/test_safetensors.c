@@ -367,7 +367,7 @@ static void test_refusal_messages(void **state) {
   /* duplicate tensor name */
   b = mk("{\"t\":{\"dtype\":\"F64\",\"shape\":[1],\"data_offsets\":[0,8]},"
          "\"t\":{\"dtype\":\"F64\",\"shape\":[1],\"data_offsets\":[8,16]}}", 16, &len);
-  expect_msg(b, len, "duplicate");
+  expect_msg(b, len, "duplicate tensor name");
   free(b);
 }
 

@@ -263,6 +263,9 @@ int td_safetensors_parse(const void *buf, size_t len, td_safetensors **out, td_e
 
   json_error_t je;
   json_t *root = json_loadb((const char *)b + 8, (size_t)hn, JSON_REJECT_DUPLICATES, &je);
+  if (!root && strstr(je.text, "duplicate object key"))
+    return td_err_set(err, TD_EINVAL, NULL, "safetensors: duplicate tensor name in the header: "
+                      "%s (at byte %d)", je.text, je.position);
   if (!root)
     return td_err_set(err, TD_EINVAL, NULL, "safetensors: header JSON: %s (at byte %d)", je.text,
                       je.position);
