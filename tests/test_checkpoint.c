@@ -290,6 +290,43 @@ static void test_state_resume_adam(void **s) {
   td_mlp_destroy(b);
 }
 
+/* With TDLAB_CKPT_DUMP=DIR: for sgd (momentum 0.9, dampening 0.1, weight decay 0.01) and
+ * adam (weight decay 0.01), K = 5 steps on the model 3 -> [4] -> 2 with gradients
+ * g_t[j] = sin(26 t + j), then DIR/<opt>.safetensors (params + optimizer state after K steps)
+ * and DIR/<opt>_next.safetensors (params after step K + 1, gradient g_K) for
+ * tests/checkpoint_torch_check.py, which loads the state into torch.optim and takes that
+ * step itself. Without the variable nothing is written. */
+static void test_dump_for_torch(void **s) {
+  (void)s;
+  const char *dir = getenv("TDLAB_CKPT_DUMP");
+  if (!dir) return;
+  const char *names[2] = {"sgd", "adam"};
+  for (int k = 0; k < 2; k++) {
+    const int hid[1] = {4};
+    td_mlp *m = mk(3, 1, hid, 2, TD_ACT_RELU, 21);
+    td_optim_hp hp = td_optim_hp_default();
+    hp.weight_decay = 0.01;
+    if (k == 0) hp.momentum = 0.9, hp.dampening = 0.1;
+    td_optim *o = NULL;
+    assert_int_equal(td_optim_create(names[k], &hp, m->n_params, &o, NULL), 0);
+    double g[26];
+    const int K = 5;
+    char path[512];
+    for (int t = 0; t <= K; t++) {
+      if (t == K) {
+        snprintf(path, sizeof path, "%s/%s.safetensors", dir, names[k]);
+        assert_int_equal(td_checkpoint_save_file_state(path, m, m->params, o, NULL, NULL), 0);
+      }
+      for (size_t j = 0; j < 26; j++) g[j] = sin((double)(t * 26 + (int)j));
+      td_optim_step(o, m->params, g, 1e-2);
+    }
+    snprintf(path, sizeof path, "%s/%s_next.safetensors", dir, names[k]);
+    assert_int_equal(td_checkpoint_save_file(path, m, m->params, NULL, NULL), 0);
+    td_optim_destroy(o);
+    td_mlp_destroy(m);
+  }
+}
+
 /* Refusals of td_checkpoint_load_state, each naming the problem; nothing is written. */
 static void test_state_refusals(void **s) {
   (void)s;
@@ -412,6 +449,7 @@ int main(void) {
       cmocka_unit_test(test_state_resume_adam),
       cmocka_unit_test(test_state_refusals),
       cmocka_unit_test(test_params_check),
+      cmocka_unit_test(test_dump_for_torch),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -374,10 +374,15 @@ int td_checkpoint_cfg(const void *buf, size_t len, td_mlp_cfg *cfg, td_err *err)
 
 int td_checkpoint_save_file(const char *path, const td_mlp *m, const double *params,
                             const json_t *metadata, td_err *err) {
+  return td_checkpoint_save_file_state(path, m, params, NULL, metadata, err);
+}
+
+int td_checkpoint_save_file_state(const char *path, const td_mlp *m, const double *params,
+                                  const td_optim *opt, const json_t *metadata, td_err *err) {
   if (!path) return td_err_set(err, TD_EINVAL, NULL, "checkpoint: no path");
   unsigned char *buf = NULL;
   size_t len = 0;
-  int rc = td_checkpoint_save(m, params, metadata, &buf, &len, err);
+  int rc = td_checkpoint_save_state(m, params, opt, metadata, &buf, &len, err);
   if (rc) return rc;
   size_t pl = strlen(path);
   char *tmp = malloc(pl + 8);

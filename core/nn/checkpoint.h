@@ -135,5 +135,9 @@ int td_checkpoint_save_file(const char *path, const td_mlp *m, const double *par
                             const json_t *metadata, td_err *err);
 int td_checkpoint_load_file(const char *path, const td_mlp *m, double *params /* OUT */,
                             td_err *err);
+/* td_checkpoint_save_file_state: td_checkpoint_save_state through a file at `path` (written
+ * whole, then renamed into place). Errors: those of td_checkpoint_save_state, TD_EIO. */
+int td_checkpoint_save_file_state(const char *path, const td_mlp *m, const double *params,
+                                  const td_optim *opt, const json_t *metadata, td_err *err);
 
 #endif
