@@ -1,4 +1,5 @@
-/* test_queue.c: worker threads with fake kinds: success, failure, divergence, cancellation
+/* test_queue.c: worker threads with fake kinds: success, failure, divergence, cancellation,
+ * the sink's checkpoint reader
  * (queued and running), wall-clock timeout, and graceful shutdown that flushes and re-queues.
  * Waits poll the database up to a generous deadline; nothing asserts on elapsed time. */
 #include <setjmp.h>
@@ -75,7 +76,24 @@ static int nan_run(const json_t *params, td_sink *sink, json_t **summary, td_err
   return td_err_set(err, TD_EDIVERGED, NULL, "loss is NaN at step 1");
 }
 
+/* ckread: reads the checkpoint {job, step} or {checkpoint} through the sink and succeeds with
+ * {"len": bytes, "last": the last byte}; fails with the code's text when the host has none. */
+static int ckread_run(const json_t *params, td_sink *sink, json_t **summary, td_err *err) {
+  void *data = NULL;
+  size_t len = 0;
+  int rc = td_sink_checkpoint(sink, (long)json_integer_value(json_object_get(params, "job")),
+                              (long)json_integer_value(json_object_get(params, "step")),
+                              (long)json_integer_value(json_object_get(params, "checkpoint")),
+                              &data, &len);
+  if (rc) return td_err_set(err, rc, NULL, "checkpoint: %s", td_strerror(rc));
+  *summary = json_pack("{s:I, s:i}", "len", (json_int_t)len, "last",
+                       len ? ((unsigned char *)data)[len - 1] : -1);
+  free(data);
+  return 0;
+}
+
 static const td_kind fake_kinds[] = {
+    {.name = "ckread", .run = ckread_run},
     {.name = "steps", .run = steps_run},
     {.name = "spin", .run = spin_run},
     {.name = "boom", .run = boom_run},
@@ -259,10 +277,39 @@ static void test_shutdown_flushes_and_requeues(void **state) {
   fx_close(&f);
 }
 
+/* The server sink's checkpoint reader (sink.h): a job's checkpoint_step<S>.safetensors
+ * artifact for {job, step}, an uploaded checkpoint for {checkpoint}, TD_ENOTFOUND else. */
+static void test_sink_checkpoint_reader(void **state) {
+  (void)state;
+  fx f;
+  fx_open(&f, 1, 0);
+  td_err e;
+  const unsigned char art[5] = {9, 8, 7, 6, 42}, up[3] = {1, 2, 77};
+  int64_t src = submit(&f, "steps", "{\"n\":1}"), ck = 0;
+  wait_for(&f, src, "succeeded");
+  assert_int_equal(store_artifact_put(f.s, src, "checkpoint_step30.safetensors",
+                                      "application/octet-stream", art, sizeof art, &e), 0);
+  assert_int_equal(store_checkpoint_insert(f.s, up, sizeof up, "[]", &ck, &e), 0);
+  char p1[96], p2[96], p3[96];
+  snprintf(p1, sizeof p1, "{\"job\":%lld,\"step\":30}", (long long)src);
+  snprintf(p2, sizeof p2, "{\"checkpoint\":%lld}", (long long)ck);
+  snprintf(p3, sizeof p3, "{\"job\":%lld,\"step\":31}", (long long)src);
+  int64_t a = submit(&f, "ckread", p1), b = submit(&f, "ckread", p2), c = submit(&f, "ckread", p3);
+  row r = wait_for(&f, a, "succeeded");
+  assert_string_equal(r.summary, "{\"len\":5,\"last\":42}");
+  r = wait_for(&f, b, "succeeded");
+  assert_string_equal(r.summary, "{\"len\":3,\"last\":77}");
+  r = wait_for(&f, c, "failed");
+  assert_string_equal(r.status, "failed");
+  assert_non_null(strstr(r.error, "not found"));
+  fx_close(&f);
+}
+
 int main(void) {
   log_set_level(LOG_ERROR);
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_jobs_succeed_on_two_workers),
+      cmocka_unit_test(test_sink_checkpoint_reader),
       cmocka_unit_test(test_failed_and_diverged),
       cmocka_unit_test(test_cancel_queued_and_running),
       cmocka_unit_test(test_timeout_fails_the_job),
