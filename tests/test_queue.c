@@ -1,6 +1,6 @@
-/* test_queue.c: worker threads with fake kinds: success, failure, divergence, cancellation,
- * the sink's checkpoint reader
- * (queued and running), wall-clock timeout, and graceful shutdown that flushes and re-queues.
+/* test_queue.c: worker threads with fake kinds: success, failure, divergence, cancellation
+ * (queued and running), wall-clock timeout, graceful shutdown that flushes and re-queues, and
+ * the sink's checkpoint reader.
  * Waits poll the database up to a generous deadline; nothing asserts on elapsed time. */
 #include <setjmp.h>
 #include <stdarg.h>
