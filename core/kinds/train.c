@@ -17,7 +17,10 @@
  *  - Summary: test_acc, test_loss, train_loss (= the final train_eval_loss), train_acc,
  *    n_params, steps, steps_per_sec (wall time of the training steps alone: batch gather,
  *    forward, backward, norms, update; no evaluation, no reporting).
- *  - A non-finite minibatch loss ends the job with TD_EDIVERGED and summary.diverged_step.
+ *  - Divergence (core/train/diverge.h, params divergence.*): every step's train_loss goes to
+ *    the divergence rule; a non-finite loss or a blow-up ends the job at once, a spike without
+ *    recovery at the end, with TD_EDIVERGED and summary.diverged_step (the step that tripped
+ *    the rule; for a spike, the spike's step).
  *  - noise_scale.every (optional): every that many steps, after update t, the gradient noise
  *    scale is measured at the current parameters (McCandlish et al. 2018, App. A; core/scaling/gns.h):
  *    b_big distinct training examples are drawn (stream TRAIN_RNG_GNS of the seed), the mean
@@ -83,6 +86,7 @@
 #include "optim/sched.h"
 #include "optim/sopt.h"
 #include "kinds/registry.h"
+#include "train/diverge.h"
 
 #define TRAIN_EVAL_MAX 10000 /* training examples used for train_acc at each eval */
 #define EVAL_BATCH 500       /* examples per forward pass during evaluation */
@@ -177,6 +181,7 @@ static const td_param train_params[] = {
      "summary.steps_to_target (absent: no target)"},
     {"target_ema", TD_PT_NUM, NULL, 0, 0.9999, NULL, 0,
      "EMA decay of train_loss_ema, the loss compared with target_loss (absent: 0.95)"},
+    TD_DIVERGE_PARAMS,
 };
 
 #define TRAIN_RNG_GNS 0x474e53 /* rng stream of the noise-scale batches ("GNS") */
@@ -621,6 +626,10 @@ static int train_run(const json_t *params, td_sink *sink, json_t **summary, td_e
   }
   double ema = 0.0, ema_w = 0.0;
   long steps_to_target = 0; /* 0: not reached */
+  td_diverge_cfg dvc;
+  td_diverge dv;
+  if ((rc = td_diverge_parse(params, &dvc, err))) goto out;
+  td_diverge_init(&dv, &dvc);
 
   double ev[4] = {NAN, NAN, NAN, NAN};
   if ((rc = do_eval(&s, &c, sink, 0, ev))) goto out;
@@ -659,7 +668,7 @@ static int train_run(const json_t *params, td_sink *sink, json_t **summary, td_e
       penalty = 0.5 * c.l2 * pn * pn;
       loss += penalty;
     }
-    if (!isfinite(loss)) {
+    if ((rc = td_diverge_observe(&dv, step, loss, err))) {
       diverged_step = step;
       td_sink_metric(sink, "train_loss", step, loss);
       break;
@@ -705,6 +714,7 @@ static int train_run(const json_t *params, td_sink *sink, json_t **summary, td_e
     if (steps_to_target) break;
   }
 
+  if (!rc && (rc = td_diverge_finish(&dv, step, err))) diverged_step = dv.spike_step;
   json_t *sum = json_object();
   if (sum) {
     json_object_set_new(sum, "n_params", json_integer((json_int_t)s.m->n_params));
@@ -730,9 +740,6 @@ static int train_run(const json_t *params, td_sink *sink, json_t **summary, td_e
     if (c.gns_every > 0 && gns.n > 0) set_num(sum, "b_simple", td_gns_b_simple(&gns));
   }
   *summary = sum;
-  if (!rc && diverged_step)
-    rc = td_err_set(err, TD_EDIVERGED, NULL, "loss became non-finite at step %ld",
-                    diverged_step);
 out:
   state_free(&s);
   return rc;
