@@ -172,12 +172,23 @@ static void test_diverges(void **state) {
   memset(&a, 0, sizeof a);
   json_t *s = NULL;
   td_err err;
-  int rc = run("{" SYN ",\"optimizer\":{\"lr\":500},\"steps\":200}", &a, &s, &err);
+  /* the divergence rule off: only the non-finite check is left */
+  int rc = run("{" SYN ",\"optimizer\":{\"lr\":500},\"steps\":200,"
+               "\"divergence\":{\"enabled\":false}}", &a, &s, &err);
   assert_int_equal(rc, TD_EDIVERGED);
   assert_non_null(s);
   long ds = (long)json_integer_value(json_object_get(s, "diverged_step"));
   assert_true(ds >= 1 && ds < 200);
   assert_true(!isfinite(a.train_loss[ds]));
+  assert_non_null(strstr(err.msg, "rule: non-finite"));
+  json_decref(s);
+  /* on (default): the blow-up rule ends it earlier, at a finite loss (tests/test_diverge.c) */
+  memset(&a, 0, sizeof a);
+  rc = run("{" SYN ",\"optimizer\":{\"lr\":500},\"steps\":200}", &a, &s, &err);
+  assert_int_equal(rc, TD_EDIVERGED);
+  long ds2 = (long)json_integer_value(json_object_get(s, "diverged_step"));
+  assert_true(ds2 >= 1 && ds2 <= ds);
+  assert_non_null(strstr(err.msg, "rule:"));
   json_decref(s);
 }
 
