@@ -26,9 +26,14 @@
  *    b_big distinct training examples are drawn (stream TRAIN_RNG_GNS of the seed), the mean
  *    loss gradient G_small of the first b_small of them and G_big of all b_big are computed
  *    (one forward/backward pass over the b_big examples; weight decay is not part of it), and
- *    the unbiased two-batch estimates of |G|^2 and tr(Sigma) are folded into EMAs (decay
- *    noise_scale.decay, absent: 0.95). Logs gns_g2 and gns_trace (bias-corrected EMAs) and
- *    b_simple = tr(Sigma) / |G|^2 in examples (NaN while the |G|^2 EMA is <= 0).
+ *    the two-batch estimates of |G|^2 and tr(Sigma), with the finite-population correction
+ *    for drawing without replacement from the n_train examples (gns.h: E|G_b|^2 = |G|^2 +
+ *    tr(S) (n-b)/(b(n-1)); unbiased, and B_simple is that of i.i.d. draws from the training
+ *    set), are folded into EMAs (decay noise_scale.decay, absent: 0.95). Logs gns_g2 and
+ *    gns_trace (bias-corrected EMAs; either can be negative early in training, when few
+ *    noisy estimates are averaged) and b_simple = tr(Sigma) / |G|^2 in examples only while
+ *    both EMAs are > 0; otherwise the ratio is undefined or negative and meaningless, and
+ *    b_simple_undefined = 1 is logged at that step instead (summary: b_simple_undefined).
  *  - target_loss (optional): the job ends (succeeded) at the first step t whose smoothed
  *    training loss is <= target_loss; summary.steps_to_target = t (JSON null when the target
  *    was not reached within the steps). The smoothed loss is the bias-corrected EMA of the
@@ -169,7 +174,11 @@ static const td_param train_params[] = {
     {"seed", TD_PT_INT, "0", 0, 9007199254740991.0, NULL, 0, "seed of init, data and shuffling"},
     {"noise_scale.every", TD_PT_INT, NULL, 1, 1e9, NULL, 0,
      "steps between gradient-noise-scale measurements (b_simple, McCandlish et al. 2018; "
-     "absent: none)"},
+     "absent: none). The b_big examples are distinct (drawn without replacement from n_train), "
+     "and the estimates apply the finite-population correction E|G_b|^2 = |G|^2 + "
+     "tr(S)(n-b)/(b(n-1)) (unbiased). b_simple is the ratio of EMAs, logged only while both "
+     "are > 0; early in training it can be negative or undefined, and b_simple_undefined = 1 "
+     "is logged instead"},
     {"noise_scale.b_small", TD_PT_INT, NULL, 1, 65536, NULL, 0,
      "noise scale: the small batch (absent: batch_size)"},
     {"noise_scale.b_big", TD_PT_INT, NULL, 2, 65536, NULL, 0,
@@ -501,7 +510,9 @@ static int gns_measure(train_state *s, const train_cfg *c, td_rng *r, td_gns *st
   for (size_t i = 0; i < np; i++) s->g_big[i] = ws * s->g_small[i] + wr * s->g_big[i];
   double g2b = td_gns_sqnorm(s->g_big, np);
   if (td_gns_update(st, bs, g2s, bb, g2b, NULL) != 0) return 0; /* non-finite: skip */
-  int rc = td_sink_metric(sink, "b_simple", step, td_gns_b_simple(st));
+  const double bsim = td_gns_b_simple(st); /* NaN while an EMA is <= 0: not data */
+  int rc = isfinite(bsim) ? td_sink_metric(sink, "b_simple", step, bsim)
+                          : td_sink_metric(sink, "b_simple_undefined", step, 1.0);
   if (!rc) rc = td_sink_metric(sink, "gns_g2", step, td_gns_g2(st));
   if (!rc) rc = td_sink_metric(sink, "gns_trace", step, td_gns_trace(st));
   return rc;
@@ -608,7 +619,9 @@ static int train_run(const json_t *params, td_sink *sink, json_t **summary, td_e
   td_gns gns;
   td_gns_init(&gns, 0.0, NULL);
   if (c.gns_every > 0) {
-    if ((rc = td_gns_init(&gns, c.gns_decay, err))) goto out;
+    if ((rc = td_gns_init(&gns, c.gns_decay, err)) ||
+        (rc = td_gns_set_population(&gns, (double)n, err)))
+      goto out;
     int cap = c.gns_small > c.gns_big - c.gns_small ? c.gns_small : c.gns_big - c.gns_small;
     if ((rc = td_mlp_ws_init(&s.ws_gns, s.m, cap, err))) goto out;
     s.Xg = malloc((size_t)c.gns_big * d * sizeof *s.Xg);
@@ -737,7 +750,10 @@ static int train_run(const json_t *params, td_sink *sink, json_t **summary, td_e
                           steps_to_target ? json_integer(steps_to_target) : json_null());
       json_object_set_new(sum, "reached_target", json_boolean(steps_to_target > 0));
     }
-    if (c.gns_every > 0 && gns.n > 0) set_num(sum, "b_simple", td_gns_b_simple(&gns));
+    if (c.gns_every > 0 && gns.n > 0) {
+      if (isfinite(td_gns_b_simple(&gns))) set_num(sum, "b_simple", td_gns_b_simple(&gns));
+      else json_object_set_new(sum, "b_simple_undefined", json_true());
+    }
   }
   *summary = sum;
 out:
