@@ -682,6 +682,7 @@ static int train_run(const json_t *params, td_sink *sink, json_t **summary, td_e
       loss += penalty;
     }
     if ((rc = td_diverge_observe(&dv, step, loss, err))) {
+      td_sopt_diverge_hint(s.so, err);
       diverged_step = step;
       td_sink_metric(sink, "train_loss", step, loss);
       break;
@@ -727,7 +728,10 @@ static int train_run(const json_t *params, td_sink *sink, json_t **summary, td_e
     if (steps_to_target) break;
   }
 
-  if (!rc && (rc = td_diverge_finish(&dv, step, err))) diverged_step = dv.spike_step;
+  if (!rc && (rc = td_diverge_finish(&dv, step, err))) {
+    td_sopt_diverge_hint(s.so, err);
+    diverged_step = dv.spike_step;
+  }
   json_t *sum = json_object();
   if (sum) {
     json_object_set_new(sum, "n_params", json_integer((json_int_t)s.m->n_params));
