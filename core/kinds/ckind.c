@@ -78,7 +78,8 @@ int td_ckind__parse_optim(const json_t *p, const char **name, td_optim_hp *hp, d
   hp->beta1 = td_param_num(p, "optimizer.beta1", 0.9);
   hp->beta2 = td_param_num(p, "optimizer.beta2", 0.999);
   hp->eps = td_param_num(p, "optimizer.eps", 1e-8);
-  hp->weight_decay = td_param_num(p, "optimizer.weight_decay", 0.0);
+  hp->weight_decay = td_param_num(p, "optimizer.weight_decay",
+                                  td_optim_default_weight_decay(*name));
   int sgd = strcmp(*name, "sgd") == 0;
   if (n_state) *n_state = sgd ? (hp->momentum > 0) : 2;
   if (hp->nesterov && sgd && hp->momentum <= 0)

@@ -78,8 +78,10 @@
       {"optimizer.beta1", TD_PT_NUM, "0.9", 0, 0.999999, NULL, 0, "adam/adamw: beta1"},           \
       {"optimizer.beta2", TD_PT_NUM, "0.999", 0, 0.99999999, NULL, 0, "adam/adamw: beta2"},       \
       {"optimizer.eps", TD_PT_NUM, "1e-8", 1e-30, 1, NULL, 0, "adam/adamw: epsilon"},             \
-      {"optimizer.weight_decay", TD_PT_NUM, "0", 0, 1e3, NULL, 0,                                 \
-       "sgd/adam: L2 added to the gradient; adamw: decoupled p -= lr*wd*p (PyTorch)"}
+      {"optimizer.weight_decay", TD_PT_NUM, NULL, 0, 1e3, NULL, 0,                                \
+       "sgd/adam: L2 added to the gradient; adamw: decoupled p -= lr*wd*p (PyTorch). Absent: "    \
+       "PyTorch's default, 0.01 for adamw and 0 otherwise, written into the stored params "       \
+       "(the kind's fill hook: td_optim_fill_params)"}
 
 typedef struct td_ckind__problem {
   int synthetic;

@@ -303,5 +303,6 @@ const td_kind td_kind_curvature = {
     .params = curvature_params,
     .n_params = sizeof curvature_params / sizeof curvature_params[0],
     .check = curvature_check,
+    .fill = td_optim_fill_params,
     .run = curvature_run,
 };

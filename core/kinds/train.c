@@ -144,9 +144,10 @@ static const td_param train_params[] = {
      "adagrad: lr_t = lr / (1 + (t-1) lr_decay) (PyTorch)"},
     {"optimizer.initial_accumulator", TD_PT_NUM, "0", 0, 1e6, NULL, 0,
      "adagrad: initial value of the squared-gradient sum"},
-    {"optimizer.weight_decay", TD_PT_NUM, "0", 0, 1e3, NULL, 0,
+    {"optimizer.weight_decay", TD_PT_NUM, NULL, 0, 1e3, NULL, 0,
      "the optimizer's decay: adamw decoupled p -= lr*wd*p (PyTorch); all others coupled L2, "
-     "g += wd*p (see also l2)"},
+     "g += wd*p (see also l2). Absent: PyTorch's default, 0.01 for adamw and 0 otherwise, "
+     "written into the stored params"},
     {"optimizer.schedule.name", TD_PT_STR, "\"constant\"", 0, 0, "constant|step|cosine", 0,
      "learning-rate schedule after the warm-up: constant; step (lr gamma^floor(s/step_size)); "
      "cosine (to min_lr at the last step)"},
@@ -284,7 +285,8 @@ static int parse_cfg(const json_t *p, train_cfg *c, td_err *err) {
   c->hp.beta1 = td_param_num(p, "optimizer.beta1", 0.9);
   c->hp.beta2 = td_param_num(p, "optimizer.beta2", 0.999);
   c->hp.eps = td_param_num(p, "optimizer.eps", strcmp(c->opt_name, "adagrad") ? 1e-8 : 1e-10);
-  c->hp.weight_decay = td_param_num(p, "optimizer.weight_decay", 0.0);
+  c->hp.weight_decay = td_param_num(p, "optimizer.weight_decay",
+                                    td_optim_default_weight_decay(c->opt_name));
   c->hp.alpha = td_param_num(p, "optimizer.alpha", 0.99);
   c->hp.centered = td_param_bool(p, "optimizer.centered", 0);
   c->hp.lr_decay = td_param_num(p, "optimizer.lr_decay", 0.0);
@@ -773,5 +775,6 @@ const td_kind td_kind_train = {
     .params = train_params,
     .n_params = sizeof train_params / sizeof train_params[0],
     .check = train_check,
+    .fill = td_optim_fill_params,
     .run = train_run,
 };
