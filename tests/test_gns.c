@@ -29,6 +29,23 @@ static void test_two_batch_exact(void **state) {
   /* bias correction: the corrected EMAs equal the constant inputs */
   assert_true(fabs(td_gns_g2(&st) - G2) < 1e-12);
   assert_true(fabs(td_gns_trace(&st) - tr) < 1e-12);
+  /* without replacement from n: E|G_b|^2 = |G|^2 + tr (n-b)/(b(n-1)) (Cochran 1977, Thm 2.2) */
+  const double n = 100;
+  double es = G2 + tr * (n - bs) / (bs * (n - 1)), eb = G2 + tr * (n - bb) / (bb * (n - 1));
+  assert_int_equal(td_gns_two_batch_pop(bs, es, bb, eb, n, &g2, &s, NULL), 0);
+  assert_true(fabs(g2 - G2) < 1e-12 * G2);
+  assert_true(fabs(s - tr) < 1e-12 * tr);
+  /* b = n: the whole population, no noise: E|G_n|^2 = |G|^2 */
+  assert_int_equal(td_gns_two_batch_pop(bs, es, n, G2, n, &g2, &s, NULL), 0);
+  assert_true(fabs(g2 - G2) < 1e-12 * G2 && fabs(s - tr) < 1e-12 * tr);
+  assert_int_equal(td_gns_init(&st, 0.9, NULL), 0);
+  assert_int_equal(td_gns_set_population(&st, n, NULL), 0);
+  for (int i = 0; i < 5; i++) assert_int_equal(td_gns_update(&st, bs, es, bb, eb, NULL), 0);
+  assert_true(fabs(td_gns_b_simple(&st) - tr / G2) < 1e-12);
+  /* errors: b_big above the population, a population below 2 */
+  assert_int_equal(td_gns_two_batch_pop(bs, es, 101, eb, n, &g2, &s, NULL), TD_EINVAL);
+  assert_int_equal(td_gns_set_population(&st, 1, NULL), TD_EINVAL);
+  assert_int_equal(td_gns_set_population(&st, NAN, NULL), TD_EINVAL);
 }
 
 static void test_errors(void **state) {
@@ -50,6 +67,12 @@ static void test_errors(void **state) {
   /* a non-positive |G|^2 average leaves b_simple undefined */
   assert_int_equal(td_gns_update(&st, 4, 1.0, 8, 2.0, NULL), 0); /* g2_est = 3, S = -8 */
   assert_int_equal(td_gns_update(&st, 4, 5.0, 8, 0.1, NULL), 0); /* g2_est < 0 */
+  assert_true(isnan(td_gns_b_simple(&st)));
+  /* a negative tr(Sigma) average (|G_small|^2 < |G_big|^2) with a positive |G|^2 one: the
+   * ratio would be negative, which is not a noise scale: NaN too */
+  assert_int_equal(td_gns_init(&st, 0.5, NULL), 0);
+  assert_int_equal(td_gns_update(&st, 4, 1.0, 8, 2.0, NULL), 0); /* g2_est = 3, S = -8 */
+  assert_true(td_gns_g2(&st) > 0 && td_gns_trace(&st) < 0);
   assert_true(isnan(td_gns_b_simple(&st)));
 }
 
@@ -111,8 +134,93 @@ static void test_b_simple_synthetic(void **state) {
   double b = td_gns_b_simple(&st);
   print_message("b_simple %.4f truth %.4f (tolerance %.4f)\n", b, truth, 4 * rel * truth);
   assert_true(fabs(b - truth) < 4 * rel * truth);
-  /* And the naive |G_small|^2 would be far off: its expectation is |G|^2 + tr/b_small. */
-  assert_true(fabs((G2 + tr / bs) - G2) > 10 * 4 * rel * G2);
+  /* The bias-corrected EMAs themselves: each averages about `ess` draws, so its standard
+   * error is sd / sqrt(ess); 4 sigma. */
+  assert_true(fabs(td_gns_g2(&st) - G2) < 4 * sdg / sqrt(ess));
+  assert_true(fabs(td_gns_trace(&st) - tr) < 4 * sds / sqrt(ess));
+}
+
+/* A finite population of n = 1000 per-example gradients (D = 12) built so that its true
+ * B_simple = tr(S) / |G|^2 = 100, with S the population covariance (divisor n), both computed
+ * densely from the population here. Each draw takes b_big DISTINCT examples (partial
+ * Fisher-Yates, as the train kind does), b_small = the first of them. With the population size
+ * set, the estimates must be unbiased: the ratio of the mean estimates must be 100 within its
+ * Monte Carlo error (the i.i.d. formulas give 100 n/(n-1) / (1 - 100/(n-1)) = 111.2). */
+#define NPOP 1000
+static void test_b_simple_finite_population(void **state) {
+  (void)state;
+  static double P[NPOP][D];
+  double G[D], mz[D] = {0};
+  td_rng r;
+  td_rng_init(&r, 11, 0);
+  for (int j = 0; j < NPOP; j++)
+    for (int i = 0; i < D; i++) P[j][i] = td_rng_normal(&r) * (1.0 + 0.2 * i), mz[i] += P[j][i];
+  double G2 = 0, q = 0;
+  for (int i = 0; i < D; i++) G[i] = 0.1 * (1 + i % 4), G2 += G[i] * G[i];
+  for (int j = 0; j < NPOP; j++)
+    for (int i = 0; i < D; i++) P[j][i] -= mz[i] / NPOP, q += P[j][i] * P[j][i] / NPOP;
+  const double a = sqrt(100.0 * G2 / q);
+  for (int j = 0; j < NPOP; j++)
+    for (int i = 0; i < D; i++) P[j][i] = G[i] + a * P[j][i];
+  /* the reference, from the population itself */
+  double mean[D] = {0}, trS = 0, g2ref = 0;
+  for (int j = 0; j < NPOP; j++)
+    for (int i = 0; i < D; i++) mean[i] += P[j][i] / NPOP;
+  for (int j = 0; j < NPOP; j++)
+    for (int i = 0; i < D; i++) trS += (P[j][i] - mean[i]) * (P[j][i] - mean[i]) / NPOP;
+  for (int i = 0; i < D; i++) g2ref += mean[i] * mean[i];
+  const double truth = trS / g2ref;
+  assert_true(fabs(truth - 100) < 1e-9);
+
+  const int bs = 16, bb = 128, draws = 40000;
+  const double decay = 0.9995;
+  td_gns st;
+  assert_int_equal(td_gns_init(&st, decay, NULL), 0);
+  assert_int_equal(td_gns_set_population(&st, NPOP, NULL), 0);
+  static size_t idx[NPOP];
+  for (int j = 0; j < NPOP; j++) idx[j] = (size_t)j;
+  static double eg[40000], es[40000];
+  double sg = 0, ss = 0;
+  td_rng_init(&r, 12, 1);
+  for (int t = 0; t < draws; t++) {
+    double small[D] = {0}, big[D] = {0};
+    for (int k = 0; k < bb; k++) {
+      size_t j = (size_t)k + (size_t)td_rng_below(&r, (uint64_t)(NPOP - k));
+      size_t tmp = idx[k];
+      idx[k] = idx[j], idx[j] = tmp;
+      for (int i = 0; i < D; i++) {
+        big[i] += P[idx[k]][i] / bb;
+        if (k < bs) small[i] += P[idx[k]][i] / bs;
+      }
+    }
+    double g2s = td_gns_sqnorm(small, D), g2b = td_gns_sqnorm(big, D);
+    assert_int_equal(td_gns_update(&st, bs, g2s, bb, g2b, NULL), 0);
+    assert_int_equal(td_gns_two_batch_pop(bs, g2s, bb, g2b, NPOP, &eg[t], &es[t], NULL), 0);
+    sg += eg[t], ss += es[t];
+  }
+  const double mg = sg / draws, ms = ss / draws, ratio = ms / mg;
+  /* ratio-estimator standard error (delta method, with the covariance of the two estimates):
+   * se = sqrt(sum (S_i - ratio G_i)^2 / (N (N - 1))) / mean G */
+  double v = 0, vg = 0, vs = 0;
+  for (int t = 0; t < draws; t++) {
+    v += (es[t] - ratio * eg[t]) * (es[t] - ratio * eg[t]);
+    vg += (eg[t] - mg) * (eg[t] - mg), vs += (es[t] - ms) * (es[t] - ms);
+  }
+  const double se = sqrt(v / ((double)draws * (draws - 1))) / mg;
+  const double seg = sqrt(vg / ((double)draws * (draws - 1)));
+  const double ses = sqrt(vs / ((double)draws * (draws - 1)));
+  print_message("finite population: mean-estimate ratio %.3f +- %.3f (truth %.3f); "
+                "|G|^2 %.5f +- %.5f (%.5f); tr %.4f +- %.4f (%.4f); EMA b_simple %.3f\n",
+                ratio, se, truth, mg, seg, g2ref, ms, ses, trS, td_gns_b_simple(&st));
+  assert_true(fabs(mg - g2ref) < 4 * seg);
+  assert_true(fabs(ms - trS) < 4 * ses);
+  assert_true(fabs(ratio - truth) < 4 * se);
+  /* the test can tell the i.i.d. formulas' 111.2 from 100 */
+  assert_true(11.2 > 8 * se);
+  /* the EMA ratio averages about (1 + d)/(1 - d) = 3999 draws: its error is about
+   * se * sqrt(draws / 3999); 4 sigma */
+  const double se_ema = se * sqrt(draws / ((1 + decay) / (1 - decay)));
+  assert_true(fabs(td_gns_b_simple(&st) - truth) < 4 * se_ema);
 }
 
 int main(void) {
@@ -120,6 +228,7 @@ int main(void) {
       cmocka_unit_test(test_two_batch_exact),
       cmocka_unit_test(test_errors),
       cmocka_unit_test(test_b_simple_synthetic),
+      cmocka_unit_test(test_b_simple_finite_population),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

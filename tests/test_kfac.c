@@ -37,6 +37,9 @@
 #include "nn/model.h"
 #include "base/rng.h"
 
+#include <float.h>
+#include <lapacke.h>
+
 enum { B = 8, D = 5, K = 3 };
 
 typedef struct fx {
@@ -293,6 +296,74 @@ static void test_damped_inverse_and_pi(void **st) {
   unmake(&f);
 }
 
+/* The damping floor (kfac.h): with an input that is always 0, A has an exact null direction and
+ * the gradient has no component on that input's weights. A gamma far below the factors'
+ * resolution (1e-150) used to divide the eigendecomposition's rounding (~eps ||V||) by
+ * pi gamma ~ 1e-150 and step ~1e17 on those weights, or overflow. With the floor
+ * dA_j >= (n_in + 1) eps lambda_max(A_j), dG_j >= n_out eps lambda_max(G_j) (lambda_max
+ * computed here with LAPACK's dsyev, independently of the refresh), the amplification of that
+ * rounding is at most about 1 / dim relative to the step (kfac.h), so the zero input's
+ * weights move by less than ||d|| / (n_in + 1), and the direction is finite. */
+static double lmax_dense(const double *M, int n) {
+  double *c = malloc((size_t)n * n * sizeof *c), *w = malloc((size_t)n * sizeof *w);
+  memcpy(c, M, (size_t)n * n * sizeof *c);
+  assert_int_equal(LAPACKE_dsyev(LAPACK_ROW_MAJOR, 'N', 'U', n, c, n, w), 0);
+  double m = w[n - 1];
+  free(c);
+  free(w);
+  return m;
+}
+
+static void test_damping_floor(void **st) {
+  (void)st;
+  fx f;
+  make(&f, 1, 6, TD_CURV_XENT, B, TD_KFAC_FISHER_EXACT, 0.95, 8);
+  /* input 0 is always 0; inputs 2 and 1 are equal: A has the null directions e_0 and
+   * (e_1 - e_2)/sqrt(2), the second not axis-aligned, so its computed eigenvector carries
+   * rounding from the rest of the spectrum */
+  for (int i = 0; i < B; i++) f.X[i * D + 0] = 0.0, f.X[i * D + 2] = f.X[i * D + 1];
+  td_err err;
+  assert_int_equal(td_curv_set_point(&f.c, f.m->params, &err), 0);
+  assert_int_equal(td_kfac_update(f.k, &f.c, &err), 0);
+  assert_int_equal(td_kfac_refresh(f.k, &err), 0);
+  /* the smallest unfloored gamma, from the factors' largest eigenvalues */
+  double want = 0;
+  for (int j = 0; j < 2; j++) {
+    int da, dg;
+    const double *A = td_kfac_factor_a(f.k, j, &da), *G = td_kfac_factor_g(f.k, j, &dg);
+    const double pi = td_kfac_pi(f.k, j);
+    const double fa = da * DBL_EPSILON * lmax_dense(A, da), fg = dg * DBL_EPSILON * lmax_dense(G, dg);
+    if (fa / pi > want) want = fa / pi;
+    if (fg * pi > want) want = fg * pi;
+  }
+  assert_true(fabs(td_kfac_gamma_floor(f.k) - want) <= 1e-12 * want);
+  assert_int_equal(td_kfac_floored(f.k, 1e-150), 4);
+  assert_int_equal(td_kfac_floored(f.k, 1e-3), 0);
+  const size_t n = f.n;
+  const double *g = td_curv_grad(&f.c);
+  double *d = malloc(n * sizeof *d), *w = malloc(n * sizeof *w);
+  td_kfac_precondition(f.k, 1e-150, g, d);
+  const double dn = td_la_nrm2(n, d);
+  assert_true(isfinite(dn) && dn > 0);
+  /* layer 0's W is 6 x 5 row-major at offset 0: column 0 is the zero input's weights */
+  double z = 0;
+  for (int o = 0; o < 6; o++) {
+    z = fmax(z, fabs(d[o * D + 0]));
+    z = fmax(z, fabs(d[o * D + 1] - d[o * D + 2]) / sqrt(2.0));
+  }
+  print_message("null-space components: max %.3g, ||d|| %.3g\n", z, dn);
+  assert_true(z < dn / (D + 1));
+  /* F_floored (F_floored^{-1} g) = g: curv_vp applies the same floored damping */
+  td_kfac_curv_vp(f.k, 1e-150, d, w);
+  for (size_t i = 0; i < n; i++) w[i] -= g[i];
+  /* relative residual: the damped condition number is at most ~1/(dim eps)^2 per Kronecker
+   * pair, so only the direction's scale is checked: residual <= 1e-3 ||g|| */
+  assert_true(td_la_nrm2(n, w) <= 1e-3 * td_la_nrm2(n, g));
+  free(d);
+  free(w);
+  unmake(&f);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_single_layer_mse_exact),
@@ -301,6 +372,7 @@ int main(void) {
       cmocka_unit_test(test_sampled_is_unbiased),
       cmocka_unit_test(test_moving_average),
       cmocka_unit_test(test_damped_inverse_and_pi),
+      cmocka_unit_test(test_damping_floor),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -21,6 +21,8 @@
 #include "base/la.h"
 #include "base/rng.h"
 
+#include <lapacke.h>
+
 #define MAXPTS 4096
 
 typedef struct rec {
@@ -159,6 +161,102 @@ static void test_min_norm_limit(void **state) {
   td_dataset_deinit(&ds);
 }
 
+/* The kind's rank, cut, lambda_min, condition number and min-norm w* against an independent
+ * pseudo-inverse: the same data regenerated here, LAPACK's dgesvd applied to X directly
+ * (the kind goes through a blocked QR first for n > d), numpy.linalg.matrix_rank's tolerance
+ * sigma_max * max(n, d) * eps, w* = V_r diag(1/sigma) U_r^T y.
+ * Tolerances: the rank is an integer (the singular values nearest the cut are checked to be
+ * far from it); sigma_tol to rounding (1e-12); a backward-stable SVD perturbs each sigma_i by
+ * at most about c eps sigma_max (Weyl; c = max(n, d)), so lambda_min = sigma_r^2 / n is
+ * relatively accurate to 2 c eps kappa, kappa = sigma_max / sigma_r, and the condition number
+ * to twice that; w* (through dist_to_min_norm at step 0 = ||w*|| and at step 1 = ||w_1 - w*||,
+ * w_1 = lr X^T y / n) to the least-squares perturbation bound c eps (2 kappa + kappa^2 tan
+ * theta) ||w*||, tan theta = ||r|| / ||X w*|| (Golub and Van Loan 4th ed., Thm 5.3.1), checked
+ * only where that bound is below 1e-3 (it is vacuous for the decay-10 case, kappa ~ 3.5e8,
+ * whose rank, lambda_min and condition number are still checked). */
+static void test_rank_and_pinv_vs_svd(void **state) {
+  (void)state;
+  const struct {
+    int n, d;
+    double noise, decay;
+    int seed;
+    int want_rank; /* numpy's, where stated by the issue; -1: whatever the SVD says */
+  } cases[3] = {{200, 50, 0.1, 10, 0, 50}, {30, 80, 0.5, 0, 2, 30}, {300, 40, 0.3, 1.5, 4, 40}};
+  for (int ci = 0; ci < 3; ci++) {
+    const int n = cases[ci].n, d = cases[ci].d, m = n < d ? n : d, c = n > d ? n : d;
+    td_synth_cfg cfg = {.d = (size_t)d, .noise = cases[ci].noise, .decay = cases[ci].decay};
+    td_dataset ds;
+    assert_int_equal(td_data_synthetic(&cfg, (size_t)n, (uint64_t)cases[ci].seed, TD_RNG_DATA, &ds,
+                                       NULL, NULL),
+                     0);
+    double *A = malloc((size_t)n * d * sizeof *A), *U = malloc((size_t)n * m * sizeof *U),
+           *VT = malloc((size_t)m * d * sizeof *VT), *sg = malloc((size_t)m * sizeof *sg),
+           *sup = malloc((size_t)m * sizeof *sup), *ws = calloc((size_t)d, sizeof *ws),
+           *w1 = calloc((size_t)d, sizeof *w1);
+    memcpy(A, ds.X, (size_t)n * d * sizeof *A);
+    assert_int_equal(LAPACKE_dgesvd(LAPACK_ROW_MAJOR, 'S', 'S', n, d, A, d, sg, U, m, VT, d, sup), 0);
+    const double tol = sg[0] * c * DBL_EPSILON;
+    int rank = 0;
+    for (int i = 0; i < m; i++) rank += sg[i] > tol;
+    if (cases[ci].want_rank >= 0) assert_int_equal(rank, cases[ci].want_rank);
+    /* the cut is not borderline: the nearest singular values are a factor 10 away */
+    for (int i = 0; i < m; i++) assert_true(sg[i] > 10 * tol || sg[i] < tol / 10);
+    for (int i = 0; i < rank; i++) { /* w* = sum_i v_i (u_i . y) / sigma_i */
+      double uy = 0;
+      for (int j = 0; j < n; j++) uy += U[j * m + i] * ds.Y[j];
+      for (int j = 0; j < d; j++) ws[j] += VT[i * d + j] * uy / sg[i];
+    }
+    const double kappa = sg[0] / sg[rank - 1], lmin = sg[rank - 1] * sg[rank - 1] / n;
+    double wn = 0, xw2 = 0, r2 = 0;
+    for (int j = 0; j < d; j++) wn += ws[j] * ws[j];
+    wn = sqrt(wn);
+    for (int i = 0; i < n; i++) {
+      double xw = 0;
+      for (int j = 0; j < d; j++) xw += ds.X[i * d + j] * ws[j];
+      xw2 += xw * xw;
+      r2 += (xw - ds.Y[i]) * (xw - ds.Y[i]);
+    }
+    const double lr = 0.01;
+    for (int j = 0; j < d; j++) { /* w_1 = lr X^T y / n from w_0 = 0 */
+      for (int i = 0; i < n; i++) w1[j] += lr * ds.X[i * d + j] * ds.Y[i] / n;
+    }
+    double dist1 = 0;
+    for (int j = 0; j < d; j++) dist1 += (w1[j] - ws[j]) * (w1[j] - ws[j]);
+    dist1 = sqrt(dist1);
+
+    char spec[256];
+    snprintf(spec, sizeof spec,
+             "{\"data\":{\"n\":%d,\"d\":%d,\"noise\":%g,\"decay\":%g},\"lr\":%g,\"steps\":1,"
+             "\"seed\":%d}",
+             n, d, cases[ci].noise, cases[ci].decay, lr, cases[ci].seed);
+    static rec r;
+    memset(&r, 0, sizeof r);
+    json_t *s = NULL;
+    td_err err;
+    assert_int_equal(run_linreg(spec, &r, &s, &err), 0);
+    const double ek = 2.0 * c * DBL_EPSILON * kappa;
+    print_message("n=%d d=%d: rank %d (kind %d), lambda_min %.6g (kind %.6g, tol %.2g rel), "
+                  "||w*|| %.10g (kind %.10g)\n",
+                  n, d, rank, (int)sum_num(s, "rank"), lmin, sum_num(s, "lambda_min"), ek, wn,
+                  r.dist[0]);
+    assert_int_equal((int)sum_num(s, "rank"), rank);
+    assert_true(fabs(sum_num(s, "sigma_tol") - tol) <= 1e-12 * tol);
+    assert_true(fabs(sum_num(s, "zero_threshold") - tol * tol / n) <= 1e-12 * tol * tol / n);
+    assert_true(fabs(sum_num(s, "lambda_min") - lmin) <= ek * lmin);
+    const double cond = kappa * kappa;
+    assert_true(fabs(sum_num(s, "condition_number") - cond) <= 2 * ek * cond);
+    const double ls_bound = c * DBL_EPSILON * (2 * kappa + kappa * kappa * sqrt(r2 / xw2));
+    if (ls_bound < 1e-3) {
+      assert_int_equal(r.n_dist, 2);
+      assert_true(fabs(r.dist[0] - wn) <= ls_bound * wn);
+      assert_true(fabs(r.dist[1] - dist1) <= ls_bound * wn);
+    }
+    json_decref(s);
+    free(A), free(U), free(VT), free(sg), free(sup), free(ws), free(w1);
+    td_dataset_deinit(&ds);
+  }
+}
+
 /* lr above 2/lambda_max ends as diverged, with the step recorded, and never crashes. */
 static void test_diverges(void **state) {
   (void)state;
@@ -250,7 +348,7 @@ int main(void) {
       cmocka_unit_test(test_theory_matches),   cmocka_unit_test(test_theory_decay_random_start),
       cmocka_unit_test(test_min_norm_limit),   cmocka_unit_test(test_diverges),
       cmocka_unit_test(test_cancel),           cmocka_unit_test(test_syevd),
-      cmocka_unit_test(test_nrm2),
+      cmocka_unit_test(test_nrm2),             cmocka_unit_test(test_rank_and_pinv_vs_svd),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

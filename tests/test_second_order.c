@@ -38,6 +38,9 @@
 #include "optim/newton.h"
 #include "base/rng.h"
 #include "optim/sopt.h"
+#include "nn/data.h"
+
+#include <unistd.h>
 
 enum { NB = 40, D = 4, K = 2 };
 
@@ -288,6 +291,68 @@ static void test_train_kind_smoke(void **st) {
   }
 }
 
+/* The three K-FAC cases of issue 10 (Fashion-MNIST 1000 examples, MLP 784-64-10, batch 100):
+ *  1. damping 1e-300, kfac_rescale true, adapt_damping false: gamma = 1e-150 used to overflow
+ *     D^T F D (alpha 0, nothing trains), then step 1e10 into the null space of A; now refused
+ *     at the first step: gamma is below the factors' resolution floor (kfac.h);
+ *  2. damping 1e-15, kfac_rescale false: the loss went to 7e149 and the job "succeeded"; now
+ *     diverged (the divergence rule) with the damping named in the error;
+ *  3. damping 1e-300, kfac_rescale false: diverged with no word about damping; now refused
+ *     as case 1.
+ * Cases 1 and 3 also on synthetic data (no dataset needed). */
+static int run_train_spec(const char *spec, td_err *err) {
+  json_t *p = json_loads(spec, 0, NULL), *filled = NULL, *sum = NULL;
+  assert_non_null(p);
+  int rc = td_kinds_validate("train", p, NULL, &filled, NULL, err);
+  json_decref(p);
+  if (rc) return rc;
+  train_rec r = {NAN, NAN, 0};
+  td_sink s = {.ctx = &r, .metric = train_metric};
+  rc = td_kind_train.run(filled, &s, &sum, err);
+  json_decref(sum);
+  json_decref(filled);
+  return rc;
+}
+
+static void test_kfac_extreme_damping(void **st) {
+  (void)st;
+  char buf[1024];
+  td_err err;
+  const char *syn = "\"data\": {\"name\": \"synthetic\", \"d\": 6, \"n\": 300}, \"loss\": \"mse\", "
+                    "\"model\": {\"hidden\": [8]}, \"steps\": 20, \"batch_size\": 100";
+  char fm[4200];
+  snprintf(fm, sizeof fm, "%s/train-images-idx3-ubyte.gz", td_data_dir());
+  const int have_fm = access(fm, R_OK) == 0;
+  const char *fmnist = "\"data\": {\"name\": \"fashion-mnist\", \"n_train\": 1000, \"n_test\": 200}, "
+                       "\"model\": {\"hidden\": [64]}, \"steps\": 20, \"batch_size\": 100";
+  const char *opts[2] = {"\"kfac_rescale\": true, \"adapt_damping\": false",
+                         "\"kfac_rescale\": false"};
+  for (int data = 0; data < 1 + have_fm; data++)
+    for (int c = 0; c < 2; c++) {
+      snprintf(buf, sizeof buf,
+               "{%s, \"optimizer\": {\"name\": \"kfac\", \"lr\": 1, \"damping\": 1e-300, %s}}",
+               data ? fmnist : syn, opts[c]);
+      td_err_clear(&err);
+      int rc = run_train_spec(buf, &err);
+      if (rc != TD_EINVAL || strcmp(err.field, "params.optimizer.damping") != 0)
+        fail_msg("%s: rc %d field '%s' (%s)", buf, rc, err.field, err.msg);
+      assert_non_null(strstr(err.msg, "use damping >="));
+    }
+  /* a usable damping on the same synthetic problem trains (the refusal is not blanket) */
+  snprintf(buf, sizeof buf,
+           "{%s, \"optimizer\": {\"name\": \"kfac\", \"lr\": 1, \"damping\": 1e-3, %s}}", syn,
+           opts[0]);
+  assert_int_equal(run_train_spec(buf, &err), 0);
+  if (!have_fm) return;
+  snprintf(buf, sizeof buf,
+           "{%s, \"optimizer\": {\"name\": \"kfac\", \"lr\": 1, \"damping\": 1e-15, %s}}", fmnist,
+           opts[1]);
+  int rc = run_train_spec(buf, &err);
+  if (rc != TD_EDIVERGED) fail_msg("case 2: rc %d (%s)", rc, err.msg);
+  assert_non_null(strstr(err.msg, "rule: blow-up"));
+  assert_non_null(strstr(err.msg, "params.optimizer.damping"));
+}
+
 int main(void) {
   td_la_set_threads(1);
   const struct CMUnitTest tests[] = {
@@ -296,6 +361,7 @@ int main(void) {
       cmocka_unit_test(test_lm_rule_and_saddle_free),
       cmocka_unit_test(test_natgrad_invariance_tiny),
       cmocka_unit_test(test_train_kind_smoke),
+      cmocka_unit_test(test_kfac_extreme_damping),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -172,12 +172,23 @@ static void test_diverges(void **state) {
   memset(&a, 0, sizeof a);
   json_t *s = NULL;
   td_err err;
-  int rc = run("{" SYN ",\"optimizer\":{\"lr\":500},\"steps\":200}", &a, &s, &err);
+  /* the divergence rule off: only the non-finite check is left */
+  int rc = run("{" SYN ",\"optimizer\":{\"lr\":500},\"steps\":200,"
+               "\"divergence\":{\"enabled\":false}}", &a, &s, &err);
   assert_int_equal(rc, TD_EDIVERGED);
   assert_non_null(s);
   long ds = (long)json_integer_value(json_object_get(s, "diverged_step"));
   assert_true(ds >= 1 && ds < 200);
   assert_true(!isfinite(a.train_loss[ds]));
+  assert_non_null(strstr(err.msg, "rule: non-finite"));
+  json_decref(s);
+  /* on (default): the blow-up rule ends it earlier, at a finite loss (tests/test_diverge.c) */
+  memset(&a, 0, sizeof a);
+  rc = run("{" SYN ",\"optimizer\":{\"lr\":500},\"steps\":200}", &a, &s, &err);
+  assert_int_equal(rc, TD_EDIVERGED);
+  long ds2 = (long)json_integer_value(json_object_get(s, "diverged_step"));
+  assert_true(ds2 >= 1 && ds2 <= ds);
+  assert_non_null(strstr(err.msg, "rule:"));
   json_decref(s);
 }
 
@@ -230,16 +241,21 @@ static int gns_metric(void *ctx, const char *key, long step, double v) {
   return 0;
 }
 
+#define GNS_N "128"
+#define GNS_STEPS "6000"
 #define GNS_SYN "\"data\":{\"name\":\"synthetic\",\"n\":4096,\"d\":10,\"noise\":0.5},\"loss\":\"mse\""
 
 /* b_simple of the frozen initial model (lr 1e-12: the parameters move by ~1e-12 in 600
  * steps) against the exact per-example gradients of the same model and data, rebuilt here.
  * Sampling b examples without replacement from n gives E|G_b|^2 = |G|^2 + tr(S)(n-b)/(b(n-1))
- * (S: the population covariance, denominator n), so the two-batch estimates have the
- * expectations tr(S) n/(n-1) and |G|^2 - tr(S)/(n-1); their ratio is the reference.
- * Tolerance 20%: an EMA of decay 0.99 averages about 200 noisy measurements (each single
- * estimate has a relative spread of order 1 at b_small = 4), so its relative error is about
- * 1/sqrt(200) = 7%; 20% is three of those. */
+ * (S: the population covariance, denominator n); the kind applies that finite-population
+ * correction (core/scaling/gns.h), so its estimates are unbiased for tr(S) and |G|^2 and the
+ * reference is tr(S) / |G|^2 of the exact per-example gradients. (The i.i.d. formulas would
+ * give tr(S) n/(n-1) / (|G|^2 - tr(S)/(n-1)).)
+ * Tolerance 10%: an EMA of decay 0.999 averages about (1 + d)/(1 - d) = 2000 noisy
+ * measurements (each single estimate of tr(S) and |G|^2 has a relative spread of order 1 at
+ * b_small = 4), so the relative error of their ratio is about sqrt(2/2000) = 3.2%; 10% is three
+ * of those, and the i.i.d. formulas' +24% is outside it. */
 static void test_noise_scale_matches_per_example_gradients(void **state) {
   (void)state;
   /* validation */
@@ -250,10 +266,13 @@ static void test_noise_scale_matches_per_example_gradients(void **state) {
   expect_invalid("{" GNS_SYN ",\"noise_scale\":{\"b_small\":8}}", TD_EINVAL,
                  "params.noise_scale.every");
 
-  const char *spec = "{" GNS_SYN ",\"model\":{\"hidden\":[8],\"activation\":\"tanh\"},"
+  /* a small population (n = 128, b_big = 64) so that the without-replacement bias of the
+   * i.i.d. formulas (about 1 + B_simple/n, over 20 % here) is far outside the tolerance */
+  const char *spec = "{\"data\":{\"name\":\"synthetic\",\"n\":" GNS_N ",\"d\":10,\"noise\":0.5},"
+                     "\"loss\":\"mse\",\"model\":{\"hidden\":[8],\"activation\":\"tanh\"},"
                      "\"optimizer\":{\"name\":\"sgd\",\"lr\":1e-12},\"batch_size\":32,"
-                     "\"steps\":600,\"eval_every\":1000,\"seed\":5,"
-                     "\"noise_scale\":{\"every\":1,\"b_small\":4,\"b_big\":64,\"decay\":0.99}}";
+                     "\"steps\":" GNS_STEPS ",\"eval_every\":100000,\"seed\":5,"
+                     "\"noise_scale\":{\"every\":1,\"b_small\":4,\"b_big\":64,\"decay\":0.999}}";
   json_t *filled = NULL;
   td_err err;
   assert_int_equal(validate(spec, &filled, NULL, &err), 0);
@@ -263,7 +282,7 @@ static void test_noise_scale_matches_per_example_gradients(void **state) {
   json_t *sum = NULL;
   assert_int_equal(td_kind_train.run(filled, &sink, &sum, &err), 0);
   json_decref(filled);
-  assert_int_equal(r.n_b, 600);
+  assert_int_equal(r.n_b, atoi(GNS_STEPS));
   assert_true(fabs(json_number_value(json_object_get(sum, "b_simple")) - r.b_simple) == 0);
   json_decref(sum);
 
@@ -271,7 +290,7 @@ static void test_noise_scale_matches_per_example_gradients(void **state) {
   td_synth_cfg sc = {.d = 10, .noise = 0.5, .decay = 0};
   td_dataset tr;
   memset(&tr, 0, sizeof tr);
-  assert_int_equal(td_data_synthetic(&sc, 4096, 5, TD_RNG_DATA, &tr, NULL, &err), 0);
+  assert_int_equal(td_data_synthetic(&sc, atoi(GNS_N), 5, TD_RNG_DATA, &tr, NULL, &err), 0);
   td_mlp_cfg mc;
   memset(&mc, 0, sizeof mc);
   mc.in_dim = 10, mc.out_dim = 1, mc.n_hidden = 1, mc.hidden[0] = 8, mc.act = TD_ACT_TANH;
@@ -294,8 +313,10 @@ static void test_noise_scale_matches_per_example_gradients(void **state) {
   for (size_t k = 0; k < np; k++) g2 += G[k] * G[k];
   double trace = sq / (double)n - g2; /* population covariance */
   double dn = (double)n;
-  double want = trace * dn / (dn - 1) / (g2 - trace / (dn - 1));
-  if (fabs(r.b_simple / want - 1) > 0.2)
+  double want = trace / g2;
+  print_message("b_simple %g, per-example reference %g (i.i.d. formulas' expectation %g)\n",
+                r.b_simple, want, trace * dn / (dn - 1) / (g2 - trace / (dn - 1)));
+  if (fabs(r.b_simple / want - 1) > 0.1)
     fail_msg("b_simple %g, per-example gradients give %g (tr %g, |G|^2 %g; logged %g, %g)",
              r.b_simple, want, trace, g2, r.trace, r.g2);
   free(G);

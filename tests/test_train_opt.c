@@ -206,12 +206,58 @@ static void test_layer_metrics(void **state) {
   free(r.p);
 }
 
+/* AdamW's default weight decay is PyTorch's (torch.optim.AdamW: weight_decay=1e-2; every other
+ * optimizer here: 0), and the resolved value is written into the filled params that the
+ * server stores (train, and curvature, which shares ckind's optimizer rows). The run uses it:
+ * an absent weight_decay gives the same trajectory as an explicit 0.01 and a different one
+ * from an explicit 0. */
+static double filled_wd(const char *kind, const char *text) {
+  json_t *p = json_loads(text, 0, NULL), *f = NULL;
+  td_err err;
+  assert_int_equal(td_kinds_validate(kind, p, NULL, &f, NULL, &err), 0);
+  json_decref(p);
+  const json_t *o = json_object_get(json_object_get(f, "optimizer"), "weight_decay");
+  assert_true(json_is_number(o));
+  double v = json_number_value(o);
+  json_decref(f);
+  return v;
+}
+
+static void test_adamw_default_weight_decay(void **state) {
+  (void)state;
+  assert_true(filled_wd("train", "{\"optimizer\":{\"name\":\"adamw\"}}") == 0.01);
+  assert_true(filled_wd("train", "{\"optimizer\":{\"name\":\"adamw\",\"weight_decay\":0}}") == 0);
+  assert_true(filled_wd("train", "{\"optimizer\":{\"name\":\"sgd\"}}") == 0);
+  assert_true(filled_wd("train", "{}") == 0);
+  assert_true(filled_wd("train", "{\"optimizer\":{\"name\":\"adam\"}}") == 0);
+  assert_true(filled_wd("train", "{\"optimizer\":{\"name\":\"kfac\",\"lr\":1}}") == 0);
+  assert_true(filled_wd("curvature", "{\"optimizer\":{\"name\":\"adamw\"}}") == 0.01);
+  assert_true(filled_wd("curvature", "{\"optimizer\":{\"name\":\"sgd\"}}") == 0);
+  rec a = {0}, b = {0}, c = {0};
+  td_err err;
+  const char *base = "{" SYN ",\"model\":{\"hidden\":[8]},\"batch_size\":50,\"steps\":30,"
+                     "\"optimizer\":{\"name\":\"adamw\",\"lr\":0.01%s}}";
+  char spec[512];
+  snprintf(spec, sizeof spec, base, "");
+  assert_int_equal(run(spec, &a, &err), 0);
+  snprintf(spec, sizeof spec, base, ",\"weight_decay\":0.01");
+  assert_int_equal(run(spec, &b, &err), 0);
+  snprintf(spec, sizeof spec, base, ",\"weight_decay\":0");
+  assert_int_equal(run(spec, &c, &err), 0);
+  const double la = get(&a, "param_norm", 30), lb = get(&b, "param_norm", 30),
+               lc = get(&c, "param_norm", 30);
+  assert_true(la == lb);
+  assert_true(la != lc);
+  free(a.p), free(b.p), free(c.p);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_validation),
       cmocka_unit_test(test_lr_metric),
       cmocka_unit_test(test_l2_vs_weight_decay),
       cmocka_unit_test(test_layer_metrics),
+      cmocka_unit_test(test_adamw_default_weight_decay),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2,6 +2,7 @@
  * minibatches, evaluation, and the Hessian/GGN analysis suite (metrics and artifacts). */
 #include "kinds/ckind_internal.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,7 +79,8 @@ int td_ckind__parse_optim(const json_t *p, const char **name, td_optim_hp *hp, d
   hp->beta1 = td_param_num(p, "optimizer.beta1", 0.9);
   hp->beta2 = td_param_num(p, "optimizer.beta2", 0.999);
   hp->eps = td_param_num(p, "optimizer.eps", 1e-8);
-  hp->weight_decay = td_param_num(p, "optimizer.weight_decay", 0.0);
+  hp->weight_decay = td_param_num(p, "optimizer.weight_decay",
+                                  td_optim_default_weight_decay(*name));
   int sgd = strcmp(*name, "sgd") == 0;
   if (n_state) *n_state = sgd ? (hp->momentum > 0) : 2;
   if (hp->nesterov && sgd && hp->momentum <= 0)
@@ -254,6 +256,23 @@ static size_t steps_for(size_t cap, size_t k, size_t n) {
   return m > n ? n : m;
 }
 
+/* The bound reported as sharpness_resid for Ritz pair i: max(resid_i, eps ||H|| sqrt(n)).
+ * For a symmetric H and a unit vector y, some eigenvalue lambda has
+ * |theta - lambda| <= ||H y - theta y|| (Parlett, The Symmetric Eigenvalue Problem, Thm 4.5.1;
+ * Krylov-Weinstein). Lanczos reports that residual as |beta_m s_mi|, which is exact only in
+ * exact arithmetic: once it falls below the rounding of the products themselves (it reads
+ * 1e-19 or 1e-69 after convergence) it says nothing, while the computed eigenvalue still
+ * differs from a dense eigendecomposition by ~1e-14. So the floor eps ||H|| sqrt(n) (the
+ * rounding of one product H y of n terms, each of size up to ||H||, accumulated as a random
+ * walk: Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed., sec. 3.1 and 2.8)
+ * is added, with ||H|| estimated by lr->scale = max |theta| over all Ritz values (these lie in
+ * [lambda_min, lambda_max], so it is a lower estimate of ||H||, close once both ends of the
+ * spectrum have converged). */
+static double eig_error_bound(const td_lanczos_result *lr, size_t i) {
+  const double fl = DBL_EPSILON * lr->scale * sqrt((double)lr->n);
+  return lr->resid[i] > fl ? lr->resid[i] : fl;
+}
+
 int td_ckind__analyze(td_curv_ctx *c, const td_ckind__ana_opts *o, long step, td_sink *sink,
                       json_t *hist, td_ckind__ana_result *res, td_err *err) {
   memset(res, 0, sizeof *res);
@@ -276,13 +295,13 @@ int td_ckind__analyze(td_curv_ctx *c, const td_ckind__ana_opts *o, long step, td
   td_lanczos_result lr;
   if ((rc = td_lanczos_topk(td_curv_hvp_matvec, c, n, &lo, &lr, err))) goto out;
   res->sharpness = lr.eigvals[0];
-  res->resid = lr.resid[0];
+  res->resid = eig_error_bound(&lr, 0);
   res->steps = lr.steps;
   res->n_matvec = lr.n_matvec;
   res->converged = lr.n_converged >= lr.k;
   json_object_set_new(art, "hessian", td_lanczos_result_json(&lr, TD_LANCZOS_LA));
   if (!(rc = emit(sink, "sharpness", step, lr.eigvals[0])) &&
-      !(rc = emit(sink, "sharpness_resid", step, lr.resid[0])) &&
+      !(rc = emit(sink, "sharpness_resid", step, res->resid)) &&
       !(rc = emit(sink, "lanczos_steps", step, (double)lr.steps)) &&
       !(rc = emit(sink, "analysis_loss", step, c->loss_value)))
     for (size_t i = 0; i < lr.k && !rc; i++) {

@@ -54,8 +54,10 @@
       {"analysis.lanczos_steps", TD_PT_INT, "100", 2, 2000, NULL, 0,                              \
        "Lanczos step cap m (memory (m+1) x n_params doubles); stops early once converged"},       \
       {"analysis.tol", TD_PT_NUM, TOL, 1e-14, 1e-1, NULL, 0,                                      \
-       "Lanczos stops when each wanted Ritz residual ||H y - theta y|| <= tol * |theta_max|; "    \
-       "the eigenvalue error is below that residual"},                                            \
+       "Lanczos stops when each wanted Ritz residual ||H y - theta y|| <= tol * |theta_max|. "    \
+       "sharpness_resid = max(that residual, eps ||H|| sqrt(n_params)) bounds the error of "      \
+       "sharpness (Parlett 1998, Thm 4.5.1, plus the rounding of the products; ||H|| ~ the "      \
+       "largest |Ritz value|)"},                                                                  \
       {"analysis.largest_magnitude", TD_PT_BOOL, "false", 0, 0, NULL, 0,                          \
        "also report hessian_max_abs_eig, the eigenvalue of largest magnitude (signed)"},          \
       {"analysis.ggn", TD_PT_BOOL, GGN, 0, 0, NULL, 0,                                            \
@@ -78,8 +80,10 @@
       {"optimizer.beta1", TD_PT_NUM, "0.9", 0, 0.999999, NULL, 0, "adam/adamw: beta1"},           \
       {"optimizer.beta2", TD_PT_NUM, "0.999", 0, 0.99999999, NULL, 0, "adam/adamw: beta2"},       \
       {"optimizer.eps", TD_PT_NUM, "1e-8", 1e-30, 1, NULL, 0, "adam/adamw: epsilon"},             \
-      {"optimizer.weight_decay", TD_PT_NUM, "0", 0, 1e3, NULL, 0,                                 \
-       "sgd/adam: L2 added to the gradient; adamw: decoupled p -= lr*wd*p (PyTorch)"}
+      {"optimizer.weight_decay", TD_PT_NUM, NULL, 0, 1e3, NULL, 0,                                \
+       "sgd/adam: L2 added to the gradient; adamw: decoupled p -= lr*wd*p (PyTorch). Absent: "    \
+       "PyTorch's default, 0.01 for adamw and 0 otherwise, written into the stored params "       \
+       "(the kind's fill hook: td_optim_fill_params)"}
 
 typedef struct td_ckind__problem {
   int synthetic;
@@ -159,7 +163,8 @@ typedef struct td_ckind__ana_result {
 } td_ckind__ana_result;
 
 /* Run the suite on c (its point set) and report at `step`: metrics sharpness,
- * sharpness_resid, lanczos_steps, hessian_eig_1..k, analysis_loss, and when asked
+ * sharpness_resid (max(Ritz residual, eps ||H|| sqrt(n)): a bound on the error of sharpness,
+ * see ckind.c), lanczos_steps, hessian_eig_1..k, analysis_loss, and when asked
  * hessian_max_abs_eig, ggn_top, hessian_trace (+ hessian_trace_stderr); artifacts
  * eigenvalues_step<step>.json, density_step<step>.json and the rolling eigenvalues.json /
  * density.json when o->artifacts. `hist` (a JSON object owned by the caller, may be NULL)

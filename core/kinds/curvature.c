@@ -10,7 +10,8 @@
  *    eigenvalue of the Hessian of the training loss on the analysis batch).
  *  - Analyses happen at step 0 (init), every analyze_every steps and ALWAYS at the last step T,
  *    at the parameters after update t. They log sharpness (= hessian_eig_1), hessian_eig_1..k,
- *    sharpness_resid (Lanczos residual ||H y - theta y||, a bound on the eigenvalue error),
+ *    sharpness_resid (max(Lanczos residual ||H y - theta y||, eps ||H|| sqrt(n_params)): a
+ *    bound on the eigenvalue error, Parlett Thm 4.5.1 plus the products' rounding; ckind.c),
  *    lanczos_steps, analysis_loss, and optionally hessian_max_abs_eig, ggn_top, hessian_trace
  *    (+ hessian_trace_stderr), with artifacts eigenvalues_step<t>.json, eigenvalues.json (all
  *    steps so far), and with analysis.density density_step<t>.json / density.json (SLQ:
@@ -303,5 +304,6 @@ const td_kind td_kind_curvature = {
     .params = curvature_params,
     .n_params = sizeof curvature_params / sizeof curvature_params[0],
     .check = curvature_check,
+    .fill = td_optim_fill_params,
     .run = curvature_run,
 };

@@ -7,7 +7,7 @@
  * forms; the logged loss is always computed from the residual X w_t - Y itself).
  *
  * Closed form (Grosse, CSC2541 notes, "Taylor approximations / a toy model"; Goh, "Why
- * momentum really works", Distill 2017): with H = Q diag(lambda) Q^T (LAPACK dsyevd) and the
+ * momentum really works", Distill 2017): with H = Q diag(lambda) Q^T and the
  * minimum-norm minimizer w* = H^+ b = X^+ Y, the error e_t = w_t - w* obeys
  * e_{t+1} = (I - lr H) e_t, so in the eigenbasis c_t = Q^T e_t shrinks coordinate-wise by
  * (1 - lr lambda_i) per step, and
@@ -16,9 +16,19 @@
  * present when d > n or for constant pixels) do not move under GD and do not change the loss;
  * from a zero start they stay zero, so GD converges to X^+ Y (metric dist_to_min_norm).
  *
- * Zero threshold: an eigenvalue counts as nonzero when lambda > lambda_max * max(n, d) * eps
- * (eps = DBL_EPSILON), the rank tolerance of numpy.linalg.matrix_rank / pinv. lambda_min is
- * the smallest nonzero eigenvalue.
+ * Spectrum and rank: from the singular value decomposition of X itself, X = U diag(sigma) Q^T
+ * (for n > d first X = Q_x R by Householder QR, accumulated over blocks of rows so that X is
+ * not copied, then the SVD of R, which has the singular values and right vectors of X; for
+ * n <= d the SVD of a copy of X; LAPACK dgeqrf, dgesvd), so lambda_i = sigma_i^2 / n and the
+ * eigenvectors of H are the right singular vectors (all d of them, null space included).
+ * Forming X^T X first would square the condition number: its eigenvalues carry an absolute
+ * error of about eps lambda_max, so sigma_i / sigma_max below about sqrt(eps) could not be
+ * resolved. The numerical rank is numpy.linalg.matrix_rank's: the number of singular values
+ * sigma_i > sigma_tol = sigma_max * max(n, d) * eps (eps = DBL_EPSILON); zero_threshold =
+ * sigma_tol^2 / n is the same cut on the eigenvalues of H. lambda_min (the smallest nonzero
+ * eigenvalue), the condition number lambda_max / lambda_min, the min-norm w* (the
+ * pseudo-inverse on the rank-r range) and loss_theory all use that rank. The summary reports
+ * rank, sigma_tol and zero_threshold.
  *
  * Divergence: the job ends as TD_EDIVERGED when the loss becomes non-finite or exceeds 1e12
  * times the initial loss; and, if the run ends with lr > lr_critical = 2 / lambda_max (an
@@ -26,6 +36,7 @@
  * first step whose loss exceeded the initial loss (or the last step). */
 #include <float.h>
 #include <jansson.h>
+#include <lapacke.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,8 +107,10 @@ static int linreg_check(const json_t *params, td_estimate *est, td_err *err) {
   linreg_cfg c;
   parse_cfg(params, &c);
   double n = (double)c.n, d = (double)c.d, k = c.k;
-  /* X, Y, residual; H, eigenvectors, LAPACKE's transposed copies; vectors of d x k. */
-  est->bytes = 8.0 * (n * d + 2 * n * k + 5 * d * d + 8 * d * k);
+  /* X, Y, residual; H, eigenvectors, the QR block buffer (2 d^2), R, V^T and LAPACKE's
+   * transposed copies; vectors of d x k; for n <= d a copy of X for the SVD. */
+  est->bytes = 8.0 * (n * d + 2 * n * k + 10 * d * d + 8 * d * k);
+  if (n <= d) est->bytes += 16.0 * n * d;
   if (!c.synthetic) est->bytes += 60000.0 * 785 + 8.0 * n * d; /* IDX buffer, dataset X */
   est->n_params = d * k;
   return 0;
@@ -118,6 +131,55 @@ static double ls_loss(double *R, const double *X, const double *w, const double 
   return 0.5 * s * s / (double)n;
 }
 
+/* The singular values of X (n x d, borrowed) in sig (d, DESCENDING, zero-padded past
+ * min(n, d)) and the right singular vectors as the ROWS of VT (d x d, all d: a basis of the
+ * null space completes them), without modifying X. n > d: R of X = Q R by Householder QR
+ * over blocks of d rows (S = [R; X_block] is re-factored for each block; R^T R = X^T X and
+ * sigma(R) = sigma(X), Golub and Van Loan 4th ed. sec. 5.2 and 8.6), then dgesvd of R;
+ * n <= d: dgesvd of a copy of X. Errors: TD_ENOMEM, TD_EINTERNAL (LAPACK failure). */
+static int x_svd(const double *X, size_t n, size_t d, double *sig, double *VT, td_err *err) {
+  const size_t m = n > d ? d : n; /* rows of the matrix handed to dgesvd */
+  double *M = NULL, *S = NULL, *tau = NULL, *superb = NULL;
+  int rc = 0;
+  lapack_int info = 0;
+  M = calloc(m * d, sizeof *M);
+  superb = malloc(d * sizeof *superb);
+  if (n > d) {
+    S = malloc(2 * d * d * sizeof *S);
+    tau = malloc(d * sizeof *tau);
+  }
+  if (!M || !superb || (n > d && (!S || !tau))) {
+    rc = td_err_set(err, TD_ENOMEM, NULL, "linreg: out of memory for the SVD (d=%zu)", d);
+    goto out;
+  }
+  if (n > d) {
+    /* M holds R (d x d, upper), zero at first. */
+    for (size_t r0 = 0; r0 < n && !info; r0 += d) {
+      const size_t nb = n - r0 < d ? n - r0 : d;
+      memcpy(S, M, d * d * sizeof *S);
+      memcpy(S + d * d, X + r0 * d, nb * d * sizeof *S);
+      info = LAPACKE_dgeqrf(LAPACK_ROW_MAJOR, (lapack_int)(d + nb), (lapack_int)d, S,
+                            (lapack_int)d, tau);
+      for (size_t i = 0; i < d; i++)
+        for (size_t j = 0; j < d; j++) M[i * d + j] = j >= i ? S[i * d + j] : 0.0;
+    }
+  } else {
+    memcpy(M, X, n * d * sizeof *M);
+  }
+  for (size_t i = 0; i < d; i++) sig[i] = 0.0;
+  if (!info)
+    info = LAPACKE_dgesvd(LAPACK_ROW_MAJOR, 'N', 'A', (lapack_int)m, (lapack_int)d, M,
+                          (lapack_int)d, sig, NULL, 1, VT, (lapack_int)d, superb);
+  if (info) rc = td_err_set(err, TD_EINTERNAL, NULL, "linreg: LAPACK QR/SVD failed (info %d)",
+                            (int)info);
+out:
+  free(M);
+  free(S);
+  free(tau);
+  free(superb);
+  return rc;
+}
+
 static int linreg_run(const json_t *params, td_sink *sink, json_t **summary, td_err *err) {
   *summary = NULL;
   linreg_cfg c;
@@ -125,7 +187,7 @@ static int linreg_run(const json_t *params, td_sink *sink, json_t **summary, td_
   td_dataset ds;
   memset(&ds, 0, sizeof ds);
   double *Y = NULL, *H = NULL, *Hc = NULL, *lam = NULL, *b = NULL, *qb = NULL, *wstar = NULL, *w = NULL,
-         *R = NULL, *G = NULL, *e2 = NULL, *tmp = NULL;
+         *R = NULL, *G = NULL, *e2 = NULL, *tmp = NULL, *sig = NULL, *VT = NULL;
   int rc;
   if (c.synthetic) {
     rc = td_data_synthetic(&c.synth, c.n, c.seed, TD_RNG_DATA, &ds, NULL, err);
@@ -157,25 +219,31 @@ static int linreg_run(const json_t *params, td_sink *sink, json_t **summary, td_
   tmp = malloc(dk * sizeof *tmp);
   e2 = malloc(d * sizeof *e2);
   R = malloc(n * (size_t)k * sizeof *R);
-  if (!H || (grad_by_h && !Hc) || !lam || !b || !qb || !wstar || !w || !G || !tmp || !e2 || !R) {
+  sig = malloc(d * sizeof *sig);
+  VT = malloc(d * d * sizeof *VT);
+  if (!sig || !VT || !H || (grad_by_h && !Hc) || !lam || !b || !qb || !wstar || !w || !G || !tmp || !e2 || !R) {
     rc = td_err_set(err, TD_ENOMEM, NULL, "linreg: out of memory (d=%zu, n=%zu)", d, n);
     goto out;
   }
 
-  /* H = X^T X / n and b = X^T Y / n (X (n x d) Trans, Y (n x k) NoTrans). */
-  td_la_ata((int)n, (int)d, 1.0 / (double)n, ds.X, H);
+  /* b = X^T Y / n (X (n x d) Trans, Y (n x k) NoTrans); Hc = X^T X / n for the gradient. */
   td_la_gemm(1, 0, (int)d, k, (int)n, 1.0 / (double)n, ds.X, Y, 0.0, b);
-  if (grad_by_h) memcpy(Hc, H, d * d * sizeof *H);
-  if ((rc = td_la_syevd((int)d, H, lam, err))) goto out; /* H now holds Q (columns) */
+  if (grad_by_h) td_la_ata((int)n, (int)d, 1.0 / (double)n, ds.X, Hc);
+  /* Spectrum from the SVD of X (see the header): lam ascending, H holds Q as COLUMNS
+   * (column i = right singular vector of lam[i]); a singular value is nonzero iff it exceeds
+   * numpy's matrix_rank tolerance sigma_tol. */
+  if ((rc = x_svd(ds.X, n, d, sig, VT, err))) goto out;
+  const double sigma_tol = sig[0] * (double)(n > d ? n : d) * DBL_EPSILON;
+  const double thr = sigma_tol * sigma_tol / (double)n; /* the same cut on lambda */
+  size_t rank = 0; /* the nonzero ones are the last `rank` of the ascending lam */
+  for (size_t i = 0; i < d; i++) {
+    const size_t si = d - 1 - i; /* ascending order */
+    lam[i] = sig[si] * sig[si] / (double)n;
+    rank += sig[si] > sigma_tol;
+    for (size_t r = 0; r < d; r++) H[r * d + i] = VT[si * d + r];
+  }
   const double lmax = lam[d - 1];
-  const double thr = (lmax > 0 ? lmax : 0.0) * (double)(n > d ? n : d) * DBL_EPSILON;
-  size_t rank = 0;
-  double lmin = NAN;
-  for (size_t i = 0; i < d; i++)
-    if (lam[i] > thr) {
-      if (!rank) lmin = lam[i];
-      rank++;
-    }
+  const double lmin = rank ? lam[d - rank] : NAN;
   if (!rank) {
     rc = td_err_set(err, TD_EINVAL, "params.data", "linreg: X is zero, the Hessian vanishes");
     goto out;
@@ -185,7 +253,7 @@ static int linreg_run(const json_t *params, td_sink *sink, json_t **summary, td_
    * then w* = Q qb (NoTrans). */
   td_la_gemm(1, 0, (int)d, k, (int)d, 1.0, H, b, 0.0, qb);
   for (size_t i = 0; i < d; i++)
-    for (int j = 0; j < k; j++) qb[i * k + j] = lam[i] > thr ? qb[i * k + j] / lam[i] : 0.0;
+    for (int j = 0; j < k; j++) qb[i * k + j] = i >= d - rank ? qb[i * k + j] / lam[i] : 0.0;
   td_la_gemm(0, 0, (int)d, k, (int)d, 1.0, H, qb, 0.0, wstar);
   const double loss_star = ls_loss(R, ds.X, wstar, Y, n, d, k);
 
@@ -208,7 +276,8 @@ static int linreg_run(const json_t *params, td_sink *sink, json_t **summary, td_
   /* Eigenvalues as an artifact (ascending). */
   json_t *eig = json_array();
   for (size_t i = 0; eig && i < d; i++) json_array_append_new(eig, json_real(lam[i]));
-  json_t *art = json_pack("{s:o, s:f}", "eigenvalues", eig, "zero_threshold", thr);
+  json_t *art = json_pack("{s:o, s:f, s:f, s:I}", "eigenvalues", eig, "zero_threshold", thr,
+                          "sigma_tol", sigma_tol, "rank", (json_int_t)rank);
   if (art) {
     char *txt = json_dumps(art, JSON_COMPACT);
     if (txt) td_sink_artifact(sink, "eigenvalues.json", "application/json", txt, strlen(txt));
@@ -223,11 +292,10 @@ static int linreg_run(const json_t *params, td_sink *sink, json_t **summary, td_
   for (t = 0;; t++) {
     loss = ls_loss(R, ds.X, w, Y, n, d, k);
     double tr = 0.0;
-    for (size_t i = 0; i < d; i++)
-      if (lam[i] > thr) {
-        double f = 1.0 - lr * lam[i];
-        tr += lam[i] * pow(f, 2.0 * (double)t) * e2[i];
-      }
+    for (size_t i = d - rank; i < d; i++) {
+      double f = 1.0 - lr * lam[i];
+      tr += lam[i] * pow(f, 2.0 * (double)t) * e2[i];
+    }
     theory = loss_star + 0.5 * tr;
     if (t == 0) loss0 = loss;
     if ((rc = td_sink_metric(sink, "loss", t, loss))) break;
@@ -270,6 +338,8 @@ static int linreg_run(const json_t *params, td_sink *sink, json_t **summary, td_
     set_num(sum, "condition_number", lmax / lmin);
     json_object_set_new(sum, "rank", json_integer((json_int_t)rank));
     set_num(sum, "zero_threshold", thr);
+    set_num(sum, "sigma_tol", sigma_tol);
+    set_num(sum, "sigma_max", sig[0]);
     set_num(sum, "lr_critical", lr_crit);
     set_num(sum, "lr_optimal", 2.0 / (lmax + lmin));
     set_num(sum, "loss_star", loss_star);
@@ -300,6 +370,8 @@ out:
   free(tmp);
   free(e2);
   free(R);
+  free(sig);
+  free(VT);
   return rc;
 }
 

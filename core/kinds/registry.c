@@ -38,7 +38,7 @@ int td_kinds_validate(const char *kind, const json_t *params, const td_limits *l
   int rc = td_schema_validate(k->params, k->n_params, params, &f, err);
   if (rc) return rc;
   td_estimate e = {0, 0};
-  if (k->check && (rc = k->check(f, &e, err))) {
+  if ((k->fill && (rc = k->fill(f, err))) || (k->check && (rc = k->check(f, &e, err)))) {
     json_decref(f);
     return rc;
   }

@@ -30,6 +30,11 @@ typedef struct td_kind {
   /* Optional: cross-field checks and the resource estimate on filled params (borrowed).
    * Returns 0, or TD_EINVAL with err->field set. NULL means "no extra checks, tiny job". */
   int (*check)(const json_t *params, td_estimate *est /* OUT */, td_err *err);
+  /* Optional, run before check: writes defaults that depend on other fields (rows whose
+   * schema default is NULL, e.g. optimizer.weight_decay: 0.01 for adamw, 0 otherwise;
+   * td_optim_fill_params) into the filled params (modified in place), so that the stored
+   * params show the value the job runs with. Returns 0 or a TD_* error with err->field. */
+  int (*fill)(json_t *params, td_err *err);
   /* Runs the job. Returns 0 (succeeded), TD_EDIVERGED (diverged: *summary still set and
    * holds "diverged_step"), TD_ECANCELLED (sink->should_stop fired), or another negative
    * code (failed, err->msg says why). *summary (OUT) is a new reference or NULL. */

@@ -17,15 +17,23 @@
  *  - Summary: test_acc, test_loss, train_loss (= the final train_eval_loss), train_acc,
  *    n_params, steps, steps_per_sec (wall time of the training steps alone: batch gather,
  *    forward, backward, norms, update; no evaluation, no reporting).
- *  - A non-finite minibatch loss ends the job with TD_EDIVERGED and summary.diverged_step.
+ *  - Divergence (core/train/diverge.h, params divergence.*): every step's train_loss goes to
+ *    the divergence rule; a non-finite loss or a blow-up ends the job at once, a spike without
+ *    recovery at the end, with TD_EDIVERGED and summary.diverged_step (the step that tripped
+ *    the rule; for a spike, the spike's step).
  *  - noise_scale.every (optional): every that many steps, after update t, the gradient noise
  *    scale is measured at the current parameters (McCandlish et al. 2018, App. A; core/scaling/gns.h):
  *    b_big distinct training examples are drawn (stream TRAIN_RNG_GNS of the seed), the mean
  *    loss gradient G_small of the first b_small of them and G_big of all b_big are computed
  *    (one forward/backward pass over the b_big examples; weight decay is not part of it), and
- *    the unbiased two-batch estimates of |G|^2 and tr(Sigma) are folded into EMAs (decay
- *    noise_scale.decay, absent: 0.95). Logs gns_g2 and gns_trace (bias-corrected EMAs) and
- *    b_simple = tr(Sigma) / |G|^2 in examples (NaN while the |G|^2 EMA is <= 0).
+ *    the two-batch estimates of |G|^2 and tr(Sigma), with the finite-population correction
+ *    for drawing without replacement from the n_train examples (gns.h: E|G_b|^2 = |G|^2 +
+ *    tr(S) (n-b)/(b(n-1)); unbiased, and B_simple is that of i.i.d. draws from the training
+ *    set), are folded into EMAs (decay noise_scale.decay, absent: 0.95). Logs gns_g2 and
+ *    gns_trace (bias-corrected EMAs; either can be negative early in training, when few
+ *    noisy estimates are averaged) and b_simple = tr(Sigma) / |G|^2 in examples only while
+ *    both EMAs are > 0; otherwise the ratio is undefined or negative and meaningless, and
+ *    b_simple_undefined = 1 is logged at that step instead (summary: b_simple_undefined).
  *  - target_loss (optional): the job ends (succeeded) at the first step t whose smoothed
  *    training loss is <= target_loss; summary.steps_to_target = t (JSON null when the target
  *    was not reached within the steps). The smoothed loss is the bias-corrected EMA of the
@@ -83,6 +91,7 @@
 #include "optim/sched.h"
 #include "optim/sopt.h"
 #include "kinds/registry.h"
+#include "train/diverge.h"
 
 #define TRAIN_EVAL_MAX 10000 /* training examples used for train_acc at each eval */
 #define EVAL_BATCH 500       /* examples per forward pass during evaluation */
@@ -135,9 +144,10 @@ static const td_param train_params[] = {
      "adagrad: lr_t = lr / (1 + (t-1) lr_decay) (PyTorch)"},
     {"optimizer.initial_accumulator", TD_PT_NUM, "0", 0, 1e6, NULL, 0,
      "adagrad: initial value of the squared-gradient sum"},
-    {"optimizer.weight_decay", TD_PT_NUM, "0", 0, 1e3, NULL, 0,
+    {"optimizer.weight_decay", TD_PT_NUM, NULL, 0, 1e3, NULL, 0,
      "the optimizer's decay: adamw decoupled p -= lr*wd*p (PyTorch); all others coupled L2, "
-     "g += wd*p (see also l2)"},
+     "g += wd*p (see also l2). Absent: PyTorch's default, 0.01 for adamw and 0 otherwise, "
+     "written into the stored params"},
     {"optimizer.schedule.name", TD_PT_STR, "\"constant\"", 0, 0, "constant|step|cosine", 0,
      "learning-rate schedule after the warm-up: constant; step (lr gamma^floor(s/step_size)); "
      "cosine (to min_lr at the last step)"},
@@ -165,7 +175,11 @@ static const td_param train_params[] = {
     {"seed", TD_PT_INT, "0", 0, 9007199254740991.0, NULL, 0, "seed of init, data and shuffling"},
     {"noise_scale.every", TD_PT_INT, NULL, 1, 1e9, NULL, 0,
      "steps between gradient-noise-scale measurements (b_simple, McCandlish et al. 2018; "
-     "absent: none)"},
+     "absent: none). The b_big examples are distinct (drawn without replacement from n_train), "
+     "and the estimates apply the finite-population correction E|G_b|^2 = |G|^2 + "
+     "tr(S)(n-b)/(b(n-1)) (unbiased). b_simple is the ratio of EMAs, logged only while both "
+     "are > 0; early in training it can be negative or undefined, and b_simple_undefined = 1 "
+     "is logged instead"},
     {"noise_scale.b_small", TD_PT_INT, NULL, 1, 65536, NULL, 0,
      "noise scale: the small batch (absent: batch_size)"},
     {"noise_scale.b_big", TD_PT_INT, NULL, 2, 65536, NULL, 0,
@@ -177,6 +191,7 @@ static const td_param train_params[] = {
      "summary.steps_to_target (absent: no target)"},
     {"target_ema", TD_PT_NUM, NULL, 0, 0.9999, NULL, 0,
      "EMA decay of train_loss_ema, the loss compared with target_loss (absent: 0.95)"},
+    TD_DIVERGE_PARAMS,
 };
 
 #define TRAIN_RNG_GNS 0x474e53 /* rng stream of the noise-scale batches ("GNS") */
@@ -270,7 +285,8 @@ static int parse_cfg(const json_t *p, train_cfg *c, td_err *err) {
   c->hp.beta1 = td_param_num(p, "optimizer.beta1", 0.9);
   c->hp.beta2 = td_param_num(p, "optimizer.beta2", 0.999);
   c->hp.eps = td_param_num(p, "optimizer.eps", strcmp(c->opt_name, "adagrad") ? 1e-8 : 1e-10);
-  c->hp.weight_decay = td_param_num(p, "optimizer.weight_decay", 0.0);
+  c->hp.weight_decay = td_param_num(p, "optimizer.weight_decay",
+                                    td_optim_default_weight_decay(c->opt_name));
   c->hp.alpha = td_param_num(p, "optimizer.alpha", 0.99);
   c->hp.centered = td_param_bool(p, "optimizer.centered", 0);
   c->hp.lr_decay = td_param_num(p, "optimizer.lr_decay", 0.0);
@@ -496,7 +512,9 @@ static int gns_measure(train_state *s, const train_cfg *c, td_rng *r, td_gns *st
   for (size_t i = 0; i < np; i++) s->g_big[i] = ws * s->g_small[i] + wr * s->g_big[i];
   double g2b = td_gns_sqnorm(s->g_big, np);
   if (td_gns_update(st, bs, g2s, bb, g2b, NULL) != 0) return 0; /* non-finite: skip */
-  int rc = td_sink_metric(sink, "b_simple", step, td_gns_b_simple(st));
+  const double bsim = td_gns_b_simple(st); /* NaN while an EMA is <= 0: not data */
+  int rc = isfinite(bsim) ? td_sink_metric(sink, "b_simple", step, bsim)
+                          : td_sink_metric(sink, "b_simple_undefined", step, 1.0);
   if (!rc) rc = td_sink_metric(sink, "gns_g2", step, td_gns_g2(st));
   if (!rc) rc = td_sink_metric(sink, "gns_trace", step, td_gns_trace(st));
   return rc;
@@ -603,7 +621,9 @@ static int train_run(const json_t *params, td_sink *sink, json_t **summary, td_e
   td_gns gns;
   td_gns_init(&gns, 0.0, NULL);
   if (c.gns_every > 0) {
-    if ((rc = td_gns_init(&gns, c.gns_decay, err))) goto out;
+    if ((rc = td_gns_init(&gns, c.gns_decay, err)) ||
+        (rc = td_gns_set_population(&gns, (double)n, err)))
+      goto out;
     int cap = c.gns_small > c.gns_big - c.gns_small ? c.gns_small : c.gns_big - c.gns_small;
     if ((rc = td_mlp_ws_init(&s.ws_gns, s.m, cap, err))) goto out;
     s.Xg = malloc((size_t)c.gns_big * d * sizeof *s.Xg);
@@ -621,6 +641,10 @@ static int train_run(const json_t *params, td_sink *sink, json_t **summary, td_e
   }
   double ema = 0.0, ema_w = 0.0;
   long steps_to_target = 0; /* 0: not reached */
+  td_diverge_cfg dvc;
+  td_diverge dv;
+  if ((rc = td_diverge_parse(params, &dvc, err))) goto out;
+  td_diverge_init(&dv, &dvc);
 
   double ev[4] = {NAN, NAN, NAN, NAN};
   if ((rc = do_eval(&s, &c, sink, 0, ev))) goto out;
@@ -659,7 +683,8 @@ static int train_run(const json_t *params, td_sink *sink, json_t **summary, td_e
       penalty = 0.5 * c.l2 * pn * pn;
       loss += penalty;
     }
-    if (!isfinite(loss)) {
+    if ((rc = td_diverge_observe(&dv, step, loss, err))) {
+      td_sopt_diverge_hint(s.so, err);
       diverged_step = step;
       td_sink_metric(sink, "train_loss", step, loss);
       break;
@@ -705,6 +730,10 @@ static int train_run(const json_t *params, td_sink *sink, json_t **summary, td_e
     if (steps_to_target) break;
   }
 
+  if (!rc && (rc = td_diverge_finish(&dv, step, err))) {
+    td_sopt_diverge_hint(s.so, err);
+    diverged_step = dv.spike_step;
+  }
   json_t *sum = json_object();
   if (sum) {
     json_object_set_new(sum, "n_params", json_integer((json_int_t)s.m->n_params));
@@ -727,12 +756,12 @@ static int train_run(const json_t *params, td_sink *sink, json_t **summary, td_e
                           steps_to_target ? json_integer(steps_to_target) : json_null());
       json_object_set_new(sum, "reached_target", json_boolean(steps_to_target > 0));
     }
-    if (c.gns_every > 0 && gns.n > 0) set_num(sum, "b_simple", td_gns_b_simple(&gns));
+    if (c.gns_every > 0 && gns.n > 0) {
+      if (isfinite(td_gns_b_simple(&gns))) set_num(sum, "b_simple", td_gns_b_simple(&gns));
+      else json_object_set_new(sum, "b_simple_undefined", json_true());
+    }
   }
   *summary = sum;
-  if (!rc && diverged_step)
-    rc = td_err_set(err, TD_EDIVERGED, NULL, "loss became non-finite at step %ld",
-                    diverged_step);
 out:
   state_free(&s);
   return rc;
@@ -746,5 +775,6 @@ const td_kind td_kind_train = {
     .params = train_params,
     .n_params = sizeof train_params / sizeof train_params[0],
     .check = train_check,
+    .fill = td_optim_fill_params,
     .run = train_run,
 };

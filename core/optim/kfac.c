@@ -3,6 +3,7 @@
 
 #include <assert.h>
 #include <cblas.h>
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,7 @@ typedef struct kfac_layer {
   double *QA, *sA;    /* eigenvectors as columns, eigenvalues (last refresh) */
   double *QG, *sG;
   double pi;
+  double fA, fG;      /* damping floors of the last refresh (kfac.h): dim eps max eig */
 } kfac_layer;
 
 struct td_kfac {
@@ -270,9 +272,41 @@ int td_kfac_refresh(td_kfac *k, td_err *err) {
       if (l->sG[i] < 0) l->sG[i] = 0.0;
     double ta = trace_mean(l->A, da), tg = trace_mean(l->G, no);
     l->pi = (ta > 0 && tg > 0 && isfinite(ta) && isfinite(tg)) ? sqrt(ta / tg) : 1.0;
+    /* dsyevd returns the eigenvalues in ascending order: the last is the largest */
+    l->fA = da * DBL_EPSILON * l->sA[da - 1];
+    l->fG = no * DBL_EPSILON * l->sG[no - 1];
   }
   k->refreshed = 1;
   return 0;
+}
+
+/* The damping added to A and to G of layer l for gamma > 0: pi gamma and gamma / pi, each
+ * raised to its factor's floor (kfac.h). */
+static void damping_of(const kfac_layer *l, double gamma, double *dA, double *dG) {
+  *dA = gamma * l->pi;
+  *dG = gamma / l->pi;
+  if (!(*dA >= l->fA)) *dA = l->fA;
+  if (!(*dG >= l->fG)) *dG = l->fG;
+}
+
+int td_kfac_floored(const td_kfac *k, double gamma) {
+  int n = 0;
+  for (int j = 0; j < k->nl; j++) {
+    const kfac_layer *l = &k->L[j];
+    n += !(gamma * l->pi >= l->fA);
+    n += !(gamma / l->pi >= l->fG);
+  }
+  return n;
+}
+
+double td_kfac_gamma_floor(const td_kfac *k) {
+  double g = 0.0;
+  for (int j = 0; j < k->nl; j++) {
+    const kfac_layer *l = &k->L[j];
+    if (l->fA / l->pi > g) g = l->fA / l->pi;
+    if (l->fG * l->pi > g) g = l->fG * l->pi;
+  }
+  return g;
 }
 
 /* V (n_out x da) = [W | b] of layer l in vec. */
@@ -300,7 +334,8 @@ void td_kfac_precondition(td_kfac *k, double gamma, const double *v, double *out
   for (int j = 0; j < k->nl; j++) {
     const kfac_layer *l = &k->L[j];
     const int no = l->n_out, da = l->da;
-    const double dg = gamma / l->pi, dA = gamma * l->pi;
+    double dA, dg;
+    damping_of(l, gamma, &dA, &dg);
     pack(l, v, k->t0);
     /* t1 = QG^T V: QG (no x no) Trans; V (no x da) NoTrans. */
     cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, no, da, no, 1.0, l->QG, no, k->t0, da,
@@ -329,15 +364,17 @@ void td_kfac_curv_vp(td_kfac *k, double gamma, const double *v, double *out) {
   for (int j = 0; j < k->nl; j++) {
     const kfac_layer *l = &k->L[j];
     const int no = l->n_out, da = l->da;
+    double dA = 0, dg = 0;
+    if (gamma > 0) damping_of(l, gamma, &dA, &dg);
     pack(l, v, k->t0);
-    /* t1 = G V: G (no x no) times V (no x da), both NoTrans; then + gamma/pi V. */
+    /* t1 = G V: G (no x no) times V (no x da), both NoTrans; then + dG V. */
     cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, no, da, no, 1.0, l->G, no, k->t0, da,
                 0.0, k->t1, da);
-    if (gamma > 0) td_la_axpy((size_t)no * da, gamma / l->pi, k->t0, k->t1);
+    if (gamma > 0) td_la_axpy((size_t)no * da, dg, k->t0, k->t1);
     /* t2 = t1 A: (no x da) times A (da x da), both NoTrans (A symmetric); then + pi gamma t1. */
     cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, no, da, da, 1.0, k->t1, da, l->A, da,
                 0.0, k->t2, da);
-    if (gamma > 0) td_la_axpy((size_t)no * da, gamma * l->pi, k->t1, k->t2);
+    if (gamma > 0) td_la_axpy((size_t)no * da, dA, k->t1, k->t2);
     unpack(l, k->t2, out);
   }
 }

@@ -32,6 +32,21 @@
  * varies with the example, so E[H_out,i kron abar_i abar_i^T] != E[H_out] kron E[abar abar^T]
  * and K-FAC is an approximation even for one layer.
  *
+ * Damping floor. The eigenvalues that td_kfac_refresh gets from LAPACK (dsyevd, backward
+ * stable) carry an absolute error of order dim * eps * ||F|| (Weyl's inequality applied to the
+ * backward error; Golub and Van Loan, "Matrix Computations", 4th ed., sec. 8.1.2 and 8.4; the
+ * same dim * eps * sigma_max cut as numpy's matrix_rank and LAPACK's rcond), and eigenvectors
+ * of (near-)zero eigenvalues mix with the rest at that level. A factored damping below it
+ * divides that rounding noise by an arbitrarily small number: with optimizer.damping 1e-300
+ * (gamma = 1e-150) the direction overflowed in D^T F D, or stepped ~1e17 along the null space
+ * of A (input pixels that are always 0). So each factor's damping is floored at the level
+ * it can resolve:
+ *     dA_j = max(pi_j gamma, (n_in + 1) eps lambda_max(A_j)),
+ *     dG_j = max(gamma / pi_j, n_out eps lambda_max(G_j)),
+ * eps = DBL_EPSILON, lambda_max of the last refresh; this bounds the damped condition numbers
+ * by 1 / (dim eps) and changes nothing for any gamma a user means (at the default 1e-3 the
+ * floors are ~1e-12 relative). td_kfac_floored counts the factors at their floor.
+ *
  * Parameters outside the linear layers (the gamma and beta of normalization layers, model.h)
  * have no Kronecker model: td_kfac_precondition and td_kfac_curv_vp act as the identity on
  * them (a plain gradient step for those coordinates). */
@@ -90,18 +105,27 @@ int td_kfac_update(td_kfac *k, td_curv_ctx *c, td_err *err);
 int td_kfac_refresh(td_kfac *k, td_err *err);
 
 /* td_kfac_precondition: out = F_gamma^{-1} v with the factored Tikhonov damping of Martens and
- * Grosse sec. 6.3: per layer (A_j + pi_j gamma I) kron (G_j + gamma / pi_j I), inverted through
+ * Grosse sec. 6.3: per layer (A_j + dA_j I) kron (G_j + dG_j I) (dA_j = pi_j gamma and
+ * dG_j = gamma / pi_j, each raised to its floor, see "Damping floor"), inverted through
  * the eigenbases of the last refresh: with A = Q_A diag(s_A) Q_A^T, G = Q_G diag(s_G) Q_G^T,
- *   U_j = Q_G [ (Q_G^T V_j Q_A) ./ ((s_G + gamma/pi) (s_A + pi gamma)^T) ] Q_A^T.
+ *   U_j = Q_G [ (Q_G^T V_j Q_A) ./ ((s_G + dG_j) (s_A + dA_j)^T) ] Q_A^T.
  * gamma > 0 (their gamma = sqrt(lambda + eta), eta the L2 coefficient). v, out: n_params, may
  * not alias. Kernel: never allocates (k's scratch); needs a refresh first (asserted). */
 void td_kfac_precondition(td_kfac *k, double gamma, const double *v, double *out /* OUT */);
 
 /* td_kfac_curv_vp: out = F_gamma v with the CURRENT factors, per layer
- * (G_j + gamma/pi_j I) V_j (A_j + pi_j gamma I) (gamma = 0: the undamped K-FAC curvature
- * G_j V_j A_j, which tests compare with the GGN). pi_j is that of the last refresh (1 before
- * any). Kernel. */
+ * (G_j + dG_j I) V_j (A_j + dA_j I) (floored as in td_kfac_precondition; gamma = 0: the
+ * undamped K-FAC curvature G_j V_j A_j, which tests compare with the GGN). pi_j and the
+ * floors are those of the last refresh (1 and 0 before any). Kernel. */
 void td_kfac_curv_vp(td_kfac *k, double gamma, const double *v, double *out /* OUT */);
+
+/* td_kfac_floored: how many factors (A_j and G_j counted separately) have their damping
+ * raised to the floor at this gamma, with the floors of the last refresh (0 before any). */
+int td_kfac_floored(const td_kfac *k, double gamma);
+
+/* td_kfac_gamma_floor: the smallest gamma at which no factor is floored (max over layers of
+ * floor(A_j) / pi_j and floor(G_j) pi_j), from the last refresh (0 before any). */
+double td_kfac_gamma_floor(const td_kfac *k);
 
 /* td_kfac_direction: one K-FAC step's direction at c's point: td_kfac_update, a refresh on
  * the 1st and then every inverse_every-th update, and d = -F_gamma^{-1} g (g already includes

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/schema.h"
+
 #define TD__OPTIM_MAX_STATE 4
 
 typedef struct td_optim_impl {
@@ -22,6 +24,20 @@ struct td_optim {
   long t; /* steps taken */
   double *state[TD__OPTIM_MAX_STATE];
 };
+
+double td_optim_default_weight_decay(const char *name) {
+  return name && strcmp(name, "adamw") == 0 ? 0.01 : 0.0;
+}
+
+int td_optim_fill_params(json_t *params, td_err *err) {
+  if (!json_is_object(params))
+    return td_err_set(err, TD_EINVAL, "params", "params must be an object");
+  if (td_param_has(params, "optimizer.weight_decay")) return 0;
+  const double wd = td_optim_default_weight_decay(td_param_str(params, "optimizer.name", "sgd"));
+  json_t *v = json_real(wd);
+  if (!v) return td_err_set(err, TD_ENOMEM, NULL, "out of memory");
+  return td_param_set_path(params, "optimizer.weight_decay", v, err);
+}
 
 td_optim_hp td_optim_hp_default(void) {
   td_optim_hp hp = {.momentum = 0.0, .nesterov = 0, .dampening = 0.0, .beta1 = 0.9,

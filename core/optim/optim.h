@@ -7,6 +7,8 @@
 
 #include "base/err.h"
 
+#include <jansson.h>
+
 /* Hyperparameters of every optimizer; each reads the fields it needs. Defaults are
  * PyTorch's (td_optim_hp_default), except that eps is one field: PyTorch's Adagrad default is
  * 1e-10, the others' 1e-8 (the train kind picks 1e-10 for adagrad when eps is absent). */
@@ -22,6 +24,19 @@ typedef struct td_optim_hp {
   double lr_decay;     /* adagrad: lr_t = lr / (1 + (t - 1) lr_decay), >= 0 */
   double initial_accumulator; /* adagrad: initial value of the squared-gradient sum, >= 0 */
 } td_optim_hp;
+
+/* td_optim_default_weight_decay: PyTorch's default weight_decay of optimizer `name`: 0.01 for
+ * adamw (torch.optim.AdamW, weight_decay=1e-2), 0 for every other (torch.optim.SGD, Adam,
+ * Adagrad, RMSprop: 0). td_optim_hp_default's weight_decay is 0, so a caller that builds
+ * hyperparameters for adamw must take this value when the user gave none. */
+double td_optim_default_weight_decay(const char *name);
+
+/* td_optim_fill_params: the validation-time fill of per-optimizer defaults (a td_kind `fill`
+ * hook, registry.h): when the validated params (modified in place) have no
+ * optimizer.weight_decay, write td_optim_default_weight_decay(optimizer.name) there, so the
+ * stored params show the value the job runs with. Errors: TD_ENOMEM; TD_EINVAL when params is
+ * not an object. */
+int td_optim_fill_params(json_t *params, td_err *err);
 
 /* Weight-decay convention (PyTorch's, and stated in every optimizer's doc):
  *  - sgd, heavy_ball, nesterov, adagrad, rmsprop and adam: COUPLED L2: the gradient becomes

@@ -4,6 +4,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "optim/hf.h"
@@ -215,6 +216,10 @@ static double kfac_rescale(td_sopt *o, td_curv_ctx *c, const double *D, int use_
   td_curv_ggn_vp(c, D, FD);
   const double a11 = td_la_dot(n, D, FD) + lam * td_la_dot(n, D, D);
   const double b1 = td_la_dot(n, o->g, D);
+  if (!isfinite(a11) || !isfinite(b1)) { /* D^T F D overflowed: alpha would be 0 or NaN */
+    *alpha = *mu = NAN;
+    return NAN;
+  }
   *alpha = a11 > 0 ? -b1 / a11 : 0.0;
   *mu = 0.0;
   double M = 0.5 * *alpha * b1;
@@ -278,6 +283,22 @@ int td_sopt_step(td_sopt *o, td_curv_ctx *c, double *params, double lr, td_sopt_
   case TD_SOPT_KFAC:
     if (!o->hp.kfac_rescale || o->gamma <= 0) o->gamma = sqrt(o->lambda + eta);
     rc = td_kfac_direction(o->kf, c, o->g, o->gamma, o->d, err);
+    /* The user's damping (the first step's gamma, before any adaptation) below what the
+     * factors resolve (kfac.h, "Damping floor") is refused; adapted values are floored. */
+    if (!rc && td_kfac_updates(o->kf) == 1 && td_kfac_floored(o->kf, o->gamma) > 0)
+      rc = td_err_set(err, TD_EINVAL, "params.optimizer.damping",
+                      "kfac: optimizer.damping %g (+ weight_decay %g) gives the factored damping "
+                      "gamma = %g, below what the Kronecker factors resolve (dim * eps * their "
+                      "largest eigenvalue; core/optim/kfac.h): use damping >= %.3g",
+                      o->hp.damping, eta, o->gamma,
+                      pow(td_kfac_gamma_floor(o->kf), 2) - eta > 0
+                          ? pow(td_kfac_gamma_floor(o->kf), 2) - eta
+                          : 0.0);
+    if (!rc && !(isfinite(td_la_nrm2(n, o->d))))
+      rc = td_err_set(err, TD_ERANGE, "params.optimizer.damping",
+                      "kfac: the preconditioned direction is not finite at the factored damping "
+                      "gamma = %g; raise params.optimizer.damping (now %g)",
+                      o->gamma, o->lambda);
     break;
   }
   if (rc) return rc;
@@ -310,6 +331,13 @@ int td_sopt_step(td_sopt *o, td_curv_ctx *c, double *params, double lr, td_sopt_
         }
       }
     }
+    /* D^T F D overflowing leaves alpha = 0 or NaN: the step is then nothing or garbage, so
+     * it is an error, not a silent stall (issue 10). */
+    if (!isfinite(M) || !isfinite(a) || !isfinite(m))
+      return td_err_set(err, TD_ERANGE, "params.optimizer.damping",
+                        "kfac: the re-scaling model is not finite (D^T F D overflows) at the "
+                        "factored damping gamma = %g; raise params.optimizer.damping (now %g)",
+                        o->gamma, o->lambda);
     S.kfac_alpha = a;
     S.kfac_mu = m;
     for (size_t i = 0; i < n; i++) {
@@ -379,7 +407,22 @@ int td_sopt_log(const td_sopt *o, const td_sopt_stats *st, td_sink *sink, long s
     rc = td_sink_metric(sink, "line_search_alpha", step, st->alpha);
   if (!rc && !isnan(st->kfac_alpha)) rc = td_sink_metric(sink, "kfac_alpha", step, st->kfac_alpha);
   if (!rc && o->hp.kind == TD_SOPT_KFAC) rc = td_sink_metric(sink, "kfac_gamma", step, o->gamma);
+  if (!rc && o->hp.kind == TD_SOPT_KFAC)
+    rc = td_sink_metric(sink, "kfac_floored", step, td_kfac_floored(o->kf, o->gamma));
   if (!rc && !isnan(st->kfac_alpha) && o->hp.momentum > 0)
     rc = td_sink_metric(sink, "kfac_mu", step, st->kfac_mu);
   return rc;
+}
+
+void td_sopt_diverge_hint(const td_sopt *o, td_err *err) {
+  if (!o || !err) return;
+  size_t len = strlen(err->msg);
+  if (o->hp.kind == TD_SOPT_KFAC)
+    snprintf(err->msg + len, sizeof err->msg - len,
+             " (kfac: damping %g, factored gamma %g; a small params.optimizer.damping makes "
+             "the step large)", o->lambda, o->gamma);
+  else
+    snprintf(err->msg + len, sizeof err->msg - len,
+             " (%s: damping %g; a small params.optimizer.damping makes the step large)",
+             sopt_names[o->hp.kind], o->lambda);
 }

@@ -42,6 +42,12 @@
  *         (sec. 6.6) at each inverse refresh: of gamma, gamma w, gamma / w
  *         (w = (19/20)^(kfac_inverse_every / 2)) the one whose re-scaled step has the lowest
  *         model value; without kfac_rescale, gamma = sqrt(lambda + eta) (logged kfac_gamma)
+ *   kfac damping: at the first step, a gamma below the resolution floor of the Kronecker
+ *         factors (kfac.h, "Damping floor": dim eps lambda_max per factor) is refused with
+ *         TD_EINVAL naming params.optimizer.damping and the smallest usable damping; later
+ *         (adapted) values are raised to the floor, and kfac_floored (logged) counts the
+ *         factors at it. A non-finite direction or re-scaling model (D^T F D overflows) ends
+ *         the step with TD_ERANGE naming params.optimizer.damping
  *   acceptance: hessian_free runs a backtracking line search (Martens and Sutskever 2012
  *         sec. 8.8): alpha = 1, 0.8, 0.8^2, ... (at most 8 tries) until
  *         f(theta + alpha s) <= f(theta) + 0.01 alpha g^T s; if none passes, no step is
@@ -104,7 +110,9 @@ typedef struct td_sopt_hp {
 #define TD_SOPT_PARAMS                                                                            \
   {"optimizer.damping", TD_PT_NUM, NULL, 0, 1e12, NULL, 0,                                        \
    "second-order: initial Tikhonov damping lambda (absent: newton 0.1, hessian_free 1, "         \
-   "natural_gradient 1e-3, kfac 1e-3)"},                                                          \
+   "natural_gradient 1e-3, kfac 1e-3). kfac: gamma = sqrt(damping + weight_decay) below the "     \
+   "resolution of the Kronecker factors (dim eps lambda_max, core/optim/kfac.h) is refused at "   \
+   "the first step; adapted values are floored there (kfac_floored)"},                            \
       {"optimizer.adapt_damping", TD_PT_BOOL, NULL, 0, 0, NULL, 0,                                \
        "second-order: Levenberg-Marquardt adaptation of lambda from the reduction ratio rho "     \
        "(x2/3 if rho > 3/4, x3/2 if rho < 1/4; absent: on, except for natural_gradient)"},        \
@@ -190,6 +198,11 @@ int td_sopt_step(td_sopt *o, td_curv_ctx *c, double *params, double lr,
  * computed), cg_iters (CG methods), step_norm, and line_search_alpha (hessian_free).
  * Returns the first sink error. */
 int td_sopt_log(const td_sopt *o, const td_sopt_stats *st, td_sink *sink, long step);
+
+/* td_sopt_diverge_hint: append to err->msg (truncated to fit) the method's current damping
+ * and a hint naming params.optimizer.damping: for a kind whose run diverged (the divergence
+ * rule, core/train/diverge.h) while this optimizer was stepping. No-op for NULL. */
+void td_sopt_diverge_hint(const td_sopt *o, td_err *err);
 
 /* td_sopt_damping: the current lambda. */
 double td_sopt_damping(const td_sopt *o);

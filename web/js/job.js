@@ -146,9 +146,24 @@
     return n > 0 && npos >= 0.95 * n && hi / lo > 1e3;
   }
 
+  /* A key `<base>_undefined` flags the steps where <base> was undefined (train: b_simple, a
+   * ratio of two EMAs, is not logged while either EMA is <= 0, which happens early in
+   * training). Flags are not data: they are counted into a note on <base>'s chart. */
+  var FLAG_RE = /^(.+)_undefined$/;
+  var KEY_NOTES = {
+    b_simple: 'ratio of two EMAs (McCandlish et al. 2018, finite-population corrected); ' +
+      'negative or undefined early in training: such steps are flagged, not drawn'
+  };
+
   function renderMetrics(metrics) {
     var host = TD.$('#charts');
-    var keys = Object.keys(metrics);
+    var flags = {};
+    var keys = Object.keys(metrics).filter(function (k) {
+      var m = FLAG_RE.exec(k);
+      if (!m || !metrics[m[1]]) return true; /* no base series at all: show the flags */
+      flags[m[1]] = metrics[k].x.length;
+      return false;
+    });
     var groups = groupKeys(keys);
     var seen = {};
     var badKeys = [];
@@ -180,7 +195,12 @@
         return s;
       });
       parentSeries(g.keys).forEach(function (s) { series.push(s); });
-      c.set(series, { note: bad ? bad + ' non-finite value(s) shown as gaps' : '' });
+      var notes = bad ? [bad + ' non-finite value(s) shown as gaps'] : [];
+      g.keys.forEach(function (k) {
+        if (flags[k]) notes.push(k + ' undefined at ' + flags[k] + ' step(s), not drawn');
+        if (KEY_NOTES[k]) notes.push(k + ': ' + KEY_NOTES[k]);
+      });
+      c.set(series, { note: notes.join('; ') });
     });
     Object.keys(state.charts).forEach(function (id) {
       if (!seen[id]) { state.charts[id].destroy(); delete state.charts[id]; }
