@@ -109,6 +109,17 @@ static void test_chinchilla_noiseless(void **state) {
     if (!(fabs(Nf / Nc - 1) < 5e-10))
       fail_msg("N_opt at C = %g: %.17g, closed form %.17g", C, Nf, Nc);
   }
+  /* the plotted curve: the loss at the compute optimum, E + A N^-alpha + B D^-beta with
+   * D = C / (6 N) (same error budget as N_opt) */
+  const json_t *cv = json_object_get(res, "curve");
+  assert_int_equal(json_array_size(json_object_get(cv, "x")), json_array_size(Cs));
+  for (size_t i = 0; i < json_array_size(Cs); i++) {
+    double C = json_number_value(json_array_get(json_object_get(cv, "x"), i));
+    double y = json_number_value(json_array_get(json_object_get(cv, "y"), i));
+    double Nc = G * pow(C / 6, be / (al + be)), Dc = C / (6 * Nc);
+    double Lc = E + A / pow(Nc, al) + B / pow(Dc, be);
+    if (!(fabs(y / Lc - 1) < 5e-10)) fail_msg("curve at C = %g: %.17g vs %.17g", C, y, Lc);
+  }
   json_decref(res);
   json_decref(pts);
 }
@@ -148,6 +159,17 @@ static void test_critical_batch_noiseless(void **state) {
   assert_true(fabs(par(res, "params", "S_min", -1) / Smin - 1) < 1e-6);
   assert_true(fabs(par(res, "params", "B_crit", -1) / Bc - 1) < 1e-6);
   assert_true(fabs(par(res, "derived", "E_min", -1) / (Smin * Bc) - 1) < 1e-6);
+  /* the plotted curve is the law with the true parameters: S_min (1 + B_crit / B), relative
+   * error at most the sum of the parameters' (2e-6) */
+  const json_t *cv = json_object_get(res, "curve");
+  size_t nc = json_array_size(json_object_get(cv, "x"));
+  assert_true(nc >= 10);
+  for (size_t j = 0; j < nc; j++) {
+    double x = json_number_value(json_array_get(json_object_get(cv, "x"), j));
+    double y = json_number_value(json_array_get(json_object_get(cv, "y"), j));
+    if (!(fabs(y / (Smin * (1 + Bc / x)) - 1) < 2e-6))
+      fail_msg("curve at B = %g: %.17g vs %.17g", x, y, Smin * (1 + Bc / x));
+  }
   json_decref(res);
   json_decref(body);
   json_decref(pts);
