@@ -167,6 +167,67 @@ mut sweeps_median_mean server/sweeps.c \
   $'vals[m] = sb->nans ? NAN : sb->sum / (double)(sb->cnt - sb->nans + 1);' \
   "test_sweeps" "median rule: running average divided by n + 1"
 
+# ---------------------------------------------------------------- more, one per weak spot
+mut lanczos_conv_tol core/curv/lanczos.c \
+  $'if (rr <= opts->tol * scale) n_conv++;' $'if (rr <= 1e4 * opts->tol * scale) n_conv++;' \
+  "test_lanczos" "convergence test 1e4 times looser than the requested tol"
+mut lanczos_ritz_vectors core/curv/lanczos.c \
+  $'for (size_t r = 0; r < kk; r++) Z[i * kk + r] = S[i * steps + idx[r]];' \
+  $'for (size_t r = 0; r < kk; r++) Z[i * kk + r] = S[i * steps + r];' \
+  "test_lanczos" "Ritz vectors from the first kk eigenvectors instead of the selected ones"
+mut slq_sigma_default core/curv/slq.c \
+  $'sigma = range > 0.0 ? 0.01 * range' $'sigma = range > 0.0 ? 0.02 * range' \
+  "test_slq" "default smoothing 2 % of the spectral range instead of 1 %"
+mut kfac_ema_warm_start core/optim/kfac.c \
+  $'const double eps = eps1 < k->hp.decay ? eps1 : k->hp.decay;' \
+  $'const double eps = k->hp.decay;' \
+  "test_kfac" "factor moving average without the 1 - 1/t warm start"
+mut kfac_damping_swap core/optim/kfac.c \
+  $'const double dg = gamma / l->pi, dA = gamma * l->pi;' \
+  $'const double dg = gamma * l->pi, dA = gamma / l->pi;' \
+  "test_kfac" "factored damping with pi and 1/pi swapped in the inverse"
+mut optim_sgd_dampening core/optim/optim.c \
+  $'double b = first ? gi : mu * buf[i] + damp * gi;' $'double b = first ? gi : mu * buf[i] + gi;' \
+  "test_optim" "SGD momentum ignoring dampening"
+mut optim_heavy_tail core/optim/optim.c \
+  $'      double b = mu * buf[i] + g[i];\n' $'      double b = mu * buf[i] + 0.5 * g[i];\n' \
+  "test_optim" "the scalar tail (n mod 4) of the unrolled heavy-ball loop"
+mut optim_adagrad_decay core/optim/optim.c \
+  $'const double clr = lr / (1.0 + (double)o->t * o->hp.lr_decay);' \
+  $'const double clr = lr / (1.0 + (double)(o->t + 1) * o->hp.lr_decay);' \
+  "test_optim" "Adagrad lr_decay off by one step"
+mut optim_adam_eps core/optim/optim.c \
+  $'p[i] -= step_size * m[i] / (sqrt(v[i]) * inv_sqrt_bc2 + eps);' \
+  $'p[i] -= step_size * m[i] / (sqrt(v[i] * inv_sqrt_bc2) + eps);' \
+  "test_optim" "Adam's second-moment bias correction under the square root"
+mut nqm_lyapunov_transpose core/scaling/nqm.c \
+  $'S[row * n + l * k + o] = (row == l * k + o ? 1.0 : 0.0) - A[3 * r + l] * A[3 * j + o];' \
+  $'S[row * n + l * k + o] = (row == l * k + o ? 1.0 : 0.0) - A[3 * r + l] * A[3 * o + j];' \
+  "test_nqm" "Lyapunov solve with A^T on the right"
+mut nqm_steps_offbyone core/scaling/nqm.c \
+  $'      *steps = t;\n' $'      *steps = t + 1;\n' \
+  "test_nqm" "steps_to_target one too many"
+mut fit_emin core/scaling/fit.c \
+  $'names[2] = "E_min", v[2] = exp(th[0] + th[1]);' $'names[2] = "E_min", v[2] = exp(th[0] - th[1]);' \
+  "test_fit" "E_min = S_min / B_crit"
+mut fit_dopt core/scaling/fit.c \
+  $'*d_opt = pow(C / 6.0, b) / G;' $'*d_opt = pow(C / 6.0, b) * G;' \
+  "test_fit" "Chinchilla D_opt multiplied by G"
+mut sched_warmup core/optim/sched.c \
+  $'if (t <= W) return s->base_lr * (double)t / (double)W;' \
+  $'if (t <= W) return s->base_lr * (double)(t - 1) / (double)W;' \
+  "test_sched test_train_opt" "warm-up starting at lr 0"
+mut sched_cosine core/optim/sched.c \
+  $'(1.0 + cos(pi * (double)k / (double)S));' $'(1.0 + cos(pi * (double)k / (double)(S - 1)));' \
+  "test_sched test_train_opt" "cosine reaching min_lr one step early"
+mut store_queue_cap server/store.c \
+  $"(SELECT count(*) FROM jobs WHERE status='queued') < ?7" \
+  $"(SELECT count(*) FROM jobs WHERE status='queued') <= ?7" \
+  "test_store" "the queue accepts one job over its cap"
+mut sweeps_asha_rung_prev server/sweeps.c \
+  $'if (r > prev) rungs[nr++] = r;' $'if (r > prev + 1) rungs[nr++] = r;' \
+  "test_sweeps" "ASHA misses a rung reached exactly one step after the previous point"
+
 # ---------------------------------------------------------------- the driver
 
 select_ids=("$@")
