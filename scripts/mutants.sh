@@ -228,6 +228,34 @@ mut sweeps_asha_rung_prev server/sweeps.c \
   $'if (r > prev) rungs[nr++] = r;' $'if (r > prev + 1) rungs[nr++] = r;' \
   "test_sweeps" "ASHA misses a rung reached exactly one step after the previous point"
 
+mut curv_emp_fisher_B core/curv/curv.c \
+  $'    s /= B;\n' $'    s /= B + 1;\n' \
+  "test_curv" "empirical Fisher with 1/(B+1)"
+mut curv_per_example_bias core/curv/curv.c \
+  $'memcpy(gW + (size_t)Ly->n_in * Ly->n_out, dr, (size_t)Ly->n_out * sizeof *dr);' \
+  $'memset(gW + (size_t)Ly->n_in * Ly->n_out, 0, (size_t)Ly->n_out * sizeof *dr);' \
+  "test_curv" "per-example gradients without the bias rows"
+mut curv_layernorm_rstd core/curv/curv.c \
+  $'rrstd[b] = -r * r * a;' $'rrstd[b] = -r * a;' \
+  "test_curv test_norm" "LayerNorm tangent of 1/std missing a factor 1/std"
+mut optim_rmsprop_momentum core/optim/optim.c \
+  $'buf[i] = mu * buf[i] + gi / den;' $'buf[i] = mu * buf[i] + gi;' \
+  "test_optim" "RMSprop momentum buffer on the raw gradient"
+mut optim_heavy_ball_wd core/optim/optim.c \
+  $'    double gi = wd == 0.0 ? g[i] : g[i] + wd * p[i];\n    double di' \
+  $'    double gi = wd == 0.0 ? g[i] : g[i] - wd * p[i];\n    double di' \
+  "test_optim" "heavy ball's weight decay with the wrong sign"
+mut store_cursor server/store.c \
+  $'" AND id<?4"' $'" AND id<=?4"' \
+  "test_store" "the cursor page repeats its first job"
+mut store_ds_order server/store.c \
+  $'  } else if (ds->imin < ds->imax) {\n    ds->fn(ds->ctx, ds->smin, ds->vmin);\n    ds->fn(ds->ctx, ds->smax, ds->vmax);' \
+  $'  } else if (ds->imin < ds->imax) {\n    ds->fn(ds->ctx, ds->smax, ds->vmax);\n    ds->fn(ds->ctx, ds->smin, ds->vmin);' \
+  "test_store" "a bucket's extremes emitted out of step order"
+mut sweeps_status_finished server/sweeps.c \
+  $'if (active_of(c) == 0) return "finished";' $'if (c->n[STORE_QUEUED] == 0) return "finished";' \
+  "test_sweeps" "a sweep with running children reported finished"
+
 # ---------------------------------------------------------------- the driver
 
 select_ids=("$@")
