@@ -6,7 +6,10 @@
 #
 # Usage: scripts/mutants.sh [ID...]        (no ID: every mutation)
 # Environment: MUTANTS_DIR (default build/mutants) holds the copy (src/) and its build
-# (src/build-mutants); MUTANTS_TIMEOUT (default 120) seconds per test binary; JOBS (default 2).
+# (src/build-mutants); MUTANTS_TIMEOUT (default 120) seconds per test binary; MUTANTS_JOBS
+# (default 2) parallel compile jobs.
+# Time: 58 mutations in about 4 minutes on 2 cores (measured 232 s: 30 s for the baseline
+# build and run, then 1-20 s per mutation, most of it relinking and running the tests).
 #
 # Each mutation is named by an exact source snippet (bash $'...' quoting, so \n is a newline)
 # that must occur exactly once in its file, and its replacement: never a line number, so the
@@ -20,7 +23,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 DIR="${MUTANTS_DIR:-$ROOT/build/mutants}"
 case "$DIR" in /*) ;; *) DIR="$ROOT/$DIR" ;; esac
 TIMEOUT="${MUTANTS_TIMEOUT:-120}"
-JOBS="${JOBS:-2}"
+JOBS="${MUTANTS_JOBS:-2}"
 SRC="$DIR/src"
 BLD="build-mutants"
 

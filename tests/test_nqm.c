@@ -1,6 +1,9 @@
-/* test_nqm.c: the noisy quadratic model: steady-state risks against their closed forms, exact
- * moments against long propagation and against Monte Carlo (tolerance from the Monte Carlo
- * standard error), and the `nqm` kind (steps to target, divergence, validation). */
+/* test_nqm.c: the noisy quadratic model: steady-state risks against their closed forms (SGD,
+ * heavy ball, preconditioning, EMA), the EMA and EMA + momentum + preconditioning paths
+ * against an independent scalar moment recursion written from the update rule, exact moments
+ * against Monte Carlo (tolerance from the Monte Carlo standard error), steps to target and
+ * the tuned lr against the SGD closed form, and the `nqm` kind (steps to target, divergence,
+ * validation). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
