@@ -224,6 +224,23 @@ static void test_max_concurrency_claim(void **state) {
   assert_string_equal(json_string_value(json_object_get(j, "status")), "running");
   assert_null(json_object_get(j, "children"));
   json_decref(j);
+  /* Nothing queued but two running: still running, not finished. */
+  assert_int_equal(store_job_finish(s, 3, STORE_SUCCEEDED, NULL, "{}", 1, 1, &e), 0);
+  assert_int_equal(claim(s), 5);
+  j = get_sweep(s, sw, 0);
+  c = json_object_get(j, "counts");
+  assert_int_equal(json_integer_value(json_object_get(c, "queued")), 0);
+  assert_int_equal(json_integer_value(json_object_get(c, "running")), 2);
+  assert_string_equal(json_string_value(json_object_get(j, "status")), "running");
+  assert_true(json_is_null(json_object_get(j, "finished_at")));
+  json_decref(j);
+  /* All final: finished, with a finished_at. */
+  assert_int_equal(store_job_finish(s, 4, STORE_SUCCEEDED, NULL, "{}", 1, 1, &e), 0);
+  assert_int_equal(store_job_finish(s, 5, STORE_FAILED, "boom", NULL, 1, 1, &e), 0);
+  j = get_sweep(s, sw, 0);
+  assert_string_equal(json_string_value(json_object_get(j, "status")), "finished");
+  assert_true(json_is_string(json_object_get(j, "finished_at")));
+  json_decref(j);
   store_close(s);
 }
 
