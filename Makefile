@@ -22,7 +22,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 DB   ?= var/tdlab.db
 
-.PHONY: all deps run test unit e2e browser bench sanitize tsan fuzz clean reliability load
+.PHONY: all deps run test unit e2e browser bench sanitize tsan fuzz clean reliability load mutants
 # Keep intermediate objects so that `make test` followed by `make run` rebuilds nothing.
 .SECONDARY:
 all: $(BUILD)/tdlab $(TEST_BIN) $(BENCH_BIN)
@@ -92,6 +92,12 @@ reliability: deps all
 load: deps all
 	@./scripts/deps.sh load
 	@./tests/load.sh $(BUILD)/tdlab
+
+# Mutation testing (issue 10), not part of `make test`: scripts/mutants.sh applies each small
+# mutation of its list to a copy of the tree in build/mutants, rebuilds there and runs the
+# tests that should notice; it prints the table and fails if any mutation survives.
+mutants:
+	@./scripts/mutants.sh
 
 clean:
 	rm -rf build

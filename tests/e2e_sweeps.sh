@@ -148,16 +148,27 @@ check "every nqm child succeeded with a steps_to_target" \
   bash -c "grep -q '\"succeeded\":7' '$F' && [ \$(grep -o '\"steps_to_target\":[0-9]' '$F' | wc -l) = 7 ]"
 BC=$(fitval B_crit "$F")
 SMIN=$(fitval S_min "$F")
-check "the critical_batch fit has B_crit ($BC) and S_min ($SMIN) with 95% intervals" \
-  bash -c "within '$BC' 10 100000 && within '$SMIN' 1 100000 && grep -q '\"B_crit\":{\"value\":[0-9.eE+-]*,\"ci95\":\[' '$F' &&
+# The nqm kind is exact (moment propagation) and tune_lr is deterministic, so the fit's point
+# estimate is too: these batch sizes are 7 of the 13 of docs/sweeps.md's "nqm-sgd" sweep
+# (same steps to target), whose fit is B_crit = 500 [443, 668], S_min = 63.2 [47.4, 69.4]
+# (measured here: 499.8 and 63.2). Bound: the documented 95% bootstrap intervals.
+check "the critical_batch fit has B_crit ($BC in [443, 668]) and S_min ($SMIN in [47.4, 69.4]) with 95% intervals" \
+  bash -c "within '$BC' 443 668 && within '$SMIN' 47.4 69.4 && grep -q '\"B_crit\":{\"value\":[0-9.eE+-]*,\"ci95\":\[' '$F' &&
            grep -q '\"E_min\"' '$F' && grep -q '\"n_points\":7' '$F' && grep -q '\"points\":\[{' '$F'"
 
 check "the train width sweep $S2 finishes" wait_sweep "$S2" finished 120
 F2="$TMP/sweep_$S2"
 ALPHA=$(fitval alpha "$F2")
-check "its power_offset fit of test_loss on n_params has E, A, alpha (alpha=$ALPHA)" \
+EW=$(fitval E "$F2")
+# docs/sweeps.md's width scan (full data, 3 epochs, widths 4-1024) fits alpha = 1.33
+# [0.91, 1.87], E = 0.377; this smaller one (2000 examples, 2 epochs, widths 8-128) saturates
+# faster in width, so its alpha is steeper (measured 1.98) and its floor higher (E measured
+# 0.83). Bounds: alpha in [0.9, 3.0] (the documented interval's lower end; 1.5x the measured
+# value) and E in [0.377, 1.25] (less data and training cannot reach below the documented
+# full-data E; 1.5x the measured value).
+check "its power_offset fit of test_loss on n_params has E, A, alpha (alpha=$ALPHA in [0.9, 3], E=$EW in [0.377, 1.25])" \
   bash -c "grep -q '\"succeeded\":5' '$F2' && grep -q '\"law\":\"power_offset\"' '$F2' &&
-           within '$ALPHA' -100 100 && grep -q '\"x\":\"summary.n_params\"' '$F2' && ! grep -q '\"fit\":{[^}]*\"error\"' '$F2'"
+           within '$ALPHA' 0.9 3.0 && within '$EW' 0.377 1.25 && grep -q '\"x\":\"summary.n_params\"' '$F2' && ! grep -q '\"fit\":{[^}]*\"error\"' '$F2'"
 
 # ---------------------------------------------------------------- early stopping
 

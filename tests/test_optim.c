@@ -355,6 +355,27 @@ static void test_heavy_ball_vs_sgd_schedule(void **state) {
   td_optim_destroy(sg);
 }
 
+/* Heavy ball with coupled weight decay, two steps by optim.h's formula written out:
+ * d1 = -lr (g1 + wd p0), p1 = p0 + d1; d2 = mu d1 - lr (g2 + wd p1), p2 = p1 + d2. */
+static void test_heavy_ball_weight_decay(void **state) {
+  (void)state;
+  const double mu = 0.9, lr = 0.1, wd = 0.05;
+  td_optim_hp hp = td_optim_hp_default();
+  hp.momentum = mu;
+  hp.weight_decay = wd;
+  td_optim *o = make("heavy_ball", hp);
+  double p[N];
+  memcpy(p, P0, sizeof p);
+  td_optim_step(o, p, G1, lr);
+  td_optim_step(o, p, G2, lr);
+  for (int i = 0; i < N; i++) {
+    double d1 = -lr * (G1[i] + wd * P0[i]), p1 = P0[i] + d1;
+    double d2 = mu * d1 - lr * (G2[i] + wd * p1);
+    near(p[i], p1 + d2, i);
+  }
+  td_optim_destroy(o);
+}
+
 static void test_errors(void **state) {
   (void)state;
   td_optim *o = (td_optim *)1;
@@ -415,6 +436,7 @@ int main(void) {
       cmocka_unit_test(test_errors),    cmocka_unit_test(test_adam_sign),
       cmocka_unit_test(test_adagrad),   cmocka_unit_test(test_rmsprop),
       cmocka_unit_test(test_quadratic_2d), cmocka_unit_test(test_heavy_ball_vs_sgd_schedule),
+      cmocka_unit_test(test_heavy_ball_weight_decay),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

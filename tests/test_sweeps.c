@@ -224,6 +224,23 @@ static void test_max_concurrency_claim(void **state) {
   assert_string_equal(json_string_value(json_object_get(j, "status")), "running");
   assert_null(json_object_get(j, "children"));
   json_decref(j);
+  /* Nothing queued but two running: still running, not finished. */
+  assert_int_equal(store_job_finish(s, 3, STORE_SUCCEEDED, NULL, "{}", 1, 1, &e), 0);
+  assert_int_equal(claim(s), 5);
+  j = get_sweep(s, sw, 0);
+  c = json_object_get(j, "counts");
+  assert_int_equal(json_integer_value(json_object_get(c, "queued")), 0);
+  assert_int_equal(json_integer_value(json_object_get(c, "running")), 2);
+  assert_string_equal(json_string_value(json_object_get(j, "status")), "running");
+  assert_true(json_is_null(json_object_get(j, "finished_at")));
+  json_decref(j);
+  /* All final: finished, with a finished_at. */
+  assert_int_equal(store_job_finish(s, 4, STORE_SUCCEEDED, NULL, "{}", 1, 1, &e), 0);
+  assert_int_equal(store_job_finish(s, 5, STORE_FAILED, "boom", NULL, 1, 1, &e), 0);
+  j = get_sweep(s, sw, 0);
+  assert_string_equal(json_string_value(json_object_get(j, "status")), "finished");
+  assert_true(json_is_string(json_object_get(j, "finished_at")));
+  json_decref(j);
   store_close(s);
 }
 
@@ -390,7 +407,10 @@ static json_t *wait_finished(fx *f, int64_t id) {
   return NULL;
 }
 
-static void run_es(const char *es, const char *expect_reason) {
+/* want_1, want_2: substrings the errors of children 1 and 2 must contain (where and why the
+ * rule pruned them). */
+static void run_es(const char *es, const char *expect_reason, const char *want_1,
+                   const char *want_2) {
   fx f;
   fx_open(&f);
   char spec[768];
@@ -414,6 +434,8 @@ static void run_es(const char *es, const char *expect_reason) {
       const char *err = json_string_value(json_object_get(c, "error"));
       assert_non_null(err);
       assert_non_null(strstr(err, expect_reason));
+      const char *w = i == 1 ? want_1 : want_2;
+      if (!strstr(err, w)) fail_msg("child %zu: '%s' does not say '%s'", i, err, w);
       /* The kind saw should_stop before its last step. */
       json_t *stopped = json_object_get(json_object_get(c, "summary"), "stopped_at");
       assert_true(json_integer_value(stopped) > 0 && json_integer_value(stopped) < 300);
@@ -426,20 +448,39 @@ static void run_es(const char *es, const char *expect_reason) {
   fx_close(&f);
 }
 
-/* Median rule: child 2 (lr 0.2) at step t has best 0.2 + 1/(t+1); child 1's running average
- * is 0.1 + H(t+1)/(t+1), below that from t = 44 on, so child 2 is pruned (min_trials 1);
- * child 4 (lr 0.05) is better than every other and runs to the end. */
+/* Median rule, by hand: child i (lr l_i) has loss l_i + 1/(t + 1), so its best by step t is
+ * l_i + 1/(t + 1) and its running average l_i + H(t + 1)/(t + 1) (H the harmonic number).
+ * Children run one at a time in order. The rule is checked at every step from grace_steps
+ * (10) while step / 20 <= 1 (the next check is step + max(1, step / 20)). Child 2 (lr 0.2) is
+ * pruned at the first such t where its best exceeds child 1's running average (the median
+ * of one), child 3 (lr 0.3) where its best exceeds the median of children 1 and 2 (their
+ * mean, 0.15 + H(t + 1)/(t + 1)); child 4 (lr 0.05) is better than every other and runs to
+ * the end. The expected steps are computed here (29 and 15). */
 static void test_median_prunes(void **state) {
   (void)state;
+  long t2 = -1, t3 = -1;
+  double H = 0;
+  for (long t = 0; t < 40; t++) {
+    H += 1.0 / (double)(t + 1);
+    double avg = H / (double)(t + 1), best = 1.0 / (double)(t + 1);
+    if (t >= 10 && t2 < 0 && 0.2 + best > 0.1 + avg) t2 = t;
+    if (t >= 10 && t3 < 0 && 0.3 + best > 0.15 + avg) t3 = t;
+  }
+  assert_true(t2 > 10 && t3 > 10);
+  char w1[64], w2[64];
+  snprintf(w1, sizeof w1, "by step %ld is worse", t2);
+  snprintf(w2, sizeof w2, "by step %ld is worse", t3);
   run_es("{\"rule\": \"median\", \"metric\": \"loss\", \"grace_steps\": 10, \"min_trials\": 1}",
-         "median rule");
+         "median rule", w1, w2);
 }
 
 /* ASHA with rungs 10, 30, 90: child 2 is behind child 1 at rung 10 (0.2 + 1/11 against
- * 0.1 + 1/11) and ceil(2/3) = 1 continues; child 3 ranks third of three; child 4 is first. */
+ * 0.1 + 1/11) and ceil(2/3) = 1 continues; child 3 ranks third of three at rung 10; child 4
+ * is first. Both are pruned at the first rung. */
 static void test_asha_prunes(void **state) {
   (void)state;
-  run_es("{\"rule\": \"asha\", \"metric\": \"loss\", \"min_steps\": 10, \"eta\": 3}", "asha");
+  run_es("{\"rule\": \"asha\", \"metric\": \"loss\", \"min_steps\": 10, \"eta\": 3}", "asha",
+         "at rung 10, loss 0.290909 ranks 2 of 2", "at rung 10, loss 0.390909 ranks 3 of 3");
 }
 
 /* Without early stopping all children succeed, the fit is refreshed by the workers. */

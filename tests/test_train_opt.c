@@ -107,7 +107,12 @@ static void test_validation(void **state) {
   json_decref(f);
 }
 
-/* lr metric = td_sched_lr at every step: step decay with warm-up. */
+/* The logged lr against closed forms of the schedules written out here (sched.h's
+ * conventions, torch's StepLR and CosineAnnealingLR), to 1e-15 relative (one pow or cos):
+ *  - step decay with a linear warm-up, base 0.01, W = 5, step_size 10, gamma 0.5, T = 30:
+ *    0.01 t / 5 for t = 1..5, then 0.01 for t = 6..15, 0.005 for 16..25, 0.0025 for 26..30;
+ *  - cosine without warm-up, base 0.1, min_lr 0.01, T = 20:
+ *    0.01 + 0.09 (1 + cos(pi (t - 1) / 20)) / 2 for t = 1..20. */
 static void test_lr_metric(void **state) {
   (void)state;
   rec r = {0};
@@ -117,15 +122,23 @@ static void test_lr_metric(void **state) {
                        "\"step_size\":10,\"gamma\":0.5}}}",
                        &r, &err),
                    0);
-  td_sched s;
-  assert_int_equal(td_sched_init(&s, TD_SCHED_STEP, 0.01, 5, 10, 0.5, 0, 30, NULL), 0);
   for (long t = 1; t <= 30; t++) {
-    double got = get(&r, "lr", t), want = td_sched_lr(&s, t);
-    if (!(fabs(got - want) <= 1e-15 * want)) fail_msg("lr at %ld: %g vs %g", t, got, want);
+    double want = t <= 5 ? 0.01 * (double)t / 5 : t <= 15 ? 0.01 : t <= 25 ? 0.005 : 0.0025;
+    double got = get(&r, "lr", t);
+    if (!(fabs(got - want) <= 1e-15 * want)) fail_msg("step lr at %ld: %.17g vs %.17g", t, got, want);
   }
-  assert_true(get(&r, "lr", 3) == 0.01 * 3 / 5);
-  assert_true(fabs(get(&r, "lr", 30) - 0.0025) < 1e-18);
   free(r.p);
+  rec c = {0};
+  assert_int_equal(run("{" SYN ",\"steps\":20,\"batch_size\":50,\"optimizer\":{\"name\":\"sgd\","
+                       "\"lr\":0.1,\"schedule\":{\"name\":\"cosine\",\"min_lr\":0.01}}}",
+                       &c, &err),
+                   0);
+  const double pi = 3.14159265358979323846;
+  for (long t = 1; t <= 20; t++) {
+    double want = 0.01 + 0.09 * (1 + cos(pi * (double)(t - 1) / 20)) / 2, got = get(&c, "lr", t);
+    if (!(fabs(got - want) <= 1e-15 * want)) fail_msg("cosine lr at %ld: %.17g vs %.17g", t, got, want);
+  }
+  free(c.p);
 }
 
 /* l2 vs weight_decay. Step 1 sees the same parameters and batch, so the train_loss with l2
