@@ -469,6 +469,7 @@ done:
     json_object_set_new(sum, "n_params", json_integer((json_int_t)t.m->n_params));
     if (t.diverged_step >= 0)
       json_object_set_new(sum, "diverged_step", json_integer(t.diverged_step));
+    t.status = rc;
     if (h->finish) {
       int frc = h->finish(&t, h->ctx, sum, err);
       if (frc && !rc) rc = frc;

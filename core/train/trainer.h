@@ -275,6 +275,7 @@ struct td_trainer {
   double ema, ema_w; /* target_loss: EMA of train_loss */
   long steps_to_target;
   td_diverge div;
+  int status;        /* at finish: 0, TD_EDIVERGED or TD_ECANCELLED */
 };
 
 /* td_trainer_run: the whole job: load the problem, build the model (td_mlp_init of
