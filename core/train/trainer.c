@@ -532,6 +532,12 @@ static int one_step(td_trainer *t, const td_trainer_hooks *h, td_err *err) {
       (rc = td_sink_metric(sink, "param_norm", step, pnorm)))
     return rc;
   if (t->so && (rc = td_sopt_log(t->so, &sst, sink, step))) return rc;
+  if ((c->metrics & TD_TRAINER_M_TRAIN_ACC) && c->grad_curv && t->cc.y) {
+    const int B = t->cc.B;
+    const double acc = (double)td_count_correct(t->cc.ws.act[t->m->n_layers], t->cc.y, B,
+                                                t->m->cfg.out_dim) / B;
+    if ((rc = td_sink_metric(sink, "train_acc", step, acc))) return rc;
+  }
   if (c->has_target) {
     t->ema = c->target_ema * t->ema + (1.0 - c->target_ema) * t->loss;
     t->ema_w = c->target_ema * t->ema_w + (1.0 - c->target_ema);

@@ -166,6 +166,7 @@ enum {
   TD_TRAINER_M_GRAD_NORM = 1,  /* grad_norm: 2-norm of the step's loss gradient */
   TD_TRAINER_M_LR = 2,         /* lr: the step's learning rate */
   TD_TRAINER_M_PARAM_NORM = 4, /* param_norm: 2-norm of the parameters after the update */
+  TD_TRAINER_M_TRAIN_ACC = 8,  /* grad_curv, classification: train_acc of the step's batch */
 };
 
 typedef struct td_trainer_cfg {
