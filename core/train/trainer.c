@@ -487,6 +487,7 @@ static int one_step(td_trainer *t, const td_trainer_hooks *h, td_err *err) {
   td_sink *sink = t->sink;
   const long step = t->step, T = c->total_steps;
   const size_t np = t->m->n_params;
+  const char *loss_key = c->loss_key ? c->loss_key : "train_loss";
   double t0 = td_trainer_now();
   if (!c->full_batch) next_batch(t);
   int rc = loss_grad(t, h, err);
@@ -497,11 +498,11 @@ static int one_step(td_trainer *t, const td_trainer_hooks *h, td_err *err) {
     t->loss += penalty;
   }
   if (h->after_loss && (rc = h->after_loss(t, h->ctx, err))) {
-    if (rc == TD_EDIVERGED) td_sink_metric(sink, "train_loss", step, t->loss);
+    if (rc == TD_EDIVERGED) td_sink_metric(sink, loss_key, step, t->loss);
     return rc;
   }
   if ((rc = td_diverge_observe(&t->div, step, t->loss, err))) {
-    td_sink_metric(sink, "train_loss", step, t->loss);
+    td_sink_metric(sink, loss_key, step, t->loss);
     return rc;
   }
   if (!c->grad_curv && !h->loss) {
@@ -520,7 +521,7 @@ static int one_step(td_trainer *t, const td_trainer_hooks *h, td_err *err) {
     if (c->metrics & TD_TRAINER_M_PARAM_NORM) pnorm = td_la_nrm2(np, t->m->params);
     t->train_time += td_trainer_now() - t0;
   }
-  if ((rc = td_sink_metric(sink, "train_loss", step, t->loss))) return rc;
+  if ((rc = td_sink_metric(sink, loss_key, step, t->loss))) return rc;
   if ((c->metrics & TD_TRAINER_M_LR) && (rc = td_sink_metric(sink, "lr", step, t->lr))) return rc;
   if (c->l2 > 0 && (rc = td_sink_metric(sink, "l2_penalty", step, penalty))) return rc;
   if (!c->full_batch && layer_step && (rc = layer_metrics(t->m, t->prev, t->lr, sink, step)))

@@ -187,6 +187,7 @@ typedef struct td_trainer_cfg {
   long layer_every;  /* per-layer metrics (0: none) */
   int eval_train;    /* evaluations also log train_eval_loss / train_acc */
   unsigned metrics;  /* TD_TRAINER_M_* */
+  const char *loss_key; /* metric name of the training loss (NULL: "train_loss") */
   int has_target;    /* target_loss (train) */
   double target_loss, target_ema;
   td_diverge_cfg div;
