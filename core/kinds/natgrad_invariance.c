@@ -136,20 +136,10 @@ static int parse_cfg(const json_t *p, ngi_cfg *c, td_err *err) {
   c->n_test = (int)td_param_int(p, "data.n_test", 256);
   c->d = (int)td_param_int(p, "data.d", 8);
   c->K = c->fmnist ? 10 : (int)td_param_int(p, "data.classes", 4);
-  const json_t *hid = td_param_get(p, "model.hidden");
   c->mlp.in_dim = c->d;
   c->mlp.out_dim = c->K;
-  c->mlp.n_hidden = json_is_array(hid) ? (int)json_array_size(hid) : 0;
-  if (c->mlp.n_hidden > TD_MLP_MAX_HIDDEN)
-    return td_err_set(err, TD_EINVAL, "params.model.hidden", "at most %d hidden layers",
-                      TD_MLP_MAX_HIDDEN);
-  for (int i = 0; i < c->mlp.n_hidden; i++)
-    c->mlp.hidden[i] = (int)json_number_value(json_array_get(hid, (size_t)i));
-  if (td_mlp_act_parse(td_param_str(p, "model.activation", "tanh"), &c->mlp.act))
-    return td_err_set(err, TD_EINVAL, "params.model.activation", "unknown activation");
-  c->mlp.init_scale = td_param_num(p, "model.init_scale", 1.0);
-  if (td_mlp_init_parse(td_param_str(p, "model.init", NULL), &c->mlp.init))
-    return td_err_set(err, TD_EINVAL, "params.model.init", "unknown initialization");
+  int rc = td_trainer_parse_model(p, "tanh", &c->mlp, err);
+  if (rc) return rc;
   c->loss = strcmp(td_param_str(p, "loss", "mse"), "mse") == 0 ? TD_CURV_MSE : TD_CURV_XENT;
   c->diag = strcmp(td_param_str(p, "reparam.kind", "dense"), "diagonal") == 0;
   c->cond = td_param_num(p, "reparam.cond", 10);

@@ -54,25 +54,32 @@ int td_trainer_parse_problem(const json_t *p, size_t fmnist_n_train, size_t fmni
   if (pb->synthetic && pb->loss != TD_CURV_MSE)
     return td_err_set(err, TD_EINVAL, "params.loss",
                       "synthetic data is a regression set: use \"loss\": \"mse\"");
-  const json_t *hid = td_param_get(p, "model.hidden");
-  pb->mlp.n_hidden = json_is_array(hid) ? (int)json_array_size(hid) : 0;
-  if (pb->mlp.n_hidden > TD_MLP_MAX_HIDDEN)
-    return td_err_set(err, TD_EINVAL, "params.model.hidden", "at most %d hidden layers",
-                      TD_MLP_MAX_HIDDEN);
-  for (int i = 0; i < pb->mlp.n_hidden; i++)
-    pb->mlp.hidden[i] = (int)json_number_value(json_array_get(hid, (size_t)i));
-  if (td_mlp_act_parse(td_param_str(p, "model.activation", "relu"), &pb->mlp.act))
-    return td_err_set(err, TD_EINVAL, "params.model.activation", "unknown activation");
-  pb->mlp.init_scale = td_param_num(p, "model.init_scale", 1.0);
-  if (td_mlp_init_parse(td_param_str(p, "model.init", NULL), &pb->mlp.init))
-    return td_err_set(err, TD_EINVAL, "params.model.init", "unknown initialization");
-  if (td_mlp_norm_parse(td_param_str(p, "model.norm", "none"), &pb->mlp.norm))
-    return td_err_set(err, TD_EINVAL, "params.model.norm", "unknown normalization");
-  pb->mlp.norm_eps = td_param_num(p, "model.norm_eps", TD_NORM_EPS_DEFAULT);
+  int rc = td_trainer_parse_model(p, "relu", &pb->mlp, err);
+  if (rc) return rc;
   pb->center = td_param_bool(p, "data.center", center_default);
   pb->seed = (uint64_t)td_param_int(p, "seed", 0);
   double np = 0, ws = 0;
   return td_mlp_estimate(&pb->mlp, 1, &np, &ws, err);
+}
+
+int td_trainer_parse_model(const json_t *p, const char *act_default, td_mlp_cfg *mlp,
+                           td_err *err) {
+  const json_t *hid = td_param_get(p, "model.hidden");
+  mlp->n_hidden = json_is_array(hid) ? (int)json_array_size(hid) : 0;
+  if (mlp->n_hidden > TD_MLP_MAX_HIDDEN)
+    return td_err_set(err, TD_EINVAL, "params.model.hidden", "at most %d hidden layers",
+                      TD_MLP_MAX_HIDDEN);
+  for (int i = 0; i < mlp->n_hidden; i++)
+    mlp->hidden[i] = (int)json_number_value(json_array_get(hid, (size_t)i));
+  if (td_mlp_act_parse(td_param_str(p, "model.activation", act_default), &mlp->act))
+    return td_err_set(err, TD_EINVAL, "params.model.activation", "unknown activation");
+  mlp->init_scale = td_param_num(p, "model.init_scale", 1.0);
+  if (td_mlp_init_parse(td_param_str(p, "model.init", NULL), &mlp->init))
+    return td_err_set(err, TD_EINVAL, "params.model.init", "unknown initialization");
+  if (td_mlp_norm_parse(td_param_str(p, "model.norm", "none"), &mlp->norm))
+    return td_err_set(err, TD_EINVAL, "params.model.norm", "unknown normalization");
+  mlp->norm_eps = td_param_num(p, "model.norm_eps", TD_NORM_EPS_DEFAULT);
+  return 0;
 }
 
 int td_trainer_parse_length(const json_t *p, td_trainer_cfg *c, double max_steps, long div,

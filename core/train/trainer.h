@@ -201,6 +201,12 @@ typedef struct td_trainer_cfg {
 int td_trainer_parse_problem(const json_t *p, size_t fmnist_n_train, size_t fmnist_n_test,
                              int center_default, td_problem_cfg *pb /* OUT */, td_err *err);
 
+/* td_trainer_parse_model: the model.* rows (hidden, activation (absent: act_default), init,
+ * init_scale, norm, norm_eps) into mlp (in_dim, out_dim are the caller's). Errors: TD_EINVAL
+ * with the field. */
+int td_trainer_parse_model(const json_t *p, const char *act_default, td_mlp_cfg *mlp /* OUT */,
+                           td_err *err);
+
 /* td_trainer_parse_length: batch_size (clamped to n_train), epochs or steps (neither: one
  * epoch; more than max_steps: TD_EINVAL on params.epochs), eval_every (absent: (T + div - 1)
  * / div for T >= div, else 1). Needs c->pb. */
