@@ -443,7 +443,7 @@ int td_trainer_run(const td_trainer_cfg *cfg, const td_trainer_hooks *hooks, td_
     t.step = 0;
     if ((rc = do_eval(&t, h, err))) goto out;
     if (cfg->layer_every > 0 && (rc = layer_metrics(t.m, NULL, 0.0, sink, 0))) goto out;
-    if (h->analyze && (rc = h->analyze(&t, h->ctx, err))) {
+    if (h->analyze && cfg->analyze_every > 0 && (rc = h->analyze(&t, h->ctx, err))) {
       if (rc == TD_EDIVERGED) t.diverged_step = 0;
       goto done;
     }
@@ -553,9 +553,9 @@ static int one_step(td_trainer *t, const td_trainer_hooks *h, td_err *err) {
     if (t->ema / t->ema_w <= c->target_loss) t->steps_to_target = step;
   }
   if (!c->full_batch && h->after_step && (rc = h->after_step(t, h->ctx, err))) return rc;
-  if (step % c->eval_every == 0 || step == T || t->steps_to_target)
+  if ((c->eval_every > 0 && step % c->eval_every == 0) || step == T || t->steps_to_target)
     if ((rc = do_eval(t, h, err))) return rc;
-  if (h->analyze && (step % c->analyze_every == 0 || step == T) &&
+  if (h->analyze && c->analyze_every > 0 && (step % c->analyze_every == 0 || step == T) &&
       (rc = h->analyze(t, h->ctx, err)))
     return rc;
   if (c->full_batch) {
