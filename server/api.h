@@ -39,6 +39,20 @@ int api_artifacts_get(http_req *req, http_resp *resp);
 /* api_job_json: append the JSON object of one job (the GET /api/v1/jobs/{id} shape). */
 void api_job_json(http_buf *b, const store_job *j);
 
+/* Checkpoints (api_checkpoints.c): POST (raw safetensors body), GET metadata, GET the file. */
+int api_checkpoints_create(http_req *req, http_resp *resp);
+int api_checkpoints_get(http_req *req, http_resp *resp);
+int api_checkpoints_file(http_req *req, http_resp *resp);
+
+/* api_resolve_start: the submit-time check of a job's params.init_from / params.fork on the
+ * filled params (borrowed): the named job or uploaded checkpoint exists, a job ref has a
+ * stored checkpoint at its step (else the 400 lists the steps that have one), the
+ * checkpoint's tensors fit the model of the params (td_checkpoint_check_params; a fork also
+ * needs optimizer state of params.optimizer.name). On a fork sets nj->parent_job_id and
+ * nj->parent_step. Returns 0 (resp untouched) or the status of the error written to resp. */
+int api_resolve_start(store *db, const struct json_t *filled, store_new_job *nj,
+                      http_resp *resp);
+
 /* Sweeps and fits (api_sweeps.c; the logic is in sweeps.c and core/scaling/fit.c). */
 int api_sweeps_create(http_req *req, http_resp *resp);
 int api_sweeps_list(http_req *req, http_resp *resp);

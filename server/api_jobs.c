@@ -40,7 +40,14 @@ void api_job_json(http_buf *b, const store_job *j) {
   http_buf_json_str(b, j->error);
   http_buf_str(b, ",\"summary\":");
   http_buf_str(b, j->summary ? j->summary : "null");
-  http_buf_str(b, "}");
+  /* fork links (migrations/0003): children is written by SQLite's group_concat of ids */
+  if (j->parent_job_id > 0)
+    http_buf_printf(b, ",\"parent\":{\"job\":%lld,\"step\":%ld}", (long long)j->parent_job_id,
+                    j->parent_step);
+  else http_buf_str(b, ",\"parent\":null");
+  http_buf_str(b, ",\"children\":[");
+  if (j->children) http_buf_str(b, j->children);
+  http_buf_str(b, "]}");
 }
 
 static void job_into_buf(void *ctx, const store_job *j) { api_job_json(ctx, j); }
@@ -188,6 +195,8 @@ int api_jobs_create(http_req *req, http_resp *resp) {
   store_new_job nj = {.kind = json_string_value(jkind), .name = name, .params_json = params_json,
                       .tags_json = tags_json, .tags = tags, .n_tags = n_tags,
                       .priority = priority};
+  /* params.init_from / params.fork: the named checkpoint exists and fits (api_checkpoints.c) */
+  if ((status = api_resolve_start(st, filled, &nj, resp))) goto out;
   int64_t id = 0;
   rc = store_job_insert(st, &nj, a->max_queued, &id, &e);
   if (rc == TD_ELIMIT) {

@@ -367,6 +367,9 @@ static const http_route routes[] = {
     {"GET", "/api/v1/jobs/{id}/metrics.csv", api_metrics_csv, "metrics_csv", 0},
     {"GET", "/api/v1/jobs/{id}/artifacts", api_artifacts_list, "artifacts_list", 0},
     {"GET", "/api/v1/jobs/{id}/artifacts/{name}", api_artifacts_get, "artifacts_get", 0},
+    {"POST", "/api/v1/checkpoints", api_checkpoints_create, "checkpoints_create", ROUTE_MUTATES},
+    {"GET", "/api/v1/checkpoints/{id}", api_checkpoints_get, "checkpoints_get", 0},
+    {"GET", "/api/v1/checkpoints/{id}/file", api_checkpoints_file, "checkpoints_file", 0},
     {"POST", "/api/v1/sweeps", api_sweeps_create, "sweeps_create", ROUTE_JSON_BODY | ROUTE_MUTATES},
     {"GET", "/api/v1/sweeps", api_sweeps_list, "sweeps_list", 0},
     {"GET", "/api/v1/sweeps/{id}", api_sweeps_get, "sweeps_get", 0},
@@ -405,6 +408,7 @@ typedef struct req_ctx {
   size_t len, cap;
   unsigned long long discarded;
   int too_large;
+  size_t limit; /* body limit of this request (max_body, or max_upload for an upload) */
   int status;
   int route;
   uint64_t resp_bytes;
@@ -606,14 +610,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     rc->route = ROUTE_OTHER;
     copy_for_log(rc->method, sizeof rc->method, method);
     copy_for_log(rc->path, sizeof rc->path, url);
+    rc->limit = srv->cfg.max_upload > 0 && !strcmp(method, "POST") &&
+                        !strcmp(url, "/api/v1/checkpoints")
+                    ? srv->cfg.max_upload
+                    : srv->cfg.max_body;
     const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                  MHD_HTTP_HEADER_CONTENT_LENGTH);
     long long clen = 0;
-    if (cl && http_parse_ll(cl, 0, LLONG_MAX, &clen) == 0 && (size_t)clen > srv->cfg.max_body) {
+    if (cl && http_parse_ll(cl, 0, LLONG_MAX, &clen) == 0 && (size_t)clen > rc->limit) {
       resp_init(&resp);
       rc->too_large = 1; /* answer now; MHD discards the body and closes the connection */
       http_error(&resp, HTTP_E_PAYLOAD_TOO_LARGE, NULL, "the body is %lld bytes; the limit is %zu",
-                 clen, srv->cfg.max_body);
+                 clen, rc->limit);
       return send_resp(conn, rc, &resp);
     }
     return MHD_YES;
@@ -621,7 +629,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
   if (*upload_data_size) {
     size_t n = *upload_data_size;
     *upload_data_size = 0;
-    if (!rc->too_large && rc->len + n > srv->cfg.max_body) {
+    if (!rc->too_large && rc->len + n > rc->limit) {
       rc->too_large = 1;
       free(rc->body);
       rc->body = NULL;
@@ -629,7 +637,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     if (rc->too_large) {
       rc->discarded += n;
-      return rc->discarded > 64ull * srv->cfg.max_body + (64u << 20) ? MHD_NO : MHD_YES;
+      return rc->discarded > 64ull * rc->limit + (64u << 20) ? MHD_NO : MHD_YES;
     }
     if (rc->len + n > rc->cap) {
       size_t nc = rc->cap ? rc->cap : 4096;
@@ -646,7 +654,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
   resp_init(&resp);
   if (rc->too_large)
     http_error(&resp, HTTP_E_PAYLOAD_TOO_LARGE, NULL, "the body is larger than %zu bytes",
-               srv->cfg.max_body);
+               rc->limit);
   else
     dispatch(srv, conn, url, method, rc, &resp);
   return send_resp(conn, rc, &resp);

@@ -184,6 +184,7 @@ typedef struct http_config {
   unsigned max_conns;     /* concurrent connections */
   unsigned conn_timeout_s;/* idle connection timeout */
   size_t max_body;        /* request body limit in bytes (413 above it) */
+  size_t max_upload;      /* body limit of POST /api/v1/checkpoints (0: max_body) */
   const char *token;      /* bearer token required for state changes; NULL: none */
   int token_for_read;     /* also require it for reads */
   store_pool *pool;       /* borrowed */

@@ -37,8 +37,9 @@ static void usage(FILE *f) {
           "           [--job-timeout SECONDS] [--max-attempts 3] [--http-threads N]\n"
           "           [--max-conns 1024] [--conn-timeout 30] [--batch-points 1024]\n"
           "           [--batch-ms 250] [--shutdown-timeout 60] [--job-cache 4096]\n"
-          "           [--worker-nice 5]\n"
-          "  run      SPEC.json|- [--out metrics.jsonl] [--blas-threads N]\n"
+          "           [--worker-nice 5] [--max-upload 64M]\n"
+          "  run      SPEC.json|- [--out metrics.jsonl] [--blas-threads N] [--artifacts DIR]\n"
+          "           [--checkpoint-dir DIR]\n"
           "  kinds    [--json]\n"
           "  migrate  --db F [--migrations DIR]\n"
           "  version\n");
@@ -299,7 +300,42 @@ static void on_run_signal(int sig) {
 typedef struct jsonl_sink {
   FILE *out;
   http_buf line;
+  const char *art_dir;  /* --artifacts: each artifact is also written to DIR/<name> */
+  const char *ckpt_dir; /* --checkpoint-dir: where init_from / fork read checkpoints */
 } jsonl_sink;
+
+/* An artifact name as the server accepts it (queue.c): 1..128 of [A-Za-z0-9._-], no
+ * leading dot, so that DIR/<name> stays inside DIR. */
+static int run_artifact_name_ok(const char *n) {
+  size_t i = 0;
+  for (; n && n[i]; i++) {
+    char ch = n[i];
+    if (i >= 128 || !((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                      (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == '-'))
+      return 0;
+  }
+  return i > 0 && n[0] != '.';
+}
+
+/* Write data to dir/name through dir/.name.tmp and a rename (a reader never sees half a
+ * file). Returns 0 or TD_EIO (message on stderr). */
+static int run_write_artifact(const char *dir, const char *name, const void *data, size_t len) {
+  char path[4096], tmp[4200];
+  if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, name) >= sizeof path) return TD_EIO;
+  snprintf(tmp, sizeof tmp, "%s/.%s.tmp", dir, name);
+  FILE *f = fopen(tmp, "wb");
+  int bad = !f;
+  if (f) {
+    bad |= len && fwrite(data, 1, len, f) != len;
+    bad |= fclose(f) != 0;
+  }
+  if (bad || rename(tmp, path)) {
+    fprintf(stderr, "tdlab run: cannot write artifact %s: %s\n", path, strerror(errno));
+    remove(tmp);
+    return TD_EIO;
+  }
+  return 0;
+}
 
 static void jsonl_flush_line(jsonl_sink *j) {
   http_buf_add(&j->line, "\n", 1);
@@ -341,7 +377,54 @@ static int jsonl_artifact(void *ctx, const char *name, const char *content_type,
   }
   http_buf_str(&j->line, "}");
   jsonl_flush_line(j);
-  return ferror(j->out) ? TD_EIO : 0;
+  int rc = ferror(j->out) ? TD_EIO : 0;
+  if (j->art_dir) {
+    if (!run_artifact_name_ok(name) || (len && !data)) return TD_EINVAL;
+    int wrc = run_write_artifact(j->art_dir, name, data, len);
+    if (wrc) rc = wrc;
+  }
+  return rc;
+}
+
+/* The checkpoint reader of `tdlab run` (sink.h): with --checkpoint-dir D, a job ref
+ * {job J, step S} is D/J/checkpoint_stepS.safetensors (the layout of J's --artifacts
+ * directory under D) and an uploaded checkpoint C is D/checkpoints/C.safetensors. */
+static int jsonl_checkpoint(void *ctx, long job, long step, long checkpoint_id, void **data,
+                            size_t *len) {
+  jsonl_sink *j = ctx;
+  *data = NULL;
+  *len = 0;
+  if (!j->ckpt_dir) {
+    fprintf(stderr, "tdlab run: this spec starts from a checkpoint (params.init_from or "
+                    "params.fork); give --checkpoint-dir DIR (see README)\n");
+    return TD_ENOTFOUND;
+  }
+  char path[4096];
+  if (job > 0)
+    snprintf(path, sizeof path, "%s/%ld/checkpoint_step%ld.safetensors", j->ckpt_dir, job, step);
+  else
+    snprintf(path, sizeof path, "%s/checkpoints/%ld.safetensors", j->ckpt_dir, checkpoint_id);
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    fprintf(stderr, "tdlab run: cannot read checkpoint %s: %s\n", path, strerror(errno));
+    return errno == ENOENT ? TD_ENOTFOUND : TD_EIO;
+  }
+  int rc = 0;
+  long sz = -1;
+  if (fseek(f, 0, SEEK_END) == 0) sz = ftell(f);
+  unsigned char *buf = NULL;
+  if (sz < 0 || fseek(f, 0, SEEK_SET) != 0 || (unsigned long)sz > (4ul << 30)) rc = TD_EIO;
+  else if (!(buf = malloc(sz > 0 ? (size_t)sz : 1))) rc = TD_ENOMEM;
+  else if (fread(buf, 1, (size_t)sz, f) != (size_t)sz) rc = TD_EIO;
+  fclose(f);
+  if (rc) {
+    free(buf);
+    fprintf(stderr, "tdlab run: cannot read checkpoint %s\n", path);
+    return rc;
+  }
+  *data = buf;
+  *len = (size_t)sz;
+  return 0;
 }
 
 static int jsonl_should_stop(void *ctx) {
@@ -376,7 +459,7 @@ static json_t *load_spec(const char *path, td_err *e) {
 }
 
 static int cmd_run(opts *o) {
-  const char *spec_path = NULL, *out_path = NULL;
+  const char *spec_path = NULL, *out_path = NULL, *art_dir = NULL, *ckpt_dir = NULL;
   long blas = 0;
   int r;
   while ((r = next_opt(o))) {
@@ -388,6 +471,10 @@ static int cmd_run(opts *o) {
       spec_path = o->value;
     } else if (!strcmp(o->name, "--out")) {
       out_path = need(o);
+    } else if (!strcmp(o->name, "--artifacts")) {
+      art_dir = need(o);
+    } else if (!strcmp(o->name, "--checkpoint-dir")) {
+      ckpt_dir = need(o);
     } else if (!strcmp(o->name, "--blas-threads")) {
       blas = parse_long(o->name, need(o), 1, 4096);
     } else {
@@ -427,16 +514,24 @@ static int cmd_run(opts *o) {
     json_decref(spec);
     return 1;
   }
+  if (art_dir && mkdir(art_dir, 0777) != 0 && errno != EEXIST) {
+    fprintf(stderr, "tdlab run: cannot create --artifacts %s: %s\n", art_dir, strerror(errno));
+    json_decref(filled);
+    json_decref(spec);
+    if (out != stdout) fclose(out);
+    return 1;
+  }
   if (blas > 0) openblas_set_num_threads((int)blas);
   struct sigaction sa;
   memset(&sa, 0, sizeof sa);
   sa.sa_handler = on_run_signal;
   sigaction(SIGINT, &sa, NULL);
   sigaction(SIGTERM, &sa, NULL);
-  jsonl_sink js = {.out = out};
+  jsonl_sink js = {.out = out, .art_dir = art_dir, .ckpt_dir = ckpt_dir};
   http_buf_init(&js.line);
   td_sink sink = {.ctx = &js, .metric = jsonl_metric, .artifact = jsonl_artifact,
-                  .progress = NULL, .should_stop = jsonl_should_stop};
+                  .progress = NULL, .should_stop = jsonl_should_stop,
+                  .checkpoint = jsonl_checkpoint};
   struct timespec t0, t1;
   clock_gettime(CLOCK_MONOTONIC, &t0);
   json_t *summary = NULL;
@@ -522,7 +617,7 @@ static int cmd_serve(opts *o) {
   long port = 8080, workers = -1, max_queued = 10000, max_attempts = 3, http_threads = 0,
        max_conns = 1024, conn_timeout = 30, batch_points = 1024, batch_ms = 250,
        shutdown_timeout = 60, job_cache = 4096, worker_nice = 5;
-  double max_body = 1048576, job_timeout = 0;
+  double max_body = 1048576, max_upload = 64.0 * 1048576, job_timeout = 0;
   int insecure = 0, token_for_read = 0;
   td_limits limits = td_kinds_default_limits();
   int r;
@@ -550,6 +645,7 @@ static int cmd_serve(opts *o) {
       }
       log_set_level(lvl);
     } else if (!strcmp(n, "--max-body")) max_body = parse_size(n, need(o));
+    else if (!strcmp(n, "--max-upload")) max_upload = parse_size(n, need(o));
     else if (!strcmp(n, "--max-job-bytes")) limits.max_bytes = parse_size(n, need(o));
     else if (!strcmp(n, "--max-params")) limits.max_params = parse_size(n, need(o));
     else if (!strcmp(n, "--max-queued")) max_queued = parse_long(n, need(o), 0, 100000000);
@@ -571,6 +667,10 @@ static int cmd_serve(opts *o) {
   }
   if (max_body < 1 || max_body > 1073741824.0) {
     fprintf(stderr, "tdlab serve: --max-body must be within 1 byte .. 1 GiB\n");
+    return 2;
+  }
+  if (max_upload < 1 || max_upload > 1073741824.0) {
+    fprintf(stderr, "tdlab serve: --max-upload must be within 1 byte .. 1 GiB\n");
     return 2;
   }
   char *token = NULL;
@@ -663,7 +763,8 @@ static int cmd_serve(opts *o) {
     if (!app.web_root) log_emit(LOG_WARN, "no_dashboard", "web=%s msg=\"directory not found\"", web);
     http_config hc = {.host = host, .port = (unsigned)port, .threads = (unsigned)http_threads,
                       .max_conns = (unsigned)max_conns, .conn_timeout_s = (unsigned)conn_timeout,
-                      .max_body = (size_t)max_body, .token = token,
+                      .max_body = (size_t)max_body, .max_upload = (size_t)max_upload,
+                      .token = token,
                       .token_for_read = token_for_read, .pool = pool};
     rc = http_start(&hc, &app, &srv, &e);
   }

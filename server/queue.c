@@ -141,6 +141,19 @@ static int sink_should_stop(void *ctx) {
   return 0;
 }
 
+/* The checkpoint reader for params.init_from / params.fork (sink.h): the job's own worker
+ * connection reads the artifact or the uploaded checkpoint (store_checkpoint_read). */
+static int sink_checkpoint(void *ctx, long job, long step, long checkpoint_id, void **data,
+                           size_t *len) {
+  job_ctx *c = ctx;
+  td_err e;
+  td_err_clear(&e);
+  int rc = store_checkpoint_read(c->w->st, job, step, checkpoint_id, data, len, &e);
+  if (rc && rc != TD_ENOTFOUND)
+    log_emit(LOG_WARN, "checkpoint_read_failed", "job=%lld code=%d", (long long)c->id, rc);
+  return rc;
+}
+
 /* Retry a write a few times: a transient SQLITE_BUSY past busy_timeout should not lose a
  * job's result. */
 static int flush_retry(job_ctx *c) {
@@ -203,7 +216,8 @@ static void run_job(worker *w, store_claimed *cl) {
                     .metric = sink_metric,
                     .artifact = sink_artifact,
                     .progress = sink_progress,
-                    .should_stop = sink_should_stop};
+                    .should_stop = sink_should_stop,
+                    .checkpoint = sink_checkpoint};
     json_t *summary = NULL;
     rc = kind->run(params, &sink, &summary, &e);
     int frc = flush_retry(&c);

@@ -30,7 +30,8 @@
 #define NOW "strftime('%Y-%m-%dT%H:%M:%fZ','now')"
 #define JOB_COLS                                                                          \
   "id,kind,name,status,params,tags,priority,attempt,sweep_id,progress_done,progress_total," \
-  "cancel_requested,created_at,started_at,finished_at,error,summary"
+  "cancel_requested,created_at,started_at,finished_at,error,summary,parent_job_id,"        \
+  "parent_step,(SELECT group_concat(c.id) FROM jobs c WHERE c.parent_job_id=jobs.id)"
 
 /* Every cached statement: enum name and SQL text. */
 #define STORE__STMTS(X)                                                                    \
@@ -39,9 +40,15 @@
   X(COMMIT, "COMMIT")                                                                      \
   X(ROLLBACK, "ROLLBACK")                                                                  \
   X(JOB_INSERT,                                                                            \
-    "INSERT INTO jobs(kind,name,status,params,tags,priority,sweep_id,attempt,created_at) " \
-    "SELECT ?1,?2,'queued',?3,?4,?5,?6,1," NOW                                             \
+    "INSERT INTO jobs(kind,name,status,params,tags,priority,sweep_id,attempt,created_at,"  \
+    "parent_job_id,parent_step) SELECT ?1,?2,'queued',?3,?4,?5,?6,1," NOW ",?8,?9"         \
     " WHERE ?7 <= 0 OR (SELECT count(*) FROM jobs WHERE status='queued') < ?7")            \
+  /* a no-op write to the parent row, so the job cache drops its copy (children changed) */  \
+  X(JOB_TOUCH, "UPDATE jobs SET parent_step=parent_step WHERE id=?1")                     \
+  X(CKPT_INSERT,                                                                           \
+    "INSERT INTO checkpoints(created_at,size,tensors,bytes) VALUES(" NOW ",?1,?2,?3)")     \
+  X(CKPT_GET, "SELECT id,created_at,size,tensors,CASE WHEN ?2 THEN bytes END "             \
+              "FROM checkpoints WHERE id=?1")                                              \
   X(TAG_INSERT, "INSERT OR IGNORE INTO job_tags(tag,job_id) VALUES(?1,?2)")                \
   X(JOB_GET, "SELECT " JOB_COLS " FROM jobs WHERE id=?1")                                  \
   X(JOB_CLAIM,                                                                             \
@@ -403,6 +410,9 @@ static void row_to_job(sqlite3_stmt *q, store_job *j) {
   j->finished_at = col_text(q, 14);
   j->error = col_text(q, 15);
   j->summary = col_text(q, 16);
+  j->parent_job_id = sqlite3_column_int64(q, 17);
+  j->parent_step = (long)sqlite3_column_int64(q, 18);
+  j->children = col_text(q, 19);
   if (!j->name) j->name = "";
   if (!j->params) j->params = "{}";
   if (!j->tags) j->tags = "[]";
@@ -428,6 +438,13 @@ int store_job_insert(store *s, const store_new_job *job, long max_queued, int64_
   else
     sqlite3_bind_null(q, 6);
   sqlite3_bind_int64(q, 7, max_queued);
+  if (job->parent_job_id > 0) {
+    sqlite3_bind_int64(q, 8, job->parent_job_id);
+    sqlite3_bind_int64(q, 9, job->parent_step);
+  } else {
+    sqlite3_bind_null(q, 8);
+    sqlite3_bind_null(q, 9);
+  }
   int src = sqlite3_step(q);
   sqlite3_clear_bindings(q);
   sqlite3_reset(q);
@@ -447,6 +464,15 @@ int store_job_insert(store *s, const store_new_job *job, long max_queued, int64_
       sqlite3_reset(t);
     }
     if (t) sqlite3_clear_bindings(t);
+    if (!rc && job->parent_job_id > 0) {
+      sqlite3_stmt *u = stmt(s, ST_JOB_TOUCH, err);
+      if (!u) rc = TD_EIO;
+      else {
+        sqlite3_bind_int64(u, 1, job->parent_job_id);
+        if (sqlite3_step(u) != SQLITE_DONE) rc = sql_fail(s, err, "touch parent job");
+        sqlite3_reset(u);
+      }
+    }
   }
   if (!rc) rc = commit(s, err);
   if (rc) {
@@ -1171,3 +1197,128 @@ void store_pool_destroy(store_pool *p) {
   pthread_mutex_destroy(&p->mu);
   free(p);
 }
+
+/* ---------------------------------------------------------------- checkpoints */
+
+int store_checkpoint_insert(store *s, const void *data, size_t len, const char *tensors_json,
+                            int64_t *id, td_err *err) {
+  *id = 0;
+  if (!data || !tensors_json || len > (size_t)INT32_MAX)
+    return td_err_set(err, TD_EINVAL, NULL, "bad checkpoint");
+  sqlite3_stmt *q = stmt(s, ST_CKPT_INSERT, err);
+  if (!q) return TD_EIO;
+  sqlite3_bind_int64(q, 1, (sqlite3_int64)len);
+  sqlite3_bind_text(q, 2, tensors_json, -1, SQLITE_STATIC);
+  sqlite3_bind_blob(q, 3, data, (int)len, SQLITE_STATIC);
+  int src = sqlite3_step(q);
+  sqlite3_clear_bindings(q);
+  sqlite3_reset(q);
+  if (src != SQLITE_DONE) return sql_fail(s, err, "insert checkpoint");
+  *id = sqlite3_last_insert_rowid(s->db);
+  return 0;
+}
+
+int store_checkpoint_get(store *s, int64_t id, int with_data, store_checkpoint_fn fn, void *ctx,
+                         td_err *err) {
+  sqlite3_stmt *q = stmt(s, ST_CKPT_GET, err);
+  if (!q) return TD_EIO;
+  sqlite3_bind_int64(q, 1, id);
+  sqlite3_bind_int(q, 2, with_data != 0);
+  int src = sqlite3_step(q), rc = 0;
+  if (src == SQLITE_ROW) {
+    store_checkpoint c = {.id = sqlite3_column_int64(q, 0), .created_at = col_text(q, 1),
+                          .size = (size_t)sqlite3_column_int64(q, 2), .tensors = col_text(q, 3),
+                          .data = with_data ? sqlite3_column_blob(q, 4) : NULL};
+    if (!c.tensors) c.tensors = "[]";
+    fn(ctx, &c);
+  } else if (src == SQLITE_DONE) {
+    rc = td_err_set(err, TD_ENOTFOUND, NULL, "no checkpoint %lld", (long long)id);
+  } else {
+    rc = sql_fail(s, err, "get checkpoint");
+  }
+  sqlite3_reset(q);
+  return rc;
+}
+
+/* Collect the steps of checkpoint_step<S>.safetensors artifacts. */
+typedef struct steps_ctx {
+  long *steps;
+  size_t n, cap;
+} steps_ctx;
+
+static void step_of_artifact(void *ctx, const store_artifact *a) {
+  steps_ctx *c = ctx;
+  const char *pre = "checkpoint_step", *suf = ".safetensors";
+  size_t lp = strlen(pre), ls = strlen(suf), n = a->name ? strlen(a->name) : 0;
+  if (n <= lp + ls || strncmp(a->name, pre, lp) || strcmp(a->name + n - ls, suf)) return;
+  long v = 0;
+  for (size_t i = lp; i < n - ls; i++) {
+    char ch = a->name[i];
+    if (ch < '0' || ch > '9' || v > 100000000000L) return;
+    v = v * 10 + (ch - '0');
+  }
+  if (c->n < c->cap) c->steps[c->n] = v;
+  c->n++;
+}
+
+static int cmp_long(const void *a, const void *b) {
+  long x = *(const long *)a, y = *(const long *)b;
+  return x < y ? -1 : x > y;
+}
+
+int store_checkpoint_steps(store *s, int64_t job_id, long *steps, size_t cap, size_t *n,
+                           td_err *err) {
+  steps_ctx c = {steps, 0, cap};
+  *n = 0;
+  int rc = store_artifact_list(s, job_id, step_of_artifact, &c, err);
+  if (rc) return rc;
+  qsort(steps, c.n < cap ? c.n : cap, sizeof *steps, cmp_long);
+  *n = c.n;
+  return 0;
+}
+
+typedef struct bytes_ctx {
+  void *data;
+  size_t len;
+  int oom;
+} bytes_ctx;
+
+static void copy_artifact(void *ctx, const store_artifact *a) {
+  bytes_ctx *c = ctx;
+  c->len = a->size;
+  c->data = malloc(a->size ? a->size : 1);
+  if (!c->data) c->oom = 1;
+  else if (a->size) memcpy(c->data, a->data, a->size);
+}
+
+static void copy_checkpoint(void *ctx, const store_checkpoint *k) {
+  bytes_ctx *c = ctx;
+  c->len = k->size;
+  c->data = malloc(k->size ? k->size : 1);
+  if (!c->data) c->oom = 1;
+  else if (k->size && k->data) memcpy(c->data, k->data, k->size);
+}
+
+int store_checkpoint_read(store *db, long job, long step, long checkpoint_id, void **data,
+                        size_t *len, td_err *err) {
+  *data = NULL;
+  *len = 0;
+  bytes_ctx c = {0};
+  int rc;
+  if (job > 0) {
+    char name[64];
+    snprintf(name, sizeof name, "checkpoint_step%ld.safetensors", step);
+    rc = store_artifact_get(db, job, name, copy_artifact, &c, err);
+  } else {
+    rc = store_checkpoint_get(db, checkpoint_id, 1, copy_checkpoint, &c, err);
+  }
+  if (!rc && c.oom) rc = td_err_set(err, TD_ENOMEM, NULL, "out of memory for a checkpoint");
+  if (rc) {
+    free(c.data);
+    return rc;
+  }
+  *data = c.data;
+  *len = c.len;
+  return 0;
+}
+

@@ -72,6 +72,9 @@ typedef struct store_job {
   const char *created_at, *started_at, *finished_at; /* RFC 3339 UTC; started/finished may be NULL */
   const char *error;   /* may be NULL */
   const char *summary; /* JSON object or NULL */
+  int64_t parent_job_id; /* a fork's parent job (migrations/0003); 0: none */
+  long parent_step;      /* the parent's step the fork continues from (when parent_job_id) */
+  const char *children;  /* ids of the jobs forked from this one, "3,5" in id order; NULL: none */
 } store_job;
 
 typedef void (*store_job_fn)(void *ctx, const store_job *job);
@@ -84,6 +87,8 @@ typedef struct store_new_job {
   size_t n_tags;
   long priority;
   int64_t sweep_id; /* 0: none */
+  int64_t parent_job_id; /* a fork's parent (0: none); its row is touched so caches drop it */
+  long parent_step;      /* the step of the parent the fork continues from */
 } store_new_job;
 
 /* store_job_insert: insert a queued job (attempt 1) and its tags in one transaction. When
@@ -251,6 +256,43 @@ int store_artifact_list(store *s, int64_t id, store_artifact_fn fn, void *ctx, t
 /* store_artifact_get: fn once with the artifact. Errors: TD_ENOTFOUND, TD_EIO. */
 int store_artifact_get(store *s, int64_t id, const char *name, store_artifact_fn fn, void *ctx,
                        td_err *err);
+
+/* ---------------------------------------------------------------- checkpoints */
+
+/* An uploaded checkpoint (migrations/0003_checkpoints.sql). Strings and data borrow from
+ * SQLite and are valid only during the visitor call. */
+typedef struct store_checkpoint {
+  int64_t id;
+  const char *created_at;
+  size_t size;          /* bytes of the file */
+  const char *tensors;  /* JSON array text [{"name","dtype","shape"}] written by the server */
+  const void *data;     /* the file (size bytes), or NULL when not asked for */
+} store_checkpoint;
+typedef void (*store_checkpoint_fn)(void *ctx, const store_checkpoint *c);
+
+/* store_checkpoint_insert: store a validated safetensors file (len bytes, < 2 GiB) with its
+ * tensor list (JSON array text, trusted). *id (OUT) is its new id. Errors: TD_EINVAL, TD_EIO. */
+int store_checkpoint_insert(store *s, const void *data, size_t len, const char *tensors_json,
+                            int64_t *id /* OUT */, td_err *err);
+
+/* store_checkpoint_get: fn once with checkpoint `id`, with its bytes when with_data is
+ * non-zero. Errors: TD_ENOTFOUND, TD_EIO. */
+int store_checkpoint_get(store *s, int64_t id, int with_data, store_checkpoint_fn fn, void *ctx,
+                         td_err *err);
+
+/* store_checkpoint_steps: the steps S of job_id's artifacts named
+ * checkpoint_step<S>.safetensors, ascending; the first min(cap, *n) are written to steps and
+ * *n (OUT) is the total count. Errors: TD_EIO. */
+int store_checkpoint_steps(store *s, int64_t job_id, long *steps /* OUT */, size_t cap,
+                           size_t *n /* OUT */, td_err *err);
+
+/* store_checkpoint_read: a copy of stored checkpoint bytes, the host side of td_sink's
+ * checkpoint callback (core/base/sink.h): job > 0 reads job's artifact
+ * checkpoint_step<step>.safetensors; otherwise uploaded checkpoint `checkpoint_id`.
+ * On success *data (OUT, malloc'ed, the caller frees it) and *len (OUT).
+ * Errors: TD_ENOTFOUND, TD_ENOMEM, TD_EIO. */
+int store_checkpoint_read(store *s, long job, long step, long checkpoint_id, void **data /* OUT */,
+                          size_t *len /* OUT */, td_err *err);
 
 /* ---------------------------------------------------------------- pool */
 

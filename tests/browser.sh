@@ -13,7 +13,8 @@
 #    its log-log plot with the critical_batch fit, band and asymptotes, and link every child.
 # 3. The same script checks the pages against tests/browser/fake_api.js fixtures: NaN and
 #    Infinity metric values, sharpness with its 2/lr line, spectral-density and eigenvalue
-#    artifacts, a 1e6-step run, and the sweep page with its log-log fit and band.
+#    artifacts, a 1e6-step run, a fork (parent link, the parent's curve up to the fork step,
+#    the children, the Fork form and what it posts), and the sweep page with its fit and band.
 # Screenshots go to $BROWSER_OUT (default: build/browser next to the binary's build dir).
 # Prints one line per check and a final "N passed, M failed"; exits non-zero on a failure.
 set -uo pipefail

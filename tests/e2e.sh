@@ -15,7 +15,8 @@
 #   - SIGTERM during a job: exit 0, the job is back in the queue with its attempt unchanged,
 #     PRAGMA integrity_check is ok;
 #   - the other verbs: `tdlab run`, `tdlab kinds`, `tdlab migrate`;
-#   - sweeps and fits: tests/e2e_sweeps.sh (its own daemon).
+#   - sweeps and fits: tests/e2e_sweeps.sh (its own daemon);
+#   - checkpoints, init_from/fork, tdlab run --artifacts: tests/e2e_checkpoints.sh (its own).
 # Needs only bash, curl, coreutils, grep, sed, awk (sqlite3 optional).
 # Prints one line per check and a final "N passed, M failed"; exits non-zero on a failure.
 set -uo pipefail
@@ -447,6 +448,15 @@ if "$ROOT/tests/e2e_sweeps.sh" "$TDLAB" | sed 's/^/  /'; then
   ok "sweeps and fits (tests/e2e_sweeps.sh)"
 else
   bad "sweeps and fits (tests/e2e_sweeps.sh)"
+fi
+
+# ---------------------------------------------------------------- checkpoints
+
+# Its own daemon and database (1 worker, --max-upload 64K); it prints its own checks.
+if "$ROOT/tests/e2e_checkpoints.sh" "$TDLAB" | sed 's/^/  /'; then
+  ok "checkpoints (tests/e2e_checkpoints.sh)"
+else
+  bad "checkpoints (tests/e2e_checkpoints.sh)"
 fi
 
 finish

@@ -329,6 +329,48 @@ static void test_writer_errors(void **state) {
   free(buf);
 }
 
+/* The refusals a user sees (POST /api/v1/checkpoints answers 400 with this message): each
+ * malformed file is refused with a message that names the problem. */
+static void expect_msg(const unsigned char *b, size_t len, const char *want) {
+  td_safetensors *st = NULL;
+  td_err err;
+  td_err_clear(&err);
+  assert_int_not_equal(td_safetensors_parse(b, len, &st, &err), 0);
+  assert_null(st);
+  if (!strstr(err.msg, want)) fail_msg("message '%s' lacks '%s'", err.msg, want);
+}
+
+static void test_refusal_messages(void **state) {
+  (void)state;
+  size_t len;
+  unsigned char *b;
+  /* truncated header: the JSON stops half way (the length counts only what is there) */
+  b = mk("{\"t\":{\"dtype\":\"F64\",\"sha", 0, &len);
+  expect_msg(b, len, "header JSON");
+  free(b);
+  /* header length beyond the body: the file is cut inside the header */
+  b = mk("{\"t\":{\"dtype\":\"F64\",\"shape\":[1],\"data_offsets\":[0,8]}}", 8, &len);
+  expect_msg(b, 20, "exceeds the 12 bytes that follow");
+  free(b);
+  /* offsets out of range, overlapping */
+  b = mk("{\"t\":{\"dtype\":\"F64\",\"shape\":[2],\"data_offsets\":[0,16]}}", 8, &len);
+  expect_msg(b, len, "beyond the 8-byte data buffer");
+  free(b);
+  b = mk("{\"a\":{\"dtype\":\"F64\",\"shape\":[2],\"data_offsets\":[0,16]},"
+         "\"b\":{\"dtype\":\"F64\",\"shape\":[2],\"data_offsets\":[8,24]}}", 24, &len);
+  expect_msg(b, len, "overlap");
+  free(b);
+  /* unknown dtype */
+  b = mk("{\"t\":{\"dtype\":\"F128\",\"shape\":[1],\"data_offsets\":[0,8]}}", 8, &len);
+  expect_msg(b, len, "unknown dtype 'F128'");
+  free(b);
+  /* duplicate tensor name */
+  b = mk("{\"t\":{\"dtype\":\"F64\",\"shape\":[1],\"data_offsets\":[0,8]},"
+         "\"t\":{\"dtype\":\"F64\",\"shape\":[1],\"data_offsets\":[8,16]}}", 16, &len);
+  expect_msg(b, len, "duplicate tensor name");
+  free(b);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_round_trip),
@@ -337,6 +379,7 @@ int main(void) {
       cmocka_unit_test(test_hostile_lengths),
       cmocka_unit_test(test_truncations_and_bitflips),
       cmocka_unit_test(test_writer_errors),
+      cmocka_unit_test(test_refusal_messages),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -637,6 +637,135 @@ static void test_pool_reuses_connections(void **state) {
   assert_int_equal(system(cmd), 0);
 }
 
+/* ---------------------------------------------------------------- checkpoints and forks */
+
+typedef struct got_ckpt {
+  int n;
+  int64_t id;
+  size_t size;
+  char tensors[256];
+  unsigned char data[64];
+  int has_data;
+} got_ckpt;
+
+static void grab_ckpt(void *ctx, const store_checkpoint *c) {
+  got_ckpt *g = ctx;
+  g->n++;
+  g->id = c->id;
+  g->size = c->size;
+  snprintf(g->tensors, sizeof g->tensors, "%s", c->tensors);
+  g->has_data = c->data != NULL;
+  if (c->data && c->size <= sizeof g->data) memcpy(g->data, c->data, c->size);
+}
+
+static void test_checkpoints(void **state) {
+  (void)state;
+  store *s = open_mem();
+  td_err e;
+  const unsigned char file[10] = {1, 2, 3, 0, 5, 6, 7, 8, 9, 10}; /* a NUL inside: a blob */
+  const char *tensors = "[{\"name\":\"w\",\"dtype\":\"F64\",\"shape\":[1]}]";
+  int64_t id = 0, id2 = 0;
+  assert_int_equal(store_checkpoint_insert(s, file, sizeof file, tensors, &id, &e), 0);
+  assert_int_equal(store_checkpoint_insert(s, file, 3, "[]", &id2, &e), 0);
+  assert_true(id > 0 && id2 == id + 1);
+  got_ckpt g = {0};
+  assert_int_equal(store_checkpoint_get(s, id, 0, grab_ckpt, &g, &e), 0);
+  assert_int_equal(g.n, 1);
+  assert_int_equal(g.id, id);
+  assert_int_equal(g.size, 10);
+  assert_string_equal(g.tensors, tensors);
+  assert_false(g.has_data);
+  memset(&g, 0, sizeof g);
+  assert_int_equal(store_checkpoint_get(s, id, 1, grab_ckpt, &g, &e), 0);
+  assert_true(g.has_data);
+  assert_memory_equal(g.data, file, sizeof file);
+  assert_int_equal(store_checkpoint_get(s, id + 7, 0, grab_ckpt, &g, &e), TD_ENOTFOUND);
+  /* The sink's reader: an uploaded checkpoint ... */
+  void *data = NULL;
+  size_t len = 0;
+  assert_int_equal(store_checkpoint_read(s, 0, 0, id, &data, &len, &e), 0);
+  assert_int_equal(len, sizeof file);
+  assert_memory_equal(data, file, sizeof file);
+  free(data);
+  assert_int_equal(store_checkpoint_read(s, 0, 0, id + 7, &data, &len, &e), TD_ENOTFOUND);
+  assert_null(data);
+  /* ... and a job's checkpoint_step<S>.safetensors artifacts. */
+  int64_t job = add_job(s, "train", 0);
+  const char *anames[] = {"checkpoint_step100.safetensors", "checkpoint_step20.safetensors",
+                         "checkpoint_step0.safetensors", "checkpoint_stepx.safetensors",
+                         "checkpoint_step5.json", "spectrum.json"};
+  for (size_t i = 0; i < 6; i++)
+    assert_int_equal(store_artifact_put(s, job, anames[i], "application/octet-stream", file,
+                                        4 + i, &e), 0);
+  long steps[8];
+  size_t n = 0;
+  assert_int_equal(store_checkpoint_steps(s, job, steps, 8, &n, &e), 0);
+  assert_int_equal(n, 3);
+  assert_int_equal(steps[0], 0);
+  assert_int_equal(steps[1], 20);
+  assert_int_equal(steps[2], 100);
+  assert_int_equal(store_checkpoint_read(s, job, 20, 0, &data, &len, &e), 0);
+  assert_int_equal(len, 5); /* the second artifact: 4 + 1 bytes */
+  assert_memory_equal(data, file, 5);
+  free(data);
+  assert_int_equal(store_checkpoint_read(s, job, 21, 0, &data, &len, &e), TD_ENOTFOUND);
+  assert_int_equal(store_checkpoint_steps(s, job + 1, steps, 8, &n, &e), 0);
+  assert_int_equal(n, 0);
+  store_close(s);
+}
+
+typedef struct got_links {
+  int64_t parent;
+  long step;
+  char children[64];
+} got_links;
+
+static void grab_links(void *ctx, const store_job *j) {
+  got_links *g = ctx;
+  g->parent = j->parent_job_id;
+  g->step = j->parent_step;
+  snprintf(g->children, sizeof g->children, "%s", j->children ? j->children : "");
+}
+
+static void test_fork_links(void **state) {
+  (void)state;
+  store *s = open_mem();
+  td_err e;
+  int64_t parent = add_job(s, "train", 0), other = add_job(s, "train", 0), c1 = 0, c2 = 0, gc = 0;
+  store_new_job j = {.kind = "train", .params_json = "{}", .parent_job_id = parent,
+                     .parent_step = 500};
+  assert_int_equal(store_job_insert(s, &j, 0, &c1, &e), 0);
+  j.parent_step = 0;
+  assert_int_equal(store_job_insert(s, &j, 0, &c2, &e), 0);
+  j.parent_job_id = c1;
+  j.parent_step = 700;
+  assert_int_equal(store_job_insert(s, &j, 0, &gc, &e), 0);
+  got_links g = {0};
+  char want[64];
+  assert_int_equal(store_job_get(s, parent, grab_links, &g, &e), 0);
+  assert_int_equal(g.parent, 0);
+  snprintf(want, sizeof want, "%lld,%lld", (long long)c1, (long long)c2);
+  assert_string_equal(g.children, want);
+  assert_int_equal(store_job_get(s, c1, grab_links, &g, &e), 0);
+  assert_int_equal(g.parent, parent);
+  assert_int_equal(g.step, 500);
+  snprintf(want, sizeof want, "%lld", (long long)gc);
+  assert_string_equal(g.children, want);
+  assert_int_equal(store_job_get(s, c2, grab_links, &g, &e), 0);
+  assert_int_equal(g.parent, parent);
+  assert_int_equal(g.step, 0);
+  assert_string_equal(g.children, "");
+  assert_int_equal(store_job_get(s, other, grab_links, &g, &e), 0);
+  assert_int_equal(g.parent, 0);
+  assert_string_equal(g.children, "");
+  /* The parent must exist (foreign key). */
+  j.parent_job_id = gc + 100;
+  int64_t bad = 0;
+  assert_int_not_equal(store_job_insert(s, &j, 0, &bad, &e), 0);
+  assert_int_equal(bad, 0);
+  store_close(s);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_migrations_idempotent),
@@ -654,6 +783,8 @@ int main(void) {
       cmocka_unit_test(test_restart_recovery),
       cmocka_unit_test(test_artifacts),
       cmocka_unit_test(test_pool_reuses_connections),
+      cmocka_unit_test(test_checkpoints),
+      cmocka_unit_test(test_fork_links),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -102,6 +102,28 @@ static void test_hit_and_miss(void **state) {
   fx_close(&f);
 }
 
+/* Forking a job (a child with parent_job_id) changes the parent's record (its children):
+ * the parent's cached entry is dropped by the insert. */
+static void test_fork_invalidates_parent(void **state) {
+  (void)state;
+  fx f;
+  fx_open(&f, 60000);
+  int64_t parent = add_job(f.a), other = add_job(f.a);
+  got g;
+  store_cache_stamp st, st2;
+  get(f.c, parent, &g, &st);
+  store_cache_put(f.c, parent, &st, "no children", 11);
+  get(f.c, other, &g, &st2);
+  store_cache_put(f.c, other, &st2, "other", 5);
+  store_new_job j = {.kind = "k", .params_json = "{}", .parent_job_id = parent, .parent_step = 5};
+  int64_t id = 0;
+  td_err e;
+  assert_int_equal(store_job_insert(f.b, &j, 0, &id, &e), 0);
+  assert_int_equal(get(f.c, parent, &g, &st), 0);
+  assert_int_equal(get(f.c, other, &g, &st2), 1);
+  fx_close(&f);
+}
+
 /* A commit that changes the job, on either connection, invalidates its entry only. */
 static void test_commit_invalidates(void **state) {
   (void)state;
@@ -295,6 +317,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_hit_and_miss),
       cmocka_unit_test(test_commit_invalidates),
+      cmocka_unit_test(test_fork_invalidates_parent),
       cmocka_unit_test(test_stale_put_is_dropped),
       cmocka_unit_test(test_rollback_and_many_rows),
       cmocka_unit_test(test_ttl_and_size_limit),

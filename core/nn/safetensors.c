@@ -1,6 +1,7 @@
 /* safetensors.c: safetensors writer (F64) and hostile-input parser (F64/F32 readable). */
 #include "nn/safetensors.h"
 
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -262,6 +263,9 @@ int td_safetensors_parse(const void *buf, size_t len, td_safetensors **out, td_e
 
   json_error_t je;
   json_t *root = json_loadb((const char *)b + 8, (size_t)hn, JSON_REJECT_DUPLICATES, &je);
+  if (!root && strstr(je.text, "duplicate object key"))
+    return td_err_set(err, TD_EINVAL, NULL, "safetensors: duplicate tensor name in the header: "
+                      "%s (at byte %d)", je.text, je.position);
   if (!root)
     return td_err_set(err, TD_EINVAL, NULL, "safetensors: header JSON: %s (at byte %d)", je.text,
                       je.position);
@@ -345,6 +349,38 @@ const td_safetensors_tensor *td_safetensors_find(const td_safetensors *st, const
 const char *td_safetensors_metadata(const td_safetensors *st, const char *key) {
   if (!st || !st->meta || !key) return NULL;
   return json_string_value(json_object_get(st->meta, key));
+}
+
+const json_t *td_safetensors_metadata_object(const td_safetensors *st) {
+  return st ? st->meta : NULL;
+}
+
+int td_safetensors_check_float(const td_safetensors *st, td_err *err) {
+  if (!st) return td_err_set(err, TD_EINVAL, NULL, "safetensors: bad arguments");
+  for (size_t k = 0; k < st->n; k++) {
+    const td_safetensors_tensor *t = &st->t[k];
+    int f64 = !strcmp(t->dtype, "F64");
+    if (!f64 && strcmp(t->dtype, "F32"))
+      return td_err_set(err, TD_EINVAL, t->name, "tensor '%s' has dtype %s; only F64 and F32 "
+                        "are accepted", t->name, t->dtype);
+    const unsigned char *p = st->data + t->offset;
+    for (size_t i = 0; i < t->numel; i++) {
+      double v;
+      if (f64) {
+        uint64_t u = get_le64(p + 8 * i);
+        memcpy(&v, &u, 8);
+      } else {
+        uint32_t u = get_le32(p + 4 * i);
+        float f;
+        memcpy(&f, &u, 4);
+        v = f;
+      }
+      if (!isfinite(v))
+        return td_err_set(err, TD_EINVAL, t->name, "tensor '%s' has a non-finite value (%g) at "
+                          "flat index %zu", t->name, v, i);
+    }
+  }
+  return 0;
 }
 
 int td_safetensors_read_f64(const td_safetensors *st, const char *name, size_t ndim,

@@ -78,6 +78,16 @@ const td_safetensors_tensor *td_safetensors_find(const td_safetensors *st, const
 /* td_safetensors_metadata: the "__metadata__" value of `key` (borrowed), or NULL. */
 const char *td_safetensors_metadata(const td_safetensors *st, const char *key);
 
+/* td_safetensors_metadata_object: the whole "__metadata__" object (borrowed, valid while st
+ * lives; an object of strings), or NULL when the file has none. */
+const json_t *td_safetensors_metadata_object(const td_safetensors *st);
+
+/* td_safetensors_check_float: every tensor of st has dtype F64 or F32 and only finite
+ * values (the upload rule of POST /api/v1/checkpoints). Reads every value once, O(file).
+ * Errors: TD_EINVAL with err->field = the first offending tensor's name and a message giving
+ * its dtype, or the value and flat index of its first non-finite element. */
+int td_safetensors_check_float(const td_safetensors *st, td_err *err);
+
 /* td_safetensors_read_f64: copy tensor `name` into out (numel doubles), converting F32 to
  * double exactly. The stored shape must equal (ndim, shape) exactly, so a checkpoint of a
  * different architecture is refused rather than silently reinterpreted.

@@ -10,6 +10,7 @@
 typedef struct td_optim_impl {
   const char *name;
   int n_state; /* state vectors of n_params doubles each */
+  const char *state_names[TD__OPTIM_MAX_STATE]; /* PyTorch's state keys (checkpoints) */
   int (*check)(const td_optim_hp *hp, td_err *err);
   void (*step)(td_optim *o, double *p, const double *g, double lr);
 } td_optim_impl;
@@ -232,13 +233,13 @@ static void rmsprop_step(td_optim *o, double *restrict p, const double *restrict
 /* ---- table ------------------------------------------------------------------------------ */
 
 static const td_optim_impl impls[] = {
-    {"sgd", 1, sgd_check, sgd_step},
-    {"heavy_ball", 1, heavy_ball_check, heavy_ball_step},
-    {"nesterov", 1, nesterov_check, sgd_step},
-    {"adagrad", 1, adagrad_check, adagrad_step},
-    {"rmsprop", 3, rmsprop_check, rmsprop_step},
-    {"adam", 2, adam_check, adam_step},
-    {"adamw", 2, adam_check, adamw_step},
+    {"sgd", 1, {"momentum_buffer"}, sgd_check, sgd_step},
+    {"heavy_ball", 1, {"displacement"}, heavy_ball_check, heavy_ball_step},
+    {"nesterov", 1, {"momentum_buffer"}, nesterov_check, sgd_step},
+    {"adagrad", 1, {"sum"}, adagrad_check, adagrad_step},
+    {"rmsprop", 3, {"square_avg", "momentum_buffer", "grad_avg"}, rmsprop_check, rmsprop_step},
+    {"adam", 2, {"exp_avg", "exp_avg_sq"}, adam_check, adam_step},
+    {"adamw", 2, {"exp_avg", "exp_avg_sq"}, adam_check, adamw_step},
 };
 
 const char *td_optim_names(void) { return "sgd|heavy_ball|nesterov|adagrad|rmsprop|adam|adamw"; }
@@ -348,4 +349,12 @@ long td_optim_steps(const td_optim *o) { return o->t; }
 size_t td_optim_n_params(const td_optim *o) { return o->n; }
 double *td_optim_state(td_optim *o, int i) {
   return (i >= 0 && i < TD__OPTIM_MAX_STATE) ? o->state[i] : NULL;
+}
+
+const char *td_optim_state_name(const td_optim *o, int i) {
+  return (o && i >= 0 && i < o->impl->n_state) ? o->impl->state_names[i] : NULL;
+}
+
+void td_optim_set_steps(td_optim *o, long t) {
+  if (o && t >= 0) o->t = t;
 }

@@ -105,6 +105,23 @@ long td_optim_steps(const td_optim *o);
 size_t td_optim_n_params(const td_optim *o);
 double *td_optim_state(td_optim *o, int i);
 
+/* td_optim_state_name: PyTorch's key for state vector i of o (the names of
+ * torch.optim.<X>.state[p]), used for checkpoint tensors `optimizer.<name>.<param>`:
+ *   sgd, nesterov: 0 momentum_buffer
+ *   heavy_ball:    0 displacement (d = p_t - p_{t-1}; not a torch optimizer: for a constant
+ *                  lr, torch.optim.SGD's momentum_buffer = -d / lr)
+ *   adagrad:       0 sum
+ *   rmsprop:       0 square_avg, 1 momentum_buffer, 2 grad_avg
+ *   adam, adamw:   0 exp_avg, 1 exp_avg_sq
+ * The name is returned even when the vector is unused for o's hyperparameters (then
+ * td_optim_state(o, i) is NULL). NULL for i outside [0, number of slots). Static storage. */
+const char *td_optim_state_name(const td_optim *o, int i);
+
+/* td_optim_set_steps: set the step counter to t >= 0 (restoring a checkpoint: it is the
+ * `t - 1` of the next update's bias correction, adagrad's lr decay and sgd's first-step
+ * rule, i.e. torch's state["step"]). Negative t is ignored. */
+void td_optim_set_steps(td_optim *o, long t);
+
 /* td_optim_names: "sgd|heavy_ball|nesterov|adagrad|rmsprop|adam|adamw" (schemas, docs). */
 const char *td_optim_names(void);
 

@@ -358,6 +358,47 @@ async function checkFixtures(base) {
   ok(q, 'fixtures: queued job without metrics says so');
   noProblems('fixtures: queued job page: no console errors');
 
+  /* forks: the child shows its parent and can draw the parent's curve up to the fork step;
+   * the parent lists its children and offers a Fork form at its checkpoint steps */
+  await visit(base + '/job.html?id=8');
+  await waitUntil(jobReady, 10000);
+  const plinks = await waitUntil(`(function () { var e = document.querySelector('#job-links'); var a = document.querySelector('#job-links a.parent-link');
+    return !e.hidden && a && e.textContent + ' | ' + a.getAttribute('href'); })()`, 5000);
+  ok(plinks && /forked from job #7 at step 400/.test(plinks) && /job\.html\?id=7$/.test(plinks), 'fixtures: a fork shows its parent (a link) and the fork step', plinks);
+  const before = await evaluate(`TD.charts.filter(function (c) { return c.opts.id === 'chart-loss'; })[0].u.series.length`);
+  await evaluate(`document.querySelector('#parent-overlay').click()`);
+  const ovExpr = `(function () { var c = TD.charts.filter(function (c) { return c.opts.id === 'chart-loss'; })[0]; if (!c || !c.u) return null;
+    var i = c.u.series.findIndex(function (s) { return s.label === 'parent #7 train_loss'; }); if (i < 0) return null;
+    var xs = c.u.data[0], col = c.u.data[i], lo = Infinity, hi = -Infinity, n = 0;
+    for (var j = 0; j < xs.length; j++) if (col[j] != null) { n++; lo = Math.min(lo, xs[j]); hi = Math.max(hi, xs[j]); }
+    return n + ':' + lo + '-' + hi; })()`;
+  const ov = await waitUntil(ovExpr, 5000);
+  ok(ov === '81:0-400' && before === 2, 'fixtures: "draw the parent" adds the parent\'s loss at steps 0..400 (and only those) to the child\'s chart', ov + ' (series before: ' + before + ')');
+  await chartDrawn('chart-loss', 'fixtures: the loss chart with the parent overlay is drawn');
+  await screenshot('fixture-fork.png');
+  await evaluate(`document.querySelector('#parent-overlay').click()`);
+  const off = await waitUntil(`${ovExpr} === null`, 5000);
+  ok(off, 'fixtures: unticking removes the parent overlay');
+  noProblems('fixtures: fork job page: no console errors');
+
+  await visit(base + '/job.html?id=7');
+  await waitUntil(jobReady, 10000);
+  const kids = await waitUntil(`(function () { var e = document.querySelector('#job-links'); return !e.hidden && e.textContent; })()`, 5000);
+  ok(kids && /forks: #8/.test(kids), 'fixtures: a parent lists its forks', kids);
+  const steps = await waitUntil(`(function () { var c = document.querySelector('#fork-card'); return !c.hidden &&
+    Array.prototype.map.call(document.querySelectorAll('#fork-step option'), function (o) { return o.value; }).join(); })()`, 5000);
+  ok(steps === '200,400', 'fixtures: the Fork form offers the checkpoint steps', steps);
+  await evaluate(`(function () { document.querySelector('#fork-details').open = true;
+    document.querySelector('#fork-step').value = '200'; document.querySelector('#fork-lr').value = '0.01';
+    document.querySelector('#fork-batch').value = '32'; document.querySelector('#fork-submit').click(); })()`);
+  const moved = await waitUntil(`/id=8$/.test(location.search) && document.querySelector('#content') && !document.querySelector('#content').hidden`, 8000);
+  ok(moved, 'fixtures: submitting the Fork form opens the new job');
+  const posted = await evaluate(`fetch('/api/v1/__last_post').then(function (r) { return r.json(); }).then(function (j) { return j.body; })`);
+  ok(posted && posted.kind === 'train' && posted.params.fork && posted.params.fork.job === 7 && posted.params.fork.step === 200 &&
+     posted.params.optimizer.lr === 0.01 && posted.params.batch_size === 32 && posted.params.model.hidden[0] === 32,
+     'fixtures: the fork posts the parent\'s params with fork {job, step} and the edited lr and batch size', posted);
+  noProblems('fixtures: fork form: no console errors');
+
   await visit(base + '/sweep.html?id=7');
   await waitUntil(`!!(window.TD && TD.charts.some(function (c) { return c.u; }))`, 10000);
   const fit = await chartDrawn('fit-chart', 'fixtures: sweep log-log fit plot is drawn');

@@ -38,6 +38,23 @@ const jobs = [
     created_at: T0, started_at: null, finished_at: null, error: null, summary: null },
 ];
 
+/* A fork pair, reachable by id but not in the jobs list (whose length other checks count):
+ * job 7 wrote checkpoints at steps 200 and 400; job 8 was forked from it at step 400 with a
+ * smaller lr. */
+const FORK_PARAMS = { data: { name: 'fashion-mnist', n_train: 1000 }, model: { hidden: [32] },
+  optimizer: { name: 'sgd', lr: 0.1 }, batch_size: 64, steps: 600, checkpoint_every: 200, seed: 0 };
+const forkJobs = [
+  { id: 7, kind: 'train', name: 'parent', status: 'succeeded', tags: [], params: FORK_PARAMS,
+    progress: { done: 600, total: 600 }, created_at: T0, started_at: T0, finished_at: T1, error: null,
+    summary: { train_loss: 0.3 }, parent: null, children: [8] },
+  { id: 8, kind: 'train', name: 'parent fork@400', status: 'succeeded', tags: [],
+    params: Object.assign({}, FORK_PARAMS, { optimizer: { name: 'sgd', lr: 0.01 }, fork: { job: 7, step: 400 } }),
+    progress: { done: 600, total: 600 }, created_at: T0, started_at: T0, finished_at: T1, error: null,
+    summary: { train_loss: 0.25 }, parent: { job: 7, step: 400 }, children: [] },
+];
+let lastPost = null;  /* the body of the last POST /api/v1/jobs (GET /api/v1/__last_post) */
+function findJob(id) { return jobs.find((x) => x.id === id) || forkJobs.find((x) => x.id === id); }
+
 /* metrics for each fixture job: {key: [[step, value], ...]} with raw JSON values */
 function metricsFor(id) {
   const out = {};
@@ -82,6 +99,12 @@ function metricsFor(id) {
     out.sharpness = [[0, 'NaN'], [10, 'Infinity'], [20, 'NaN']];  // nothing finite at all
     out.lr = [[0, 50]];  // a single point
     out.param_norm = [[0, 1], [10, 1e10], [20, 1e29], [30, 1e150], [35, 1e250], [37, 'Infinity']];  // beyond what uPlot draws
+  } else if (id === 7) {
+    out.train_loss = [];
+    for (let s = 0; s <= 600; s += 5) out.train_loss.push([s, 2.3 * Math.exp(-s / 150) + 0.2]);
+  } else if (id === 8) {
+    out.train_loss = [];
+    for (let s = 400; s <= 600; s += 5) out.train_loss.push([s, 2.3 * Math.exp(-400 / 150) * Math.exp(-(s - 400) / 60) + 0.15]);
   } else if (id === 4) {
     // a million steps, downsampled by the caller's max_points (done in handler)
     out.loss = null;
@@ -111,6 +134,10 @@ function downsample(n, maxPoints, f) {
  * eigenvalues.json (top-k per analysed step), plus per-step snapshots name_stepN.json. */
 const ART_STEPS = [0, 300, 600];
 function artifactsFor(id) {
+  if (id === 7) {
+    return [200, 400].map((st) => ({ name: 'checkpoint_step' + st + '.safetensors', content_type: 'application/octet-stream',
+      size: 203000, created_at: T1 }));
+  }
   if (id !== 2) return [];
   const out = [
     { name: 'density.json', content_type: 'application/json', size: 5321, created_at: T1 },
@@ -224,7 +251,10 @@ function handler(webDir) {
       let body = '';
       req.on('data', (c) => { body += c; });
       req.on('end', () => {
-        try { JSON.parse(body); } catch (e) { return send(res, 400, { error: { code: 'invalid_json', message: 'malformed JSON' } }); }
+        let parsed;
+        try { parsed = JSON.parse(body); } catch (e) { return send(res, 400, { error: { code: 'invalid_json', message: 'malformed JSON' } }); }
+        lastPost = parsed;
+        if (parsed.params && parsed.params.fork) return send(res, 201, forkJobs[1]);  // the page then opens job 8
         send(res, 201, Object.assign({}, jobs[4], { id: 6 }));
       });
       return;
@@ -237,13 +267,14 @@ function handler(webDir) {
       if (tg) list = list.filter((j) => (j.tags || []).indexOf(tg) >= 0);
       return send(res, 200, { jobs: list, next_cursor: null });
     }
+    if (p === '/api/v1/__last_post') return send(res, 200, { body: lastPost });
     if ((m = /^\/api\/v1\/jobs\/(\d+)$/.exec(p))) {
-      const j = jobs.find((x) => x.id === Number(m[1]));
+      const j = findJob(Number(m[1]));
       return j ? send(res, 200, j) : notFound(res);
     }
     if ((m = /^\/api\/v1\/jobs\/(\d+)\/metrics$/.exec(p))) {
       const id = Number(m[1]);
-      if (!jobs.find((x) => x.id === id)) return notFound(res);
+      if (!findJob(id)) return notFound(res);
       const maxPoints = Number(u.searchParams.get('max_points')) || 1e9;
       const raw = metricsFor(id), out = {};
       Object.keys(raw).forEach((k) => {

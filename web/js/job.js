@@ -1,6 +1,8 @@
 /* job.js: the job page (job.html?id=N): header with status and progress, error, summary,
  * live metric charts (grouped by key), artifacts (spectral densities, quadrature nodes and
- * eigenvalue lists drawn as plots) and the full params. Polls every 2 s while the job is
+ * eigenvalue lists drawn as plots) and the full params. A fork shows its parent (and can draw
+ * the parent's metrics up to the fork step on its charts), a parent lists its forks, and a
+ * job with checkpoint_step<S>.safetensors artifacts offers a Fork form (step, lr, batch size). Polls every 2 s while the job is
  * queued or running, asking for at most MAX_POINTS points per key. */
 (function () {
   'use strict';
@@ -10,7 +12,9 @@
   var ART_JSON_LIMIT = 8 * 1048576;
 
   var state = { id: null, job: null, charts: {}, artSig: null, paramsSig: null, timer: null,
-    wasActive: false, finalDone: false, busy: false };
+    wasActive: false, finalDone: false, busy: false, metrics: null, parentMetrics: null,
+    ckptSteps: [], forkSig: null };
+  var PARENT_COLOR = '#9ca3af';
 
   /* ---------- metrics ---------- */
 
@@ -175,6 +179,7 @@
         if (g.refs[k]) { s.dash = nref ? [2, 3] : [6, 4]; s.color = nref ? '#b45309' : '#6b7280'; s.width = 1.5; nref++; }
         return s;
       });
+      parentSeries(g.keys).forEach(function (s) { series.push(s); });
       c.set(series, { note: bad ? bad + ' non-finite value(s) shown as gaps' : '' });
     });
     Object.keys(state.charts).forEach(function (id) {
@@ -182,6 +187,107 @@
     });
     // keep the DOM order equal to the group order
     groups.forEach(function (g) { host.appendChild(state.charts[g.id].card); });
+  }
+
+  /* The parent's points of `keys` up to the fork step (steps continue from it), drawn dashed
+   * in grey when "draw the parent before the fork" is on. */
+  function parentSeries(keys) {
+    var pm = state.parentMetrics, par = state.job && state.job.parent;
+    if (!pm || !par) return [];
+    var out = [];
+    keys.forEach(function (k) {
+      var m = pm[k];
+      if (!m) return;
+      var x = [], y = [];
+      for (var i = 0; i < m.x.length; i++) if (m.x[i] != null && m.x[i] <= par.step) { x.push(m.x[i]); y.push(m.y[i]); }
+      if (x.length) out.push({ label: 'parent #' + par.job + ' ' + k, x: x, y: y, dash: [5, 4], color: PARENT_COLOR, width: 1.5 });
+    });
+    return out;
+  }
+
+  function loadParentMetrics() {
+    var par = state.job && state.job.parent;
+    if (!par || !TD.$('#parent-overlay').checked) { state.parentMetrics = null; return Promise.resolve(); }
+    return TD.api('/api/v1/jobs/' + encodeURIComponent(par.job) + '/metrics?max_points=' + MAX_POINTS)
+      .then(function (raw) { state.parentMetrics = adaptMetrics(raw); });
+  }
+
+  /* ---------- parent, children, fork ---------- */
+
+  function renderLinks(job) {
+    var box = TD.clear(TD.$('#job-links'));
+    var par = job.parent && typeof job.parent === 'object' ? job.parent : null;
+    var kids = Array.isArray(job.children) ? job.children : [];
+    box.hidden = !par && !kids.length;
+    if (par) {
+      TD.append(box, ['forked from ', TD.el('a', { href: 'job.html?id=' + encodeURIComponent(par.job), class: 'parent-link' }, 'job #' + par.job),
+        ' at step ' + par.step]);
+    }
+    if (kids.length) {
+      if (par) box.appendChild(document.createTextNode(' · '));
+      box.appendChild(document.createTextNode('forks: '));
+      kids.forEach(function (c, i) {
+        if (i) box.appendChild(document.createTextNode(', '));
+        box.appendChild(TD.el('a', { href: 'job.html?id=' + encodeURIComponent(c), class: 'child-link' }, '#' + c));
+      });
+    }
+    TD.$('#parent-overlay-label').hidden = !par;
+  }
+
+  /* The steps S of the artifacts checkpoint_step<S>.safetensors, ascending. */
+  function checkpointSteps(list) {
+    var steps = [];
+    list.forEach(function (a) {
+      var m = /^checkpoint_step(\d+)\.safetensors$/.exec(a.name);
+      if (m) steps.push(Number(m[1]));
+    });
+    return steps.sort(function (a, b) { return a - b; });
+  }
+
+  function renderFork() {
+    var job = state.job, steps = state.ckptSteps;
+    var card = TD.$('#fork-card');
+    card.hidden = !job || !steps.length;
+    if (card.hidden) return;
+    var sig = JSON.stringify([job.id, steps]);
+    if (sig === state.forkSig) return;
+    state.forkSig = sig;
+    var sel = TD.clear(TD.$('#fork-step'));
+    steps.forEach(function (st) { sel.appendChild(TD.el('option', { value: String(st) }, String(st))); });
+    sel.value = String(steps[steps.length - 1]);
+    var p = job.params || {};
+    var lr = TD.$('#fork-lr'), bs = TD.$('#fork-batch');
+    if (!lr.value && p.optimizer && p.optimizer.lr != null) lr.value = String(p.optimizer.lr);
+    if (!bs.value && p.batch_size != null) bs.value = String(p.batch_size);
+    bs.disabled = p.batch_size == null;
+  }
+
+  /* POST a fork: the job's params with fork {job, step} and the edited lr and batch size. */
+  function submitFork(ev) {
+    ev.preventDefault();
+    var job = state.job;
+    if (!job) return;
+    var params = JSON.parse(JSON.stringify(job.params || {}));
+    delete params.init_from;
+    var step = Number(TD.$('#fork-step').value);
+    params.fork = { job: job.id, step: step };
+    var lr = TD.$('#fork-lr').value, bs = TD.$('#fork-batch').value;
+    if (lr !== '') { params.optimizer = params.optimizer || {}; params.optimizer.lr = Number(lr); }
+    if (bs !== '' && params.batch_size != null) params.batch_size = Number(bs);
+    var body = { kind: job.kind, params: params,
+      name: ((job.name || job.kind + ' #' + job.id) + ' fork@' + step).slice(0, 200) };
+    if (Array.isArray(job.tags) && job.tags.length) body.tags = job.tags.filter(function (t) { return !/^sweep:/.test(t); });
+    var msg = TD.$('#fork-msg'), btn = TD.$('#fork-submit');
+    btn.disabled = true;
+    msg.textContent = '';
+    TD.api('/api/v1/jobs', { method: 'POST', body: body }).then(function (child) {
+      msg.textContent = 'created job #' + child.id;
+      window.location.href = 'job.html?id=' + encodeURIComponent(child.id);
+    }).catch(function (e) {
+      var err = e.body && e.body.error;
+      msg.textContent = err ? (err.field ? err.field + ': ' : '') + err.message : e.message;
+      msg.className = 'small error-text';
+    }).then(function () { btn.disabled = false; });
   }
 
   /* ---------- job header, summary, params ---------- */
@@ -208,6 +314,8 @@
     });
     if (job.started_at) times.appendChild(TD.el('span', {}, 'ran ' + TD.duration(job.started_at, job.finished_at)));
     if (job.attempt != null && job.attempt > 1) times.appendChild(TD.el('span', {}, 'attempt ' + job.attempt));
+
+    renderLinks(job);
 
     var cancel = TD.$('#cancel');
     cancel.hidden = !TD.ACTIVE[job.status];
@@ -461,11 +569,17 @@
       TD.$('#loading').hidden = true;
       return job;
     });
-    var metP = TD.api('/api/v1/jobs/' + id + '/metrics?max_points=' + MAX_POINTS).then(function (raw) {
-      renderMetrics(adaptMetrics(raw));
-    });
+    var metP = Promise.all([TD.api('/api/v1/jobs/' + id + '/metrics?max_points=' + MAX_POINTS),
+      jobP.then(function () { return state.parentMetrics ? null : loadParentMetrics(); }).catch(function () { return null; })])
+      .then(function (r) {
+        state.metrics = adaptMetrics(r[0]);
+        renderMetrics(state.metrics);
+      });
     var artP = TD.api('/api/v1/jobs/' + id + '/artifacts').then(function (raw) {
-      renderArtifacts(adaptArtifacts(raw));
+      var list = adaptArtifacts(raw);
+      state.ckptSteps = checkpointSteps(list);
+      renderArtifacts(list);
+      return jobP.then(renderFork);
     });
     Promise.all([
       jobP.catch(function (e) {
@@ -505,9 +619,15 @@
         .then(function () { btn.disabled = false; });
     });
     TD.$('#refresh').addEventListener('click', function () { state.finalDone = false; refresh(); });
+    TD.$('#fork-form').addEventListener('submit', submitFork);
+    TD.$('#parent-overlay').addEventListener('change', function () {
+      loadParentMetrics().then(function () { if (state.metrics) renderMetrics(state.metrics); })
+        .catch(function (e) { TD.showError('parent metrics', e); });
+    });
     refresh();
   }
 
-  TD.job = { adaptMetrics: adaptMetrics, groupKeys: groupKeys, findShapes: findShapes };
+  TD.job = { adaptMetrics: adaptMetrics, groupKeys: groupKeys, findShapes: findShapes,
+    checkpointSteps: checkpointSteps, parentSeries: parentSeries };
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', init); else init();
 })();

@@ -1,0 +1,249 @@
+#!/usr/bin/env bash
+# e2e_checkpoints.sh: end-to-end test of checkpoints against the real daemon (called by
+# tests/e2e.sh; runs alone too). A few seconds.
+#
+# Usage: tests/e2e_checkpoints.sh path/to/tdlab
+#
+# Starts `tdlab serve` on a free port with a temporary database, one worker and
+# --max-upload 64K, then checks:
+#   - POST /api/v1/checkpoints: 201 + Location with the tensors listed; GET .../{id} and
+#     GET .../{id}/file (the same bytes); 404 for an unknown id;
+#   - refusals, each a JSON error: 400 naming the problem for a NaN (field = the tensor), a
+#     truncated header, a header length beyond the body, a duplicate tensor name, an unknown
+#     dtype, an integer dtype, overlapping offsets, an empty body; 415 for a wrong content
+#     type; 413 beyond --max-upload;
+#   - a job record has "parent": null and "children": [];
+#   - `tdlab run --artifacts DIR` writes the artifacts the server stores, byte for byte, and
+#     the params.safetensors it wrote uploads as a checkpoint;
+#   - when the train kind's schema has params.init_from / params.fork (the trainer): a job
+#     naming a checkpoint whose tensors do not fit its model is refused with a 400 naming the
+#     tensor; a fork at a step without a checkpoint is refused with a 400 listing the steps
+#     that have one; a fork records its parent. Skipped (and said so) otherwise.
+# Safetensors files are built with printf (8-byte little-endian header length, JSON, data).
+# Needs bash, curl, grep, sed, cmp. Prints one line per check and "N passed, M failed".
+set -uo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+TDLAB="${1:-}"
+if [ -z "$TDLAB" ] || [ ! -x "$TDLAB" ]; then
+  echo "usage: tests/e2e_checkpoints.sh path/to/tdlab" >&2
+  echo "0 passed, 1 failed"
+  exit 2
+fi
+TDLAB="$(cd "$(dirname "$TDLAB")" && pwd)/$(basename "$TDLAB")"
+TMP="$(mktemp -d /tmp/tdlab-e2e-ckpt.XXXXXX)"
+PASS=0
+FAIL=0
+PID=""
+BASE=""
+
+cleanup() {
+  if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
+    kill -TERM "$PID" 2>/dev/null
+    for _ in $(seq 1 100); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$PID" 2>/dev/null
+    wait "$PID" 2>/dev/null
+  fi
+  if [ "$FAIL" -eq 0 ] && [ -z "${E2E_KEEP:-}" ]; then rm -rf "$TMP"; else echo "(logs kept in $TMP)"; fi
+}
+trap cleanup EXIT
+
+ok() { PASS=$((PASS + 1)); echo "ok   - $*"; }
+bad() { FAIL=$((FAIL + 1)); echo "FAIL - $*"; }
+check() {
+  local name="$1"
+  shift
+  if "$@"; then ok "$name"; else bad "$name"; fi
+}
+finish() {
+  echo "$PASS passed, $FAIL failed"
+  [ "$FAIL" -eq 0 ]
+  exit $?
+}
+
+req() { # req METHOD PATH [curl args...]: CODE, $TMP/body, $TMP/hdr
+  local method="$1" path="$2"
+  shift 2
+  CODE=$(curl -s --path-as-is -o "$TMP/body" -D "$TMP/hdr" -w '%{http_code}' -X "$method" \
+    --max-time 60 "$@" "$BASE$path" 2>/dev/null)
+  [ -n "$CODE" ] || CODE=000
+}
+jstr() { grep -o "\"$1\":\"[^\"]*\"" "$2" | head -1 | sed 's/^"[^"]*":"\(.*\)"$/\1/'; }
+jnum() { grep -o "\"$1\":-\{0,1\}[0-9][0-9]*" "$2" | head -1 | sed 's/^"[^"]*"://'; }
+is_json_error() { grep -q '^{"error":{"code":"[a-z_]*","message":"' "$TMP/body"; }
+upload() { # upload FILE [content type]
+  req POST /api/v1/checkpoints -H "Content-Type: ${2:-application/octet-stream}" --data-binary "@$1"
+}
+# expect_upload_error NAME STATUS FIELD|- MESSAGE_PART FILE [content type]
+expect_upload_error() {
+  local name="$1" want="$2" field="$3" part="$4" file="$5"
+  upload "$file" "${6:-application/octet-stream}"
+  local got_field msg
+  got_field=$(jstr field "$TMP/body")
+  msg=$(jstr message "$TMP/body")
+  if [ "$CODE" = "$want" ] && is_json_error && { [ "$field" = - ] || [ "$got_field" = "$field" ]; } &&
+     { [ -z "$part" ] || grep -qF -- "$part" <<<"$msg"; }; then
+    ok "refused: $name -> $CODE${got_field:+ field=$got_field}: $msg"
+  else
+    bad "refused: $name: got $CODE, wanted $want (field $field, '$part'): $(head -c 300 "$TMP/body")"
+  fi
+}
+
+# mkst OUT HEADER [DATA]: a safetensors file with header length ${#HEADER} (HEADER is ASCII)
+# and DATA (printf escapes) after it.
+le64() { local n="$1"; printf '\\x%02x\\x%02x\\x%02x\\x%02x\\x00\\x00\\x00\\x00' $((n & 255)) $((n >> 8 & 255)) $((n >> 16 & 255)) $((n >> 24 & 255)); }
+mkst() {
+  local out="$1" hdr="$2" data="${3:-}"
+  printf "$(le64 ${#hdr})" >"$out"
+  printf '%s' "$hdr" >>"$out"
+  printf "$data" >>"$out"
+}
+zeros() { local s=""; for _ in $(seq 1 "$1"); do s="$s\\x00"; done; printf '%s' "$s"; }
+NAN64='\x00\x00\x00\x00\x00\x00\xf8\x7f'
+t() { printf '"%s":{"dtype":"%s","shape":%s,"data_offsets":[%s,%s]}' "$@"; }
+
+# ---------------------------------------------------------------- start
+
+log="$TMP/server.log"
+"$TDLAB" serve --host 127.0.0.1 --port 0 --db "$TMP/tdlab.db" --web "$ROOT/web" \
+  --migrations "$ROOT/migrations" --workers 1 --batch-ms 100 --max-upload 64K 2>"$log" &
+PID=$!
+port=""
+for _ in $(seq 1 200); do
+  port=$(grep -o 'event=listening url=http://127.0.0.1:[0-9]*' "$log" 2>/dev/null | grep -o '[0-9]*$' | head -1)
+  [ -n "$port" ] && break
+  kill -0 "$PID" 2>/dev/null || break
+  sleep 0.05
+done
+if [ -z "$port" ]; then
+  cat "$log"
+  bad "the daemon starts"
+  finish
+fi
+BASE="http://127.0.0.1:$port"
+ok "checkpoints: the daemon starts ($BASE, --max-upload 64K)"
+
+# ---------------------------------------------------------------- upload and read
+
+# The model of the specs below: synthetic data d=3, hidden [4], 1 output.
+GOOD_HDR="{$(t layers.0.weight F64 '[4,3]' 0 96),$(t layers.0.bias F64 '[4]' 96 128),$(t layers.1.weight F64 '[1,4]' 128 160),$(t layers.1.bias F64 '[1]' 160 168)}"
+mkst "$TMP/good.st" "$GOOD_HDR" "$(zeros 168)"
+upload "$TMP/good.st"
+GOOD=$(jnum id "$TMP/body")
+check "POST /api/v1/checkpoints answers 201 + Location with the tensors and their shapes" \
+  bash -c "[ '$CODE' = 201 ] && grep -qi '^location: /api/v1/checkpoints/$GOOD' '$TMP/hdr' &&
+           grep -q '{\"name\":\"layers.0.weight\",\"dtype\":\"F64\",\"shape\":\[4,3\]}' '$TMP/body' &&
+           [ \$(grep -o '\"name\":' '$TMP/body' | wc -l) = 4 ] &&
+           grep -q '\"bytes\":$(stat -c %s "$TMP/good.st")' '$TMP/body'"
+req GET "/api/v1/checkpoints/$GOOD"
+check "GET /api/v1/checkpoints/$GOOD returns the same record" \
+  bash -c "[ '$CODE' = 200 ] && grep -q '\"id\":$GOOD,' '$TMP/body' && grep -q 'layers.1.bias' '$TMP/body'"
+curl -s -o "$TMP/back.st" "$BASE/api/v1/checkpoints/$GOOD/file"
+check "GET /api/v1/checkpoints/$GOOD/file returns the uploaded bytes" cmp -s "$TMP/back.st" "$TMP/good.st"
+req GET /api/v1/checkpoints/999999
+check "GET of an unknown checkpoint is a 404 JSON error" bash -c "[ '$CODE' = 404 ] && grep -q '\"code\":\"not_found\"' '$TMP/body'"
+req GET /api/v1/checkpoints/abc
+check "GET of a non-numeric checkpoint id is a 404" bash -c "[ '$CODE' = 404 ]"
+
+# ---------------------------------------------------------------- refusals
+
+mkst "$TMP/nan.st" "{$(t w F64 '[2]' 0 16)}" "$(zeros 8)$NAN64"
+expect_upload_error "a NaN" 400 w "non-finite value (nan) at flat index 1" "$TMP/nan.st"
+TRUNC="${GOOD_HDR:0:50}"
+mkst "$TMP/trunc.st" "$TRUNC" ""
+expect_upload_error "a truncated header" 400 body "header JSON" "$TMP/trunc.st"
+{ printf "$(le64 4096)"; printf '%s' "$GOOD_HDR"; printf "$(zeros 168)"; } >"$TMP/hlen.st"
+expect_upload_error "a header length beyond the body" 400 body "header length 4096 exceeds the" "$TMP/hlen.st"
+mkst "$TMP/dup.st" "{$(t w F64 '[1]' 0 8),$(t w F64 '[1]' 8 16)}" "$(zeros 16)"
+expect_upload_error "a duplicate tensor name" 400 body "duplicate tensor name" "$TMP/dup.st"
+mkst "$TMP/dtype.st" "{$(t w F128 '[1]' 0 8)}" "$(zeros 8)"
+expect_upload_error "an unknown dtype" 400 w "unknown dtype 'F128'" "$TMP/dtype.st"
+mkst "$TMP/int.st" "{$(t w I64 '[1]' 0 8)}" "$(zeros 8)"
+expect_upload_error "an integer dtype" 400 w "only F64 and F32" "$TMP/int.st"
+mkst "$TMP/overlap.st" "{$(t a F64 '[2]' 0 16),$(t b F64 '[2]' 8 24)}" "$(zeros 24)"
+expect_upload_error "overlapping offsets" 400 - "overlap" "$TMP/overlap.st"
+mkst "$TMP/range.st" "{$(t a F64 '[2]' 0 16)}" "$(zeros 8)"
+expect_upload_error "offsets beyond the data" 400 a "beyond the 8-byte data buffer" "$TMP/range.st"
+: >"$TMP/empty.st"
+expect_upload_error "an empty body" 400 body "empty" "$TMP/empty.st"
+expect_upload_error "a JSON content type" 415 - "application/octet-stream" "$TMP/good.st" application/json
+head -c 70000 /dev/zero >"$TMP/big.st"
+expect_upload_error "a body beyond --max-upload" 413 - "limit is 65536" "$TMP/big.st"
+req GET /healthz
+check "the daemon is healthy after the refusals" bash -c "[ '$CODE' = 200 ]"
+
+# ---------------------------------------------------------------- job links
+
+req POST /api/v1/jobs -H 'Content-Type: application/json' --data-binary '{"kind":"nqm","params":{"dim":10,"max_steps":5}}'
+J=$(jnum id "$TMP/body")
+check "a job record shows \"parent\": null and \"children\": []" \
+  bash -c "[ '$CODE' = 201 ] && grep -q '\"parent\":null,\"children\":\[\]' '$TMP/body'"
+
+# ---------------------------------------------------------------- tdlab run --artifacts
+
+CURV='{"kind":"curvature","params":{"data":{"name":"synthetic","n":64,"d":3},"loss":"mse","model":{"hidden":[4]},"steps":3,"analysis":{"top_k":1,"lanczos_steps":10}}}'
+printf '%s' "$CURV" >"$TMP/curv.json"
+"$TDLAB" run "$TMP/curv.json" --artifacts "$TMP/art" --blas-threads 1 >"$TMP/curv.jsonl" 2>"$TMP/curv.err"
+rc=$?
+names=$(grep -o '^{"artifact":"[^"]*"' "$TMP/curv.jsonl" | sed 's/.*:"//; s/"$//' | sort -u)
+check "tdlab run --artifacts writes every artifact it reports into DIR" \
+  bash -c "[ '$rc' = 0 ] && [ -n '$names' ] && for n in $(echo $names); do [ -f '$TMP/art/'\$n ] || exit 1; done &&
+           [ \$(ls '$TMP/art' | wc -l) = $(echo "$names" | wc -l) ]"
+req POST /api/v1/jobs -H 'Content-Type: application/json' --data-binary "$CURV"
+C=$(jnum id "$TMP/body")
+st=""
+for _ in $(seq 1 300); do
+  st=$(curl -s "$BASE/api/v1/jobs/$C" | grep -o '"status":"[a-z]*"' | head -1)
+  case "$st" in *succeeded*|*failed*) break ;; esac
+  sleep 0.1
+done
+same=1
+for n in $names; do
+  curl -s -o "$TMP/srv_$n" "$BASE/api/v1/jobs/$C/artifacts/$n"
+  cmp -s "$TMP/srv_$n" "$TMP/art/$n" || { same=0; echo "     differs: $n"; }
+done
+srv_names=$(curl -s "$BASE/api/v1/jobs/$C/artifacts" | grep -o '"name":"[^"]*"' | sed 's/.*:"//; s/"$//' | sort -u)
+check "the server stores the same artifacts, byte for byte (one worker, tiny model)" \
+  bash -c "[ '$st' = '\"status\":\"succeeded\"' ] && [ '$same' = 1 ] && [ '$(echo $srv_names)' = '$(echo $names)' ]"
+upload "$TMP/art/params.safetensors"
+check "the params.safetensors that tdlab run wrote uploads as a checkpoint" \
+  bash -c "[ '$CODE' = 201 ] && grep -q '{\"name\":\"layers.0.weight\",\"dtype\":\"F64\",\"shape\":\[4,3\]}' '$TMP/body'"
+
+# ---------------------------------------------------------------- init_from and fork
+
+if curl -s "$BASE/api/v1/kinds" | grep -q '"init_from\.'; then
+  mkst "$TMP/wrong.st" "{$(t layers.0.weight F64 '[4,2]' 0 64),$(t layers.0.bias F64 '[4]' 64 96),$(t layers.1.weight F64 '[1,4]' 96 128),$(t layers.1.bias F64 '[1]' 128 136)}" "$(zeros 136)"
+  upload "$TMP/wrong.st"
+  WRONG=$(jnum id "$TMP/body")
+  SPEC='"kind":"train","params":{"data":{"name":"synthetic","n":64,"d":3},"loss":"mse","model":{"hidden":[4]},"batch_size":16,"steps":4'
+  req POST /api/v1/jobs -H 'Content-Type: application/json' --data-binary "{$SPEC,\"init_from\":{\"checkpoint\":$WRONG}}}"
+  check "a job whose init_from checkpoint has a wrong shape is a 400 naming the tensor" \
+    bash -c "[ '$CODE' = 400 ] && grep -q '\"field\":\"params.init_from\"' '$TMP/body' &&
+             grep -q \"tensor 'layers.0.weight' has shape (4, 2), the model expects (4, 3)\" '$TMP/body'"
+  req POST /api/v1/jobs -H 'Content-Type: application/json' --data-binary "{$SPEC,\"init_from\":{\"checkpoint\":$GOOD}}}"
+  check "a job whose init_from checkpoint fits is accepted" bash -c "[ '$CODE' = 201 ]"
+  req POST /api/v1/jobs -H 'Content-Type: application/json' --data-binary "{$SPEC,\"init_from\":{\"checkpoint\":999999}}}"
+  check "init_from an unknown checkpoint is a 400" bash -c "[ '$CODE' = 400 ] && grep -q 'params.init_from.checkpoint' '$TMP/body'"
+  if curl -s "$BASE/api/v1/kinds" | grep -q '"checkpoint_every"'; then
+    req POST /api/v1/jobs -H 'Content-Type: application/json' --data-binary "{$SPEC,\"checkpoint_every\":2}}"
+    P=$(jnum id "$TMP/body")
+    for _ in $(seq 1 300); do
+      st=$(curl -s "$BASE/api/v1/jobs/$P" | grep -o '"status":"[a-z]*"' | head -1)
+      case "$st" in *succeeded*|*failed*|*diverged*) break ;; esac
+      sleep 0.1
+    done
+    req POST /api/v1/jobs -H 'Content-Type: application/json' --data-binary "{$SPEC,\"fork\":{\"job\":$P,\"step\":3}}}"
+    check "a fork at a step without a checkpoint is a 400 listing the steps that have one" \
+      bash -c "[ '$CODE' = 400 ] && grep -q '\"field\":\"params.fork.step\"' '$TMP/body' && grep -q 'checkpoints at steps 2, 4' '$TMP/body'"
+    req POST /api/v1/jobs -H 'Content-Type: application/json' --data-binary "{$SPEC,\"fork\":{\"job\":$P,\"step\":2}}}"
+    K=$(jnum id "$TMP/body")
+    check "a fork is accepted and records its parent" \
+      bash -c "[ '$CODE' = 201 ] && grep -q '\"parent\":{\"job\":$P,\"step\":2}' '$TMP/body' &&
+               curl -s '$BASE/api/v1/jobs/$P' | grep -q '\"children\":\[$K\]'"
+  else
+    ok "fork checks skipped: the train kind has no checkpoint_every yet"
+  fi
+else
+  ok "init_from/fork checks skipped: the train kind's schema has no params.init_from yet"
+fi
+
+finish
