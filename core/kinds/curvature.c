@@ -44,6 +44,8 @@ static const td_param curvature_params[] = {
      "analysis batch: the first analysis_n training examples in file order (absent: "
      "min(1000, n_train))"},
     TD_CKIND__ANALYSIS_PARAMS("5", "1e-10", "20", "false", "true"),
+    TD_TRAINER_CHECKPOINT_PARAMS,
+    TD_TRAINER_FORK_PARAMS,
     TD_DIVERGE_PARAMS,
 };
 
@@ -72,7 +74,7 @@ static int parse_cfg(const json_t *p, curv_cfg *c, td_err *err) {
                       t->pb.n_train);
   c->analysis_n = (int)an;
   td_ckind__parse_analysis(p, &c->ana);
-  return 0;
+  return td_trainer_parse_checkpoint(p, t, err);
 }
 
 static int curvature_check(const json_t *params, td_estimate *est, td_err *err) {

@@ -67,6 +67,8 @@ static const td_param eos_params[] = {
     {"eval_every", TD_PT_INT, NULL, 1, 1e9, NULL, 0,
      "steps between test evaluations (absent: about 10; always at 0 and T)"},
     TD_CKIND__ANALYSIS_PARAMS("1", "1e-6", "0", "false", "false"),
+    TD_TRAINER_CHECKPOINT_PARAMS,
+    TD_TRAINER_FORK_PARAMS,
     TD_DIVERGE_PARAMS,
 };
 
@@ -108,7 +110,7 @@ static int parse_cfg(const json_t *p, eos_cfg *c, td_err *err) {
   c->analysis_n = an > 0 ? (int)an : (int)t->pb.n_train;
   td_ckind__parse_analysis(p, &c->ana);
   c->ana.artifacts = 0; /* hundreds of analyses: only the rolling eigenvalues.json */
-  return 0;
+  return td_trainer_parse_checkpoint(p, t, err);
 }
 
 static int eos_check(const json_t *params, td_estimate *est, td_err *err) {

@@ -47,6 +47,7 @@ static const td_param taylor_params[] = {
     {"steps", TD_PT_INT, "500", 1, 1e8, NULL, 0, "training steps of both models"},
     {"eval_every", TD_PT_INT, NULL, 1, 1e9, NULL, 0,
      "steps between held-out evaluations and function distances (absent: about 20)"},
+    TD_TRAINER_CHECKPOINT_PARAMS,
     TD_DIVERGE_PARAMS,
 };
 
@@ -66,7 +67,7 @@ static int parse_cfg(const json_t *p, taylor_cfg *c, td_err *err) {
   c->n_state = td_optim_state_count(t->opt_name, &t->hp);
   if (t->pb.n_test > 1000000)
     return td_err_set(err, TD_EINVAL, "params.data.n_test", "at most 1e6 held-out points");
-  return 0;
+  return td_trainer_parse_checkpoint(p, t, err);
 }
 
 static int taylor_check(const json_t *params, td_estimate *est, td_err *err) {

@@ -105,6 +105,8 @@ static const td_param train_params[] = {
      "summary.steps_to_target (absent: no target)"},
     {"target_ema", TD_PT_NUM, NULL, 0, 0.9999, NULL, 0,
      "EMA decay of train_loss_ema, the loss compared with target_loss (absent: 0.95)"},
+    TD_TRAINER_CHECKPOINT_PARAMS,
+    TD_TRAINER_FORK_PARAMS,
     TD_DIVERGE_PARAMS,
 };
 
@@ -160,7 +162,7 @@ static int parse_cfg(const json_t *p, train_cfg *c, td_err *err) {
   t->has_target = td_param_has(p, "target_loss");
   t->target_loss = td_param_num(p, "target_loss", 0.0);
   t->target_ema = td_param_num(p, "target_ema", 0.95);
-  return 0;
+  return td_trainer_parse_checkpoint(p, t, err);
 }
 
 static int train_check(const json_t *params, td_estimate *est, td_err *err) {
@@ -290,7 +292,8 @@ static int train_finish(td_trainer *t, void *ctx, json_t *sum, td_err *err) {
   json_object_set_new(sum, "steps", json_integer(t->step));
   json_object_set_new(sum, "batch_size", json_integer(c->batch));
   td_trainer_set_num(sum, "steps_per_sec",
-                     t->train_time > 0 ? (double)t->step / t->train_time : 0.0);
+                     t->train_time > 0 ? (double)(t->step - t->first_step + 1) / t->train_time
+                                       : 0.0);
   if (t->diverged_step >= 0) {
     td_trainer_set_num(sum, "train_loss", t->loss);
   } else {

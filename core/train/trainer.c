@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "base/la.h"
+#include "nn/checkpoint.h"
 #include "nn/loss.h"
 
 /* ------------------------------------------------------------------ parsing */
@@ -143,6 +144,43 @@ int td_trainer_parse_optim(const json_t *p, td_trainer_cfg *c, td_err *err) {
     c->so_hp.weight_decay += c->l2; /* both are a coupled L2 term for these methods */
   }
   return td_diverge_parse(p, &c->div, err);
+}
+
+int td_trainer_parse_checkpoint(const json_t *p, td_trainer_cfg *c, td_err *err) {
+  c->ckpt_every = td_param_int(p, "checkpoint_every", 0);
+  c->init_job = td_param_int(p, "init_from.job", 0);
+  c->init_step = td_param_int(p, "init_from.step", -1);
+  c->init_ckpt = td_param_int(p, "init_from.checkpoint", 0);
+  c->fork_job = td_param_int(p, "fork.job", 0);
+  c->fork_step = td_param_int(p, "fork.step", -1);
+  const int has_init = td_param_has(p, "init_from"), has_fork = td_param_has(p, "fork");
+  if (has_init && has_fork)
+    return td_err_set(err, TD_EINVAL, "params.fork",
+                      "give either params.init_from or params.fork, not both");
+  if (has_init) {
+    if (c->init_ckpt > 0 && (c->init_job > 0 || c->init_step >= 0))
+      return td_err_set(err, TD_EINVAL, "params.init_from",
+                        "give either {\"job\", \"step\"} or {\"checkpoint\"}, not both");
+    if (c->init_ckpt <= 0 && (c->init_job <= 0 || c->init_step < 0))
+      return td_err_set(err, TD_EINVAL,
+                        c->init_job <= 0 ? "params.init_from.job" : "params.init_from.step",
+                        "init_from needs {\"job\": J, \"step\": S} or {\"checkpoint\": C}");
+  }
+  if (has_fork) {
+    if (c->fork_job <= 0 || c->fork_step < 0)
+      return td_err_set(err, TD_EINVAL, c->fork_job <= 0 ? "params.fork.job" : "params.fork.step",
+                        "fork needs {\"job\": J, \"step\": S}");
+    if (c->so)
+      return td_err_set(err, TD_EINVAL, "params.fork",
+                        "the state of the second-order optimizer %s is not stored in "
+                        "checkpoints: it cannot be forked (use init_from)",
+                        c->opt_name);
+    if (c->fork_step >= c->total_steps)
+      return td_err_set(err, TD_EINVAL, "params.fork.step",
+                        "the fork starts after step %ld, but the run ends at step %ld",
+                        c->fork_step, c->total_steps);
+  }
+  return 0;
 }
 
 double td_trainer_data_bytes(const td_problem_cfg *pb) {
@@ -290,6 +328,130 @@ static int layer_metrics(const td_mlp *m, const double *prev, double lr, td_sink
   return rc;
 }
 
+/* ------------------------------------------------------------------ checkpoints */
+
+static void meta_num(json_t *meta, const char *key, double v) {
+  char buf[40];
+  snprintf(buf, sizeof buf, "%.17g", v);
+  json_object_set_new(meta, key, json_string(buf));
+}
+
+static void meta_long(json_t *meta, const char *key, long v) {
+  char buf[32];
+  snprintf(buf, sizeof buf, "%ld", v);
+  json_object_set_new(meta, key, json_string(buf));
+}
+
+/* A metadata number written by meta_num / meta_long; TD_EINVAL naming it when absent. */
+static int meta_get(const json_t *meta, const char *key, double *v, td_err *err) {
+  const char *s = json_string_value(json_object_get(meta, key));
+  char *end = NULL;
+  if (s) *v = strtod(s, &end);
+  if (!s || end == s || *end)
+    return td_err_set(err, TD_EINVAL, "params.fork",
+                      "the checkpoint has no trainer metadata \"%s\": it was not written by a "
+                      "run that can be forked",
+                      key);
+  return 0;
+}
+
+/* The trainer's state besides the tensors: data order, smoothed losses, divergence rule. */
+static json_t *ckpt_meta(const td_trainer *t) {
+  json_t *meta = json_object();
+  if (!meta) return NULL;
+  meta_long(meta, "step", t->step);
+  meta_long(meta, "trainer_n_train", (long)t->train.n);
+  meta_long(meta, "trainer_shuffles", t->n_shuffles);
+  meta_long(meta, "trainer_pos", (long)t->pos);
+  meta_num(meta, "trainer_ema", t->ema);
+  meta_num(meta, "trainer_ema_w", t->ema_w);
+  const td_diverge *d = &t->div;
+  meta_long(meta, "diverge_n", d->n);
+  meta_num(meta, "diverge_l0_sum", d->l0_sum);
+  meta_num(meta, "diverge_l0", d->l0);
+  meta_num(meta, "diverge_ema", d->ema);
+  meta_num(meta, "diverge_ema_w", d->ema_w);
+  meta_num(meta, "diverge_best", d->best);
+  meta_long(meta, "diverge_spike_step", d->spike_step);
+  meta_num(meta, "diverge_spike_loss", d->spike_loss);
+  meta_num(meta, "diverge_spike_ref", d->spike_ref);
+  return meta;
+}
+
+/* checkpoint_step<step>.safetensors of the current parameters and optimizer state. */
+static int save_checkpoint(td_trainer *t, td_err *err) {
+  json_t *meta = ckpt_meta(t);
+  if (!meta) return td_err_set(err, TD_ENOMEM, NULL, "trainer: out of memory");
+  unsigned char *bytes = NULL;
+  size_t len = 0;
+  int rc = td_checkpoint_save_state(t->m, t->m->params, t->opt, meta, &bytes, &len, err);
+  if (!rc) {
+    char name[64];
+    snprintf(name, sizeof name, "checkpoint_step%ld.safetensors", t->step);
+    rc = td_sink_artifact(t->sink, name, "application/octet-stream", bytes, len);
+  }
+  free(bytes);
+  json_decref(meta);
+  return rc;
+}
+
+/* init_from (parameters only) or fork (parameters, optimizer state and the trainer's state:
+ * the permutations drawn so far are drawn again from the same stream, so the data order goes
+ * on as the parent's would have). */
+static int load_start(td_trainer *t, td_err *err) {
+  const td_trainer_cfg *c = t->cfg;
+  const int fork = c->fork_job > 0;
+  if (!fork && c->init_job <= 0 && c->init_ckpt <= 0) return 0;
+  const char *field = fork ? "params.fork" : "params.init_from";
+  void *data = NULL;
+  size_t len = 0;
+  int rc = fork ? td_sink_checkpoint(t->sink, c->fork_job, c->fork_step, 0, &data, &len)
+                : td_sink_checkpoint(t->sink, c->init_ckpt > 0 ? 0 : c->init_job,
+                                     c->init_ckpt > 0 ? 0 : c->init_step, c->init_ckpt, &data,
+                                     &len);
+  if (rc) {
+    free(data);
+    return td_err_set(err, rc, field, "the checkpoint named by %s cannot be read (%s)", field,
+                      td_strerror(rc));
+  }
+  json_t *meta = NULL;
+  rc = td_checkpoint_load_state(t->m, data, len, t->m->params, fork ? t->opt : NULL,
+                                fork ? &meta : NULL, err);
+  free(data);
+  if (rc || !fork) return rc;
+  double v[15];
+  static const char *const keys[15] = {
+      "step",          "trainer_n_train",    "trainer_shuffles",   "trainer_pos",
+      "trainer_ema",   "trainer_ema_w",      "diverge_n",          "diverge_l0_sum",
+      "diverge_l0",    "diverge_ema",        "diverge_ema_w",      "diverge_best",
+      "diverge_spike_step", "diverge_spike_loss", "diverge_spike_ref"};
+  for (int i = 0; i < 15 && !rc; i++) rc = meta_get(meta, keys[i], &v[i], err);
+  json_decref(meta);
+  if (rc) return rc;
+  if ((long)v[0] != c->fork_step)
+    return td_err_set(err, TD_EINVAL, "params.fork.step",
+                      "the checkpoint is that of step %ld, not %ld", (long)v[0], c->fork_step);
+  if (!c->full_batch && (size_t)v[1] == t->train.n) {
+    /* the same training set: replay the permutations (else a fresh order from this point) */
+    for (long k = 0; k < (long)v[2]; k++) td_rng_shuffle(&t->shuf, t->perm, t->train.n);
+    t->n_shuffles = (long)v[2];
+    t->pos = (size_t)v[3];
+  }
+  t->ema = v[4];
+  t->ema_w = v[5];
+  td_diverge *d = &t->div;
+  d->n = (long)v[6];
+  d->l0_sum = v[7];
+  d->l0 = v[8];
+  d->ema = v[9];
+  d->ema_w = v[10];
+  d->best = v[11];
+  d->spike_step = (long)v[12];
+  d->spike_loss = v[13];
+  d->spike_ref = v[14];
+  return 0;
+}
+
 /* Allocate the model, workspaces, optimizer and batch buffers (everything, once). */
 static int build(td_trainer *t, td_err *err) {
   const td_trainer_cfg *c = t->cfg;
@@ -359,6 +521,7 @@ static void next_batch(td_trainer *t) {
   const size_t n = t->train.n, d = t->train.d, K = (size_t)t->train.k;
   if (t->pos >= n) {
     td_rng_shuffle(&t->shuf, t->perm, n);
+    t->n_shuffles++;
     t->pos = 0;
   }
   const size_t B = (size_t)t->cfg->batch;
@@ -436,10 +599,16 @@ int td_trainer_run(const td_trainer_cfg *cfg, const td_trainer_hooks *hooks, td_
   if (rc) goto out;
   if (cfg->pb.center) td_trainer_center(&t.train, &t.test);
   if ((rc = build(&t, err))) goto out;
+  if ((rc = load_start(&t, err))) goto out;
   if (h->setup && (rc = h->setup(&t, h->ctx, err))) goto out;
 
   const long T = cfg->total_steps;
-  if (!cfg->full_batch) {
+  const int fork = cfg->fork_job > 0;
+  /* a fork's first step: the one after its checkpoint (FULL-BATCH: the checkpoint's own step,
+   * whose metrics are those of the parameters it holds) */
+  t.first_step = cfg->full_batch ? (fork ? cfg->fork_step : 0) : (fork ? cfg->fork_step : 0) + 1;
+  t.step = t.first_step - 1;
+  if (!cfg->full_batch && !fork) {
     t.step = 0;
     if ((rc = do_eval(&t, h, err))) goto out;
     if (cfg->layer_every > 0 && (rc = layer_metrics(t.m, NULL, 0.0, sink, 0))) goto out;
@@ -448,8 +617,8 @@ int td_trainer_run(const td_trainer_cfg *cfg, const td_trainer_hooks *hooks, td_
       goto done;
     }
   }
-  td_sink_progress(sink, 0, T);
-  for (long i = cfg->full_batch ? 0 : 1; i <= T; i++) {
+  td_sink_progress(sink, t.first_step > 0 ? t.first_step - 1 : 0, T);
+  for (long i = t.first_step; i <= T; i++) {
     if (td_sink_should_stop(sink)) {
       rc = td_err_set(err, TD_ECANCELLED, NULL, "cancelled at step %ld",
                       cfg->full_batch ? i : i - 1);
@@ -508,7 +677,10 @@ static int one_step(td_trainer *t, const td_trainer_hooks *h, td_err *err) {
     if (rc == TD_EDIVERGED) td_sink_metric(sink, loss_key, step, t->loss);
     return rc;
   }
-  if ((rc = td_diverge_observe(&t->div, step, t->loss, err))) {
+  /* FULL-BATCH fork: its first step is the checkpoint's own, already counted in the state
+   * the checkpoint holds (divergence rule, smoothed loss) */
+  const int replay = c->full_batch && c->fork_job > 0 && step == t->first_step;
+  if (!replay && (rc = td_diverge_observe(&t->div, step, t->loss, err))) {
     td_sink_metric(sink, loss_key, step, t->loss);
     return rc;
   }
@@ -546,7 +718,7 @@ static int one_step(td_trainer *t, const td_trainer_hooks *h, td_err *err) {
                                                 t->m->cfg.out_dim) / B;
     if ((rc = td_sink_metric(sink, "train_acc", step, acc))) return rc;
   }
-  if (c->has_target) {
+  if (c->has_target && !replay) {
     t->ema = c->target_ema * t->ema + (1.0 - c->target_ema) * t->loss;
     t->ema_w = c->target_ema * t->ema_w + (1.0 - c->target_ema);
     if ((rc = td_sink_metric(sink, "train_loss_ema", step, t->ema / t->ema_w))) return rc;
@@ -557,6 +729,11 @@ static int one_step(td_trainer *t, const td_trainer_hooks *h, td_err *err) {
     if ((rc = do_eval(t, h, err))) return rc;
   if (h->analyze && c->analyze_every > 0 && (step % c->analyze_every == 0 || step == T) &&
       (rc = h->analyze(t, h->ctx, err)))
+    return rc;
+  const int stop = t->steps_to_target > 0;
+  if (c->ckpt_every > 0 && (step % c->ckpt_every == 0 || step == T || stop) && step > 0 &&
+      !replay &&
+      (rc = save_checkpoint(t, err)))
     return rc;
   if (c->full_batch) {
     if (step == T) return 0;

@@ -147,6 +147,16 @@
       {"eval_every", TD_PT_INT, NULL, 1, 1e9, NULL, 0,                                            \
        "steps between evaluations (absent: about 10 evaluations; always at step 0 and the end)"}
 
+/* Checkpoints and starting points (checkpoint_every, init_from.*). A checkpoint at step S is
+ * the artifact checkpoint_step<S>.safetensors (core/nn/checkpoint.h): the parameters after S
+ * updates, the BatchNorm buffers, the first-order optimizer's state (optimizer.<state>.*;
+ * second-order optimizers: parameters only) and, in its metadata, what a fork needs to continue
+ * exactly (td_trainer_run). */
+#define TD_TRAINER_CHECKPOINT_PARAMS                                                                {"checkpoint_every", TD_PT_INT, NULL, 1, 1e9, NULL, 0,                                             "store checkpoint_step<S>.safetensors (parameters and optimizer state after S updates) at "       "every multiple S of this and at the last step (absent: none)"},                                     {"init_from.job", TD_PT_INT, NULL, 1, 9007199254740991.0, NULL, 0,                                 "start from the parameters of this job's checkpoint at init_from.step (optimizer state "          "and step numbering start afresh)"},                                                             {"init_from.step", TD_PT_INT, NULL, 0, 1e12, NULL, 0, "the step of init_from.job's checkpoint"},       {"init_from.checkpoint", TD_PT_INT, NULL, 1, 9007199254740991.0, NULL, 0,                          "start from the parameters of an uploaded checkpoint (POST /api/v1/checkpoints)"}
+
+/* Forks (fork.*): for kinds whose whole training state is the trainer's. */
+#define TD_TRAINER_FORK_PARAMS                                                                      {"fork.job", TD_PT_INT, NULL, 1, 9007199254740991.0, NULL, 0,                                      "continue this job from its checkpoint at fork.step: parameters, optimizer state, step "          "numbering, data order and smoothed losses, with any hyperparameter changed (a fork that "        "changes nothing reproduces the parent's later metrics bitwise with one BLAS thread)"},               {"fork.step", TD_PT_INT, NULL, 0, 1e12, NULL, 0,                                                   "the step of fork.job's checkpoint; the fork runs steps fork.step + 1 .. steps"}
+
 /* ------------------------------------------------------------------ configuration */
 
 /* The problem: data, model and loss. */
@@ -191,6 +201,10 @@ typedef struct td_trainer_cfg {
   int has_target;    /* target_loss (train) */
   double target_loss, target_ema;
   td_diverge_cfg div;
+  /* checkpoints (td_trainer_parse_checkpoint) */
+  long ckpt_every;                 /* 0: none */
+  long init_job, init_step, init_ckpt; /* init_from: job > 0 with step, or ckpt > 0 */
+  long fork_job, fork_step;        /* fork: job > 0 */
 } td_trainer_cfg;
 
 /* td_trainer_parse_problem: read TD_TRAINER_PROBLEM_PARAMS (and model.norm, model.norm_eps,
@@ -217,6 +231,12 @@ int td_trainer_parse_length(const json_t *p, td_trainer_cfg *c, double max_steps
  * TD_SOPT_PARAMS), the schedule over c->total_steps, l2, and the divergence rule. Needs
  * c->pb and c->total_steps. Errors: TD_EINVAL with the field. */
 int td_trainer_parse_optim(const json_t *p, td_trainer_cfg *c, td_err *err);
+
+/* td_trainer_parse_checkpoint: checkpoint_every, init_from.* and fork.* (absent rows: off).
+ * Needs c->total_steps and the optimizer. Errors: TD_EINVAL naming the field (init_from with
+ * both a job and a checkpoint or a job without a step; fork and init_from together; a fork of
+ * a second-order optimizer, whose state is not stored; fork.step not below the last step). */
+int td_trainer_parse_checkpoint(const json_t *p, td_trainer_cfg *c, td_err *err);
 
 /* td_trainer_data_bytes: bytes of the loaded data sets (plus the decompressed IDX file). */
 double td_trainer_data_bytes(const td_problem_cfg *pb);
@@ -267,6 +287,8 @@ struct td_trainer {
   td_sopt *so;
   td_curv_ctx cc;    /* grad_curv: the loss context; second-order optimizers: their context */
   size_t *perm, pos; /* epoch-wise permutation (stream TD_RNG_SHUFFLE) and position */
+  long n_shuffles;   /* epochs begun (permutations drawn) */
+  long first_step;   /* the label of the first step this run takes (a fork: fork.step + 1) */
   td_rng shuf;
   double *Xb, *Yb, *dz, *prev;
   int *yb;
