@@ -13,6 +13,7 @@
 
 #include "nn/loss.h"
 #include "nn/model.h"
+#include "kinds/registry.h"
 #include "train/trainer.h"
 
 #define MAXS 64
@@ -250,11 +251,198 @@ static void test_divergence_and_cancel(void **state) {
   json_decref(sum);
 }
 
+
+/* ------------------------------------------------------------------ forks */
+
+/* An in-memory host: every metric (key, step, value) in order, every artifact by name; its
+ * checkpoint reader serves the artifacts of `parent` (job 1). */
+#define MAXM 4096
+#define MAXA 64
+typedef struct mem_host {
+  char key[MAXM][48];
+  long step[MAXM];
+  double val[MAXM];
+  int n;
+  char aname[MAXA][64];
+  unsigned char *adata[MAXA];
+  size_t alen[MAXA];
+  int na;
+  const struct mem_host *parent;
+} mem_host;
+
+static int mem_metric(void *ctx, const char *key, long step, double v) {
+  mem_host *h = ctx;
+  assert_true(h->n < MAXM);
+  snprintf(h->key[h->n], sizeof h->key[0], "%s", key);
+  h->step[h->n] = step;
+  h->val[h->n++] = v;
+  return 0;
+}
+static int mem_artifact(void *ctx, const char *name, const char *ct, const void *d, size_t len) {
+  (void)ct;
+  mem_host *h = ctx;
+  assert_true(h->na < MAXA);
+  snprintf(h->aname[h->na], sizeof h->aname[0], "%s", name);
+  h->adata[h->na] = malloc(len ? len : 1);
+  memcpy(h->adata[h->na], d, len);
+  h->alen[h->na++] = len;
+  return 0;
+}
+static int mem_checkpoint(void *ctx, long job, long step, long id, void **data, size_t *len) {
+  const mem_host *p = ((mem_host *)ctx)->parent;
+  char name[64];
+  snprintf(name, sizeof name, "checkpoint_step%ld.safetensors", step);
+  if (!p || job != 1 || id) return TD_ENOTFOUND;
+  for (int i = 0; i < p->na; i++)
+    if (!strcmp(p->aname[i], name)) {
+      *data = malloc(p->alen[i]);
+      memcpy(*data, p->adata[i], p->alen[i]);
+      *len = p->alen[i];
+      return 0;
+    }
+  return TD_ENOTFOUND;
+}
+static void mem_free(mem_host *h) {
+  for (int i = 0; i < h->na; i++) free(h->adata[i]);
+}
+
+static int run_kind(const char *kind, const char *text, mem_host *h, json_t **sum, td_err *err) {
+  json_t *p = json_loads(text, 0, NULL), *filled = NULL;
+  assert_non_null(p);
+  int rc = td_kinds_validate(kind, p, NULL, &filled, NULL, err);
+  json_decref(p);
+  if (rc) return rc;
+  td_sink sink = {.ctx = h, .metric = mem_metric, .artifact = mem_artifact,
+                  .checkpoint = mem_checkpoint};
+  rc = td_kinds_find(kind)->run(filled, &sink, sum, err);
+  json_decref(filled);
+  return rc;
+}
+
+/* Every metric of `a` at steps > from, and of `b`, are the same points, bitwise. */
+static void expect_same_after(const mem_host *a, const mem_host *b, long from, int *n_cmp) {
+  int j = 0;
+  for (int i = 0; i < a->n; i++) {
+    if (a->step[i] <= from) continue;
+    if (j >= b->n) fail_msg("fork: no point for parent's %s@%ld", a->key[i], a->step[i]);
+    if (strcmp(a->key[i], b->key[j]) || a->step[i] != b->step[j] ||
+        memcmp(&a->val[i], &b->val[j], sizeof(double)))
+      fail_msg("fork point %d: %s@%ld = %.17g, parent %s@%ld = %.17g", j, b->key[j], b->step[j],
+               b->val[j], a->key[i], a->step[i], a->val[i]);
+    j++;
+  }
+  if (j != b->n) fail_msg("fork has %d points, parent %d after step %ld", b->n, j, from);
+  *n_cmp = j;
+}
+
+/* A fork that changes nothing reproduces the parent's later metrics bitwise: train with
+ * momentum SGD (layer metrics, target EMA, batches that straddle epochs), adam with BatchNorm
+ * and a cosine schedule, and eos (full batch, heavy ball). One BLAS thread (make test). */
+static void test_fork_reproduces_parent(void **state) {
+  (void)state;
+  static const struct {
+    const char *kind, *spec;
+    long S;
+  } cases[] = {
+      {"train",
+       "\"data\":{\"name\":\"synthetic\",\"n\":50,\"d\":4},\"loss\":\"mse\",\"model\":{\"hidden\":"
+       "[6]},\"optimizer\":{\"momentum\":0.9,\"lr\":0.05},\"batch_size\":16,\"steps\":14,"
+       "\"layer_metrics_every\":3,\"target_loss\":1e-9,\"checkpoint_every\":5",
+       5},
+      {"train",
+       "\"data\":{\"name\":\"synthetic\",\"n\":50,\"d\":4},\"loss\":\"mse\",\"model\":{\"hidden\":"
+       "[6],\"norm\":\"batchnorm\"},\"optimizer\":{\"name\":\"adam\",\"lr\":0.01,\"schedule\":{"
+       "\"name\":\"cosine\"}},\"batch_size\":12,\"steps\":12,\"checkpoint_every\":4",
+       8},
+      {"eos",
+       "\"data\":{\"name\":\"synthetic\",\"n\":30,\"d\":4},\"loss\":\"mse\",\"model\":{\"hidden\":"
+       "[5]},\"momentum\":0.5,\"lr\":0.05,\"steps\":9,\"analyze_every\":3,\"checkpoint_every\":3",
+       6},
+  };
+  for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+    char text[1024];
+    static mem_host parent, child;
+    memset(&parent, 0, sizeof parent);
+    memset(&child, 0, sizeof child);
+    json_t *sum = NULL;
+    td_err err;
+    snprintf(text, sizeof text, "{%s}", cases[k].spec);
+    if (run_kind(cases[k].kind, text, &parent, &sum, &err))
+      fail_msg("%s parent: %s", cases[k].kind, err.msg);
+    json_decref(sum);
+    snprintf(text, sizeof text, "{%s,\"fork\":{\"job\":1,\"step\":%ld}}", cases[k].spec,
+             cases[k].S);
+    child.parent = &parent;
+    if (run_kind(cases[k].kind, text, &child, &sum, &err))
+      fail_msg("%s fork: %s (%s)", cases[k].kind, err.msg, err.field);
+    json_decref(sum);
+    /* full batch: the fork's first step is the checkpoint's own (S), the parent's too */
+    int n = 0;
+    expect_same_after(&parent, &child, strcmp(cases[k].kind, "eos") ? cases[k].S : cases[k].S - 1,
+                      &n);
+    assert_true(n > 10);
+    mem_free(&parent);
+    mem_free(&child);
+  }
+}
+
+/* A fork with another lr: the same train_loss at step S + 1 (the parameters of the checkpoint),
+ * a different lr and param_norm there, a different train_loss from S + 2 on. A fork at a step
+ * with no checkpoint is refused. */
+static void test_fork_changed_lr(void **state) {
+  (void)state;
+  const char *spec = "\"data\":{\"name\":\"synthetic\",\"n\":50,\"d\":4},\"loss\":\"mse\","
+                     "\"model\":{\"hidden\":[6]},\"batch_size\":16,\"steps\":10,"
+                     "\"checkpoint_every\":5";
+  static mem_host parent, child;
+  memset(&parent, 0, sizeof parent);
+  memset(&child, 0, sizeof child);
+  char text[1024];
+  json_t *sum = NULL;
+  td_err err;
+  snprintf(text, sizeof text, "{%s,\"optimizer\":{\"lr\":0.05}}", spec);
+  assert_int_equal(run_kind("train", text, &parent, &sum, &err), 0);
+  json_decref(sum);
+  child.parent = &parent;
+  snprintf(text, sizeof text, "{%s,\"optimizer\":{\"lr\":0.01},\"fork\":{\"job\":1,\"step\":3}}",
+           spec);
+  assert_int_not_equal(run_kind("train", text, &child, &sum, &err), 0);
+  assert_string_equal(err.field, "params.fork");
+  json_decref(sum);
+  sum = NULL;
+  memset(&child, 0, sizeof child);
+  child.parent = &parent;
+  snprintf(text, sizeof text, "{%s,\"optimizer\":{\"lr\":0.01},\"fork\":{\"job\":1,\"step\":5}}",
+           spec);
+  assert_int_equal(run_kind("train", text, &child, &sum, &err), 0);
+  json_decref(sum);
+  double pv[3][12], cv[3][12];
+  const char *keys[3] = {"train_loss", "lr", "param_norm"};
+  for (int q = 0; q < 3; q++)
+    for (int t = 0; t < 12; t++) pv[q][t] = cv[q][t] = NAN;
+  for (int q = 0; q < 3; q++) {
+    for (int i = 0; i < parent.n; i++)
+      if (!strcmp(parent.key[i], keys[q])) pv[q][parent.step[i]] = parent.val[i];
+    for (int i = 0; i < child.n; i++) {
+      if (!strcmp(child.key[i], keys[q])) cv[q][child.step[i]] = child.val[i];
+      assert_true(child.step[i] > 5);
+    }
+  }
+  assert_true(pv[0][6] == cv[0][6]);
+  assert_true(pv[1][6] != cv[1][6] && cv[1][6] == 0.01);
+  assert_true(pv[2][6] != cv[2][6]);
+  for (int t = 7; t <= 10; t++) assert_true(pv[0][t] != cv[0][t]);
+  mem_free(&parent);
+  mem_free(&child);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_minibatch_contract),
       cmocka_unit_test(test_full_batch_contract),
       cmocka_unit_test(test_divergence_and_cancel),
+      cmocka_unit_test(test_fork_reproduces_parent),
+      cmocka_unit_test(test_fork_changed_lr),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
