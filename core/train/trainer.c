@@ -3,6 +3,7 @@
 #include "train/trainer.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -365,16 +366,13 @@ static json_t *ckpt_meta(const td_trainer *t) {
   meta_long(meta, "trainer_pos", (long)t->pos);
   meta_num(meta, "trainer_ema", t->ema);
   meta_num(meta, "trainer_ema_w", t->ema_w);
-  const td_diverge *d = &t->div;
-  meta_long(meta, "diverge_n", d->n);
-  meta_num(meta, "diverge_l0_sum", d->l0_sum);
-  meta_num(meta, "diverge_l0", d->l0);
-  meta_num(meta, "diverge_ema", d->ema);
-  meta_num(meta, "diverge_ema_w", d->ema_w);
-  meta_num(meta, "diverge_best", d->best);
-  meta_long(meta, "diverge_spike_step", d->spike_step);
-  meta_num(meta, "diverge_spike_loss", d->spike_loss);
-  meta_num(meta, "diverge_spike_ref", d->spike_ref);
+  /* the divergence rule's running state (everything after its cfg), as bytes: the trainer
+   * does not depend on its fields */
+  const unsigned char *dv = (const unsigned char *)&t->div + offsetof(td_diverge, n);
+  char hex[2 * sizeof(td_diverge) + 1];
+  const size_t nb = sizeof(td_diverge) - offsetof(td_diverge, n);
+  for (size_t i = 0; i < nb; i++) snprintf(hex + 2 * i, 3, "%02x", dv[i]);
+  json_object_set_new(meta, "trainer_diverge_state", json_string(hex));
   return meta;
 }
 
@@ -419,13 +417,21 @@ static int load_start(td_trainer *t, td_err *err) {
                                 fork ? &meta : NULL, err);
   free(data);
   if (rc || !fork) return rc;
-  double v[15];
-  static const char *const keys[15] = {
-      "step",          "trainer_n_train",    "trainer_shuffles",   "trainer_pos",
-      "trainer_ema",   "trainer_ema_w",      "diverge_n",          "diverge_l0_sum",
-      "diverge_l0",    "diverge_ema",        "diverge_ema_w",      "diverge_best",
-      "diverge_spike_step", "diverge_spike_loss", "diverge_spike_ref"};
-  for (int i = 0; i < 15 && !rc; i++) rc = meta_get(meta, keys[i], &v[i], err);
+  double v[6];
+  static const char *const keys[6] = {"step",        "trainer_n_train", "trainer_shuffles",
+                                      "trainer_pos", "trainer_ema",     "trainer_ema_w"};
+  for (int i = 0; i < 6 && !rc; i++) rc = meta_get(meta, keys[i], &v[i], err);
+  /* the divergence rule's state, when written by a build with the same td_diverge (else the
+   * rule starts afresh at the fork) */
+  const char *hex = json_string_value(json_object_get(meta, "trainer_diverge_state"));
+  const size_t nb = sizeof(td_diverge) - offsetof(td_diverge, n);
+  unsigned char dv[sizeof(td_diverge)];
+  int have_dv = hex && strlen(hex) == 2 * nb;
+  for (size_t i = 0; have_dv && i < nb; i++) {
+    unsigned x;
+    if (sscanf(hex + 2 * i, "%2x", &x) != 1) have_dv = 0;
+    dv[i] = (unsigned char)x;
+  }
   json_decref(meta);
   if (rc) return rc;
   if ((long)v[0] != c->fork_step)
@@ -439,16 +445,7 @@ static int load_start(td_trainer *t, td_err *err) {
   }
   t->ema = v[4];
   t->ema_w = v[5];
-  td_diverge *d = &t->div;
-  d->n = (long)v[6];
-  d->l0_sum = v[7];
-  d->l0 = v[8];
-  d->ema = v[9];
-  d->ema_w = v[10];
-  d->best = v[11];
-  d->spike_step = (long)v[12];
-  d->spike_loss = v[13];
-  d->spike_ref = v[14];
+  if (have_dv) memcpy((unsigned char *)&t->div + offsetof(td_diverge, n), dv, nb);
   return 0;
 }
 
