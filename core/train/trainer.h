@@ -22,7 +22,17 @@
  *   FULL-BATCH mode (cfg.full_batch = 1, as eos: T updates give steps 0..T): for t = 0..T: loss
  *   and gradient of the whole training set at theta_t; after_loss; divergence rule; standard
  *   metrics at t; eval at t; analyze at t; then, for t < T, update t+1 and after_step.
- * In both modes an evaluation or analysis at step t sees the parameters after t updates.
+ * In both modes an evaluation or analysis at step t sees the parameters after t updates, and
+ * so does the checkpoint of step t (cfg.ckpt_every: at its multiples t > 0 and the last step,
+ * after the analysis; FULL-BATCH: before update t+1).
+ *
+ * Starting points: init_from loads the parameters (and BatchNorm buffers) of a checkpoint after
+ * the initialization, before the setup hook; everything else starts afresh. A fork from step S
+ * also loads the optimizer state and the trainer's state of the checkpoint's metadata (the
+ * number of permutations drawn and the position in the current one, the target_loss EMA, the
+ * divergence rule's state) and starts at step S + 1 (FULL-BATCH: at S, whose loss is not
+ * counted twice) with no evaluation or analysis at 0: a fork that changes nothing continues
+ * bitwise as the parent did. Hooks see the loaded parameters.
  *
  * Divergence: every step's training loss goes to td_diverge_observe (non-finite: always
  * diverged; blow-up and spike rules per params.divergence.*), td_diverge_finish at the end. A
@@ -308,11 +318,13 @@ struct td_trainer {
   int status;        /* at finish: 0, TD_EDIVERGED or TD_ECANCELLED */
 };
 
-/* td_trainer_run: the whole job: load the problem, build the model (td_mlp_init of
- * cfg->pb.seed, cfg->pb.mlp.init), the optimizer and the buffers, run the loop of the header
- * with the hooks, and build *summary (OUT, new reference, also on divergence; NULL on other
- * errors). Returns 0, TD_EDIVERGED, TD_ECANCELLED, or the errors of loading, allocation, the
- * optimizer, the sink and the hooks. */
+/* td_trainer_run: the whole job: load the problem (or the load hook), center it if asked,
+ * build the model (td_mlp_init of cfg->pb.seed by cfg->pb.mlp.init), the optimizer and the
+ * buffers, load init_from / fork (td_sink_checkpoint), run the loop of the header with the
+ * hooks, and build *summary (OUT, new reference; also on divergence and cancellation; NULL on
+ * other errors). Returns 0, TD_EDIVERGED, TD_ECANCELLED, or the errors of loading, allocation,
+ * the optimizer, the checkpoint (TD_EINVAL / TD_ENOTFOUND with field params.init_from,
+ * params.fork or the tensor's name), the sink and the hooks. Borrows cfg, hooks and sink. */
 int td_trainer_run(const td_trainer_cfg *cfg, const td_trainer_hooks *hooks, td_sink *sink,
                    json_t **summary /* OUT */, td_err *err);
 
