@@ -603,7 +603,7 @@ int td_trainer_run(const td_trainer_cfg *cfg, const td_trainer_hooks *hooks, td_
   const int fork = cfg->fork_job > 0;
   /* a fork's first step: the one after its checkpoint (FULL-BATCH: the checkpoint's own step,
    * whose metrics are those of the parameters it holds) */
-  t.first_step = cfg->full_batch ? (fork ? cfg->fork_step : 0) : (fork ? cfg->fork_step : 0) + 1;
+  t.first_step = (fork ? cfg->fork_step : 0) + (cfg->full_batch ? 0 : 1);
   t.step = t.first_step - 1;
   if (!cfg->full_batch && !fork) {
     t.step = 0;
