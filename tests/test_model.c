@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -269,6 +270,93 @@ static void test_init(void **state) {
   td_mlp_destroy(b);
 }
 
+
+/* Sample mean and mean square of x[0..n) against the distribution's: mean 0, E[x^2] = v, with
+ * Var(x^2) = m4 - v^2 (m4 = E[x^4]). Each is allowed 5 standard errors of its sample mean
+ * (sqrt(v/n) and sqrt((m4 - v^2)/n)): a false failure has probability below 1e-6. */
+static void check_moments(const double *x, size_t n, double v, double m4, const char *what) {
+  double s = 0, s2 = 0;
+  for (size_t i = 0; i < n; i++) {
+    s += x[i];
+    s2 += x[i] * x[i];
+  }
+  const double mean = s / n, ms = s2 / n;
+  const double se_mean = sqrt(v / n), se_ms = sqrt((m4 - v * v) / n);
+  if (fabs(mean) > 5 * se_mean)
+    fail_msg("%s: mean %g, |mean| > 5 se = %g (n %zu)", what, mean, 5 * se_mean, n);
+  if (fabs(ms - v) > 5 * se_ms)
+    fail_msg("%s: mean square %g, want %g +- %g (n %zu)", what, ms, v, 5 * se_ms, n);
+}
+
+/* torch_default is torch.nn.Linear.reset_parameters: W and b ~ U(-a, a), a = 1/sqrt(fan_in)
+ * (times init_scale). U(-a, a) has variance a^2/3 and E[x^4] = a^4/5. Every draw must also lie
+ * inside [-a, a]. Checked for every layer of a 300-200-50-10 ReLU net at two scales. */
+static void test_init_torch_default(void **state) {
+  (void)state;
+  const double scales[2] = {1.0, 0.5};
+  for (int k = 0; k < 2; k++) {
+    td_mlp_cfg cfg = {.in_dim = 300, .out_dim = 10, .n_hidden = 2, .hidden = {200, 50},
+                      .act = TD_ACT_RELU, .init_scale = scales[k]};
+    assert_int_equal(td_mlp_init_parse("torch_default", &cfg.init), 0);
+    assert_int_equal(cfg.init, TD_INIT_TORCH_DEFAULT);
+    td_mlp *m;
+    assert_int_equal(td_mlp_create(&cfg, &m, NULL), 0);
+    td_mlp_init(m, 5);
+    for (int j = 0; j < m->n_linear; j++) {
+      double *W, *b;
+      const td_layer *L = td_mlp_linear(m, j, m->params, &W, &b);
+      const double a = scales[k] / sqrt((double)L->n_in), v = a * a / 3, m4 = a * a * a * a / 5;
+      const size_t nw = (size_t)L->n_in * L->n_out;
+      for (size_t i = 0; i < nw; i++) assert_true(fabs(W[i]) <= a);
+      for (int i = 0; i < L->n_out; i++) assert_true(fabs(b[i]) <= a);
+      char what[64];
+      snprintf(what, sizeof what, "scale %g layer %d W", scales[k], j);
+      check_moments(W, nw, v, m4, what);
+      snprintf(what, sizeof what, "scale %g layer %d b", scales[k], j);
+      check_moments(b, (size_t)L->n_out, v, m4, what);
+      /* the biases are drawn: not all zero (probability 0 under U(-a, a)) */
+      double bmax = 0;
+      for (int i = 0; i < L->n_out; i++) bmax = fmax(bmax, fabs(b[i]));
+      assert_true(bmax > 0);
+    }
+    td_mlp_destroy(m);
+  }
+}
+
+/* he_normal and lecun_normal apply to every layer whatever the activation: W ~ N(0, g/fan_in)
+ * with g = 2 or 1 (E[x^4] = 3 sigma^4), biases 0. A tanh net with he_normal differs from the
+ * default (LeCun before tanh), a ReLU net with lecun_normal too. */
+static void test_init_he_lecun(void **state) {
+  (void)state;
+  const struct {
+    const char *name;
+    td_act act;
+    double gain;
+  } cases[2] = {{"he_normal", TD_ACT_TANH, 2.0}, {"lecun_normal", TD_ACT_RELU, 1.0}};
+  for (int k = 0; k < 2; k++) {
+    td_mlp_cfg cfg = {.in_dim = 300, .out_dim = 10, .n_hidden = 2, .hidden = {200, 50},
+                      .act = cases[k].act, .init_scale = 1.0};
+    assert_int_equal(td_mlp_init_parse(cases[k].name, &cfg.init), 0);
+    td_mlp *m;
+    assert_int_equal(td_mlp_create(&cfg, &m, NULL), 0);
+    td_mlp_init(m, 6);
+    for (int j = 0; j < m->n_linear; j++) {
+      double *W, *b;
+      const td_layer *L = td_mlp_linear(m, j, m->params, &W, &b);
+      const double v = cases[k].gain / L->n_in;
+      char what[64];
+      snprintf(what, sizeof what, "%s layer %d W", cases[k].name, j);
+      check_moments(W, (size_t)L->n_in * L->n_out, v, 3 * v * v, what);
+      for (int i = 0; i < L->n_out; i++) assert_true(b[i] == 0.0);
+    }
+    td_mlp_destroy(m);
+  }
+  td_init in;
+  assert_int_equal(td_mlp_init_parse(NULL, &in), 0);
+  assert_int_equal(in, TD_INIT_AUTO);
+  assert_int_equal(td_mlp_init_parse("xavier", &in), TD_EINVAL);
+}
+
 static void test_estimate_and_errors(void **state) {
   (void)state;
   td_mlp_cfg cfg = {.in_dim = 784, .out_dim = 10, .n_hidden = 2, .hidden = {512, 512},
@@ -311,6 +399,8 @@ int main(void) {
       cmocka_unit_test(test_mlp_fd_no_hidden),
       cmocka_unit_test(test_layout_and_forward),
       cmocka_unit_test(test_init),
+      cmocka_unit_test(test_init_torch_default),
+      cmocka_unit_test(test_init_he_lecun),
       cmocka_unit_test(test_estimate_and_errors),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

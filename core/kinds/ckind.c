@@ -1,5 +1,4 @@
-/* ckind.c: pieces shared by the curvature kinds (curvature, eos, taylor): problem params, data,
- * minibatches, evaluation, and the Hessian/GGN analysis suite (metrics and artifacts). */
+/* ckind.c: the Hessian/GGN analysis suite of the curvature kinds (metrics and artifacts). */
 #include "kinds/ckind_internal.h"
 
 #include <float.h>
@@ -13,189 +12,7 @@
 #include "nn/loss.h"
 #include "curv/slq.h"
 #include "kinds/registry.h"
-
-int td_ckind__parse_problem(const json_t *p, size_t fmnist_n_train, size_t fmnist_n_test,
-                            td_ckind__problem *pb, td_err *err) {
-  memset(pb, 0, sizeof *pb);
-  pb->synthetic = strcmp(td_param_str(p, "data.name", "fashion-mnist"), "synthetic") == 0;
-  long ntr = td_param_int(p, "data.n_train", 0), nte = td_param_int(p, "data.n_test", 0);
-  if (pb->synthetic) {
-    pb->synth_n = (size_t)td_param_int(p, "data.n", 1000);
-    pb->synth.d = (size_t)td_param_int(p, "data.d", 20);
-    pb->synth.noise = td_param_num(p, "data.noise", 0.1);
-    pb->synth.decay = td_param_num(p, "data.decay", 0.0);
-    if (ntr > (long)pb->synth_n)
-      return td_err_set(err, TD_EINVAL, "params.data.n_train",
-                        "n_train (%ld) exceeds the synthetic set size data.n (%zu)", ntr,
-                        pb->synth_n);
-    pb->n_train = ntr > 0 ? (size_t)ntr : pb->synth_n;
-    pb->n_test = nte > 0 ? (size_t)nte : 1000;
-    pb->mlp.in_dim = (int)pb->synth.d;
-    pb->mlp.out_dim = 1;
-  } else {
-    if (ntr > TD_CKIND__FMNIST_TRAIN)
-      return td_err_set(err, TD_EINVAL, "params.data.n_train",
-                        "fashion-mnist has %d training examples, not %ld", TD_CKIND__FMNIST_TRAIN,
-                        ntr);
-    if (nte > TD_CKIND__FMNIST_TEST)
-      return td_err_set(err, TD_EINVAL, "params.data.n_test",
-                        "fashion-mnist has %d test examples, not %ld", TD_CKIND__FMNIST_TEST, nte);
-    pb->n_train = ntr > 0            ? (size_t)ntr
-                  : fmnist_n_train > 0 ? fmnist_n_train
-                                       : TD_CKIND__FMNIST_TRAIN;
-    pb->n_test = nte > 0           ? (size_t)nte
-                 : fmnist_n_test > 0 ? fmnist_n_test
-                                     : TD_CKIND__FMNIST_TEST;
-    pb->mlp.in_dim = 784;
-    pb->mlp.out_dim = 10;
-  }
-  pb->loss = strcmp(td_param_str(p, "loss", "cross_entropy"), "mse") == 0 ? TD_CURV_MSE
-                                                                           : TD_CURV_XENT;
-  if (pb->synthetic && pb->loss != TD_CURV_MSE)
-    return td_err_set(err, TD_EINVAL, "params.loss",
-                      "synthetic data is a regression set: use \"loss\": \"mse\"");
-  const json_t *hid = td_param_get(p, "model.hidden");
-  pb->mlp.n_hidden = json_is_array(hid) ? (int)json_array_size(hid) : 0;
-  if (pb->mlp.n_hidden > TD_MLP_MAX_HIDDEN)
-    return td_err_set(err, TD_EINVAL, "params.model.hidden", "at most %d hidden layers",
-                      TD_MLP_MAX_HIDDEN);
-  for (int i = 0; i < pb->mlp.n_hidden; i++)
-    pb->mlp.hidden[i] = (int)json_number_value(json_array_get(hid, (size_t)i));
-  if (td_mlp_act_parse(td_param_str(p, "model.activation", "relu"), &pb->mlp.act))
-    return td_err_set(err, TD_EINVAL, "params.model.activation", "unknown activation");
-  pb->mlp.init_scale = td_param_num(p, "model.init_scale", 1.0);
-  pb->seed = (uint64_t)td_param_int(p, "seed", 0);
-  double np = 0, ws = 0;
-  return td_mlp_estimate(&pb->mlp, 1, &np, &ws, err);
-}
-
-int td_ckind__parse_optim(const json_t *p, const char **name, td_optim_hp *hp, double *lr,
-                          int *n_state, td_err *err) {
-  *name = td_param_str(p, "optimizer.name", "sgd");
-  *hp = td_optim_hp_default();
-  *lr = td_param_num(p, "optimizer.lr", 0.05);
-  hp->momentum = td_param_num(p, "optimizer.momentum", 0.0);
-  hp->nesterov = td_param_bool(p, "optimizer.nesterov", 0);
-  hp->beta1 = td_param_num(p, "optimizer.beta1", 0.9);
-  hp->beta2 = td_param_num(p, "optimizer.beta2", 0.999);
-  hp->eps = td_param_num(p, "optimizer.eps", 1e-8);
-  hp->weight_decay = td_param_num(p, "optimizer.weight_decay",
-                                  td_optim_default_weight_decay(*name));
-  int sgd = strcmp(*name, "sgd") == 0;
-  if (n_state) *n_state = sgd ? (hp->momentum > 0) : 2;
-  if (hp->nesterov && sgd && hp->momentum <= 0)
-    return td_err_set(err, TD_EINVAL, "params.optimizer.nesterov",
-                      "nesterov needs optimizer.momentum > 0");
-  return 0;
-}
-
-double td_ckind__data_bytes(const td_ckind__problem *pb) {
-  double d = pb->mlp.in_dim, k = pb->mlp.out_dim;
-  double b = 8.0 * (double)(pb->n_train + pb->n_test) * (d + k);
-  if (pb->synthetic) b += 8.0 * (double)pb->synth_n * (d + k);
-  else b += 60000.0 * 785; /* the decompressed IDX file while loading */
-  return b;
-}
-
-int td_ckind__load(const td_ckind__problem *pb, td_dataset *train, td_dataset *test,
-                   td_err *err) {
-  int rc;
-  if (pb->synthetic) {
-    rc = td_data_synthetic(&pb->synth, pb->synth_n, pb->seed, TD_RNG_DATA, train, NULL, err);
-    if (!rc) {
-      train->n = pb->n_train; /* the first n_train of the n examples */
-      rc = td_data_synthetic(&pb->synth, pb->n_test, pb->seed, TD_RNG_TEST_DATA, test, NULL, err);
-    }
-  } else {
-    rc = td_data_fashion_mnist("train", pb->n_train, train, err);
-    if (!rc) rc = td_data_fashion_mnist("test", pb->n_test, test, err);
-  }
-  return rc;
-}
-
-void td_ckind__center(td_dataset *train, td_dataset *test) {
-  const size_t d = train->d;
-  double *mu = calloc(d, sizeof *mu);
-  if (!mu) return;
-  for (size_t i = 0; i < train->n; i++)
-    for (size_t j = 0; j < d; j++) mu[j] += train->X[i * d + j];
-  for (size_t j = 0; j < d; j++) mu[j] /= (double)train->n;
-  for (size_t i = 0; i < train->n; i++)
-    for (size_t j = 0; j < d; j++) train->X[i * d + j] -= mu[j];
-  for (size_t i = 0; test && i < test->n; i++)
-    for (size_t j = 0; j < d; j++) test->X[i * d + j] -= mu[j];
-  free(mu);
-}
-
-void td_ckind__loss(td_curv_loss loss, const td_dataset *ds, size_t s, const double *z, int B,
-                    double *l, double *dz) {
-  const int K = ds->k;
-  if (ds->y && loss == TD_CURV_XENT) td_loss_xent(l, dz, z, ds->y + s, B, K);
-  else if (ds->y) td_loss_mse_onehot(l, dz, z, ds->y + s, B, K);
-  else td_loss_mse(l, dz, z, ds->Y + s * (size_t)K, B, K);
-}
-
-void td_ckind__evaluate(const td_mlp *m, td_mlp_ws *ws, const double *params,
-                        const td_dataset *ds, size_t n, td_curv_loss loss, double *loss_out,
-                        double *acc_out, double *out) {
-  double lsum = 0.0;
-  long correct = 0;
-  const int K = m->cfg.out_dim;
-  for (size_t s = 0; s < n; s += (size_t)ws->cap) {
-    int B = (int)(n - s < (size_t)ws->cap ? n - s : (size_t)ws->cap);
-    const double *z = td_mlp_forward(m, ws, params, ds->X + s * ds->d, B);
-    double l = 0.0;
-    td_ckind__loss(loss, ds, s, z, B, &l, NULL);
-    if (ds->y) correct += td_count_correct(z, ds->y + s, B, K);
-    if (out) memcpy(out + s * (size_t)K, z, (size_t)B * K * sizeof *z);
-    lsum += l * B;
-  }
-  *loss_out = lsum / (double)n;
-  if (acc_out) *acc_out = ds->y ? (double)correct / (double)n : NAN;
-}
-
-int td_ckind__batcher_init(td_ckind__batcher *b, size_t n, int B, uint64_t seed, td_err *err) {
-  memset(b, 0, sizeof *b);
-  b->perm = malloc(n * sizeof *b->perm);
-  if (!b->perm) return td_err_set(err, TD_ENOMEM, NULL, "out of memory for the permutation");
-  for (size_t i = 0; i < n; i++) b->perm[i] = i;
-  b->n = n;
-  b->pos = n; /* forces a shuffle first */
-  b->B = B;
-  td_rng_init(&b->rng, seed, TD_RNG_SHUFFLE);
-  return 0;
-}
-
-void td_ckind__batcher_deinit(td_ckind__batcher *b) {
-  if (!b) return;
-  free(b->perm);
-  memset(b, 0, sizeof *b);
-}
-
-int td_ckind__batcher_next(td_ckind__batcher *b, const td_dataset *ds, double *X, int *y,
-                           double *Y) {
-  if (b->pos >= b->n) {
-    td_rng_shuffle(&b->rng, b->perm, b->n);
-    b->pos = 0;
-  }
-  int nb = (int)(b->n - b->pos < (size_t)b->B ? b->n - b->pos : (size_t)b->B);
-  const size_t d = ds->d, K = (size_t)ds->k;
-  for (int i = 0; i < nb; i++) {
-    size_t src = b->perm[b->pos + (size_t)i];
-    memcpy(X + (size_t)i * d, ds->X + src * d, d * sizeof *X);
-    if (ds->y && y) y[i] = ds->y[src];
-    if (ds->Y && Y) memcpy(Y + (size_t)i * K, ds->Y + src * K, K * sizeof *Y);
-  }
-  b->pos += (size_t)nb;
-  return nb;
-}
-
-void td_ckind__set_num(json_t *o, const char *key, double v) {
-  if (isfinite(v)) json_object_set_new(o, key, json_real(v));
-  else
-    json_object_set_new(o, key,
-                        json_string(isnan(v) ? "NaN" : v > 0 ? "Infinity" : "-Infinity"));
-}
+#include "train/trainer.h"
 
 void td_ckind__parse_analysis(const json_t *p, td_ckind__ana_opts *o) {
   memset(o, 0, sizeof *o);
@@ -283,7 +100,7 @@ int td_ckind__analyze(td_curv_ctx *c, const td_ckind__ana_opts *o, long step, td
   char key[64], name[96];
   json_t *art = json_object();
   json_object_set_new(art, "step", json_integer(step));
-  td_ckind__set_num(art, "loss", c->loss_value);
+  td_trainer_set_num(art, "loss", c->loss_value);
   json_object_set_new(art, "n", json_integer(c->B));
   json_object_set_new(art, "n_params", json_integer((json_int_t)n));
 
@@ -345,8 +162,8 @@ int td_ckind__analyze(td_curv_ctx *c, const td_ckind__ana_opts *o, long step, td
                                   o->seed + (uint64_t)step, NULL, &hr, err)))
       goto out;
     json_t *t = json_object();
-    td_ckind__set_num(t, "estimate", hr.trace);
-    td_ckind__set_num(t, "std_err", hr.std_err);
+    td_trainer_set_num(t, "estimate", hr.trace);
+    td_trainer_set_num(t, "std_err", hr.std_err);
     json_object_set_new(t, "n_probes", json_integer((json_int_t)hr.n_probes));
     json_object_set_new(art, "trace", t);
     rc = emit(sink, "hessian_trace", step, hr.trace);

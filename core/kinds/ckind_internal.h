@@ -1,6 +1,7 @@
-/* ckind_internal.h: pieces shared by the curvature kinds (curvature, eos, taylor): the data and
- * model part of their params, data loading, minibatch order, evaluation and the Hessian/GGN
- * analysis suite that reports metrics and artifacts. Internal to core/kinds (td_ckind__). */
+/* ckind_internal.h: the Hessian/GGN analysis suite shared by the curvature kinds (curvature,
+ * eos): its schema rows, options, and the analysis that reports metrics and artifacts.
+ * Internal to core/kinds (td_ckind__). The training loop, data and evaluation are the
+ * trainer's (core/train/trainer.h). */
 #ifndef TD_CKIND_INTERNAL_H
 #define TD_CKIND_INTERNAL_H
 
@@ -9,43 +10,7 @@
 #include <stdint.h>
 
 #include "curv/curv.h"
-#include "nn/data.h"
-#include "nn/model.h"
-#include "optim/optim.h"
-#include "base/rng.h"
 #include "base/sink.h"
-
-#define TD_CKIND__FMNIST_TRAIN 60000
-#define TD_CKIND__FMNIST_TEST 10000
-#define TD_CKIND__EVAL_BATCH 500
-
-/* Schema rows for the data/model/loss/seed part (same paths and meanings as `train`).
- * NTRAIN_DOC documents what an absent data.n_train means for the kind (see
- * td_ckind__parse_problem); HIDDEN, ACT, LOSS are default JSON texts. */
-#define TD_CKIND__PROBLEM_PARAMS(NTRAIN_DOC, NTEST_DOC, HIDDEN, ACT, LOSS)                        \
-  {"data.name", TD_PT_STR, "\"fashion-mnist\"", 0, 0, "fashion-mnist|synthetic", 0,               \
-   "dataset: fashion-mnist (IDX files, pixels / 255) or synthetic (linear teacher, loss mse)"},    \
-      {"data.n_train", TD_PT_INT, NULL, 1, 1e7, NULL, 0,                                          \
-       "training examples: the first n_train in file order (absent: " NTRAIN_DOC                  \
-       "; synthetic: all data.n)"},                                                               \
-      {"data.n_test", TD_PT_INT, NULL, 1, 1e7, NULL, 0,                                           \
-       "held-out examples: the first n_test of the test file (absent: " NTEST_DOC                 \
-       "; synthetic: 1000)"},                                                                     \
-      {"data.n", TD_PT_INT, "1000", 1, 1e7, NULL, 0, "synthetic: training set size"},             \
-      {"data.d", TD_PT_INT, "20", 1, 1e5, NULL, 0, "synthetic: input dimension"},                 \
-      {"data.noise", TD_PT_NUM, "0.1", 0, 1e3, NULL, 0, "synthetic: std of the label noise"},     \
-      {"data.decay", TD_PT_NUM, "0", 0, 10, NULL, 0,                                              \
-       "synthetic: feature covariance eigenvalues are i^-decay, i = 1..d"},                       \
-      {"model.hidden", TD_PT_INT_LIST, HIDDEN, 1, 1e5, NULL, 16, "hidden layer widths"},          \
-      {"model.activation", TD_PT_STR, ACT, 0, 0, "relu|tanh|linear", 0,                           \
-       "activation after every hidden linear layer"},                                             \
-      {"model.init_scale", TD_PT_NUM, "1", 0, 1e3, NULL, 0,                                       \
-       "multiplier on the init std (He for relu, LeCun otherwise); biases start at 0"},           \
-      {"loss", TD_PT_STR, LOSS, 0, 0, "cross_entropy|mse", 0,                                     \
-       "cross_entropy (mean -log softmax of the true class) or mse (1/2 mean ||f-y||^2, "         \
-       "one-hot targets for classes)"},                                                           \
-      {"seed", TD_PT_INT, "0", 0, 9007199254740991.0, NULL, 0,                                    \
-       "seed of init, data, shuffling and probe vectors"}
 
 /* Schema rows of the analysis suite (Hessian/GGN spectra) with the given defaults. */
 #define TD_CKIND__ANALYSIS_PARAMS(TOPK, TOL, TRACE, DENSITY, GGN)                                 \
@@ -69,74 +34,6 @@
       {"analysis.density_probes", TD_PT_INT, "5", 1, 1000, NULL, 0, "SLQ probe vectors"},         \
       {"analysis.density_steps", TD_PT_INT, "60", 2, 2000, NULL, 0, "SLQ Lanczos steps per probe"}, \
       {"analysis.density_grid", TD_PT_INT, "256", 2, 100000, NULL, 0, "SLQ density grid points"}
-
-/* Schema rows of the optimizer (as `train`), default lr LR. */
-#define TD_CKIND__OPTIM_PARAMS(LR)                                                                \
-  {"optimizer.name", TD_PT_STR, "\"sgd\"", 0, 0, "sgd|adam|adamw", 0, "optimizer"},                 \
-      {"optimizer.lr", TD_PT_NUM, LR, 1e-12, 1e3, NULL, 0, "learning rate"},                      \
-      {"optimizer.momentum", TD_PT_NUM, "0", 0, 1, NULL, 0, "sgd: momentum (PyTorch convention)"}, \
-      {"optimizer.nesterov", TD_PT_BOOL, "false", 0, 0, NULL, 0,                                  \
-       "sgd: Nesterov momentum (needs momentum > 0)"},                                            \
-      {"optimizer.beta1", TD_PT_NUM, "0.9", 0, 0.999999, NULL, 0, "adam/adamw: beta1"},           \
-      {"optimizer.beta2", TD_PT_NUM, "0.999", 0, 0.99999999, NULL, 0, "adam/adamw: beta2"},       \
-      {"optimizer.eps", TD_PT_NUM, "1e-8", 1e-30, 1, NULL, 0, "adam/adamw: epsilon"},             \
-      {"optimizer.weight_decay", TD_PT_NUM, NULL, 0, 1e3, NULL, 0,                                \
-       "sgd/adam: L2 added to the gradient; adamw: decoupled p -= lr*wd*p (PyTorch). Absent: "    \
-       "PyTorch's default, 0.01 for adamw and 0 otherwise, written into the stored params "       \
-       "(the kind's fill hook: td_optim_fill_params)"}
-
-typedef struct td_ckind__problem {
-  int synthetic;
-  size_t n_train, n_test; /* effective sizes */
-  size_t synth_n;
-  td_synth_cfg synth;
-  td_mlp_cfg mlp;
-  td_curv_loss loss;
-  uint64_t seed;
-} td_ckind__problem;
-
-/* Parse and cross-check the TD_CKIND__PROBLEM_PARAMS part of validated params; an absent
- * data.n_train (data.n_test) means fmnist_n_train (fmnist_n_test) examples of fashion-mnist
- * (0: all 60000 / 10000), all data.n synthetic ones (1000 synthetic test examples).
- * Errors: TD_EINVAL with the field. */
-int td_ckind__parse_problem(const json_t *p, size_t fmnist_n_train, size_t fmnist_n_test,
-                            td_ckind__problem *pb /* OUT */, td_err *err);
-
-/* Read TD_CKIND__OPTIM_PARAMS: name, hyperparameters, lr; the number of optimizer state
- * vectors goes to *n_state (may be NULL). Errors: TD_EINVAL (nesterov without momentum). */
-int td_ckind__parse_optim(const json_t *p, const char **name /* OUT */, td_optim_hp *hp /* OUT */,
-                          double *lr /* OUT */, int *n_state /* OUT */, td_err *err);
-
-/* Bytes of the loaded data sets (plus the decompressed IDX file while loading). */
-double td_ckind__data_bytes(const td_ckind__problem *pb);
-
-/* Load train (first n_train) and test (first n_test) sets. Errors of td_data_*. */
-int td_ckind__load(const td_ckind__problem *pb, td_dataset *train /* OUT */,
-                   td_dataset *test /* OUT */, td_err *err);
-
-/* Center the inputs: subtract the per-feature mean of the first n_train rows of train from
- * every row of train and test (the preprocessing of Cohen et al. 2021's CIFAR experiments). */
-void td_ckind__center(td_dataset *train, td_dataset *test);
-
-/* Mean loss and accuracy (NaN for regression sets) of params on the first n examples of ds,
- * in chunks through ws (capacity >= min(n, TD_CKIND__EVAL_BATCH)). Outputs of every chunk
- * are copied to out (n x K) when out is not NULL. */
-void td_ckind__evaluate(const td_mlp *m, td_mlp_ws *ws, const double *params,
-                        const td_dataset *ds, size_t n, td_curv_loss loss, double *loss_out,
-                        double *acc_out, double *out);
-
-/* Epoch-wise shuffled minibatches, as `train` draws them (stream TD_RNG_SHUFFLE). */
-typedef struct td_ckind__batcher {
-  size_t *perm, n, pos;
-  td_rng rng;
-  int B;
-} td_ckind__batcher;
-int td_ckind__batcher_init(td_ckind__batcher *b, size_t n, int B, uint64_t seed, td_err *err);
-void td_ckind__batcher_deinit(td_ckind__batcher *b);
-/* Gather the next batch (<= B examples; the last of an epoch may be short) into X (B x d)
- * and y or Y (whichever ds has). Returns its size. */
-int td_ckind__batcher_next(td_ckind__batcher *b, const td_dataset *ds, double *X, int *y,
-                           double *Y);
 
 /* The analysis suite. */
 typedef struct td_ckind__ana_opts {
@@ -172,13 +69,5 @@ typedef struct td_ckind__ana_result {
  * non-finite product), sink errors. */
 int td_ckind__analyze(td_curv_ctx *c, const td_ckind__ana_opts *o, long step, td_sink *sink,
                       json_t *hist, td_ckind__ana_result *res /* OUT */, td_err *err);
-
-/* Put a number in a JSON object; NaN/Inf become the strings "NaN", "Infinity", "-Infinity". */
-void td_ckind__set_num(json_t *o, const char *key, double v);
-
-/* The loss of outputs z (B x K) against the labels/targets of rows [s, s + B) of ds, with the
- * mean gradient dz (B x K, may be NULL). */
-void td_ckind__loss(td_curv_loss loss, const td_dataset *ds, size_t s, const double *z, int B,
-                    double *l /* OUT */, double *dz /* OUT */);
 
 #endif

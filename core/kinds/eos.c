@@ -22,8 +22,13 @@
  *    while the loss keeps decreasing non-monotonically.
  *  - The analysis batch is the first analysis_n training examples (absent: the whole training
  *    set, which is then the very batch of the GD step, so the cached forward pass is reused).
- *  - The job diverges (TD_EDIVERGED) when the loss is non-finite or exceeds 1e6 times its
- *    initial value.
+ *  - Divergence: the shared rule of core/train/diverge.h (params.divergence.*; it replaces
+ *    the former rule "loss above 1e6 times its initial value"): a non-finite loss, a loss
+ *    above divergence.max_ratio times the initial loss, or a spike that never recovers below
+ *    divergence.recover_ratio times it (edge-of-stability spikes recover) ends the job with
+ *    TD_EDIVERGED and summary.diverged_step; so does a non-finite analysis loss.
+ *  - The loop is the trainer's FULL-BATCH mode (core/train/trainer.h); this file adds the
+ *    analysis hook (sharpness against the thresholds) and the summary.
  *  - Summary: sharpness_final, sharpness_max, two_over_lr, stability_threshold,
  *    first_step_at_threshold (the first analysis step with sharpness >= 0.95 threshold
  *    after an analysis below it, i.e. reached by progressive sharpening; -1 if none) and late_ratio_mean / late_ratio_max (sharpness / threshold over the last quarter
@@ -41,17 +46,13 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include "base/la.h"
-#include "nn/loss.h"
 #include "kinds/ckind_internal.h"
 #include "kinds/registry.h"
-
-#define EOS_DIVERGE_FACTOR 1e6
+#include "train/trainer.h"
 
 static const td_param eos_params[] = {
-    TD_CKIND__PROBLEM_PARAMS("1000", "1000", "[100, 100]", "\"tanh\"", "\"mse\""),
+    TD_TRAINER_PROBLEM_PARAMS("1000", "1000", "[100, 100]", "\"tanh\"", "\"mse\""),
     {"data.center", TD_PT_BOOL, "true", 0, 0, NULL, 0,
      "subtract the training set's per-feature mean from train and test inputs (as Cohen et al. "
      "2021 do); without it the mean input direction dominates the sharpness"},
@@ -66,74 +67,154 @@ static const td_param eos_params[] = {
     {"eval_every", TD_PT_INT, NULL, 1, 1e9, NULL, 0,
      "steps between test evaluations (absent: about 10; always at 0 and T)"},
     TD_CKIND__ANALYSIS_PARAMS("1", "1e-6", "0", "false", "false"),
+    TD_TRAINER_CHECKPOINT_PARAMS,
+    TD_TRAINER_FORK_PARAMS,
+    TD_DIVERGE_PARAMS,
 };
 
 typedef struct eos_cfg {
-  td_ckind__problem pb;
-  double lr, beta;
-  int center;
-  long steps, analyze_every, eval_every;
+  td_trainer_cfg tc;
+  double beta;
   int analysis_n;
   td_ckind__ana_opts ana;
 } eos_cfg;
 
 static int parse_cfg(const json_t *p, eos_cfg *c, td_err *err) {
   memset(c, 0, sizeof *c);
-  int rc = td_ckind__parse_problem(p, 1000, 1000, &c->pb, err);
+  td_trainer_cfg *t = &c->tc;
+  int rc = td_trainer_parse_problem(p, 1000, 1000, 1, &t->pb, err);
   if (rc) return rc;
-  c->lr = td_param_num(p, "lr", 0.1);
-  c->center = td_param_bool(p, "data.center", 1);
+  t->full_batch = t->grad_curv = 1;
+  t->metrics = TD_TRAINER_M_GRAD_NORM | TD_TRAINER_M_TRAIN_ACC;
+  t->lr = td_param_num(p, "lr", 0.1);
   c->beta = td_param_num(p, "momentum", 0.0);
-  c->steps = td_param_int(p, "steps", 1000);
-  c->analyze_every = td_param_int(p, "analyze_every", 10);
-  c->eval_every = td_param_int(p, "eval_every", 0);
-  if (c->eval_every <= 0) c->eval_every = c->steps >= 10 ? (c->steps + 9) / 10 : 1;
+  t->opt_name = "sgd";
+  t->hp = td_optim_hp_default();
+  t->hp.momentum = c->beta;
+  t->total_steps = td_param_int(p, "steps", 1000);
+  t->analyze_every = td_param_int(p, "analyze_every", 10);
+  t->eval_every = td_param_int(p, "eval_every", 0);
+  if (t->eval_every <= 0)
+    t->eval_every = t->total_steps >= 10 ? (t->total_steps + 9) / 10 : 1;
+  if ((rc = td_sched_init(&t->sched, TD_SCHED_CONSTANT, t->lr, 0, 0, 0.1, 0.0, t->total_steps,
+                          err)))
+    return rc;
+  if ((rc = td_diverge_parse(p, &t->div, err))) return rc;
   long an = td_param_int(p, "analysis_n", 0);
-  if (an > (long)c->pb.n_train)
+  if (an > (long)t->pb.n_train)
     return td_err_set(err, TD_EINVAL, "params.analysis_n",
                       "analysis_n (%ld) exceeds the training set (%zu examples)", an,
-                      c->pb.n_train);
-  if ((double)c->pb.n_train > 2147483647.0)
+                      t->pb.n_train);
+  if ((double)t->pb.n_train > 2147483647.0)
     return td_err_set(err, TD_EINVAL, "params.data.n_train", "n_train too large");
-  c->analysis_n = an > 0 ? (int)an : (int)c->pb.n_train;
+  c->analysis_n = an > 0 ? (int)an : (int)t->pb.n_train;
   td_ckind__parse_analysis(p, &c->ana);
   c->ana.artifacts = 0; /* hundreds of analyses: only the rolling eigenvalues.json */
-  return 0;
+  return td_trainer_parse_checkpoint(p, t, err);
 }
 
 static int eos_check(const json_t *params, td_estimate *est, td_err *err) {
   eos_cfg c;
   int rc = parse_cfg(params, &c, err);
   if (rc) return rc;
+  const td_problem_cfg *pb = &c.tc.pb;
   double cb = 0, cb2 = 0, np = 0, ws = 0;
-  if ((rc = td_curv_estimate(&c.pb.mlp, (int)c.pb.n_train, &cb, err))) return rc;
-  if (c.analysis_n < (int)c.pb.n_train &&
-      (rc = td_curv_estimate(&c.pb.mlp, c.analysis_n, &cb2, err)))
+  if ((rc = td_curv_estimate(&pb->mlp, (int)pb->n_train, &cb, err))) return rc;
+  if (c.analysis_n < (int)pb->n_train &&
+      (rc = td_curv_estimate(&pb->mlp, c.analysis_n, &cb2, err)))
     return rc;
-  if ((rc = td_mlp_estimate(&c.pb.mlp, TD_CKIND__EVAL_BATCH, &np, &ws, err))) return rc;
+  if ((rc = td_mlp_estimate(&pb->mlp, TD_TRAINER_EVAL_BATCH, &np, &ws, err))) return rc;
   est->bytes = cb + cb2 + ws + 8.0 * np * 3 + td_ckind__analysis_bytes(&c.ana, np) +
-               td_ckind__data_bytes(&c.pb);
+               td_trainer_data_bytes(pb);
   est->n_params = np;
   return 0;
 }
 
+/* The kind's own state: the analysis context (when analysis_n < n_train) and the statistics
+ * of the sharpness against the threshold. */
 typedef struct eos_state {
-  td_dataset train, test;
-  td_mlp *m;
-  td_mlp_ws ws_eval;
-  td_optim *opt;
-  td_curv_ctx gd, ana; /* ana is used only when analysis_n < n_train */
+  const eos_cfg *c;
+  td_curv_ctx ana;
   json_t *hist;
+  td_ckind__ana_result ar;
+  double two_over_lr, thr, smax, late_sum, late_max;
+  long n_ana, n_late, first_at, late_from;
+  int was_below, separate;
 } eos_state;
 
-static void state_free(eos_state *s) {
-  td_dataset_deinit(&s->train);
-  td_dataset_deinit(&s->test);
-  td_mlp_ws_deinit(&s->ws_eval);
-  td_curv_deinit(&s->gd);
+static int eos_setup(td_trainer *t, void *ctx, td_err *err) {
+  eos_state *s = ctx;
+  const eos_cfg *c = s->c;
+  const long T = c->tc.total_steps, every = c->tc.analyze_every;
+  s->two_over_lr = 2.0 / c->tc.lr;
+  s->thr = (2.0 + 2.0 * c->beta) / c->tc.lr;
+  s->smax = -INFINITY;
+  s->late_max = -INFINITY;
+  s->first_at = -1;
+  const long n_ana_total = T / every + 1 + (T % every != 0);
+  s->late_from = n_ana_total - (n_ana_total + 3) / 4; /* index of the first late one */
+  int rc;
+  s->separate = c->analysis_n < (int)t->train.n;
+  if (s->separate &&
+      ((rc = td_curv_init(&s->ana, t->m, c->analysis_n, err)) ||
+       (rc = td_curv_set_batch(&s->ana, t->train.X, t->train.y, t->train.Y, c->analysis_n,
+                               c->tc.pb.loss, err))))
+    return rc;
+  if (!(s->hist = json_object())) return td_err_set(err, TD_ENOMEM, NULL, "eos: out of memory");
+  return 0;
+}
+
+/* Sharpness at theta_t (the whole training set's context, already at theta_t, unless a
+ * separate analysis batch is asked for) and its ratio to the thresholds. */
+static int eos_analyze(td_trainer *t, void *ctx, td_err *err) {
+  eos_state *s = ctx;
+  const long step = t->step;
+  td_curv_ctx *ac = &t->cc;
+  if (s->separate) {
+    ac = &s->ana;
+    if (td_curv_set_point(ac, t->m->params, NULL) == TD_ERANGE)
+      return td_err_set(err, TD_EDIVERGED, NULL, "the analysis loss is not finite at step %ld",
+                        step);
+  }
+  int rc = td_ckind__analyze(ac, &s->c->ana, step, t->sink, s->hist, &s->ar, err);
+  if (!rc) rc = td_sink_metric(t->sink, "two_over_lr", step, s->two_over_lr);
+  if (!rc) rc = td_sink_metric(t->sink, "stability_threshold", step, s->thr);
+  if (!rc) rc = td_sink_metric(t->sink, "sharpness_ratio", step, s->ar.sharpness / s->thr);
+  if (rc) return rc;
+  const double sh = s->ar.sharpness;
+  if (sh > s->smax) s->smax = sh;
+  if (sh < 0.95 * s->thr) s->was_below = 1;
+  else if (s->first_at < 0 && s->was_below) s->first_at = step;
+  if (s->n_ana >= s->late_from) {
+    s->late_sum += sh / s->thr;
+    if (sh / s->thr > s->late_max) s->late_max = sh / s->thr;
+    s->n_late++;
+  }
+  s->n_ana++;
+  return 0;
+}
+
+static int eos_finish(td_trainer *t, void *ctx, json_t *sum, td_err *err) {
+  (void)err;
+  eos_state *s = ctx;
+  json_object_set_new(sum, "n_train", json_integer((json_int_t)t->train.n));
+  td_trainer_set_num(sum, "two_over_lr", s->two_over_lr);
+  td_trainer_set_num(sum, "stability_threshold", s->thr);
+  td_trainer_set_num(sum, "sharpness_final", s->ar.sharpness);
+  td_trainer_set_num(sum, "sharpness_max", s->smax);
+  json_object_set_new(sum, "first_step_at_threshold", json_integer(s->first_at));
+  td_trainer_set_num(sum, "late_ratio_mean", s->n_late ? s->late_sum / s->n_late : NAN);
+  td_trainer_set_num(sum, "late_ratio_max", s->n_late ? s->late_max : NAN);
+  td_trainer_set_num(sum, "train_loss", t->loss);
+  td_trainer_set_num(sum, "test_loss", t->ev[0]);
+  if (t->test.y) td_trainer_set_num(sum, "test_acc", t->ev[1]);
+  return 0;
+}
+
+static void eos_teardown(td_trainer *t, void *ctx) {
+  (void)t;
+  eos_state *s = ctx;
   td_curv_deinit(&s->ana);
-  td_mlp_destroy(s->m);
-  td_optim_destroy(s->opt);
   json_decref(s->hist);
 }
 
@@ -142,121 +223,13 @@ static int eos_run(const json_t *params, td_sink *sink, json_t **summary, td_err
   eos_cfg c;
   int rc = parse_cfg(params, &c, err);
   if (rc) return rc;
-  eos_state s;
-  memset(&s, 0, sizeof s);
-  if ((rc = td_ckind__load(&c.pb, &s.train, &s.test, err))) goto out;
-  if (c.center) td_ckind__center(&s.train, &s.test);
-  const int N = (int)s.train.n;
-  const double two_over_lr = 2.0 / c.lr, thr = (2.0 + 2.0 * c.beta) / c.lr;
-  if ((rc = td_mlp_create(&c.pb.mlp, &s.m, err))) goto out;
-  td_mlp_init(s.m, c.pb.seed);
-  int eb = (int)(s.test.n < TD_CKIND__EVAL_BATCH ? s.test.n : TD_CKIND__EVAL_BATCH);
-  if ((rc = td_mlp_ws_init(&s.ws_eval, s.m, eb, err))) goto out;
-  td_optim_hp hp = td_optim_hp_default();
-  hp.momentum = c.beta;
-  if ((rc = td_optim_create("sgd", &hp, s.m->n_params, &s.opt, err))) goto out;
-  if ((rc = td_curv_init(&s.gd, s.m, N, err))) goto out;
-  if ((rc = td_curv_set_batch(&s.gd, s.train.X, s.train.y, s.train.Y, N, c.pb.loss, err)))
-    goto out;
-  const int separate = c.analysis_n < N;
-  if (separate) {
-    if ((rc = td_curv_init(&s.ana, s.m, c.analysis_n, err))) goto out;
-    if ((rc = td_curv_set_batch(&s.ana, s.train.X, s.train.y, s.train.Y, c.analysis_n,
-                                c.pb.loss, err)))
-      goto out;
-  }
-  if (!(s.hist = json_object())) {
-    rc = td_err_set(err, TD_ENOMEM, NULL, "eos: out of memory");
-    goto out;
-  }
-
-  const int K = c.pb.mlp.out_dim;
-  double loss0 = NAN, loss = NAN, smax = -INFINITY, tl = NAN, ta = NAN;
-  double late_sum = 0, late_max = -INFINITY;
-  long n_ana = 0, n_late = 0, first_at = -1, diverged_step = -1;
-  int was_below = 0;
-  const long n_ana_total = c.steps / c.analyze_every + 1 + (c.steps % c.analyze_every != 0);
-  const long late_from = n_ana_total - (n_ana_total + 3) / 4; /* index of the first late one */
-  td_ckind__ana_result ar = {0};
-  td_sink_progress(sink, 0, c.steps);
-  for (long t = 0; t <= c.steps; t++) {
-    if (td_sink_should_stop(sink)) {
-      rc = td_err_set(err, TD_ECANCELLED, NULL, "cancelled at step %ld", t);
-      break;
-    }
-    int prc = td_curv_set_point(&s.gd, s.m->params, NULL);
-    loss = s.gd.loss_value;
-    if (t == 0) loss0 = loss;
-    if (prc == TD_ERANGE || !(loss <= EOS_DIVERGE_FACTOR * loss0)) {
-      diverged_step = t;
-      td_sink_metric(sink, "train_loss", t, loss);
-      break;
-    }
-    const double *g = td_curv_grad(&s.gd);
-    if ((rc = td_sink_metric(sink, "train_loss", t, loss))) break;
-    if ((rc = td_sink_metric(sink, "grad_norm", t, td_la_nrm2(s.m->n_params, g)))) break;
-    if (s.train.y &&
-        (rc = td_sink_metric(sink, "train_acc", t,
-                             (double)td_count_correct(s.gd.ws.act[s.m->n_layers], s.train.y, N,
-                                                      K) / N)))
-      break;
-    if (t % c.eval_every == 0 || t == c.steps) {
-      td_ckind__evaluate(s.m, &s.ws_eval, s.m->params, &s.test, s.test.n, c.pb.loss, &tl, &ta,
-                         NULL);
-      if ((rc = td_sink_metric(sink, "test_loss", t, tl))) break;
-      if (s.test.y && (rc = td_sink_metric(sink, "test_acc", t, ta))) break;
-    }
-    if (t % c.analyze_every == 0 || t == c.steps) {
-      td_curv_ctx *ac = &s.gd;
-      if (separate) {
-        ac = &s.ana;
-        if (td_curv_set_point(ac, s.m->params, NULL) == TD_ERANGE) {
-          diverged_step = t;
-          break;
-        }
-      }
-      if ((rc = td_ckind__analyze(ac, &c.ana, t, sink, s.hist, &ar, err))) break;
-      if ((rc = td_sink_metric(sink, "two_over_lr", t, two_over_lr))) break;
-      if ((rc = td_sink_metric(sink, "stability_threshold", t, thr))) break;
-      if ((rc = td_sink_metric(sink, "sharpness_ratio", t, ar.sharpness / thr))) break;
-      if (ar.sharpness > smax) smax = ar.sharpness;
-      if (ar.sharpness < 0.95 * thr) was_below = 1;
-      else if (first_at < 0 && was_below) first_at = t;
-      if (n_ana >= late_from) {
-        late_sum += ar.sharpness / thr;
-        if (ar.sharpness / thr > late_max) late_max = ar.sharpness / thr;
-        n_late++;
-      }
-      n_ana++;
-    }
-    if (t == c.steps) break;
-    td_optim_step(s.opt, s.m->params, g, c.lr);
-    td_sink_progress(sink, t + 1, c.steps);
-  }
-
-  json_t *sum = json_object();
-  if (sum) {
-    json_object_set_new(sum, "n_params", json_integer((json_int_t)s.m->n_params));
-    json_object_set_new(sum, "n_train", json_integer(N));
-    td_ckind__set_num(sum, "two_over_lr", two_over_lr);
-    td_ckind__set_num(sum, "stability_threshold", thr);
-    td_ckind__set_num(sum, "sharpness_final", ar.sharpness);
-    td_ckind__set_num(sum, "sharpness_max", smax);
-    json_object_set_new(sum, "first_step_at_threshold", json_integer(first_at));
-    td_ckind__set_num(sum, "late_ratio_mean", n_late ? late_sum / n_late : NAN);
-    td_ckind__set_num(sum, "late_ratio_max", n_late ? late_max : NAN);
-    td_ckind__set_num(sum, "train_loss", loss);
-    td_ckind__set_num(sum, "test_loss", tl);
-    if (s.test.y) td_ckind__set_num(sum, "test_acc", ta);
-    if (diverged_step >= 0) json_object_set_new(sum, "diverged_step", json_integer(diverged_step));
-  }
-  *summary = sum;
-  if (!rc && diverged_step >= 0)
-    rc = td_err_set(err, TD_EDIVERGED, NULL, "loss %g at step %ld (initial %g)", loss,
-                    diverged_step, loss0);
-out:
-  state_free(&s);
-  return rc;
+  eos_state s = {.c = &c};
+  const td_trainer_hooks hooks = {.ctx = &s,
+                                  .setup = eos_setup,
+                                  .analyze = eos_analyze,
+                                  .finish = eos_finish,
+                                  .teardown = eos_teardown};
+  return td_trainer_run(&c.tc, &hooks, sink, summary, err);
 }
 
 const td_kind td_kind_eos = {

@@ -54,6 +54,12 @@
  *    points (to read the distances against).
  *  - Summary: the final and maximum distances, the final losses, gd_over_ngd (final GD over
  *    final NGD distance) and line_search_halvings.
+ *  - Divergence: a non-finite loss of any run, or the shared rule of core/train/diverge.h
+ *    (params.divergence.*) on train_loss_gd, ends the job with TD_EDIVERGED and
+ *    summary.diverged_step.
+ *  - The loop is the trainer's FULL-BATCH mode (core/train/trainer.h): its model is the GD run
+ *    on x (loss logged as train_loss_gd); the other three runs, the distances and the data are
+ *    this file's hooks (load, setup, eval, after_loss, update).
  * Defaults: synthetic, d = 8, K = 4, n_train 1024, n_test 256, MLP 8-8-4 tanh (108
  * parameters), mse, 50 steps, gd_lr 0.2, ngd_lr 0.05, cond 10, shift 1: a few seconds.
  * Measured (seed 0): fn_distance_ngd 6.8e-15 at step 50 (max 6.8e-15), fn_distance_gd 0.149
@@ -69,8 +75,8 @@
 #include "nn/model.h"
 #include "optim/newton.h"
 #include "base/rng.h"
-#include "kinds/ckind_internal.h"
 #include "kinds/registry.h"
+#include "train/trainer.h"
 
 #define NGI_RNG_PROJ 0x50524f4au    /* "PROJ" */
 #define NGI_RNG_REPARAM 0x52455041u /* "REPA" */
@@ -89,7 +95,7 @@ static const td_param ngi_params[] = {
     {"model.hidden", TD_PT_INT_LIST, "[8]", 1, 4096, NULL, 16, "hidden layer widths"},
     {"model.activation", TD_PT_STR, "\"tanh\"", 0, 0, "relu|tanh|linear", 0,
      "activation after every hidden layer (relu can leave dead units, a singular Fisher)"},
-    {"model.init_scale", TD_PT_NUM, "1", 0, 1e3, NULL, 0, "multiplier on the init std"},
+    TD_TRAINER_INIT_PARAMS,
     {"loss", TD_PT_STR, "\"mse\"", 0, 0, "cross_entropy|mse", 0,
      "mse (1/2 mean ||f - onehot(y)||^2) or cross_entropy (see the kind's notes: separable "
      "data drives the logits up and the Fisher towards singular)"},
@@ -108,6 +114,7 @@ static const td_param ngi_params[] = {
     {"steps", TD_PT_INT, "50", 1, 100000, NULL, 0, "full-batch updates of each of the 4 runs"},
     {"seed", TD_PT_INT, "0", 0, 9007199254740991.0, NULL, 0,
      "seed of data, teacher, init and reparameterization"},
+    TD_DIVERGE_PARAMS,
 };
 
 typedef struct ngi_cfg {
@@ -119,6 +126,7 @@ typedef struct ngi_cfg {
   int line_search;
   long steps;
   uint64_t seed;
+  td_diverge_cfg div;
 } ngi_cfg;
 
 static int parse_cfg(const json_t *p, ngi_cfg *c, td_err *err) {
@@ -128,18 +136,10 @@ static int parse_cfg(const json_t *p, ngi_cfg *c, td_err *err) {
   c->n_test = (int)td_param_int(p, "data.n_test", 256);
   c->d = (int)td_param_int(p, "data.d", 8);
   c->K = c->fmnist ? 10 : (int)td_param_int(p, "data.classes", 4);
-  const json_t *hid = td_param_get(p, "model.hidden");
   c->mlp.in_dim = c->d;
   c->mlp.out_dim = c->K;
-  c->mlp.n_hidden = json_is_array(hid) ? (int)json_array_size(hid) : 0;
-  if (c->mlp.n_hidden > TD_MLP_MAX_HIDDEN)
-    return td_err_set(err, TD_EINVAL, "params.model.hidden", "at most %d hidden layers",
-                      TD_MLP_MAX_HIDDEN);
-  for (int i = 0; i < c->mlp.n_hidden; i++)
-    c->mlp.hidden[i] = (int)json_number_value(json_array_get(hid, (size_t)i));
-  if (td_mlp_act_parse(td_param_str(p, "model.activation", "tanh"), &c->mlp.act))
-    return td_err_set(err, TD_EINVAL, "params.model.activation", "unknown activation");
-  c->mlp.init_scale = td_param_num(p, "model.init_scale", 1.0);
+  int rc = td_trainer_parse_model(p, "tanh", &c->mlp, err);
+  if (rc) return rc;
   c->loss = strcmp(td_param_str(p, "loss", "mse"), "mse") == 0 ? TD_CURV_MSE : TD_CURV_XENT;
   c->diag = strcmp(td_param_str(p, "reparam.kind", "dense"), "diagonal") == 0;
   c->cond = td_param_num(p, "reparam.cond", 10);
@@ -150,7 +150,7 @@ static int parse_cfg(const json_t *p, ngi_cfg *c, td_err *err) {
   c->line_search = td_param_bool(p, "line_search", 1);
   c->steps = td_param_int(p, "steps", 50);
   c->seed = (uint64_t)td_param_int(p, "seed", 0);
-  return 0;
+  return td_diverge_parse(p, &c->div, err);
 }
 
 static int ngi_check(const json_t *params, td_estimate *est, td_err *err) {
@@ -186,37 +186,20 @@ static void orthonormalize(double *Q, int d) {
     }
 }
 
+/* The kind's own state. The trainer's model and context are run 0 (GD on x): theta[0] is
+ * t->m->params and c1 is t->cc. */
 typedef struct ngi_state {
-  td_dataset tr, te;           /* inputs x (and labels) */
+  const ngi_cfg *c;
   double *Xr, *Xter;           /* reparameterized inputs x' (n x d) */
   double *A, *s, *shift;       /* Q (d x d) and the scales; c */
-  td_mlp *m;
-  td_curv_ctx c1, c2;          /* on x and on x' */
+  td_curv_ctx c2;              /* on x' */
   td_newton *nt;
   td_mlp_ws ws;
-  double *theta[4];            /* gd (x), gd (x'), ngd (x), ngd (x') */
+  double *theta[4];            /* gd (x), gd (x'), ngd (x), ngd (x'); theta[0] is borrowed */
   double *dir, *trial, *out1, *out2;
+  long ls_halvings;
+  double dist[2], dmax[2], last_loss[4];
 } ngi_state;
-
-static void state_free(ngi_state *s) {
-  td_dataset_deinit(&s->tr);
-  td_dataset_deinit(&s->te);
-  free(s->Xr);
-  free(s->Xter);
-  free(s->A);
-  free(s->s);
-  free(s->shift);
-  td_curv_deinit(&s->c1);
-  td_curv_deinit(&s->c2);
-  td_newton_destroy(s->nt);
-  td_mlp_ws_deinit(&s->ws);
-  td_mlp_destroy(s->m);
-  for (int i = 0; i < 4; i++) free(s->theta[i]);
-  free(s->dir);
-  free(s->trial);
-  free(s->out1);
-  free(s->out2);
-}
 
 /* Synthetic data: x ~ N(0, I), labels argmax of W_t x. */
 static int make_synth(const ngi_cfg *c, int n, uint64_t stream, td_dataset *ds, td_err *err) {
@@ -295,168 +278,230 @@ static double rms_dist(const double *o1, const double *o2, int n, int K) {
   return sqrt(t / n);
 }
 
+static int ngi_load(td_trainer *t, void *ctx, td_err *err) {
+  ngi_state *s = ctx;
+  const ngi_cfg *c = s->c;
+  if (c->fmnist) return make_fmnist(c, &t->train, &t->test, err);
+  int rc = make_synth(c, c->n_train, TD_RNG_DATA, &t->train, err);
+  if (!rc) rc = make_synth(c, c->n_test, TD_RNG_TEST_DATA, &t->test, err);
+  return rc;
+}
+
+/* The reparameterization, the inputs x', the four runs' parameters and the contexts. */
+static int ngi_setup(td_trainer *t, void *ctx, td_err *err) {
+  ngi_state *s = ctx;
+  const ngi_cfg *c = s->c;
+  const int d = c->d, K = c->K, N = c->n_train, NT = c->n_test;
+  const size_t np = t->m->n_params;
+  for (int i = 0; i < 4; i++) s->last_loss[i] = NAN;
+  s->Xr = malloc((size_t)N * d * sizeof *s->Xr);
+  s->Xter = malloc((size_t)NT * d * sizeof *s->Xter);
+  s->A = malloc((size_t)d * d * sizeof *s->A);
+  s->s = malloc((size_t)d * sizeof *s->s);
+  s->shift = malloc((size_t)d * sizeof *s->shift);
+  s->dir = malloc(np * sizeof *s->dir);
+  s->trial = malloc(np * sizeof *s->trial);
+  s->out1 = malloc((size_t)NT * K * sizeof *s->out1);
+  s->out2 = malloc((size_t)NT * K * sizeof *s->out2);
+  int ok = s->Xr && s->Xter && s->A && s->s && s->shift && s->dir && s->trial && s->out1 &&
+           s->out2;
+  for (int i = 1; i < 4; i++) ok = ok && (s->theta[i] = malloc(np * sizeof(double)));
+  if (!ok) return td_err_set(err, TD_ENOMEM, NULL, "natgrad_invariance: out of memory");
+  s->theta[0] = t->m->params;
+
+  /* The reparameterization A = diag(s) Q, c. */
+  td_rng r;
+  td_rng_init(&r, c->seed, NGI_RNG_REPARAM);
+  if (c->diag) {
+    memset(s->A, 0, (size_t)d * d * sizeof *s->A);
+    for (int i = 0; i < d; i++) s->A[(size_t)i * d + i] = 1.0;
+  } else {
+    td_rng_fill_normal(&r, s->A, (size_t)d * d, 1.0);
+    orthonormalize(s->A, d);
+  }
+  for (int i = 0; i < d; i++) s->s[i] = pow(c->cond, td_rng_uniform(&r) - 0.5);
+  td_rng_fill_normal(&r, s->shift, (size_t)d, c->shift);
+  reparam(s, d, t->train.X, (size_t)N, s->Xr);
+  reparam(s, d, t->test.X, (size_t)NT, s->Xter);
+
+  /* theta (net 1, the trainer's initialized model) and theta' = T theta (net 2):
+   * W' = W Q^T diag(1/s), b' = b - W' c. */
+  memcpy(s->theta[1], s->theta[0], np * sizeof(double));
+  {
+    double *W = NULL, *b = NULL, *W2 = NULL, *b2 = NULL;
+    const td_layer *L0 = td_mlp_linear(t->m, 0, s->theta[0], &W, &b);
+    td_mlp_linear(t->m, 0, s->theta[1], &W2, &b2);
+    const int h = L0->n_out;
+    /* W2 (h x d) = W Q^T: W (h x d) NoTrans, Q stored (d x d), Trans; then columns / s. */
+    td_la_gemm(0, 1, h, d, d, 1.0, W, s->A, 0.0, W2);
+    for (int i = 0; i < h; i++)
+      for (int j = 0; j < d; j++) W2[(size_t)i * d + j] /= s->s[j];
+    /* b2 = b - W2 c */
+    td_la_gemv(0, h, d, -1.0, W2, s->shift, 1.0, b2);
+  }
+  memcpy(s->theta[2], s->theta[0], np * sizeof(double));
+  memcpy(s->theta[3], s->theta[1], np * sizeof(double));
+
+  int cap = N > NT ? N : NT, rc;
+  if ((rc = td_curv_init(&s->c2, t->m, N, err)) ||
+      (rc = td_mlp_ws_init(&s->ws, t->m, cap, err)) ||
+      (rc = td_newton_create(np, NGI_MAX_PARAMS, &s->nt, err)))
+    return rc;
+  return td_curv_set_batch(&s->c2, s->Xr, t->train.y, NULL, N, c->loss, err);
+}
+
+static void ngi_teardown(td_trainer *t, void *ctx) {
+  (void)t;
+  ngi_state *s = ctx;
+  free(s->Xr);
+  free(s->Xter);
+  free(s->A);
+  free(s->s);
+  free(s->shift);
+  td_curv_deinit(&s->c2);
+  td_newton_destroy(s->nt);
+  td_mlp_ws_deinit(&s->ws);
+  for (int i = 1; i < 4; i++) free(s->theta[i]);
+  free(s->dir);
+  free(s->trial);
+  free(s->out1);
+  free(s->out2);
+}
+
+/* Held-out distances of the pairs at step t (every step). */
+static int ngi_eval(td_trainer *t, void *ctx, td_err *err) {
+  (void)err;
+  ngi_state *s = ctx;
+  const int K = s->c->K, NT = s->c->n_test;
+  double scale = 0;
+  for (int mth = 0; mth < 2; mth++) {
+    const double *o = td_mlp_forward(t->m, &s->ws, s->theta[2 * mth], t->test.X, NT);
+    memcpy(s->out1, o, (size_t)NT * K * sizeof *o);
+    o = td_mlp_forward(t->m, &s->ws, s->theta[2 * mth + 1], s->Xter, NT);
+    memcpy(s->out2, o, (size_t)NT * K * sizeof *o);
+    s->dist[mth] = rms_dist(s->out1, s->out2, NT, K);
+    if (s->dist[mth] > s->dmax[mth] || isnan(s->dist[mth])) s->dmax[mth] = s->dist[mth];
+    if (mth == 1) {
+      double z = 0;
+      for (size_t i = 0; i < (size_t)NT * K; i++) z += s->out1[i] * s->out1[i];
+      scale = sqrt(z / NT);
+    }
+  }
+  int rc = td_sink_metric(t->sink, "fn_distance_gd", t->step, s->dist[0]);
+  if (!rc) rc = td_sink_metric(t->sink, "fn_distance_ngd", t->step, s->dist[1]);
+  if (!rc) rc = td_sink_metric(t->sink, "fn_scale", t->step, scale);
+  return rc;
+}
+
+static const char *const loss_keys[4] = {"train_loss_gd", "train_loss_gd_reparam",
+                                         "train_loss_ngd", "train_loss_ngd_reparam"};
+
+/* Runs 1..3 at step t: the loss (logged), then, when update, the update t -> t + 1. Run 2
+ * uses the trainer's context t->cc (so run 0's gradient must have been used before). */
+static int other_runs(td_trainer *t, ngi_state *s, int update, td_err *err) {
+  const ngi_cfg *c = s->c;
+  const size_t np = t->m->n_params;
+  for (int run = 1; run < 4; run++) {
+    td_curv_ctx *cc = (run & 1) ? &s->c2 : &t->cc;
+    int e = td_curv_set_point(cc, s->theta[run], NULL);
+    s->last_loss[run] = cc->loss_value;
+    int rc = td_sink_metric(t->sink, loss_keys[run], t->step, cc->loss_value);
+    if (rc) return rc;
+    if (e)
+      return td_err_set(err, TD_EDIVERGED, NULL, "%s is not finite at step %ld", loss_keys[run],
+                        t->step);
+    if (!update) continue;
+    const double *g = td_curv_grad(cc);
+    if (run < 2) {
+      td_la_axpy(np, -c->gd_lr, g, s->theta[run]);
+      continue;
+    }
+    if ((rc = td_newton_direction(s->nt, cc, TD_NEWTON_GGN, g, c->damping, 0.0, s->dir, NULL,
+                                  err)))
+      return rc;
+    /* Armijo backtracking on the training loss (invariant: f(theta + a d) = f'(theta' +
+     * a d') when d' = T d): a = ngd_lr, halved while the loss rises above
+     * f + 1e-4 a g.d, at most 40 times (then no step). */
+    const double f0 = cc->loss_value, gd = td_la_dot(np, g, s->dir);
+    double a = c->ngd_lr;
+    int tries = 0;
+    if (c->line_search)
+      for (;; tries++) {
+        for (size_t i = 0; i < np; i++) s->trial[i] = s->theta[run][i] + a * s->dir[i];
+        int e2 = td_curv_set_point(cc, s->trial, NULL);
+        if (!e2 && cc->loss_value <= f0 + 1e-4 * a * gd) break;
+        if (tries == 40) {
+          a = 0.0;
+          break;
+        }
+        a *= 0.5;
+      }
+    s->ls_halvings += tries;
+    td_la_axpy(np, a, s->dir, s->theta[run]);
+  }
+  return 0;
+}
+
+/* At the last step there is no update: log the other runs' final losses here. */
+static int ngi_after_loss(td_trainer *t, void *ctx, td_err *err) {
+  ngi_state *s = ctx;
+  s->last_loss[0] = t->loss;
+  return t->step == s->c->steps ? other_runs(t, s, 0, err) : 0;
+}
+
+/* Update t -> t + 1 of the four runs, in order: run 0 (the trainer's gradient), then 1..3. */
+static int ngi_update(td_trainer *t, void *ctx, td_err *err) {
+  ngi_state *s = ctx;
+  td_la_axpy(t->m->n_params, -s->c->gd_lr, t->grad, s->theta[0]);
+  return other_runs(t, s, 1, err);
+}
+
+static int ngi_finish(td_trainer *t, void *ctx, json_t *sum, td_err *err) {
+  (void)t;
+  (void)err;
+  ngi_state *s = ctx;
+  td_trainer_set_num(sum, "fn_distance_gd", s->dist[0]);
+  td_trainer_set_num(sum, "fn_distance_ngd", s->dist[1]);
+  td_trainer_set_num(sum, "fn_distance_gd_max", s->dmax[0]);
+  td_trainer_set_num(sum, "fn_distance_ngd_max", s->dmax[1]);
+  td_trainer_set_num(sum, "gd_over_ngd", s->dist[0] / s->dist[1]);
+  json_object_set_new(sum, "line_search_halvings", json_integer(s->ls_halvings));
+  for (int run = 0; run < 4; run++) td_trainer_set_num(sum, loss_keys[run], s->last_loss[run]);
+  return 0;
+}
+
 static int ngi_run(const json_t *params, td_sink *sink, json_t **summary, td_err *err) {
   *summary = NULL;
   ngi_cfg c;
   int rc = parse_cfg(params, &c, err);
   if (rc) return rc;
-  ngi_state s;
-  memset(&s, 0, sizeof s);
-  const int d = c.d, K = c.K, N = c.n_train, NT = c.n_test;
-  if (c.fmnist) rc = make_fmnist(&c, &s.tr, &s.te, err);
-  else {
-    rc = make_synth(&c, N, TD_RNG_DATA, &s.tr, err);
-    if (!rc) rc = make_synth(&c, NT, TD_RNG_TEST_DATA, &s.te, err);
-  }
-  if (rc) goto out;
-  if ((rc = td_mlp_create(&c.mlp, &s.m, err))) goto out;
-  const size_t np = s.m->n_params;
-  s.Xr = malloc((size_t)N * d * sizeof *s.Xr);
-  s.Xter = malloc((size_t)NT * d * sizeof *s.Xter);
-  s.A = malloc((size_t)d * d * sizeof *s.A);
-  s.s = malloc((size_t)d * sizeof *s.s);
-  s.shift = malloc((size_t)d * sizeof *s.shift);
-  s.dir = malloc(np * sizeof *s.dir);
-  s.trial = malloc(np * sizeof *s.trial);
-  s.out1 = malloc((size_t)NT * K * sizeof *s.out1);
-  s.out2 = malloc((size_t)NT * K * sizeof *s.out2);
-  int ok = s.Xr && s.Xter && s.A && s.s && s.shift && s.dir && s.trial && s.out1 && s.out2;
-  for (int i = 0; i < 4; i++) ok = ok && (s.theta[i] = malloc(np * sizeof(double)));
-  if (!ok) {
-    rc = td_err_set(err, TD_ENOMEM, NULL, "natgrad_invariance: out of memory");
-    goto out;
-  }
-
-  /* The reparameterization A = diag(s) Q, c. */
-  td_rng r;
-  td_rng_init(&r, c.seed, NGI_RNG_REPARAM);
-  if (c.diag) {
-    memset(s.A, 0, (size_t)d * d * sizeof *s.A);
-    for (int i = 0; i < d; i++) s.A[(size_t)i * d + i] = 1.0;
-  } else {
-    td_rng_fill_normal(&r, s.A, (size_t)d * d, 1.0);
-    orthonormalize(s.A, d);
-  }
-  for (int i = 0; i < d; i++) s.s[i] = pow(c.cond, td_rng_uniform(&r) - 0.5);
-  td_rng_fill_normal(&r, s.shift, (size_t)d, c.shift);
-  reparam(&s, d, s.tr.X, (size_t)N, s.Xr);
-  reparam(&s, d, s.te.X, (size_t)NT, s.Xter);
-
-  /* theta (net 1) and theta' = T theta (net 2): W' = W Q^T diag(1/s), b' = b - W' c. */
-  td_mlp_init(s.m, c.seed);
-  memcpy(s.theta[0], s.m->params, np * sizeof(double));
-  memcpy(s.theta[1], s.m->params, np * sizeof(double));
-  {
-    double *W = NULL, *b = NULL, *W2 = NULL, *b2 = NULL;
-    const td_layer *L0 = td_mlp_linear(s.m, 0, s.theta[0], &W, &b);
-    td_mlp_linear(s.m, 0, s.theta[1], &W2, &b2);
-    const int h = L0->n_out;
-    /* W2 (h x d) = W Q^T: W (h x d) NoTrans, Q stored (d x d), Trans; then columns / s. */
-    td_la_gemm(0, 1, h, d, d, 1.0, W, s.A, 0.0, W2);
-    for (int i = 0; i < h; i++)
-      for (int j = 0; j < d; j++) W2[(size_t)i * d + j] /= s.s[j];
-    /* b2 = b - W2 c */
-    td_la_gemv(0, h, d, -1.0, W2, s.shift, 1.0, b2);
-  }
-  memcpy(s.theta[2], s.theta[0], np * sizeof(double));
-  memcpy(s.theta[3], s.theta[1], np * sizeof(double));
-
-  int cap = N > NT ? N : NT;
-  if ((rc = td_curv_init(&s.c1, s.m, N, err)) || (rc = td_curv_init(&s.c2, s.m, N, err)) ||
-      (rc = td_mlp_ws_init(&s.ws, s.m, cap, err)) ||
-      (rc = td_newton_create(np, NGI_MAX_PARAMS, &s.nt, err)))
-    goto out;
-  if ((rc = td_curv_set_batch(&s.c1, s.tr.X, s.tr.y, NULL, N, c.loss, err)) ||
-      (rc = td_curv_set_batch(&s.c2, s.Xr, s.tr.y, NULL, N, c.loss, err)))
-    goto out;
-
-  static const char *const loss_keys[4] = {"train_loss_gd", "train_loss_gd_reparam",
-                                           "train_loss_ngd", "train_loss_ngd_reparam"};
-  long ls_halvings = 0;
-  double dist[2] = {0, 0}, dmax[2] = {0, 0}, last_loss[4] = {NAN, NAN, NAN, NAN};
-  td_sink_progress(sink, 0, c.steps);
-  for (long t = 0; t <= c.steps; t++) {
-    if (td_sink_should_stop(sink)) {
-      rc = td_err_set(err, TD_ECANCELLED, NULL, "cancelled at step %ld", t);
-      goto out;
-    }
-    /* Held-out distances of the pairs at step t. */
-    double scale = 0;
-    for (int mth = 0; mth < 2; mth++) {
-      const double *o = td_mlp_forward(s.m, &s.ws, s.theta[2 * mth], s.te.X, NT);
-      memcpy(s.out1, o, (size_t)NT * K * sizeof *o);
-      o = td_mlp_forward(s.m, &s.ws, s.theta[2 * mth + 1], s.Xter, NT);
-      memcpy(s.out2, o, (size_t)NT * K * sizeof *o);
-      dist[mth] = rms_dist(s.out1, s.out2, NT, K);
-      if (dist[mth] > dmax[mth] || isnan(dist[mth])) dmax[mth] = dist[mth];
-      if (mth == 1) {
-        double z = 0;
-        for (size_t i = 0; i < (size_t)NT * K; i++) z += s.out1[i] * s.out1[i];
-        scale = sqrt(z / NT);
-      }
-    }
-    if ((rc = td_sink_metric(sink, "fn_distance_gd", t, dist[0])) ||
-        (rc = td_sink_metric(sink, "fn_distance_ngd", t, dist[1])) ||
-        (rc = td_sink_metric(sink, "fn_scale", t, scale)))
-      goto out;
-    /* Losses at step t, then the updates t -> t + 1. */
-    for (int run = 0; run < 4; run++) {
-      td_curv_ctx *cc = (run & 1) ? &s.c2 : &s.c1;
-      int e = td_curv_set_point(cc, s.theta[run], NULL);
-      last_loss[run] = cc->loss_value;
-      if ((rc = td_sink_metric(sink, loss_keys[run], t, cc->loss_value))) goto out;
-      if (e) {
-        rc = td_err_set(err, TD_EDIVERGED, NULL, "%s is not finite at step %ld", loss_keys[run],
-                        t);
-        goto out;
-      }
-      if (t == c.steps) continue;
-      const double *g = td_curv_grad(cc);
-      if (run < 2) {
-        td_la_axpy(np, -c.gd_lr, g, s.theta[run]);
-      } else {
-        if ((rc = td_newton_direction(s.nt, cc, TD_NEWTON_GGN, g, c.damping, 0.0, s.dir, NULL,
-                                      err)))
-          goto out;
-        /* Armijo backtracking on the training loss (invariant: f(theta + a d) = f'(theta' +
-         * a d') when d' = T d): a = ngd_lr, halved while the loss rises above
-         * f + 1e-4 a g.d, at most 40 times (then no step). */
-        const double f0 = cc->loss_value, gd = td_la_dot(np, g, s.dir);
-        double a = c.ngd_lr;
-        int tries = 0;
-        if (c.line_search)
-          for (;; tries++) {
-            for (size_t i = 0; i < np; i++) s.trial[i] = s.theta[run][i] + a * s.dir[i];
-            int e2 = td_curv_set_point(cc, s.trial, NULL);
-            if (!e2 && cc->loss_value <= f0 + 1e-4 * a * gd) break;
-            if (tries == 40) {
-              a = 0.0;
-              break;
-            }
-            a *= 0.5;
-          }
-        ls_halvings += tries;
-        td_la_axpy(np, a, s.dir, s.theta[run]);
-      }
-    }
-    td_sink_progress(sink, t, c.steps);
-  }
-
-  json_t *sum = json_object();
-  if (sum) {
-    json_object_set_new(sum, "n_params", json_integer((json_int_t)np));
-    td_ckind__set_num(sum, "fn_distance_gd", dist[0]);
-    td_ckind__set_num(sum, "fn_distance_ngd", dist[1]);
-    td_ckind__set_num(sum, "fn_distance_gd_max", dmax[0]);
-    td_ckind__set_num(sum, "fn_distance_ngd_max", dmax[1]);
-    td_ckind__set_num(sum, "gd_over_ngd", dist[0] / dist[1]);
-    json_object_set_new(sum, "line_search_halvings", json_integer(ls_halvings));
-    for (int run = 0; run < 4; run++) td_ckind__set_num(sum, loss_keys[run], last_loss[run]);
-  }
-  *summary = sum;
-out:
-  state_free(&s);
-  return rc;
+  td_trainer_cfg tc;
+  memset(&tc, 0, sizeof tc);
+  tc.pb.mlp = c.mlp;
+  tc.pb.loss = c.loss;
+  tc.pb.seed = c.seed;
+  tc.pb.n_train = (size_t)c.n_train;
+  tc.pb.n_test = (size_t)c.n_test;
+  tc.full_batch = tc.grad_curv = 1;
+  tc.loss_key = loss_keys[0];
+  tc.opt_name = "sgd";
+  tc.hp = td_optim_hp_default();
+  tc.lr = c.gd_lr;
+  tc.total_steps = c.steps;
+  tc.eval_every = 1;
+  tc.div = c.div;
+  if ((rc = td_sched_init(&tc.sched, TD_SCHED_CONSTANT, c.gd_lr, 0, 0, 0.1, 0.0, c.steps, err)))
+    return rc;
+  ngi_state s = {.c = &c};
+  const td_trainer_hooks hooks = {.ctx = &s,
+                                  .load = ngi_load,
+                                  .setup = ngi_setup,
+                                  .after_loss = ngi_after_loss,
+                                  .update = ngi_update,
+                                  .eval = ngi_eval,
+                                  .finish = ngi_finish,
+                                  .teardown = ngi_teardown};
+  return td_trainer_run(&tc, &hooks, sink, summary, err);
 }
 
 const td_kind td_kind_natgrad_invariance = {

@@ -25,107 +25,126 @@
  *    distance), func_dist_rel = func_dist / RMS(f - f(theta0)) (how much of the network's
  *    movement in function space the linear model misses), param_dist = ||theta - theta0||,
  *    param_dist_lin = ||w - theta0||.
- *  - A non-finite loss of either model ends the job with TD_EDIVERGED. */
+ *  - Divergence: a non-finite loss of either model, or the shared rule of
+ *    core/train/diverge.h (params.divergence.*) on the network's train_loss, ends the job with
+ *    TD_EDIVERGED and summary.diverged_step.
+ *  - The network is trained by the trainer (core/train/trainer.h, gradient through a
+ *    td_curv_ctx); the linear model is this file's hooks (after_loss, after_step, eval). */
 #include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/la.h"
-#include "nn/loss.h"
-#include "kinds/ckind_internal.h"
 #include "kinds/registry.h"
+#include "nn/loss.h"
+#include "train/trainer.h"
 
 static const td_param taylor_params[] = {
-    TD_CKIND__PROBLEM_PARAMS("5000", "1000", "[256]", "\"relu\"", "\"cross_entropy\""),
-    TD_CKIND__OPTIM_PARAMS("0.05"),
+    TD_TRAINER_PROBLEM_PARAMS("5000", "1000", "[256]", "\"relu\"", "\"cross_entropy\""),
+    TD_TRAINER_OPTIM_PARAMS(TD_TRAINER_OPTIM_NAMES, "0.05"),
     {"batch_size", TD_PT_INT, "128", 1, 65536, NULL, 0, "minibatch size (clamped to n_train)"},
     {"steps", TD_PT_INT, "500", 1, 1e8, NULL, 0, "training steps of both models"},
     {"eval_every", TD_PT_INT, NULL, 1, 1e9, NULL, 0,
      "steps between held-out evaluations and function distances (absent: about 20)"},
+    TD_TRAINER_CHECKPOINT_PARAMS,
+    TD_DIVERGE_PARAMS,
 };
 
 typedef struct taylor_cfg {
-  td_ckind__problem pb;
-  const char *opt_name;
-  td_optim_hp hp;
-  double lr;
-  int n_state, batch;
-  long steps, eval_every;
+  td_trainer_cfg tc;
+  int n_state;
 } taylor_cfg;
 
 static int parse_cfg(const json_t *p, taylor_cfg *c, td_err *err) {
   memset(c, 0, sizeof *c);
-  int rc = td_ckind__parse_problem(p, 5000, 1000, &c->pb, err);
+  td_trainer_cfg *t = &c->tc;
+  int rc = td_trainer_parse_problem(p, 5000, 1000, 0, &t->pb, err);
   if (rc) return rc;
-  if ((rc = td_ckind__parse_optim(p, &c->opt_name, &c->hp, &c->lr, &c->n_state, err))) return rc;
-  long bs = td_param_int(p, "batch_size", 128);
-  c->batch = (int)(bs < (long)c->pb.n_train ? bs : (long)c->pb.n_train);
-  c->steps = td_param_int(p, "steps", 500);
-  c->eval_every = td_param_int(p, "eval_every", 0);
-  if (c->eval_every <= 0) c->eval_every = c->steps >= 20 ? (c->steps + 19) / 20 : 1;
-  if (c->pb.n_test > 1000000)
+  if ((rc = td_trainer_parse_length(p, t, 1e9, 20, err))) return rc;
+  if ((rc = td_trainer_parse_optim(p, t, err))) return rc;
+  t->grad_curv = 1;
+  c->n_state = td_optim_state_count(t->opt_name, &t->hp);
+  if (t->pb.n_test > 1000000)
     return td_err_set(err, TD_EINVAL, "params.data.n_test", "at most 1e6 held-out points");
-  return 0;
+  return td_trainer_parse_checkpoint(p, t, err);
 }
 
 static int taylor_check(const json_t *params, td_estimate *est, td_err *err) {
   taylor_cfg c;
   int rc = parse_cfg(params, &c, err);
   if (rc) return rc;
+  const td_problem_cfg *pb = &c.tc.pb;
   double np = 0, ws = 0, cb = 0, ce = 0;
-  if ((rc = td_mlp_estimate(&c.pb.mlp, c.batch, &np, &ws, err))) return rc;
-  if ((rc = td_curv_estimate(&c.pb.mlp, c.batch, &cb, err))) return rc;
-  if ((rc = td_curv_estimate(&c.pb.mlp, (int)c.pb.n_test, &ce, err))) return rc;
-  double d = c.pb.mlp.in_dim, k = c.pb.mlp.out_dim;
-  double bytes = 8.0 * np * (6 + 2 * c.n_state);  /* params, grad, theta0, w, d, Hd, states */
+  if ((rc = td_mlp_estimate(&pb->mlp, c.tc.batch, &np, &ws, err))) return rc;
+  if ((rc = td_curv_estimate(&pb->mlp, c.tc.batch, &cb, err))) return rc;
+  if ((rc = td_curv_estimate(&pb->mlp, (int)pb->n_test, &ce, err))) return rc;
+  double d = pb->mlp.in_dim, k = pb->mlp.out_dim;
+  double bytes = 8.0 * np * (6 + 2 * c.n_state); /* params, grad, theta0, w, d, Hd, states */
   bytes += ws + 2 * cb + ce;                      /* workspaces, 2 batch ctxs, eval ctx */
-  bytes += td_ckind__data_bytes(&c.pb) + 8.0 * c.pb.n_train;
-  bytes += 8.0 * c.batch * (d + 3 * k) + 8.0 * 3 * (double)c.pb.n_test * k;
+  bytes += td_trainer_data_bytes(pb) + 8.0 * pb->n_train;
+  bytes += 8.0 * c.tc.batch * (d + 3 * k) + 8.0 * 3 * (double)pb->n_test * k;
   est->bytes = bytes;
   est->n_params = np;
   return 0;
 }
 
+/* The kind's own state: the linear model and the Taylor predictions. */
 typedef struct taylor_state {
-  td_dataset train, test;
-  td_mlp *m;
-  td_mlp_ws ws_new, ws_eval;
-  td_optim *opt, *opt_lin;
-  td_curv_ctx net, lin, ev;
-  td_ckind__batcher bt;
-  double *theta0, *w, *gw, *dstep, *hd, *delta;  /* n_params each */
-  double *Xb, *Yb, *zl, *dzl;                    /* batch buffers */
-  int *yb;
-  double *f_net, *f_lin, *f0;                    /* n_test x K */
+  const taylor_cfg *c;
+  td_mlp_ws ws_new;
+  td_optim *opt_lin;
+  td_curv_ctx lin, ev;
+  double *theta0, *w, *gw, *dstep, *hd, *delta; /* n_params each */
+  double *zl, *dzl;                             /* batch outputs of the linear model */
+  double *f_net, *f_lin, *f0;                   /* n_test x K */
+  double loss_lin, ev3[3];                      /* ev3: test_loss, test_loss_lin, func_dist */
+  double sum_abs_err1, sum_abs_err2, sum_abs_act;
 } taylor_state;
 
-static void state_free(taylor_state *s) {
-  td_dataset_deinit(&s->train);
-  td_dataset_deinit(&s->test);
+static int taylor_setup(td_trainer *t, void *ctx, td_err *err) {
+  taylor_state *s = ctx;
+  const td_trainer_cfg *c = &s->c->tc;
+  const int B = c->batch, K = c->pb.mlp.out_dim, NT = (int)t->test.n;
+  const size_t np = t->m->n_params;
+  int rc;
+  s->loss_lin = NAN;
+  for (int i = 0; i < 3; i++) s->ev3[i] = NAN;
+  if ((rc = td_mlp_ws_init(&s->ws_new, t->m, B, err)) ||
+      (rc = td_optim_create(c->opt_name, &c->hp, np, &s->opt_lin, err)) ||
+      (rc = td_curv_init(&s->lin, t->m, B, err)) || (rc = td_curv_init(&s->ev, t->m, NT, err)))
+    return rc;
+  double **vecs[] = {&s->theta0, &s->w, &s->gw, &s->dstep, &s->hd, &s->delta};
+  for (size_t i = 0; i < sizeof vecs / sizeof vecs[0]; i++)
+    *vecs[i] = malloc(np * sizeof(double));
+  s->zl = malloc((size_t)B * K * sizeof *s->zl);
+  s->dzl = malloc((size_t)B * K * sizeof *s->dzl);
+  s->f_net = malloc((size_t)NT * K * sizeof *s->f_net);
+  s->f_lin = malloc((size_t)NT * K * sizeof *s->f_lin);
+  s->f0 = malloc((size_t)NT * K * sizeof *s->f0);
+  if (!s->theta0 || !s->w || !s->gw || !s->dstep || !s->hd || !s->delta || !s->zl || !s->dzl ||
+      !s->f_net || !s->f_lin || !s->f0)
+    return td_err_set(err, TD_ENOMEM, NULL, "taylor: out of memory");
+  memcpy(s->theta0, t->m->params, np * sizeof *s->theta0);
+  memcpy(s->w, t->m->params, np * sizeof *s->w);
+  /* The held-out points at theta0: f0 and the Jacobian context for f_lin. */
+  if ((rc = td_curv_set_batch(&s->ev, t->test.X, t->test.y, t->test.Y, NT, c->pb.loss, err)) ||
+      (rc = td_curv_set_point(&s->ev, s->theta0, err)))
+    return rc;
+  memcpy(s->f0, s->ev.ws.act[t->m->n_layers], (size_t)NT * K * sizeof *s->f0);
+  return 0;
+}
+
+static void taylor_teardown(td_trainer *t, void *ctx) {
+  (void)t;
+  taylor_state *s = ctx;
   td_mlp_ws_deinit(&s->ws_new);
-  td_mlp_ws_deinit(&s->ws_eval);
-  td_optim_destroy(s->opt);
   td_optim_destroy(s->opt_lin);
-  td_curv_deinit(&s->net);
   td_curv_deinit(&s->lin);
   td_curv_deinit(&s->ev);
-  td_ckind__batcher_deinit(&s->bt);
-  td_mlp_destroy(s->m);
-  free(s->theta0);
-  free(s->w);
-  free(s->gw);
-  free(s->dstep);
-  free(s->hd);
-  free(s->delta);
-  free(s->Xb);
-  free(s->Yb);
-  free(s->zl);
-  free(s->dzl);
-  free(s->yb);
-  free(s->f_net);
-  free(s->f_lin);
-  free(s->f0);
+  double *bufs[] = {s->theta0, s->w, s->gw, s->dstep, s->hd, s->delta,
+                    s->zl, s->dzl, s->f_net, s->f_lin, s->f0};
+  for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
 }
 
 /* delta = w - theta0 */
@@ -133,14 +152,71 @@ static void diff(double *delta, const double *w, const double *theta0, size_t n)
   for (size_t i = 0; i < n; i++) delta[i] = w[i] - theta0[i];
 }
 
+/* The linear model on the step's batch: f_lin = f(theta0) + J(theta0) (w - theta0), its loss
+ * and output gradient; and the network's parameters before the update (for its step d). */
+static int taylor_after_loss(td_trainer *t, void *ctx, td_err *err) {
+  taylor_state *s = ctx;
+  const td_trainer_cfg *c = &s->c->tc;
+  const int b = t->b, K = c->pb.mlp.out_dim;
+  const size_t np = t->m->n_params;
+  int rc = td_curv_set_batch(&s->lin, t->Xb, t->yb, t->Yb, b, c->pb.loss, err);
+  if (rc) return rc;
+  td_curv_set_point(&s->lin, s->theta0, NULL);
+  diff(s->delta, s->w, s->theta0, np);
+  td_curv_jvp(&s->lin, s->delta, s->zl);
+  const double *z0 = s->lin.ws.act[t->m->n_layers];
+  for (size_t j = 0; j < (size_t)b * K; j++) s->zl[j] += z0[j];
+  td_trainer_loss(c->pb.loss, &t->bview, 0, s->zl, b, &s->loss_lin, s->dzl);
+  if (!isfinite(t->loss) || !isfinite(s->loss_lin)) {
+    td_sink_metric(t->sink, "train_loss_lin", t->step, s->loss_lin);
+    if (!isfinite(s->loss_lin))
+      return td_err_set(err, TD_EDIVERGED, NULL,
+                        "diverged at step %ld: the linear model's loss is %g", t->step,
+                        s->loss_lin);
+  }
+  memcpy(s->dstep, t->m->params, np * sizeof *s->dstep);
+  return 0;
+}
+
+/* The network's step d: the actual and predicted loss changes; then the linear model's step. */
+static int taylor_after_step(td_trainer *t, void *ctx, td_err *err) {
+  (void)err;
+  taylor_state *s = ctx;
+  const td_trainer_cfg *c = &s->c->tc;
+  const size_t np = t->m->n_params;
+  const int b = t->b;
+  for (size_t i = 0; i < np; i++) s->dstep[i] = t->m->params[i] - s->dstep[i];
+  td_curv_hvp(&t->cc, s->dstep, s->hd); /* H at theta_{t-1}: the context kept that point */
+  double t1 = td_la_dot(np, t->grad, s->dstep);
+  double t2 = t1 + 0.5 * td_la_dot(np, s->dstep, s->hd);
+  double lnew = NAN;
+  const double *zn = td_mlp_forward(t->m, &s->ws_new, t->m->params, t->Xb, b);
+  td_trainer_loss(c->pb.loss, &t->bview, 0, zn, b, &lnew, NULL);
+  const double act = lnew - t->loss;
+  s->sum_abs_err1 += fabs(t1 - act);
+  s->sum_abs_err2 += fabs(t2 - act);
+  s->sum_abs_act += fabs(act);
+  td_curv_vjp(&s->lin, s->dzl, s->gw);
+  td_optim_step(s->opt_lin, s->w, s->gw, t->lr);
+  int rc = td_sink_metric(t->sink, "train_loss_lin", t->step, s->loss_lin);
+  if (!rc) rc = td_sink_metric(t->sink, "loss_change_actual", t->step, act);
+  if (!rc) rc = td_sink_metric(t->sink, "loss_change_taylor1", t->step, t1);
+  if (!rc) rc = td_sink_metric(t->sink, "loss_change_taylor2", t->step, t2);
+  return rc;
+}
+
 /* Held-out evaluation of both models and their function-space distance. */
-static int do_eval(taylor_state *s, const taylor_cfg *c, td_sink *sink, long step,
-                   double out[3]) {
-  const size_t nt = s->test.n, np = s->m->n_params;
+static int taylor_eval(td_trainer *t, void *ctx, td_err *err) {
+  (void)err;
+  taylor_state *s = ctx;
+  const td_trainer_cfg *c = &s->c->tc;
+  const size_t nt = t->test.n, np = t->m->n_params;
   const int K = c->pb.mlp.out_dim;
+  const long step = t->step;
+  td_sink *sink = t->sink;
   double tl = NAN, ta = NAN, tll = NAN, tal = NAN;
-  td_ckind__evaluate(s->m, &s->ws_eval, s->m->params, &s->test, nt, c->pb.loss, &tl, &ta,
-                     s->f_net);
+  td_trainer_evaluate(t->m, &t->ws_eval, t->m->params, &t->test, nt, c->pb.loss, &tl, &ta,
+                      s->f_net);
   diff(s->delta, s->w, s->theta0, np);
   td_curv_jvp(&s->ev, s->delta, s->f_lin);
   const size_t nk = nt * (size_t)K;
@@ -153,22 +229,38 @@ static int do_eval(taylor_state *s, const taylor_cfg *c, td_sink *sink, long ste
   }
   dist = sqrt(dist / (double)nk);
   moved = sqrt(moved / (double)nk);
-  td_ckind__loss(c->pb.loss, &s->test, 0, s->f_lin, (int)nt, &tll, NULL);
-  if (s->test.y) tal = (double)td_count_correct(s->f_lin, s->test.y, (int)nt, K) / (double)nt;
+  td_trainer_loss(c->pb.loss, &t->test, 0, s->f_lin, (int)nt, &tll, NULL);
+  if (t->test.y) tal = (double)td_count_correct(s->f_lin, t->test.y, (int)nt, K) / (double)nt;
   int rc = td_sink_metric(sink, "test_loss", step, tl);
   if (!rc) rc = td_sink_metric(sink, "test_loss_lin", step, tll);
-  if (!rc && s->test.y) rc = td_sink_metric(sink, "test_acc", step, ta);
-  if (!rc && s->test.y) rc = td_sink_metric(sink, "test_acc_lin", step, tal);
+  if (!rc && t->test.y) rc = td_sink_metric(sink, "test_acc", step, ta);
+  if (!rc && t->test.y) rc = td_sink_metric(sink, "test_acc_lin", step, tal);
   if (!rc) rc = td_sink_metric(sink, "func_dist", step, dist);
   if (!rc) rc = td_sink_metric(sink, "func_dist_rel", step, moved > 0 ? dist / moved : 0.0);
-  diff(s->delta, s->m->params, s->theta0, np);
+  diff(s->delta, t->m->params, s->theta0, np);
   if (!rc) rc = td_sink_metric(sink, "param_dist", step, td_la_nrm2(np, s->delta));
   diff(s->delta, s->w, s->theta0, np);
   if (!rc) rc = td_sink_metric(sink, "param_dist_lin", step, td_la_nrm2(np, s->delta));
-  out[0] = tl;
-  out[1] = tll;
-  out[2] = dist;
+  s->ev3[0] = tl;
+  s->ev3[1] = tll;
+  s->ev3[2] = dist;
   return rc;
+}
+
+static int taylor_finish(td_trainer *t, void *ctx, json_t *sum, td_err *err) {
+  (void)err;
+  taylor_state *s = ctx;
+  json_object_set_new(sum, "steps", json_integer(t->step));
+  td_trainer_set_num(sum, "train_loss", t->loss);
+  td_trainer_set_num(sum, "train_loss_lin", s->loss_lin);
+  td_trainer_set_num(sum, "test_loss", s->ev3[0]);
+  td_trainer_set_num(sum, "test_loss_lin", s->ev3[1]);
+  td_trainer_set_num(sum, "func_dist", s->ev3[2]);
+  /* Mean |prediction - actual| over the steps, relative to mean |actual|. */
+  const double a = s->sum_abs_act;
+  td_trainer_set_num(sum, "taylor1_rel_error", a > 0 ? s->sum_abs_err1 / a : NAN);
+  td_trainer_set_num(sum, "taylor2_rel_error", a > 0 ? s->sum_abs_err2 / a : NAN);
+  return 0;
 }
 
 static int taylor_run(const json_t *params, td_sink *sink, json_t **summary, td_err *err) {
@@ -176,124 +268,15 @@ static int taylor_run(const json_t *params, td_sink *sink, json_t **summary, td_
   taylor_cfg c;
   int rc = parse_cfg(params, &c, err);
   if (rc) return rc;
-  taylor_state s;
-  memset(&s, 0, sizeof s);
-  if ((rc = td_ckind__load(&c.pb, &s.train, &s.test, err))) goto out;
-  const int B = c.batch, K = c.pb.mlp.out_dim, NT = (int)s.test.n;
-  const size_t d = s.train.d;
-  if ((rc = td_mlp_create(&c.pb.mlp, &s.m, err))) goto out;
-  td_mlp_init(s.m, c.pb.seed);
-  const size_t np = s.m->n_params;
-  int eb = NT < TD_CKIND__EVAL_BATCH ? NT : TD_CKIND__EVAL_BATCH;
-  if ((rc = td_mlp_ws_init(&s.ws_new, s.m, B, err))) goto out;
-  if ((rc = td_mlp_ws_init(&s.ws_eval, s.m, eb, err))) goto out;
-  if ((rc = td_optim_create(c.opt_name, &c.hp, np, &s.opt, err))) goto out;
-  if ((rc = td_optim_create(c.opt_name, &c.hp, np, &s.opt_lin, err))) goto out;
-  if ((rc = td_curv_init(&s.net, s.m, B, err))) goto out;
-  if ((rc = td_curv_init(&s.lin, s.m, B, err))) goto out;
-  if ((rc = td_curv_init(&s.ev, s.m, NT, err))) goto out;
-  if ((rc = td_ckind__batcher_init(&s.bt, s.train.n, B, c.pb.seed, err))) goto out;
-  double **vecs[] = {&s.theta0, &s.w, &s.gw, &s.dstep, &s.hd, &s.delta};
-  for (size_t i = 0; i < sizeof vecs / sizeof vecs[0]; i++) *vecs[i] = malloc(np * sizeof(double));
-  s.Xb = malloc((size_t)B * d * sizeof *s.Xb);
-  s.zl = malloc((size_t)B * K * sizeof *s.zl);
-  s.dzl = malloc((size_t)B * K * sizeof *s.dzl);
-  if (s.train.y) s.yb = malloc((size_t)B * sizeof *s.yb);
-  else s.Yb = malloc((size_t)B * K * sizeof *s.Yb);
-  s.f_net = malloc((size_t)NT * K * sizeof *s.f_net);
-  s.f_lin = malloc((size_t)NT * K * sizeof *s.f_lin);
-  s.f0 = malloc((size_t)NT * K * sizeof *s.f0);
-  if (!s.theta0 || !s.w || !s.gw || !s.dstep || !s.hd || !s.delta || !s.Xb || !s.zl || !s.dzl ||
-      (!s.yb && !s.Yb) || !s.f_net || !s.f_lin || !s.f0) {
-    rc = td_err_set(err, TD_ENOMEM, NULL, "taylor: out of memory");
-    goto out;
-  }
-  memcpy(s.theta0, s.m->params, np * sizeof *s.theta0);
-  memcpy(s.w, s.m->params, np * sizeof *s.w);
-  /* The held-out points at theta0: f0 and the Jacobian context for f_lin. */
-  if ((rc = td_curv_set_batch(&s.ev, s.test.X, s.test.y, s.test.Y, NT, c.pb.loss, err))) goto out;
-  if ((rc = td_curv_set_point(&s.ev, s.theta0, err))) goto out;
-  memcpy(s.f0, s.ev.ws.act[s.m->n_layers], (size_t)NT * K * sizeof *s.f0);
-  td_dataset bview = {.n = (size_t)B, .d = d, .k = K, .X = s.Xb, .y = s.yb, .Y = s.Yb};
-
-  double ev[3] = {NAN, NAN, NAN}, loss = NAN, loss_lin = NAN;
-  double sum_abs_err1 = 0, sum_abs_err2 = 0, sum_abs_act = 0;
-  long step = 0, diverged_step = 0;
-  if ((rc = do_eval(&s, &c, sink, 0, ev))) goto out;
-  td_sink_progress(sink, 0, c.steps);
-  while (step < c.steps) {
-    if (td_sink_should_stop(sink)) {
-      rc = td_err_set(err, TD_ECANCELLED, NULL, "cancelled at step %ld", step);
-      break;
-    }
-    int b = td_ckind__batcher_next(&s.bt, &s.train, s.Xb, s.yb, s.Yb);
-    step++;
-    /* Network: loss, gradient and the step it takes. */
-    if ((rc = td_curv_set_batch(&s.net, s.Xb, s.yb, s.Yb, b, c.pb.loss, err))) break;
-    int prc = td_curv_set_point(&s.net, s.m->params, NULL);
-    loss = s.net.loss_value;
-    /* Linear model on the same batch: f_lin = f(theta0) + J(theta0) (w - theta0). */
-    if ((rc = td_curv_set_batch(&s.lin, s.Xb, s.yb, s.Yb, b, c.pb.loss, err))) break;
-    td_curv_set_point(&s.lin, s.theta0, NULL);
-    diff(s.delta, s.w, s.theta0, np);
-    td_curv_jvp(&s.lin, s.delta, s.zl);
-    const double *z0 = s.lin.ws.act[s.m->n_layers];
-    for (size_t j = 0; j < (size_t)b * K; j++) s.zl[j] += z0[j];
-    td_ckind__loss(c.pb.loss, &bview, 0, s.zl, b, &loss_lin, s.dzl);
-    if (prc == TD_ERANGE || !isfinite(loss) || !isfinite(loss_lin)) {
-      diverged_step = step;
-      td_sink_metric(sink, "train_loss", step, loss);
-      td_sink_metric(sink, "train_loss_lin", step, loss_lin);
-      break;
-    }
-    const double *g = td_curv_grad(&s.net);
-    memcpy(s.dstep, s.m->params, np * sizeof *s.dstep);
-    td_optim_step(s.opt, s.m->params, g, c.lr);
-    for (size_t i = 0; i < np; i++) s.dstep[i] = s.m->params[i] - s.dstep[i];
-    td_curv_hvp(&s.net, s.dstep, s.hd); /* H at theta_{t-1}: the context kept that point */
-    double t1 = td_la_dot(np, g, s.dstep);
-    double t2 = t1 + 0.5 * td_la_dot(np, s.dstep, s.hd);
-    double lnew = NAN;
-    const double *zn = td_mlp_forward(s.m, &s.ws_new, s.m->params, s.Xb, b);
-    td_ckind__loss(c.pb.loss, &bview, 0, zn, b, &lnew, NULL);
-    const double act = lnew - loss;
-    sum_abs_err1 += fabs(t1 - act);
-    sum_abs_err2 += fabs(t2 - act);
-    sum_abs_act += fabs(act);
-    /* Linear model step. */
-    td_curv_vjp(&s.lin, s.dzl, s.gw);
-    td_optim_step(s.opt_lin, s.w, s.gw, c.lr);
-
-    if ((rc = td_sink_metric(sink, "train_loss", step, loss))) break;
-    if ((rc = td_sink_metric(sink, "train_loss_lin", step, loss_lin))) break;
-    if ((rc = td_sink_metric(sink, "loss_change_actual", step, act))) break;
-    if ((rc = td_sink_metric(sink, "loss_change_taylor1", step, t1))) break;
-    if ((rc = td_sink_metric(sink, "loss_change_taylor2", step, t2))) break;
-    if (step % c.eval_every == 0 || step == c.steps)
-      if ((rc = do_eval(&s, &c, sink, step, ev))) break;
-    td_sink_progress(sink, step, c.steps);
-  }
-
-  json_t *sum = json_object();
-  if (sum) {
-    json_object_set_new(sum, "n_params", json_integer((json_int_t)np));
-    json_object_set_new(sum, "steps", json_integer(step));
-    td_ckind__set_num(sum, "train_loss", loss);
-    td_ckind__set_num(sum, "train_loss_lin", loss_lin);
-    td_ckind__set_num(sum, "test_loss", ev[0]);
-    td_ckind__set_num(sum, "test_loss_lin", ev[1]);
-    td_ckind__set_num(sum, "func_dist", ev[2]);
-    /* Mean |prediction - actual| over the steps, relative to mean |actual|. */
-    td_ckind__set_num(sum, "taylor1_rel_error", sum_abs_act > 0 ? sum_abs_err1 / sum_abs_act : NAN);
-    td_ckind__set_num(sum, "taylor2_rel_error", sum_abs_act > 0 ? sum_abs_err2 / sum_abs_act : NAN);
-    if (diverged_step) json_object_set_new(sum, "diverged_step", json_integer(diverged_step));
-  }
-  *summary = sum;
-  if (!rc && diverged_step)
-    rc = td_err_set(err, TD_EDIVERGED, NULL, "loss became non-finite at step %ld", diverged_step);
-out:
-  state_free(&s);
-  return rc;
+  taylor_state s = {.c = &c};
+  const td_trainer_hooks hooks = {.ctx = &s,
+                                  .setup = taylor_setup,
+                                  .after_loss = taylor_after_loss,
+                                  .after_step = taylor_after_step,
+                                  .eval = taylor_eval,
+                                  .finish = taylor_finish,
+                                  .teardown = taylor_teardown};
+  return td_trainer_run(&c.tc, &hooks, sink, summary, err);
 }
 
 const td_kind td_kind_taylor = {

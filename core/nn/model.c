@@ -487,6 +487,15 @@ void td_mlp_destroy(td_mlp *m) {
   free(m);
 }
 
+int td_mlp_init_parse(const char *name, td_init *out) {
+  if (!name) *out = TD_INIT_AUTO;
+  else if (!strcmp(name, "he_normal")) *out = TD_INIT_HE_NORMAL;
+  else if (!strcmp(name, "lecun_normal")) *out = TD_INIT_LECUN_NORMAL;
+  else if (!strcmp(name, "torch_default")) *out = TD_INIT_TORCH_DEFAULT;
+  else return TD_EINVAL;
+  return 0;
+}
+
 void td_mlp_init(td_mlp *m, uint64_t seed) {
   td_rng r;
   td_rng_init(&r, seed, TD_RNG_INIT);
@@ -514,11 +523,22 @@ void td_mlp_init(td_mlp *m, uint64_t seed) {
                                 m->layers[nx].kind == TD_LAYER_BATCHNORM))
       nx++;
     int next_relu = nx < m->n_layers && m->layers[nx].kind == TD_LAYER_RELU;
-    double gain = next_relu ? 2.0 : 1.0;
-    double std = m->cfg.init_scale * sqrt(gain / L->n_in);
     double *W = m->params + L->off;
-    td_rng_fill_normal(&r, W, (size_t)L->n_in * L->n_out, std);
-    memset(W + (size_t)L->n_in * L->n_out, 0, (size_t)L->n_out * sizeof *W);
+    const size_t nw = (size_t)L->n_in * L->n_out;
+    if (m->cfg.init == TD_INIT_TORCH_DEFAULT) {
+      /* kaiming_uniform_(a = sqrt(5)): bound = sqrt(2 / (1 + 5)) * sqrt(3 / fan_in) */
+      const double bound = m->cfg.init_scale / sqrt((double)L->n_in);
+      for (size_t k = 0; k < nw + (size_t)L->n_out; k++)
+        W[k] = bound * (2.0 * td_rng_uniform(&r) - 1.0);
+      continue;
+    }
+    double gain = m->cfg.init == TD_INIT_HE_NORMAL     ? 2.0
+                  : m->cfg.init == TD_INIT_LECUN_NORMAL ? 1.0
+                  : next_relu                           ? 2.0
+                                                        : 1.0;
+    double std = m->cfg.init_scale * sqrt(gain / L->n_in);
+    td_rng_fill_normal(&r, W, nw, std);
+    memset(W + nw, 0, (size_t)L->n_out * sizeof *W);
   }
 }
 

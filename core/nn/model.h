@@ -107,6 +107,14 @@ typedef enum { TD_ACT_RELU = 0, TD_ACT_TANH = 1, TD_ACT_LINEAR = 2 } td_act;
 
 typedef enum { TD_NORM_NONE = 0, TD_NORM_LAYERNORM = 1, TD_NORM_BATCHNORM = 2 } td_norm;
 
+/* Weight initialization (params.model.init; td_mlp_init has the distributions). */
+typedef enum {
+  TD_INIT_AUTO = 0,    /* He normal before a ReLU, LeCun normal otherwise (the default) */
+  TD_INIT_HE_NORMAL = 1,
+  TD_INIT_LECUN_NORMAL = 2,
+  TD_INIT_TORCH_DEFAULT = 3 /* torch.nn.Linear.reset_parameters */
+} td_init;
+
 #define TD_NORM_EPS_DEFAULT 1e-5 /* torch.nn.LayerNorm / BatchNorm1d default */
 #define TD_BN_MOMENTUM 0.1       /* torch.nn.BatchNorm1d default */
 
@@ -137,7 +145,8 @@ typedef struct td_mlp_cfg {
   int n_hidden;                   /* 0 .. TD_MLP_MAX_HIDDEN */
   int hidden[TD_MLP_MAX_HIDDEN];  /* widths, each >= 1 */
   td_act act;                     /* after every hidden linear layer; none after the last */
-  double init_scale;              /* multiplier on the init std, >= 0 */
+  double init_scale;              /* multiplier on the init distribution, >= 0 */
+  td_init init;                   /* TD_INIT_AUTO (0) in zeroed configs */
   td_norm norm;                   /* after every hidden linear layer, before act (0: none) */
   double norm_eps;                /* eps of the norm layers, >= 0; 0 means
                                      TD_NORM_EPS_DEFAULT (so zeroed configs get it) */
@@ -182,6 +191,10 @@ typedef struct td_mlp_ws {
 /* td_mlp_act_parse: "relu" | "tanh" | "linear" to td_act. Errors: TD_EINVAL. */
 int td_mlp_act_parse(const char *name, td_act *out /* OUT */);
 
+/* td_mlp_init_parse: NULL (absent) -> TD_INIT_AUTO; "he_normal" | "lecun_normal" |
+ * "torch_default" to td_init. Errors: TD_EINVAL. */
+int td_mlp_init_parse(const char *name, td_init *out /* OUT */);
+
 /* td_mlp_norm_parse: "none" | "layernorm" | "batchnorm" to td_norm; td_mlp_norm_name the
  * reverse ("none" for unknown values). Errors: TD_EINVAL. */
 int td_mlp_norm_parse(const char *name, td_norm *out /* OUT */);
@@ -200,12 +213,21 @@ int td_mlp_create(const td_mlp_cfg *cfg, td_mlp **out /* OUT */, td_err *err);
 void td_mlp_destroy(td_mlp *m);
 
 /* td_mlp_init: draw the parameters from stream TD_RNG_INIT of `seed`, linear layers in order,
- * W row-major: W_ij ~ N(0, init_scale^2 * gain / n_in) with gain 2 when the layer is followed
- * by a ReLU (He et al. 2015, eq. 10; a norm layer in between is skipped over) and gain 1
- * otherwise (LeCun et al. 1998, "Efficient BackProp", sec. 4.6), including the output layer;
- * biases are 0. Norm layers: gamma = 1, beta = 0 (no random draws, so the weights are those
- * of the same model without normalization); BatchNorm buffers: running_mean 0,
- * running_var 1, num_batches_tracked 0 (torch's initial state). */
+ * W row-major then b, by cfg.init (s = cfg.init_scale, n_in = fan_in of the layer):
+ *  - TD_INIT_AUTO: W_ij ~ N(0, s^2 * gain / n_in) with gain 2 when the layer is followed by a
+ *    ReLU (He et al. 2015, eq. 10; a norm layer in between is skipped over) and gain 1
+ *    otherwise (LeCun et al. 1998, "Efficient BackProp", sec. 4.6), including the output
+ *    layer; biases are 0.
+ *  - TD_INIT_HE_NORMAL: W_ij ~ N(0, 2 s^2 / n_in) for every layer; biases 0.
+ *  - TD_INIT_LECUN_NORMAL: W_ij ~ N(0, s^2 / n_in) for every layer; biases 0.
+ *  - TD_INIT_TORCH_DEFAULT: exactly torch.nn.Linear.reset_parameters (torch/nn/modules/
+ *    linear.py): kaiming_uniform_(W, a = sqrt(5)) draws U(-bound, bound) with bound =
+ *    gain sqrt(3 / fan_in), gain = sqrt(2 / (1 + a^2)) = sqrt(1/3), i.e. bound =
+ *    1/sqrt(fan_in); then b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)). Both bounds times s.
+ *    (Same distribution as PyTorch; not the same random numbers.)
+ * Norm layers: gamma = 1, beta = 0 (no random draws, so the weights are those of the same
+ * model without normalization); BatchNorm buffers: running_mean 0, running_var 1,
+ * num_batches_tracked 0 (torch's initial state). */
 void td_mlp_init(td_mlp *m, uint64_t seed);
 
 /* td_mlp_linear: pointers to W (n_out x n_in) and b of linear layer j (0-based) inside
