@@ -337,9 +337,73 @@ int http_parse_ll(const char *s, long long min, long long max, long long *out) {
 
 int http_parse_id(const char *s, int64_t *out) {
   long long v;
-  if (!s || *s == '-' || http_parse_ll(s, 1, 9007199254740992LL, &v)) return TD_EINVAL;
+  /* Canonical form only: "01" or "+1" would be a second name for job 1. */
+  if (!s || *s == '-' || *s == '0' || http_parse_ll(s, 1, 9007199254740992LL, &v))
+    return TD_EINVAL;
   *out = v;
   return 0;
+}
+
+/* State of one http_query_check pass: the first problem found wins. */
+typedef struct qcheck {
+  const char *allowed;
+  unsigned seen;  /* bit i: the i-th allowed name was given */
+  int bad;        /* 0 ok, 1 unknown, 2 repeated, 3 without a value */
+  char key[65];
+} qcheck;
+
+/* Index of `key` in the comma-separated `list`, or -1. */
+static int list_index(const char *list, const char *key) {
+  size_t kl = strlen(key);
+  int i = 0;
+  for (const char *p = list; p && *p; i++) {
+    const char *end = strchr(p, ',');
+    size_t n = end ? (size_t)(end - p) : strlen(p);
+    if (n == kl && memcmp(p, key, n) == 0) return i;
+    if (!end) break;
+    p = end + 1;
+  }
+  return -1;
+}
+
+static int qcheck_one(qcheck *c, const char *key, const char *value) {
+  if (c->bad) return 0;
+  int i = list_index(c->allowed, key ? key : "");
+  c->bad = i < 0 ? 1 : i < 32 && (c->seen & (1u << i)) ? 2 : !value ? 3 : 0;
+  if (c->bad) {
+    snprintf(c->key, sizeof c->key, "%s", key ? key : "");
+    return 0;
+  }
+  if (i < 32) c->seen |= 1u << i;
+  return 1;
+}
+
+static enum MHD_Result qcheck_cb(void *cls, enum MHD_ValueKind kind, const char *key,
+                                 const char *value) {
+  (void)kind;
+  return qcheck_one(cls, key, value) ? MHD_YES : MHD_NO;
+}
+
+int http_query_check(const http_req *req, http_resp *resp, const char *allowed) {
+  qcheck c = {.allowed = allowed ? allowed : ""};
+  if (req->args) {
+    for (size_t i = 0; i < req->args->n && !c.bad; i++)
+      qcheck_one(&c, req->args->key[i], req->args->value[i]);
+  } else if (req->conn) {
+    MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, qcheck_cb, &c);
+  }
+  if (!c.bad) return 0;
+  char names[160];
+  snprintf(names, sizeof names, "%s", c.allowed[0] ? c.allowed : "none");
+  for (char *p = names; *p; p++) if (*p == ',') *p = '/';
+  if (c.bad == 1)
+    return http_error(resp, HTTP_E_INVALID_QUERY, c.key,
+                      "unknown query parameter '%s'; this resource takes: %s", c.key, names);
+  if (c.bad == 2)
+    return http_error(resp, HTTP_E_INVALID_QUERY, c.key,
+                      "the query parameter '%s' is given more than once", c.key);
+  return http_error(resp, HTTP_E_INVALID_QUERY, c.key,
+                    "the query parameter '%s' has no value (write %s=...)", c.key, c.key);
 }
 
 /* ---------------------------------------------------------------- routes */
@@ -352,27 +416,31 @@ typedef struct http_route {
   http_handler fn;
   const char *name; /* label in /metrics */
   unsigned flags;
+  const char *query; /* the query parameters it reads, comma-separated; NULL: none (any
+                      * other parameter is a 400, see http_query_check) */
 } http_route;
 
 /* The API. */
 static const http_route routes[] = {
-    {"GET", "/healthz", api_healthz, "healthz", 0},
-    {"GET", "/metrics", api_prometheus, "prometheus", 0},
-    {"GET", "/api/v1/kinds", api_kinds_list, "kinds_list", 0},
-    {"POST", "/api/v1/jobs", api_jobs_create, "jobs_create", ROUTE_JSON_BODY | ROUTE_MUTATES},
-    {"GET", "/api/v1/jobs", api_jobs_list, "jobs_list", 0},
-    {"GET", "/api/v1/jobs/{id}", api_jobs_get, "jobs_get", 0},
-    {"POST", "/api/v1/jobs/{id}/cancel", api_jobs_cancel, "jobs_cancel", ROUTE_MUTATES},
-    {"GET", "/api/v1/jobs/{id}/metrics", api_metrics_get, "metrics_get", 0},
-    {"GET", "/api/v1/jobs/{id}/metrics.csv", api_metrics_csv, "metrics_csv", 0},
-    {"GET", "/api/v1/jobs/{id}/artifacts", api_artifacts_list, "artifacts_list", 0},
-    {"GET", "/api/v1/jobs/{id}/artifacts/{name}", api_artifacts_get, "artifacts_get", 0},
-    {"POST", "/api/v1/sweeps", api_sweeps_create, "sweeps_create", ROUTE_JSON_BODY | ROUTE_MUTATES},
-    {"GET", "/api/v1/sweeps", api_sweeps_list, "sweeps_list", 0},
-    {"GET", "/api/v1/sweeps/{id}", api_sweeps_get, "sweeps_get", 0},
-    {"POST", "/api/v1/sweeps/{id}/cancel", api_sweeps_cancel, "sweeps_cancel", ROUTE_MUTATES},
+    {"GET", "/healthz", api_healthz, "healthz", 0, NULL},
+    {"GET", "/metrics", api_prometheus, "prometheus", 0, NULL},
+    {"GET", "/api/v1/kinds", api_kinds_list, "kinds_list", 0, NULL},
+    {"POST", "/api/v1/jobs", api_jobs_create, "jobs_create", ROUTE_JSON_BODY | ROUTE_MUTATES, NULL},
+    {"GET", "/api/v1/jobs", api_jobs_list, "jobs_list", 0,
+     "status,kind,tag,sweep,limit,cursor"},
+    {"GET", "/api/v1/jobs/{id}", api_jobs_get, "jobs_get", 0, NULL},
+    {"POST", "/api/v1/jobs/{id}/cancel", api_jobs_cancel, "jobs_cancel", ROUTE_MUTATES, NULL},
+    {"GET", "/api/v1/jobs/{id}/metrics", api_metrics_get, "metrics_get", 0,
+     "keys,max_points,since_step"},
+    {"GET", "/api/v1/jobs/{id}/metrics.csv", api_metrics_csv, "metrics_csv", 0, "keys"},
+    {"GET", "/api/v1/jobs/{id}/artifacts", api_artifacts_list, "artifacts_list", 0, NULL},
+    {"GET", "/api/v1/jobs/{id}/artifacts/{name}", api_artifacts_get, "artifacts_get", 0, NULL},
+    {"POST", "/api/v1/sweeps", api_sweeps_create, "sweeps_create", ROUTE_JSON_BODY | ROUTE_MUTATES, NULL},
+    {"GET", "/api/v1/sweeps", api_sweeps_list, "sweeps_list", 0, "limit,cursor"},
+    {"GET", "/api/v1/sweeps/{id}", api_sweeps_get, "sweeps_get", 0, "children"},
+    {"POST", "/api/v1/sweeps/{id}/cancel", api_sweeps_cancel, "sweeps_cancel", ROUTE_MUTATES, NULL},
     /* A fit changes nothing, but it costs CPU: with a token it needs the token like a write. */
-    {"POST", "/api/v1/fits", api_fits_create, "fits_create", ROUTE_JSON_BODY | ROUTE_MUTATES},
+    {"POST", "/api/v1/fits", api_fits_create, "fits_create", ROUTE_JSON_BODY | ROUTE_MUTATES, NULL},
 };
 #define N_ROUTES ((int)(sizeof routes / sizeof routes[0]))
 #define ROUTE_STATIC N_ROUTES
@@ -521,6 +589,7 @@ static int dispatch(http_server *srv, struct MHD_Connection *conn, const char *u
     return http_error(resp, HTTP_E_UNAUTHORIZED, NULL,
                       "this request needs the header 'Authorization: Bearer <token>'");
   }
+  if (found && http_query_check(&req, resp, found->query)) return resp->status;
   if (!found) { /* the dashboard */
     rc->route = ROUTE_STATIC;
     if (!is_get) {

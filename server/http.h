@@ -165,6 +165,13 @@ void http_resp_header(http_resp *resp, const char *name, const char *fmt, ...)
 const char *http_query(const http_req *req, const char *name);
 const char *http_header(const http_req *req, const char *name);
 
+/* http_query_check: 0 when every query parameter of the request is one of `allowed` (names,
+ * comma-separated; NULL or "" allows none), appears once and has a value; else sets resp to
+ * a 400 invalid_query error whose field is the offending parameter and returns 400. Reads
+ * req->args when set, else the connection. dispatch runs it with the route's list before the
+ * handler, so a typo such as ?stauts= is refused instead of silently ignored. */
+int http_query_check(const http_req *req, http_resp *resp, const char *allowed);
+
 /* http_store: the request's database connection, borrowed from the pool on first use.
  * Errors: TD_EIO. */
 int http_store(http_req *req, store **out /* OUT */, td_err *err);
@@ -172,7 +179,8 @@ int http_store(http_req *req, store **out /* OUT */, td_err *err);
 /* http_parse_ll: strict decimal integer ("-"? digits, nothing else) within [min, max].
  * Returns 0 or TD_EINVAL. */
 int http_parse_ll(const char *s, long long min, long long max, long long *out /* OUT */);
-/* http_parse_id: a job/sweep id: decimal in 1 .. 2^53. Returns 0 or TD_EINVAL. */
+/* http_parse_id: a job/sweep id in canonical form: decimal digits without a sign or leading
+ * zeros, in 1 .. 2^53 ("01" and "+1" are not ids). Returns 0 or TD_EINVAL. */
 int http_parse_id(const char *s, int64_t *out /* OUT */);
 
 /* ---------------------------------------------------------------- server */
