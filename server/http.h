@@ -185,12 +185,18 @@ int http_parse_id(const char *s, int64_t *out /* OUT */);
 
 /* ---------------------------------------------------------------- server */
 
+/* The request line and headers of one request must fit in this many bytes
+ * (MHD_OPTION_CONNECTION_MEMORY_LIMIT); libmicrohttpd answers a larger head 414 or 431. */
+#define HTTP_HEAD_MAX (32u * 1024u)
+
 typedef struct http_config {
   const char *host;       /* address or name to bind (e.g. 127.0.0.1, ::1, 0.0.0.0) */
   unsigned port;          /* 0: an ephemeral port (see http_port) */
   unsigned threads;       /* polling threads (epoll thread pool), >= 1 */
   unsigned max_conns;     /* concurrent connections */
-  unsigned conn_timeout_s;/* idle connection timeout */
+  unsigned conn_timeout_s;/* idle connection timeout, and the most a request head may take
+                           * to arrive (from the connection's start or the previous
+                           * response; 0: neither) */
   size_t max_body;        /* request body limit in bytes (413 above it) */
   const char *token;      /* bearer token required for state changes; NULL: none */
   int token_for_read;     /* also require it for reads */

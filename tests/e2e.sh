@@ -15,8 +15,9 @@
 #   - SIGTERM during a job: exit 0, the job is back in the queue with its attempt unchanged,
 #     PRAGMA integrity_check is ok;
 #   - the other verbs: `tdlab run`, `tdlab kinds`, `tdlab migrate`;
-#   - sweeps and fits: tests/e2e_sweeps.sh (its own daemon).
-# Needs only bash, curl, coreutils, grep, sed, awk (sqlite3 optional).
+#   - sweeps and fits: tests/e2e_sweeps.sh (its own daemon);
+#   - raw-socket protocol edges: tests/protocol.sh (its own daemon; needs python3).
+# Needs bash, curl, coreutils, grep, sed, awk and python3 (sqlite3 optional).
 # Prints one line per check and a final "N passed, M failed"; exits non-zero on a failure.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -489,6 +490,15 @@ if "$ROOT/tests/e2e_sweeps.sh" "$TDLAB" | sed 's/^/  /'; then
   ok "sweeps and fits (tests/e2e_sweeps.sh)"
 else
   bad "sweeps and fits (tests/e2e_sweeps.sh)"
+fi
+
+# ---------------------------------------------------------------- raw-socket protocol edges
+
+# Its own daemon (--conn-timeout 2); malformed requests over a plain socket.
+if "$ROOT/tests/protocol.sh" "$TDLAB" | sed 's/^/  /'; then
+  ok "protocol edges (tests/protocol.sh)"
+else
+  bad "protocol edges (tests/protocol.sh)"
 fi
 
 finish
