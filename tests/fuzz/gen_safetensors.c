@@ -62,6 +62,38 @@ static void with_variants(const char *base, const unsigned char *b, size_t len) 
   free(c);
 }
 
+/* A copy of the file b with the first `from` in its header replaced by `to` (the header is
+ * re-padded with spaces to a multiple of 8 and its length rewritten). */
+static void edited(const char *name, const unsigned char *b, size_t len, const char *from,
+                   const char *to) {
+  uint64_t h = 0;
+  for (int i = 7; i >= 0; i--) h = (h << 8) | b[i];
+  char *hdr = malloc(h + 1);
+  memcpy(hdr, b + 8, h);
+  hdr[h] = 0;
+  char *at = strstr(hdr, from);
+  if (!at) {
+    fprintf(stderr, "%s: '%s' not in the header\n", name, from);
+    exit(1);
+  }
+  *at = 0;
+  size_t hl = strlen(hdr) + strlen(to) + strlen(at + strlen(from));
+  size_t hp = (hl + 7) / 8 * 8, dl = len - 8 - h;
+  unsigned char *c = malloc(8 + hp + dl + 1);
+  for (int i = 0; i < 8; i++) c[i] = (unsigned char)((uint64_t)hp >> (8 * i));
+  snprintf((char *)c + 8, hp + 1, "%s%s%s", hdr, to, at + strlen(from));
+  size_t used = strlen((char *)c + 8);
+  while (used > 0 && c[8 + used - 1] == ' ') used--; /* drop the old padding */
+  memset(c + 8 + used, ' ', hp - used);
+  if (dl) memcpy(c + 8 + hp, b + 8 + h, dl);
+  hp = (used + 7) / 8 * 8; /* re-pad the trimmed header */
+  for (int i = 0; i < 8; i++) c[i] = (unsigned char)((uint64_t)hp >> (8 * i));
+  if (dl) memmove(c + 8 + hp, b + 8 + h, dl);
+  put(name, c, 8 + hp + dl);
+  free(c);
+  free(hdr);
+}
+
 int main(int argc, char **argv) {
   if (argc != 2) {
     fprintf(stderr, "usage: gen_safetensors DIR\n");
@@ -80,6 +112,15 @@ int main(int argc, char **argv) {
     if (td_checkpoint_save(m, m->params, NULL, &b, &len, &e)) return fprintf(stderr, "%s\n", e.msg), 1;
     static const char *names[] = {"ckpt-mlp", "ckpt-layernorm", "ckpt-batchnorm"};
     with_variants(names[k], b, len);
+    if (k == 2) { /* torch's I64 counter (accepted, restarts at 0); a non-scalar one (refused) */
+      const char *nbt = "\"norms.0.num_batches_tracked\":{\"dtype\":\"F64\",\"shape\":[]";
+      edited("ckpt-batchnorm-nbt-i64.st", b, len, nbt,
+             "\"norms.0.num_batches_tracked\":{\"dtype\":\"I64\",\"shape\":[]");
+      edited("ckpt-batchnorm-nbt-shape1.st", b, len, nbt,
+             "\"norms.0.num_batches_tracked\":{\"dtype\":\"F64\",\"shape\":[1]");
+      edited("ckpt-batchnorm-f32-mean.st", b, len, "\"norms.0.running_mean\":{\"dtype\":\"F64\"",
+             "\"norms.0.running_mean\":{\"dtype\":\"I64\"");
+    }
     free(b);
     td_mlp_destroy(m);
   }
@@ -108,6 +149,8 @@ int main(int argc, char **argv) {
     size_t len;
     if (td_safetensors_write(t, 4, meta, &b, &len, &e)) return fprintf(stderr, "%s\n", e.msg), 1;
     with_variants("write-mixed", b, len);
+    edited("write-mixed-bf16.st", b, len, "\"m\":{\"dtype\":\"F64\",\"shape\":[2,3]",
+           "\"m\":{\"dtype\":\"BF16\",\"shape\":[4,3,2]");
     free(b);
     if (td_safetensors_write(NULL, 0, NULL, &b, &len, &e)) return 1;
     put("write-empty.st", b, len);
