@@ -203,8 +203,7 @@ static void check_load(const td_mlp *m, const uint8_t *data, size_t size) {
     FZ_ASSERT(!nb || memcmp(m->buffers, bkeep, nb * sizeof *bkeep) == 0,
               "buffers changed on error (%s)", e.msg);
   } else {
-    /* Every weight matrix equals the reader's view of its tensor (layer j's W sits at
-     * m->layers[L].w_off ... is layout detail: compare through a save + load instead). */
+    /* Save + load reproduces the params bitwise (the layout stays model.c's business). */
     unsigned char *buf = NULL;
     size_t len = 0;
     rc = td_checkpoint_save(m, p, NULL, &buf, &len, &e);
