@@ -8,6 +8,7 @@
 #include "api.h"
 #include "log.h"
 #include "store_cache.h"
+#include "sweeps.h"
 
 #define MAX_TAGS 32
 #define MAX_TAG_LEN 64
@@ -255,8 +256,14 @@ int api_jobs_list(http_req *req, http_resp *resp) {
                       "status must be a comma-separated list of queued, running, succeeded, "
                       "failed, diverged, cancelled, pruned");
   if ((v = http_query(req, "kind"))) {
-    if (!*v || strlen(v) > 64)
-      return http_error(resp, HTTP_E_INVALID_QUERY, "kind", "kind must be 1..64 characters");
+    if (!td_kinds_find(v)) {
+      char names[256] = "";
+      for (size_t i = 0, n = 0; i < td_kinds_count() && n < sizeof names; i++)
+        n += (size_t)snprintf(names + n, sizeof names - n, "%s%s", i ? ", " : "",
+                              td_kinds_at(i)->name);
+      return http_error(resp, HTTP_E_INVALID_QUERY, "kind", "unknown kind; the kinds are: %s",
+                        names);
+    }
     f.kind = v;
   }
   if ((v = http_query(req, "tag"))) {
@@ -265,7 +272,8 @@ int api_jobs_list(http_req *req, http_resp *resp) {
     f.tag = v;
   }
   if ((v = http_query(req, "sweep")) && http_parse_id(v, &f.sweep_id))
-    return http_error(resp, HTTP_E_INVALID_QUERY, "sweep", "sweep must be a positive id");
+    return http_error(resp, HTTP_E_INVALID_QUERY, "sweep",
+                      "sweep must be a sweep id (a positive integer without leading zeros)");
   long long ll;
   if ((v = http_query(req, "limit"))) {
     if (http_parse_ll(v, 1, 1000, &ll))
@@ -280,6 +288,12 @@ int api_jobs_list(http_req *req, http_resp *resp) {
   td_err e;
   td_err_clear(&e);
   if (http_store(req, &st, &e)) return http_error_td(resp, &e);
+  if (f.sweep_id) { /* an unknown sweep is an unknown value, like an unknown kind */
+    int rc = sweeps_exists(st, f.sweep_id, &e);
+    if (rc == TD_ENOTFOUND)
+      return http_error(resp, HTTP_E_INVALID_QUERY, "sweep", "no such sweep");
+    if (rc) return http_error_td(resp, &e);
+  }
   http_buf_str(&resp->body, "{\"jobs\":[");
   list_ctx l = {&resp->body, 0};
   int64_t next = 0;
@@ -293,7 +307,8 @@ int api_jobs_list(http_req *req, http_resp *resp) {
 /* The {id} of the route, or a 404 response. */
 static int job_id_of(http_req *req, http_resp *resp, int64_t *id) {
   if (req->n_seg < 1 || http_parse_id(req->seg[0], id)) {
-    http_error(resp, HTTP_E_NOT_FOUND, NULL, "no such job (ids are positive integers)");
+    http_error(resp, HTTP_E_NOT_FOUND, NULL,
+               "no such job (ids are positive integers without a sign or leading zeros)");
     return -1;
   }
   return 0;

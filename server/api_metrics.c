@@ -66,20 +66,52 @@ static void put_point(void *ctx, long step, double value) {
   http_buf_json_num(&s->values, value);
 }
 
-/* The job id of the route and its existence; 0 or a response status. */
-static int check_job(http_req *req, http_resp *resp, store **st, int64_t *id) {
+/* The job id of the route, its existence and *job_status (STORE_*); 0 or a response status. */
+static int check_job(http_req *req, http_resp *resp, store **st, int64_t *id, int *job_status) {
   td_err e;
   td_err_clear(&e);
-  int status;
   if (req->n_seg < 1 || http_parse_id(req->seg[0], id))
-    return http_error(resp, HTTP_E_NOT_FOUND, NULL, "no such job (ids are positive integers)");
-  if (http_store(req, st, &e) || store_job_status(*st, *id, &status, &e))
+    return http_error(resp, HTTP_E_NOT_FOUND, NULL,
+                      "no such job (ids are positive integers without a sign or leading zeros)");
+  if (http_store(req, st, &e) || store_job_status(*st, *id, job_status, &e))
     return http_error_td(resp, &e);
   return 0;
 }
 
+/* A key asked for in ?keys= that a finished job never reported: 400 naming it, with the keys
+ * the job has. While the job is queued or running an absent key may still come, so it is an
+ * empty series then. 0 or a response status. */
+static int check_keys_exist(http_resp *resp, store *st, int64_t id, int job_status,
+                            const keys_ctx *asked) {
+  if (job_status == STORE_QUEUED || job_status == STORE_RUNNING) return 0;
+  keys_ctx have = {0};
+  td_err e;
+  td_err_clear(&e);
+  if (store_metric_keys(st, id, collect_key, &have, &e)) {
+    keys_free(&have);
+    return http_error_td(resp, &e);
+  }
+  int status = have.failed ? http_error(resp, HTTP_E_UNAVAILABLE, NULL, "out of memory") : 0;
+  for (int i = 0; i < asked->n && !status; i++) {
+    int found = 0;
+    for (int j = 0; j < have.n && !found; j++) found = strcmp(asked->names[i], have.names[j]) == 0;
+    if (found) continue;
+    char list[300] = "";
+    size_t n = 0;
+    for (int j = 0; j < have.n && n < sizeof list; j++)
+      n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", j ? "," : "", have.names[j]);
+    if (n >= sizeof list) memcpy(list + sizeof list - 4, "...", 4);
+    status = http_error(resp, HTTP_E_INVALID_QUERY, "keys",
+                        "job %lld has no metric '%.128s'; its keys are: %s", (long long)id,
+                        asked->names[i], have.n ? list : "(none)");
+  }
+  keys_free(&have);
+  return status;
+}
+
 /* The keys to return: from ?keys=a,b or every key of the job. 0 or a response status. */
-static int pick_keys(http_req *req, http_resp *resp, store *st, int64_t id, keys_ctx *k) {
+static int pick_keys(http_req *req, http_resp *resp, store *st, int64_t id, int job_status,
+                     keys_ctx *k) {
   const char *v = http_query(req, "keys");
   if (v) {
     char buf[MAX_KEYS * 130];
@@ -101,6 +133,10 @@ static int pick_keys(http_req *req, http_resp *resp, store *st, int64_t id, keys
       collect_key(k, t);
     }
     if (!k->n) return http_error(resp, HTTP_E_INVALID_QUERY, "keys", "keys is empty");
+    if (!k->failed) {
+      int status = check_keys_exist(resp, st, id, job_status, k);
+      if (status) return status;
+    }
   } else {
     td_err e;
     td_err_clear(&e);
@@ -112,7 +148,8 @@ static int pick_keys(http_req *req, http_resp *resp, store *st, int64_t id, keys
 int api_metrics_get(http_req *req, http_resp *resp) {
   store *st;
   int64_t id;
-  int status = check_job(req, resp, &st, &id);
+  int job_status = -1;
+  int status = check_job(req, resp, &st, &id, &job_status);
   if (status) return status;
   long long max_points = 0, since = LLONG_MIN / 2;
   const char *v;
@@ -124,7 +161,7 @@ int api_metrics_get(http_req *req, http_resp *resp) {
     return http_error(resp, HTTP_E_INVALID_QUERY, "since_step",
                       "since_step must be an integer (points with step >= since_step are returned)");
   keys_ctx kc = {0}, *k = &kc;
-  if ((status = pick_keys(req, resp, st, id, k))) {
+  if ((status = pick_keys(req, resp, st, id, job_status, k))) {
     keys_free(k);
     return status;
   }
@@ -177,10 +214,11 @@ static void csv_point(void *ctx, long step, double value) {
 int api_metrics_csv(http_req *req, http_resp *resp) {
   store *st;
   int64_t id;
-  int status = check_job(req, resp, &st, &id);
+  int job_status = -1;
+  int status = check_job(req, resp, &st, &id, &job_status);
   if (status) return status;
   keys_ctx kc = {0}, *k = &kc;
-  if ((status = pick_keys(req, resp, st, id, k))) {
+  if ((status = pick_keys(req, resp, st, id, job_status, k))) {
     keys_free(k);
     return status;
   }

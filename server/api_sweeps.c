@@ -38,7 +38,8 @@ static json_t *parse_body(http_req *req, http_resp *resp) {
 /* The {id} of the route, or a 404 response. */
 static int sweep_id_of(http_req *req, http_resp *resp, int64_t *id) {
   if (req->n_seg < 1 || http_parse_id(req->seg[0], id)) {
-    http_error(resp, HTTP_E_NOT_FOUND, NULL, "no such sweep (ids are positive integers)");
+    http_error(resp, HTTP_E_NOT_FOUND, NULL,
+               "no such sweep (ids are positive integers without a sign or leading zeros)");
     return -1;
   }
   return 0;
@@ -111,7 +112,13 @@ int api_sweeps_get(http_req *req, http_resp *resp) {
   td_err_clear(&e);
   if (http_store(req, &st, &e)) return http_error_td(resp, &e);
   const char *ch = http_query(req, "children");
-  int with_children = !(ch && (strcmp(ch, "0") == 0 || strcmp(ch, "false") == 0));
+  int with_children = 1;
+  if (ch) {
+    if (strcmp(ch, "0") == 0 || strcmp(ch, "false") == 0) with_children = 0;
+    else if (strcmp(ch, "1") && strcmp(ch, "true"))
+      return http_error(resp, HTTP_E_INVALID_QUERY, "children",
+                        "children must be true, false, 1 or 0");
+  }
   if (sweeps_get_json(st, id, with_children, &resp->body, &e)) return http_error_td(resp, &e);
   resp->status = 200;
   return 200;

@@ -15,6 +15,7 @@
 #include <math.h>
 #include <microhttpd.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -337,9 +338,73 @@ int http_parse_ll(const char *s, long long min, long long max, long long *out) {
 
 int http_parse_id(const char *s, int64_t *out) {
   long long v;
-  if (!s || *s == '-' || http_parse_ll(s, 1, 9007199254740992LL, &v)) return TD_EINVAL;
+  /* Canonical form only: "01" or "+1" would be a second name for job 1. */
+  if (!s || *s == '-' || *s == '0' || http_parse_ll(s, 1, 9007199254740992LL, &v))
+    return TD_EINVAL;
   *out = v;
   return 0;
+}
+
+/* State of one http_query_check pass: the first problem found wins. */
+typedef struct qcheck {
+  const char *allowed;
+  unsigned seen;  /* bit i: the i-th allowed name was given */
+  int bad;        /* 0 ok, 1 unknown, 2 repeated, 3 without a value */
+  char key[65];
+} qcheck;
+
+/* Index of `key` in the comma-separated `list`, or -1. */
+static int list_index(const char *list, const char *key) {
+  size_t kl = strlen(key);
+  int i = 0;
+  for (const char *p = list; p && *p; i++) {
+    const char *end = strchr(p, ',');
+    size_t n = end ? (size_t)(end - p) : strlen(p);
+    if (n == kl && memcmp(p, key, n) == 0) return i;
+    if (!end) break;
+    p = end + 1;
+  }
+  return -1;
+}
+
+static int qcheck_one(qcheck *c, const char *key, const char *value) {
+  if (c->bad) return 0;
+  int i = list_index(c->allowed, key ? key : "");
+  c->bad = i < 0 ? 1 : i < 32 && (c->seen & (1u << i)) ? 2 : !value ? 3 : 0;
+  if (c->bad) {
+    snprintf(c->key, sizeof c->key, "%s", key ? key : "");
+    return 0;
+  }
+  if (i < 32) c->seen |= 1u << i;
+  return 1;
+}
+
+static enum MHD_Result qcheck_cb(void *cls, enum MHD_ValueKind kind, const char *key,
+                                 const char *value) {
+  (void)kind;
+  return qcheck_one(cls, key, value) ? MHD_YES : MHD_NO;
+}
+
+int http_query_check(const http_req *req, http_resp *resp, const char *allowed) {
+  qcheck c = {.allowed = allowed ? allowed : ""};
+  if (req->args) {
+    for (size_t i = 0; i < req->args->n && !c.bad; i++)
+      qcheck_one(&c, req->args->key[i], req->args->value[i]);
+  } else if (req->conn) {
+    MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, qcheck_cb, &c);
+  }
+  if (!c.bad) return 0;
+  char names[160];
+  snprintf(names, sizeof names, "%s", c.allowed[0] ? c.allowed : "none");
+  for (char *p = names; *p; p++) if (*p == ',') *p = '/';
+  if (c.bad == 1)
+    return http_error(resp, HTTP_E_INVALID_QUERY, c.key,
+                      "unknown query parameter '%s'; this resource takes: %s", c.key, names);
+  if (c.bad == 2)
+    return http_error(resp, HTTP_E_INVALID_QUERY, c.key,
+                      "the query parameter '%s' is given more than once", c.key);
+  return http_error(resp, HTTP_E_INVALID_QUERY, c.key,
+                    "the query parameter '%s' has no value (write %s=...)", c.key, c.key);
 }
 
 /* ---------------------------------------------------------------- routes */
@@ -352,30 +417,34 @@ typedef struct http_route {
   http_handler fn;
   const char *name; /* label in /metrics */
   unsigned flags;
+  const char *query; /* the query parameters it reads, comma-separated; NULL: none (any
+                      * other parameter is a 400, see http_query_check) */
 } http_route;
 
 /* The API. */
 static const http_route routes[] = {
-    {"GET", "/healthz", api_healthz, "healthz", 0},
-    {"GET", "/metrics", api_prometheus, "prometheus", 0},
-    {"GET", "/api/v1/kinds", api_kinds_list, "kinds_list", 0},
-    {"POST", "/api/v1/jobs", api_jobs_create, "jobs_create", ROUTE_JSON_BODY | ROUTE_MUTATES},
-    {"GET", "/api/v1/jobs", api_jobs_list, "jobs_list", 0},
-    {"GET", "/api/v1/jobs/{id}", api_jobs_get, "jobs_get", 0},
-    {"POST", "/api/v1/jobs/{id}/cancel", api_jobs_cancel, "jobs_cancel", ROUTE_MUTATES},
-    {"GET", "/api/v1/jobs/{id}/metrics", api_metrics_get, "metrics_get", 0},
-    {"GET", "/api/v1/jobs/{id}/metrics.csv", api_metrics_csv, "metrics_csv", 0},
-    {"GET", "/api/v1/jobs/{id}/artifacts", api_artifacts_list, "artifacts_list", 0},
-    {"GET", "/api/v1/jobs/{id}/artifacts/{name}", api_artifacts_get, "artifacts_get", 0},
-    {"POST", "/api/v1/checkpoints", api_checkpoints_create, "checkpoints_create", ROUTE_MUTATES},
-    {"GET", "/api/v1/checkpoints/{id}", api_checkpoints_get, "checkpoints_get", 0},
-    {"GET", "/api/v1/checkpoints/{id}/file", api_checkpoints_file, "checkpoints_file", 0},
-    {"POST", "/api/v1/sweeps", api_sweeps_create, "sweeps_create", ROUTE_JSON_BODY | ROUTE_MUTATES},
-    {"GET", "/api/v1/sweeps", api_sweeps_list, "sweeps_list", 0},
-    {"GET", "/api/v1/sweeps/{id}", api_sweeps_get, "sweeps_get", 0},
-    {"POST", "/api/v1/sweeps/{id}/cancel", api_sweeps_cancel, "sweeps_cancel", ROUTE_MUTATES},
+    {"GET", "/healthz", api_healthz, "healthz", 0, NULL},
+    {"GET", "/metrics", api_prometheus, "prometheus", 0, NULL},
+    {"GET", "/api/v1/kinds", api_kinds_list, "kinds_list", 0, NULL},
+    {"POST", "/api/v1/jobs", api_jobs_create, "jobs_create", ROUTE_JSON_BODY | ROUTE_MUTATES, NULL},
+    {"GET", "/api/v1/jobs", api_jobs_list, "jobs_list", 0,
+     "status,kind,tag,sweep,limit,cursor"},
+    {"GET", "/api/v1/jobs/{id}", api_jobs_get, "jobs_get", 0, NULL},
+    {"POST", "/api/v1/jobs/{id}/cancel", api_jobs_cancel, "jobs_cancel", ROUTE_MUTATES, NULL},
+    {"GET", "/api/v1/jobs/{id}/metrics", api_metrics_get, "metrics_get", 0,
+     "keys,max_points,since_step"},
+    {"GET", "/api/v1/jobs/{id}/metrics.csv", api_metrics_csv, "metrics_csv", 0, "keys"},
+    {"GET", "/api/v1/jobs/{id}/artifacts", api_artifacts_list, "artifacts_list", 0, NULL},
+    {"GET", "/api/v1/jobs/{id}/artifacts/{name}", api_artifacts_get, "artifacts_get", 0, NULL},
+    {"POST", "/api/v1/checkpoints", api_checkpoints_create, "checkpoints_create", ROUTE_MUTATES, NULL},
+    {"GET", "/api/v1/checkpoints/{id}", api_checkpoints_get, "checkpoints_get", 0, NULL},
+    {"GET", "/api/v1/checkpoints/{id}/file", api_checkpoints_file, "checkpoints_file", 0, NULL},
+    {"POST", "/api/v1/sweeps", api_sweeps_create, "sweeps_create", ROUTE_JSON_BODY | ROUTE_MUTATES, NULL},
+    {"GET", "/api/v1/sweeps", api_sweeps_list, "sweeps_list", 0, "limit,cursor"},
+    {"GET", "/api/v1/sweeps/{id}", api_sweeps_get, "sweeps_get", 0, "children"},
+    {"POST", "/api/v1/sweeps/{id}/cancel", api_sweeps_cancel, "sweeps_cancel", ROUTE_MUTATES, NULL},
     /* A fit changes nothing, but it costs CPU: with a token it needs the token like a write. */
-    {"POST", "/api/v1/fits", api_fits_create, "fits_create", ROUTE_JSON_BODY | ROUTE_MUTATES},
+    {"POST", "/api/v1/fits", api_fits_create, "fits_create", ROUTE_JSON_BODY | ROUTE_MUTATES, NULL},
 };
 #define N_ROUTES ((int)(sizeof routes / sizeof routes[0]))
 #define ROUTE_STATIC N_ROUTES
@@ -389,6 +458,13 @@ static const double latency_le[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                     0.05,   0.1,   0.25,   0.5,   1.0,  2.5};
 #define N_LAT ((int)(sizeof latency_le / sizeof latency_le[0]) + 1)
 
+/* One open connection, from MHD's STARTED to its CLOSED notification (see conn_notify). */
+typedef struct conn_slot {
+  struct conn_slot *prev, *next;
+  int fd;
+  atomic_llong head_since_ns; /* > 0: waiting for a request head since then; 0: not */
+} conn_slot;
+
 struct http_server {
   struct MHD_Daemon *d;
   http_config cfg;
@@ -399,10 +475,20 @@ struct http_server {
   atomic_ullong requests[N_ROUTE_SLOTS][N_STATUS_SLOTS];
   atomic_ullong latency[N_ROUTE_SLOTS][N_LAT];
   atomic_ullong latency_us_sum[N_ROUTE_SLOTS];
+  /* The head reaper (see head_reaper): open connections and a thread that closes those whose
+   * request head is overdue. */
+  pthread_mutex_t conn_mu;
+  pthread_cond_t conn_cv;
+  conn_slot conns;     /* list sentinel */
+  int reaper_started, reaper_stop;
+  pthread_t reaper;
 };
 
 /* Per-request state, kept by MHD in *con_cls from the first call to the completion. */
 typedef struct req_ctx {
+  int started;          /* the access handler has seen this request */
+  int raw_uri_bad;      /* the request target holds a space, control or non-ASCII byte */
+  int answered;         /* a response is queued already (on the first call) */
   long long t0_ns;
   char *body;
   size_t len, cap;
@@ -525,6 +611,7 @@ static int dispatch(http_server *srv, struct MHD_Connection *conn, const char *u
     return http_error(resp, HTTP_E_UNAUTHORIZED, NULL,
                       "this request needs the header 'Authorization: Bearer <token>'");
   }
+  if (found && http_query_check(&req, resp, found->query)) return resp->status;
   if (!found) { /* the dashboard */
     rc->route = ROUTE_STATIC;
     if (!is_get) {
@@ -594,32 +681,191 @@ static void resp_init(http_resp *r) {
   r->n_hdr = 0;
 }
 
+/* ---------------------------------------------------------------- request heads */
+
+/* RFC 7230 tchar: the characters of a header name. */
+static int is_tchar(unsigned char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+         (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+typedef struct head_scan {
+  int n_clen, n_te, n_host, bad_name;
+  char name[40];
+} head_scan;
+
+static enum MHD_Result head_scan_cb(void *cls, enum MHD_ValueKind kind, const char *key,
+                                    const char *value) {
+  (void)kind;
+  (void)value;
+  head_scan *h = cls;
+  if (!key) return MHD_YES;
+  if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) h->n_clen++;
+  else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) h->n_te++;
+  else if (strcasecmp(key, MHD_HTTP_HEADER_HOST) == 0) h->n_host++;
+  const unsigned char *k = (const unsigned char *)key;
+  int ok = *k != '\0';
+  for (; *k && ok; k++) ok = is_tchar(*k);
+  if (!ok && !h->bad_name) {
+    h->bad_name = 1;
+    copy_for_log(h->name, sizeof h->name, key);
+  }
+  return MHD_YES;
+}
+
+/* What libmicrohttpd 0.9.75 accepts but a request must not carry (RFC 7230 3.2, 3.3.2,
+ * 3.3.3, 5.4): a request target with a space, control or non-ASCII byte; a header name that
+ * is not a token; Content-Length twice (even with equal values) or together with
+ * Transfer-Encoding (the framing would be ambiguous: request smuggling); an HTTP/1.1 request
+ * without exactly one Host. Returns 0, or a 400 in resp (the connection is then closed). */
+static int head_check(struct MHD_Connection *conn, const char *version, const req_ctx *rc,
+                      http_resp *resp) {
+  head_scan h = {0};
+  MHD_get_connection_values(conn, MHD_HEADER_KIND, head_scan_cb, &h);
+  int status = 0;
+  if (rc->raw_uri_bad)
+    status = http_error(resp, HTTP_E_INVALID_REQUEST, NULL,
+                        "the request target holds a space, control or non-ASCII byte; "
+                        "percent-encode it");
+  else if (h.bad_name)
+    status = http_error(resp, HTTP_E_INVALID_REQUEST, NULL,
+                        "the header name '%s' is not a token (RFC 7230 3.2)", h.name);
+  else if (h.n_clen > 1)
+    status = http_error(resp, HTTP_E_INVALID_REQUEST, NULL,
+                        "Content-Length is given %d times; send it once", h.n_clen);
+  else if (h.n_clen && h.n_te)
+    status = http_error(resp, HTTP_E_INVALID_REQUEST, NULL,
+                        "Content-Length and Transfer-Encoding together; send one of them");
+  else if (h.n_te > 1)
+    status = http_error(resp, HTTP_E_INVALID_REQUEST, NULL,
+                        "Transfer-Encoding is given %d times", h.n_te);
+  else if (version && strcmp(version, MHD_HTTP_VERSION_1_1) == 0 && h.n_host == 0)
+    status = http_error(resp, HTTP_E_INVALID_REQUEST, NULL, "HTTP/1.1 needs a Host header");
+  else if (h.n_host > 1)
+    status = http_error(resp, HTTP_E_INVALID_REQUEST, NULL,
+                        "Host is given %d times; send it once", h.n_host);
+  if (status) http_resp_header(resp, "Connection", "close");
+  return status;
+}
+
+/* MHD_OPTION_URI_LOG_CALLBACK: called with the raw request target as soon as the request
+ * line is read; its result becomes the request's *con_cls. */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn) {
+  (void)cls;
+  (void)conn;
+  req_ctx *rc = calloc(1, sizeof *rc);
+  if (!rc) return NULL;
+  rc->t0_ns = mono_ns();
+  rc->route = ROUTE_OTHER;
+  for (const unsigned char *p = (const unsigned char *)uri; p && *p; p++)
+    if (*p <= 0x20 || *p >= 0x7f) rc->raw_uri_bad = 1;
+  return rc;
+}
+
+static conn_slot *slot_of(struct MHD_Connection *conn) {
+  const union MHD_ConnectionInfo *ci =
+      MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+  return ci ? ci->socket_context : NULL;
+}
+
+/* MHD_OPTION_NOTIFY_CONNECTION: keep the list of open connections for head_reaper. MHD calls
+ * CLOSED before it closes the socket, and the slot leaves the list under conn_mu, so the
+ * reaper never shuts down a descriptor that has been reused. */
+static void conn_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
+                        enum MHD_ConnectionNotificationCode code) {
+  http_server *srv = cls;
+  if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    conn_slot *c = calloc(1, sizeof *c);
+    if (!c || !ci) {
+      free(c);
+      return;
+    }
+    c->fd = ci->connect_fd;
+    atomic_store(&c->head_since_ns, mono_ns());
+    pthread_mutex_lock(&srv->conn_mu);
+    c->next = srv->conns.next;
+    c->prev = &srv->conns;
+    c->next->prev = c;
+    srv->conns.next = c;
+    pthread_mutex_unlock(&srv->conn_mu);
+    *socket_context = c;
+  } else if (code == MHD_CONNECTION_NOTIFY_CLOSED && *socket_context) {
+    conn_slot *c = *socket_context;
+    pthread_mutex_lock(&srv->conn_mu);
+    c->prev->next = c->next;
+    c->next->prev = c->prev;
+    pthread_mutex_unlock(&srv->conn_mu);
+    free(c);
+    *socket_context = NULL;
+  }
+}
+
+/* The head reaper. libmicrohttpd's connection timeout is an idle timeout: a client that sends
+ * one byte of its request head every few seconds (slowloris) would hold a connection for
+ * ever. Once a second this thread shuts down (shutdown(2); MHD then closes it) every
+ * connection that has waited more than conn_timeout_s for a complete request head, counted
+ * from the connection's start or from the end of its previous response. */
+static void *head_reaper(void *arg) {
+  http_server *srv = arg;
+  long long limit = (long long)srv->cfg.conn_timeout_s * 1000000000LL;
+  pthread_mutex_lock(&srv->conn_mu);
+  while (!srv->reaper_stop) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += 1;
+    pthread_cond_timedwait(&srv->conn_cv, &srv->conn_mu, &ts);
+    long long now = mono_ns();
+    for (conn_slot *c = srv->conns.next; c != &srv->conns; c = c->next) {
+      long long since = atomic_load(&c->head_since_ns);
+      if (since > 0 && now - since > limit) {
+        atomic_store(&c->head_since_ns, 0);
+        shutdown(c->fd, SHUT_RDWR);
+        log_emit(LOG_INFO, "slow_request_head", "fd=%d waited_s=%.1f", c->fd, (now - since) / 1e9);
+      }
+    }
+  }
+  pthread_mutex_unlock(&srv->conn_mu);
+  return NULL;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version,
                                   const char *upload_data, size_t *upload_data_size,
                                   void **con_cls) {
-  (void)version;
   http_server *srv = cls;
   req_ctx *rc = *con_cls;
   http_resp resp;
-  if (!rc) {
-    rc = calloc(1, sizeof *rc);
-    if (!rc) return MHD_NO;
-    *con_cls = rc;
-    rc->t0_ns = mono_ns();
-    rc->route = ROUTE_OTHER;
+  if (!rc || !rc->started) {
+    if (!rc) {
+      rc = calloc(1, sizeof *rc);
+      if (!rc) return MHD_NO;
+      *con_cls = rc;
+      rc->t0_ns = mono_ns();
+      rc->route = ROUTE_OTHER;
+    }
+    rc->started = 1;
+    conn_slot *slot = slot_of(conn);
+    if (slot) atomic_store(&slot->head_since_ns, 0); /* the head is complete */
     copy_for_log(rc->method, sizeof rc->method, method);
     copy_for_log(rc->path, sizeof rc->path, url);
     rc->limit = srv->cfg.max_upload > 0 && !strcmp(method, "POST") &&
                         !strcmp(url, "/api/v1/checkpoints")
                     ? srv->cfg.max_upload
                     : srv->cfg.max_body;
+    resp_init(&resp);
+    if (head_check(conn, version, rc, &resp)) {
+      rc->too_large = rc->answered = 1; /* a body, if any, is discarded; then close */
+      return send_resp(conn, rc, &resp);
+    }
+    http_buf_free(&resp.body);
     const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
                                                  MHD_HTTP_HEADER_CONTENT_LENGTH);
     long long clen = 0;
     if (cl && http_parse_ll(cl, 0, LLONG_MAX, &clen) == 0 && (size_t)clen > rc->limit) {
       resp_init(&resp);
-      rc->too_large = 1; /* answer now; MHD discards the body and closes the connection */
+      rc->too_large = rc->answered = 1; /* answer now; MHD discards the body and closes */
       http_error(&resp, HTTP_E_PAYLOAD_TOO_LARGE, NULL, "the body is %lld bytes; the limit is %zu",
                  clen, rc->limit);
       return send_resp(conn, rc, &resp);
@@ -651,6 +897,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     rc->len += n;
     return MHD_YES;
   }
+  if (rc->answered) return MHD_YES;
   resp_init(&resp);
   if (rc->too_large)
     http_error(&resp, HTTP_E_PAYLOAD_TOO_LARGE, NULL, "the body is larger than %zu bytes",
@@ -685,8 +932,9 @@ static char *put_u64(char *p, unsigned long long v) {
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
-  (void)conn;
   http_server *srv = cls;
+  conn_slot *slot = slot_of(conn);
+  if (slot) atomic_store(&slot->head_since_ns, mono_ns()); /* the next head may start */
   req_ctx *rc = *con_cls;
   if (!rc) return;
   *con_cls = NULL;
@@ -838,14 +1086,25 @@ int http_start(const http_config *cfg, void *app, http_server **out, td_err *err
     s->token = strdup(cfg->token);
     s->token_len = s->token ? strlen(s->token) : 0;
   }
+  pthread_mutex_init(&s->conn_mu, NULL);
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&s->conn_cv, &ca);
+  pthread_condattr_destroy(&ca);
+  s->conns.next = s->conns.prev = &s->conns;
   unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC |
                    MHD_USE_ERROR_LOG;
   if (ai->ai_family == AF_INET6) flags |= MHD_USE_IPv6;
-  struct MHD_OptionItem opts[12];
+  struct MHD_OptionItem opts[16];
   int k = 0;
   opts[k++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, ai->ai_addr};
   opts[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, cfg->max_conns ? cfg->max_conns : 1024, NULL};
   opts[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT, cfg->conn_timeout_s, NULL};
+  /* The request line and headers must fit in this per-connection pool; above it MHD answers
+   * 414/431 itself (an HTML body: see README "Protocol errors"). 32 KiB is MHD's default,
+   * spelled out because it bounds the memory of a connection. */
+  opts[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_MEMORY_LIMIT, HTTP_HEAD_MAX, NULL};
   /* No MHD_OPTION_LISTENING_ADDRESS_REUSE: it sets SO_REUSEPORT, which would let a second
    * daemon share this port and split requests between two databases. MHD still sets
    * SO_REUSEADDR, so a restart can bind at once. */
@@ -854,12 +1113,16 @@ int http_start(const http_config *cfg, void *app, http_server **out, td_err *err
   opts[k++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
   s->d = MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL, on_request, s,
                           MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                          MHD_OPTION_NOTIFY_CONNECTION, conn_notify, s,
+                          MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
                           MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
                           MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
                           MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
   freeaddrinfo(ai);
   if (!s->d) {
     int e = errno;
+    pthread_cond_destroy(&s->conn_cv);
+    pthread_mutex_destroy(&s->conn_mu);
     free(s->token);
     free(s);
     return td_err_set(err, TD_EIO, "port", "cannot listen on %s:%u (%s)", cfg->host, cfg->port,
@@ -867,6 +1130,8 @@ int http_start(const http_config *cfg, void *app, http_server **out, td_err *err
   }
   const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
   s->port = info ? info->port : cfg->port;
+  if (cfg->conn_timeout_s > 0)
+    s->reaper_started = pthread_create(&s->reaper, NULL, head_reaper, s) == 0;
   *out = s;
   return 0;
 }
@@ -879,7 +1144,16 @@ void http_quiesce(http_server *s) {
 
 void http_stop(http_server *s) {
   if (!s) return;
+  if (s->reaper_started) {
+    pthread_mutex_lock(&s->conn_mu);
+    s->reaper_stop = 1;
+    pthread_cond_signal(&s->conn_cv);
+    pthread_mutex_unlock(&s->conn_mu);
+    pthread_join(s->reaper, NULL);
+  }
   if (s->d) MHD_stop_daemon(s->d);
+  pthread_cond_destroy(&s->conn_cv);
+  pthread_mutex_destroy(&s->conn_mu);
   free(s->token);
   free(s);
 }

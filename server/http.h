@@ -165,6 +165,13 @@ void http_resp_header(http_resp *resp, const char *name, const char *fmt, ...)
 const char *http_query(const http_req *req, const char *name);
 const char *http_header(const http_req *req, const char *name);
 
+/* http_query_check: 0 when every query parameter of the request is one of `allowed` (names,
+ * comma-separated; NULL or "" allows none), appears once and has a value; else sets resp to
+ * a 400 invalid_query error whose field is the offending parameter and returns 400. Reads
+ * req->args when set, else the connection. dispatch runs it with the route's list before the
+ * handler, so a typo such as ?stauts= is refused instead of silently ignored. */
+int http_query_check(const http_req *req, http_resp *resp, const char *allowed);
+
 /* http_store: the request's database connection, borrowed from the pool on first use.
  * Errors: TD_EIO. */
 int http_store(http_req *req, store **out /* OUT */, td_err *err);
@@ -172,17 +179,24 @@ int http_store(http_req *req, store **out /* OUT */, td_err *err);
 /* http_parse_ll: strict decimal integer ("-"? digits, nothing else) within [min, max].
  * Returns 0 or TD_EINVAL. */
 int http_parse_ll(const char *s, long long min, long long max, long long *out /* OUT */);
-/* http_parse_id: a job/sweep id: decimal in 1 .. 2^53. Returns 0 or TD_EINVAL. */
+/* http_parse_id: a job/sweep id in canonical form: decimal digits without a sign or leading
+ * zeros, in 1 .. 2^53 ("01" and "+1" are not ids). Returns 0 or TD_EINVAL. */
 int http_parse_id(const char *s, int64_t *out /* OUT */);
 
 /* ---------------------------------------------------------------- server */
+
+/* The request line and headers of one request must fit in this many bytes
+ * (MHD_OPTION_CONNECTION_MEMORY_LIMIT); libmicrohttpd answers a larger head 414 or 431. */
+#define HTTP_HEAD_MAX (32u * 1024u)
 
 typedef struct http_config {
   const char *host;       /* address or name to bind (e.g. 127.0.0.1, ::1, 0.0.0.0) */
   unsigned port;          /* 0: an ephemeral port (see http_port) */
   unsigned threads;       /* polling threads (epoll thread pool), >= 1 */
   unsigned max_conns;     /* concurrent connections */
-  unsigned conn_timeout_s;/* idle connection timeout */
+  unsigned conn_timeout_s;/* idle connection timeout, and the most a request head may take
+                           * to arrive (from the connection's start or the previous
+                           * response; 0: neither) */
   size_t max_body;        /* request body limit in bytes (413 above it) */
   size_t max_upload;      /* body limit of POST /api/v1/checkpoints (0: max_body) */
   const char *token;      /* bearer token required for state changes; NULL: none */

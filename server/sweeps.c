@@ -111,6 +111,18 @@ static void row_free(sweep_row *r) {
   memset(r, 0, sizeof *r);
 }
 
+int sweeps_exists(store *s, int64_t id, td_err *err) {
+  sqlite3 *db = store__db(s);
+  sqlite3_stmt *q;
+  if (prep(db, "SELECT 1 FROM sweeps WHERE id=?1", &q, err)) return TD_EIO;
+  sqlite3_bind_int64(q, 1, id);
+  int src = sqlite3_step(q), rc = 0;
+  if (src == SQLITE_DONE) rc = td_err_set(err, TD_ENOTFOUND, "sweep", "no such sweep");
+  else if (src != SQLITE_ROW) rc = sql_fail(db, err, "step");
+  sqlite3_finalize(q);
+  return rc;
+}
+
 static int read_row(sqlite3 *db, int64_t id, sweep_row *r, td_err *err) {
   memset(r, 0, sizeof *r);
   sqlite3_stmt *q;

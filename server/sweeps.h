@@ -46,6 +46,10 @@ int sweeps_create(store *s, const json_t *spec, const td_limits *lim, long max_q
                   int64_t *id /* OUT */, size_t *n_children /* OUT */, int *queue_full /* OUT */,
                   td_err *err);
 
+/* sweeps_exists: 0 when sweep `id` exists (a read without side effects, unlike
+ * sweeps_get_json). Errors: TD_ENOTFOUND (field "sweep"), TD_EIO. */
+int sweeps_exists(store *s, int64_t id, td_err *err);
+
 /* sweeps_get_json: append the JSON object of sweep `id` to `b`:
  *   {"id", "name", "kind", "mode", "status", "created_at", "finished_at", "n_children",
  *    "max_concurrency", "cancel_requested", "axes" (the spec's axes), "early_stopping",

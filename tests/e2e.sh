@@ -16,8 +16,9 @@
 #     PRAGMA integrity_check is ok;
 #   - the other verbs: `tdlab run`, `tdlab kinds`, `tdlab migrate`;
 #   - sweeps and fits: tests/e2e_sweeps.sh (its own daemon);
-#   - checkpoints, init_from/fork, tdlab run --artifacts: tests/e2e_checkpoints.sh (its own).
-# Needs only bash, curl, coreutils, grep, sed, awk (sqlite3 optional).
+#   - checkpoints, init_from/fork, tdlab run --artifacts: tests/e2e_checkpoints.sh (its own);
+#   - raw-socket protocol edges: tests/protocol.sh (its own daemon; needs python3).
+# Needs bash, curl, coreutils, grep, sed, awk and python3 (sqlite3 optional).
 # Prints one line per check and a final "N passed, M failed"; exits non-zero on a failure.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -143,6 +144,17 @@ expect_error() {
     ok "bad request: $name -> $CODE $(jstr code "$TMP/body")"
   else
     bad "bad request: $name: got $CODE, wanted $want with a JSON error: $(head -c 300 "$TMP/body")"
+  fi
+}
+# expect_field NAME STATUS FIELD METHOD PATH [curl args...]: expect_error whose error.field is FIELD.
+expect_field() {
+  local name="$1" want="$2" field="$3" method="$4" path="$5"
+  shift 5
+  req "$method" "$path" "$@"
+  if [ "$CODE" = "$want" ] && is_json_error && grep -q "\"field\":\"$field\"}}\$" "$TMP/body"; then
+    ok "bad query: $name -> $CODE $(jstr code "$TMP/body") field=$field"
+  else
+    bad "bad query: $name: got $CODE, wanted $want with field '$field': $(head -c 300 "$TMP/body")"
   fi
 }
 bad_job() { # bad_job NAME JSON [STATUS=400]
@@ -314,6 +326,37 @@ expect_error "list limit=0" 400 GET "/api/v1/jobs?limit=0"
 expect_error "list limit=100000" 400 GET "/api/v1/jobs?limit=100000"
 expect_error "list status=bogus" 400 GET "/api/v1/jobs?status=bogus"
 expect_error "list cursor=xyz" 400 GET "/api/v1/jobs?cursor=xyz"
+# Query consistency: unknown values and unknown parameters are 400s naming them; an id has
+# one spelling (no leading zeros, no sign); a key a finished job never reported is a 400.
+expect_field "list kind=bogus (unknown value)" 400 kind GET "/api/v1/jobs?kind=bogus"
+expect_field "list with an unknown parameter" 400 bogus GET "/api/v1/jobs?bogus=1"
+expect_field "list with a misspelt parameter stauts=" 400 stauts GET "/api/v1/jobs?stauts=queued"
+expect_field "list status given twice" 400 status GET "/api/v1/jobs?status=queued&status=running"
+expect_field "list status without a value" 400 status GET "/api/v1/jobs?status"
+expect_field "list sweep that does not exist" 400 sweep GET "/api/v1/jobs?sweep=999999"
+expect_field "list sweep=01 (leading zero)" 400 sweep GET "/api/v1/jobs?sweep=01"
+expect_field "list cursor=+5 (a sign)" 400 cursor GET "/api/v1/jobs?cursor=%2B5"
+expect_field "metrics keys=nope on a finished job" 400 keys GET "/api/v1/jobs/$ID/metrics?keys=nope"
+expect_field "metrics keys=train_loss,nope" 400 keys GET "/api/v1/jobs/$ID/metrics?keys=train_loss,nope"
+expect_field "metrics.csv keys=nope" 400 keys GET "/api/v1/jobs/$ID/metrics.csv?keys=nope"
+expect_field "metrics with an unknown parameter" 400 max_point GET "/api/v1/jobs/$ID/metrics?max_point=10"
+expect_field "metrics.csv with max_points (not a csv parameter)" 400 max_points GET "/api/v1/jobs/$ID/metrics.csv?max_points=10"
+expect_field "job record with a query parameter" 400 x GET "/api/v1/jobs/$ID?x=1"
+expect_field "sweeps list with an unknown parameter" 400 status GET "/api/v1/sweeps?status=running"
+expect_field "healthz with a query parameter" 400 verbose GET "/healthz?verbose=1"
+expect_field "POST jobs with a query parameter" 400 dry_run POST "/api/v1/jobs?dry_run=1" -H 'Content-Type: application/json' --data-binary "$SMALL"
+expect_error "job id 0$ID (leading zero) is not job $ID" 404 GET "/api/v1/jobs/0$ID"
+expect_error "job id +$ID (a sign) is not job $ID" 404 GET "/api/v1/jobs/+$ID"
+expect_error "metrics of job 0$ID" 404 GET "/api/v1/jobs/0$ID/metrics"
+expect_error "cancel job 0$ID" 404 POST "/api/v1/jobs/0$ID/cancel"
+req GET "/api/v1/jobs?kind=linreg&status=succeeded"
+check "a known kind filters (kind=linreg holds job $LIN, not job $ID)" \
+  bash -c "[ '$CODE' = 200 ] && grep -q '^{\"jobs\":\[{\"id\":$LIN,' '$TMP/body' && ! grep -q '\"id\":$ID,' '$TMP/body'"
+req GET "/api/v1/jobs?tag=no-job-has-this-tag"
+check "a tag no job carries is an empty page (tags are open-ended)" \
+  bash -c "[ '$CODE' = 200 ] && grep -q '^{\"jobs\":\[\],' '$TMP/body'"
+req GET "/job.html?id=$ID&x=1"
+check "dashboard pages still take query parameters (job.html?id=...)" bash -c "[ '$CODE' = 200 ]"
 expect_error "cancel an unknown job" 404 POST /api/v1/jobs/999999/cancel
 expect_error "cancel a finished job" 409 POST "/api/v1/jobs/$ID/cancel"
 expect_error "unknown artifact" 404 GET "/api/v1/jobs/$ID/artifacts/nope.json"
@@ -457,6 +500,15 @@ if "$ROOT/tests/e2e_checkpoints.sh" "$TDLAB" | sed 's/^/  /'; then
   ok "checkpoints (tests/e2e_checkpoints.sh)"
 else
   bad "checkpoints (tests/e2e_checkpoints.sh)"
+fi
+
+# ---------------------------------------------------------------- raw-socket protocol edges
+
+# Its own daemon (--conn-timeout 2); malformed requests over a plain socket.
+if "$ROOT/tests/protocol.sh" "$TDLAB" | sed 's/^/  /'; then
+  ok "protocol edges (tests/protocol.sh)"
+else
+  bad "protocol edges (tests/protocol.sh)"
 fi
 
 finish

@@ -40,6 +40,54 @@ static void test_parse_ll(void **state) {
   assert_int_equal(http_parse_id("0", &id), TD_EINVAL);
   assert_int_equal(http_parse_id("-3", &id), TD_EINVAL);
   assert_int_equal(http_parse_id("9007199254740993", &id), TD_EINVAL);
+  /* One spelling per id: a leading zero or a sign would make "01" a second name of job 1. */
+  const char *noncanon[] = {"01", "007", "+1", "00", " 1"};
+  for (size_t i = 0; i < sizeof noncanon / sizeof noncanon[0]; i++)
+    assert_int_equal(http_parse_id(noncanon[i], &id), TD_EINVAL);
+  assert_int_equal(http_parse_id("10", &id), 0);
+  assert_int_equal(id, 10);
+}
+
+/* http_query_check: a parameter the route does not list, a repeated one, and one without a
+ * value are 400 invalid_query naming it; listed parameters pass; NULL allows none. */
+static void test_query_check(void **state) {
+  (void)state;
+  static const struct {
+    const char *qs, *allowed;
+    int status;
+    const char *field;
+  } cases[] = {
+      {"status=queued&limit=5", "status,kind,limit", 0, NULL},
+      {"", NULL, 0, NULL},
+      {"x=1", NULL, 400, "x"},
+      {"status=queued&stauts=running", "status,kind", 400, "stauts"},
+      {"kind=a&kind=b", "status,kind", 400, "kind"},
+      {"limit", "limit", 400, "limit"},
+      {"=v", "limit", 400, ""},
+      {"kin=train", "kind", 400, "kin"},
+      {"kindx=1", "kind", 400, "kindx"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    http_query_args q;
+    assert_int_equal(http_query_parse(cases[i].qs, strlen(cases[i].qs), &q), 0);
+    http_req req = {.args = &q};
+    http_resp resp = {.status = 200, .fd = -1};
+    http_buf_init(&resp.body);
+    int st = http_query_check(&req, &resp, cases[i].allowed);
+    assert_int_equal(st, cases[i].status);
+    if (st) {
+      json_t *j = json_loads(resp.body.data, 0, NULL);
+      assert_non_null(j);
+      json_t *err = json_object_get(j, "error");
+      assert_string_equal(json_string_value(json_object_get(err, "code")), "invalid_query");
+      json_t *f = json_object_get(err, "field");
+      if (cases[i].field[0]) assert_string_equal(json_string_value(f), cases[i].field);
+      else assert_true(json_is_null(f));
+      json_decref(j);
+    }
+    http_buf_free(&resp.body);
+    http_query_args_deinit(&q);
+  }
 }
 
 static char *enc_str(const char *s) {
@@ -224,6 +272,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_parse_ll),
       cmocka_unit_test(test_query_parse),
+      cmocka_unit_test(test_query_check),
       cmocka_unit_test(test_json_strings),
       cmocka_unit_test(test_json_numbers),
       cmocka_unit_test(test_error_table),

@@ -7,6 +7,8 @@
  * http_req.args against a small database (job 1 with a few metric series, NaN and Inf
  * included). Input: the raw bytes after '?'.
  * Checks, besides the sanitizers:
+ *   - http_query_check (the dispatcher's check of parameter names) accepts exactly the
+ *     inputs whose keys are all listed, given once and with a value; otherwise a 400 envelope;
  *   - http_parse_ll agrees with a strict reference (optional '-', digits, strtoll range);
  *   - every handler answers 200 or 400 with a JSON body (an error body on 400), and each
  *     metric series has as many steps as values and at most max_points points. */
@@ -128,6 +130,31 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   long long mp = 0;
   const char *v = http_query_args_get(&q, "max_points");
   if (v && http_parse_ll(v, 2, LLONG_MAX, &mp)) mp = 0;
+  /* The dispatcher's parameter check (http_query_check) with the routes' lists: 0 or a 400
+   * envelope, and 0 exactly when every key is listed, given once and has a value. */
+  static const char *const lists[] = {"status,kind,tag,sweep,limit,cursor",
+                                      "keys,max_points,since_step", "limit,cursor", NULL};
+  for (size_t l = 0; l < sizeof lists / sizeof lists[0]; l++) {
+    http_req req = {.args = &q};
+    http_resp resp;
+    fz_resp_init(&resp);
+    int st = http_query_check(&req, &resp, lists[l]);
+    int want_ok = 1;
+    for (size_t i = 0; i < q.n && want_ok; i++) {
+      int listed = 0;
+      for (const char *p = lists[l]; p && *p;) {
+        size_t n = strcspn(p, ","), kl = strlen(q.key[i]);
+        listed |= n == kl && memcmp(p, q.key[i], n) == 0;
+        p += n + (p[n] == ',');
+      }
+      for (size_t j = 0; j < i; j++) listed &= strcmp(q.key[i], q.key[j]) != 0;
+      want_ok = listed && q.value[i];
+    }
+    FZ_ASSERT(st == (want_ok ? 0 : 400), "http_query_check: %d, want %s", st,
+              want_ok ? "0" : "400");
+    if (st) fz_check_error_body(&resp);
+    http_buf_free(&resp.body);
+  }
   run(api_jobs_list, "/api/v1/jobs", NULL, &q, 0, 0);
   run(api_sweeps_list, "/api/v1/sweeps", NULL, &q, 0, 0);
   run(api_metrics_get, "/api/v1/jobs/1/metrics", "1", &q, 0, mp);
