@@ -37,7 +37,7 @@ static void usage(FILE *f) {
           "           [--job-timeout SECONDS] [--max-attempts 3] [--http-threads N]\n"
           "           [--max-conns 1024] [--conn-timeout 30] [--batch-points 1024]\n"
           "           [--batch-ms 250] [--shutdown-timeout 60] [--job-cache 4096]\n"
-          "           [--worker-nice 5] [--max-upload 64M]\n"
+          "           [--worker-nice 5] [--max-upload 64M] [--blas-threads N]\n"
           "  run      SPEC.json|- [--out metrics.jsonl] [--blas-threads N] [--artifacts DIR]\n"
           "           [--checkpoint-dir DIR]\n"
           "  kinds    [--json]\n"
@@ -618,6 +618,7 @@ static int cmd_serve(opts *o) {
        max_conns = 1024, conn_timeout = 30, batch_points = 1024, batch_ms = 250,
        shutdown_timeout = 60, job_cache = 4096, worker_nice = 5;
   double max_body = 1048576, max_upload = 64.0 * 1048576, job_timeout = 0;
+  long blas_opt = 0; /* --blas-threads: 0 means max(1, cores / workers) */
   int insecure = 0, token_for_read = 0;
   td_limits limits = td_kinds_default_limits();
   int r;
@@ -631,6 +632,7 @@ static int cmd_serve(opts *o) {
     else if (!strcmp(n, "--port")) port = parse_long(n, need(o), 0, 65535);
     else if (!strcmp(n, "--db")) db = need(o);
     else if (!strcmp(n, "--workers")) workers = parse_long(n, need(o), 0, 1024);
+    else if (!strcmp(n, "--blas-threads")) blas_opt = parse_long(n, need(o), 1, 4096);
     else if (!strcmp(n, "--web")) web = need(o);
     else if (!strcmp(n, "--migrations")) mig = need(o);
     else if (!strcmp(n, "--token-file")) token_file = need(o);
@@ -726,8 +728,10 @@ static int cmd_serve(opts *o) {
              cancelled);
   store_close(st);
 
-  /* OpenBLAS has one global thread count: split the cores between the workers once. */
+  /* OpenBLAS has one global thread count: split the cores between the workers once (or take
+   * --blas-threads; with 1, a job's metrics are bitwise those of `tdlab run --blas-threads 1`). */
   int blas_threads = workers > 0 ? cores / (int)workers : cores;
+  if (blas_opt > 0) blas_threads = (int)blas_opt;
   if (blas_threads < 1) blas_threads = 1;
   openblas_set_num_threads(blas_threads);
 

@@ -18,7 +18,10 @@
 #   - when the train kind's schema has params.init_from / params.fork (the trainer): a job
 #     naming a checkpoint whose tensors do not fit its model is refused with a 400 naming the
 #     tensor; a fork at a step without a checkpoint is refused with a 400 listing the steps
-#     that have one; a fork records its parent. Skipped (and said so) otherwise.
+#     that have one; a fork records its parent, and a fork that changes nothing continues
+#     bitwise as its parent;
+#   - with --blas-threads 1 on both sides, a server job's metrics are bitwise those of
+#     `tdlab run --blas-threads 1`.
 # Safetensors files are built with printf (8-byte little-endian header length, JSON, data).
 # Needs bash, curl, grep, sed, cmp. Prints one line per check and "N passed, M failed".
 set -uo pipefail
@@ -104,7 +107,7 @@ t() { printf '"%s":{"dtype":"%s","shape":%s,"data_offsets":[%s,%s]}' "$@"; }
 # ---------------------------------------------------------------- start
 
 log="$TMP/server.log"
-"$TDLAB" serve --host 127.0.0.1 --port 0 --db "$TMP/tdlab.db" --web "$ROOT/web" \
+"$TDLAB" serve --host 127.0.0.1 --port 0 --db "$TMP/tdlab.db" --web "$ROOT/web" --blas-threads 1 \
   --migrations "$ROOT/migrations" --workers 1 --batch-ms 100 --max-upload 64K 2>"$log" &
 PID=$!
 port=""
@@ -239,11 +242,59 @@ if curl -s "$BASE/api/v1/kinds" | grep -q '"init_from\.'; then
     check "a fork is accepted and records its parent" \
       bash -c "[ '$CODE' = 201 ] && grep -q '\"parent\":{\"job\":$P,\"step\":2}' '$TMP/body' &&
                curl -s '$BASE/api/v1/jobs/$P' | grep -q '\"children\":\[$K\]'"
+    for _ in $(seq 1 300); do
+      st=$(curl -s "$BASE/api/v1/jobs/$K" | grep -o '"status":"[a-z]*"' | head -1)
+      case "$st" in *succeeded*|*failed*|*diverged*) break ;; esac
+      sleep 0.1
+    done
+    # The fork changes nothing: its steps 3..4 must be the parent's, bitwise (the server runs
+    # with --blas-threads 1). The CSV carries every value with 17 significant digits.
+    curl -s "$BASE/api/v1/jobs/$P/metrics.csv" | awk -F, 'NR > 1 && $2 >= 3' | sort >"$TMP/parent.csv"
+    curl -s "$BASE/api/v1/jobs/$K/metrics.csv" | awk -F, 'NR > 1' | sort >"$TMP/child.csv"
+    check "a fork that changes nothing continues bitwise as its parent (steps 3-4, every key)" \
+      bash -c "[ '$st' = '\"status\":\"succeeded\"' ] && [ -s '$TMP/child.csv' ] &&
+               [ \$(grep -c '^train_loss,' '$TMP/child.csv') = 2 ] && cmp -s '$TMP/parent.csv' '$TMP/child.csv'"
   else
-    ok "fork checks skipped: the train kind has no checkpoint_every yet"
+    bad "the train kind's schema has no checkpoint_every"
   fi
 else
-  ok "init_from/fork checks skipped: the train kind's schema has no params.init_from yet"
+  bad "the train kind's schema has no params.init_from"
 fi
+
+# ---------------------------------------------------------------- tdlab run == server
+
+# One BLAS thread on both sides (the server was started with --blas-threads 1 and one worker):
+# the metrics of a job are bitwise those of `tdlab run --blas-threads 1` (README).
+BIG='{"kind":"train","params":{"data":{"name":"synthetic","n":512,"d":64},"loss":"mse","model":{"hidden":[256,256]},"batch_size":128,"steps":12,"optimizer":{"name":"adam","lr":0.001}}}'
+printf '%s' "$BIG" >"$TMP/big.json"
+"$TDLAB" run "$TMP/big.json" --blas-threads 1 >"$TMP/big.jsonl" 2>/dev/null
+req POST /api/v1/jobs -H 'Content-Type: application/json' --data-binary "$BIG"
+B=$(jnum id "$TMP/body")
+for _ in $(seq 1 300); do
+  st=$(curl -s "$BASE/api/v1/jobs/$B" | grep -o '"status":"[a-z]*"' | head -1)
+  case "$st" in *succeeded*|*failed*|*diverged*) break ;; esac
+  sleep 0.1
+done
+curl -s "$BASE/api/v1/jobs/$B/metrics.csv" >"$TMP/big.csv"
+check "a server job's metrics are bitwise those of tdlab run --blas-threads 1" \
+  python3 - "$TMP/big.jsonl" "$TMP/big.csv" <<'PY'
+import csv, json, sys
+run = {}
+for line in open(sys.argv[1]):
+    d = json.loads(line)
+    if "key" in d and "step" in d:
+        v = d["value"]
+        run[(d["key"], int(d["step"]))] = float(v) if not isinstance(v, str) else float(v.replace("Infinity", "inf"))
+srv = {}
+rows = list(csv.reader(open(sys.argv[2])))
+for k, st, v in rows[1:]:
+    srv[(k, int(st))] = float(v.replace("Infinity", "inf"))
+ok = len(run) > 50 and run.keys() == srv.keys() and all(
+    (run[k] == srv[k]) or (run[k] != run[k] and srv[k] != srv[k]) for k in run)
+if not ok:
+    diff = [k for k in run if k in srv and run[k] != srv[k]][:3]
+    print("     run %d points, server %d, differing e.g. %s" % (len(run), len(srv), diff))
+sys.exit(0 if ok else 1)
+PY
 
 finish
