@@ -186,8 +186,8 @@ mut kfac_ema_warm_start core/optim/kfac.c \
   $'const double eps = k->hp.decay;' \
   "test_kfac" "factor moving average without the 1 - 1/t warm start"
 mut kfac_damping_swap core/optim/kfac.c \
-  $'const double dg = gamma / l->pi, dA = gamma * l->pi;' \
-  $'const double dg = gamma * l->pi, dA = gamma / l->pi;' \
+  $'  *dA = gamma * l->pi;\n  *dG = gamma / l->pi;' \
+  $'  *dA = gamma / l->pi;\n  *dG = gamma * l->pi;' \
   "test_kfac" "factored damping with pi and 1/pi swapped in the inverse"
 mut optim_sgd_dampening core/optim/optim.c \
   $'double b = first ? gi : mu * buf[i] + damp * gi;' $'double b = first ? gi : mu * buf[i] + gi;' \
