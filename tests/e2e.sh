@@ -160,7 +160,10 @@ MID='{"kind":"train","name":"e2e-restart","params":{"data":{"name":"fashion-mnis
 
 if ! start_server; then
   bad "the daemon starts and prints its port"
-  finish
+  # Its own daemon (1 worker): POST /api/v1/kernels against hand-derived values, and its 400s.
+if "$ROOT/tests/e2e_kernels.sh" "$TDLAB" | sed 's/^/  /'; then ok "kernels (tests/e2e_kernels.sh)"; else bad "kernels (tests/e2e_kernels.sh)"; fi
+
+finish
 fi
 ok "the daemon starts on a free port ($BASE)"
 
@@ -458,5 +461,8 @@ if "$ROOT/tests/e2e_checkpoints.sh" "$TDLAB" | sed 's/^/  /'; then
 else
   bad "checkpoints (tests/e2e_checkpoints.sh)"
 fi
+
+# Its own daemon (1 worker): POST /api/v1/kernels against hand-derived values, and its 400s.
+if "$ROOT/tests/e2e_kernels.sh" "$TDLAB" | sed 's/^/  /'; then ok "kernels (tests/e2e_kernels.sh)"; else bad "kernels (tests/e2e_kernels.sh)"; fi
 
 finish
