@@ -100,4 +100,49 @@ expect_error "4097 rows" x "{\"kernel\":\"ntk\",\"x\":$big}"
 big=$(awk 'BEGIN { printf "["; for (i = 0; i < 600; i++) printf "%s[1]", (i ? "," : ""); printf "]" }')
 expect_error "600 x 600 entries above the cap" x "{\"kernel\":\"ntk\",\"x\":$big}"
 expect_error "malformed JSON" - '{"kernel":'
+
+# ---------------------------------------------------------------- the empirical NTK
+# A hand-made network 1-1-1, linear: f(x) = 3 (2 x + 0.5) + 1. Its Jacobian is (dW0, db0,
+# dW1, db1) = (3x, 3, 2x + 0.5, 1), so Theta(x, x') = 9 x x' + 9 + (2x + .5)(2x' + .5) + 1:
+# Theta(1,1) = 25.25, Theta(1,2) = 39.25, Theta(2,2) = 66.25.
+h='{"layers.0.weight":{"dtype":"F64","shape":[1,1],"data_offsets":[0,8]},"layers.0.bias":{"dtype":"F64","shape":[1],"data_offsets":[8,16]},"layers.1.weight":{"dtype":"F64","shape":[1,1],"data_offsets":[16,24]},"layers.1.bias":{"dtype":"F64","shape":[1],"data_offsets":[24,32]},"__metadata__":{"activation":"linear"}}'
+while [ $(( ${#h} % 8 )) -ne 0 ]; do h="$h "; done
+{
+  len=${#h}
+  for i in 0 1 2 3 4 5 6 7; do printf "\\x$(printf %02x $(( (len >> (8 * i)) & 255 )))"; done
+  printf '%s' "$h"
+  printf '\x00\x00\x00\x00\x00\x00\x00\x40'  # 2.0
+  printf '\x00\x00\x00\x00\x00\x00\xe0\x3f'  # 0.5
+  printf '\x00\x00\x00\x00\x00\x00\x08\x40'  # 3.0
+  printf '\x00\x00\x00\x00\x00\x00\xf0\x3f'  # 1.0
+} >"$TMP/lin.safetensors"
+CODE=$(curl -s -o "$TMP/body" -w '%{http_code}' -X POST -H 'Content-Type: application/octet-stream' \
+  --data-binary "@$TMP/lin.safetensors" "$SRV_BASE/api/v1/checkpoints")
+CK=$(grep -o '"id":[0-9]*' "$TMP/body" | head -1 | sed 's/.*://')
+check "the hand-made network uploads as a checkpoint" bash -c "[ '$CODE' = 201 ] && [ -n '$CK' ]"
+post "{\"kernel\":\"empirical_ntk\",\"checkpoint\":${CK:-0},\"x\":[[1],[2]]}"
+check "its empirical NTK at x = 1, 2 is [[25.25, 39.25], [39.25, 66.25]]" \
+  bash -c "[ '$CODE' = 200 ] && $(declare -f matrix close_all); close_all '$TMP/body' 25.25 39.25 39.25 66.25"
+post "{\"kernel\":\"empirical_ntk\",\"checkpoint\":${CK:-0},\"x\":[[1]],\"x2\":[[2]],\"outputs\":\"trace\"}"
+check "x against x2, outputs trace: [[39.25]]" \
+  bash -c "[ '$CODE' = 200 ] && grep -q '\"outputs\":\"trace\"' '$TMP/body' && $(declare -f matrix close_all); close_all '$TMP/body' 39.25"
+expect_error "empirical without a network" checkpoint '{"kernel":"empirical_ntk","x":[[1]]}'
+expect_error "empirical with a row of the wrong width" 'x[0]' "{\"kernel\":\"empirical_ntk\",\"checkpoint\":${CK:-0},\"x\":[[1,2]]}"
+expect_error "empirical with depth" depth "{\"kernel\":\"empirical_ntk\",\"checkpoint\":${CK:-0},\"depth\":2,\"x\":[[1]]}"
+expect_error "empirical with outputs=diag" outputs "{\"kernel\":\"empirical_ntk\",\"checkpoint\":${CK:-0},\"outputs\":\"diag\",\"x\":[[1]]}"
+expect_error "checkpoint with the analytic ntk" checkpoint '{"kernel":"ntk","checkpoint":1,"x":[[1]]}'
+post '{"kernel":"empirical_ntk","checkpoint":999,"x":[[1]]}'
+check "an unknown checkpoint is a 404 naming checkpoint" \
+  bash -c "[ '$CODE' = 404 ] && grep -q '\"field\":\"checkpoint\"' '$TMP/body'"
+
+# The PyTorch cross-check (functorch vmap(jacrev), relative 1e-9), when torch is there.
+if /usr/bin/python3 -c 'import torch, functorch' >/dev/null 2>&1; then
+  if /usr/bin/python3 "$ROOT/tests/ntk_torch_check.py" "$SRV_BASE" >"$TMP/torch.log" 2>&1; then
+    ok "empirical NTK of uploaded PyTorch networks = functorch vmap(jacrev) to 1e-9 (tests/ntk_torch_check.py)"
+  else
+    bad "tests/ntk_torch_check.py: $(tail -3 "$TMP/torch.log")"
+  fi
+else
+  echo "skip - tests/ntk_torch_check.py (no torch/functorch in /usr/bin/python3)"
+fi
 finish
