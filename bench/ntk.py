@@ -61,7 +61,7 @@ def empirical_ntk(fmodel, params, x, chunk):
 
 
 def main():
-    iters, n, chunk = 1, 200, 20
+    iters, n, chunk = 1, 200, 50
     args = sys.argv[1:]
     for i, a in enumerate(args):
         if a == "--iters":
