@@ -163,11 +163,37 @@ static void test_gp(void **state) {
   assert_int_equal(td_kpred_gp(N, Kx, M, Ks, kd, K, Y, 1e-6, mu, v, &cond, &e), TD_EINVAL);
 }
 
+/* td_kpred_gd against explicit GD on the linear model: the linear model IS its linearization,
+ * so the two agree to rounding (1e-11 relative over 300 steps), at a step size where GD and
+ * gradient flow differ visibly; duplicated inputs included. */
+static void test_gd_exact(void **state) {
+  (void)state;
+  for (int dup = 0; dup < 2; dup++) {
+    double X[N * D], Xs[M * D], Y[N * K], W0[K * D], Th[N * N], Ts[M * N];
+    data(X, Xs, Y, W0, dup);
+    td_la_gemm(0, 1, N, N, D, 1.0, X, X, 0.0, Th);
+    td_la_gemm(0, 1, M, N, D, 1.0, Xs, X, 0.0, Ts);
+    double F0[N * K], F0s[M * K], F[N * K], Fs[M * K], G[N * K], Gs[M * K], cond;
+    predict(W0, X, N, F0);
+    predict(W0, Xs, M, F0s);
+    td_err e;
+    const double eta = 0.2;
+    assert_int_equal(td_kpred_gd(N, Th, M, Ts, K, Y, F0, F0s, eta, 300, 0.0, F, Fs, &cond, &e), 0);
+    gd(X, Xs, Y, W0, eta, 300 * eta, G, Gs);
+    double err = 0, sc = 0;
+    for (int i = 0; i < N * K; i++) err = fmax(err, fabs(F[i] - G[i])), sc = fmax(sc, fabs(G[i]));
+    for (int i = 0; i < M * K; i++) err = fmax(err, fabs(Fs[i] - Gs[i])), sc = fmax(sc, fabs(Gs[i]));
+    print_message("dup %d: |kpred_gd - GD| %.3g (scale %.3g)\n", dup, err, sc);
+    assert_true(err < 1e-11 * sc);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_flow_vs_gd),
       cmocka_unit_test(test_flow_singular),
       cmocka_unit_test(test_gp),
+      cmocka_unit_test(test_gd_exact),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

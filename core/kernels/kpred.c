@@ -98,9 +98,28 @@ out:
   return rc;
 }
 
+static int kpred(int n, const double *Theta, int m, const double *Theta_s, int k, const double *Y,
+                 const double *F0, const double *F0s, double eta, double t, long steps,
+                 double diag_reg, double *F, double *Fs, double *cond, td_err *err);
+
 int td_kpred_flow(int n, const double *Theta, int m, const double *Theta_s, int k,
                   const double *Y, const double *F0, const double *F0s, double eta, double t,
                   double diag_reg, double *F, double *Fs, double *cond, td_err *err) {
+  return kpred(n, Theta, m, Theta_s, k, Y, F0, F0s, eta, t, -1, diag_reg, F, Fs, cond, err);
+}
+
+int td_kpred_gd(int n, const double *Theta, int m, const double *Theta_s, int k,
+                const double *Y, const double *F0, const double *F0s, double eta, long steps,
+                double diag_reg, double *F, double *Fs, double *cond, td_err *err) {
+  if (steps < 0) return td_err_set(err, TD_EINVAL, "steps", "steps must be >= 0");
+  return kpred(n, Theta, m, Theta_s, k, Y, F0, F0s, eta, (double)steps, steps, diag_reg, F, Fs,
+               cond, err);
+}
+
+/* steps < 0: gradient flow at time t; else `steps` steps of GD. */
+static int kpred(int n, const double *Theta, int m, const double *Theta_s, int k, const double *Y,
+                 const double *F0, const double *F0s, double eta, double t, long steps,
+                 double diag_reg, double *F, double *Fs, double *cond, td_err *err) {
   if (n < 1 || m < 0 || k < 1 || !Theta || !Y || !F0 || !F ||
       (m > 0 && (!Theta_s || !F0s || !Fs)))
     return td_err_set(err, TD_EINVAL, "kernel", "flow prediction: bad sizes or NULL inputs");
@@ -140,7 +159,7 @@ int td_kpred_flow(int n, const double *Theta, int m, const double *Theta_s, int 
   /* train: F = Y + V diag(exp(-a lambda)) C */
   for (int i = 0; i < n; i++) {
     double l = lam[i] > 0 ? lam[i] : 0;
-    double e = isinf(t) ? 0 : exp(-a * l);
+    double e = steps >= 0 ? pow(1 - eta * l / n, (double)steps) : isinf(t) ? 0 : exp(-a * l);
     for (int c = 0; c < k; c++) G[(size_t)i * k + c] = e * C[(size_t)i * k + c];
   }
   memcpy(F, Y, sizeof(double) * (size_t)n * k);
@@ -149,7 +168,8 @@ int td_kpred_flow(int n, const double *Theta, int m, const double *Theta_s, int 
     /* test: Fs = F0s - (Theta_s V) diag(g(lambda)) C, g = (1 - exp(-a lambda)) / lambda */
     for (int i = 0; i < n; i++) {
       double l = lam[i] > 0 ? lam[i] : 0;
-      double g = isinf(t) ? 1 / l : l > 0 ? -expm1(-a * l) / l : a;
+      double g = steps >= 0 ? (l > 0 ? (1 - pow(1 - eta * l / n, (double)steps)) / l : a)
+                 : isinf(t) ? 1 / l : l > 0 ? -expm1(-a * l) / l : a;
       for (int c = 0; c < k; c++) G[(size_t)i * k + c] = g * C[(size_t)i * k + c];
     }
     td_la_gemm(0, 0, m, n, n, 1.0, Theta_s, V, 0.0, TV);

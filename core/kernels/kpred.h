@@ -53,4 +53,16 @@ int td_kpred_flow(int n, const double *Theta, int m, const double *Theta_s, int 
                   double diag_reg, double *F /* OUT, n x k */, double *Fs /* OUT, m x k */,
                   double *cond /* OUT; may be NULL */, td_err *err);
 
+/* td_kpred_gd: the same prediction for `steps` steps of full-batch gradient DESCENT with
+ * learning rate eta on the linearized network (the kernel fixed at Theta): per eigenvalue
+ * lambda of Theta + diag_reg I the residual shrinks by (1 - eta lambda / n)^steps instead of
+ * exp(-eta lambda t / n), and the test factor is (1 - (1 - eta lambda / n)^steps) / lambda
+ * (its limit steps eta / n at lambda = 0). Exact for a linear model (the network's
+ * linearization: Lee et al. 2019, sec. 2.2, with their sum loss) and equal to td_kpred_flow
+ * at t = steps as eta -> 0. Same arguments and errors as td_kpred_flow (steps >= 0). */
+int td_kpred_gd(int n, const double *Theta, int m, const double *Theta_s, int k,
+                const double *Y, const double *F0, const double *F0s, double eta, long steps,
+                double diag_reg, double *F /* OUT, n x k */, double *Fs /* OUT, m x k */,
+                double *cond /* OUT; may be NULL */, td_err *err);
+
 #endif
