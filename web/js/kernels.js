@@ -73,5 +73,31 @@
     });
   }
 
-  TD.kernels = { render: render };
+  /* lazy: trained (solid) and kernel-predicted (dashed) training loss, one colour per width */
+  function renderLazy(job) {
+    if (!job || job.kind !== 'lazy') return;
+    var key = job.id + ':' + job.status + ':' + (job.progress && job.progress.done);
+    if (drawn[key]) return;
+    drawn[key] = true;
+    section();
+    TD.$('#kernels-card h2').textContent = 'Trained network against its kernel prediction';
+    TD.api('/api/v1/jobs/' + encodeURIComponent(job.id) + '/metrics?max_points=2000').then(function (raw) {
+      var met = (raw && raw.metrics) || {};
+      var widths = Object.keys(met).map(function (k) { var m = /^train_loss\.w(\d+)$/.exec(k); return m ? Number(m[1]) : null; })
+        .filter(function (w) { return w != null; }).sort(function (a, b) { return a - b; });
+      var series = [];
+      widths.forEach(function (w, i) {
+        var color = TD.PALETTE[i % TD.PALETTE.length];
+        [['train_loss', 'trained', null], ['pred_loss', 'NTK prediction', [6, 4]]].forEach(function (p) {
+          var m = met[p[0] + '.w' + w];
+          if (m) series.push({ label: p[1] + ' w=' + w, x: m.step, y: m.value.map(TD.num), color: color, dash: p[2] });
+        });
+      });
+      var host = TD.clear(TD.$('#kernels-charts'));
+      TD.chart(host, { title: 'training loss: trained (solid) and NTK-predicted (dashed), per width', xLabel: 'step',
+        logY: true, wide: true, height: 320, id: 'lazy-loss' }).set(series);
+    }).catch(function () { drawn[key] = false; });
+  }
+
+  TD.kernels = { render: function (job) { render(job); renderLazy(job); } };
 })();
