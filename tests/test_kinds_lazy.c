@@ -66,10 +66,26 @@ static void test_alpha_makes_lazy(void **state) {
   json_decref(a100);
 }
 
+/* mup: the feature change does not vanish with width (feature learning), while under ntk it
+ * falls like 1/sqrt(width): from 64 to 4096 ntk's must fall by at least 4 (theory 8) and
+ * mup's by less than 2 (theory: it tends to a non-zero limit). */
+static void test_mup_learns_features(void **state) {
+  (void)state;
+  json_t *s = run("{\"widths\":[64,4096],\"steps\":100,\"lr\":0.05,"
+                  "\"model\":{\"parameterization\":\"mup\"}}");
+  print_message("mup feature_change %.3g -> %.3g, fn_distance %.3g -> %.3g, loss %.3g\n",
+                at(s, "feature_change", 0), at(s, "feature_change", 1), at(s, "fn_distance", 0),
+                at(s, "fn_distance", 1), at(s, "train_loss", 1));
+  assert_true(at(s, "feature_change", 1) > at(s, "feature_change", 0) / 2);
+  assert_true(at(s, "feature_change", 1) > 0.02);
+  json_decref(s);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_lazy_with_width),
       cmocka_unit_test(test_alpha_makes_lazy),
+      cmocka_unit_test(test_mup_learns_features),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -26,7 +26,11 @@
  *  - feature_change: ||Z_t - Z_0||_F / ||Z_0||_F of the last hidden layer on the training
  *    rows.
  * Under the NTK parameterization these fall like 1/sqrt(width) (lazy training; Lee et al.
- * 2019, Theorem 2.1). Summary: widths, and for each the final fn_distance, ntk_change,
+ * 2019, Theorem 2.1). Under mup (Yang and Hu 2021; the per-layer init variances and SGD
+ * learning-rate multipliers of Yang et al. 2022, Tensor Programs V, Table 3: input weights and
+ * biases var 1/fan_in, lr x fan_out; hidden var 1/fan_in, lr x 1; output var 1/fan_in^2, lr x
+ * 1/fan_in) the feature change stays of order one as width grows (feature learning). The NTK
+ * of a parameterization is J diag(lr multipliers) J^T, the kernel of its GD. Summary: widths, and for each the final fn_distance, ntk_change,
  * param_change, feature_change, train_loss, pred_loss (lists in width order).
  * Data: synthetic (x ~ N(0, I_d), y = tanh(x . w*), w* ~ N(0, I/d), k = 1), or Fashion-MNIST
  * (the first n_train / n_test images, one-hot targets, k = 10). Not on the trainer: the
@@ -54,9 +58,10 @@ static const td_param lazy_params[] = {
     {"widths", TD_PT_INT_LIST, "[64, 256, 1024]", 1, 16384, NULL, 8, "hidden widths"},
     {"model.depth", TD_PT_INT, "1", 1, 4, NULL, 0, "hidden layers"},
     {"model.activation", TD_PT_STR, "\"relu\"", 0, 0, "relu|tanh|linear", 0, "hidden activation"},
-    {"model.parameterization", TD_PT_STR, "\"ntk\"", 0, 0, "ntk|standard", 0,
+    {"model.parameterization", TD_PT_STR, "\"ntk\"", 0, 0, "ntk|standard|mup", 0,
      "ntk: GD on omega with W = sigma_w/sqrt(fan_in) omega (Jacot et al. 2018); standard: "
-     "GD on W with tdlab's init"},
+     "GD on W with tdlab's init; mup: the maximal-update parameterization for SGD (Yang et al. "
+     "2022, Tensor Programs V, Table 3)"},
     {"model.sigma_w2", TD_PT_NUM, "2", 1e-6, 1e6, NULL, 0, "ntk: sigma_w^2"},
     {"model.sigma_b2", TD_PT_NUM, "0.1", 0, 1e6, NULL, 0, "ntk: sigma_b^2"},
     {"alpha", TD_PT_NUM, "1", 1e-6, 1e6, NULL, 0,
@@ -68,7 +73,7 @@ static const td_param lazy_params[] = {
 };
 
 typedef struct lazy_cfg {
-  int fmnist, n, nt, d, k, depth, ntk_param, n_widths;
+  int fmnist, n, nt, d, k, depth, ntk_param, mup, n_widths;
   long widths[8], steps, log_every;
   td_act act;
   double sw2, sb2, alpha, lr;
@@ -84,6 +89,7 @@ static void parse_cfg(const json_t *p, lazy_cfg *c) {
   c->k = c->fmnist ? 10 : 1;
   c->depth = (int)td_param_int(p, "model.depth", 1);
   c->ntk_param = !strcmp(td_param_str(p, "model.parameterization", "ntk"), "ntk");
+  c->mup = !strcmp(td_param_str(p, "model.parameterization", "ntk"), "mup");
   td_mlp_act_parse(td_param_str(p, "model.activation", "relu"), &c->act);
   c->sw2 = td_param_num(p, "model.sigma_w2", 2);
   c->sb2 = td_param_num(p, "model.sigma_b2", 0.1);
@@ -241,7 +247,7 @@ static int lazy_run(const json_t *params, td_sink *sink, json_t **summary, td_er
     }
     td_rng r;
     td_rng_init(&r, c.seed + 1000 * (uint64_t)(wi + 1), TD_RNG_INIT);
-    if (!c.ntk_param) td_mlp_init(m, c.seed + (uint64_t)wi);
+    if (!c.ntk_param && !c.mup) td_mlp_init(m, c.seed + (uint64_t)wi);
     for (int j = 0; j <= c.depth; j++) {
       double *W, *b;
       const td_layer *L = td_mlp_linear(m, j, m->params, &W, &b);
@@ -250,6 +256,16 @@ static int lazy_run(const json_t *params, td_sink *sink, json_t **summary, td_er
       if (c.ntk_param) {
         td_rng_fill_normal(&r, W, (size_t)L->n_in * L->n_out, sqrt(cw[j]));
         td_rng_fill_normal(&r, b, (size_t)L->n_out, sqrt(cb[j]));
+      } else if (c.mup) {
+        /* Tensor Programs V, Table 3, SGD: input weights and all biases: init var 1/fan_in,
+         * LR x fan_out; hidden weights: init var 1/fan_in, LR x 1; output weights: init var
+         * 1/fan_in^2, LR x 1/fan_in. Biases start at 0 (a width-independent choice). */
+        int out = j == c.depth;
+        double sd = out ? 1.0 / L->n_in : sqrt(1.0 / L->n_in);
+        td_rng_fill_normal(&r, W, (size_t)L->n_in * L->n_out, sd);
+        memset(b, 0, sizeof(double) * (size_t)L->n_out);
+        cw[j] = j == 0 ? (double)L->n_out : out ? 1.0 / L->n_in : 1.0;
+        cb[j] = (double)L->n_out;
       }
       for (size_t t = 0; t < (size_t)L->n_in * L->n_out; t++) sc[W - m->params + t] = cw[j];
       for (size_t t = 0; t < (size_t)L->n_out; t++) sc[b - m->params + t] = cb[j];
@@ -302,8 +318,9 @@ static int lazy_run(const json_t *params, td_sink *sink, json_t **summary, td_er
         double pc = 0, pn = 0;
         for (size_t t = 0; t < m->n_params; t++) {
           double dd = m->params[t] - p0[t];
-          pc += dd * dd / sc[t];
-          pn += p0[t] * p0[t] / sc[t];
+          double wgt = c.ntk_param ? 1 / sc[t] : 1; /* the trained coordinates */
+          pc += dd * dd * wgt;
+          pn += p0[t] * p0[t] * wgt;
         }
         if ((rc = td_entk_compute(m, m->params, tr.X, n, NULL, 0, &o, Tt, err))) {
           free(sc);
