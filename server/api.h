@@ -60,6 +60,9 @@ int api_sweeps_get(http_req *req, http_resp *resp);
 int api_sweeps_cancel(http_req *req, http_resp *resp);
 int api_fits_create(http_req *req, http_resp *resp);
 
+/* POST /api/v1/kernels: the analytic NNGP or NTK matrix (api_kernels.c; core/kernels). */
+int api_kernels_create(http_req *req, http_resp *resp);
+
 /* Metrics of a job (api_metrics.c). */
 int api_metrics_get(http_req *req, http_resp *resp);
 int api_metrics_csv(http_req *req, http_resp *resp);

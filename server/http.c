@@ -445,6 +445,7 @@ static const http_route routes[] = {
     {"POST", "/api/v1/sweeps/{id}/cancel", api_sweeps_cancel, "sweeps_cancel", ROUTE_MUTATES, NULL},
     /* A fit changes nothing, but it costs CPU: with a token it needs the token like a write. */
     {"POST", "/api/v1/fits", api_fits_create, "fits_create", ROUTE_JSON_BODY | ROUTE_MUTATES, NULL},
+    {"POST", "/api/v1/kernels", api_kernels_create, "kernels_create", ROUTE_JSON_BODY | ROUTE_MUTATES, NULL},
 };
 #define N_ROUTES ((int)(sizeof routes / sizeof routes[0]))
 #define ROUTE_STATIC N_ROUTES

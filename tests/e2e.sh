@@ -510,5 +510,7 @@ if "$ROOT/tests/protocol.sh" "$TDLAB" | sed 's/^/  /'; then
 else
   bad "protocol edges (tests/protocol.sh)"
 fi
+# Its own daemon (1 worker): POST /api/v1/kernels against hand-derived values, and its 400s.
+if "$ROOT/tests/e2e_kernels.sh" "$TDLAB" | sed 's/^/  /'; then ok "kernels (tests/e2e_kernels.sh)"; else bad "kernels (tests/e2e_kernels.sh)"; fi
 
 finish

@@ -49,6 +49,9 @@ extern const td_kind td_kind_curvature;
 extern const td_kind td_kind_eos;
 extern const td_kind td_kind_taylor;
 extern const td_kind td_kind_natgrad_invariance;
+extern const td_kind td_kind_ntk;
+extern const td_kind td_kind_lazy;
+extern const td_kind td_kind_kernel_regression;
 
 /* td_kinds_count / td_kinds_at: iterate the catalogue (i < count). */
 size_t td_kinds_count(void);

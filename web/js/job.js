@@ -336,6 +336,7 @@
     if (job.attempt != null && job.attempt > 1) times.appendChild(TD.el('span', {}, 'attempt ' + job.attempt));
 
     renderLinks(job);
+    if (TD.kernels) TD.kernels.render(job); /* kernels.js: chapter-6 views */
 
     var cancel = TD.$('#cancel');
     cancel.hidden = !TD.ACTIVE[job.status];

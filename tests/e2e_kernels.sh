@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# e2e_kernels.sh: end-to-end test of POST /api/v1/kernels against the real daemon (called by
+# tests/e2e.sh; runs alone too). A second or two.
+#
+# Usage: tests/e2e_kernels.sh path/to/tdlab
+#
+# Checks, against values derived by hand (see tests/test_kernels.c for the derivations):
+#   - relu NTK, depth 1, sigma_w2 2, sigma_b2 0, x = [e1, e2]: [[2, 1/pi], [1/pi, 2]];
+#   - erf NNGP, depth 1, sigma_w2 = sigma_b2 = 1, x = [[1]] against x2 = [[-1]]: [[1]];
+#   - linear NTK, depth 2, sigma_w2 3, sigma_b2 0.5, x = [[2]], x2 = [[1]]: [[179]];
+#   - bad input: 400 JSON errors naming the field (kernel, activation, depth, sigma_w2, an
+#     unknown key, a ragged row, a non-number entry, x2 of another dimension, too many rows).
+# Needs bash, curl, grep, sed, awk. Prints one line per check and "N passed, M failed".
+set -uo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+TDLAB="${1:-}"
+if [ -z "$TDLAB" ] || [ ! -x "$TDLAB" ]; then
+  echo "usage: tests/e2e_kernels.sh path/to/tdlab" >&2
+  echo "0 passed, 1 failed"
+  exit 2
+fi
+TDLAB="$(cd "$(dirname "$TDLAB")" && pwd)/$(basename "$TDLAB")"
+TMP="$(mktemp -d /tmp/tdlab-e2e-kernels.XXXXXX)"
+source "$ROOT/tests/srvlib.sh"
+cleanup() {
+  [ -n "$SRV_PID" ] && srv_term >/dev/null 2>&1
+  if [ "$FAIL" -eq 0 ] && [ -z "${E2E_KEEP:-}" ]; then rm -rf "$TMP"; else echo "(logs kept in $TMP)"; fi
+}
+trap cleanup EXIT
+
+check() {
+  local name="$1"
+  shift
+  if "$@"; then ok "$name"; else bad "$name"; fi
+}
+post() { # post JSON: CODE and $TMP/body
+  CODE=$(curl -s -o "$TMP/body" -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
+    --max-time 30 --data-binary "$1" "$SRV_BASE/api/v1/kernels" 2>/dev/null)
+  [ -n "$CODE" ] || CODE=000
+}
+jstr() { grep -o "\"$1\":\"[^\"]*\"" "$2" | head -1 | sed 's/^"[^"]*":"\(.*\)"$/\1/'; }
+# matrix FILE: the numbers of "matrix", one per line
+matrix() { sed 's/.*"matrix":\[\(.*\)\]\].*/\1/' "$1" | tr -d '[]' | tr ',' '\n'; }
+# close_all FILE V1 V2 ...: the matrix entries equal V1 V2 ... to 1e-13 relative
+close_all() {
+  local f="$1"
+  shift
+  local got
+  got=$(matrix "$f" | tr '\n' ' ')
+  awk -v got="$got" -v want="$*" 'BEGIN { n = split(got, g, " "); m = split(want, w, " ");
+    if (n != m) exit 1; for (i = 1; i <= n; i++) { d = g[i] - w[i]; if (d < 0) d = -d;
+    s = w[i] < 0 ? -w[i] : w[i]; if (d > 1e-13 * (s > 1 ? s : 1)) exit 1 } exit 0 }'
+}
+expect_error() { # expect_error NAME FIELD JSON: 400 with the JSON envelope naming FIELD
+  post "$3"
+  local f
+  f=$(jstr field "$TMP/body")
+  if [ "$CODE" = 400 ] && grep -q '^{"error":{"code":"[a-z_]*","message":"' "$TMP/body" &&
+    { [ "$2" = - ] || [ "$f" = "$2" ]; }; then
+    ok "bad request: $1 -> 400 field=$f"
+  else
+    bad "bad request: $1: got $CODE field '$f', wanted 400 field $2: $(head -c 300 "$TMP/body")"
+  fi
+}
+
+if ! srv_start "$TMP/tdlab.db" --workers 1; then
+  bad "the daemon starts"
+  finish
+fi
+ok "kernels: the daemon starts ($SRV_BASE)"
+
+post '{"kernel":"ntk","activation":"relu","depth":1,"sigma_w2":2,"sigma_b2":0,"x":[[1,0],[0,1]]}'
+check "relu NTK depth 1 of two orthogonal unit rows is [[2, 1/pi], [1/pi, 2]]" \
+  bash -c "[ '$CODE' = 200 ] && $(declare -f matrix close_all); close_all '$TMP/body' 2 0.31830988618379067 0.31830988618379067 2"
+post '{"kernel":"nngp","activation":"erf","depth":1,"sigma_w2":1,"sigma_b2":1,"x":[[1]],"x2":[[-1]]}'
+check "erf NNGP depth 1 of x = 1 against x2 = -1 is [[1]] (shape [1,1])" \
+  bash -c "[ '$CODE' = 200 ] && grep -q '\"shape\":\[1,1\]' '$TMP/body' && $(declare -f matrix close_all); close_all '$TMP/body' 1"
+post '{"kernel":"ntk","activation":"linear","depth":2,"sigma_w2":3,"sigma_b2":0.5,"x":[[2]],"x2":[[1]]}'
+check "linear NTK depth 2 of x = 2 against x2 = 1 is [[179]]" \
+  bash -c "[ '$CODE' = 200 ] && $(declare -f matrix close_all); close_all '$TMP/body' 179"
+post '{"kernel":"nngp","x":[[1,2,3],[4,5,6],[0.5,0,1]],"x2":[[1,1,1]]}'
+check "x against x2 gives n1 x n2 (3 x 1) with the defaults echoed (relu, depth 1, 1, 0)" \
+  bash -c "[ '$CODE' = 200 ] && grep -q '\"shape\":\[3,1\]' '$TMP/body' && grep -q '\"activation\":\"relu\"' '$TMP/body' && grep -q '\"depth\":1,' '$TMP/body'"
+
+expect_error "unknown kernel" kernel '{"kernel":"rbf","x":[[1]]}'
+expect_error "missing kernel" kernel '{"x":[[1]]}'
+expect_error "unknown activation" activation '{"kernel":"ntk","activation":"tanh","x":[[1]]}'
+expect_error "negative depth" depth '{"kernel":"ntk","depth":-1,"x":[[1]]}'
+expect_error "depth 65" depth '{"kernel":"ntk","depth":65,"x":[[1]]}'
+expect_error "sigma_w2 0" sigma_w2 '{"kernel":"ntk","sigma_w2":0,"x":[[1]]}'
+expect_error "sigma_b2 a string" sigma_b2 '{"kernel":"ntk","sigma_b2":"1","x":[[1]]}'
+expect_error "unknown key" y '{"kernel":"ntk","x":[[1]],"y":[[1]]}'
+expect_error "x missing" x '{"kernel":"ntk"}'
+expect_error "x empty" x '{"kernel":"ntk","x":[]}'
+expect_error "ragged row" 'x[1]' '{"kernel":"ntk","x":[[1,2],[3]]}'
+expect_error "a string entry" 'x[0][1]' '{"kernel":"ntk","x":[[1,"a"]]}'
+expect_error "x2 of another dimension" 'x2[0]' '{"kernel":"ntk","x":[[1,2]],"x2":[[1,2,3]]}'
+big=$(awk 'BEGIN { printf "["; for (i = 0; i < 4097; i++) printf "%s[1]", (i ? "," : ""); printf "]" }')
+expect_error "4097 rows" x "{\"kernel\":\"ntk\",\"x\":$big}"
+big=$(awk 'BEGIN { printf "["; for (i = 0; i < 600; i++) printf "%s[1]", (i ? "," : ""); printf "]" }')
+expect_error "600 x 600 entries above the cap" x "{\"kernel\":\"ntk\",\"x\":$big}"
+expect_error "malformed JSON" - '{"kernel":'
+
+# ---------------------------------------------------------------- the empirical NTK
+# A hand-made network 1-1-1, linear: f(x) = 3 (2 x + 0.5) + 1. Its Jacobian is (dW0, db0,
+# dW1, db1) = (3x, 3, 2x + 0.5, 1), so Theta(x, x') = 9 x x' + 9 + (2x + .5)(2x' + .5) + 1:
+# Theta(1,1) = 25.25, Theta(1,2) = 39.25, Theta(2,2) = 66.25.
+h='{"layers.0.weight":{"dtype":"F64","shape":[1,1],"data_offsets":[0,8]},"layers.0.bias":{"dtype":"F64","shape":[1],"data_offsets":[8,16]},"layers.1.weight":{"dtype":"F64","shape":[1,1],"data_offsets":[16,24]},"layers.1.bias":{"dtype":"F64","shape":[1],"data_offsets":[24,32]},"__metadata__":{"activation":"linear"}}'
+while [ $(( ${#h} % 8 )) -ne 0 ]; do h="$h "; done
+{
+  len=${#h}
+  for i in 0 1 2 3 4 5 6 7; do printf "\\x$(printf %02x $(( (len >> (8 * i)) & 255 )))"; done
+  printf '%s' "$h"
+  printf '\x00\x00\x00\x00\x00\x00\x00\x40'  # 2.0
+  printf '\x00\x00\x00\x00\x00\x00\xe0\x3f'  # 0.5
+  printf '\x00\x00\x00\x00\x00\x00\x08\x40'  # 3.0
+  printf '\x00\x00\x00\x00\x00\x00\xf0\x3f'  # 1.0
+} >"$TMP/lin.safetensors"
+CODE=$(curl -s -o "$TMP/body" -w '%{http_code}' -X POST -H 'Content-Type: application/octet-stream' \
+  --data-binary "@$TMP/lin.safetensors" "$SRV_BASE/api/v1/checkpoints")
+CK=$(grep -o '"id":[0-9]*' "$TMP/body" | head -1 | sed 's/.*://')
+check "the hand-made network uploads as a checkpoint" bash -c "[ '$CODE' = 201 ] && [ -n '$CK' ]"
+post "{\"kernel\":\"empirical_ntk\",\"checkpoint\":${CK:-0},\"x\":[[1],[2]]}"
+check "its empirical NTK at x = 1, 2 is [[25.25, 39.25], [39.25, 66.25]]" \
+  bash -c "[ '$CODE' = 200 ] && $(declare -f matrix close_all); close_all '$TMP/body' 25.25 39.25 39.25 66.25"
+post "{\"kernel\":\"empirical_ntk\",\"checkpoint\":${CK:-0},\"x\":[[1]],\"x2\":[[2]],\"outputs\":\"trace\"}"
+check "x against x2, outputs trace: [[39.25]]" \
+  bash -c "[ '$CODE' = 200 ] && grep -q '\"outputs\":\"trace\"' '$TMP/body' && $(declare -f matrix close_all); close_all '$TMP/body' 39.25"
+expect_error "empirical without a network" checkpoint '{"kernel":"empirical_ntk","x":[[1]]}'
+expect_error "empirical with a row of the wrong width" 'x[0]' "{\"kernel\":\"empirical_ntk\",\"checkpoint\":${CK:-0},\"x\":[[1,2]]}"
+expect_error "empirical with depth" depth "{\"kernel\":\"empirical_ntk\",\"checkpoint\":${CK:-0},\"depth\":2,\"x\":[[1]]}"
+expect_error "empirical with outputs=diag" outputs "{\"kernel\":\"empirical_ntk\",\"checkpoint\":${CK:-0},\"outputs\":\"diag\",\"x\":[[1]]}"
+expect_error "checkpoint with the analytic ntk" checkpoint '{"kernel":"ntk","checkpoint":1,"x":[[1]]}'
+post '{"kernel":"empirical_ntk","checkpoint":999,"x":[[1]]}'
+check "an unknown checkpoint is a 404 naming checkpoint" \
+  bash -c "[ '$CODE' = 404 ] && grep -q '\"field\":\"checkpoint\"' '$TMP/body'"
+
+# The PyTorch cross-check (functorch vmap(jacrev), relative 1e-9), when torch is there.
+if /usr/bin/python3 -c 'import torch, functorch' >/dev/null 2>&1; then
+  if /usr/bin/python3 "$ROOT/tests/ntk_torch_check.py" "$SRV_BASE" >"$TMP/torch.log" 2>&1; then
+    ok "empirical NTK of uploaded PyTorch networks = functorch vmap(jacrev) to 1e-9 (tests/ntk_torch_check.py)"
+  else
+    bad "tests/ntk_torch_check.py: $(tail -3 "$TMP/torch.log")"
+  fi
+else
+  echo "skip - tests/ntk_torch_check.py (no torch/functorch in /usr/bin/python3)"
+fi
+finish
