@@ -12,6 +12,7 @@ static const td_kind *const kinds[] = {
     &td_kind_taylor,
     &td_kind_natgrad_invariance,
     &td_kind_early_stopping,
+    &td_kind_max_margin,
 };
 
 size_t td_kinds_count(void) { return sizeof kinds / sizeof kinds[0]; }
