@@ -86,9 +86,9 @@ LP=$(srv_submit '{"kind":"laplace","params":{"data":{"n_train":1000,"n_test":100
 st=$(wait_job "$ES" 60)
 check "early_stopping succeeds and its GD iterate equals the spectral closed form (< 1e-12)" \
   bash -c "[ '$st' = succeeded ] && awk -v x='$(num gd_closed_form_err_max "$TMP/job_$ES")' 'BEGIN{exit !(x < 1e-12)}'"
-curl -s "$SRV_BASE/api/v1/jobs/$ES/metrics?keys=risk_gd,risk_ridge,filter_gd/0,filter_ridge/0&max_points=50" >"$TMP/es_m"
+curl -s "$SRV_BASE/api/v1/jobs/$ES/metrics?keys=risk_gd,risk_ridge,filter/0_gd,filter/0_ridge&max_points=50" >"$TMP/es_m"
 check "early_stopping logs both risks and both filters" \
-  bash -c "grep -q '\"risk_gd\"' '$TMP/es_m' && grep -q '\"risk_ridge\"' '$TMP/es_m' && grep -q '\"filter_ridge/0\"' '$TMP/es_m'"
+  bash -c "grep -q '\"risk_gd\"' '$TMP/es_m' && grep -q '\"risk_ridge\"' '$TMP/es_m' && grep -q '\"filter/0_ridge\"' '$TMP/es_m'"
 check "early_stopping writes filters.json" \
   bash -c "curl -s '$SRV_BASE/api/v1/jobs/$ES/artifacts/filters.json' | grep -q '\"filter_gd\"'"
 

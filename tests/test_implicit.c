@@ -112,8 +112,8 @@ static void test_early_stopping_kind(void **state) {
   for (long t = 1; t <= 400; t++)
     for (int f = 0; f < 3; f++) {
       char k1[32], k2[32];
-      snprintf(k1, sizeof k1, "filter_gd/%d", f);
-      snprintf(k2, sizeof k2, "filter_gd_observed/%d", f);
+      snprintf(k1, sizeof k1, "filter/%d_gd", f);
+      snprintf(k2, sizeof k2, "filter/%d_gd_observed", f);
       const double a = rec_get(&r, k1, t), b = rec_get(&r, k2, t);
       if (!(fabs(a - b) <= 1e-9 * fabs(a))) fail_msg("t %ld filter %d: %.15g vs %.15g", t, f, a, b);
     }
@@ -370,11 +370,11 @@ static void test_langevin_kind(void **state) {
       char k[32];
       snprintf(k, sizeof k, "var/%d", j);
       const double v = rec_get(&r, k, 400000);
-      snprintf(k, sizeof k, "var_theory/%d", j);
+      snprintf(k, sizeof k, "var/%d_theory", j);
       const double th = rec_get(&r, k, 400000);
       snprintf(k, sizeof k, "var_se/%d", j);
       const double se = rec_get(&r, k, 400000);
-      snprintf(k, sizeof k, "var_target/%d", j);
+      snprintf(k, sizeof k, "var/%d_target", j);
       const double tg = rec_get(&r, k, 400000);
       if (!(fabs(v - th) <= 4.5 * se)) fail_msg("spec %d coord %d: var %.6g theory %.6g se %.3g", q, j, v, th, se);
       if (j == 0) assert_true(fabs(v - tg) > 6 * se);

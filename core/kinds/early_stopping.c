@@ -20,6 +20,11 @@
  * form in the eigenbasis (metric gd_closed_form_err = ||w_t - closed form||, rounding level);
  * the ridge solution from its closed form.
  *
+ * Filters at three eigenvalues f = 0, 1, 2 (the largest, the median and the smallest nonzero
+ * lambda; their values in the summary as filter_lambda/f): filter/f_gd (closed form g_t),
+ * filter/f_ridge (r at mu = 1/(eta t)) and, from a zero start, filter/f_gd_observed (the
+ * coordinate of the GD iterate over its limit, lambda (Q^T w_t) / beta).
+ *
  * Test risk (population, closed form under the teacher): R(w) = 1/2 (w - w*)^T Sigma (w - w*)
  * + noise^2 / 2, the expected loss 1/2 (<x, w> - y)^2 on a fresh example; the held-out risk on
  * data.n_test fresh examples is logged beside it (test_loss_gd, test_loss_ridge). Ali et al.'s
@@ -255,12 +260,12 @@ static int es_run(const json_t *params, td_sink *sink, json_t **summary, td_err 
       for (int f = 0; f < ES_N_FILTERS; f++) {
         const size_t i = fidx[f];
         char key[64];
-        snprintf(key, sizeof key, "filter_gd/%d", f);
+        snprintf(key, sizeof key, "filter/%d_gd", f);
         td_sink_metric(sink, key, t, td_implicit_gd_filter(lam[i], lr, tt));
-        snprintf(key, sizeof key, "filter_ridge/%d", f);
+        snprintf(key, sizeof key, "filter/%d_ridge", f);
         td_sink_metric(sink, key, t, td_implicit_ridge_filter(lam[i], mu));
         if (c.zero_init && fabs(beta[i]) > 0) {
-          snprintf(key, sizeof key, "filter_gd_observed/%d", f);
+          snprintf(key, sizeof key, "filter/%d_gd_observed", f);
           td_sink_metric(sink, key, t, tmp[i] * lam[i] / beta[i]);
         }
       }

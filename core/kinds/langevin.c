@@ -19,7 +19,7 @@
  * the minibatch noise adds eta s^2 / (h (2 - eta h)) (Mandt, Hoffman and Blei 2017, sec. 3).
  *
  * Metrics, every log_every steps after burn_in: var/j (the running variance of theta_j over the
- * post-burn-in samples, Welford), var_theory/j (v_j), var_target/j (T / (N h_j)), var_se/j
+ * post-burn-in samples, Welford), var/j_theory (v_j), var/j_target (T / (N h_j)), var_se/j
  * (the Monte Carlo standard error of the running variance for a stationary Gaussian AR(1):
  * Var(s^2) ~ (2 v^2 / m) (1 + rho^2) / (1 - rho^2) over m samples; Priestley 1981, sec. 5.3)
  * and mean/j beside xbar_j. Coordinates j < 8 are logged. */
@@ -145,9 +145,9 @@ static int lg_run(const json_t *params, td_sink *sink, json_t **summary, td_err 
           const double se = vth[j] * sqrt(2.0 / (double)m * (1 + rho * rho) / (1 - rho * rho));
           snprintf(key, sizeof key, "var/%d", j);
           td_sink_metric(sink, key, k, var);
-          snprintf(key, sizeof key, "var_theory/%d", j);
+          snprintf(key, sizeof key, "var/%d_theory", j);
           td_sink_metric(sink, key, k, vth[j]);
-          snprintf(key, sizeof key, "var_target/%d", j);
+          snprintf(key, sizeof key, "var/%d_target", j);
           td_sink_metric(sink, key, k, T / ((double)N * h[j]));
           snprintf(key, sizeof key, "var_se/%d", j);
           td_sink_metric(sink, key, k, se);

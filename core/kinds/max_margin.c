@@ -18,8 +18,8 @@
  * (their eq. 11: the rate is ||rho|| / (||w_hat|| log t) and no faster). Logged over
  * log-spaced steps: dir_dist (that norm), angle (radians), dir_dist_log_t = dir_dist * log t
  * (tends to a constant when the rate is 1/log t), w_norm_over_log_t beside its limit
- * w_hat_norm, the normalized margin min_i y_i <x_i, w_t> / ||w_t|| beside the max margin
- * 1 / ||w_hat||, the loss, and resid_perp = ||w_t - (<w_t, w_hat> / ||w_hat||^2) w_hat||, the
+ * w_norm_over_log_t_limit = ||w_hat||, the normalized margin (metric margin)
+ * min_i y_i <x_i, w_t> / ||w_t|| beside the max margin margin_max = 1 / ||w_hat||, the loss, and resid_perp = ||w_t - (<w_t, w_hat> / ||w_hat||^2) w_hat||, the
  * part of rho_t orthogonal to w_hat, which the theorem keeps bounded (dir_dist is about
  * resid_perp / ||w_t||: the 1/log t rate is this bounded residual over a norm growing like
  * log t). The mean loss scales the effective time by 1/n, so ||w_t|| / log t approaches
@@ -137,7 +137,7 @@ static int mm_run(const json_t *params, td_sink *sink, json_t **summary, td_err 
         td_sink_metric(sink, "dir_dist", t, dd);
         td_sink_metric(sink, "angle", t, angle);
         td_sink_metric(sink, "margin", t, mmin / wn);
-        td_sink_metric(sink, "max_margin", t, 1.0 / whn);
+        td_sink_metric(sink, "margin_max", t, 1.0 / whn);
         last_dd = dd;
         last_angle = angle;
         last_margin = mmin / wn;
@@ -145,7 +145,7 @@ static int mm_run(const json_t *params, td_sink *sink, json_t **summary, td_err 
           const double lt = log((double)t);
           td_sink_metric(sink, "dir_dist_log_t", t, dd * lt);
           td_sink_metric(sink, "w_norm_over_log_t", t, wn / lt);
-          td_sink_metric(sink, "w_hat_norm", t, whn);
+          td_sink_metric(sink, "w_norm_over_log_t_limit", t, whn);
           last_ratio = wn / lt;
         }
       }
