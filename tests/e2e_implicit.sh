@@ -12,6 +12,7 @@
 #     1e5 steps, the normalized margin is below the max margin, max_margin.json exists;
 #   - langevin (SGLD, B = 5): the running variances are within 4.5 standard errors of the
 #     discretized chain's closed form (var_z);
+#   - blr: the Laplace evidence equals the exact Bayesian linear regression evidence;
 #   - laplace (Fashion-MNIST 1000/1000, 784-32-10, last layer, all three structures): the
 #     GLM predictive's NLL and ECE are below the MAP network's, its accuracy within 1 point,
 #     and reliability.json / marglik.json exist;
@@ -81,6 +82,7 @@ ES=$(srv_submit '{"kind":"early_stopping","params":{"data":{"n":100,"d":50},"lr"
 MM=$(srv_submit '{"kind":"max_margin","params":{"steps":100000,"seed":3}}')
 LG=$(srv_submit '{"kind":"langevin","params":{"steps":400000,"batch_size":5,"seed":1}}')
 IG=$(srv_submit '{"kind":"igr","params":{"problem":"2d"}}')
+BL=$(srv_submit '{"kind":"blr","params":{"data":{"n":50,"d":10}}}')
 LP=$(srv_submit '{"kind":"laplace","params":{"data":{"n_train":1000,"n_test":1000},"epochs":30,"optimizer":{"lr":0.1,"momentum":0.9},"laplace":{"samples":50}}}')
 
 st=$(wait_job "$ES" 60)
@@ -111,6 +113,10 @@ sf=$(num slope_flow "$TMP/job_$IG")
 sm=$(num slope_mod "$TMP/job_$IG")
 check "igr (2d): slope GD-to-flow $sf ~ 1 and GD-to-modified-flow $sm ~ 2" \
   bash -c "[ '$st' = succeeded ] && awk -v a='$sf' -v b='$sm' 'BEGIN{exit !(a >= 0.9 && a <= 1.25 && b >= 1.85 && b <= 2.2)}'"
+
+st=$(wait_job "$BL" 60)
+check "blr: the Laplace evidence equals the exact evidence over the alpha grid (< 1e-9)" \
+  bash -c "[ '$st' = succeeded ] && awk -v x='$(num log_evidence_err_max "$TMP/job_$BL")' 'BEGIN{exit !(x < 1e-9)}'"
 
 st=$(wait_job "$LP" 240)
 mn=$(num map/nll "$TMP/job_$LP"); me=$(num map/ece "$TMP/job_$LP"); ma=$(num map/acc "$TMP/job_$LP")

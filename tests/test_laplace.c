@@ -30,6 +30,8 @@
 #include "bayes/laplace.h"
 #include "curv/curv.h"
 #include "nn/model.h"
+#include "nn/data.h"
+#include "kinds/registry.h"
 
 static td_mlp *make_mlp(int in, int out, int hidden) {
   td_mlp_cfg cfg;
@@ -273,11 +275,73 @@ static void test_calibrate(void **state) {
   assert_true(fabs(c.ece - 0.4125) < 1e-15);
 }
 
+
+/* The blr kind (noise 0.5, so sigma2 = 0.25, not the Laplace module's unit variance): its
+ * exact and Laplace evidences at every grid alpha agree to 1e-9 (both are sums of O(100)
+ * terms of O(1): rounding ~1e-13), and at grid point 20 (alpha = 1) both equal Bishop's
+ * d x d form (PRML eq. 3.86), computed here from the regenerated data:
+ *   q/2 log alpha - n/2 log(2 pi sigma2) - E(m) - 1/2 log |A|,
+ *   E(m) = ||y - Phi m||^2 / (2 sigma2) + alpha/2 ||m||^2, A = Phi^T Phi / sigma2 + alpha I. */
+static double g_ev[64], g_lap[64];
+static int blr_metric(void *ctx, const char *key, long step, double v) {
+  (void)ctx;
+  if (step < 0 || step >= 64) return 0;
+  if (!strcmp(key, "log_evidence")) g_ev[step] = v;
+  if (!strcmp(key, "log_evidence_laplace")) g_lap[step] = v;
+  return 0;
+}
+static void test_blr_kind(void **state) {
+  (void)state;
+  json_t *p = json_loads("{\"data\":{\"n\":30,\"d\":4,\"noise\":0.5},\"grid\":41,\"seed\":2}", 0, NULL);
+  json_t *filled = NULL, *sum = NULL;
+  td_err err;
+  assert_int_equal(td_kinds_validate("blr", p, NULL, &filled, NULL, &err), 0);
+  td_sink sink = {.metric = blr_metric};
+  assert_int_equal(td_kinds_find("blr")->run(filled, &sink, &sum, &err), 0);
+  for (int i = 0; i < 41; i++)
+    if (!(fabs(g_ev[i] - g_lap[i]) <= 1e-9)) fail_msg("alpha %d: exact %.15g laplace %.15g", i, g_ev[i], g_lap[i]);
+  td_synth_cfg sc = {.d = 4, .noise = 0.5, .decay = 0};
+  td_dataset ds;
+  assert_int_equal(td_data_synthetic(&sc, 30, 2, TD_RNG_DATA, &ds, NULL, &err), 0);
+  const int n = 30, q = 5;
+  const double s2 = 0.25, alpha = 1.0;
+  double A[25] = {0}, b[5] = {0}, m[5];
+  for (int i = 0; i < n; i++) {
+    double f[5] = {ds.X[i * 4], ds.X[i * 4 + 1], ds.X[i * 4 + 2], ds.X[i * 4 + 3], 1.0};
+    for (int j = 0; j < q; j++) {
+      b[j] += f[j] * ds.Y[i] / s2;
+      for (int k = 0; k < q; k++) A[j * q + k] += f[j] * f[k] / s2;
+    }
+  }
+  for (int j = 0; j < q; j++) A[j * q + j] += alpha;
+  memcpy(m, b, sizeof m);
+  double Ac[25];
+  memcpy(Ac, A, sizeof Ac);
+  assert_int_equal(LAPACKE_dposv(LAPACK_ROW_MAJOR, 'L', q, 1, Ac, q, m, 1), 0);
+  double logdetA = 0;
+  for (int j = 0; j < q; j++) logdetA += 2 * log(Ac[j * q + j]);
+  double rss = 0, mm = 0;
+  for (int i = 0; i < n; i++) {
+    double r = ds.Y[i] - m[4];
+    for (int j = 0; j < 4; j++) r -= ds.X[i * 4 + j] * m[j];
+    rss += r * r;
+  }
+  for (int j = 0; j < q; j++) mm += m[j] * m[j];
+  const double bishop = 0.5 * q * log(alpha) - 0.5 * n * log(2 * M_PI * s2) - rss / (2 * s2) -
+                        0.5 * alpha * mm - 0.5 * logdetA;
+  if (!(fabs(g_ev[20] - bishop) <= 1e-9)) fail_msg("exact %.15g bishop %.15g", g_ev[20], bishop);
+  assert_true(fabs(g_lap[20] - bishop) <= 1e-9);
+  td_dataset_deinit(&ds);
+  json_decref(p);
+  json_decref(filled);
+  json_decref(sum);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_blr_evidence),     cmocka_unit_test(test_diag_equals_full),
       cmocka_unit_test(test_full_ggn_vs_rop),  cmocka_unit_test(test_kfac_samples),
-      cmocka_unit_test(test_calibrate),
+      cmocka_unit_test(test_calibrate),        cmocka_unit_test(test_blr_kind),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -51,7 +51,8 @@ static const td_param igr_params[] = {
      "2d: L(a, b) = 1/2 (a b - 1)^2; mlp: the network and data of the rows below"},
     {"start", TD_PT_NUM_LIST, "[2.5, 0.1]", -100, 100, NULL, 2, "2d: the start (a, b)"},
     {"lrs", TD_PT_NUM_LIST, "[0.01, 0.02, 0.04, 0.08]", 1e-6, 10, NULL, IGR_MAX_ETAS,
-     "the sweep of GD step sizes eta"},
+     "the sweep of GD step sizes eta (each below 2 / sharpness: the default mlp problem starts "
+     "at a sharpness of about 167, so e.g. [0.001, 0.002, 0.004, 0.008] with time 0.4)"},
     {"time", TD_PT_NUM, "2", 1e-6, 1e4, NULL, 0,
      "flow time T: GD runs round(T / eta) steps for each eta"},
     {"ode_tol", TD_PT_NUM, "1e-10", 1e-14, 1e-3, NULL, 0,

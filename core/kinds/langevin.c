@@ -64,6 +64,11 @@ static int lg_check(const json_t *p, td_estimate *est, td_err *err) {
   const long N = td_param_int(p, "n_data", 100);
   if (td_param_has(p, "batch_size") && td_param_int(p, "batch_size", 1) > N)
     return td_err_set(err, TD_EINVAL, "params.batch_size", "batch_size exceeds n_data (%ld)", N);
+  const double work = (double)td_param_int(p, "steps", 200000) * (double)json_array_size(h) *
+                      (td_param_has(p, "batch_size") ? (double)td_param_int(p, "batch_size", 1) : 1.0);
+  if (work > 2e10)
+    return td_err_set(err, TD_EINVAL, "params.steps",
+                      "steps x dimension x batch_size = %.3g is above the cap of 2e10", work);
   est->bytes = 8.0 * (double)N * (double)json_array_size(h) + 1e5;
   est->n_params = (double)json_array_size(h);
   return 0;

@@ -16,6 +16,7 @@ static const td_kind *const kinds[] = {
     &td_kind_langevin,
     &td_kind_laplace,
     &td_kind_igr,
+    &td_kind_blr,
 };
 
 size_t td_kinds_count(void) { return sizeof kinds / sizeof kinds[0]; }

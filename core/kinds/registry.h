@@ -54,6 +54,7 @@ extern const td_kind td_kind_max_margin;
 extern const td_kind td_kind_langevin;
 extern const td_kind td_kind_laplace;
 extern const td_kind td_kind_igr;
+extern const td_kind td_kind_blr;
 
 /* td_kinds_count / td_kinds_at: iterate the catalogue (i < count). */
 size_t td_kinds_count(void);
