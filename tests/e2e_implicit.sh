@@ -82,6 +82,7 @@ ES=$(srv_submit '{"kind":"early_stopping","params":{"data":{"n":100,"d":50},"lr"
 MM=$(srv_submit '{"kind":"max_margin","params":{"steps":100000,"seed":3}}')
 LG=$(srv_submit '{"kind":"langevin","params":{"steps":400000,"batch_size":5,"seed":1}}')
 IG=$(srv_submit '{"kind":"igr","params":{"problem":"2d"}}')
+SG=$(srv_submit '{"kind":"train","params":{"data":{"name":"fashion-mnist","n_train":500,"n_test":200},"model":{"hidden":[16]},"steps":50,"batch_size":50,"optimizer":{"name":"sgld","lr":0.05,"temperature":0.5}}}')
 BL=$(srv_submit '{"kind":"blr","params":{"data":{"n":50,"d":10}}}')
 LP=$(srv_submit '{"kind":"laplace","params":{"data":{"n_train":1000,"n_test":1000},"epochs":30,"optimizer":{"lr":0.1,"momentum":0.9},"laplace":{"samples":50}}}')
 
@@ -113,6 +114,10 @@ sf=$(num slope_flow "$TMP/job_$IG")
 sm=$(num slope_mod "$TMP/job_$IG")
 check "igr (2d): slope GD-to-flow $sf ~ 1 and GD-to-modified-flow $sm ~ 2" \
   bash -c "[ '$st' = succeeded ] && awk -v a='$sf' -v b='$sm' 'BEGIN{exit !(a >= 0.9 && a <= 1.25 && b >= 1.85 && b <= 2.2)}'"
+
+st=$(wait_job "$SG" 60)
+check "train with optimizer sgld succeeds with its temperature in the stored params" \
+  bash -c "[ '$st' = succeeded ] && grep -q '\"temperature\":0.5' '$TMP/job_$SG' && grep -q '\"name\":\"sgld\"' '$TMP/job_$SG'"
 
 st=$(wait_job "$BL" 60)
 check "blr: the Laplace evidence equals the exact evidence over the alpha grid (< 1e-9)" \
