@@ -16,6 +16,8 @@
 #   - laplace (Fashion-MNIST 1000/1000, 784-32-10, last layer, all three structures): the
 #     GLM predictive's NLL and ECE are below the MAP network's, its accuracy within 1 point,
 #     and reliability.json / marglik.json exist;
+#   - laplace started from a train job's checkpoint without training: its MAP NLL equals the
+#     parent's test loss;
 #   - igr (2d): the log-log slopes of the distances GD-to-flow and GD-to-modified-flow are
 #     about 1 and 2 (in [0.9, 1.25] and [1.85, 2.2]);
 #   - bad params: 400 naming the field (langevin lr * curvature >= 2, laplace full GGN above
@@ -83,6 +85,7 @@ MM=$(srv_submit '{"kind":"max_margin","params":{"steps":100000,"seed":3}}')
 LG=$(srv_submit '{"kind":"langevin","params":{"steps":400000,"batch_size":5,"seed":1}}')
 IG=$(srv_submit '{"kind":"igr","params":{"problem":"2d"}}')
 SG=$(srv_submit '{"kind":"train","params":{"data":{"name":"fashion-mnist","n_train":500,"n_test":200},"model":{"hidden":[16]},"steps":50,"batch_size":50,"optimizer":{"name":"sgld","lr":0.05,"temperature":0.5}}}')
+TR=$(srv_submit '{"kind":"train","params":{"data":{"name":"fashion-mnist","n_train":1000,"n_test":500},"model":{"hidden":[32]},"epochs":5,"batch_size":100,"optimizer":{"lr":0.1,"momentum":0.9},"checkpoint_every":50}}')
 BL=$(srv_submit '{"kind":"blr","params":{"data":{"n":50,"d":10}}}')
 LP=$(srv_submit '{"kind":"laplace","params":{"data":{"n_train":1000,"n_test":1000},"epochs":30,"optimizer":{"lr":0.1,"momentum":0.9},"laplace":{"samples":50}}}')
 
@@ -134,6 +137,13 @@ check "laplace: full and diag structures report evidence and predictive metrics"
 check "laplace writes reliability.json and marglik.json" \
   bash -c "curl -s '$SRV_BASE/api/v1/jobs/$LP/artifacts/reliability.json' | grep -q '\"confidence\"' &&
            curl -s '$SRV_BASE/api/v1/jobs/$LP/artifacts/marglik.json' | grep -q '\"log_marglik\"'"
+
+st=$(wait_job "$TR" 120)
+LC=$(srv_submit '{"kind":"laplace","params":{"data":{"n_train":1000,"n_test":500},"model":{"hidden":[32]},"steps":1,"init_from":{"job":'"$TR"',"step":50},"laplace":{"train":false,"structure":"kfac","samples":20}}}')
+st2=$(wait_job "$LC" 120)
+tl=$(num test_loss "$TMP/job_$TR"); mn=$(num map/nll "$TMP/job_$LC")
+check "laplace from another job's checkpoint (laplace.train false): its MAP NLL $mn is the parent's test loss $tl" \
+  bash -c "[ '$st' = succeeded ] && [ '$st2' = succeeded ] && awk -v a='$tl' -v b='$mn' 'BEGIN{d = a - b; if (d < 0) d = -d; exit !(d <= 1e-9 * a)}'"
 
 expect_400 "langevin lr * curvature >= 2" params.lr '{"kind":"langevin","params":{"lr":3,"curvatures":[1]}}'
 expect_400 "laplace full GGN over all 25450 parameters" params.laplace.structure \

@@ -14,6 +14,9 @@
  *     prior_precision, glm_nll, glm_acc, glm_ece, nn_nll, nn_acc, nn_ece}, the same in the
  *     summary; artifacts reliability.json (per predictive: bin confidence, accuracy and count
  *     over 15 bins) and marglik.json (log marginal likelihood over a delta grid).
+ * Starting from another job's checkpoint: init_from.job / init_from.step with laplace.train
+ * false and steps 1 (the trainer's update hook then skips the optimizer step): the posterior
+ * is fitted at the checkpoint's parameters exactly.
  * The evidence formula assumes the trained parameters are a mode of the posterior with the
  * chosen delta; with optimizer.weight_decay wd (coupled L2, sgd) the MAP is that of
  * delta = N wd on all parameters. */
@@ -45,6 +48,9 @@ static const td_param laplace_params[] = {
      "posterior samples of the GLM and NN predictives"},
     {"laplace.n_fit", TD_PT_INT, NULL, 1, 60000, NULL, 0,
      "training examples the GGN is computed on (absent: all of n_train)"},
+    {"laplace.train", TD_PT_BOOL, "true", 0, 0, NULL, 0,
+     "false: the optimizer steps are skipped, so the posterior is fitted at the starting "
+     "parameters (with init_from: a checkpoint of another job, as it is; give steps 1)"},
     TD_TRAINER_CHECKPOINT_PARAMS,
     TD_DIVERGE_PARAMS,
 };
@@ -56,6 +62,7 @@ typedef struct lp_cfg {
   double delta; /* 0: optimize */
   int samples;
   long n_fit;
+  int train; /* 0: the update hook skips the optimizer step */
 } lp_cfg;
 
 static int parse_cfg(const json_t *p, lp_cfg *c, td_err *err) {
@@ -80,6 +87,7 @@ static int parse_cfg(const json_t *p, lp_cfg *c, td_err *err) {
   c->delta = td_param_num(p, "laplace.prior_precision", 0);
   c->samples = (int)td_param_int(p, "laplace.samples", 100);
   c->n_fit = td_param_int(p, "laplace.n_fit", (long)t->pb.n_train);
+  c->train = td_param_bool(p, "laplace.train", 1);
   if (c->n_fit > (long)t->pb.n_train)
     return td_err_set(err, TD_EINVAL, "params.laplace.n_fit",
                       "laplace.n_fit (%ld) exceeds the training set (%zu)", c->n_fit,
@@ -256,13 +264,22 @@ out:
   return rc;
 }
 
+/* laplace.train false: no optimizer step (the parameters stay those of the start). */
+static int lp_no_update(td_trainer *t, void *ctx, td_err *err) {
+  (void)t;
+  (void)ctx;
+  (void)err;
+  return 0;
+}
+
 static int laplace_run(const json_t *params, td_sink *sink, json_t **summary, td_err *err) {
   *summary = NULL;
   lp_cfg c;
   int rc = parse_cfg(params, &c, err);
   if (rc) return rc;
   lp_state s = {.c = &c};
-  const td_trainer_hooks hooks = {.ctx = &s, .finish = lp_finish};
+  const td_trainer_hooks hooks = {.ctx = &s, .finish = lp_finish,
+                                  .update = c.train ? NULL : lp_no_update};
   return td_trainer_run(&c.tc, &hooks, sink, summary, err);
 }
 
