@@ -10,9 +10,8 @@
  *     of the Laplace log marginal likelihood (td_laplace_optimize_prior);
  *   - predictives on the test set with laplace.samples posterior samples: GLM (softmax of
  *     f* + J(x) d, the linearized network) and NN (softmax of f(x; theta* + d));
- *   - metrics at the last step: map/{nll,acc,ece,brier}, and <structure>/{log_marglik,
- *     prior_precision, glm_nll, glm_acc, glm_ece, nn_nll, nn_acc, nn_ece}, the same in the
- *     summary; artifacts reliability.json (per predictive: bin confidence, accuracy and count
+ *   - summary keys map/{nll,acc,ece,brier}, and <structure>/{log_marglik, prior_precision,
+ *     glm_nll, glm_acc, glm_ece, nn_nll, nn_acc, nn_ece, seconds}; artifacts reliability.json (per predictive: bin confidence, accuracy and count
  *     over 15 bins) and marglik.json (log marginal likelihood over a delta grid).
  * Starting from another job's checkpoint: init_from.job / init_from.step with laplace.train
  * false and steps 1 (the trainer's update hook then skips the optimizer step): the posterior
@@ -151,8 +150,10 @@ static json_t *calib_json(const td_laplace_calib *cb) {
   return o;
 }
 
+/* A result of the posterior fit: a summary key (a one-point metric series would only clutter
+ * the job page). */
 static void put(td_trainer *t, json_t *sum, const char *key, double v) {
-  td_sink_metric(t->sink, key, t->step, v);
+  (void)t;
   td_trainer_set_num(sum, key, v);
 }
 

@@ -72,8 +72,11 @@
     Object.keys(obj).forEach(function (k) {
       var o = obj[k];
       if (!o || !o.prior_precision) return;
+      /* the far tails fall by orders of magnitude and would flatten the peak: keep the
+       * points within 3 |max| of the maximum */
+      var y = nums(o.log_marglik), mx = Math.max.apply(null, y.filter(function (v) { return v != null; }));
       series.push({ label: k + ' (P = ' + o.n_params + ', chosen ' + (TD.fmt ? TD.fmt(o.chosen, 4) : o.chosen) + ')',
-        x: nums(o.prior_precision), y: nums(o.log_marglik) });
+        x: nums(o.prior_precision), y: y.map(function (v) { return v != null && v >= mx - 3 * Math.abs(mx) ? v : null; }) });
     });
     TD.chart(host, { title: 'Laplace log marginal likelihood against the prior precision', xLabel: 'prior precision delta',
       logX: true, logXToggle: true, logToggle: false, id: id() }).set(series);
