@@ -4,8 +4,11 @@ BUILD   ?= build
 PKGS    := libmicrohttpd jansson sqlite3 openblas lapacke zlib
 OPT     ?= -O2 -march=native
 WARN    := -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes
-CFLAGS  += $(OPT) -g $(WARN) -D_GNU_SOURCE -Icore -pthread -MMD -MP $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(SAN)
-LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -llbfgs -lm -pthread $(SAN)
+# GSL (gsl_odeiv2, the igr kind's ODE integrator): its headers from pkg-config, and -lgsl
+# alone: OpenBLAS provides the CBLAS that GSL calls (pkg-config's -lgslcblas would be a second
+# CBLAS).
+CFLAGS  += $(OPT) -g $(WARN) -D_GNU_SOURCE -Icore -pthread -MMD -MP $(shell pkg-config --cflags $(PKGS) gsl 2>/dev/null) $(SAN)
+LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lgsl -llbfgs -lm -pthread $(SAN)
 TEST_LDLIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
 
 CORE_SRC   := $(wildcard core/*/*.c)

@@ -19,6 +19,8 @@
 #   - checkpoints, init_from/fork, tdlab run --artifacts: tests/e2e_checkpoints.sh (its own);
 #   - raw-socket protocol edges: tests/protocol.sh (its own daemon; needs python3).
 # Needs bash, curl, coreutils, grep, sed, awk and python3 (sqlite3 optional).
+#   - chapter 8 kinds (implicit regularization, Bayesian inference): tests/e2e_implicit.sh.
+# Needs only bash, curl, coreutils, grep, sed, awk (sqlite3 optional).
 # Prints one line per check and a final "N passed, M failed"; exits non-zero on a failure.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -512,5 +514,6 @@ else
 fi
 # Its own daemon (1 worker): POST /api/v1/kernels against hand-derived values, and its 400s.
 if "$ROOT/tests/e2e_kernels.sh" "$TDLAB" | sed 's/^/  /'; then ok "kernels (tests/e2e_kernels.sh)"; else bad "kernels (tests/e2e_kernels.sh)"; fi
+if "$ROOT/tests/e2e_implicit.sh" "$TDLAB" | sed 's/^/  /'; then ok "chapter 8 kinds (tests/e2e_implicit.sh)"; else bad "chapter 8 kinds (tests/e2e_implicit.sh)"; fi
 
 finish

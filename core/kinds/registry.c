@@ -14,6 +14,12 @@ static const td_kind *const kinds[] = {
     &td_kind_ntk,
     &td_kind_lazy,
     &td_kind_kernel_regression,
+    &td_kind_early_stopping,
+    &td_kind_max_margin,
+    &td_kind_langevin,
+    &td_kind_laplace,
+    &td_kind_igr,
+    &td_kind_blr,
 };
 
 size_t td_kinds_count(void) { return sizeof kinds / sizeof kinds[0]; }

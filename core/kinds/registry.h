@@ -52,6 +52,12 @@ extern const td_kind td_kind_natgrad_invariance;
 extern const td_kind td_kind_ntk;
 extern const td_kind td_kind_lazy;
 extern const td_kind td_kind_kernel_regression;
+extern const td_kind td_kind_early_stopping;
+extern const td_kind td_kind_max_margin;
+extern const td_kind td_kind_langevin;
+extern const td_kind td_kind_laplace;
+extern const td_kind td_kind_igr;
+extern const td_kind td_kind_blr;
 
 /* td_kinds_count / td_kinds_at: iterate the catalogue (i < count). */
 size_t td_kinds_count(void);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/rng.h"
 #include "base/schema.h"
 
 #define TD__OPTIM_MAX_STATE 4
@@ -42,7 +43,8 @@ int td_optim_fill_params(json_t *params, td_err *err) {
 td_optim_hp td_optim_hp_default(void) {
   td_optim_hp hp = {.momentum = 0.0, .nesterov = 0, .dampening = 0.0, .beta1 = 0.9,
                     .beta2 = 0.999, .eps = 1e-8, .weight_decay = 0.0, .alpha = 0.99,
-                    .centered = 0, .lr_decay = 0.0, .initial_accumulator = 0.0};
+                    .centered = 0, .lr_decay = 0.0, .initial_accumulator = 0.0,
+                    .temperature = 1.0, .n_data = 0.0, .noise_seed = 0};
   return hp;
 }
 
@@ -246,6 +248,26 @@ static void rmsprop_step(td_optim *o, double *restrict p, const double *restrict
   }
 }
 
+/* ---- sgld ------------------------------------------------------------------------------- */
+
+static int sgld_check(const td_optim_hp *hp, td_err *err) {
+  if (!(hp->temperature >= 0) || !isfinite(hp->temperature))
+    return td_err_set(err, TD_EINVAL, "params.optimizer.temperature", "temperature must be >= 0");
+  if (!(hp->n_data >= 1) || !isfinite(hp->n_data))
+    return td_err_set(err, TD_EINVAL, "params.optimizer.n_data", "sgld needs n_data >= 1");
+  return 0;
+}
+
+static void sgld_step(td_optim *o, double *p, const double *g, double lr) {
+  const double wd = o->hp.weight_decay, sd = sqrt(2.0 * lr * o->hp.temperature / o->hp.n_data);
+  td_rng r;
+  td_rng_init(&r, o->hp.noise_seed, TD_OPTIM_SGLD_STREAM + (uint64_t)o->t);
+  for (size_t i = 0; i < o->n; i++) {
+    p[i] -= lr * (g[i] + wd * p[i]);
+    if (sd > 0) p[i] += sd * td_rng_normal(&r);
+  }
+}
+
 /* ---- table ------------------------------------------------------------------------------ */
 
 static const td_optim_impl impls[] = {
@@ -256,9 +278,10 @@ static const td_optim_impl impls[] = {
     {"rmsprop", 3, {"square_avg", "momentum_buffer", "grad_avg"}, rmsprop_check, rmsprop_step},
     {"adam", 2, {"exp_avg", "exp_avg_sq"}, adam_check, adam_step},
     {"adamw", 2, {"exp_avg", "exp_avg_sq"}, adam_check, adamw_step},
+    {"sgld", 0, {NULL}, sgld_check, sgld_step},
 };
 
-const char *td_optim_names(void) { return "sgd|heavy_ball|nesterov|adagrad|rmsprop|adam|adamw"; }
+const char *td_optim_names(void) { return "sgd|heavy_ball|nesterov|adagrad|rmsprop|adam|adamw|sgld"; }
 
 static const td_optim_impl *find_impl(const char *name) {
   for (size_t i = 0; name && i < sizeof impls / sizeof impls[0]; i++)

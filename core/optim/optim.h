@@ -4,6 +4,7 @@
 #define TD_OPTIM_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "base/err.h"
 
@@ -23,6 +24,9 @@ typedef struct td_optim_hp {
   int centered;        /* rmsprop: divide by the estimated std instead of the RMS */
   double lr_decay;     /* adagrad: lr_t = lr / (1 + (t - 1) lr_decay), >= 0 */
   double initial_accumulator; /* adagrad: initial value of the squared-gradient sum, >= 0 */
+  double temperature;  /* sgld: T >= 0 (1: the posterior; 0: plain SGD) */
+  double n_data;       /* sgld: N >= 1, the training-set size (noise variance 2 lr T / N) */
+  uint64_t noise_seed; /* sgld: seed of the injected noise */
 } td_optim_hp;
 
 /* td_optim_default_weight_decay: PyTorch's default weight_decay of optimizer `name`: 0.01 for
@@ -83,11 +87,20 @@ int td_optim_fill_params(json_t *params, td_err *err);
  *      Its first step is p1 = p0 - lr g / (|g| + eps) exactly (m^ = g, v^ = g^2).
  *  adamw (Loshchilov and Hutter 2019; torch.optim.AdamW): p *= 1 - lr wd, then adam with
  *      no L2 term.
+ *  sgld (Welling and Teh 2011, "Bayesian learning via stochastic gradient Langevin dynamics",
+ *      ICML, eq. 4, for the MEAN loss: the posterior is exp(-N L(p) / T)): p -= lr (g + wd p),
+ *      then p += sqrt(2 lr T / N) xi, xi ~ N(0, I) from the counter-based stream
+ *      (noise_seed, TD_OPTIM_SGLD_STREAM + t) of rng.h, t the number of steps taken before
+ *      this one, so a run and its fork draw the same noise. wd is a Gaussian prior of
+ *      precision N wd. With the full training set as the batch it is (unadjusted) Langevin
+ *      dynamics; T = 0 is plain SGD.
  *
  * Extending: optimizers are rows of a table in optim.c (name, number of state vectors,
  * check, step). Methods that need curvature (Newton, Hessian-free, K-FAC, natural gradient)
  * receive it through an oracle struct of callbacks (HVP, GGN-vector, per-layer statistics)
  * set before stepping, so this interface does not change. */
+#define TD_OPTIM_SGLD_STREAM 0x53474c4400000000ull /* "SGLD" */
+
 td_optim_hp td_optim_hp_default(void);
 
 typedef struct td_optim td_optim;
@@ -137,7 +150,7 @@ const char *td_optim_state_name(const td_optim *o, int i);
  * rule, i.e. torch's state["step"]). Negative t is ignored. */
 void td_optim_set_steps(td_optim *o, long t);
 
-/* td_optim_names: "sgd|heavy_ball|nesterov|adagrad|rmsprop|adam|adamw" (schemas, docs). */
+/* td_optim_names: "sgd|heavy_ball|nesterov|adagrad|rmsprop|adam|adamw|sgld" (schemas, docs). */
 const char *td_optim_names(void);
 
 /* td_optim_state_count: how many n_params state vectors td_optim_create would allocate for

@@ -122,6 +122,9 @@ int td_trainer_parse_optim(const json_t *p, td_trainer_cfg *c, td_err *err) {
   c->hp.centered = td_param_bool(p, "optimizer.centered", 0);
   c->hp.lr_decay = td_param_num(p, "optimizer.lr_decay", 0.0);
   c->hp.initial_accumulator = td_param_num(p, "optimizer.initial_accumulator", 0.0);
+  c->hp.temperature = td_param_num(p, "optimizer.temperature", 1.0);
+  c->hp.n_data = (double)td_param_int(p, "optimizer.n_data", (long)c->pb.n_train);
+  c->hp.noise_seed = c->pb.seed;
   c->l2 = td_param_num(p, "l2", 0.0);
   /* first-order methods (the optim.h table) are checked here; names outside it (the schema
    * enum lists them) are validated by their own code */

@@ -110,7 +110,7 @@
 /* The first-order optimizers (optim.h) and the lr schedule (sched.h); NAMES is the enum of
  * optimizer.name (TD_TRAINER_OPTIM_NAMES, and "|" TD_SOPT_NAMES for kinds that add
  * TD_SOPT_PARAMS), LR the default lr. */
-#define TD_TRAINER_OPTIM_NAMES "sgd|heavy_ball|nesterov|adagrad|rmsprop|adam|adamw"
+#define TD_TRAINER_OPTIM_NAMES "sgd|heavy_ball|nesterov|adagrad|rmsprop|adam|adamw|sgld"
 #define TD_TRAINER_OPTIM_PARAMS(NAMES, LR)                                                        \
   {"optimizer.name", TD_PT_STR, "\"sgd\"", 0, 0, NAMES, 0,                                        \
    "optimizer (update rules and sources: core/optim/optim.h, docs/optimizers.md)"},               \
@@ -133,6 +133,11 @@
        "adagrad: lr_t = lr / (1 + (t-1) lr_decay) (PyTorch)"},                                    \
       {"optimizer.initial_accumulator", TD_PT_NUM, "0", 0, 1e6, NULL, 0,                          \
        "adagrad: initial value of the squared-gradient sum"},                                     \
+      {"optimizer.temperature", TD_PT_NUM, "1", 0, 1e6, NULL, 0,                                  \
+       "sgld: temperature T, noise N(0, 2 lr T / n_data) per coordinate and step (Welling and "   \
+       "Teh 2011; batch_size = n_train: full-batch Langevin)"},                                   \
+      {"optimizer.n_data", TD_PT_INT, NULL, 1, 1e9, NULL, 0,                                      \
+       "sgld: N of the noise variance 2 lr T / N (absent: the training-set size)"},               \
       {"optimizer.weight_decay", TD_PT_NUM, NULL, 0, 1e3, NULL, 0,                                \
        "the optimizer's decay: adamw decoupled p -= lr*wd*p (PyTorch); all others coupled L2, "   \
        "g += wd*p. Absent: PyTorch's default, 0.01 for adamw and 0 otherwise, written into the "  \

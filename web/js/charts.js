@@ -87,7 +87,8 @@
   /* TD.chart(parent, opts): opts = {title, xLabel, yLabel, logY, logX, logToggle (default
    * true), logXToggle, height, id, wide, intX (integer x ticks)}. Returns {set(series, extra), destroy(), card, u}.
    * series: [{label, x, y, color, dash, width, style: 'line'|'points'|'bars', show, points: false
-   * (a line without point markers, however few its points)}]
+   * (a line without point markers, however few its points), spanGaps (join a line across x
+   * values at which it has no point)}]
    * extra: {bands: [[hiIndex, loIndex]] (0-based indexes into series), note: 'text'} */
   TD.chart = function (parent, opts) {
     opts = opts || {};
@@ -127,7 +128,7 @@
         var n = countValues(al.data[i + 1]);
         var style = s.style || 'line';
         var o = {
-          label: s.label, stroke: color, width: s.width || 1.5, spanGaps: false,
+          label: s.label, stroke: color, width: s.width || 1.5, spanGaps: !!s.spanGaps,
           value: fmtLegend, show: s.show !== false,
           points: { show: style === 'points' || (style === 'line' && s.points !== false && n > 0 && n <= 60), size: style === 'points' || n <= 10 ? 6 : 4, fill: color },
         };
