@@ -22,7 +22,10 @@
 
 #include "base/la.h"
 #include "base/rng.h"
+#include "bilevel/hgmlp.h"
 #include "bilevel/hypergrad.h"
+#include "nn/data.h"
+#include "nn/model.h"
 
 enum { NTR = 40, NV = 30, D = 6, G = 2 };
 static const size_t OFF[G + 1] = {0, 3, 6};
@@ -334,6 +337,57 @@ static void test_mu_rational_and_errors(void **st) {
   td_hg_ridge_deinit(&f.q);
 }
 
+/* The MLP adapter: a tanh network on synthetic data; every unrolled method against central
+ * differences of L_val(w_T) computed by the double-precision forward unroll (h = 1e-5: the
+ * truncation error h^2 |f'''| / 6 is ~1e-10 relative for this smooth map). */
+static void test_mlp_methods_match_finite_differences(void **st) {
+  (void)st;
+  td_err err;
+  td_synth_cfg sc = {.d = 5, .noise = 0.1, .decay = 0};
+  td_dataset tr, va;
+  assert_int_equal(td_data_synthetic(&sc, 30, 3, 1, &tr, NULL, &err), 0);
+  assert_int_equal(td_data_synthetic(&sc, 20, 3, 2, &va, NULL, &err), 0);
+  td_mlp_cfg mc = {.in_dim = 5, .out_dim = 1, .n_hidden = 1, .hidden = {7}, .act = TD_ACT_TANH,
+                   .init_scale = 1.0};
+  td_mlp *m;
+  assert_int_equal(td_mlp_create(&mc, &m, &err), 0);
+  td_mlp_init(m, 4);
+  td_hgmlp h;
+  assert_int_equal(td_hgmlp_init(&h, m, &tr, 30, &va, 20, TD_CURV_MSE, &err), 0);
+  td_hg_problem p = td_hgmlp_problem(&h);
+  assert_int_equal(p.n_groups, 2);
+  enum { TM = 15 };
+  double lrs[TM], lam[2] = {0.01, 0.03}, a[2], b[2], c[2], dlr[TM];
+  for (int t = 0; t < TM; t++) lrs[t] = 0.2;
+  td_hg_unroll u = {.T = TM, .lrs = lrs, .mu = 0.9, .lambda = lam, .w0 = m->params};
+  td_hg_result r1 = {.d_lambda = a, .d_lr = dlr}, r2 = {.d_lambda = b}, r3 = {.d_lambda = c};
+  assert_int_equal(td_hg_reverse(&p, &u, 0, &r1, &err), 0);
+  assert_int_equal(td_hg_reversal(&p, &u, &r2, NULL, NULL, &err), 0);
+  assert_int_equal(r2.mismatch, 0);
+  assert_int_equal(td_hg_forward_mode(&p, &u, &r3, &err), 0);
+  double *wT = malloc(m->n_params * sizeof *wT), *g = malloc(m->n_params * sizeof *g);
+  for (int j = 0; j < 2; j++) {
+    double fv[2];
+    for (int s = 0; s < 2; s++) {
+      double l2[2] = {lam[0], lam[1]};
+      l2[j] += s ? -1e-5 : 1e-5;
+      td_hg_unroll uu = u;
+      uu.lambda = l2;
+      assert_int_equal(td_hg_forward(&p, &uu, wT, NULL, NULL, &err), 0);
+      p.val(p.ctx, wT, &fv[s], g, &err);
+    }
+    double fd = (fv[0] - fv[1]) / 2e-5;
+    assert_rel(a[j], fd, 1e-6);
+    assert_rel(b[j], fd, 1e-6);
+    assert_rel(c[j], fd, 1e-6);
+  }
+  free(wT), free(g);
+  td_hgmlp_deinit(&h);
+  td_mlp_destroy(m);
+  td_dataset_deinit(&tr);
+  td_dataset_deinit(&va);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_reverse_matches_finite_differences),
@@ -344,6 +398,7 @@ int main(void) {
       cmocka_unit_test(test_ift_matches_closed_form),
       cmocka_unit_test(test_all_four_agree_long_unroll),
       cmocka_unit_test(test_mu_rational_and_errors),
+      cmocka_unit_test(test_mlp_methods_match_finite_differences),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
