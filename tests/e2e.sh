@@ -459,4 +459,7 @@ else
   bad "checkpoints (tests/e2e_checkpoints.sh)"
 fi
 
+# ---------------------------------------------------------------- bilevel (issue 15)
+if "$ROOT/tests/e2e_bilevel.sh" "$TDLAB" | sed 's/^/  /'; then ok "bilevel kinds (tests/e2e_bilevel.sh)"; else bad "bilevel kinds (tests/e2e_bilevel.sh)"; fi
+
 finish
