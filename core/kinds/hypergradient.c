@@ -18,6 +18,8 @@
  *    per group per step), ift (implicit function theorem at w_T by CG or Neumann; for ridge
  *    also at the exact minimizer). The learning-rate hypergradient dL_val/dlr_t is logged as
  *    the metric d_lr (step t) from the first reverse-type method run.
+ *  - mlp: artifact params_init.safetensors holds w_0 (layers.{j}.weight / bias, F64) for
+ *    outside checks (tests/hypergrad_torch_check.py).
  *  - Reports: metric val_loss (step 0: at w_0, step T: at w_T); artifact hypergradient.json
  *    {methods: {name: {d_lambda, secs, bytes, n_grad, n_hvp, ...}}, reference, max_rel_diff};
  *    summary d_lambda_<method> (the vector), secs_<method>, bytes_<method>, and
@@ -34,6 +36,7 @@
 #include "bilevel/hgmlp.h"
 #include "bilevel/hypergrad.h"
 #include "kinds/registry.h"
+#include "nn/checkpoint.h"
 #include "train/trainer.h"
 
 static const td_param hg_params[] = {
@@ -241,6 +244,22 @@ static int hg_run(const json_t *p, td_sink *sink, json_t **summary, td_err *err)
     P = m->n_params;
     w0 = malloc(P * sizeof *w0);
     if (w0) memcpy(w0, m->params, P * sizeof *w0);
+    /* the initial parameters, for an outside check (tests/hypergrad_torch_check.py) */
+    json_t *meta = json_object();
+    json_object_set_new(meta, "kind", json_string("hypergradient"));
+    json_object_set_new(meta, "activation",
+                        json_string(c.pb.mlp.act == TD_ACT_TANH     ? "tanh"
+                                    : c.pb.mlp.act == TD_ACT_LINEAR ? "linear"
+                                                                    : "relu"));
+    unsigned char *bytes = NULL;
+    size_t len = 0;
+    rc = td_checkpoint_save(m, m->params, meta, &bytes, &len, err);
+    json_decref(meta);
+    if (!rc)
+      rc = td_sink_artifact(sink, "params_init.safetensors", "application/octet-stream", bytes,
+                            len);
+    free(bytes);
+    if (rc) goto out;
   }
   wT = malloc(P * sizeof *wT);
   yv = malloc(P * sizeof *yv); /* gradient scratch */
