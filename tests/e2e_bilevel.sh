@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# e2e_bilevel.sh: end-to-end test of the bilevel kinds (hypergradient, influence) against the
-# real daemon (called by tests/e2e.sh; runs alone too). A few seconds.
+# e2e_bilevel.sh: end-to-end test of the bilevel kinds (hypergradient, influence, short_horizon)
+# against the
+# real daemon (called by tests/e2e.sh; runs alone too). About 15 seconds.
 #
 # Usage: tests/e2e_bilevel.sh path/to/tdlab
 #
@@ -17,6 +18,8 @@
 #     flipped labels rank in the top 3 self-influences; influence.json has the top lists;
 #   - influence on a small tanh network: retraining without an example (the measured effect)
 #     correlates with the prediction above 0.99 (Pearson);
+#   - short_horizon: the greedy schedule loses to the full-horizon one and decays faster, and
+#     both schedules are stored as metrics (the job page draws them);
 #   - refusals, each a 400 naming the field: exact reversal with momentum 0, a test index
 #     beyond n_test, ridge on Fashion-MNIST, a wrong number of L2 strengths.
 # Needs bash, curl, grep, awk. Prints one line per check and "N passed, M failed".
@@ -178,6 +181,22 @@ if wait_job "$IM" 120; then
     above "$(jnum pearson_exact "$f")" 0.99
 else
   bad "influence mlp job succeeds"
+fi
+
+# ---------------------------------------------------------------- short-horizon bias
+submit '{"kind":"short_horizon","params":{"dim":50,"steps":200}}'
+SH=$JOB
+if wait_job "$SH" 60; then
+  f="$TMP/job_$SH"
+  check "short_horizon: the greedy schedule loses at the horizon (loss_ratio $(jnum loss_ratio "$f") > 1.1)" \
+    above "$(jnum loss_ratio "$f")" 1.1
+  check "short_horizon: the greedy schedule decays faster (midpoint lr $(jnum lr_mid_greedy "$f") < $(jnum lr_mid_full "$f"))" \
+    awk -v a="$(jnum lr_mid_greedy "$f")" -v b="$(jnum lr_mid_full "$f")" 'BEGIN{exit !(a != "" && a < b)}'
+  req GET "/api/v1/jobs/$SH/metrics?keys=lr_greedy,lr_full"
+  check "short_horizon: both schedules are metrics with 200 points each" \
+    bash -c "[ \$(grep -o '\"total\":200' '$TMP/body' | wc -l) = 2 ]"
+else
+  bad "short_horizon job succeeds"
 fi
 
 # ---------------------------------------------------------------- refusals

@@ -13,6 +13,7 @@ static const td_kind *const kinds[] = {
     &td_kind_natgrad_invariance,
     &td_kind_hypergradient,
     &td_kind_influence,
+    &td_kind_short_horizon,
 };
 
 size_t td_kinds_count(void) { return sizeof kinds / sizeof kinds[0]; }
