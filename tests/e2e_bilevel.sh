@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # e2e_bilevel.sh: end-to-end test of the bilevel kinds (hypergradient, influence, short_horizon)
-# against the
-# real daemon (called by tests/e2e.sh; runs alone too). About 15 seconds.
+# against the real daemon (called by tests/e2e.sh; runs alone too). About 15 seconds.
 #
 # Usage: tests/e2e_bilevel.sh path/to/tdlab
 #
