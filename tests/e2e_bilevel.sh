@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# e2e_bilevel.sh: end-to-end test of the bilevel kinds (hypergradient, influence, short_horizon)
-# against the real daemon (called by tests/e2e.sh; runs alone too). About 15 seconds.
+# e2e_bilevel.sh: end-to-end test of the bilevel kinds (hypergradient, influence, short_horizon,
+# hyperopt) against the real daemon (called by tests/e2e.sh; runs alone too). About 15 seconds.
 #
 # Usage: tests/e2e_bilevel.sh path/to/tdlab
 #
@@ -19,6 +19,8 @@
 #     correlates with the prediction above 0.99 (Pearson);
 #   - short_horizon: the greedy schedule loses to the full-horizon one and decays faster, and
 #     both schedules are stored as metrics (the job page draws them);
+#   - hyperopt: the gradient-based outer loop lowers the validation loss below its start, and
+#     the random search of the same budget ran;
 #   - refusals, each a 400 naming the field: exact reversal with momentum 0, a test index
 #     beyond n_test, ridge on Fashion-MNIST, a wrong number of L2 strengths.
 # Needs bash, curl, grep, awk. Prints one line per check and "N passed, M failed".
@@ -196,6 +198,21 @@ if wait_job "$SH" 60; then
     bash -c "[ \$(grep -o '\"total\":200' '$TMP/body' | wc -l) = 2 ]"
 else
   bad "short_horizon job succeeds"
+fi
+
+# ---------------------------------------------------------------- hyperopt
+submit '{"kind":"hyperopt","params":{"data":{"n_train":100,"n_test":100},"model":{"hidden":[8]},"steps":20,"outer":{"steps":6,"lr":0.5}}}'
+HO=$JOB
+if wait_job "$HO" 90; then
+  f="$TMP/job_$HO"
+  req GET "/api/v1/jobs/$HO/metrics?keys=outer_val_loss"
+  first=$(grep -o '"value":\[[^],]*' "$TMP/body" | sed 's/.*\[//')
+  check "hyperopt: the best outer loss is below the initial one ($(jnum best_val_loss_hyperopt "$f") < $first)" \
+    awk -v a="$(jnum best_val_loss_hyperopt "$f")" -v b="$first" 'BEGIN{exit !(a != "" && b != "" && a < b)}'
+  check "hyperopt: random search ran with the same budget ($(jnum random_trials "$f") trials)" \
+    bash -c "[ '$(jnum random_trials "$f")' -ge 3 ] && grep -q '\"best_val_loss_random\":[0-9]' '$f'"
+else
+  bad "hyperopt job succeeds"
 fi
 
 # ---------------------------------------------------------------- refusals

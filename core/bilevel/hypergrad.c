@@ -201,14 +201,15 @@ int td_hg_mu_rational(double mu, uint32_t *num, uint32_t *den, td_err *err) {
 }
 
 #define FIX_LIMIT 2048.0 /* 2^(63 - TD_HG_RADIX) */
+#define FIX_ONE 4503599627370496.0 /* 2^TD_HG_RADIX = 2^52 */
 
 static int to_fix(double x, int64_t *out) {
   if (!(fabs(x) < FIX_LIMIT)) return TD_ERANGE;
-  *out = (int64_t)llrint(ldexp(x, TD_HG_RADIX));
+  *out = (int64_t)llrint(x * FIX_ONE); /* exact scaling by a power of two, then round */
   return 0;
 }
 
-static double from_fix(int64_t i) { return ldexp((double)i, -TD_HG_RADIX); }
+static double from_fix(int64_t i) { return (double)i * (1.0 / FIX_ONE); }
 
 /* The per-parameter mixed-radix store: L little-endian 32-bit limbs each.
  * push: S <- S d + r (returns non-zero on overflow of the L limbs); pop: q = S mod n,

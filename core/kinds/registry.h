@@ -52,6 +52,7 @@ extern const td_kind td_kind_natgrad_invariance;
 extern const td_kind td_kind_hypergradient;
 extern const td_kind td_kind_influence;
 extern const td_kind td_kind_short_horizon;
+extern const td_kind td_kind_hyperopt;
 
 /* td_kinds_count / td_kinds_at: iterate the catalogue (i < count). */
 size_t td_kinds_count(void);
