@@ -19,9 +19,11 @@
  *    td_inf_ridge_loo); mlp: retraining without example i (warm start at w*, loo.steps steps of
  *    the same heavy ball on J without l_i, 1/n kept) for the loo.n examples of largest |score|.
  *    Pearson and Spearman of each method's predicted change with the measured one.
- *  - Artifact influence.json: {convention, damping, n_train, tests: [{index, label,
- *    helpful: [{index, score, label}], harmful: [...]}], self_influence, flipped, methods:
- *    {name: {secs, iters, rel_err_vs_exact}}, loo: {indices, measured, predicted: {method: []}}}. */
+ *  - Artifact influence.json: {convention, damping, n_train, tests: [{index, label, pixels,
+ *    helpful: [{index, score, label, pixels}], harmful: [...]}], self_influence, flipped, methods:
+ *    {name: {secs, iters, rel_err_vs_exact}}, loo: {indices, measured, predicted: {method: []}}};
+ *    pixels (Fashion-MNIST only) is the image as 1568 hex digits, one byte per pixel, which the
+ *    dashboard draws (web/js/influence.js). */
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -282,6 +284,22 @@ static int cmp_desc(const void *a, const void *b) {
   return (x < y) - (x > y);
 }
 
+/* Fashion-MNIST: the image (784 pixels in [0, 1]) as 1568 hex digits (0..255 per pixel, row
+ * major), for the dashboard; NULL for other data. */
+static json_t *pixels_hex(const double *x, size_t d) {
+  if (d != 784) return NULL;
+  char buf[2 * 784 + 1];
+  static const char hx[] = "0123456789abcdef";
+  for (size_t i = 0; i < d; i++) {
+    long v = lround(x[i] * 255.0);
+    v = v < 0 ? 0 : v > 255 ? 255 : v;
+    buf[2 * i] = hx[v >> 4];
+    buf[2 * i + 1] = hx[v & 15];
+  }
+  buf[2 * d] = 0;
+  return json_string(buf);
+}
+
 static json_t *top_list(const inf_state *s, const double *score, int k, int harmful) {
   size_t n = s->n;
   idx_val *iv = malloc(n * sizeof *iv);
@@ -294,6 +312,8 @@ static json_t *top_list(const inf_state *s, const double *score, int k, int harm
     json_object_set_new(o, "index", json_integer(iv[r].i));
     json_object_set_new(o, "score", jnum(score[iv[r].i]));
     if (s->tr.y) json_object_set_new(o, "label", json_integer(s->tr.y[iv[r].i]));
+    if (!s->c->pb.synthetic)
+      json_object_set_new(o, "pixels", pixels_hex(s->tr.X + (size_t)iv[r].i * s->tr.d, s->tr.d));
     json_array_append_new(a, o);
   }
   free(iv);
@@ -438,6 +458,8 @@ static int inf_run(const json_t *p, td_sink *sink, json_t **summary, td_err *err
     json_object_set_new(o, "index", json_integer(c.tests[t]));
     if (s.te.y) json_object_set_new(o, "label", json_integer(s.te.y[c.tests[t]]));
     json_object_set_new(o, "test_loss", jnum(lt));
+    if (!c.pb.synthetic)
+      json_object_set_new(o, "pixels", pixels_hex(s.te.X + (size_t)c.tests[t] * s.te.d, s.te.d));
     json_object_set_new(o, "method", json_string(mn[best]));
     json_object_set_new(o, "helpful", top_list(&s, score, c.top_k, 0));
     json_object_set_new(o, "harmful", top_list(&s, score, c.top_k, 1));
