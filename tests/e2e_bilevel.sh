@@ -16,7 +16,8 @@
 #     leave-one-out change above 0.99, CG and LiSSA meet the exact solve to 1e-8, and the 3
 #     flipped labels rank in the top 3 self-influences; influence.json has the top lists;
 #   - influence on a small tanh network: retraining without an example (the measured effect)
-#     correlates with the prediction above 0.99 (Pearson);
+#     correlates with the prediction above 0.99 (Pearson), and with EK-FAC's (a different
+#     curvature: the empirical Fisher) above 0.9;
 #   - short_horizon: the greedy schedule loses to the full-horizon one and decays faster, and
 #     both schedules are stored as metrics (the job page draws them);
 #   - hyperopt: the gradient-based outer loop lowers the validation loss below its start, and
@@ -180,6 +181,8 @@ if wait_job "$IM" 120; then
   f="$TMP/job_$IM"
   check "influence mlp: retraining without each of 15 examples correlates with the prediction (Pearson $(jnum pearson_exact "$f") >= 0.99)" \
     above "$(jnum pearson_exact "$f")" 0.99
+  check "influence mlp: EK-FAC (empirical Fisher) scores correlate with retraining (Pearson $(jnum pearson_ekfac "$f") >= 0.9)" \
+    above "$(jnum pearson_ekfac "$f")" 0.9
 else
   bad "influence mlp job succeeds"
 fi

@@ -238,3 +238,92 @@ out:
   free(A), free(w), free(u), free(wi), free(rt);
   return rc;
 }
+
+/* ------------------------------------------------------------------ EK-FAC */
+
+void td_inf_ekfac_deinit(td_inf_ekfac *e) {
+  if (!e) return;
+  for (int j = 0; j < e->n_layers && j < TD_INF_EKFAC_MAX; j++)
+    free(e->L[j].QS), free(e->L[j].QA), free(e->L[j].lam);
+  free(e->work);
+  memset(e, 0, sizeof *e);
+}
+
+int td_inf_ekfac_init(td_inf_ekfac *e, int n_layers, const size_t *off, const int *n_out,
+                      const int *n_in, const double *const *acts, const double *const *D,
+                      size_t n, size_t n_params, td_err *err) {
+  memset(e, 0, sizeof *e);
+  if (n_layers < 1 || n_layers > TD_INF_EKFAC_MAX || n == 0 || !off || !n_out || !n_in ||
+      !acts || !D)
+    return td_err_set(err, TD_EINVAL, NULL, "ekfac: bad arguments");
+  e->n_layers = n_layers;
+  e->n_params = n_params;
+  size_t wmax = 0;
+  int rc = 0;
+  for (int j = 0; j < n_layers && !rc; j++) {
+    td_inf_ekfac_layer *l = &e->L[j];
+    int no = n_out[j], ni1 = n_in[j] + 1;
+    l->off = off[j], l->n_out = no, l->n_in = n_in[j];
+    if (off[j] + (size_t)no * ni1 > n_params) {
+      rc = td_err_set(err, TD_EINVAL, NULL, "ekfac: layer %d outside the parameters", j);
+      break;
+    }
+    l->QS = malloc((size_t)no * no * sizeof *l->QS);
+    l->QA = malloc((size_t)ni1 * ni1 * sizeof *l->QA);
+    l->lam = calloc((size_t)no * ni1, sizeof *l->lam);
+    double *at = malloc(n * (size_t)ni1 * sizeof *at); /* [a_i; 1] rows */
+    double *ev = malloc((size_t)(no > ni1 ? no : ni1) * sizeof *ev);
+    double *P = malloc(n * (size_t)no * sizeof *P), *R = malloc(n * (size_t)ni1 * sizeof *R);
+    if (!l->QS || !l->QA || !l->lam || !at || !ev || !P || !R) {
+      free(at), free(ev), free(P), free(R);
+      rc = td_err_set(err, TD_ENOMEM, NULL, "ekfac: out of memory");
+      break;
+    }
+    for (size_t i = 0; i < n; i++) {
+      memcpy(at + i * ni1, acts[j] + i * (size_t)n_in[j], (size_t)n_in[j] * sizeof *at);
+      at[i * ni1 + n_in[j]] = 1.0;
+    }
+    td_la_ata((int)n, ni1, 1.0 / n, at, l->QA); /* A */
+    td_la_ata((int)n, no, 1.0 / n, D[j], l->QS); /* S */
+    if (!(rc = td_la_syevd(ni1, l->QA, ev, err)) && !(rc = td_la_syevd(no, l->QS, ev, err))) {
+      /* P = D Q_S (n x no), R = [a;1] Q_A (n x ni1): projections; Lambda = (P.^2)^T (R.^2) / n */
+      td_la_gemm(0, 0, (int)n, no, no, 1.0, D[j], l->QS, 0.0, P);
+      td_la_gemm(0, 0, (int)n, ni1, ni1, 1.0, at, l->QA, 0.0, R);
+      for (size_t k = 0; k < n * (size_t)no; k++) P[k] *= P[k];
+      for (size_t k = 0; k < n * (size_t)ni1; k++) R[k] *= R[k];
+      td_la_gemm(1, 0, no, ni1, (int)n, 1.0 / n, P, R, 0.0, l->lam);
+    }
+    free(at), free(ev), free(P), free(R);
+    size_t w = (size_t)no * ni1 * 2;
+    if (w > wmax) wmax = w;
+  }
+  if (!rc && !(e->work = malloc(wmax * sizeof *e->work)))
+    rc = td_err_set(err, TD_ENOMEM, NULL, "ekfac: out of memory");
+  if (rc) td_inf_ekfac_deinit(e);
+  return rc;
+}
+
+void td_inf_ekfac_solve(const td_inf_ekfac *e, double damping, const double *b, double *q) {
+  /* parameters outside every layer: (0 + damping)^-1 */
+  for (size_t k = 0; k < e->n_params; k++) q[k] = b[k] / damping;
+  for (int j = 0; j < e->n_layers; j++) {
+    const td_inf_ekfac_layer *l = &e->L[j];
+    int no = l->n_out, ni = l->n_in, ni1 = ni + 1;
+    double *V = e->work, *T = e->work + (size_t)no * ni1;
+    /* V = [W | b] (no x ni1) from the flat layout W (no x ni) then b (no) */
+    for (int r = 0; r < no; r++) {
+      memcpy(V + (size_t)r * ni1, b + l->off + (size_t)r * ni, (size_t)ni * sizeof *V);
+      V[(size_t)r * ni1 + ni] = b[l->off + (size_t)no * ni + r];
+    }
+    /* T = Q_S^T V Q_A, / (Lambda + damping), V = Q_S T Q_A^T */
+    td_la_gemm(1, 0, no, ni1, no, 1.0, l->QS, V, 0.0, T);
+    td_la_gemm(0, 0, no, ni1, ni1, 1.0, T, l->QA, 0.0, V);
+    for (size_t k = 0; k < (size_t)no * ni1; k++) V[k] /= l->lam[k] + damping;
+    td_la_gemm(0, 1, no, ni1, ni1, 1.0, V, l->QA, 0.0, T);
+    td_la_gemm(0, 0, no, ni1, no, 1.0, l->QS, T, 0.0, V);
+    for (int r = 0; r < no; r++) {
+      memcpy(q + l->off + (size_t)r * ni, V + (size_t)r * ni1, (size_t)ni * sizeof *q);
+      q[l->off + (size_t)no * ni + r] = V[(size_t)r * ni1 + ni];
+    }
+  }
+}

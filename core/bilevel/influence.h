@@ -75,6 +75,49 @@ void td_inf_exact_solve(const td_inf_exact *e, const double *b, double *q /* OUT
 int td_inf_ihvp(const td_inf_problem *p, const td_inf_opts *o, const double *b,
                 double *q /* OUT */, int *iters /* OUT, may be NULL */, td_err *err);
 
+/* EK-FAC (George, Laurent, Bouthillier, Ballas and Vincent 2018, "Fast approximate natural
+ * gradient descent in a Kronecker-factored eigenbasis", sec. 3; Grosse et al. 2023, "Studying
+ * large language model generalization with influence functions", sec. 2.2) of the block-
+ * diagonal EMPIRICAL Fisher of an MLP without normalization layers: per linear layer j with
+ * inputs a_i (n_in) and per-example output gradients d_i (n_out; the bias gradient), the
+ * per-example gradient is d_i [a_i; 1]^T, A = mean_i [a_i; 1][a_i; 1]^T = Q_A diag Q_A^T,
+ * S = mean_i d_i d_i^T = Q_S diag Q_S^T, and the eigenvalue correction
+ *   Lambda_ab = mean_i ((Q_S^T d_i)_a ((Q_A^T [a_i; 1])_b)^2
+ * is the empirical Fisher's diagonal in the Kronecker eigenbasis (George et al., eq. 12), so
+ * F_j ~ (Q_S (x) Q_A) diag(Lambda) (Q_S (x) Q_A)^T. The solve applies the inverse of that
+ * plus damping I per layer. The curvature is the empirical Fisher with the TRUE labels (a
+ * Gauss-Newton-like PSD matrix), not the Hessian of exact/CG/LiSSA: the estimators differ by
+ * that too. */
+#define TD_INF_EKFAC_MAX 17
+
+typedef struct td_inf_ekfac_layer {
+  size_t off;      /* offset of W (n_out x n_in, row-major) then b (n_out) in the flat vector */
+  int n_out, n_in;
+  double *QS;      /* n_out x n_out, eigenvectors as columns (owned) */
+  double *QA;      /* (n_in + 1) x (n_in + 1), eigenvectors as columns (owned) */
+  double *lam;     /* n_out x (n_in + 1) corrected eigenvalues (owned) */
+} td_inf_ekfac_layer;
+
+typedef struct td_inf_ekfac {
+  int n_layers;
+  size_t n_params;
+  td_inf_ekfac_layer L[TD_INF_EKFAC_MAX];
+  double *work;    /* scratch of the solve (owned) */
+} td_inf_ekfac;
+
+/* td_inf_ekfac_init: the factors and corrections from n examples: acts[j] (n x n_in[j], the
+ * inputs of linear layer j) and D[j] (n x n_out[j], the per-example gradients of its bias,
+ * NOT divided by n). off[j] locates the layer in the flat parameter vector of n_params entries;
+ * entries outside every layer are treated as having zero curvature (solve: divided by the
+ * damping). Errors: TD_EINVAL, TD_ENOMEM, TD_EINTERNAL (eigensolver). */
+int td_inf_ekfac_init(td_inf_ekfac *e, int n_layers, const size_t *off, const int *n_out,
+                      const int *n_in, const double *const *acts, const double *const *D,
+                      size_t n, size_t n_params, td_err *err);
+void td_inf_ekfac_deinit(td_inf_ekfac *e);
+/* td_inf_ekfac_solve: q = (F_ekfac + damping I)^-1 b, layer by layer (q may not alias b). */
+void td_inf_ekfac_solve(const td_inf_ekfac *e, double damping, const double *b,
+                        double *q /* OUT */);
+
 /* td_inf_scores: score_i = -G_i . q for the n rows of G (n x P, per-example gradients) and
  * q = (H + damping I)^-1 g_test: the I_up,loss of every training example (see the header). */
 void td_inf_scores(const double *G, size_t n, size_t P, const double *q, double *score /* OUT */);

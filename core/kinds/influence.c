@@ -1,5 +1,6 @@
 /* influence.c: the `influence` experiment kind (chapter 12): influence functions (Koh and Liang
- * 2017) of the training examples on chosen test examples, by exact solve, CG and LiSSA, with
+ * 2017) of the training examples on chosen test examples, by exact solve, CG, LiSSA and EK-FAC
+ * (of the empirical Fisher, mlp only), with
  * self-influence (mislabel detection by flipped labels) and leave-one-out ground truth.
  *
  * Semantics (also in the schema docs and the README's influence section):
@@ -54,6 +55,9 @@ static const td_param inf_params[] = {
      "dense damped Hessian and Cholesky (absent: when the model has <= 3000 parameters)"},
     {"methods.cg", TD_PT_BOOL, "true", 0, 0, NULL, 0, "conjugate gradient on H + damping I"},
     {"methods.lissa", TD_PT_BOOL, "true", 0, 0, NULL, 0, "LiSSA (Agarwal et al. 2017)"},
+    {"methods.ekfac", TD_PT_BOOL, NULL, 0, 0, NULL, 0,
+     "EK-FAC of the empirical Fisher (George et al. 2018; a different curvature than the "
+     "Hessian of the others); absent: on for mlp; not available for ridge"},
     {"cg.iters", TD_PT_INT, "200", 1, 100000, NULL, 0, "CG iteration cap"},
     {"lissa.depth", TD_PT_INT, "1000", 1, 1e6, NULL, 0, "LiSSA recursion depth"},
     {"lissa.batch", TD_PT_INT, "0", 0, 1e7, NULL, 0,
@@ -77,7 +81,7 @@ typedef struct inf_cfg {
   double damping, lr;
   long steps, loo_n, loo_steps, flip;
   int top_k, n_tests, tests[INF_MAX_TESTS];
-  int m_exact, m_cg, m_lissa;
+  int m_exact, m_cg, m_lissa, m_ekfac;
   td_inf_opts cg, lissa;
   int self_iters;
 } inf_cfg;
@@ -121,7 +125,11 @@ static int parse(const json_t *p, inf_cfg *c, td_err *err) {
                       P, P);
   c->m_cg = td_param_bool(p, "methods.cg", 1);
   c->m_lissa = td_param_bool(p, "methods.lissa", 1);
-  if (!(c->m_exact || c->m_cg || c->m_lissa))
+  c->m_ekfac = td_param_has(p, "methods.ekfac") ? td_param_bool(p, "methods.ekfac", 0) : !c->ridge;
+  if (c->m_ekfac && c->ridge)
+    return td_err_set(err, TD_EINVAL, "params.methods.ekfac",
+                      "EK-FAC needs the layers of an MLP (inner mlp)");
+  if (!(c->m_exact || c->m_cg || c->m_lissa || c->m_ekfac))
     return td_err_set(err, TD_EINVAL, "params.methods", "choose at least one method");
   c->cg = (td_inf_opts){.method = TD_INF_CG, .damping = c->damping,
                         .cg_iters = (int)td_param_int(p, "cg.iters", 200), .cg_tol = 1e-10};
@@ -330,10 +338,13 @@ static int inf_run(const json_t *p, td_sink *sink, json_t **summary, td_err *err
   s.c = &c;
   json_t *art = json_object(), *sum = json_object(), *meths = json_object();
   double *G = NULL, *gt = NULL, *q = NULL, *qref = NULL, *score = NULL, *self = NULL;
-  double *scores_m[3] = {NULL, NULL, NULL};
-  double *first[3] = {NULL, NULL, NULL}; /* the first test example's scores per method */
+  double *scores_m[4] = {NULL, NULL, NULL, NULL};
+  double *first[4] = {NULL, NULL, NULL, NULL}; /* the first test example's scores per method */
   td_inf_exact ex;
   memset(&ex, 0, sizeof ex);
+  td_inf_ekfac ek;
+  memset(&ek, 0, sizeof ek);
+  double *Dbuf = NULL;
   if ((rc = td_trainer_load(&c.pb, &s.tr, &s.te, err))) goto out;
   s.n = c.pb.n_train;
   /* label flips */
@@ -381,8 +392,9 @@ static int inf_run(const json_t *p, td_sink *sink, json_t **summary, td_err *err
   qref = malloc(P * sizeof *qref);
   score = malloc(n * sizeof *score);
   self = malloc(n * sizeof *self);
-  for (int k = 0; k < 3; k++) scores_m[k] = malloc(n * sizeof *scores_m[k]);
-  if (!G || !gt || !q || !qref || !score || !self || !scores_m[0] || !scores_m[1] || !scores_m[2])
+  for (int k = 0; k < 4; k++) scores_m[k] = malloc(n * sizeof *scores_m[k]);
+  if (!G || !gt || !q || !qref || !score || !self || !scores_m[0] || !scores_m[1] ||
+      !scores_m[2] || !scores_m[3])
     goto nomem;
   /* stationarity and per-example gradients at w* */
   if (c.ridge) {
@@ -413,22 +425,46 @@ static int inf_run(const json_t *p, td_sink *sink, json_t **summary, td_err *err
   }
   if (c.m_lissa) json_object_set_new(sum, "lissa_scale", jnum(c.lissa.lissa_scale));
   if (c.m_exact && (rc = td_inf_exact_init(&ex, &ip, c.damping, err))) goto out;
+  if (c.m_ekfac) { /* layer inputs at w* (cc's forward) and the bias parts of G */
+    int nl = s.m->n_linear;
+    size_t offs[TD_INF_EKFAC_MAX], tot = 0;
+    int nos[TD_INF_EKFAC_MAX], nis[TD_INF_EKFAC_MAX];
+    const double *acts[TD_INF_EKFAC_MAX], *Ds[TD_INF_EKFAC_MAX];
+    for (int j = 0; j < nl; j++) tot += n * (size_t)s.m->cfg.out_dim + n * (size_t)s.m->max_width;
+    if (!(Dbuf = malloc(tot * sizeof *Dbuf))) goto nomem;
+    double *dp = Dbuf;
+    for (int j = 0; j < nl; j++) {
+      double *W, *b;
+      const td_layer *l = td_mlp_linear(s.m, j, s.w, &W, &b);
+      offs[j] = l->off, nos[j] = l->n_out, nis[j] = l->n_in;
+      acts[j] = s.cc.ws.act[l - s.m->layers];
+      for (size_t i = 0; i < n; i++)
+        for (int r = 0; r < l->n_out; r++)
+          dp[i * l->n_out + r] = G[i * P + l->off + (size_t)l->n_out * l->n_in + r];
+      Ds[j] = dp;
+      dp += n * (size_t)l->n_out;
+    }
+    if ((rc = td_inf_ekfac_init(&ek, nl, offs, nos, nis, acts, Ds, n, P, err))) goto out;
+  }
   /* scores for every test example and method */
   json_t *tests = json_array();
   json_object_set_new(art, "tests", tests);
-  const char *mn[3] = {"exact", "cg", "lissa"};
-  const int on[3] = {c.m_exact, c.m_cg, c.m_lissa};
-  double msecs[3] = {0, 0, 0}, merr[3] = {0, 0, 0};
-  int miters[3] = {0, 0, 0};
+  const char *mn[4] = {"exact", "cg", "lissa", "ekfac"};
+  const int on[4] = {c.m_exact, c.m_cg, c.m_lissa, c.m_ekfac};
+  double msecs[4] = {0, 0, 0, 0}, merr[4] = {0, 0, 0, 0};
+  int miters[4] = {0, 0, 0, 0};
   for (int t = 0; t < c.n_tests; t++) {
     double lt = test_grad(&s, c.tests[t], gt);
     int have_ref = 0, best = -1;
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < 4; k++) {
       if (!on[k]) continue;
       double t0 = td_trainer_now();
       int it = 0;
       if (k == 0) {
         td_inf_exact_solve(&ex, gt, q);
+        it = 1;
+      } else if (k == 3) {
+        td_inf_ekfac_solve(&ek, c.damping, gt, q);
         it = 1;
       } else if ((rc = td_inf_ihvp(&ip, k == 1 ? &c.cg : &c.lissa, gt, q, &it, err))) {
         goto out;
@@ -466,7 +502,7 @@ static int inf_run(const json_t *p, td_sink *sink, json_t **summary, td_err *err
     json_array_append_new(tests, o);
     td_sink_progress(sink, t + 1, c.n_tests + 2);
   }
-  for (int k = 0; k < 3; k++) {
+  for (int k = 0; k < 4; k++) {
     if (!on[k]) continue;
     json_t *o = json_object();
     json_object_set_new(o, "secs", jnum(msecs[k]));
@@ -479,7 +515,8 @@ static int inf_run(const json_t *p, td_sink *sink, json_t **summary, td_err *err
   }
   json_object_set_new(art, "methods", meths);
   meths = NULL;
-  json_object_set_new(art, "reference_method", json_string(c.m_exact ? "exact" : c.m_cg ? "cg" : "lissa"));
+  json_object_set_new(art, "reference_method",
+                      json_string(c.m_exact ? "exact" : c.m_cg ? "cg" : c.m_lissa ? "lissa" : "ekfac"));
   /* self-influence */
   {
     td_inf_opts so = {.method = TD_INF_CG, .damping = c.damping, .cg_iters = c.self_iters,
@@ -527,7 +564,7 @@ static int inf_run(const json_t *p, td_sink *sink, json_t **summary, td_err *err
       free(meas), free(pred), free(li);
       goto nomem;
     }
-    int ref = c.m_exact ? 0 : c.m_cg ? 1 : 2;
+    int ref = c.m_exact ? 0 : c.m_cg ? 1 : c.m_lissa ? 2 : 3;
     if (c.ridge) {
       const double *xt = s.te.X + (size_t)j * P, *yt = s.te.Y + j;
       rc = td_inf_ridge_loo(s.Xr, s.yr, n, P, xt, yt, 1, c.damping, meas, err);
@@ -569,7 +606,7 @@ static int inf_run(const json_t *p, td_sink *sink, json_t **summary, td_err *err
     json_object_set_new(loo, "measured", jm);
     json_object_set_new(loo, "how", json_string(c.ridge ? "exact (Sherman-Morrison)"
                                                          : "retrained from w* without the example"));
-    for (int k = 0; k < 3 && nl >= 2; k++) {
+    for (int k = 0; k < 4 && nl >= 2; k++) {
       if (!on[k]) continue;
       json_t *pa = json_array();
       for (size_t r = 0; r < nl; r++) {
@@ -618,6 +655,8 @@ out:
   json_decref(art);
   json_decref(meths);
   td_inf_exact_deinit(&ex);
+  td_inf_ekfac_deinit(&ek);
+  free(Dbuf);
   td_curv_deinit(&s.cc);
   td_curv_deinit(&s.bc);
   td_mlp_destroy(s.m);
@@ -625,7 +664,7 @@ out:
   td_dataset_deinit(&s.te);
   free(s.H), free(s.w), free(s.bX), free(s.bY), free(s.by);
   free(G), free(gt), free(q), free(qref), free(score), free(self);
-  for (int k = 0; k < 3; k++) free(scores_m[k]), free(first[k]);
+  for (int k = 0; k < 4; k++) free(scores_m[k]), free(first[k]);
   return rc;
 }
 
