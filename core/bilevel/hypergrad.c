@@ -236,10 +236,10 @@ static uint32_t store_pop(uint32_t *S, int L, uint32_t n) {
 
 /* v <- v * num / den exactly, the lost remainder kept in S (see td_hg_reversal). */
 static int rat_mul(int64_t *v, uint32_t *S, int L, uint32_t num, uint32_t den) {
-  int64_t r = *v % (int64_t)den;
-  if (r < 0) r += den;
+  /* floor division v = x den + r, 0 <= r < den (no intermediate can overflow) */
+  int64_t x = *v / (int64_t)den, r = *v % (int64_t)den;
+  if (r < 0) r += den, x -= 1;
   if (store_push(S, L, den, (uint32_t)r)) return TD_ERANGE;
-  int64_t x = (*v - r) / (int64_t)den;
   int64_t y;
   if (__builtin_mul_overflow(x, (int64_t)num, &y)) return TD_ERANGE;
   *v = y + (int64_t)store_pop(S, L, num);
