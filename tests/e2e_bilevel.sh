@@ -181,6 +181,8 @@ if wait_job "$IM" 120; then
   f="$TMP/job_$IM"
   check "influence mlp: retraining without each of 15 examples correlates with the prediction (Pearson $(jnum pearson_exact "$f") >= 0.99)" \
     above "$(jnum pearson_exact "$f")" 0.99
+  check "influence mlp: the proximal Bregman response (Bae et al. 2022) also matches the prediction (Pearson $(jnum pearson_exact_pbrf "$f") >= 0.99)" \
+    above "$(jnum pearson_exact_pbrf "$f")" 0.99
   check "influence mlp: EK-FAC (empirical Fisher) scores correlate with retraining (Pearson $(jnum pearson_ekfac "$f") >= 0.9)" \
     above "$(jnum pearson_ekfac "$f")" 0.9
 else

@@ -19,7 +19,10 @@
  *  - Leave-one-out for the FIRST test example: ridge: exact for every example (Sherman-Morrison,
  *    td_inf_ridge_loo); mlp: retraining without example i (warm start at w*, loo.steps steps of
  *    the same heavy ball on J without l_i, 1/n kept) for the loo.n examples of largest |score|.
- *    Pearson and Spearman of each method's predicted change with the measured one.
+ *    Pearson and Spearman of each method's predicted change with the measured one. mlp also:
+ *    the proximal Bregman response (PBRF, Bae et al. 2022, eq. 9) from w* for the same examples
+ *    and steps (measured_pbrf; pearson_<method>_pbrf, spearman_<method>_pbrf): what influence
+ *    functions approximate for a network, rather than retraining.
  *  - Artifact influence.json: {convention, damping, n_train, tests: [{index, label, pixels,
  *    helpful: [{index, score, label, pixels}], harmful: [...]}], self_influence, flipped, methods:
  *    {name: {secs, iters, rel_err_vs_exact}}, loo: {indices, measured, predicted: {method: []}}};
@@ -36,6 +39,7 @@
 #include "bilevel/influence.h"
 #include "curv/power.h"
 #include "kinds/registry.h"
+#include "nn/loss.h"
 #include "train/trainer.h"
 
 #define INF_MAX_TESTS 8
@@ -180,6 +184,8 @@ typedef struct inf_state {
   double *bX, *bY;
   int *by;
   double *w;        /* w* */
+  double *zstar;    /* n x K outputs at w* (cross-entropy: their softmax), for the PBRF */
+  double *u;        /* n x K scratch */
 } inf_state;
 
 static void st_hvp(void *ctx, const double *v, double *out) {
@@ -222,11 +228,31 @@ static void st_matvec(void *ctx, const double *v, double *out, size_t n) {
   td_la_axpy(n, s->c->damping, v, out);
 }
 
-/* grad of J_{-skip}(w) (skip < 0: J) at w into g; returns J's data loss. Full-batch MLP. */
-static double mlp_grad(inf_state *s, const double *w, long skip, double *g) {
+/* grad of J_{-skip}(w) (skip < 0: J) at w into g; returns J's data loss. Full-batch MLP.
+ * pbrf != 0: instead the gradient of the proximal Bregman response objective of Bae, Ng, Lo,
+ * Ghassemi and Grosse 2022 ("If influence functions are the answer, then what is the
+ * question?", eq. 9) for removing example skip (eps = -1/n):
+ *   (1/n) sum_j D(f(w, x_j), f(w*, x_j)) - (1/n) l_skip(w) + (damping/2) ||w - w*||^2,
+ * with D the loss's Bregman divergence in output space (gradient in z: softmax(z) -
+ * softmax(z*) for cross-entropy, z - z* for squared error). */
+static double mlp_grad(inf_state *s, const double *w, long skip, int pbrf, double *g) {
   td_curv_set_point(&s->cc, w, NULL);
-  memcpy(g, td_curv_grad(&s->cc), s->P * sizeof *g);
   double L = s->cc.loss_value;
+  if (pbrf) {
+    int K = s->m->cfg.out_dim, B = (int)s->n;
+    const double *z = s->cc.ws.act[s->m->n_layers];
+    if (s->c->pb.loss == TD_CURV_XENT) td_softmax_rows(s->u, z, B, K);
+    else memcpy(s->u, z, (size_t)B * K * sizeof *s->u);
+    for (size_t k = 0; k < (size_t)B * K; k++) s->u[k] = (s->u[k] - s->zstar[k]) / B;
+    td_curv_vjp(&s->cc, s->u, g);
+    size_t i = (size_t)skip;
+    bind_rows(s, &i, 1);
+    td_curv_set_point(&s->bc, w, NULL);
+    td_la_axpy(s->P, -1.0 / s->n, td_curv_grad(&s->bc), g);
+    for (size_t k = 0; k < s->P; k++) g[k] += s->c->damping * (w[k] - s->w[k]);
+    return L;
+  }
+  memcpy(g, td_curv_grad(&s->cc), s->P * sizeof *g);
   if (skip >= 0) {
     size_t i = (size_t)skip;
     bind_rows(s, &i, 1);
@@ -238,7 +264,8 @@ static double mlp_grad(inf_state *s, const double *w, long skip, double *g) {
 }
 
 /* heavy ball on J (or J_{-skip}) from w, in place. */
-static int mlp_train(inf_state *s, td_sink *sink, double *w, long steps, long skip, td_err *err) {
+static int mlp_train(inf_state *s, td_sink *sink, double *w, long steps, long skip, int pbrf,
+                     td_err *err) {
   double *v = calloc(s->P, sizeof *v), *g = malloc(s->P * sizeof *g);
   if (!v || !g) {
     free(v), free(g);
@@ -250,7 +277,7 @@ static int mlp_train(inf_state *s, td_sink *sink, double *w, long steps, long sk
       rc = td_err_set(err, TD_ECANCELLED, NULL, "cancelled");
       break;
     }
-    double L = mlp_grad(s, w, skip, g);
+    double L = mlp_grad(s, w, skip, pbrf, g);
     if (!isfinite(L)) {
       rc = td_err_set(err, TD_EDIVERGED, "params.train.lr", "training diverged at step %ld", t);
       break;
@@ -383,7 +410,7 @@ static int inf_run(const json_t *p, td_sink *sink, json_t **summary, td_err *err
     s.w = malloc(s.P * sizeof *s.w);
     if (!s.bX || !s.bY || !s.by || !s.w) goto nomem;
     memcpy(s.w, s.m->params, s.P * sizeof *s.w);
-    if ((rc = mlp_train(&s, sink, s.w, c.steps, -1, err))) goto out;
+    if ((rc = mlp_train(&s, sink, s.w, c.steps, -1, 0, err))) goto out;
   }
   size_t n = s.n, P = s.P;
   G = malloc(n * P * sizeof *G);
@@ -405,6 +432,13 @@ static int inf_run(const json_t *p, td_sink *sink, json_t **summary, td_err *err
   } else {
     td_curv_set_point(&s.cc, s.w, NULL);
     td_curv_per_example_grads(&s.cc, G);
+    size_t nk = n * (size_t)s.m->cfg.out_dim;
+    s.zstar = malloc(nk * sizeof *s.zstar);
+    s.u = malloc(nk * sizeof *s.u);
+    if (!s.zstar || !s.u) goto nomem;
+    const double *z = s.cc.ws.act[s.m->n_layers];
+    if (c.pb.loss == TD_CURV_XENT) td_softmax_rows(s.zstar, z, (int)n, s.m->cfg.out_dim);
+    else memcpy(s.zstar, z, nk * sizeof *s.zstar);
   }
   for (size_t k = 0; k < P; k++) { /* grad J = mean_i g_i + damping w */
     double a = 0;
@@ -559,9 +593,10 @@ static int inf_run(const json_t *p, td_sink *sink, json_t **summary, td_err *err
     int j = c.tests[0];
     size_t nl = c.ridge ? n : (size_t)c.loo_n;
     double *meas = malloc((nl ? nl : 1) * sizeof *meas), *pred = malloc((nl ? nl : 1) * sizeof *pred);
+    double *mpb = calloc(nl ? nl : 1, sizeof *mpb); /* mlp: the PBRF's change */
     int *li = malloc((nl ? nl : 1) * sizeof *li);
-    if (!meas || !pred || !li) {
-      free(meas), free(pred), free(li);
+    if (!meas || !pred || !li || !mpb) {
+      free(meas), free(pred), free(li), free(mpb);
       goto nomem;
     }
     int ref = c.m_exact ? 0 : c.m_cg ? 1 : c.m_lissa ? 2 : 3;
@@ -573,7 +608,7 @@ static int inf_run(const json_t *p, td_sink *sink, json_t **summary, td_err *err
       idx_val *iv = malloc(n * sizeof *iv);
       double *w2 = malloc(P * sizeof *w2), *g2 = malloc(P * sizeof *g2);
       if (!iv || !w2 || !g2) {
-        free(iv), free(w2), free(g2), free(meas), free(pred), free(li);
+        free(iv), free(w2), free(g2), free(meas), free(pred), free(li), free(mpb);
         goto nomem;
       }
       for (size_t i = 0; i < n; i++) iv[i].v = fabs(first[ref][i]), iv[i].i = (int)i;
@@ -582,17 +617,23 @@ static int inf_run(const json_t *p, td_sink *sink, json_t **summary, td_err *err
       for (size_t r = 0; r < nl && !rc; r++) {
         li[r] = iv[r].i;
         memcpy(w2, s.w, P * sizeof *w2);
-        rc = mlp_train(&s, sink, w2, c.loo_steps, li[r], err);
+        rc = mlp_train(&s, sink, w2, c.loo_steps, li[r], 0, err);
         if (rc) break;
         double *keep = s.w;
         s.w = w2;
         meas[r] = test_grad(&s, j, g2) - l0;
         s.w = keep;
+        memcpy(w2, s.w, P * sizeof *w2);
+        rc = mlp_train(&s, sink, w2, c.loo_steps, li[r], 1, err);
+        if (rc) break;
+        s.w = w2;
+        mpb[r] = test_grad(&s, j, g2) - l0;
+        s.w = keep;
       }
       free(iv), free(w2), free(g2);
     }
     if (rc) {
-      free(meas), free(pred), free(li);
+      free(meas), free(pred), free(li), free(mpb);
       goto out;
     }
     json_t *loo = json_object(), *pj = json_object();
@@ -604,6 +645,11 @@ static int inf_run(const json_t *p, td_sink *sink, json_t **summary, td_err *err
     json_object_set_new(loo, "test_index", json_integer(j));
     json_object_set_new(loo, "indices", ja);
     json_object_set_new(loo, "measured", jm);
+    if (!c.ridge) {
+      json_t *jp = json_array();
+      for (size_t r = 0; r < nl; r++) json_array_append_new(jp, jnum(mpb[r]));
+      json_object_set_new(loo, "measured_pbrf", jp);
+    }
     json_object_set_new(loo, "how", json_string(c.ridge ? "exact (Sherman-Morrison)"
                                                          : "retrained from w* without the example"));
     for (int k = 0; k < 4 && nl >= 2; k++) {
@@ -619,10 +665,16 @@ static int inf_run(const json_t *p, td_sink *sink, json_t **summary, td_err *err
       json_object_set_new(sum, key, jnum(td_inf_pearson(pred, meas, nl)));
       snprintf(key, sizeof key, "spearman_%s", mn[k]);
       json_object_set_new(sum, key, jnum(td_inf_spearman(pred, meas, nl)));
+      if (!c.ridge) {
+        snprintf(key, sizeof key, "pearson_%s_pbrf", mn[k]);
+        json_object_set_new(sum, key, jnum(td_inf_pearson(pred, mpb, nl)));
+        snprintf(key, sizeof key, "spearman_%s_pbrf", mn[k]);
+        json_object_set_new(sum, key, jnum(td_inf_spearman(pred, mpb, nl)));
+      }
     }
     json_object_set_new(loo, "predicted", pj);
     json_object_set_new(art, "loo", loo);
-    free(meas), free(pred), free(li);
+    free(meas), free(pred), free(li), free(mpb);
   }
   json_object_set_new(art, "convention",
                       json_string("score_i = -grad L_test^T (H + damping I)^-1 grad l_i "
@@ -662,7 +714,7 @@ out:
   td_mlp_destroy(s.m);
   td_dataset_deinit(&s.tr);
   td_dataset_deinit(&s.te);
-  free(s.H), free(s.w), free(s.bX), free(s.bY), free(s.by);
+  free(s.H), free(s.w), free(s.bX), free(s.bY), free(s.by), free(s.zstar), free(s.u);
   free(G), free(gt), free(q), free(qref), free(score), free(self);
   for (int k = 0; k < 4; k++) free(scores_m[k]), free(first[k]);
   return rc;
