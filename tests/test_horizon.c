@@ -109,7 +109,7 @@ static void test_short_horizon_bias(void **st) {
   td_err err;
   assert_int_equal(td_horizon_greedy(&cfg, ag, lg, &err), 0);
   memcpy(af, ag, sizeof af);
-  assert_int_equal(td_horizon_full(&cfg, 500, af, NULL, &err), 0);
+  assert_int_equal(td_horizon_full(&cfg, 500, NULL, af, NULL, &err), 0);
   td_horizon_loss(&cfg, af, lf, NULL);
   assert_true(lf[T] < 0.9 * lg[T]);
   assert_true(ag[T / 2] < af[T / 2]);

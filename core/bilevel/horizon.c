@@ -94,7 +94,16 @@ typedef struct full_ctx {
   const td_horizon_cfg *c;
   double *a, *g;
   int evals;
+  td_sink *sink;
 } full_ctx;
+
+static int full_progress(void *inst, const lbfgsfloatval_t *x, const lbfgsfloatval_t *g,
+                         const lbfgsfloatval_t fx, const lbfgsfloatval_t xnorm,
+                         const lbfgsfloatval_t gnorm, const lbfgsfloatval_t step, int n, int k,
+                         int ls) {
+  (void)x, (void)g, (void)fx, (void)xnorm, (void)gnorm, (void)step, (void)n, (void)k, (void)ls;
+  return td_sink_should_stop(((full_ctx *)inst)->sink); /* non-zero cancels */
+}
 
 static lbfgsfloatval_t full_eval(void *inst, const lbfgsfloatval_t *u, lbfgsfloatval_t *gu,
                                  const int n, const lbfgsfloatval_t step) {
@@ -112,8 +121,8 @@ static lbfgsfloatval_t full_eval(void *inst, const lbfgsfloatval_t *u, lbfgsfloa
   return log(L);
 }
 
-int td_horizon_full(const td_horizon_cfg *c, int max_iters, double *a, int *iters,
-                    td_err *err) {
+int td_horizon_full(const td_horizon_cfg *c, int max_iters, td_sink *sink, double *a,
+                    int *iters, td_err *err) {
   int rc = check(c, err);
   if (rc) return rc;
   int T = c->T;
@@ -127,7 +136,7 @@ int td_horizon_full(const td_horizon_cfg *c, int max_iters, double *a, int *iter
     return td_err_set(err, TD_ENOMEM, NULL, "short horizon: out of memory");
   }
   for (int t = 0; t < T; t++) u[t] = log(a[t]);
-  full_ctx f = {c, buf, buf + T, 0};
+  full_ctx f = {c, buf, buf + T, 0, sink};
   lbfgs_parameter_t par;
   lbfgs_parameter_init(&par);
   par.m = 20;
@@ -135,7 +144,7 @@ int td_horizon_full(const td_horizon_cfg *c, int max_iters, double *a, int *iter
   par.max_iterations = max_iters > 0 ? max_iters : 500;
   par.max_linesearch = 60;
   lbfgsfloatval_t fx = 0;
-  lbfgs(T, u, &fx, full_eval, NULL, &f, &par);
+  int st = lbfgs(T, u, &fx, full_eval, full_progress, &f, &par);
   /* whatever the status, u is the best point L-BFGS kept; keep it only if it is no worse */
   double L0 = td_horizon_loss(c, a, NULL, NULL);
   for (int t = 0; t < T; t++) buf[t] = exp(u[t]);
@@ -144,5 +153,6 @@ int td_horizon_full(const td_horizon_cfg *c, int max_iters, double *a, int *iter
   if (iters) *iters = f.evals;
   lbfgs_free(u);
   free(buf);
+  if (st == LBFGSERR_CANCELED) return td_err_set(err, TD_ECANCELLED, NULL, "cancelled");
   return 0;
 }

@@ -18,6 +18,7 @@
 #include <stddef.h>
 
 #include "base/err.h"
+#include "base/sink.h"
 
 typedef struct td_horizon_cfg {
   size_t dim;        /* coordinates >= 1 */
@@ -42,8 +43,10 @@ int td_horizon_greedy(const td_horizon_cfg *c, double *a /* OUT */, double *loss
 
 /* td_horizon_full: minimize log E[L_T] over log a_t by L-BFGS (liblbfgs; at most max_iters
  * iterations) from the start a (in: e.g. the greedy schedule; OUT: the tuned schedule).
- * *iters (OUT, may be NULL) gets the evaluations used. Errors: TD_EINVAL, TD_ENOMEM. */
-int td_horizon_full(const td_horizon_cfg *c, int max_iters, double *a /* in/OUT */,
-                    int *iters /* OUT */, td_err *err);
+ * *iters (OUT, may be NULL) gets the evaluations used. sink (may be NULL) is polled for
+ * cancellation after every iteration. Errors: TD_EINVAL, TD_ENOMEM, TD_ECANCELLED (a then
+ * holds the best schedule so far). */
+int td_horizon_full(const td_horizon_cfg *c, int max_iters, td_sink *sink,
+                    double *a /* in/OUT */, int *iters /* OUT */, td_err *err);
 
 #endif

@@ -143,9 +143,16 @@ static int parse(const json_t *p, inf_cfg *c, td_err *err) {
                            .lissa_repeats = (int)td_param_int(p, "lissa.repeats", 1),
                            .lissa_scale = td_param_num(p, "lissa.scale", 0),
                            .seed = c->pb.seed};
+  /* bounded work: the solvers poll no cancellation inside one solve */
+  if ((double)c->lissa.lissa_depth * c->lissa.lissa_repeats > 2e6)
+    return td_err_set(err, TD_ELIMIT, "params.lissa.repeats",
+                      "lissa.depth x lissa.repeats may not exceed 2e6 Hessian-vector products");
   if (c->lissa.lissa_batch > (int)c->pb.n_train)
     return td_err_set(err, TD_EINVAL, "params.lissa.batch", "lissa.batch exceeds n_train");
   c->self_iters = (int)td_param_int(p, "self_influence.cg_iters", 20);
+  if ((double)c->self_iters * c->pb.n_train > 1e7)
+    return td_err_set(err, TD_ELIMIT, "params.self_influence.cg_iters",
+                      "self_influence.cg_iters x n_train may not exceed 1e7 products");
   return 0;
 }
 

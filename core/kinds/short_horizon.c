@@ -31,8 +31,12 @@ static const td_param sh_params[] = {
 };
 
 static int sh_check(const json_t *p, td_estimate *est, td_err *err) {
-  (void)err;
   double d = (double)td_param_int(p, "dim", 100), T = (double)td_param_int(p, "steps", 300);
+  double it = (double)td_param_int(p, "max_iters", 500);
+  /* each L-BFGS evaluation (a few per iteration) is a forward and reverse pass: ~8 d T flops */
+  if (d * T * it > 2e10)
+    return td_err_set(err, TD_ELIMIT, "params.max_iters",
+                      "dim x steps x max_iters = %.3g exceeds the cap of 2e10", d * T * it);
   est->bytes = 8.0 * (T + 1) * d + 8.0 * 60 * T;
   est->n_params = 0;
   return 0;
@@ -72,7 +76,8 @@ static int sh_run(const json_t *p, td_sink *sink, json_t **summary, td_err *err)
     td_sink_progress(sink, 1, 3);
     if (td_sink_should_stop(sink)) rc = td_err_set(err, TD_ECANCELLED, NULL, "cancelled");
   }
-  if (!rc) rc = td_horizon_full(&cfg, (int)td_param_int(p, "max_iters", 500), af, &iters, err);
+  if (!rc)
+    rc = td_horizon_full(&cfg, (int)td_param_int(p, "max_iters", 500), sink, af, &iters, err);
   if (rc) {
     free(h), free(buf);
     return rc;
