@@ -730,7 +730,7 @@ out:
 const td_kind td_kind_influence = {
     .name = "influence",
     .doc = "Influence functions (Koh and Liang 2017) of training examples on test losses by "
-           "exact solve, CG and LiSSA: top helpful/harmful, self-influence, leave-one-out "
+           "exact solve, CG, LiSSA and EK-FAC: top helpful/harmful, self-influence, leave-one-out "
            "correlations",
     .chapter = "12",
     .params = inf_params,
