@@ -21,7 +21,8 @@
 #   - short_horizon: the greedy schedule loses to the full-horizon one and decays faster, and
 #     both schedules are stored as metrics (the job page draws them);
 #   - hyperopt: the gradient-based outer loop lowers the validation loss below its start, and
-#     the random search of the same budget ran;
+#     the random search of the same budget ran; tuning the learning-rate schedule (20 rates)
+#     lowers it by more than 5 %;
 #   - refusals, each a 400 naming the field: exact reversal with momentum 0, a test index
 #     beyond n_test, ridge on Fashion-MNIST, a wrong number of L2 strengths.
 # Needs bash, curl, grep, awk. Prints one line per check and "N passed, M failed".
@@ -218,6 +219,19 @@ if wait_job "$HO" 90; then
     bash -c "[ '$(jnum random_trials "$f")' -ge 3 ] && grep -q '\"best_val_loss_random\":[0-9]' '$f'"
 else
   bad "hyperopt job succeeds"
+fi
+submit '{"kind":"hyperopt","params":{"data":{"n_train":100,"n_test":100},"model":{"hidden":[8]},"steps":20,"lr":0.05,"tune":"lr_schedule","outer":{"steps":6,"lr":0.3}}}'
+HL=$JOB
+if wait_job "$HL" 90; then
+  f="$TMP/job_$HL"
+  req GET "/api/v1/jobs/$HL/metrics?keys=outer_val_loss,lr_best"
+  first=$(grep -o '"outer_val_loss":{"step":\[[^]]*\],"value":\[[^],]*' "$TMP/body" | sed 's/.*\[//')
+  check "hyperopt lr_schedule: tuning the 20 learning rates lowers the validation loss ($(jnum best_val_loss_hyperopt "$f") < $first)" \
+    awk -v a="$(jnum best_val_loss_hyperopt "$f")" -v b="$first" 'BEGIN{exit !(a != "" && b != "" && a < 0.95 * b)}'
+  check "hyperopt lr_schedule: the best schedule is a metric with 20 points" \
+    bash -c "grep -q '\"lr_best\":{[^}]*\"total\":20' '$TMP/body'"
+else
+  bad "hyperopt lr_schedule job succeeds"
 fi
 
 # ---------------------------------------------------------------- refusals

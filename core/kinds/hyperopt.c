@@ -1,5 +1,6 @@
 /* hyperopt.c: the `hyperopt` experiment kind (chapter 11): gradient-based tuning of per-layer L2
- * strengths through the unrolled inner training (exact reversal or the stored trajectory),
+ * strengths or of the learning-rate schedule through the unrolled inner training (exact
+ * reversal or the stored trajectory),
  * against random search with the same budget, both on the same inner problem.
  *
  * Semantics (also in the schema docs):
@@ -16,8 +17,12 @@
  *  - Metrics: outer_val_loss (step k: L_val at the k-th lambda of the gradient run), l2/<j>
  *    (step k), random_val_loss (step r: the r-th trial), and best_hyperopt / best_random with the
  *    budget spent so far as the step, so both curves share the x-axis.
- *  - Summary: best_val_loss_hyperopt, best_val_loss_random, budget, l2_best (the vector),
- *    random_trials. */
+ *  - tune "lr_schedule": the outer variables are u_t = log lr_t (every step, from lr), with
+ *    dL_val/du_t = lr_t dL_val/dlr_t; the L2 strengths stay at l2_init; random search draws a
+ *    constant lr log-uniform in [lr_min, lr_max]; metrics lr_mean (step k) and, at the end,
+ *    lr_best (step t: the best schedule).
+ *  - Summary: best_val_loss_hyperopt, best_val_loss_random, budget, l2_best or lr_best (the
+ *    vector), random_trials. */
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -42,6 +47,12 @@ static const td_param ho_params[] = {
     {"l2_init", TD_PT_NUM, "0.001", 1e-12, 1e3, NULL, 0, "initial L2 strength of every layer"},
     {"l2_min", TD_PT_NUM, "1e-6", 1e-12, 1e3, NULL, 0, "random search: lower end (log-uniform)"},
     {"l2_max", TD_PT_NUM, "1", 1e-12, 1e3, NULL, 0, "random search: upper end (log-uniform)"},
+    {"tune", TD_PT_STR, "\"l2\"", 0, 0, "l2|lr_schedule", 0,
+     "outer variables: the per-layer L2 strengths, or the learning rate of every step (the "
+     "L2 strengths then stay at l2_init)"},
+    {"lr_min", TD_PT_NUM, "0.001", 1e-12, 1e3, NULL, 0,
+     "tune lr_schedule: random search draws a constant lr log-uniform in [lr_min, lr_max]"},
+    {"lr_max", TD_PT_NUM, "1", 1e-12, 1e3, NULL, 0, "tune lr_schedule: see lr_min"},
 };
 
 static int ho_check(const json_t *p, td_estimate *est, td_err *err) {
@@ -78,7 +89,9 @@ static int ho_run(const json_t *p, td_sink *sink, json_t **summary, td_err *err)
   td_mlp *m = NULL;
   td_hgmlp h;
   memset(&h, 0, sizeof h);
-  double *lrs = NULL, *w0 = NULL, *wT = NULL, *g = NULL;
+  double *lrs = NULL, *w0 = NULL, *wT = NULL, *g = NULL, *ov = NULL, *dlr = NULL;
+  int tune_lr = strcmp(td_param_str(p, "tune", "l2"), "lr_schedule") == 0;
+  double rlo = log10(td_param_num(p, "lr_min", 1e-3)), rhi = log10(td_param_num(p, "lr_max", 1));
   json_t *s = NULL;
   if ((rc = td_trainer_load(&pb, &tr, &te, err)) || (rc = td_mlp_create(&pb.mlp, &m, err)))
     goto out;
@@ -90,27 +103,33 @@ static int ho_run(const json_t *p, td_sink *sink, json_t **summary, td_err *err)
   w0 = malloc(P * sizeof *w0);
   wT = malloc(P * sizeof *wT);
   g = malloc(P * sizeof *g);
-  double lam[TD_MLP_MAX_LAYERS], dl[TD_MLP_MAX_LAYERS], u[TD_MLP_MAX_LAYERS];
-  double am[TD_MLP_MAX_LAYERS] = {0}, av[TD_MLP_MAX_LAYERS] = {0}, best_l2[TD_MLP_MAX_LAYERS];
-  if (!lrs || !w0 || !wT || !g) {
+  double lam[TD_MLP_MAX_LAYERS], dl[TD_MLP_MAX_LAYERS];
+  /* the outer variables u (log lambda_j or log lr_t), Adam moments, the best point */
+  int NV = tune_lr ? T : G;
+  ov = calloc(4 * (size_t)NV, sizeof *ov);
+  dlr = calloc((size_t)T, sizeof *dlr);
+  if (!lrs || !w0 || !wT || !g || !ov || !dlr) {
     rc = td_err_set(err, TD_ENOMEM, NULL, "hyperopt: out of memory");
     goto out;
   }
   for (int t = 0; t < T; t++) lrs[t] = lr;
   memcpy(w0, m->params, P * sizeof *w0);
   td_hg_problem hp = td_hgmlp_problem(&h);
-  for (int j = 0; j < G; j++) u[j] = log(l2i);
+  double *u = ov, *am = ov + NV, *av = ov + 2 * NV, *best = ov + 3 * NV;
+  for (int j = 0; j < NV; j++) u[j] = log(tune_lr ? lr : l2i);
+  for (int j = 0; j < G; j++) lam[j] = l2i;
   double budget = 0, best_h = INFINITY;
   for (int k = 0; k <= K; k++) {
     if (td_sink_should_stop(sink)) {
       rc = td_err_set(err, TD_ECANCELLED, NULL, "cancelled");
       goto out;
     }
-    for (int j = 0; j < G; j++) lam[j] = exp(u[j]);
+    for (int j = 0; j < NV; j++) (tune_lr ? lrs : lam)[j] = exp(u[j]);
     td_hg_unroll un = {.T = T, .lrs = lrs, .mu = mu, .lambda = lam, .w0 = w0};
     td_hg_result r;
     memset(&r, 0, sizeof r);
     r.d_lambda = dl;
+    r.d_lr = tune_lr ? dlr : NULL;
     if (k < K) {
       rc = rev ? td_hg_reverse(&hp, &un, 0, &r, err) : td_hg_reversal(&hp, &un, &r, NULL, NULL, err);
       budget += (double)(r.n_grad + r.n_hvp);
@@ -125,20 +144,26 @@ static int ho_run(const json_t *p, td_sink *sink, json_t **summary, td_err *err)
     }
     if (rc) goto out;
     td_sink_metric(sink, "outer_val_loss", k, r.val_loss);
-    for (int j = 0; j < G; j++) {
-      char key[32];
-      snprintf(key, sizeof key, "l2/%d", j);
-      td_sink_metric(sink, key, k, lam[j]);
+    if (tune_lr) {
+      double sl = 0;
+      for (int t = 0; t < T; t++) sl += lrs[t];
+      td_sink_metric(sink, "lr_mean", k, sl / T);
+    } else {
+      for (int j = 0; j < G; j++) {
+        char key[32];
+        snprintf(key, sizeof key, "l2/%d", j);
+        td_sink_metric(sink, key, k, lam[j]);
+      }
     }
     if (r.val_loss < best_h) {
       best_h = r.val_loss;
-      memcpy(best_l2, lam, (size_t)G * sizeof *lam);
+      for (int j = 0; j < NV; j++) best[j] = exp(u[j]);
     }
     td_sink_metric(sink, "best_hyperopt", (long)budget, best_h);
     td_sink_progress(sink, k + 1, 2 * (K + 1));
-    if (k < K) /* Adam on u = log lambda */
-      for (int j = 0; j < G; j++) {
-        double gj = lam[j] * dl[j];
+    if (k < K) /* Adam on u = log lambda (or log lr) */
+      for (int j = 0; j < NV; j++) {
+        double gj = tune_lr ? lrs[j] * dlr[j] : lam[j] * dl[j];
         am[j] = 0.9 * am[j] + 0.1 * gj;
         av[j] = 0.999 * av[j] + 0.001 * gj * gj;
         double mh = am[j] / (1 - pow(0.9, k + 1)), vh = av[j] / (1 - pow(0.999, k + 1));
@@ -155,7 +180,12 @@ static int ho_run(const json_t *p, td_sink *sink, json_t **summary, td_err *err)
       rc = td_err_set(err, TD_ECANCELLED, NULL, "cancelled");
       goto out;
     }
-    for (int j = 0; j < G; j++) lam[j] = pow(10.0, lmin + (lmax - lmin) * td_rng_uniform(&rng));
+    if (tune_lr) {
+      double l = pow(10.0, rlo + (rhi - rlo) * td_rng_uniform(&rng));
+      for (int t = 0; t < T; t++) lrs[t] = l;
+    } else {
+      for (int j = 0; j < G; j++) lam[j] = pow(10.0, lmin + (lmax - lmin) * td_rng_uniform(&rng));
+    }
     td_hg_unroll un = {.T = T, .lrs = lrs, .mu = mu, .lambda = lam, .w0 = w0};
     double vl = NAN;
     rc = td_hg_forward(&hp, &un, wT, NULL, NULL, err);
@@ -174,8 +204,11 @@ static int ho_run(const json_t *p, td_sink *sink, json_t **summary, td_err *err)
   json_object_set_new(s, "budget", json_real(budget));
   json_object_set_new(s, "random_trials", json_integer(trials));
   json_t *bl = json_array();
-  for (int j = 0; j < G; j++) json_array_append_new(bl, json_real(best_l2[j]));
-  json_object_set_new(s, "l2_best", bl);
+  for (int j = 0; j < NV; j++) json_array_append_new(bl, json_real(best[j]));
+  json_object_set_new(s, tune_lr ? "lr_best" : "l2_best", bl);
+  json_object_set_new(s, "tune", json_string(tune_lr ? "lr_schedule" : "l2"));
+  if (tune_lr)
+    for (int t = 0; t < T; t++) td_sink_metric(sink, "lr_best", t, best[t]);
   json_object_set_new(s, "method", json_string(rev ? "reverse" : "reversal"));
   td_sink_progress(sink, 2 * (K + 1), 2 * (K + 1));
 out:
@@ -184,7 +217,7 @@ out:
   td_mlp_destroy(m);
   td_dataset_deinit(&tr);
   td_dataset_deinit(&te);
-  free(lrs), free(w0), free(wT), free(g);
+  free(lrs), free(w0), free(wT), free(g), free(ov), free(dlr);
   return rc;
 }
 
