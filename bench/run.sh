@@ -70,5 +70,16 @@ fi
 bench_pair entk_784-256-256-10_n200_full pytorch-functorch \
   "OPENBLAS_NUM_THREADS=2 '$BUILD/bench/bench_ntk' --threads 2" \
   "'$PY' '$here/ntk.py' --iters 1"
+# --- issue 15: the hypergradient (per-layer L2 strengths and the 100 learning rates) of the
+# validation loss through 100 unrolled full-batch heavy-ball steps (momentum 0.9) of an MLP
+# 784-256-10 on 1000 Fashion-MNIST examples: tdlab's exact reversal (bench_hypergrad.c) vs
+# PyTorch autograd through the same unroll with create_graph=True (hypergrad.py), same run,
+# both on 2 threads, one hypergradient each. hypergrad.py prints the BENCH line with the time
+# ratio, the peak-memory ratio (VmHWM above the RSS before the computation) and the relative
+# difference of the values, and fails when they differ by more than 1e-8.
+OPENBLAS_NUM_THREADS=2 "$BUILD/bench/bench_hypergrad" --threads 2 --T 100 --n 1000 \
+  --w0 "$BUILD/bench/hypergrad_w0.bin" --out "$BUILD/bench/hypergrad_tdlab.json" >/dev/null &&
+  { "$PY" "$here/hypergrad.py" --threads 2 --T 100 --n 1000 --w0 "$BUILD/bench/hypergrad_w0.bin" \
+      --tdlab "$BUILD/bench/hypergrad_tdlab.json" || status=1; } || status=1
 
 exit $status

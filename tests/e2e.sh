@@ -515,5 +515,7 @@ fi
 # Its own daemon (1 worker): POST /api/v1/kernels against hand-derived values, and its 400s.
 if "$ROOT/tests/e2e_kernels.sh" "$TDLAB" | sed 's/^/  /'; then ok "kernels (tests/e2e_kernels.sh)"; else bad "kernels (tests/e2e_kernels.sh)"; fi
 if "$ROOT/tests/e2e_implicit.sh" "$TDLAB" | sed 's/^/  /'; then ok "chapter 8 kinds (tests/e2e_implicit.sh)"; else bad "chapter 8 kinds (tests/e2e_implicit.sh)"; fi
+# ---------------------------------------------------------------- bilevel (issue 15)
+if "$ROOT/tests/e2e_bilevel.sh" "$TDLAB" | sed 's/^/  /'; then ok "bilevel kinds (tests/e2e_bilevel.sh)"; else bad "bilevel kinds (tests/e2e_bilevel.sh)"; fi
 
 finish

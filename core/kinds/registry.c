@@ -20,6 +20,10 @@ static const td_kind *const kinds[] = {
     &td_kind_laplace,
     &td_kind_igr,
     &td_kind_blr,
+    &td_kind_hypergradient,
+    &td_kind_influence,
+    &td_kind_short_horizon,
+    &td_kind_hyperopt,
 };
 
 size_t td_kinds_count(void) { return sizeof kinds / sizeof kinds[0]; }

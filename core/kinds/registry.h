@@ -58,6 +58,10 @@ extern const td_kind td_kind_langevin;
 extern const td_kind td_kind_laplace;
 extern const td_kind td_kind_igr;
 extern const td_kind td_kind_blr;
+extern const td_kind td_kind_hypergradient;
+extern const td_kind td_kind_influence;
+extern const td_kind td_kind_short_horizon;
+extern const td_kind td_kind_hyperopt;
 
 /* td_kinds_count / td_kinds_at: iterate the catalogue (i < count). */
 size_t td_kinds_count(void);

@@ -575,6 +575,10 @@
       plots.appendChild(TD.el('div', { class: 'art-group', 'data-family': f.key }, head, host));
       showMember(f, f.members[0], host);
     });
+    /* influence jobs: the images of the top helpful/harmful examples (web/js/influence.js) */
+    list.filter(function (a) { return a.name === 'influence.json'; }).slice(0, 1).forEach(function (a) {
+      if (TD.influence) TD.api(artUrl(a.name)).then(function (d) { if (plots.isConnected) TD.influence.render(plots, d); }).catch(function () {});
+    });
   }
 
   /* ---------- polling ---------- */

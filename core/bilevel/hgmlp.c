@@ -1,0 +1,67 @@
+/* hgmlp.c: an MLP (through td_curv) as the inner problem of the hypergradient methods. */
+#include "bilevel/hgmlp.h"
+
+#include <math.h>
+#include <string.h>
+
+static int hgmlp_point(void *ctx, const double *w, double *loss, double *g, td_err *err) {
+  td_hgmlp *h = ctx;
+  int rc = td_curv_set_point(&h->tr, w, err);
+  if (rc) return rc;
+  *loss = h->tr.loss_value;
+  memcpy(g, td_curv_grad(&h->tr), h->m->n_params * sizeof *g);
+  return 0;
+}
+
+static void hgmlp_hvp(void *ctx, const double *v, double *hv) {
+  td_hgmlp *h = ctx;
+  td_curv_hvp(&h->tr, v, hv);
+}
+
+static int hgmlp_val(void *ctx, const double *w, double *loss, double *g, td_err *err) {
+  td_hgmlp *h = ctx;
+  int rc = td_curv_set_point(&h->va, w, err);
+  if (rc) return rc;
+  *loss = h->va.loss_value;
+  memcpy(g, td_curv_grad(&h->va), h->m->n_params * sizeof *g);
+  return 0;
+}
+
+int td_hgmlp_init(td_hgmlp *h, const td_mlp *m, const td_dataset *train, size_t n_train,
+                  const td_dataset *val, size_t n_val, td_curv_loss loss, td_err *err) {
+  memset(h, 0, sizeof *h);
+  if (!m || !train || !val || n_train < 1 || n_val < 1 || n_train > train->n ||
+      n_val > val->n || n_train > 1000000 || n_val > 1000000)
+    return td_err_set(err, TD_EINVAL, NULL, "hypergradient: bad data sizes");
+  h->m = m;
+  int rc = td_curv_init(&h->tr, m, (int)n_train, err);
+  if (!rc) rc = td_curv_init(&h->va, m, (int)n_val, err);
+  if (!rc)
+    rc = td_curv_set_batch(&h->tr, train->X, train->y, train->Y, (int)n_train, loss, err);
+  if (!rc) rc = td_curv_set_batch(&h->va, val->X, val->y, val->Y, (int)n_val, loss, err);
+  if (rc) {
+    td_hgmlp_deinit(h);
+    return rc;
+  }
+  h->n_groups = m->n_linear;
+  for (int j = 0; j < m->n_linear; j++) {
+    double *W, *b;
+    const td_layer *l = td_mlp_linear(m, j, m->params, &W, &b);
+    h->group_off[j] = l->off;
+  }
+  h->group_off[m->n_linear] = m->n_params;
+  return 0;
+}
+
+void td_hgmlp_deinit(td_hgmlp *h) {
+  if (!h) return;
+  td_curv_deinit(&h->tr);
+  td_curv_deinit(&h->va);
+  memset(h, 0, sizeof *h);
+}
+
+td_hg_problem td_hgmlp_problem(td_hgmlp *h) {
+  td_hg_problem p = {.n = h->m->n_params, .n_groups = h->n_groups, .group_off = h->group_off,
+                     .ctx = h, .point = hgmlp_point, .hvp = hgmlp_hvp, .val = hgmlp_val};
+  return p;
+}

@@ -1,0 +1,246 @@
+#!/usr/bin/env bash
+# e2e_bilevel.sh: end-to-end test of the bilevel kinds (hypergradient, influence, short_horizon,
+# hyperopt) against the real daemon (called by tests/e2e.sh; runs alone too). About 15 seconds.
+#
+# Usage: tests/e2e_bilevel.sh path/to/tdlab
+#
+# Starts `tdlab serve` on a free port with a temporary database and 2 workers, then checks:
+#   - hypergradient on ridge (600 heavy-ball steps, where the unroll has converged and the IFT
+#     is exact): all four methods meet the closed form to 1e-9 relative (max_rel_diff), the
+#     exact reversal recovered (w_0, v_0) bitwise (reversal_mismatch 0), the artifact lists the
+#     four methods with time and memory, and the stored trajectory needs more memory than
+#     the reversal; the d_lr metric has one point per step;
+#   - hypergradient on a small MLP (Fashion-MNIST): reverse, reversal and forward mode agree to
+#     1e-9; the Neumann IFT reports lambda_max, alpha and its convergence condition;
+#   - influence on ridge: Pearson and Spearman of the influence prediction with the exact
+#     leave-one-out change above 0.99, CG and LiSSA meet the exact solve to 1e-8, and the 3
+#     flipped labels rank in the top 3 self-influences; influence.json has the top lists;
+#   - influence on a small tanh network: retraining without an example (the measured effect)
+#     correlates with the prediction above 0.99 (Pearson), and with EK-FAC's (a different
+#     curvature: the empirical Fisher) above 0.9;
+#   - short_horizon: the greedy schedule loses to the full-horizon one and decays faster, and
+#     both schedules are stored as metrics (the job page draws them);
+#   - hyperopt: the gradient-based outer loop lowers the validation loss below its start, and
+#     the random search of the same budget ran; tuning the learning-rate schedule (20 rates)
+#     lowers it by more than 5 %;
+#   - refusals, each a 400 naming the field: exact reversal with momentum 0, a test index
+#     beyond n_test, ridge on Fashion-MNIST, a wrong number of L2 strengths.
+# Needs bash, curl, grep, awk. Prints one line per check and "N passed, M failed".
+set -uo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+TDLAB="${1:-}"
+if [ -z "$TDLAB" ] || [ ! -x "$TDLAB" ]; then
+  echo "usage: tests/e2e_bilevel.sh path/to/tdlab" >&2
+  echo "0 passed, 1 failed"
+  exit 2
+fi
+TDLAB="$(cd "$(dirname "$TDLAB")" && pwd)/$(basename "$TDLAB")"
+TMP="$(mktemp -d /tmp/tdlab-e2e-bilevel.XXXXXX)"
+PASS=0
+FAIL=0
+PID=""
+BASE=""
+
+cleanup() {
+  if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
+    kill -TERM "$PID" 2>/dev/null
+    for _ in $(seq 1 100); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$PID" 2>/dev/null
+    wait "$PID" 2>/dev/null
+  fi
+  if [ "$FAIL" -eq 0 ] && [ -z "${E2E_KEEP:-}" ]; then rm -rf "$TMP"; else echo "(logs kept in $TMP)"; fi
+}
+trap cleanup EXIT
+
+ok() { PASS=$((PASS + 1)); echo "ok   - $*"; }
+bad() { FAIL=$((FAIL + 1)); echo "FAIL - $*"; }
+check() {
+  local name="$1"
+  shift
+  if "$@"; then ok "$name"; else bad "$name"; fi
+}
+finish() {
+  echo "$PASS passed, $FAIL failed"
+  [ "$FAIL" -eq 0 ]
+  exit $?
+}
+req() { # req METHOD PATH [curl args...]: CODE, $TMP/body
+  local method="$1" path="$2"
+  shift 2
+  CODE=$(curl -s -o "$TMP/body" -w '%{http_code}' -X "$method" --max-time 60 "$@" "$BASE$path" 2>/dev/null)
+  [ -n "$CODE" ] || CODE=000
+}
+post_json() { req POST "$1" -H 'Content-Type: application/json' --data-binary "$2"; }
+jstr() { grep -o "\"$1\":\"[^\"]*\"" "$2" | head -1 | sed 's/^"[^"]*":"\(.*\)"$/\1/'; }
+jnum() { grep -o "\"$1\":-\{0,1\}[0-9][0-9.eE+-]*" "$2" | head -1 | sed 's/^"[^"]*"://'; }
+below() { [ -n "$1" ] && awk -v x="$1" -v hi="$2" 'BEGIN{exit !(x <= hi)}'; }
+above() { [ -n "$1" ] && awk -v x="$1" -v lo="$2" 'BEGIN{exit !(x >= lo)}'; }
+
+submit() { # submit JSON -> JOB id (empty on failure)
+  post_json /api/v1/jobs "$1"
+  JOB=""
+  [ "$CODE" = 201 ] && JOB=$(jnum id "$TMP/body")
+}
+wait_job() { # wait_job ID SECONDS -> $TMP/job_ID, returns 0 when succeeded
+  local id="$1" deadline=$((SECONDS + $2)) st=""
+  while [ $SECONDS -le $deadline ]; do
+    curl -s --max-time 10 -o "$TMP/job_$id" "$BASE/api/v1/jobs/$id"
+    st=$(jstr status "$TMP/job_$id")
+    case "$st" in succeeded) return 0 ;; failed | diverged | cancelled) break ;; esac
+    sleep 0.2
+  done
+  echo "     job $id is '$st': $(head -c 600 "$TMP/job_$id")"
+  return 1
+}
+expect_400() { # expect_400 NAME FIELD JSON
+  post_json /api/v1/jobs "$3"
+  local f
+  f=$(jstr field "$TMP/body")
+  if [ "$CODE" = 400 ] && [ "$f" = "$2" ]; then ok "refused: $1 -> 400 field=$f"
+  else bad "refused: $1: got $CODE field '$f': $(head -c 300 "$TMP/body")"; fi
+}
+
+log="$TMP/server.log"
+"$TDLAB" serve --host 127.0.0.1 --port 0 --db "$TMP/tdlab.db" --web "$ROOT/web" \
+  --migrations "$ROOT/migrations" --workers 2 --batch-ms 100 2>"$log" &
+PID=$!
+port=""
+for _ in $(seq 1 200); do
+  port=$(grep -o 'event=listening url=http://127.0.0.1:[0-9]*' "$log" 2>/dev/null | grep -o '[0-9]*$' | head -1)
+  [ -n "$port" ] && break
+  kill -0 "$PID" 2>/dev/null || break
+  sleep 0.05
+done
+if [ -z "$port" ]; then
+  cat "$log"
+  bad "the daemon starts"
+  finish
+fi
+BASE="http://127.0.0.1:$port"
+ok "bilevel: the daemon starts ($BASE)"
+
+# ---------------------------------------------------------------- hypergradient
+submit '{"kind":"hypergradient","params":{"inner":"ridge","data":{"name":"synthetic","n":200,"d":8,"noise":0.3},"loss":"mse","steps":600,"lr":0.1,"momentum":0.9,"l2":[0.05,0.2]}}'
+HR=$JOB
+submit '{"kind":"hypergradient","params":{"data":{"n_train":200,"n_test":200},"model":{"hidden":[16]},"steps":30,"lr":0.05,"l2":[0.001,0.002],"ift":{"solver":"neumann","max_iters":50}}}'
+HM=$JOB
+submit '{"kind":"influence","params":{"inner":"ridge","data":{"name":"synthetic","n":100,"d":5,"noise":0.2},"loss":"mse","damping":0.05,"flip":3,"test_indices":[0,1],"lissa":{"depth":3000}}}'
+IR=$JOB
+submit '{"kind":"influence","params":{"data":{"name":"synthetic","n":80,"d":4,"n_test":20},"loss":"mse","model":{"hidden":[6],"activation":"tanh"},"train":{"steps":3000,"lr":0.1},"damping":0.05,"loo":{"n":15,"steps":2000},"lissa":{"depth":2000}}}'
+IM=$JOB
+
+if wait_job "$HR" 60; then
+  f="$TMP/job_$HR"
+  check "hypergradient ridge: the four methods meet the closed form to 1e-9 (max_rel_diff $(jnum max_rel_diff "$f"))" \
+    below "$(jnum max_rel_diff "$f")" 1e-9
+  check "hypergradient ridge: exact reversal recovers (w_0, v_0) bitwise" \
+    bash -c "grep -q '\"reversal_mismatch\":0[,}]' '$f'"
+  req GET "/api/v1/jobs/$HR/artifacts/hypergradient.json"
+  check "hypergradient.json lists reverse, reversal, forward and ift with secs and bytes" \
+    bash -c "[ '$CODE' = 200 ] && for m in reverse reversal forward ift; do grep -q \"\\\"\$m\\\":{\\\"d_lambda\\\"\" '$TMP/body' || exit 1; done; grep -q '\"closed_form\"' '$TMP/body'"
+  rb=$(jnum bytes_reverse "$f")
+  vb=$(jnum bytes_reversal "$f")
+  check "the stored trajectory uses more memory than the reversal ($rb vs $vb bytes)" \
+    awk -v a="$rb" -v b="$vb" 'BEGIN{exit !(a > 10 * b)}'
+  req GET "/api/v1/jobs/$HR/metrics?keys=d_lr"
+  check "the d_lr metric has one point per unrolled step (600)" \
+    bash -c "grep -q '\"d_lr\":{[^}]*\"total\":600' '$TMP/body'"
+else
+  bad "hypergradient ridge job succeeds"
+fi
+
+if wait_job "$HM" 120; then
+  f="$TMP/job_$HM"
+  check "hypergradient mlp: reverse, reversal and forward agree to 1e-9 (max_rel_diff $(jnum max_rel_diff "$f"))" \
+    below "$(jnum max_rel_diff "$f")" 1e-9
+  req GET "/api/v1/jobs/$HM/artifacts/hypergradient.json"
+  check "hypergradient mlp: the Neumann IFT reports lambda_max, alpha and its condition" \
+    bash -c "grep -q '\"lambda_max\":[0-9]' '$TMP/body' && grep -q '\"alpha_lambda_max\":' '$TMP/body' && grep -q '\"neumann_condition_met\":true' '$TMP/body'"
+else
+  bad "hypergradient mlp job succeeds"
+fi
+
+# ---------------------------------------------------------------- influence
+if wait_job "$IR" 60; then
+  f="$TMP/job_$IR"
+  check "influence ridge: Pearson with exact leave-one-out >= 0.99 ($(jnum pearson_exact "$f"))" \
+    above "$(jnum pearson_exact "$f")" 0.99
+  check "influence ridge: Spearman with exact leave-one-out >= 0.99 ($(jnum spearman_exact "$f"))" \
+    above "$(jnum spearman_exact "$f")" 0.99
+  check "influence ridge: CG and LiSSA meet the exact solve to 1e-8" \
+    bash -c "awk -v a='$(jnum rel_err_cg "$f")' -v b='$(jnum rel_err_lissa "$f")' 'BEGIN{exit !(a != \"\" && b != \"\" && a <= 1e-8 && b <= 1e-8)}'"
+  check "influence ridge: the 3 flipped labels are the 3 largest self-influences" \
+    bash -c "grep -q '\"flipped_in_top\":3[,}]' '$f'"
+  req GET "/api/v1/jobs/$IR/artifacts/influence.json"
+  check "influence.json has helpful/harmful lists for both test examples and the convention" \
+    bash -c "[ \$(grep -o '\"helpful\":\[{\"index\"' '$TMP/body' | wc -l) = 2 ] && grep -q '\"harmful\":\[{\"index\"' '$TMP/body' && grep -q 'positive = harmful' '$TMP/body'"
+else
+  bad "influence ridge job succeeds"
+fi
+
+if wait_job "$IM" 120; then
+  f="$TMP/job_$IM"
+  check "influence mlp: retraining without each of 15 examples correlates with the prediction (Pearson $(jnum pearson_exact "$f") >= 0.99)" \
+    above "$(jnum pearson_exact "$f")" 0.99
+  check "influence mlp: the proximal Bregman response (Bae et al. 2022) also matches the prediction (Pearson $(jnum pearson_exact_pbrf "$f") >= 0.99)" \
+    above "$(jnum pearson_exact_pbrf "$f")" 0.99
+  check "influence mlp: EK-FAC (empirical Fisher) scores correlate with retraining (Pearson $(jnum pearson_ekfac "$f") >= 0.9)" \
+    above "$(jnum pearson_ekfac "$f")" 0.9
+else
+  bad "influence mlp job succeeds"
+fi
+
+# ---------------------------------------------------------------- short-horizon bias
+submit '{"kind":"short_horizon","params":{"dim":50,"steps":200}}'
+SH=$JOB
+if wait_job "$SH" 60; then
+  f="$TMP/job_$SH"
+  check "short_horizon: the greedy schedule loses at the horizon (loss_ratio $(jnum loss_ratio "$f") > 1.1)" \
+    above "$(jnum loss_ratio "$f")" 1.1
+  check "short_horizon: the greedy schedule decays faster (midpoint lr $(jnum lr_mid_greedy "$f") < $(jnum lr_mid_full "$f"))" \
+    awk -v a="$(jnum lr_mid_greedy "$f")" -v b="$(jnum lr_mid_full "$f")" 'BEGIN{exit !(a != "" && a < b)}'
+  req GET "/api/v1/jobs/$SH/metrics?keys=lr_greedy,lr_full"
+  check "short_horizon: both schedules are metrics with 200 points each" \
+    bash -c "[ \$(grep -o '\"total\":200' '$TMP/body' | wc -l) = 2 ]"
+else
+  bad "short_horizon job succeeds"
+fi
+
+# ---------------------------------------------------------------- hyperopt
+submit '{"kind":"hyperopt","params":{"data":{"n_train":100,"n_test":100},"model":{"hidden":[8]},"steps":20,"outer":{"steps":6,"lr":0.5}}}'
+HO=$JOB
+if wait_job "$HO" 90; then
+  f="$TMP/job_$HO"
+  req GET "/api/v1/jobs/$HO/metrics?keys=outer_val_loss"
+  first=$(grep -o '"value":\[[^],]*' "$TMP/body" | sed 's/.*\[//')
+  check "hyperopt: the best outer loss is below the initial one ($(jnum best_val_loss_hyperopt "$f") < $first)" \
+    awk -v a="$(jnum best_val_loss_hyperopt "$f")" -v b="$first" 'BEGIN{exit !(a != "" && b != "" && a < b)}'
+  check "hyperopt: random search ran with the same budget ($(jnum random_trials "$f") trials)" \
+    bash -c "[ '$(jnum random_trials "$f")' -ge 3 ] && grep -q '\"best_val_loss_random\":[0-9]' '$f'"
+else
+  bad "hyperopt job succeeds"
+fi
+submit '{"kind":"hyperopt","params":{"data":{"n_train":100,"n_test":100},"model":{"hidden":[8]},"steps":20,"lr":0.05,"tune":"lr_schedule","outer":{"steps":6,"lr":0.3}}}'
+HL=$JOB
+if wait_job "$HL" 90; then
+  f="$TMP/job_$HL"
+  req GET "/api/v1/jobs/$HL/metrics?keys=outer_val_loss,lr_best"
+  first=$(grep -o '"outer_val_loss":{"step":\[[^]]*\],"value":\[[^],]*' "$TMP/body" | sed 's/.*\[//')
+  check "hyperopt lr_schedule: tuning the 20 learning rates lowers the validation loss ($(jnum best_val_loss_hyperopt "$f") < $first)" \
+    awk -v a="$(jnum best_val_loss_hyperopt "$f")" -v b="$first" 'BEGIN{exit !(a != "" && b != "" && a < 0.95 * b)}'
+  check "hyperopt lr_schedule: the best schedule is a metric with 20 points" \
+    bash -c "grep -q '\"lr_best\":{[^}]*\"total\":20' '$TMP/body'"
+else
+  bad "hyperopt lr_schedule job succeeds"
+fi
+
+# ---------------------------------------------------------------- refusals
+expect_400 "exact reversal with momentum 0" params.momentum \
+  '{"kind":"hypergradient","params":{"momentum":0}}'
+expect_400 "a test index beyond n_test" params.test_indices \
+  '{"kind":"influence","params":{"data":{"n_test":10},"test_indices":[10]}}'
+expect_400 "ridge on fashion-mnist" params.data.name '{"kind":"influence","params":{"inner":"ridge"}}'
+expect_400 "three L2 strengths for two layers" params.l2 \
+  '{"kind":"hypergradient","params":{"l2":[0.1,0.2,0.3]}}'
+
+finish
