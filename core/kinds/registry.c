@@ -11,6 +11,7 @@ static const td_kind *const kinds[] = {
     &td_kind_eos,
     &td_kind_taylor,
     &td_kind_natgrad_invariance,
+    &td_kind_momentum,
 };
 
 size_t td_kinds_count(void) { return sizeof kinds / sizeof kinds[0]; }
