@@ -12,6 +12,7 @@ static const td_kind *const kinds[] = {
     &td_kind_taylor,
     &td_kind_natgrad_invariance,
     &td_kind_momentum,
+    &td_kind_game,
 };
 
 size_t td_kinds_count(void) { return sizeof kinds / sizeof kinds[0]; }

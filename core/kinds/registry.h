@@ -50,6 +50,7 @@ extern const td_kind td_kind_eos;
 extern const td_kind td_kind_taylor;
 extern const td_kind td_kind_natgrad_invariance;
 extern const td_kind td_kind_momentum;
+extern const td_kind td_kind_game;
 
 /* td_kinds_count / td_kinds_at: iterate the catalogue (i < count). */
 size_t td_kinds_count(void);
