@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "games/game.h"
+#include "games/gan.h"
 #include "games/momentum.h"
 #include "kinds/registry.h"
 
@@ -440,6 +441,75 @@ static void test_validation(void **state) {
   expect_invalid("momentum", "{\"spectrum\": [1, -1]}", "params.spectrum[1]");
 }
 
+/* The GAN game: grad f against central differences of f, H u against central differences
+ * of grad f (tanh networks: smooth; error h^2 f''' ~ 1e-10 plus rounding eps f / h ~ 1e-11 at
+ * h = 1e-5; tolerance 1e-6 relative to the largest entry). Coverage on hand-made samples. */
+static void test_gan_products(void **state) {
+  (void)state;
+  td_gan_cfg c = {.latent = 3, .hidden = 5, .depth = 2, .tanh = 1, .batch = 7, .modes = 8,
+                  .radius = 2, .std = 0.02};
+  td_gan *G;
+  assert_int_equal(td_gan_create(&c, &G, NULL), 0);
+  int d = td_gan_n_gen(G) + td_gan_n_disc(G);
+  assert_int_equal(d, (3 * 5 + 5) + (5 * 5 + 5) + (5 * 2 + 2) + (2 * 5 + 5) + (5 * 5 + 5) + 6);
+  double *w = malloc(6 * (size_t)d * sizeof *w), *g0 = w + d, *u = g0 + d, *hu = u + d,
+         *gp = hu + d, *gm = gp + d;
+  double xr[14], z[21];
+  td_gan_init(G, 3, w);
+  td_gan_batch(G, 3, 5, xr, z);
+  for (int i = 0; i < d; i++) {
+    w[i] += 0.3 * sin(1.7 * i); /* move away from b = 0 */
+    u[i] = cos(0.9 * i);
+  }
+  td_gan_grad(G, w, xr, z, g0, u, hu);
+  const double h = 1e-5;
+  double gmax = 0, hmax = 0;
+  for (int i = 0; i < d; i++) {
+    gmax = fmax(gmax, fabs(g0[i]));
+    hmax = fmax(hmax, fabs(hu[i]));
+  }
+  for (int i = 0; i < d; i++) {
+    double wi = w[i];
+    w[i] = wi + h;
+    double fp = td_gan_grad(G, w, xr, z, gp, NULL, NULL);
+    w[i] = wi - h;
+    double fm = td_gan_grad(G, w, xr, z, gp, NULL, NULL);
+    w[i] = wi;
+    double fd = (fp - fm) / (2 * h);
+    if (fabs(fd - g0[i]) > 1e-6 * gmax) fail_msg("grad[%d] %g vs fd %g", i, g0[i], fd);
+  }
+  double *wp = malloc((size_t)d * sizeof *wp);
+  for (int i = 0; i < d; i++) wp[i] = w[i] + h * u[i];
+  td_gan_grad(G, wp, xr, z, gp, NULL, NULL);
+  for (int i = 0; i < d; i++) wp[i] = w[i] - h * u[i];
+  td_gan_grad(G, wp, xr, z, gm, NULL, NULL);
+  for (int i = 0; i < d; i++) {
+    double fd = (gp[i] - gm[i]) / (2 * h);
+    if (fabs(fd - hu[i]) > 1e-6 * hmax) fail_msg("Hu[%d] %g vs fd %g", i, hu[i], fd);
+  }
+  /* the value: mean log sigmoid(D(x)) + mean log sigmoid(-D(G(z))) <= 0 */
+  assert_true(td_gan_grad(G, w, xr, z, gp, NULL, NULL) < 0);
+  free(wp);
+  free(w);
+  td_gan_destroy(G);
+  /* coverage: 100 samples, 50 at mode 0, 30 at mode 2 (within 3 std), 1 at mode 5 (below
+   * 1%... exactly 1 of 100 = 1%: counts), 19 far away. */
+  double s[200];
+  for (int i = 0; i < 100; i++) {
+    double a = i < 50 ? 0 : i < 80 ? 2 * M_PI * 2 / 8 : 2 * M_PI * 5 / 8, r = i < 81 ? 2 : 5;
+    s[2 * i] = r * cos(a) + (i < 81 ? 0.05 : 0);
+    s[2 * i + 1] = r * sin(a);
+  }
+  int cov;
+  double good;
+  td_gan_coverage(&c, s, 100, &cov, &good);
+  assert_int_equal(cov, 3);
+  assert_true(fabs(good - 0.81) < 1e-15);
+  s[2 * 80] += 0.02; /* 0.07 > 3 std: mode 5 loses its only sample */
+  td_gan_coverage(&c, s, 100, &cov, &good);
+  assert_int_equal(cov, 2);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_heavy_ball_by_hand),   cmocka_unit_test(test_nesterov_and_lapack),
@@ -448,6 +518,7 @@ int main(void) {
       cmocka_unit_test(test_quadrature),           cmocka_unit_test(test_dirac_equilibrium),
       cmocka_unit_test(test_update_jacobians_fd),  cmocka_unit_test(test_bilinear_rates),
       cmocka_unit_test(test_kinds),                cmocka_unit_test(test_validation),
+      cmocka_unit_test(test_gan_products),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

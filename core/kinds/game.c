@@ -30,6 +30,8 @@
 #include <string.h>
 
 #include "games/game.h"
+#include "games/gan.h"
+#include "base/rng.h"
 #include "kinds/registry.h"
 
 #define GAME_MAXDIM 64
@@ -37,9 +39,10 @@
 #define GAME_LOG_EIG 32
 
 static const td_param game_params[] = {
-    {"game.name", TD_PT_STR, "\"bilinear\"", 0, 0, "bilinear|quadratic|dirac_gan", 0,
+    {"game.name", TD_PT_STR, "\"bilinear\"", 0, 0, "bilinear|quadratic|dirac_gan|gan_mixture", 0,
      "bilinear f = x^T A y; quadratic f = x^T P x/2 + x^T C y - y^T Q y/2; dirac_gan "
-     "(Mescheder et al. 2018): generator a point mass at theta, discriminator D(t) = psi t"},
+     "(Mescheder et al. 2018): generator a point mass at theta, discriminator D(t) = psi t; "
+     "gan_mixture: MLP generator and discriminator on a 2-D mixture of Gaussians on a circle"},
     {"game.A", TD_PT_NUM_MATRIX, NULL, -1e6, 1e6, NULL, GAME_MAXDIM,
      "bilinear: the coupling A (n_x rows, n_y columns; absent: [[1]])"},
     {"game.P", TD_PT_NUM_MATRIX, NULL, -1e6, 1e6, NULL, GAME_MAXDIM,
@@ -55,6 +58,27 @@ static const td_param game_params[] = {
      "dirac_gan: gamma of the penalty (absent: 1 with r1/r2)"},
     {"game.noise_std", TD_PT_NUM, NULL, 0, 100, NULL, 0,
      "dirac_gan: instance noise sigma added to real and generated points (absent: 0)"},
+    {"game.latent", TD_PT_INT, NULL, 1, 256, NULL, 0, "gan_mixture: latent dimension (absent: 16)"},
+    {"game.hidden", TD_PT_INT, NULL, 1, 512, NULL, 0,
+     "gan_mixture: units per hidden layer of both networks (absent: 16)"},
+    {"game.depth", TD_PT_INT, NULL, 1, 8, NULL, 0,
+     "gan_mixture: hidden layers per network (absent: 4, as Mescheder et al. 2017)"},
+    {"game.activation", TD_PT_STR, NULL, 0, 0, "relu|tanh", 0,
+     "gan_mixture: hidden activation (absent: relu)"},
+    {"game.batch", TD_PT_INT, NULL, 1, 4096, NULL, 0,
+     "gan_mixture: data points and latents per step (absent: 256)"},
+    {"game.modes", TD_PT_INT, NULL, 1, 64, NULL, 0, "gan_mixture: Gaussians (absent: 8)"},
+    {"game.radius", TD_PT_NUM, NULL, 1e-6, 1e6, NULL, 0,
+     "gan_mixture: radius of the circle of centres (absent: 2)"},
+    {"game.std", TD_PT_NUM, NULL, 1e-6, 1e6, NULL, 0,
+     "gan_mixture: standard deviation of each Gaussian (absent: 0.02)"},
+    {"game.rmsprop", TD_PT_BOOL, NULL, 0, 0, NULL, 0,
+     "gan_mixture: scale each update coordinate-wise by RMSProp (decay 0.9, eps 1e-8), as "
+     "Mescheder et al. 2017 do (absent: true; false: plain steps)"},
+    {"game.sample_every", TD_PT_INT, NULL, 1, 1e9, NULL, 0,
+     "gan_mixture: steps between sample artifacts and mode counts (absent: steps/10)"},
+    {"game.n_samples", TD_PT_INT, NULL, 10, 100000, NULL, 0,
+     "gan_mixture: generated samples per evaluation (absent: 2000)"},
     {"algorithm", TD_PT_STR, "\"simultaneous\"", 0, 0,
      "simultaneous|alternating|extragradient|optimistic|consensus|sga|hamiltonian", 0,
      "update rule (games/game.h cites each source)"},
@@ -69,7 +93,14 @@ static const td_param game_params[] = {
     {"sga_eps", TD_PT_NUM, "0.1", 0, 1e6, NULL, 0, "sga: epsilon of the sign rule"},
     {"analyze_every", TD_PT_INT, "10", 1, 1e9, NULL, 0,
      "steps between eigenvalue analyses (always at 0 and T)"},
+    {"seed", TD_PT_INT, "0", 0, 9007199254740991.0, NULL, 0,
+     "gan_mixture: initialization and batches"},
 };
+
+static const char *gan_only[] = {"game.latent", "game.hidden", "game.depth", "game.activation",
+                                 "game.batch",  "game.modes",  "game.radius", "game.std",
+                                 "game.rmsprop", "game.sample_every", "game.n_samples"};
+#define N_GAN_ONLY (sizeof gan_only / sizeof gan_only[0])
 
 /* Reads a matrix param (absent: [[1]]) into *M (malloc'ed), its shape into r, c. */
 static int get_matrix(const json_t *p, const char *path, double **M, int *r, int *c) {
@@ -95,7 +126,13 @@ static int build_game(const json_t *p, td_game *g, td_err *err) {
   const char *bil_only[] = {"game.A"}, *quad_only[] = {"game.P", "game.C", "game.Q"};
   const char *dirac_only[] = {"game.penalty", "game.penalty_weight", "game.noise_std"};
   int isb = strcmp(name, "bilinear") == 0, isq = strcmp(name, "quadratic") == 0;
-  int isd = !isb && !isq;
+  int isd = strcmp(name, "dirac_gan") == 0;
+  for (size_t i = 0; i < N_GAN_ONLY; i++)
+    if (strcmp(name, "gan_mixture") != 0 && td_param_has(p, gan_only[i])) {
+      char f[48];
+      snprintf(f, sizeof f, "params.%s", gan_only[i]);
+      return td_err_set(err, TD_EINVAL, f, "%s is for game gan_mixture", f);
+    }
   for (int i = 0; i < 1; i++)
     if (!isb && td_param_has(p, bil_only[i]))
       return td_err_set(err, TD_EINVAL, "params.game.A", "params.game.A is for game bilinear");
@@ -111,6 +148,7 @@ static int build_game(const json_t *p, td_game *g, td_err *err) {
       snprintf(f, sizeof f, "params.%s", dirac_only[i]);
       return td_err_set(err, TD_EINVAL, f, "%s is for game dirac_gan", f);
     }
+  if (!isb && !isq && !isd) return 1; /* gan_mixture: built by gan_build */
   if (isd) {
     const char *pen = td_param_str(p, "game.penalty", "none");
     int haspen = strcmp(pen, "none") != 0;
@@ -148,9 +186,34 @@ static int build_game(const json_t *p, td_game *g, td_err *err) {
   return rc;
 }
 
+static void gan_cfg_of(const json_t *p, td_gan_cfg *c) {
+  c->latent = (int)td_param_int(p, "game.latent", 16);
+  c->hidden = (int)td_param_int(p, "game.hidden", 16);
+  c->depth = (int)td_param_int(p, "game.depth", 4);
+  c->tanh = strcmp(td_param_str(p, "game.activation", "relu"), "tanh") == 0;
+  c->batch = (int)td_param_int(p, "game.batch", 256);
+  c->modes = (int)td_param_int(p, "game.modes", 8);
+  c->radius = td_param_num(p, "game.radius", 2);
+  c->std = td_param_num(p, "game.std", 0.02);
+}
+
 static int game_check(const json_t *p, td_estimate *est, td_err *err) {
   td_game g;
   int rc = build_game(p, &g, err);
+  if (rc == 1) { /* gan_mixture */
+    if (td_param_has(p, "init"))
+      return td_err_set(err, TD_EINVAL, "params.init",
+                        "params.init is not for gan_mixture (the networks start from the seed)");
+    td_gan_cfg c;
+    gan_cfg_of(p, &c);
+    double np = 0, w = (double)c.hidden;
+    np = (c.latent + 2.0) * w + (c.depth - 1) * (w * w + w) + 2 * w + 2 + /* G */
+         3.0 * w + (c.depth - 1) * (w * w + w) + w + 1;                   /* D */
+    est->bytes = 8.0 * (12.0 * np + 16.0 * (c.depth + 2) * c.batch * (w + c.latent) +
+                        4.0 * td_param_int(p, "game.n_samples", 2000) * (c.latent + 2)) + 65536;
+    est->n_params = np;
+    return 0;
+  }
   if (rc) return rc;
   int d = g.d;
   td_game_deinit(&g);
@@ -251,13 +314,211 @@ static void log_state(const td_game *g, const double *w, double *xi, long t, td_
   }
 }
 
+/* The GAN's update direction u (d) for algorithm o->alg at w on the batch (xr, z): xi and,
+ * as needed, J^T xi = H grad f and J xi = S H S grad f (gan.h). Returns f; *ham (OUT) =
+ * ||xi||^2/2. t1, t2, t3 are scratch (d each). */
+static double gan_dir(td_gan *G, const td_game_opt *o, const double *w, const double *xr,
+                      const double *z, double *u, double *t1, double *t2, double *t3,
+                      double *ham, double *lam_eff) {
+  int d = td_gan_n_gen(G) + td_gan_n_disc(G), ng = td_gan_n_gen(G);
+  double f = td_gan_grad(G, w, xr, z, t1, NULL, NULL); /* t1 = grad f */
+  double h = 0;
+  for (int i = 0; i < d; i++) {
+    u[i] = i < ng ? t1[i] : -t1[i]; /* xi = S grad f */
+    h += u[i] * u[i];
+  }
+  *ham = 0.5 * h;
+  if (o->alg == TD_GALG_CONSENSUS || o->alg == TD_GALG_HAMILTONIAN || o->alg == TD_GALG_SGA) {
+    td_gan_grad(G, w, xr, z, t3, t1, t2); /* t2 = H grad f = J^T xi */
+    if (o->alg == TD_GALG_CONSENSUS)
+      for (int i = 0; i < d; i++) u[i] += o->gamma * t2[i];
+    else if (o->alg == TD_GALG_HAMILTONIAN)
+      for (int i = 0; i < d; i++) u[i] = t2[i];
+    else {
+      /* J xi = S H S grad f = S H xi: t3 = H xi */
+      double *hx = t3 + 0;
+      double *tmp = malloc((size_t)d * sizeof *tmp);
+      if (!tmp) return NAN;
+      td_gan_grad(G, w, xr, z, tmp, u, hx);
+      free(tmp);
+      double a = 0, b = 0;
+      for (int i = 0; i < d; i++) {
+        double jxi = i < ng ? hx[i] : -hx[i];
+        double at = 0.5 * (t2[i] - jxi); /* A^T xi = (J^T xi - J xi)/2 */
+        hx[i] = at;
+        a += u[i] * t2[i];
+        b += at * t2[i];
+      }
+      double lam = o->lambda;
+      if (o->sga_align && a * b / d + o->sga_eps < 0) lam = -lam;
+      *lam_eff = lam;
+      for (int i = 0; i < d; i++) u[i] += lam * hx[i];
+    }
+  }
+  return f;
+}
+
+static int gan_emit_samples(td_gan *G, const td_gan_cfg *c, const double *w, const double *zs,
+                            int ns, long t, double *buf, td_sink *sink, int *cov, double *good) {
+  td_gan_generate(G, w, zs, ns, buf);
+  td_gan_coverage(c, buf, ns, cov, good);
+  json_t *o = json_object(), *pts = json_array(), *cen = json_array();
+  for (int i = 0; i < ns; i++) {
+    json_t *pt = json_array();
+    json_array_append_new(pt, jnum(buf[2 * i]));
+    json_array_append_new(pt, jnum(buf[2 * i + 1]));
+    json_array_append_new(pts, pt);
+  }
+  for (int k = 0; k < c->modes; k++) {
+    double a = 2.0 * M_PI * k / c->modes;
+    json_t *pt = json_array();
+    json_array_append_new(pt, json_real(c->radius * cos(a)));
+    json_array_append_new(pt, json_real(c->radius * sin(a)));
+    json_array_append_new(cen, pt);
+  }
+  json_object_set_new(o, "step", json_integer(t));
+  json_object_set_new(o, "samples", pts);
+  json_object_set_new(o, "centres", cen);
+  json_object_set_new(o, "std", json_real(c->std));
+  json_object_set_new(o, "modes_covered", json_integer(*cov));
+  json_object_set_new(o, "good_fraction", json_real(*good));
+  char *txt = json_dumps(o, JSON_COMPACT);
+  json_decref(o);
+  if (!txt) return TD_ENOMEM;
+  char name[64];
+  snprintf(name, sizeof name, "samples_step%ld.json", t);
+  td_sink_artifact(sink, name, "application/json", txt, strlen(txt));
+  free(txt);
+  td_sink_metric(sink, "modes_covered", t, *cov);
+  td_sink_metric(sink, "good_fraction", t, *good);
+  return 0;
+}
+
+/* gan_mixture: see the file comment of games/gan.h and the GAN paragraph above. */
+static int gan_run(const json_t *p, td_sink *sink, json_t **summary, td_err *err) {
+  td_gan_cfg c;
+  gan_cfg_of(p, &c);
+  td_gan *G = NULL;
+  int rc = td_gan_create(&c, &G, err);
+  if (rc) return rc;
+  td_game_opt o = {0};
+  td_game_alg_parse(td_param_str(p, "algorithm", "simultaneous"), &o.alg);
+  o.lr = td_param_num(p, "lr", 0.1);
+  o.gamma = td_param_num(p, "gamma", 1);
+  o.lambda = o.lambda_eff = td_param_num(p, "lambda", 1);
+  o.sga_align = td_param_bool(p, "sga_align", 1);
+  o.sga_eps = td_param_num(p, "sga_eps", 0.1);
+  int rms = td_param_bool(p, "game.rmsprop", 1);
+  long T = td_param_int(p, "steps", 200);
+  long se = td_param_int(p, "game.sample_every", T / 10 > 0 ? T / 10 : 1);
+  int ns = (int)td_param_int(p, "game.n_samples", 2000);
+  uint64_t seed = (uint64_t)td_param_int(p, "seed", 0);
+  int ng = td_gan_n_gen(G), d = ng + td_gan_n_disc(G);
+  size_t B = (size_t)c.batch;
+  double *mem = calloc((size_t)d * 9 + B * (2 + (size_t)c.latent) + (size_t)ns * (c.latent + 2), sizeof *mem);
+  if (!mem) {
+    td_gan_destroy(G);
+    return td_err_set(err, TD_ENOMEM, NULL, "out of memory");
+  }
+  double *w = mem, *u = w + d, *t1 = u + d, *t2 = t1 + d, *t3 = t2 + d, *wh = t3 + d,
+         *prev = wh + d, *v = prev + d, *u2 = v + d, *xr = u2 + d, *z = xr + 2 * B,
+         *zs = z + B * c.latent, *sbuf = zs + (size_t)ns * c.latent;
+  td_gan_init(G, seed, w);
+  { /* fixed evaluation latents (stream separate from the batches) */
+    td_rng r;
+    td_rng_init(&r, seed, 0x5a3e);
+    td_rng_fill_normal(&r, zs, (size_t)ns * c.latent, 1.0);
+  }
+  int cov = 0, best_cov = 0;
+  double good = 0, ham = 0, lam_eff = o.lambda;
+  int have_prev = 0, cancelled = 0;
+  long t, escaped = -1;
+  rc = gan_emit_samples(G, &c, w, zs, ns, 0, sbuf, sink, &cov, &good);
+  best_cov = cov;
+  for (t = 0; !rc && t < T; t++) {
+    if (td_sink_should_stop(sink)) {
+      cancelled = 1;
+      break;
+    }
+    td_gan_batch(G, seed, t, xr, z);
+    double f = gan_dir(G, &o, w, xr, z, u, t1, t2, t3, &ham, &lam_eff);
+    td_sink_metric(sink, "value", t, f);
+    td_sink_metric(sink, "hamiltonian", t, ham);
+    if (o.alg == TD_GALG_SGA) td_sink_metric(sink, "sga_lambda", t, lam_eff);
+    /* the step direction s (in u) per algorithm */
+    if (o.alg == TD_GALG_EXTRAGRADIENT) {
+      for (int i = 0; i < d; i++) wh[i] = w[i] - o.lr * u[i];
+      double hh;
+      gan_dir(G, &o, wh, xr, z, u, t1, t2, t3, &hh, &lam_eff);
+    } else if (o.alg == TD_GALG_OPTIMISTIC) {
+      if (!have_prev) memcpy(prev, u, (size_t)d * sizeof *u);
+      for (int i = 0; i < d; i++) {
+        double cur = u[i];
+        u[i] = 2 * cur - prev[i];
+        prev[i] = cur;
+      }
+      have_prev = 1;
+    } else if (o.alg == TD_GALG_ALTERNATING) {
+      /* generator first, then the discriminator's field at the new generator */
+      for (int i = 0; i < ng; i++) u2[i] = u[i];
+      for (int i = 0; i < ng; i++) wh[i] = w[i] - o.lr * u[i];
+      for (int i = ng; i < d; i++) wh[i] = w[i];
+      double hh;
+      gan_dir(G, &o, wh, xr, z, u, t1, t2, t3, &hh, &lam_eff);
+      for (int i = 0; i < ng; i++) u[i] = u2[i];
+    }
+    for (int i = 0; i < d; i++) {
+      double s = u[i];
+      if (rms) {
+        v[i] = 0.9 * v[i] + 0.1 * s * s;
+        s /= sqrt(v[i]) + 1e-8;
+      }
+      w[i] -= o.lr * s;
+    }
+    double nw = 0;
+    for (int i = 0; i < d; i++) nw += w[i] * w[i];
+    if (!(nw <= 1e200)) {
+      escaped = t + 1;
+      break;
+    }
+    if ((t + 1) % se == 0 || t + 1 == T) {
+      rc = gan_emit_samples(G, &c, w, zs, ns, t + 1, sbuf, sink, &cov, &good);
+      if (cov > best_cov) best_cov = cov;
+    }
+    if ((t + 1) % 16 == 0) td_sink_progress(sink, t + 1, T);
+  }
+  td_sink_progress(sink, t, T);
+  json_t *s = json_object();
+  json_object_set_new(s, "game", json_string("gan_mixture"));
+  json_object_set_new(s, "algorithm", json_string(td_param_str(p, "algorithm", "simultaneous")));
+  json_object_set_new(s, "modes_covered_final", json_integer(cov));
+  json_object_set_new(s, "good_fraction_final", jnum(good));
+  json_object_set_new(s, "modes_covered_max", json_integer(best_cov));
+  json_object_set_new(s, "modes", json_integer(c.modes));
+  json_object_set_new(s, "n_gen_params", json_integer(ng));
+  json_object_set_new(s, "n_disc_params", json_integer(d - ng));
+  json_object_set_new(s, "hamiltonian_final", jnum(ham));
+  json_object_set_new(s, "final_step", json_integer(t));
+  json_object_set_new(s, "escaped_step", escaped >= 0 ? json_integer(escaped) : json_null());
+  free(mem);
+  td_gan_destroy(G);
+  if (rc) {
+    json_decref(s);
+    return rc;
+  }
+  *summary = s;
+  if (cancelled) return td_err_set(err, TD_ECANCELLED, NULL, "cancelled at step %ld", t);
+  return 0;
+}
+
 static int game_run(const json_t *p, td_sink *sink, json_t **summary, td_err *err) {
   *summary = NULL;
   td_estimate est;
   int rc = game_check(p, &est, err);
   if (rc) return rc;
   td_game g;
-  if ((rc = build_game(p, &g, err))) return rc;
+  if ((rc = build_game(p, &g, err)) == 1) return gan_run(p, sink, summary, err);
+  if (rc) return rc;
   int d = g.d;
   td_game_opt o = {0};
   td_game_alg_parse(td_param_str(p, "algorithm", "simultaneous"), &o.alg);
