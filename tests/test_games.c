@@ -510,6 +510,61 @@ static void test_gan_products(void **state) {
   assert_int_equal(cov, 2);
 }
 
+/* eos with Nesterov momentum: the thresholds and the predicted spectral radius against the
+ * logged top Hessian eigenvalues, with the roots of z^2 - (1 + b)(1 - a) z + b (1 - a)
+ * computed here in complex arithmetic (rounding only: 1e-12). */
+typedef struct cap {
+  double eig[3][8], rho[8], thr_n[8], thr_h[8], st[8];
+} cap;
+
+static int cap_metric(void *ctx, const char *key, long step, double v) {
+  cap *c = ctx;
+  if (step % 10 || step / 10 >= 8) return 0;
+  int k = (int)(step / 10);
+  if (strncmp(key, "hessian_eig_", 12) == 0) {
+    int i = atoi(key + 12) - 1;
+    if (i >= 0 && i < 3) c->eig[i][k] = v;
+  } else if (strcmp(key, "predicted_spectral_radius") == 0) c->rho[k] = v;
+  else if (strcmp(key, "threshold_nesterov") == 0) c->thr_n[k] = v;
+  else if (strcmp(key, "threshold_heavy_ball") == 0) c->thr_h[k] = v;
+  else if (strcmp(key, "stability_threshold") == 0) c->st[k] = v;
+  return 0;
+}
+
+static void test_eos_nesterov(void **state) {
+  (void)state;
+  const double lr = 0.1, b = 0.5;
+  json_t *p = json_loads("{\"data\": {\"n_train\": 100}, \"model\": {\"hidden\": [12]}, "
+                         "\"lr\": 0.1, \"momentum\": 0.5, \"nesterov\": true, \"steps\": 20, "
+                         "\"analyze_every\": 10, \"analysis\": {\"top_k\": 3}}", 0, NULL);
+  json_t *filled = NULL, *sum = NULL;
+  td_err e = {0};
+  assert_int_equal(td_kinds_validate("eos", p, NULL, &filled, NULL, &e), 0);
+  cap c;
+  memset(&c, 0, sizeof c);
+  td_sink sink = {.ctx = &c, .metric = cap_metric};
+  int rc = td_kinds_find("eos")->run(filled, &sink, &sum, &e);
+  if (rc) fail_msg("eos: %s", e.msg);
+  for (int k = 0; k < 3; k++) {
+    assert_true(fabs(c.thr_n[k] - (2 + 2 * b) / ((1 + 2 * b) * lr)) < 1e-12);
+    assert_true(fabs(c.thr_h[k] - (2 + 2 * b) / lr) < 1e-12);
+    assert_true(c.st[k] == c.thr_n[k]);
+    double best = 0;
+    for (int i = 0; i < 3; i++) {
+      double a = lr * c.eig[i][k];
+      double complex tr = (1 + b) * (1 - a), det = b * (1 - a), s = csqrt(tr * tr - 4 * det);
+      best = fmax(best, fmax(cabs((tr + s) / 2), cabs((tr - s) / 2)));
+    }
+    assert_true(best > 0);
+    assert_true(fabs(c.rho[k] - best) < 1e-12 * fmax(1, best));
+  }
+  json_decref(sum);
+  json_decref(filled);
+  json_decref(p);
+  /* nesterov without momentum is refused */
+  expect_invalid("eos", "{\"nesterov\": true}", "params.nesterov");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_heavy_ball_by_hand),   cmocka_unit_test(test_nesterov_and_lapack),
@@ -518,7 +573,7 @@ int main(void) {
       cmocka_unit_test(test_quadrature),           cmocka_unit_test(test_dirac_equilibrium),
       cmocka_unit_test(test_update_jacobians_fd),  cmocka_unit_test(test_bilinear_rates),
       cmocka_unit_test(test_kinds),                cmocka_unit_test(test_validation),
-      cmocka_unit_test(test_gan_products),
+      cmocka_unit_test(test_gan_products),         cmocka_unit_test(test_eos_nesterov),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
