@@ -16,7 +16,8 @@
 #     PRAGMA integrity_check is ok;
 #   - the other verbs: `tdlab run`, `tdlab kinds`, `tdlab migrate`;
 #   - sweeps and fits: tests/e2e_sweeps.sh (its own daemon);
-#   - checkpoints, init_from/fork, tdlab run --artifacts: tests/e2e_checkpoints.sh (its own).
+#   - checkpoints, init_from/fork, tdlab run --artifacts: tests/e2e_checkpoints.sh (its own);
+#   - momentum and games (chapters 9, 10): tests/e2e_dynamics.sh (its own).
 # Needs only bash, curl, coreutils, grep, sed, awk (sqlite3 optional).
 # Prints one line per check and a final "N passed, M failed"; exits non-zero on a failure.
 set -uo pipefail
@@ -458,5 +459,6 @@ if "$ROOT/tests/e2e_checkpoints.sh" "$TDLAB" | sed 's/^/  /'; then
 else
   bad "checkpoints (tests/e2e_checkpoints.sh)"
 fi
+if "$ROOT/tests/e2e_dynamics.sh" "$TDLAB" | sed 's/^/  /'; then ok "momentum and games (tests/e2e_dynamics.sh)"; else bad "momentum and games (tests/e2e_dynamics.sh)"; fi
 
 finish
