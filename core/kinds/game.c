@@ -5,7 +5,7 @@
  *
  * Semantics (also in the schema docs):
  *  - Step 0 is the start, step t the state after t updates (as linreg and eos log). At every
- *    step: dist_to_eq (||w - w*||, w* = 0 for every game here), hamiltonian (||xi(w)||^2/2),
+ *    log_every-th step (and the last): dist_to_eq (||w - w*||, w* = 0 for every game here), hamiltonian (||xi(w)||^2/2),
  *    value (f(w)), and the players' parameters x/{i}, y/{i} (the first 16 of each) for the
  *    phase plane.
  *  - At 0, every analyze_every steps and at the last step: jacobian_eig_re/{i},
@@ -22,7 +22,18 @@
  *    simultaneous, extragradient, consensus, sga and hamiltonian), observed_rate
  *    ((dist_T/dist_0)^(1/T)), observed_rate_late (over the second half), dist_initial,
  *    dist_final, dist_min, dist_max, hamiltonian_final, rho_at_equilibrium and
- *    jacobian_eig_at_equilibrium (J at w* and its eigenvalues), final_step, escaped_step. */
+ *    jacobian_eig_at_equilibrium (J at w* and its eigenvalues), final_step, escaped_step.
+ *  - gan_mixture (games/gan.h): the update rules act on the batch of each step (a pure
+ *    function of seed and step; alternating and extragradient reuse it for their second
+ *    evaluation), optionally scaled by RMSProp (game.rmsprop, default on). Metrics value
+ *    (f on the batch) and hamiltonian (||xi||^2/2 on it) at w_t for t = 0..T-1 (every
+ *    log_every-th and the last); modes_covered and good_fraction (gan.h's td_gan_coverage on
+ *    n_samples samples from latents fixed by the seed) at 0, every sample_every steps and at
+ *    T, each with the artifact samples_step<t>.json {step, samples, centres, std,
+ *    modes_covered, good_fraction}. No eigenvalue analysis (the Jacobian is d x d with d in
+ *    the thousands) and no dist_to_eq (no known equilibrium). Summary: modes_covered_final,
+ *    good_fraction_final, modes_covered_max, modes, n_gen_params, n_disc_params,
+ *    hamiltonian_final, final_step, escaped_step. */
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -95,6 +106,8 @@ static const td_param game_params[] = {
      "steps between eigenvalue analyses (always at 0 and T)"},
     {"seed", TD_PT_INT, "0", 0, 9007199254740991.0, NULL, 0,
      "gan_mixture: initialization and batches"},
+    {"log_every", TD_PT_INT, "1", 1, 1e9, NULL, 0,
+     "steps between logged per-step metrics (always at 0 and at the last step)"},
 };
 
 static const char *gan_only[] = {"game.latent", "game.hidden", "game.depth", "game.activation",
@@ -394,7 +407,7 @@ static int gan_emit_samples(td_gan *G, const td_gan_cfg *c, const double *w, con
   return 0;
 }
 
-/* gan_mixture: see the file comment of games/gan.h and the GAN paragraph above. */
+/* gan_mixture: see games/gan.h and the gan_mixture paragraph of the file comment. */
 static int gan_run(const json_t *p, td_sink *sink, json_t **summary, td_err *err) {
   td_gan_cfg c;
   gan_cfg_of(p, &c);
@@ -413,6 +426,7 @@ static int gan_run(const json_t *p, td_sink *sink, json_t **summary, td_err *err
   long se = td_param_int(p, "game.sample_every", T / 10 > 0 ? T / 10 : 1);
   int ns = (int)td_param_int(p, "game.n_samples", 2000);
   uint64_t seed = (uint64_t)td_param_int(p, "seed", 0);
+  long log_every = td_param_int(p, "log_every", 1);
   int ng = td_gan_n_gen(G), d = ng + td_gan_n_disc(G);
   size_t B = (size_t)c.batch;
   double *mem = calloc((size_t)d * 9 + B * (2 + (size_t)c.latent) + (size_t)ns * (c.latent + 2), sizeof *mem);
@@ -442,9 +456,11 @@ static int gan_run(const json_t *p, td_sink *sink, json_t **summary, td_err *err
     }
     td_gan_batch(G, seed, t, xr, z);
     double f = gan_dir(G, &o, w, xr, z, u, t1, t2, t3, &ham, &lam_eff);
-    td_sink_metric(sink, "value", t, f);
-    td_sink_metric(sink, "hamiltonian", t, ham);
-    if (o.alg == TD_GALG_SGA) td_sink_metric(sink, "sga_lambda", t, lam_eff);
+    if (t % log_every == 0 || t + 1 == T) {
+      td_sink_metric(sink, "value", t, f);
+      td_sink_metric(sink, "hamiltonian", t, ham);
+      if (o.alg == TD_GALG_SGA) td_sink_metric(sink, "sga_lambda", t, lam_eff);
+    }
     /* the step direction s (in u) per algorithm */
     if (o.alg == TD_GALG_EXTRAGRADIENT) {
       for (int i = 0; i < d; i++) wh[i] = w[i] - o.lr * u[i];
@@ -544,6 +560,7 @@ static int game_run(const json_t *p, td_sink *sink, json_t **summary, td_err *er
     w[i] = init ? json_number_value(json_array_get(init, (size_t)i)) : 1.0;
   memcpy(w0, w, (size_t)d * sizeof *w);
   long T = td_param_int(p, "steps", 200), every = td_param_int(p, "analyze_every", 10);
+  long log_every = td_param_int(p, "log_every", 1);
   double dist0, ham, dist, dmin, dmax, rho0 = NAN, rho, dist_half = NAN;
   log_state(&g, w, xi, 0, sink, &dist0, &ham);
   dist = dmin = dmax = dist0;
@@ -561,7 +578,12 @@ static int game_run(const json_t *p, td_sink *sink, json_t **summary, td_err *er
       escaped = t;
       break;
     }
-    log_state(&g, w, xi, t, sink, &dist, &ham);
+    if (t % log_every == 0 || t == T) log_state(&g, w, xi, t, sink, &dist, &ham);
+    else {
+      dist = nw;
+      td_game_field(&g, w, xi);
+      ham = 0.5 * norm(d, xi) * norm(d, xi);
+    }
     dmin = fmin(dmin, dist);
     dmax = fmax(dmax, dist);
     if (t == T / 2) dist_half = dist;
