@@ -31,4 +31,3 @@ for alg, M in Ms.items():
     s = json.loads(out[-1])['summary']
     rho = max(abs(np.linalg.eigvals(M)))
     print(f"{alg:14s} numpy {rho:.12f} tdlab {s['predicted_rate']:.12f} late-observed {s['observed_rate_late']:.6f}")
-ok = True
