@@ -561,6 +561,31 @@ static void test_eos_nesterov(void **state) {
   json_decref(sum);
   json_decref(filled);
   json_decref(p);
+  /* curvature with minibatch heavy ball and coupled weight decay: rho over lambda_i + wd at
+   * the constant lr, from the same logged eigenvalues */
+  json_decref(sum);
+  json_decref(filled);
+  json_decref(p);
+  sum = filled = NULL;
+  p = json_loads("{\"data\": {\"n_train\": 100, \"n_test\": 50}, \"model\": {\"hidden\": [12]}, "
+                 "\"optimizer\": {\"name\": \"sgd\", \"lr\": 0.3, \"momentum\": 0.9, "
+                 "\"weight_decay\": 0.01}, \"batch_size\": 50, \"steps\": 20, "
+                 "\"analyze_every\": 10, \"analysis_n\": 100, \"analysis\": {\"top_k\": 3}}",
+                 0, NULL);
+  assert_int_equal(td_kinds_validate("curvature", p, NULL, &filled, NULL, &e), 0);
+  memset(&c, 0, sizeof c);
+  rc = td_kinds_find("curvature")->run(filled, &sink, &sum, &e);
+  if (rc) fail_msg("curvature: %s", e.msg);
+  for (int k = 0; k < 3; k++) {
+    double best = 0;
+    for (int i = 0; i < 3; i++) {
+      double a = 0.3 * (c.eig[i][k] + 0.01);
+      double complex tr = 1 + 0.9 - a, det = 0.9, s2 = csqrt(tr * tr - 4 * det);
+      best = fmax(best, fmax(cabs((tr + s2) / 2), cabs((tr - s2) / 2)));
+    }
+    assert_true(best > 0);
+    assert_true(fabs(c.rho[k] - best) < 1e-12 * fmax(1, best));
+  }
   /* nesterov without momentum is refused */
   expect_invalid("eos", "{\"nesterov\": true}", "params.nesterov");
 }
