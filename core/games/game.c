@@ -298,12 +298,18 @@ int td_game_update_dim(const td_game *g, const td_game_opt *o) {
 }
 
 void td_game_update_jacobian(const td_game *g, td_game_opt *o, const double *w, double *U) {
-  int d = g->d, nx = g->nx, n = td_game_update_dim(g, o);
-  double eta = o->lr, *xi = o->work, *t1 = xi + d, *t2 = t1 + d, *J = t2 + d;
+  int d = g->d;
+  double *xi = o->work, *t1 = xi + d, *t2 = t1 + d, *J = t2 + d;
   td_game_field(g, w, xi);
   td_game_jacobian(g, w, J);
+  if (o->alg == TD_GALG_SGA) o->lambda_eff = sga_lambda(o, d, J, xi, t1, t2);
+  td_game_update_matrix(o, g->nx, d, J, U);
+}
+
+void td_game_update_matrix(const td_game_opt *o, int nx, int d, const double *J, double *U) {
+  int n = o->alg == TD_GALG_OPTIMISTIC ? 2 * d : d;
+  double eta = o->lr;
   memset(U, 0, (size_t)n * (size_t)n * sizeof *U);
-  /* B = the matrix K in "I - eta K" for the rules of that form (K d x d, into U's block). */
   switch (o->alg) {
   case TD_GALG_SIMULTANEOUS:
   case TD_GALG_EXTRAGRADIENT:
@@ -311,7 +317,6 @@ void td_game_update_jacobian(const td_game *g, td_game_opt *o, const double *w, 
   case TD_GALG_SGA:
   case TD_GALG_HAMILTONIAN: {
     double c = o->alg == TD_GALG_CONSENSUS ? o->gamma : 0;
-    if (o->alg == TD_GALG_SGA) o->lambda_eff = sga_lambda(o, d, J, xi, t1, t2);
     for (int i = 0; i < d; i++)
       for (int j = 0; j < d; j++) {
         double k = o->alg == TD_GALG_HAMILTONIAN ? 0 : J[i * d + j];

@@ -138,6 +138,11 @@ int td_game_update_dim(const td_game *g, const td_game_opt *o);
  * Uses o->work; sets o->lambda_eff for sga. */
 void td_game_update_jacobian(const td_game *g, td_game_opt *o, const double *w, double *U);
 
+/* td_game_update_matrix: the same matrix from a given game Jacobian J (d x d, row-major;
+ * player 1 owns the first nx coordinates), with o->lambda_eff as SGA's lambda'. U (OUT) is
+ * n x n, n = 2 d for optimistic, d otherwise. Never fails; does not touch o->work. */
+void td_game_update_matrix(const td_game_opt *o, int nx, int d, const double *J, double *U);
+
 /* td_game_eig: eigenvalues of the general real n x n matrix M (row-major; not modified),
  * sorted by modulus descending, then imaginary part descending, into re, im (OUT, n each).
  * LAPACK dgeev. Returns 0, TD_ENOMEM, or TD_EIO when dgeev fails to converge. */

@@ -243,20 +243,16 @@ static int game_check(const json_t *p, td_estimate *est, td_err *err) {
 static json_t *jnum(double x) { return isfinite(x) ? json_real(x) : json_null(); }
 
 /* Eigenvalues of J(w) and of the update's Jacobian at w as metrics and into `hist`. */
-static int analyze(const td_game *g, td_game_opt *o, const double *w, long step, td_sink *sink,
-                   json_t *hist, double *rho_out, td_err *err) {
-  int d = g->d, n = td_game_update_dim(g, o);
-  double *J = malloc((size_t)n * (size_t)n * sizeof *J), *re = malloc((size_t)n * 2 * sizeof *re);
-  if (!J || !re) {
-    free(J);
-    free(re);
-    return td_err_set(err, TD_ENOMEM, NULL, "out of memory");
-  }
-  double *im = re + n;
+/* Eigenvalues of a game Jacobian J (d x d) and of an update matrix U (n x n) as metrics at
+ * `step` and as one record of `hist`; *rho_out (OUT) = U's spectral radius. */
+static int analyze_mats(const double *J, int d, const double *U, int n, const td_game_opt *o,
+                        long step, td_sink *sink, json_t *hist, double *rho_out, td_err *err) {
+  double *re = malloc((size_t)(n > d ? n : d) * 2 * sizeof *re);
+  if (!re) return td_err_set(err, TD_ENOMEM, NULL, "out of memory");
+  double *im = re + (n > d ? n : d);
   json_t *rec = json_object(), *jr = json_array(), *ji = json_array(), *ur = json_array(),
          *ui = json_array();
   char key[48];
-  td_game_jacobian(g, w, J);
   int rc = td_game_eig(d, J, re, im, err);
   for (int i = 0; !rc && i < d; i++) {
     json_array_append_new(jr, json_real(re[i]));
@@ -268,10 +264,7 @@ static int analyze(const td_game *g, td_game_opt *o, const double *w, long step,
       td_sink_metric(sink, key, step, im[i]);
     }
   }
-  if (!rc) {
-    td_game_update_jacobian(g, o, w, J);
-    rc = td_game_eig(n, J, re, im, err);
-  }
+  if (!rc) rc = td_game_eig(n, U, re, im, err);
   double rho = 0;
   for (int i = 0; !rc && i < n; i++) {
     rho = fmax(rho, hypot(re[i], im[i]));
@@ -296,8 +289,25 @@ static int analyze(const td_game *g, td_game_opt *o, const double *w, long step,
   json_object_set_new(rec, "update_spectral_radius", json_real(rho));
   json_array_append_new(hist, rec);
   *rho_out = rho;
-  free(J);
   free(re);
+  return rc;
+}
+
+/* Eigenvalues of J(w) and of the update's Jacobian at w as metrics and into `hist`. */
+static int analyze(const td_game *g, td_game_opt *o, const double *w, long step, td_sink *sink,
+                   json_t *hist, double *rho_out, td_err *err) {
+  int d = g->d, n = td_game_update_dim(g, o);
+  double *J = malloc((size_t)d * (size_t)d * sizeof *J), *U = malloc((size_t)n * (size_t)n * sizeof *U);
+  if (!J || !U) {
+    free(J);
+    free(U);
+    return td_err_set(err, TD_ENOMEM, NULL, "out of memory");
+  }
+  td_game_jacobian(g, w, J);
+  td_game_update_jacobian(g, o, w, U);
+  int rc = analyze_mats(J, d, U, n, o, step, sink, hist, rho_out, err);
+  free(J);
+  free(U);
   return rc;
 }
 
