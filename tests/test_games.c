@@ -590,6 +590,68 @@ static void test_eos_nesterov(void **state) {
   expect_invalid("eos", "{\"nesterov\": true}", "params.nesterov");
 }
 
+/* gan_mixture with analyze_jacobian: the update spectral radius at step 0 of simultaneous
+ * GDA against max |1 - lr mu| over the eigenvalues mu of a Jacobian built here by central
+ * differences of the gradient (J = S dgrad/dw; FD error ~1e-9 moves the eigenvalues by about
+ * as much times the eigenvector condition, so 1e-6 relative on the radius). The batch is
+ * the kind's (td_gan_batch(seed, 0)) and the start its td_gan_init(seed). */
+static double g_rho0;
+static int rho_metric(void *ctx, const char *key, long step, double v) {
+  (void)ctx;
+  if (step == 0 && strcmp(key, "update_spectral_radius") == 0) g_rho0 = v;
+  return 0;
+}
+
+static void test_gan_jacobian_analysis(void **state) {
+  (void)state;
+  json_t *p = json_loads("{\"game\": {\"name\": \"gan_mixture\", \"latent\": 2, \"hidden\": 4, "
+                         "\"depth\": 1, \"activation\": \"tanh\", \"batch\": 16, \"n_samples\": 50, "
+                         "\"analyze_jacobian\": true, \"rmsprop\": false}, \"lr\": 0.5, "
+                         "\"steps\": 2, \"seed\": 7}", 0, NULL);
+  json_t *filled = NULL, *sum = NULL;
+  td_err e = {0};
+  assert_int_equal(td_kinds_validate("game", p, NULL, &filled, NULL, &e), 0);
+  td_sink sink = {.metric = rho_metric};
+  g_rho0 = -1;
+  if (td_kinds_find("game")->run(filled, &sink, &sum, &e)) fail_msg("game: %s", e.msg);
+  td_gan_cfg c = {.latent = 2, .hidden = 4, .depth = 1, .tanh = 1, .batch = 16, .modes = 8,
+                  .radius = 2, .std = 0.02};
+  td_gan *G;
+  assert_int_equal(td_gan_create(&c, &G, NULL), 0);
+  int ng = td_gan_n_gen(G), d = ng + td_gan_n_disc(G);
+  double *w = malloc((size_t)d * 3 * sizeof *w), *gp = w + d, *gm = gp + d;
+  double *U = malloc((size_t)d * (size_t)d * sizeof *U), *re = malloc(2 * (size_t)d * sizeof *re);
+  double xr[32], z[32];
+  td_gan_init(G, 7, w);
+  td_gan_batch(G, 7, 0, xr, z);
+  const double h = 1e-5, lr = 0.5;
+  for (int j = 0; j < d; j++) {
+    double wj = w[j];
+    w[j] = wj + h;
+    td_gan_grad(G, w, xr, z, gp, NULL, NULL);
+    w[j] = wj - h;
+    td_gan_grad(G, w, xr, z, gm, NULL, NULL);
+    w[j] = wj;
+    for (int i = 0; i < d; i++) {
+      double Jij = (gp[i] - gm[i]) / (2 * h) * (i < ng ? 1 : -1);
+      U[(size_t)i * d + j] = (i == j) - lr * Jij;
+    }
+  }
+  assert_int_equal(LAPACKE_dgeev(LAPACK_ROW_MAJOR, 'N', 'N', d, U, d, re, re + d, NULL, 1, NULL, 1), 0);
+  double rho = 0;
+  for (int i = 0; i < d; i++) rho = fmax(rho, hypot(re[i], re[d + i]));
+  if (fabs(rho - g_rho0) > 1e-6 * rho) fail_msg("rho %.12g vs fd %.12g", g_rho0, rho);
+  free(w);
+  free(U);
+  free(re);
+  td_gan_destroy(G);
+  json_decref(sum);
+  json_decref(filled);
+  json_decref(p);
+  expect_invalid("game", "{\"game\": {\"name\": \"gan_mixture\", \"analyze_jacobian\": true}}",
+                 "params.game.analyze_jacobian");
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_heavy_ball_by_hand),   cmocka_unit_test(test_nesterov_and_lapack),
@@ -599,6 +661,7 @@ int main(void) {
       cmocka_unit_test(test_update_jacobians_fd),  cmocka_unit_test(test_bilinear_rates),
       cmocka_unit_test(test_kinds),                cmocka_unit_test(test_validation),
       cmocka_unit_test(test_gan_products),         cmocka_unit_test(test_eos_nesterov),
+      cmocka_unit_test(test_gan_jacobian_analysis),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

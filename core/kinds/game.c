@@ -30,8 +30,10 @@
  *    log_every-th and the last); modes_covered and good_fraction (gan.h's td_gan_coverage on
  *    n_samples samples from latents fixed by the seed) at 0, every sample_every steps and at
  *    T, each with the artifact samples_step<t>.json {step, samples, centres, std,
- *    modes_covered, good_fraction}. No eigenvalue analysis (the Jacobian is d x d with d in
- *    the thousands) and no dist_to_eq (no known equilibrium). Summary: modes_covered_final,
+ *    modes_covered, good_fraction}. With game.analyze_jacobian (d <= 1000), the eigenvalue
+ *    metrics above and eigenvalues.json at 0, every analyze_every steps and T, from J = S H
+ *    built by d Hessian-vector products on that step's batch (and the update matrix of
+ *    games/game.h from it, for the plain rule: RMSProp's coordinate scaling is not in it). No dist_to_eq (no known equilibrium). Summary: modes_covered_final,
  *    good_fraction_final, modes_covered_max, modes, n_gen_params, n_disc_params,
  *    hamiltonian_final, final_step, escaped_step. */
 #include <jansson.h>
@@ -86,6 +88,10 @@ static const td_param game_params[] = {
     {"game.rmsprop", TD_PT_BOOL, NULL, 0, 0, NULL, 0,
      "gan_mixture: scale each update coordinate-wise by RMSProp (decay 0.9, eps 1e-8), as "
      "Mescheder et al. 2017 do (absent: true; false: plain steps)"},
+    {"game.analyze_jacobian", TD_PT_BOOL, NULL, 0, 0, NULL, 0,
+     "gan_mixture: eigenvalues of the game Jacobian J = S H (d Hessian-vector products on the "
+     "step's batch) and of the update's Jacobian at 0, every analyze_every steps and T; needs "
+     "at most 1000 parameters (absent: false)"},
     {"game.sample_every", TD_PT_INT, NULL, 1, 1e9, NULL, 0,
      "gan_mixture: steps between sample artifacts and mode counts (absent: steps/10)"},
     {"game.n_samples", TD_PT_INT, NULL, 10, 100000, NULL, 0,
@@ -112,7 +118,8 @@ static const td_param game_params[] = {
 
 static const char *gan_only[] = {"game.latent", "game.hidden", "game.depth", "game.activation",
                                  "game.batch",  "game.modes",  "game.radius", "game.std",
-                                 "game.rmsprop", "game.sample_every", "game.n_samples"};
+                                 "game.rmsprop", "game.sample_every", "game.n_samples",
+                                 "game.analyze_jacobian"};
 #define N_GAN_ONLY (sizeof gan_only / sizeof gan_only[0])
 
 /* Reads a matrix param (absent: [[1]]) into *M (malloc'ed), its shape into r, c. */
@@ -225,6 +232,13 @@ static int game_check(const json_t *p, td_estimate *est, td_err *err) {
     est->bytes = 8.0 * (12.0 * np + 16.0 * (c.depth + 2) * c.batch * (w + c.latent) +
                         4.0 * td_param_int(p, "game.n_samples", 2000) * (c.latent + 2)) + 65536;
     est->n_params = np;
+    if (td_param_bool(p, "game.analyze_jacobian", 0)) {
+      if (np > 1000)
+        return td_err_set(err, TD_EINVAL, "params.game.analyze_jacobian",
+                          "game.analyze_jacobian needs at most 1000 parameters (this GAN has "
+                          "%.0f; reduce game.hidden or game.depth)", np);
+      est->bytes += 8.0 * 6 * np * np;
+    }
     return 0;
   }
   if (rc) return rc;
@@ -417,6 +431,34 @@ static int gan_emit_samples(td_gan *G, const td_gan_cfg *c, const double *w, con
   return 0;
 }
 
+/* The GAN's Jacobian J = S H at w on the batch (xr, z), column by column from Hessian-vector
+ * products with unit vectors, its eigenvalues and the update matrix's (analyze_mats). */
+static int gan_analyze(td_gan *G, const td_game_opt *o, const double *w, const double *xr,
+                       const double *z, long step, td_sink *sink, json_t *hist, td_err *err) {
+  int ng = td_gan_n_gen(G), d = ng + td_gan_n_disc(G), n = o->alg == TD_GALG_OPTIMISTIC ? 2 * d : d;
+  double *J = malloc((size_t)d * (size_t)d * sizeof *J), *U = malloc((size_t)n * (size_t)n * sizeof *U);
+  double *e = calloc((size_t)d * 3, sizeof *e);
+  if (!J || !U || !e) {
+    free(J);
+    free(U);
+    free(e);
+    return td_err_set(err, TD_ENOMEM, NULL, "out of memory");
+  }
+  double *gr = e + d, *col = gr + d, rho;
+  for (int j = 0; j < d; j++) {
+    e[j] = 1;
+    td_gan_grad(G, w, xr, z, gr, e, col);
+    e[j] = 0;
+    for (int i = 0; i < d; i++) J[(size_t)i * d + j] = i < ng ? col[i] : -col[i];
+  }
+  td_game_update_matrix(o, ng, d, J, U);
+  int rc = analyze_mats(J, d, U, n, o, step, sink, hist, &rho, err);
+  free(J);
+  free(U);
+  free(e);
+  return rc;
+}
+
 /* gan_mixture: see games/gan.h and the gan_mixture paragraph of the file comment. */
 static int gan_run(const json_t *p, td_sink *sink, json_t **summary, td_err *err) {
   td_gan_cfg c;
@@ -437,11 +479,15 @@ static int gan_run(const json_t *p, td_sink *sink, json_t **summary, td_err *err
   int ns = (int)td_param_int(p, "game.n_samples", 2000);
   uint64_t seed = (uint64_t)td_param_int(p, "seed", 0);
   long log_every = td_param_int(p, "log_every", 1);
+  int ana = td_param_bool(p, "game.analyze_jacobian", 0);
+  long aevery = td_param_int(p, "analyze_every", 10);
+  json_t *hist = json_array();
   int ng = td_gan_n_gen(G), d = ng + td_gan_n_disc(G);
   size_t B = (size_t)c.batch;
   double *mem = calloc((size_t)d * 9 + B * (2 + (size_t)c.latent) + (size_t)ns * (c.latent + 2), sizeof *mem);
   if (!mem) {
     td_gan_destroy(G);
+    json_decref(hist);
     return td_err_set(err, TD_ENOMEM, NULL, "out of memory");
   }
   double *w = mem, *u = w + d, *t1 = u + d, *t2 = t1 + d, *t3 = t2 + d, *wh = t3 + d,
@@ -465,6 +511,10 @@ static int gan_run(const json_t *p, td_sink *sink, json_t **summary, td_err *err
       break;
     }
     td_gan_batch(G, seed, t, xr, z);
+    if (ana && t % aevery == 0) {
+      o.lambda_eff = lam_eff;
+      if ((rc = gan_analyze(G, &o, w, xr, z, t, sink, hist, err))) break;
+    }
     double f = gan_dir(G, &o, w, xr, z, u, t1, t2, t3, &ham, &lam_eff);
     if (t % log_every == 0 || t + 1 == T) {
       td_sink_metric(sink, "value", t, f);
@@ -513,6 +563,17 @@ static int gan_run(const json_t *p, td_sink *sink, json_t **summary, td_err *err
     }
     if ((t + 1) % 16 == 0) td_sink_progress(sink, t + 1, T);
   }
+  if (!rc && ana && t == T && escaped < 0 && !cancelled) {
+    td_gan_batch(G, seed, T, xr, z);
+    o.lambda_eff = lam_eff;
+    rc = gan_analyze(G, &o, w, xr, z, T, sink, hist, err);
+  }
+  if (!rc && ana) {
+    char *txt = json_dumps(hist, JSON_COMPACT);
+    if (txt) td_sink_artifact(sink, "eigenvalues.json", "application/json", txt, strlen(txt));
+    free(txt);
+  }
+  json_decref(hist);
   td_sink_progress(sink, t, T);
   json_t *s = json_object();
   json_object_set_new(s, "game", json_string("gan_mixture"));
