@@ -244,7 +244,11 @@
       return;
     }
     var gname = ((job.params || {}).game || {}).name || 'bilinear';
-    if (gname === 'gan_mixture') { ganCard(host, id, names); return; }
+    if (gname === 'gan_mixture') {
+      ganCard(host, id, names);
+      if (has('eigenvalues.json')) art(id, 'eigenvalues.json').then(function (h) { eigCard(host, unwrap(h)); });
+      return;
+    }
     phaseCard(host, id);
     if (has('eigenvalues.json')) art(id, 'eigenvalues.json').then(function (h) { eigCard(host, unwrap(h)); });
   }
