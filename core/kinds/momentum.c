@@ -106,7 +106,8 @@ static int mom_check(const json_t *p, td_estimate *est, td_err *err) {
                                           : (double)td_param_int(p, "n", 20);
   double steps = (double)td_param_int(p, "steps", 200);
   double g = (double)td_param_int(p, "grid.n_lr", 81) * (double)td_param_int(p, "grid.n_momentum", 41);
-  est->bytes = 8.0 * (4 * n + 2 * g + 2 * steps) + 65536;
+  /* per-mode norms of the run and of one tuned run at a time: 2 n (T + 1) doubles */
+  est->bytes = 8.0 * (2 * n * (steps + 1) + 8 * n + 2 * g + 4 * (steps + 1)) + 65536;
   est->n_params = 0;
   return 0;
 }
