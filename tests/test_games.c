@@ -563,9 +563,6 @@ static void test_eos_nesterov(void **state) {
   json_decref(p);
   /* curvature with minibatch heavy ball and coupled weight decay: rho over lambda_i + wd at
    * the constant lr, from the same logged eigenvalues */
-  json_decref(sum);
-  json_decref(filled);
-  json_decref(p);
   sum = filled = NULL;
   p = json_loads("{\"data\": {\"n_train\": 100, \"n_test\": 50}, \"model\": {\"hidden\": [12]}, "
                  "\"optimizer\": {\"name\": \"sgd\", \"lr\": 0.3, \"momentum\": 0.9, "
@@ -586,6 +583,9 @@ static void test_eos_nesterov(void **state) {
     assert_true(best > 0);
     assert_true(fabs(c.rho[k] - best) < 1e-12 * fmax(1, best));
   }
+  json_decref(sum);
+  json_decref(filled);
+  json_decref(p);
   /* nesterov without momentum is refused */
   expect_invalid("eos", "{\"nesterov\": true}", "params.nesterov");
 }
