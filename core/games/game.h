@@ -92,12 +92,13 @@ int td_game_alg_parse(const char *name, td_game_alg *a /* OUT */);
  *  simultaneous:  w' = w - eta xi(w).
  *  alternating:   x' = x - eta xi_x(x, y); y' = y - eta xi_y(x', y).
  *  extragradient: w_h = w - eta xi(w); w' = w - eta xi(w_h) (Korpelevich 1976, "The
- *                 extragradient method for finding saddle points", eq. 4).
+ *                 extragradient method for finding saddle points and other problems").
  *  optimistic:    w' = w - 2 eta xi_t + eta xi_{t-1}, xi_{-1} = xi_0 (Daskalakis, Ilyas,
- *                 Syrgkanis, Zeng 2018, "Training GANs with optimism", ICLR, eq. 4 / OMD).
+ *                 Syrgkanis, Zeng 2018, "Training GANs with optimism", ICLR: optimistic mirror
+ *                 descent in its Euclidean form).
  *  consensus:     w' = w - eta (xi + gamma J^T xi) (Mescheder, Nowozin, Geiger 2017, "The
- *                 numerics of GANs", NeurIPS, eq. 12: descent on -(v) + gamma grad L with
- *                 L = ||v||^2/2).
+ *                 numerics of GANs", NeurIPS, sec. 4: the vector field v = -xi
+ *                 plus -gamma grad L with L = ||v||^2/2).
  *  sga:           w' = w - eta (xi + lambda' A^T xi), A = (J - J^T)/2 the antisymmetric part
  *                 (Balduzzi et al. 2018, "The mechanics of n-player differentiable games",
  *                 ICML, Algorithm 1); with align on, lambda' = lambda sign(<xi, grad H>
