@@ -75,7 +75,7 @@ static const td_param game_params[] = {
     {"game.hidden", TD_PT_INT, NULL, 1, 512, NULL, 0,
      "gan_mixture: units per hidden layer of both networks (absent: 16)"},
     {"game.depth", TD_PT_INT, NULL, 1, 8, NULL, 0,
-     "gan_mixture: hidden layers per network (absent: 4, as Mescheder et al. 2017)"},
+     "gan_mixture: hidden layers per network (absent: 4)"},
     {"game.activation", TD_PT_STR, NULL, 0, 0, "relu|tanh", 0,
      "gan_mixture: hidden activation (absent: relu)"},
     {"game.batch", TD_PT_INT, NULL, 1, 4096, NULL, 0,
