@@ -17,10 +17,11 @@
 #   - the other verbs: `tdlab run`, `tdlab kinds`, `tdlab migrate`;
 #   - sweeps and fits: tests/e2e_sweeps.sh (its own daemon);
 #   - checkpoints, init_from/fork, tdlab run --artifacts: tests/e2e_checkpoints.sh (its own);
-#   - raw-socket protocol edges: tests/protocol.sh (its own daemon; needs python3).
+#   - raw-socket protocol edges: tests/protocol.sh (its own daemon; needs python3);
+#   - kernels (chapter 6): tests/e2e_kernels.sh; chapter 8 kinds (implicit regularization,
+#     Bayesian inference): tests/e2e_implicit.sh; momentum and games (chapters 9, 10):
+#     tests/e2e_dynamics.sh; bilevel (chapters 11, 12): tests/e2e_bilevel.sh (each its own).
 # Needs bash, curl, coreutils, grep, sed, awk and python3 (sqlite3 optional).
-#   - chapter 8 kinds (implicit regularization, Bayesian inference): tests/e2e_implicit.sh.
-# Needs only bash, curl, coreutils, grep, sed, awk (sqlite3 optional).
 # Prints one line per check and a final "N passed, M failed"; exits non-zero on a failure.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -503,6 +504,7 @@ if "$ROOT/tests/e2e_checkpoints.sh" "$TDLAB" | sed 's/^/  /'; then
 else
   bad "checkpoints (tests/e2e_checkpoints.sh)"
 fi
+if "$ROOT/tests/e2e_dynamics.sh" "$TDLAB" | sed 's/^/  /'; then ok "momentum and games (tests/e2e_dynamics.sh)"; else bad "momentum and games (tests/e2e_dynamics.sh)"; fi
 
 # ---------------------------------------------------------------- raw-socket protocol edges
 

@@ -16,6 +16,7 @@ static const char *ptype_name(td_ptype t) {
   case TD_PT_STR: return "string";
   case TD_PT_INT_LIST: return "list of integers";
   case TD_PT_NUM_LIST: return "list of numbers";
+  case TD_PT_NUM_MATRIX: return "matrix of numbers";
   }
   return "?";
 }
@@ -130,6 +131,46 @@ static int check_leaf(const td_param *p, const json_t *v, const char *field, jso
     *out = arr;
     break;
   }
+  case TD_PT_NUM_MATRIX: {
+    if (!json_is_array(v) || json_array_size(v) < 1)
+      return td_err_set(err, TD_EINVAL, field, "%s must be a non-empty list of rows", field);
+    size_t rows = json_array_size(v), cap = p->max_len ? (size_t)p->max_len : 64;
+    size_t cols = json_is_array(json_array_get(v, 0)) ? json_array_size(json_array_get(v, 0)) : 0;
+    if (rows > cap)
+      return td_err_set(err, TD_EINVAL, field, "%s has %zu rows, at most %zu allowed", field,
+                        rows, cap);
+    json_t *mat = json_array();
+    for (size_t i = 0; i < rows; i++) {
+      const json_t *r = json_array_get(v, i);
+      char rf[TD__PATH_MAX + 64];
+      snprintf(rf, sizeof rf, "%s[%zu]", field, i);
+      if (!json_is_array(r) || json_array_size(r) < 1 || json_array_size(r) != cols ||
+          cols > cap) {
+        json_decref(mat);
+        return td_err_set(err, TD_EINVAL, rf,
+                          "%s must be a list of %zu numbers (rows of one length, at most %zu)",
+                          rf, cols ? cols : 1, cap);
+      }
+      json_t *row = json_array();
+      json_array_append_new(mat, row);
+      for (size_t j = 0; j < cols; j++) {
+        const json_t *e = json_array_get(r, j);
+        char ef[TD__PATH_MAX + 96];
+        snprintf(ef, sizeof ef, "%s[%zu]", rf, j);
+        if (!json_is_number(e)) {
+          json_decref(mat);
+          return td_err_set(err, TD_EINVAL, ef, "%s must be a number", ef);
+        }
+        if (check_number(p, json_number_value(e), ef, err)) {
+          json_decref(mat);
+          return TD_EINVAL;
+        }
+        json_array_append_new(row, json_real(json_number_value(e)));
+      }
+    }
+    *out = mat;
+    break;
+  }
   }
   return *out ? 0 : td_err_set(err, TD_ENOMEM, field, "out of memory");
 }
@@ -226,7 +267,7 @@ json_t *td_schema_to_json(const td_param *schema, size_t n) {
       json_object_set_new(o, "min", json_real(p->min));
       json_object_set_new(o, "max", json_real(p->max));
     }
-    if (p->type == TD_PT_INT_LIST || p->type == TD_PT_NUM_LIST)
+    if (p->type == TD_PT_INT_LIST || p->type == TD_PT_NUM_LIST || p->type == TD_PT_NUM_MATRIX)
       json_object_set_new(o, "max_len", json_integer(p->max_len ? p->max_len : 64));
     if (p->enums) {
       json_t *e = json_array();

@@ -15,6 +15,8 @@ typedef enum {
   TD_PT_STR,      /* JSON string; restricted to `enums` when given */
   TD_PT_INT_LIST, /* JSON array of integers, each in [min, max] */
   TD_PT_NUM_LIST, /* JSON array of numbers, each in [min, max] */
+  TD_PT_NUM_MATRIX, /* JSON array of rows, each a non-empty array of numbers in [min, max],
+                       all rows of one length; max_len bounds both rows and columns */
 } td_ptype;
 
 /* One leaf parameter. Objects are implied by dotted paths: "optimizer.lr" makes

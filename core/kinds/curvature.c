@@ -15,7 +15,10 @@
  *    lanczos_steps, analysis_loss, and optionally hessian_max_abs_eig, ggn_top, hessian_trace
  *    (+ hessian_trace_stderr), with artifacts eigenvalues_step<t>.json, eigenvalues.json (all
  *    steps so far), and with analysis.density density_step<t>.json / density.json (SLQ:
- *    {grid, density, nodes, weights, ...}).
+ *    {grid, density, nodes, weights, ...}). With sgd (dampening 0), heavy_ball or nesterov
+ *    also predicted_spectral_radius: the largest spectral radius of the method's 2x2
+ *    iteration matrix (games/momentum.h) at the next update's lr over the top-k eigenvalues
+ *    (+ the coupled weight decay), the full-batch quadratic model's rate (chapter 9).
  *  - At the end, params.safetensors (application/octet-stream) holds the final parameters, the
  *    very point of the last analysis, with metadata (step, sharpness, analysis_n, loss,
  *    activation, dataset) for tests/hessian_torch_check.py.
@@ -29,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "games/momentum.h"
 #include "kinds/ckind_internal.h"
 #include "kinds/registry.h"
 #include "nn/checkpoint.h"
@@ -109,6 +113,29 @@ typedef struct curv_state {
   long n_ana;
 } curv_state;
 
+/* For the momentum family (sgd with dampening 0, heavy_ball, nesterov): the largest spectral
+ * radius of the method's 2x2 iteration matrix (games/momentum.h) at the lr of the next update
+ * over the top-k Hessian eigenvalues just computed, each shifted by the coupled L2 weight
+ * decay (the gradient g + wd p adds wd to the curvature): the full-batch quadratic model's
+ * predicted per-step factor along those directions. Logged as predicted_spectral_radius. */
+static int predict_rho(td_trainer *t, curv_state *s) {
+  const td_trainer_cfg *tc = &s->c->tc;
+  td_mom_method mm;
+  if (strcmp(tc->opt_name, "sgd") == 0 && tc->hp.dampening == 0)
+    mm = tc->hp.nesterov ? TD_MOM_NESTEROV : tc->hp.momentum > 0 ? TD_MOM_HEAVY_BALL : TD_MOM_GD;
+  else if (strcmp(tc->opt_name, "heavy_ball") == 0) mm = TD_MOM_HEAVY_BALL;
+  else if (strcmp(tc->opt_name, "nesterov") == 0) mm = TD_MOM_NESTEROV;
+  else return 0;
+  const json_t *rows = json_object_get(s->hist, "hessian_top_k");
+  const json_t *row = json_array_get(rows, json_array_size(rows) - 1);
+  if (!json_array_size(row)) return 0;
+  double lr = td_sched_lr(&tc->sched, t->step + 1), rho = 0;
+  for (size_t i = 0; i < json_array_size(row); i++)
+    rho = fmax(rho, td_mom_rho(mm, lr, mm == TD_MOM_GD ? 0 : tc->hp.momentum,
+                               json_number_value(json_array_get(row, i)) + tc->hp.weight_decay));
+  return td_sink_metric(t->sink, "predicted_spectral_radius", t->step, rho);
+}
+
 static int curv_analyze(td_trainer *t, void *ctx, td_err *err) {
   curv_state *s = ctx;
   int rc = 0;
@@ -131,7 +158,7 @@ static int curv_analyze(td_trainer *t, void *ctx, td_err *err) {
   if (rc) return rc;
   s->n_ana++;
   if (s->ar.sharpness > s->smax) s->smax = s->ar.sharpness;
-  return 0;
+  return predict_rho(t, s);
 }
 
 /* The final parameters as params.safetensors, with what a cross-check needs in metadata. */

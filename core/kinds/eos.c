@@ -12,12 +12,19 @@
  *    train_loss, train_acc (classification) and grad_norm at step t are those of theta_t, and
  *    so is the sharpness (largest algebraic Hessian eigenvalue of the loss on the analysis
  *    batch, Lanczos) logged at 0, every analyze_every steps and at T, with beside it, at the
- *    same step: two_over_lr = 2/lr and stability_threshold = (2 + 2 beta)/lr.
+ *    same step: two_over_lr = 2/lr and stability_threshold = (2 + 2 beta)/lr (with
+ *    nesterov: (2 + 2 beta)/((1 + 2 beta) lr)), threshold_heavy_ball and threshold_nesterov
+ *    (both, whatever the method), and predicted_spectral_radius: the largest spectral radius
+ *    of the method's 2x2 iteration matrix (games/momentum.h) over the top analysis.top_k
+ *    Hessian eigenvalues, i.e. the rate the quadratic model at theta_t predicts along
+ *    those directions (> 1: unstable there).
  *  - Why these thresholds: on a quadratic with curvature lambda, GD multiplies the error along
  *    that eigenvector by (1 - lr lambda) per step and diverges iff lr lambda > 2 (Cohen et al.
  *    2021, sec. 2); heavy ball's iteration matrix [[1 + beta - lr lambda, -beta], [1, 0]] has
  *    spectral radius < 1 iff lr lambda < 2 + 2 beta (Cohen et al. 2021, appendix on momentum;
- *    Goh 2017, "Why momentum really works"). The edge-of-stability signature: sharpness rises
+ *    Goh 2017, "Why momentum really works"); Nesterov's, [[(1 - a)(1 + beta), -(1 - a) beta],
+ *    [1, 0]] with a = lr lambda, iff lr lambda < (2 + 2 beta)/(1 + 2 beta) (Jury's test,
+ *    derived in games/momentum.h). The edge-of-stability signature: sharpness rises
  *    (progressive sharpening) until it reaches the threshold, then hovers at or just above it
  *    while the loss keeps decreasing non-monotonically.
  *  - The analysis batch is the first analysis_n training examples (absent: the whole training
@@ -47,6 +54,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "games/momentum.h"
 #include "kinds/ckind_internal.h"
 #include "kinds/registry.h"
 #include "train/trainer.h"
@@ -59,6 +67,9 @@ static const td_param eos_params[] = {
     {"lr", TD_PT_NUM, "0.1", 1e-12, 1e6, NULL, 0, "learning rate of full-batch GD"},
     {"momentum", TD_PT_NUM, "0", 0, 0.999, NULL, 0,
      "heavy-ball momentum beta (PyTorch SGD convention); threshold becomes (2 + 2 beta)/lr"},
+    {"nesterov", TD_PT_BOOL, "false", 0, 0, NULL, 0,
+     "Nesterov momentum (PyTorch's nesterov=True, needs momentum > 0); threshold becomes "
+     "(2 + 2 beta)/((1 + 2 beta) lr)"},
     {"steps", TD_PT_INT, "1000", 1, 1e7, NULL, 0, "GD updates T (metrics at steps 0..T)"},
     {"analyze_every", TD_PT_INT, "10", 1, 1e9, NULL, 0,
      "steps between sharpness computations (always at 0 and T)"},
@@ -75,6 +86,7 @@ static const td_param eos_params[] = {
 typedef struct eos_cfg {
   td_trainer_cfg tc;
   double beta;
+  int nesterov;
   int analysis_n;
   td_ckind__ana_opts ana;
 } eos_cfg;
@@ -91,6 +103,11 @@ static int parse_cfg(const json_t *p, eos_cfg *c, td_err *err) {
   t->opt_name = "sgd";
   t->hp = td_optim_hp_default();
   t->hp.momentum = c->beta;
+  c->nesterov = td_param_bool(p, "nesterov", 0);
+  if (c->nesterov && !(c->beta > 0))
+    return td_err_set(err, TD_EINVAL, "params.nesterov",
+                      "params.nesterov needs params.momentum > 0 (as PyTorch)");
+  t->hp.nesterov = c->nesterov;
   t->total_steps = td_param_int(p, "steps", 1000);
   t->analyze_every = td_param_int(p, "analyze_every", 10);
   t->eval_every = td_param_int(p, "eval_every", 0);
@@ -147,7 +164,8 @@ static int eos_setup(td_trainer *t, void *ctx, td_err *err) {
   const eos_cfg *c = s->c;
   const long T = c->tc.total_steps, every = c->tc.analyze_every;
   s->two_over_lr = 2.0 / c->tc.lr;
-  s->thr = (2.0 + 2.0 * c->beta) / c->tc.lr;
+  s->thr = td_mom_threshold(c->nesterov ? TD_MOM_NESTEROV : TD_MOM_HEAVY_BALL, c->tc.lr,
+                            c->beta);
   s->smax = -INFINITY;
   s->late_max = -INFINITY;
   s->first_at = -1;
@@ -180,6 +198,26 @@ static int eos_analyze(td_trainer *t, void *ctx, td_err *err) {
   if (!rc) rc = td_sink_metric(t->sink, "two_over_lr", step, s->two_over_lr);
   if (!rc) rc = td_sink_metric(t->sink, "stability_threshold", step, s->thr);
   if (!rc) rc = td_sink_metric(t->sink, "sharpness_ratio", step, s->ar.sharpness / s->thr);
+  if (!rc)
+    rc = td_sink_metric(t->sink, "threshold_heavy_ball", step,
+                        td_mom_threshold(TD_MOM_HEAVY_BALL, s->c->tc.lr, s->c->beta));
+  if (!rc)
+    rc = td_sink_metric(t->sink, "threshold_nesterov", step,
+                        td_mom_threshold(TD_MOM_NESTEROV, s->c->tc.lr, s->c->beta));
+  /* The quadratic model at theta_t: each top Hessian eigenvalue lambda_i is a mode of the
+   * method's 2x2 iteration (games/momentum.h); the largest spectral radius among them. */
+  const json_t *rows = json_object_get(s->hist, "hessian_top_k");
+  const json_t *row = json_array_get(rows, json_array_size(rows) - 1);
+  if (!rc && json_array_size(row) > 0) {
+    double rho = 0;
+    td_mom_method mm = s->c->nesterov ? TD_MOM_NESTEROV
+                       : s->c->beta > 0 ? TD_MOM_HEAVY_BALL
+                                        : TD_MOM_GD;
+    for (size_t i = 0; i < json_array_size(row); i++)
+      rho = fmax(rho, td_mom_rho(mm, s->c->tc.lr, s->c->beta,
+                                 json_number_value(json_array_get(row, i))));
+    rc = td_sink_metric(t->sink, "predicted_spectral_radius", step, rho);
+  }
   if (rc) return rc;
   const double sh = s->ar.sharpness;
   if (sh > s->smax) s->smax = sh;

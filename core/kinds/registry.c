@@ -24,6 +24,8 @@ static const td_kind *const kinds[] = {
     &td_kind_influence,
     &td_kind_short_horizon,
     &td_kind_hyperopt,
+    &td_kind_momentum,
+    &td_kind_game,
 };
 
 size_t td_kinds_count(void) { return sizeof kinds / sizeof kinds[0]; }

@@ -62,6 +62,8 @@ extern const td_kind td_kind_hypergradient;
 extern const td_kind td_kind_influence;
 extern const td_kind td_kind_short_horizon;
 extern const td_kind td_kind_hyperopt;
+extern const td_kind td_kind_momentum;
+extern const td_kind td_kind_game;
 
 /* td_kinds_count / td_kinds_at: iterate the catalogue (i < count). */
 size_t td_kinds_count(void);

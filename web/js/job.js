@@ -605,6 +605,7 @@
       var list = adaptArtifacts(raw);
       state.ckptSteps = checkpointSteps(list);
       renderArtifacts(list);
+      if (TD.dynamics) jobP.then(function (job) { TD.dynamics.render(job, list.map(function (a) { return a.name; })); });
       return jobP.then(renderFork);
     });
     Promise.all([

@@ -1,0 +1,207 @@
+#!/usr/bin/env bash
+# e2e_dynamics.sh: end-to-end test of the `momentum` and `game` kinds (chapters 9, 10) (called by
+# tests/e2e.sh; runs alone too). About 20 s on 2 cores.
+#
+# Usage: tests/e2e_dynamics.sh path/to/tdlab
+#
+# Starts `tdlab serve` on a free port with a temporary database and 2 workers, then checks:
+#   - momentum: Polyak's heavy ball on kappa = 100 reports the rate (sqrt k - 1)/(sqrt k + 1)
+#     and the stability_region.json, modes.json and tuned.json artifacts;
+#   - game: the bilinear game under simultaneous GDA spirals out at sqrt(1 + lr^2) and
+#     succeeds (no divergence rule), alternating GDA stays bounded, extragradient contracts
+#     at sqrt(1 - lr^2 + lr^4); phase-plane and eigenvalue metrics exist;
+#   - the Dirac-GAN: eigenvalues +-i/2 at the equilibrium, no convergence without a penalty,
+#     convergence with R1;
+#   - a tiny gan_mixture run writes sample artifacts and mode counts;
+#   - bad params: 400 naming the field.
+# Needs bash, curl, grep, sed, awk. Prints one line per check and "N passed, M failed".
+set -uo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+TDLAB="${1:-}"
+if [ -z "$TDLAB" ] || [ ! -x "$TDLAB" ]; then
+  echo "usage: tests/e2e_dynamics.sh path/to/tdlab" >&2
+  echo "0 passed, 1 failed"
+  exit 2
+fi
+TDLAB="$(cd "$(dirname "$TDLAB")" && pwd)/$(basename "$TDLAB")"
+TMP="$(mktemp -d /tmp/tdlab-e2e-dynamics.XXXXXX)"
+PASS=0
+FAIL=0
+PID=""
+BASE=""
+
+cleanup() {
+  if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
+    kill -TERM "$PID" 2>/dev/null
+    for _ in $(seq 1 100); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$PID" 2>/dev/null
+    wait "$PID" 2>/dev/null
+  fi
+  if [ "$FAIL" -eq 0 ] && [ -z "${E2E_KEEP:-}" ]; then rm -rf "$TMP"; else echo "(logs kept in $TMP)"; fi
+}
+trap cleanup EXIT
+
+ok() { PASS=$((PASS + 1)); echo "ok   - $*"; }
+bad() { FAIL=$((FAIL + 1)); echo "FAIL - $*"; }
+check() {
+  local name="$1"
+  shift
+  if "$@"; then ok "$name"; else bad "$name"; fi
+}
+finish() {
+  echo "$PASS passed, $FAIL failed"
+  [ "$FAIL" -eq 0 ]
+  exit $?
+}
+
+req() { # req METHOD PATH [curl args...]: CODE, $TMP/body, $TMP/hdr
+  local method="$1" path="$2"
+  shift 2
+  CODE=$(curl -s --path-as-is -o "$TMP/body" -D "$TMP/hdr" -w '%{http_code}' -X "$method" \
+    --max-time 60 "$@" "$BASE$path" 2>/dev/null)
+  [ -n "$CODE" ] || CODE=000
+}
+post_json() { req POST "$1" -H 'Content-Type: application/json' --data-binary "$2"; }
+jstr() { grep -o "\"$1\":\"[^\"]*\"" "$2" | head -1 | sed 's/^"[^"]*":"\(.*\)"$/\1/'; }
+jnum() { grep -o "\"$1\":-\{0,1\}[0-9][0-9.eE+-]*" "$2" | head -1 | sed 's/^"[^"]*"://'; }
+# fitval NAME FILE: the "value" of fit parameter NAME ("NAME":{"value":X,...}).
+fitval() { grep -o "\"$1\":{\"value\":-\{0,1\}[0-9][0-9.eE+-]*" "$2" | head -1 | sed 's/.*"value"://'; }
+# within X LO HI: LO <= X <= HI (floating point, via awk).
+within() { [ -n "$1" ] && awk -v x="$1" -v lo="$2" -v hi="$3" 'BEGIN{exit !(x >= lo && x <= hi)}'; }
+export -f within fitval jstr jnum
+is_json_error() { grep -q '^{"error":{"code":"[a-z_]*","message":"' "$TMP/body"; }
+expect_error() { # expect_error NAME STATUS FIELD|- METHOD PATH [curl args...]
+  local name="$1" want="$2" field="$3" method="$4" path="$5"
+  shift 5
+  req "$method" "$path" "$@"
+  local got_field
+  got_field=$(jstr field "$TMP/body")
+  if [ "$CODE" = "$want" ] && is_json_error && { [ "$field" = - ] || [ "$got_field" = "$field" ]; }; then
+    ok "bad request: $name -> $CODE $(jstr code "$TMP/body")${got_field:+ field=$got_field}"
+  else
+    bad "bad request: $name: got $CODE, wanted $want (field $field): $(head -c 300 "$TMP/body")"
+  fi
+}
+bad_sweep() { expect_error "$1" "$2" "$3" POST /api/v1/sweeps -H 'Content-Type: application/json' --data-binary "$4"; }
+bad_fit() { expect_error "$1" "$2" "$3" POST /api/v1/fits -H 'Content-Type: application/json' --data-binary "$4"; }
+
+# wait_sweep ID STATUS SECONDS: poll until the sweep's status is STATUS ($TMP/sweep_ID).
+wait_sweep() {
+  local id="$1" want="$2" secs="$3" st=""
+  local deadline=$((SECONDS + secs))
+  while [ $SECONDS -le $deadline ]; do
+    curl -s --max-time 30 -o "$TMP/sweep_$id" "$BASE/api/v1/sweeps/$id" 2>/dev/null
+    st=$(jstr status "$TMP/sweep_$id")
+    [ "$st" = "$want" ] && return 0
+    sleep 0.3
+  done
+  echo "     sweep $id is '$st', wanted '$want': $(head -c 400 "$TMP/sweep_$id")"
+  return 1
+}
+n_jobs() { curl -s --max-time 10 "$BASE/api/v1/jobs?limit=1000" | grep -o '"kind":' | wc -l; }
+
+# ---------------------------------------------------------------- start
+
+log="$TMP/server.log"
+"$TDLAB" serve --host 127.0.0.1 --port 0 --db "$TMP/tdlab.db" --web "$ROOT/web" \
+  --migrations "$ROOT/migrations" --workers 2 --batch-ms 100 2>"$log" &
+PID=$!
+port=""
+for _ in $(seq 1 200); do
+  port=$(grep -o 'event=listening url=http://127.0.0.1:[0-9]*' "$log" 2>/dev/null | grep -o '[0-9]*$' | head -1)
+  [ -n "$port" ] && break
+  kill -0 "$PID" 2>/dev/null || break
+  sleep 0.05
+done
+if [ -z "$port" ]; then
+  cat "$log"
+  bad "the daemon starts"
+  finish
+fi
+BASE="http://127.0.0.1:$port"
+ok "dynamics: the daemon starts ($BASE, 2 workers)"
+
+# wait_job ID SECONDS: poll until the job is finished ($TMP/job_ID); prints its status.
+wait_job() {
+  local id="$1" secs="$2" st=""
+  local deadline=$((SECONDS + secs))
+  while [ $SECONDS -le $deadline ]; do
+    curl -s --max-time 30 -o "$TMP/job_$id" "$BASE/api/v1/jobs/$id" 2>/dev/null
+    st=$(jstr status "$TMP/job_$id")
+    case "$st" in succeeded | failed | diverged | cancelled) echo "$st"; return 0 ;; esac
+    sleep 0.2
+  done
+  echo "$st"
+}
+submit() { # submit JSON: the new job's id
+  post_json /api/v1/jobs "$1"
+  jnum id "$TMP/body"
+}
+sumnum() { grep -o "\"$1\":-\{0,1\}[0-9][0-9.eE+-]*" "$2" | head -1 | sed 's/^"[^"]*"://'; }
+
+# ---------------------------------------------------------------- momentum
+
+M=$(submit '{"kind":"momentum","params":{"kappa":100,"n":20,"tuning":"optimal","steps":300}}')
+st=$(wait_job "$M" 60)
+rate=$(sumnum predicted_rate "$TMP/job_$M")
+check "momentum: Polyak's heavy ball succeeds with rate 9/11 = (sqrt 100 - 1)/(sqrt 100 + 1) (got $rate)" \
+  bash -c "[ '$st' = succeeded ] && within '$rate' 0.8181817 0.8181820"
+obs=$(sumnum observed_rate "$TMP/job_$M")
+check "momentum: the observed rate is within 1% of it (got $obs)" within "$obs" 0.81 0.8265
+req GET "/api/v1/jobs/$M/artifacts/stability_region.json"
+check "momentum: stability_region.json has the grid and the boundaries" \
+  bash -c "[ '$CODE' = 200 ] && grep -q '\"rho_heavy_ball\"' '$TMP/body' && grep -q '\"boundary_lr\"' '$TMP/body' && grep -q '\"nesterov\"' '$TMP/body'"
+req GET "/api/v1/jobs/$M/artifacts/modes.json"
+check "momentum: modes.json has per-mode matrices, radii and damping" \
+  bash -c "[ '$CODE' = 200 ] && grep -q '\"damping\":\"under\"' '$TMP/body' && grep -q '\"matrix\"' '$TMP/body'"
+
+# ---------------------------------------------------------------- games
+
+S=$(submit '{"kind":"game","params":{"game":{"name":"bilinear","A":[[1]]},"algorithm":"simultaneous","lr":0.1,"steps":300}}')
+A=$(submit '{"kind":"game","params":{"game":{"name":"bilinear"},"algorithm":"alternating","lr":0.1,"steps":300}}')
+E=$(submit '{"kind":"game","params":{"game":{"name":"bilinear"},"algorithm":"extragradient","lr":0.1,"steps":300}}')
+st=$(wait_job "$S" 60)
+r=$(sumnum observed_rate "$TMP/job_$S")
+check "game: simultaneous GDA spirals out at sqrt(1.01) and the job succeeds (got $st, $r)" \
+  bash -c "[ '$st' = succeeded ] && within '$r' 1.0049875621 1.0049875622"
+st=$(wait_job "$A" 60)
+dmax=$(sumnum dist_max "$TMP/job_$A")
+check "game: alternating GDA stays on a bounded orbit (dist_max $dmax <= 1.5)" \
+  bash -c "[ '$st' = succeeded ] && within '$dmax' 1.414 1.5"
+st=$(wait_job "$E" 60)
+r=$(sumnum observed_rate "$TMP/job_$E")
+check "game: extragradient contracts at sqrt(0.9901) (got $r)" within "$r" 0.9950376877 0.9950376878
+req GET "/api/v1/jobs/$S/metrics?keys=x/0,y/0,jacobian_eig_im/0,update_spectral_radius"
+check "game: phase-plane and eigenvalue metrics are there" \
+  bash -c "[ '$CODE' = 200 ] && grep -q '\"x/0\"' '$TMP/body' && grep -q '\"y/0\"' '$TMP/body' && grep -q '\"jacobian_eig_im/0\"' '$TMP/body' && grep -q '\"update_spectral_radius\"' '$TMP/body'"
+
+D0=$(submit '{"kind":"game","params":{"game":{"name":"dirac_gan"},"algorithm":"simultaneous","lr":0.1,"steps":500}}')
+D1=$(submit '{"kind":"game","params":{"game":{"name":"dirac_gan","penalty":"r1","penalty_weight":1},"algorithm":"simultaneous","lr":0.1,"steps":500}}')
+st=$(wait_job "$D0" 60)
+d=$(sumnum dist_final "$TMP/job_$D0")
+im=$(grep -o '"jacobian_eig_at_equilibrium":{"re":\[[^]]*\],"im":\[[-0-9.eE+]*' "$TMP/job_$D0" | sed 's/.*\[//')
+check "dirac_gan: eigenvalues +-i/2 at the equilibrium (im $im) and no convergence without a penalty (dist $d)" \
+  bash -c "[ '$st' = succeeded ] && within '$im' 0.4999999999 0.5000000001 && within '$d' 0.5 1e9"
+st=$(wait_job "$D1" 60)
+d=$(sumnum dist_final "$TMP/job_$D1")
+check "dirac_gan: R1 converges (dist $d)" bash -c "[ '$st' = succeeded ] && within '$d' 0 1e-6"
+
+G=$(submit '{"kind":"game","params":{"game":{"name":"gan_mixture","hidden":8,"depth":2,"batch":32,"n_samples":200,"sample_every":10},"algorithm":"consensus","gamma":10,"lr":0.001,"steps":20}}')
+st=$(wait_job "$G" 60)
+req GET "/api/v1/jobs/$G/artifacts/samples_step20.json"
+check "gan_mixture: a tiny consensus run succeeds and writes samples with centres" \
+  bash -c "[ '$st' = succeeded ] && [ '$CODE' = 200 ] && grep -q '\"centres\"' '$TMP/body' && grep -q '\"modes_covered\"' '$TMP/body'"
+
+# ---------------------------------------------------------------- bad params
+
+bad_job() { expect_error "$1" 400 "$2" POST /api/v1/jobs -H 'Content-Type: application/json' --data-binary "$3"; }
+bad_job "ragged A" "params.game.A[1]" '{"kind":"game","params":{"game":{"A":[[1,2],[3]]}}}'
+bad_job "init of the wrong length" "params.init" '{"kind":"game","params":{"game":{"A":[[1,2]]},"init":[1,2]}}'
+bad_job "unknown algorithm" "params.algorithm" '{"kind":"game","params":{"algorithm":"gda"}}'
+bad_job "a penalty on the bilinear game" "params.game.penalty" '{"kind":"game","params":{"game":{"penalty":"r1"}}}'
+bad_job "momentum with gd" "params.momentum" '{"kind":"momentum","params":{"method":"gd","momentum":0.5}}'
+bad_job "eos nesterov without momentum" "params.nesterov" '{"kind":"eos","params":{"nesterov":true}}'
+req GET /healthz
+check "the daemon is healthy afterwards" bash -c "[ '$CODE' = 200 ] && kill -0 $PID"
+
+finish
