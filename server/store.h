@@ -210,13 +210,24 @@ typedef void (*store_point_fn)(void *ctx, long step, double value);
 int store_metric_keys(store *s, int64_t id, store_key_fn fn, void *ctx, td_err *err);
 
 /* store_metric_series: call fn with the points of (job, key) with step >= since_step, in
- * step order; when max_points >= 2 and there are more points, they are downsampled with
- * store_ds (first, last, and each bucket's min and max). Reads one consistent snapshot.
+ * step order; when max_points >= 2 and there are more points, they are downsampled: the
+ * first and the last point, and each bucket's min and max. Up to 16 * max_points points the
+ * B = (max_points - 2) / 2 buckets are store_ds's (equal counts over the raw points). Past
+ * that the pyramid of migrations/0004 answers: with lo, hi the first and last step read, it
+ * uses the largest level l <= 4 with 32^l <= (hi - lo + 1) / B, and output bucket k holds the
+ * level-l buckets p (p = floor(step / 32^l)) with
+ * floor((p - p_lo) * B / (p_hi - p_lo + 1)) = k, whose min and max are exact; so a read costs
+ * O(32 * B + log n) rows whatever the length of the series. The count is taken from the pyramid too. Reads one consistent snapshot.
  * A key the job never reported yields no points. *n_total (OUT, may be NULL) is the number
  * of points before downsampling. Errors: TD_EIO. */
 int store_metric_series(store *s, int64_t id, const char *key, long since_step,
                         size_t max_points, store_point_fn fn, void *ctx,
                         size_t *n_total /* OUT */, td_err *err);
+
+/* store_metric_times: call fn(ctx, step, unix_ms) with each clock anchor of job `id` in step
+ * order (see migrations/0004: one per written batch; interpolate between them).
+ * Errors: TD_EIO. */
+int store_metric_times(store *s, int64_t id, store_point_fn fn, void *ctx, td_err *err);
 
 /* Streaming min/max downsampler (the idea of M4 / "min-max decimation", Jugel et al. 2014,
  * "M4: a visualization-oriented time series data aggregation", restricted to min and max).
