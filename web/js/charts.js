@@ -99,17 +99,20 @@
     if (opts.logXToggle) {
       var cbx = TD.el('input', { type: 'checkbox' });
       cbx.checked = self.logX;
-      cbx.addEventListener('change', function () { self.logX = cbx.checked; rebuild(); });
+      cbx.addEventListener('change', function () { self.logX = cbx.checked; rebuild(); if (opts.onLogX) opts.onLogX(self.logX); });
       toggles.appendChild(TD.el('label', { class: 'toggle' }, cbx, ' log x'));
     }
     if (opts.logToggle !== false) {
       var cb = TD.el('input', { type: 'checkbox', class: 'logy' });
       cb.checked = self.logY;
-      cb.addEventListener('change', function () { self.logY = cb.checked; rebuild(); });
+      cb.addEventListener('change', function () { self.logY = cb.checked; rebuild(); if (opts.onLog) opts.onLog(self.logY); });
+      self.logBox = cb;
       toggles.appendChild(TD.el('label', { class: 'toggle' }, cb, ' log y'));
     }
     head.appendChild(toggles);
-    var body = TD.el('div', { class: 'chart-body' });
+    if (opts.tools) opts.tools.forEach(function (t) { toggles.appendChild(t); });
+    /* an accessible name: screen readers announce the chart by its title */
+    var body = TD.el('div', { class: 'chart-body', role: 'img', 'aria-label': 'chart: ' + (opts.title || '') });
     var card = TD.el('div', { class: 'card chart-card' + (opts.wide ? ' wide' : ''), id: opts.id || null },
       head, body, TD.el('div', { class: 'chart-foot' }, note));
     parent.appendChild(card);
@@ -121,7 +124,8 @@
     }
 
     function build(al) {
-      var ser = [{ label: opts.xLabel || 'step', value: function (u, v) { return v == null ? '—' : TD.fmt(v, 6); } }];
+      var ser = [{ label: opts.xLabel || 'step', value: function (u, v) {
+        return v == null ? '—' : opts.timeX ? new Date(v * 1000).toLocaleString() : TD.fmt(v, 6); } }];
       self.series.forEach(function (s, i) {
         var color = s.color || TD.PALETTE[i % TD.PALETTE.length];
         var n = countValues(al.data[i + 1]);
@@ -148,27 +152,38 @@
       var uopts = {
         width: width(), height: opts.height || 260,
         scales: {
-          x: { time: false, distr: self.logX ? 3 : 1,
+          x: { time: !!opts.timeX && !self.logX, distr: self.logX ? 3 : 1,
             range: hasBars && !self.logX ? function (u, min, max) { return [min - 0.5, max + 0.5]; } : undefined },
           y: { distr: self.logY ? 3 : 1 },
         },
         series: ser,
         bands: bands,
         axes: [
-          axisOpts({ label: opts.xLabel || 'step', labelSize: 18, size: 36, values: ticks,
+          axisOpts({ label: opts.xLabel || 'step', labelSize: 18, size: 36, values: opts.timeX && !self.logX ? undefined : ticks,
             incrs: opts.intX ? [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000] : undefined }, self.logX),
           axisOpts({ label: opts.yLabel || '', labelSize: opts.yLabel ? 18 : 0, size: 64, values: ticks }, self.logY),
         ],
         legend: { live: true },
         cursor: { drag: { x: true, y: false } },
         hooks: {
-          setSelect: [function (u) { if (u.select.width > 0) self.zoomed = true; }],
+          setSelect: [function (u) {
+            if (u.select.width > 0) {
+              self.zoomed = true;
+              if (opts.onZoom) opts.onZoom(u.posToVal(u.select.left, 'x'), u.posToVal(u.select.left + u.select.width, 'x'));
+            }
+          }],
         },
       };
       if (self.u) { self.u.destroy(); self.u = null; }
       TD.clear(body);
       self.u = new uPlot(uopts, al.data, body);
-      self.u.over.addEventListener('dblclick', function () { self.zoomed = false; });
+      self.u.over.addEventListener('dblclick', function () { self.zoomed = false; if (opts.onZoom) opts.onZoom(null, null); });
+      if (self.pendingZoom) {
+        var z = self.pendingZoom;
+        self.pendingZoom = null;
+        self.zoomed = true;
+        self.u.setScale('x', { min: z[0], max: z[1] });
+      }
     }
 
     function render() {
@@ -208,6 +223,12 @@
       self.extra = extra || {};
       safe(render);
       return self;
+    };
+    /* zoomTo(min, max): show this x range (applied at the next draw if none yet). */
+    self.zoomTo = function (min, max) {
+      if (!(isFinite(min) && isFinite(max) && max > min)) return;
+      if (self.u) { self.zoomed = true; self.u.setScale('x', { min: min, max: max }); }
+      else self.pendingZoom = [min, max];
     };
     self.resize = function () {
       if (self.u) safe(function () { self.u.setSize({ width: width(), height: opts.height || 260 }); });
