@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "search.h"
 #include "log.h"
 #include "store_cache.h"
 #include "sweeps.h"
@@ -248,6 +249,36 @@ static void list_row(void *ctx, const store_job *j) {
   api_job_json(l->b, j);
 }
 
+/* A search (?q=): each job of a page is parsed and matched; matches go to list_row until the
+ * page is full. */
+typedef struct search_ctx {
+  list_ctx *l;
+  const search_query *q;
+  long want, scanned;
+  int64_t last_id; /* the last job looked at */
+} search_ctx;
+
+static void search_row(void *ctx, const store_job *j) {
+  search_ctx *c = ctx;
+  if (c->l->n >= c->want) return;
+  c->scanned++;
+  c->last_id = j->id;
+  json_t *params = j->params ? json_loads(j->params, 0, NULL) : NULL;
+  json_t *summary = j->summary ? json_loads(j->summary, 0, NULL) : NULL;
+  json_t *tags = j->tags ? json_loads(j->tags, 0, NULL) : NULL;
+  search_record r = {.kind = j->kind, .name = j->name, .status = j->status, .params = params,
+                     .summary = summary, .tags = tags};
+  if (search_match(c->q, &r)) list_row(c->l, j);
+  json_decref(params);
+  json_decref(summary);
+  json_decref(tags);
+}
+
+/* Jobs looked at by one search request at most (a bounded scan, newest first); past it the
+ * answer carries next_cursor to continue from. */
+#define SEARCH_SCAN_MAX 20000
+#define SEARCH_PAGE 500
+
 int api_jobs_list(http_req *req, http_resp *resp) {
   store_job_filter f = {.limit = 50};
   const char *v;
@@ -294,10 +325,46 @@ int api_jobs_list(http_req *req, http_resp *resp) {
       return http_error(resp, HTTP_E_INVALID_QUERY, "sweep", "no such sweep");
     if (rc) return http_error_td(resp, &e);
   }
+  search_query *sq = NULL;
+  if ((v = http_query(req, "q")) && *v) {
+    size_t pos = 0;
+    char msg[160];
+    int rc = search_parse(v, &sq, &pos, msg, sizeof msg);
+    if (rc == TD_EINVAL)
+      return http_error(resp, HTTP_E_INVALID_QUERY, "q", "at character %zu of the query: %s", pos + 1,
+                        msg);
+    if (rc) return http_error(resp, HTTP_E_UNAVAILABLE, NULL, "out of memory");
+  }
   http_buf_str(&resp->body, "{\"jobs\":[");
   list_ctx l = {&resp->body, 0};
   int64_t next = 0;
-  if (store_job_list(st, &f, list_row, &l, &next, &e)) return http_error_td(resp, &e);
+  if (sq) {
+    search_ctx c = {.l = &l, .q = sq, .want = f.limit};
+    store_job_filter pf = f;
+    pf.limit = SEARCH_PAGE;
+    for (;;) {
+      int64_t pnext = 0;
+      c.last_id = 0;
+      if (store_job_list(st, &pf, search_row, &c, &pnext, &e)) {
+        search_free(sq);
+        return http_error_td(resp, &e);
+      }
+      if (l.n >= c.want) { /* full: the next page starts after the last job looked at (it
+                            * may turn out empty) */
+        next = c.last_id;
+        break;
+      }
+      if (!pnext) break;
+      if (c.scanned >= SEARCH_SCAN_MAX) {
+        next = pnext;
+        break;
+      }
+      pf.before_id = pnext;
+    }
+    search_free(sq);
+  } else if (store_job_list(st, &f, list_row, &l, &next, &e)) {
+    return http_error_td(resp, &e);
+  }
   if (next) http_buf_printf(&resp->body, "],\"next_cursor\":\"%lld\"}", (long long)next);
   else http_buf_str(&resp->body, "],\"next_cursor\":null}");
   resp->status = 200;

@@ -429,7 +429,7 @@ static const http_route routes[] = {
     {"GET", "/api/v1/kinds", api_kinds_list, "kinds_list", 0, NULL},
     {"POST", "/api/v1/jobs", api_jobs_create, "jobs_create", ROUTE_JSON_BODY | ROUTE_MUTATES, NULL},
     {"GET", "/api/v1/jobs", api_jobs_list, "jobs_list", 0,
-     "status,kind,tag,sweep,limit,cursor"},
+     "status,kind,tag,sweep,limit,cursor,q"},
     {"GET", "/api/v1/jobs/{id}", api_jobs_get, "jobs_get", 0, NULL},
     {"POST", "/api/v1/jobs/{id}/cancel", api_jobs_cancel, "jobs_cancel", ROUTE_MUTATES, NULL},
     {"GET", "/api/v1/jobs/{id}/metrics", api_metrics_get, "metrics_get", 0,
