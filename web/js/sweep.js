@@ -354,6 +354,7 @@
       renderHead(sw);
       renderFit(sw);
       renderChildren(sw);
+      if (TD.sweepAnalysis) TD.sweepAnalysis.render(sw);
       TD.$('#raw').textContent = JSON.stringify(raw, null, 2);
       TD.$('#updated').textContent = 'updated ' + new Date().toLocaleTimeString();
       TD.hideError();
