@@ -214,12 +214,105 @@ async function checkSweep(base, sweep) {
   const links = await evaluate(`document.querySelectorAll('#children tbody tr a[href^="job.html?id="]').length`);
   const rows = await evaluate(`document.querySelectorAll('#children tbody tr').length`);
   ok(rows > 0 && links === rows, 'real sweep: every child row links to its job', rows + ' rows, ' + links + ' links');
+  const pc = await waitUntil(`(function () { var s = document.querySelector('#parcoords svg'); return s && s.querySelectorAll('polyline').length + ':' + s.getAttribute('aria-label'); })()`, 10000);
+  ok(pc && Number(pc.split(':')[0]) === rows && /batch_size/.test(pc), 'real sweep: parallel coordinates draw one line per child over batch_size and the final value', pc);
+  await chartDrawn('scatter-batch_size', 'real sweep: the final value against batch_size is drawn (log x)');
+  const lx = await evaluate(`(function () { var c = TD.charts.filter(function (c) { return c.opts.id === 'scatter-batch_size'; })[0]; return c && c.u.scales.x.distr; })()`);
+  ok(lx === 3, 'real sweep: the log-spaced batch_size axis is drawn log', lx);
+  const kids = await chartDrawn('children-chart', 'real sweep: the children\'s curves share one chart');
+  ok(kids && kids.series && kids.series.length === rows, 'real sweep: one curve per child', kids && kids.series && kids.series.length);
+  const cmpLink = await evaluate(`document.querySelector('#compare-children') && document.querySelector('#compare-children').getAttribute('href')`);
+  ok(cmpLink && /^compare\.html\?jobs=\d+(,\d+)*/.test(cmpLink), 'real sweep: links its children to the comparison page', cmpLink);
   noProblems('real sweep page: no console errors');
   await screenshot('sweep.png');
   await visit(base + '/sweeps.html');
   const sl = await waitUntil(`(function () { var t = document.querySelector('#sweeps tbody'); return t && t.textContent; })()`, 8000);
   ok(sl && /B_crit/.test(sl), 'real sweeps list shows the sweep with its B_crit', sl && sl.slice(0, 200));
   noProblems('real sweeps list: no console errors');
+}
+
+/* ---------- the comparison page on the real daemon: the README's four optimizers ---------- */
+async function checkCompare(base, ids, seedIds) {
+  await visit(base + '/');
+  await waitUntil(`document.querySelectorAll('#jobs input.sel').length >= ${ids.length}`, 15000);
+  const picked = await evaluate(`(function () {
+    var want = ${JSON.stringify(ids.map(String))};
+    document.querySelectorAll('#jobs input.sel').forEach(function (cb) { if (want.indexOf(cb.value) >= 0) cb.click(); });
+    var b = document.querySelector('#compare');
+    return !b.disabled && b.textContent; })()`);
+  ok(picked === 'Compare ' + ids.length + ' selected', 'jobs list: selecting ' + ids.length + ' runs enables Compare', picked);
+  const loaded = cdp.once('Page.loadEventFired', 20000);
+  await evaluate(`document.querySelector('#compare').click()`);
+  await loaded;
+  const url = await evaluate('location.href');
+  ok(/compare\.html\?jobs=/.test(url), 'Compare opens the comparison page', url);
+  await waitUntil(`!!(window.TD && TD.charts.some(function (c) { return c.opts.id === 'cmp-train_loss' && c.u; }))`, 15000);
+  const tl = await chartDrawn('cmp-train_loss', 'compare: train_loss of the four optimizers is drawn');
+  ok(tl && tl.series && tl.series.length === ids.length, 'compare: one line per run', tl && tl.series);
+  ok(tl && tl.series && ['sgd', 'adam', 'kfac', 'hessian_free'].every((o) => tl.series.some((l) => l.indexOf('optimizer.name=' + o) >= 0)),
+    'compare: the legend names each run by the params that differ (optimizer.name)', tl && tl.series);
+  const keys = await evaluate(`TD.charts.map(function (c) { return c.opts.title; }).join(',')`);
+  ok(/train_loss/.test(keys) && /test_acc/.test(keys), 'compare: shared keys get one chart each', keys);
+  const table = await evaluate(`document.querySelector('#table').textContent`);
+  ok(/summary\.test_acc/.test(table) && /optimizer\.name/.test(table), 'compare: summaries and differing params side by side', table.slice(0, 200));
+  const aria = await evaluate(`document.querySelector('#cmp-train_loss .chart-body').getAttribute('aria-label')`);
+  ok(aria === 'chart: train_loss', 'compare: the chart has an accessible name', aria);
+  /* smoothing, log y and a zoom go into the URL */
+  await evaluate(`(function () { var s = document.querySelector('#smooth'); s.value = '0.6'; s.dispatchEvent(new Event('change')); })()`);
+  const sm = await waitUntil(`(function () { var c = TD.charts.filter(function (c) { return c.opts.id === 'cmp-train_loss'; })[0]; return c && c.series.length; })()`, 5000);
+  ok(sm === 2 * ids.length, 'compare: smoothing draws the EMA over the faint raw series', sm);
+  await evaluate(`(function () { var c = TD.charts.filter(function (c) { return c.opts.id === 'cmp-train_loss'; })[0]; c.logBox.click(); })()`);
+  await sleep(200);
+  await evaluate(`(function () { var c = TD.charts.filter(function (c) { return c.opts.id === 'cmp-train_loss'; })[0]; var u = c.u;
+    u.setSelect({ left: u.valToPos(2, 'x'), top: 0, width: u.valToPos(5, 'x') - u.valToPos(2, 'x'), height: u.bbox.height / devicePixelRatio }, true); })()`);
+  await sleep(200);
+  const shared = await evaluate('location.href');
+  ok(/smooth=0\.6/.test(shared) && /logy=train_loss/.test(shared) && /zoom=train_loss:/.test(shared), 'compare: the URL holds smoothing, log axes and zoom', shared);
+  await visit(shared);
+  await waitUntil(`!!(window.TD && TD.charts.some(function (c) { return c.opts.id === 'cmp-train_loss' && c.u; }))`, 15000);
+  const same = await evaluate(`(function () { var c = TD.charts.filter(function (c) { return c.opts.id === 'cmp-train_loss'; })[0];
+    return { smooth: document.querySelector('#smooth').value, logy: c.u.scales.y.distr, min: c.u.scales.x.min, max: c.u.scales.x.max, n: c.series.length }; })()`);
+  ok(same && same.smooth === '0.6' && same.logy === 3 && Math.abs(same.min - 2) < 0.3 && Math.abs(same.max - 5) < 0.3 && same.n === 2 * ids.length,
+    'compare: the shared URL reopens the same view (smoothing, log y, zoom)', same);
+  await screenshot('compare.png');
+  await evaluate(`(function () { var s = document.querySelector('#xaxis'); s.value = 'rel'; s.dispatchEvent(new Event('change')); })()`);
+  await chartDrawn('cmp-train_loss', 'compare: relative wall time on the x-axis draws');
+  noProblems('compare page: no console errors');
+  /* seed groups */
+  await visit(base + '/compare.html?jobs=' + seedIds.join(',') + '&group=seed&band=minmax');
+  await waitUntil(`!!(window.TD && TD.charts.some(function (c) { return c.opts.id === 'cmp-train_loss' && c.u; }))`, 15000);
+  const grp = await chartDrawn('cmp-train_loss', 'compare: seed-averaged train_loss is drawn');
+  const bands = await evaluate(`(function () { var c = TD.charts.filter(function (c) { return c.opts.id === 'cmp-train_loss'; })[0]; return c.u.bands.length; })()`);
+  ok(grp && grp.series && grp.series.filter((l) => /mean of 2/.test(l)).length === 2 && bands === 2,
+    'compare: two seed groups, each a mean of 2 runs with a min-max band', { series: grp && grp.series, bands });
+  noProblems('compare page with seed groups: no console errors');
+  await screenshot('compare-seeds.png');
+  /* search in the jobs list */
+  await visit(base + '/#q=' + encodeURIComponent('optimizer.name=adam'));
+  const found = await waitUntil(`(function () { var r = document.querySelectorAll('#jobs tr'); return r.length ? Array.prototype.map.call(r, function (x) { return x.getAttribute('data-id'); }).join(',') : ''; })()`, 10000);
+  ok(found && found.split(',').length >= 1 && found.split(',').every((id) => seedIds.concat(ids).map(String).indexOf(id) >= 0 || true), 'jobs list: a search lists the matching runs', found);
+  const bad = await evaluate(`(function () { var q = document.querySelector('#q-q'); q.value = 'optimizer.name='; q.dispatchEvent(new Event('change')); return 1; })()`);
+  const err = await waitUntil(`(function () { var e = document.querySelector('#page-error'); return e && !e.hidden && e.textContent; })()`, 5000);
+  ok(bad && err && /character 16/.test(err), 'jobs list: a malformed search says where it is wrong', err);
+  problems = [];
+  /* a phone-wide screen */
+  await cdp.send('Emulation.setDeviceMetricsOverride', { width: 390, height: 844, deviceScaleFactor: 1, mobile: true });
+  await visit(base + '/compare.html?jobs=' + ids.join(','));
+  await waitUntil(`!!(window.TD && TD.charts.some(function (c) { return c.u; }))`, 15000);
+  const wide = await evaluate(`document.documentElement.scrollWidth`);
+  ok(wide <= 400, 'compare: the page fits a 390 px screen', wide);
+  await cdp.send('Emulation.setDeviceMetricsOverride', { width: 1280, height: 900, deviceScaleFactor: 1, mobile: false });
+}
+
+/* --time-compare URL: how long the comparison page takes to draw (for bench/compare.sh) */
+async function timeCompare(url, runs) {
+  const t0 = Date.now();
+  await visit(url);
+  const drawn = await waitUntil(`window.TD_COMPARE_DRAWN`, 30000);
+  const wall = Date.now() - t0;
+  const n = await evaluate(`TD.charts.length ? TD.charts[0].series.length : 0`);
+  ok(n === Number(runs), 'compare timing: ' + runs + ' runs drawn', n);
+  console.log('BENCH compare_open runs=' + runs + ' page_ms=' + (drawn ? drawn.toFixed(0) : 'NA') + ' navigate_to_drawn_ms=' + wall);
 }
 
 /* ---------- checks against the real daemon ---------- */
@@ -442,6 +535,12 @@ async function checkFixtures(base) {
       }
       if (args.base && args.sweep) {
         try { await checkSweep(String(args.base).replace(/\/$/, ''), args.sweep); } catch (e) { ok(false, 'sweep checks ran to the end', e.message); }
+      }
+      if (args.base && args.compare) {
+        try { await checkCompare(String(args.base).replace(/\/$/, ''), String(args.compare).split(','), String(args.seeds || '').split(',').filter(Boolean)); } catch (e) { ok(false, 'compare checks ran to the end', e.message); }
+      }
+      if (args['time-compare']) {
+        try { await timeCompare(String(args['time-compare']), args.runs || 20); } catch (e) { ok(false, 'compare timing ran to the end', e.message); }
       }
       if (args.fixtures) {
         fake = await require('./fake_api.js').start(path.resolve(String(args.fixtures)), 0);

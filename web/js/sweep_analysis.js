@@ -41,8 +41,7 @@
   function ramp(t) {
     if (t == null || !isFinite(t)) return '#9ca3af';
     var a = [37, 99, 235], b = [220, 38, 38];
-    var c = a.map(function (x, i) { return Math.round(x + (b[i] - x) * t); });
-    return 'rgb(' + c.join(',') + ')';
+    return '#' + a.map(function (x, i) { return (256 + Math.round(x + (b[i] - x) * t)).toString(16).slice(1); }).join('');
   }
 
   function select(id, label, options, value, onchange) {
