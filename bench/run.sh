@@ -62,4 +62,9 @@ else
   echo "bench: rest_get_job: wrk is not installed (scripts/deps.sh bench)" >&2
 fi
 
+# Issue 17: a downsampled metric read of 10k vs 10M points against the old full scan, bytes
+# per stored point with and without the pyramid, and the comparison page opening 20 runs of
+# 100,000 points in headless Chromium (bench/compare.sh).
+"$here/compare.sh" "$BUILD" || status=1
+
 exit $status

@@ -1274,7 +1274,10 @@ int store_metric_series(store *s, int64_t id, const char *key, long since_step,
     double per = ((double)hi - (double)lo + 1) / (double)nb;
     while (level < PYR_LEVELS && (double)(1L << (PYR_SHIFT * (level + 1))) <= per) level++;
   }
-  if (!rc && n && level > 0) {
+  if (!rc && n > 2 && max_points >= 2 && max_points < 4) { /* no buckets: the two ends */
+    fn(ctx, lo, vfirst);
+    fn(ctx, hi, vlast);
+  } else if (!rc && n && level > 0) {
     int sh = PYR_SHIFT * level;
     pyr_ds d = {.first = lo, .last = hi, .shift = sh, .pb_lo = floor_shift(lo, sh),
                 .n_pb = (double)(floor_shift(hi, sh) - floor_shift(lo, sh) + 1),

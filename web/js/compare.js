@@ -8,7 +8,10 @@
 (function () {
   'use strict';
   var TD = window.TD;
+  /* points per run and key: 1000 for a few runs, fewer for many (each bucket still keeps its
+   * min and max, and a chart is about 1000 px wide), at least 300 */
   var MAX_POINTS = 1000;
+  function maxPoints() { return Math.max(300, Math.min(MAX_POINTS, Math.round(8000 / Math.max(1, st.ids.length)))); }
   var DEFAULT_KEYS = ['train_loss', 'test_loss', 'test_acc', 'train_acc', 'sharpness', 'loss',
     'analysis_loss', 'grad_norm', 'lr'];
   var GRID = 400; /* points of the common grid a seed group is averaged on */
@@ -16,7 +19,10 @@
   var st = { ids: [], keys: null, logy: {}, logx: false, smooth: 0, x: 'step', group: false,
     band: 'minmax', zoom: {} };
   var jobs = [], shared = [], allKeys = [], data = null, charts = [];
-  var t0 = performance.now();
+  var t0 = 0; /* performance.now() counts from the navigation start */
+  /* time marks of the first load (ms since the navigation started), for bench/compare.sh */
+  window.TD_COMPARE_MARKS = {};
+  function mark(name) { if (window.TD_COMPARE_MARKS[name] == null) window.TD_COMPARE_MARKS[name] = Math.round(performance.now() - t0); }
 
   /* ---- the URL is the state ---- */
   function readURL() {
@@ -232,11 +238,12 @@
       });
       var maxTotal = Math.max.apply(null, totals.concat([0]));
       c.set(sr.series, { bands: sr.bands,
-        note: maxTotal > MAX_POINTS ? 'up to ' + maxTotal + ' points per run, drawn from ' + MAX_POINTS + ' (each bucket’s min and max kept)' : '' });
+        note: maxTotal > maxPoints() ? 'up to ' + maxTotal + ' points per run, drawn from ' + maxPoints() + ' (each bucket’s min and max kept)' : '' });
       charts.push(c);
     });
     TD.$('#no-charts').hidden = keys.length > 0;
     window.TD_COMPARE_DRAWN = performance.now() - t0;
+    mark('drawn');
   }
 
   /* ---- PNG / CSV of one chart ---- */
@@ -339,12 +346,18 @@
     });
   }
 
+  function dataURL(keys) {
+    return '/api/v1/metrics?jobs=' + st.ids.join(',') + '&keys=' + keys.map(encodeURIComponent).join(',') +
+      '&max_points=' + maxPoints() + '&time=1';
+  }
+  var early = null; /* {url, promise}: the data asked for at start when the URL names the keys */
   function loadData() {
     var keys = st.keys || [];
     if (!keys.length) { data = { jobs: {} }; drawCharts(); return Promise.resolve(); }
-    var q = '/api/v1/metrics?jobs=' + st.ids.join(',') + '&keys=' + keys.map(encodeURIComponent).join(',') +
-      '&max_points=' + MAX_POINTS + (st.x !== 'step' ? '&time=1' : '&time=1');
-    return TD.api(q).then(function (d) { data = d; drawCharts(); })
+    var q = dataURL(keys);
+    var p = early && early.url === q ? early.promise : TD.api(q);
+    early = null;
+    return p.then(function (d) { mark('data'); data = d; drawCharts(); })
       .catch(function (e) { TD.showError('could not load metrics', e); });
   }
 
@@ -355,14 +368,19 @@
       return;
     }
     bindControls();
+    /* the runs, their keys and (when the URL names them) the series are asked for at once */
+    var keysReq = TD.api('/api/v1/metrics?jobs=' + st.ids.join(',') + '&max_points=2');
+    if (st.keys && st.keys.length) { var u = dataURL(st.keys); early = { url: u, promise: TD.api(u) }; early.promise.catch(function () {}); }
     Promise.all(st.ids.map(function (id) { return TD.api('/api/v1/jobs/' + id); })).then(function (js) {
       jobs = js;
+      mark('jobs');
       document.title = 'compare ' + st.ids.length + ' runs · tdlab';
       TD.$('#title').textContent = 'Comparing ' + jobs.length + ' run' + (jobs.length === 1 ? '' : 's');
       drawTables();
       /* the keys of each run: a 2-point read is cheap (first and last point, count from the pyramid) */
-      return TD.api('/api/v1/metrics?jobs=' + st.ids.join(',') + '&max_points=2');
+      return keysReq;
     }).then(function (d) {
+      mark('keys');
       var sets = jobs.map(function (j) { var p = d.jobs[String(j.id)]; return p ? Object.keys(p.metrics) : []; });
       var all = {};
       sets.forEach(function (s) { s.forEach(function (k) { all[k] = 1; }); });
