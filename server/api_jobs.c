@@ -486,3 +486,98 @@ int api_artifacts_get(http_req *req, http_resp *resp) {
   resp->status = 200;
   return 200;
 }
+
+/* DELETE /api/v1/jobs/{id}: a finished job, with its metrics and artifacts; 204. A queued or
+ * running job is 409 (cancel it first). */
+int api_jobs_delete(http_req *req, http_resp *resp) {
+  int64_t id;
+  if (job_id_of(req, resp, &id)) return resp->status;
+  store *st;
+  td_err e;
+  td_err_clear(&e);
+  if (http_store(req, &st, &e) || store_job_delete(st, id, &e)) return http_error_td(resp, &e);
+  resp->status = 204;
+  return 204;
+}
+
+/* PATCH /api/v1/jobs/{id} with {"name"?, "tags"?}: edit them after the fact; 200 with the job. */
+int api_jobs_patch(http_req *req, http_resp *resp) {
+  int64_t id;
+  if (job_id_of(req, resp, &id)) return resp->status;
+  json_error_t je;
+  json_t *root = json_loadb(req->body ? req->body : "", req->body_len, JSON_REJECT_DUPLICATES, &je);
+  if (!root)
+    return http_error(resp, HTTP_E_INVALID_JSON, NULL, "malformed JSON at line %d column %d: %s",
+                      je.line, je.column, je.text);
+  int status = 0;
+  const char *tags[MAX_TAGS];
+  size_t n_tags = 0;
+  json_t *tags_arr = NULL;
+  char *tags_json = NULL;
+  const char *name = NULL;
+  if (!json_is_object(root) || !json_object_size(root)) {
+    status = http_error(resp, HTTP_E_INVALID_REQUEST, NULL,
+                        "the body must be a JSON object with name and/or tags");
+    goto out;
+  }
+  const char *key;
+  json_t *val;
+  json_object_foreach(root, key, val) {
+    if (strcmp(key, "name") && strcmp(key, "tags")) {
+      status = http_error(resp, HTTP_E_INVALID_REQUEST, key,
+                          "unknown or read-only field; a job's name and tags can be edited");
+      goto out;
+    }
+  }
+  json_t *jname = json_object_get(root, "name"), *jtags = json_object_get(root, "tags");
+  if (jname) {
+    if (!json_is_string(jname) || !valid_name(json_string_value(jname))) {
+      status = http_error(resp, HTTP_E_INVALID_REQUEST, "name",
+                          "name must be a string of at most %d characters without control "
+                          "characters", MAX_NAME_LEN);
+      goto out;
+    }
+    name = json_string_value(jname);
+  }
+  if (jtags) {
+    if (!json_is_array(jtags) || json_array_size(jtags) > MAX_TAGS) {
+      status = http_error(resp, HTTP_E_INVALID_REQUEST, "tags",
+                          "tags must be an array of at most %d strings", MAX_TAGS);
+      goto out;
+    }
+    tags_arr = json_array();
+    size_t i;
+    json_t *t;
+    json_array_foreach(jtags, i, t) {
+      if (!json_is_string(t) || !valid_tag(json_string_value(t))) {
+        char field[32];
+        snprintf(field, sizeof field, "tags[%zu]", i);
+        status = http_error(resp, HTTP_E_INVALID_REQUEST, field,
+                            "a tag is 1..%d characters of A-Z a-z 0-9 _ . : / = + -", MAX_TAG_LEN);
+        goto out;
+      }
+      int dup = 0;
+      for (size_t k = 0; k < n_tags; k++) dup |= strcmp(tags[k], json_string_value(t)) == 0;
+      if (dup) continue;
+      tags[n_tags++] = json_string_value(t);
+      json_array_append(tags_arr, t);
+    }
+    if (!(tags_json = http_json_dump(tags_arr))) {
+      status = http_error(resp, HTTP_E_UNAVAILABLE, NULL, "out of memory");
+      goto out;
+    }
+  }
+  store *st;
+  td_err e;
+  td_err_clear(&e);
+  if (http_store(req, &st, &e) || store_job_edit(st, id, name, tags_json, tags, n_tags, &e)) {
+    status = http_error_td(resp, &e);
+    goto out;
+  }
+  status = respond_job(req, resp, st, id, 200);
+out:
+  free(tags_json);
+  json_decref(tags_arr);
+  json_decref(root);
+  return status;
+}

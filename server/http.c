@@ -431,6 +431,8 @@ static const http_route routes[] = {
     {"GET", "/api/v1/jobs", api_jobs_list, "jobs_list", 0,
      "status,kind,tag,sweep,limit,cursor,q"},
     {"GET", "/api/v1/jobs/{id}", api_jobs_get, "jobs_get", 0, NULL},
+    {"DELETE", "/api/v1/jobs/{id}", api_jobs_delete, "jobs_delete", ROUTE_MUTATES, NULL},
+    {"PATCH", "/api/v1/jobs/{id}", api_jobs_patch, "jobs_patch", ROUTE_JSON_BODY | ROUTE_MUTATES, NULL},
     {"POST", "/api/v1/jobs/{id}/cancel", api_jobs_cancel, "jobs_cancel", ROUTE_MUTATES, NULL},
     {"GET", "/api/v1/jobs/{id}/metrics", api_metrics_get, "metrics_get", 0,
      "keys,max_points,since_step,time"},

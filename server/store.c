@@ -1631,3 +1631,74 @@ int store_checkpoint_read(store *db, long job, long step, long checkpoint_id, vo
   return 0;
 }
 
+
+/* ---------------------------------------------------------------- delete and edit (issue 17) */
+
+/* Run one statement bound to the job id inside the open transaction. */
+static int exec_id(store *s, const char *sql, int64_t id, td_err *err) {
+  sqlite3_stmt *q = NULL;
+  if (sqlite3_prepare_v2(s->db, sql, -1, &q, NULL) != SQLITE_OK) return sql_fail(s, err, "prepare");
+  sqlite3_bind_int64(q, 1, id);
+  int src = sqlite3_step(q);
+  sqlite3_finalize(q);
+  return src == SQLITE_DONE || src == SQLITE_ROW ? 0 : sql_fail(s, err, "delete job");
+}
+
+int store_job_delete(store *s, int64_t id, td_err *err) {
+  int rc = begin_write(s, err);
+  if (rc) return rc;
+  int status = -1;
+  rc = store_job_status(s, id, &status, err);
+  if (!rc && (status == STORE_QUEUED || status == STORE_RUNNING))
+    rc = td_err_set(err, TD_ECONFLICT, NULL,
+                    "job %lld is %s; cancel it first (only a finished job can be deleted)",
+                    (long long)id, status == STORE_QUEUED ? "queued" : "running");
+  static const char *const sql[] = {
+      "DELETE FROM metrics WHERE job_id=?1",      "DELETE FROM metric_pyr WHERE job_id=?1",
+      "DELETE FROM metric_times WHERE job_id=?1", "DELETE FROM jobs WHERE id=?1"};
+  for (size_t i = 0; !rc && i < sizeof sql / sizeof *sql; i++) rc = exec_id(s, sql[i], id, err);
+  if (!rc) rc = commit(s, err);
+  if (rc) rollback(s);
+  return rc;
+}
+
+int store_job_edit(store *s, int64_t id, const char *name, const char *tags_json,
+                   const char *const *tags, size_t n_tags, td_err *err) {
+  int rc = begin_write(s, err);
+  if (rc) return rc;
+  int status;
+  rc = store_job_status(s, id, &status, err);
+  sqlite3_stmt *q = NULL;
+  if (!rc && name) {
+    if (sqlite3_prepare_v2(s->db, "UPDATE jobs SET name=?2 WHERE id=?1", -1, &q, NULL) != SQLITE_OK)
+      rc = sql_fail(s, err, "prepare");
+    else {
+      sqlite3_bind_int64(q, 1, id);
+      sqlite3_bind_text(q, 2, name, -1, SQLITE_STATIC);
+      if (sqlite3_step(q) != SQLITE_DONE) rc = sql_fail(s, err, "edit job");
+      sqlite3_finalize(q);
+    }
+  }
+  if (!rc && tags_json) {
+    rc = exec_id(s, "DELETE FROM job_tags WHERE job_id=?1", id, err);
+    if (!rc && sqlite3_prepare_v2(s->db, "UPDATE jobs SET tags=?2 WHERE id=?1", -1, &q, NULL) != SQLITE_OK)
+      rc = sql_fail(s, err, "prepare");
+    else if (!rc) {
+      sqlite3_bind_int64(q, 1, id);
+      sqlite3_bind_text(q, 2, tags_json, -1, SQLITE_STATIC);
+      if (sqlite3_step(q) != SQLITE_DONE) rc = sql_fail(s, err, "edit job");
+      sqlite3_finalize(q);
+    }
+    sqlite3_stmt *t = rc ? NULL : stmt(s, ST_TAG_INSERT, err);
+    if (!rc && !t) rc = TD_EIO;
+    for (size_t i = 0; !rc && i < n_tags; i++) {
+      sqlite3_bind_text(t, 1, tags[i], -1, SQLITE_STATIC);
+      sqlite3_bind_int64(t, 2, id);
+      if (sqlite3_step(t) != SQLITE_DONE) rc = sql_fail(s, err, "edit tags");
+      sqlite3_reset(t);
+    }
+  }
+  if (!rc) rc = commit(s, err);
+  if (rc) rollback(s);
+  return rc;
+}

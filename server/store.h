@@ -165,6 +165,17 @@ int store_queue_depth(store *s, long *depth /* OUT */, td_err *err);
 /* store_job_status: the status index of job `id`. Errors: TD_ENOTFOUND, TD_EIO. */
 int store_job_status(store *s, int64_t id, int *status /* OUT */, td_err *err);
 
+/* store_job_delete: delete a finished job with its metric points, pyramid, clock anchors,
+ * keys, tags and artifacts, in one transaction (forks keep running with parent_job_id NULL).
+ * Errors: TD_ENOTFOUND, TD_ECONFLICT (queued or running), TD_EIO. */
+int store_job_delete(store *s, int64_t id, td_err *err);
+
+/* store_job_edit: set the name (when name is not NULL) and the tags (when tags_json is not
+ * NULL: the JSON array copy and the n_tags strings of the job_tags index) of job `id`, in one
+ * transaction. Errors: TD_ENOTFOUND, TD_EIO. */
+int store_job_edit(store *s, int64_t id, const char *name, const char *tags_json,
+                   const char *const *tags, size_t n_tags, td_err *err);
+
 /* ---------------------------------------------------------------- metric writer */
 
 /* A buffered writer of one job's metric points. Points are kept in memory and written with

@@ -17,6 +17,7 @@
 #   - the other verbs: `tdlab run`, `tdlab kinds`, `tdlab migrate`;
 #   - sweeps and fits: tests/e2e_sweeps.sh (its own daemon);
 #   - checkpoints, init_from/fork, tdlab run --artifacts: tests/e2e_checkpoints.sh (its own);
+#   - multi-job metrics, gzip, search, PATCH/DELETE: tests/e2e_compare.sh (its own);
 #   - raw-socket protocol edges: tests/protocol.sh (its own daemon; needs python3).
 # Needs bash, curl, coreutils, grep, sed, awk and python3 (sqlite3 optional).
 # Prints one line per check and a final "N passed, M failed"; exits non-zero on a failure.
@@ -492,6 +493,10 @@ if "$ROOT/tests/e2e_sweeps.sh" "$TDLAB" | sed 's/^/  /'; then
 else
   bad "sweeps and fits (tests/e2e_sweeps.sh)"
 fi
+
+# ---------------------------------------------------------------- comparing runs (issue 17)
+
+if "$ROOT/tests/e2e_compare.sh" "$TDLAB" | sed 's/^/  /'; then ok "comparing runs: multi-job metrics, gzip, search, PATCH/DELETE (tests/e2e_compare.sh)"; else bad "comparing runs (tests/e2e_compare.sh)"; fi
 
 # ---------------------------------------------------------------- checkpoints
 
