@@ -51,6 +51,28 @@
     return { data: data, hidden: hidden, extreme: extreme };
   }
 
+  /* One colour per key on a page: a series without a colour of its own gets the next palette
+   * colour the first time its label appears, and the same one on every later chart. */
+  var keyColors = new Map();
+  TD.keyColor = function (label) {
+    if (!keyColors.has(label)) keyColors.set(label, TD.PALETTE[keyColors.size % TD.PALETTE.length]);
+    return keyColors.get(label);
+  };
+
+  /* indexes of columns equal to an earlier one (with at least one value): drawn dashed on top,
+   * so that e.g. a full-batch analysis_loss equal to train_loss stays visible */
+  function duplicates(data) {
+    var dup = {};
+    for (var i = 2; i < data.length; i++) {
+      for (var j = 1; j < i; j++) {
+        var a = data[i], b = data[j], same = true, any = false;
+        for (var k = 0; k < a.length && same; k++) { if (a[k] !== b[k]) same = false; else if (a[k] != null) any = true; }
+        if (same && any) { dup[i] = j; break; }
+      }
+    }
+    return dup;
+  }
+
   function countValues(col) {
     var n = 0;
     for (var i = 0; i < col.length; i++) if (col[i] != null) n++;
@@ -82,7 +104,19 @@
     if (log) { a.filter = logFilter; a.grid = { filter: logFilter }; a.ticks = { filter: logFilter }; }
     return a;
   }
-  function fmtLegend(u, v) { return v == null ? '—' : TD.fmt(v, 5); }
+  /* The hover readout: a series without a point at the cursor's x (a sparse series, e.g. an
+   * evaluation every 100 steps) shows its nearest point, marked with that point's x. */
+  function fmtLegend(u, v, si, idx) {
+    if (v != null) return TD.fmt(v, 5);
+    if (idx == null || si == null || !u.data[si]) return '—';
+    var col = u.data[si], xs = u.data[0];
+    for (var d = 1; d < col.length; d++) {
+      var l = idx - d, r = idx + d, k = l >= 0 && col[l] != null ? l : r < col.length && col[r] != null ? r : -1;
+      if (k >= 0) return TD.fmt(col[k], 5) + ' (at ' + TD.fmt(xs[k], 6) + ')';
+      if (l < 0 && r >= col.length) break;
+    }
+    return '—';
+  }
 
   /* TD.chart(parent, opts): opts = {title, xLabel, yLabel, logY, logX, logToggle (default
    * true), logXToggle, height, id, wide, intX (integer x ticks)}. Returns {set(series, extra), destroy(), card, u}.
@@ -124,6 +158,8 @@
     }
 
     function build(al) {
+      var dup = duplicates(al.data);
+      self.dups = dup;
       var ser = [{ label: opts.xLabel || 'step', value: function (u, v) {
         return v == null ? '—' : opts.timeX ? new Date(v * 1000).toLocaleString() : TD.fmt(v, 6); } }];
       self.series.forEach(function (s, i) {
@@ -136,6 +172,7 @@
           points: { show: style === 'points' || (style === 'line' && s.points !== false && n > 0 && n <= 60), size: style === 'points' || n <= 10 ? 6 : 4, fill: color },
         };
         if (s.dash) o.dash = s.dash;
+        if (dup[i + 1]) { o.dash = [7, 5]; o.width = (s.width || 1.5) + 1; }
         if (style === 'points') o.paths = function () { return null; };
         if (style === 'bars') {
           o.paths = uPlot.paths.bars({ size: [0.6, 60] });
@@ -154,7 +191,12 @@
         scales: {
           x: { time: !!opts.timeX && !self.logX, distr: self.logX ? 3 : 1,
             range: hasBars && !self.logX ? function (u, min, max) { return [min - 0.5, max + 0.5]; } : undefined },
-          y: { distr: self.logY ? 3 : 1 },
+          /* bars start at zero (a bar's length is its value) */
+          y: { distr: self.logY ? 3 : 1,
+            range: hasBars && !self.logY ? function (u, min, max) {
+              var lo = Math.min(0, min), hi = Math.max(0, max), pad = (hi - lo) * 0.05 || 1;
+              return [lo < 0 ? lo - pad : 0, hi > 0 ? hi + pad : 0];
+            } : undefined },
         },
         series: ser,
         bands: bands,
@@ -190,6 +232,10 @@
       var al = align(self.series, self.logX, self.logY);
       var msgs = [];
       if (self.extra.note) msgs.push(self.extra.note);
+      var dd = duplicates(al.data);
+      Object.keys(dd).forEach(function (i) {
+        msgs.push(self.series[i - 1].label + ' equals ' + self.series[dd[i] - 1].label + ' (drawn dashed on top)');
+      });
       if (al.hidden > 0) msgs.push(al.hidden + ' value(s) ≤ 0 not shown on the log axis');
       if (al.extreme > 0) msgs.push(al.extreme + ' value(s) beyond ' + (self.logY ? '[1e-20, 1e100]' : '±1e100') + ' not drawn');
       note.textContent = msgs.join(' · ');
@@ -220,6 +266,7 @@
 
     self.set = function (series, extra) {
       self.series = series || [];
+      self.series.forEach(function (s) { if (!s.color) s.color = TD.keyColor(s.label); });
       self.extra = extra || {};
       safe(render);
       return self;

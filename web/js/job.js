@@ -20,6 +20,30 @@
 
   /* adaptMetrics(raw) -> {key: {x: [steps], y: [numbers or null], bad: count non-finite}}.
    * Accepts {"metrics": {key: {"step": [], "value": []}}} (DESIGN.md) and a few variants. */
+  /* mergeMetrics(old, fresh): the columnar answer `fresh` (a since_step read) appended to `old`
+   * (points at steps a key already has are skipped); old null: fresh alone. Adds .since (the
+   * next since_step: the smallest last step over the keys, + 1) and .small (every key has all
+   * its points, fewer than MAX_POINTS / 2, so appending stays exact). */
+  function mergeMetrics(old, fresh) {
+    var m = old ? old.metrics : {};
+    var f = fresh && fresh.metrics && typeof fresh.metrics === 'object' ? fresh.metrics : {};
+    Object.keys(f).forEach(function (k) {
+      var s = f[k];
+      if (!s || !Array.isArray(s.step)) return;
+      if (!old || !m[k]) { m[k] = { step: s.step.slice(), value: s.value.slice(), total: s.total }; return; }
+      var t = m[k], last = t.step.length ? t.step[t.step.length - 1] : -Infinity, added = 0;
+      for (var i = 0; i < s.step.length; i++) if (s.step[i] > last) { t.step.push(s.step[i]); t.value.push(s.value[i]); added++; }
+      t.total = t.step.length;
+    });
+    var since = Infinity, small = true;
+    Object.keys(m).forEach(function (k) {
+      var t = m[k];
+      if (t.step.length) since = Math.min(since, t.step[t.step.length - 1] + 1);
+      if (t.total == null || t.total !== t.step.length || t.step.length > MAX_POINTS / 2) small = false;
+    });
+    return { metrics: m, since: isFinite(since) ? since : 0, small: small && isFinite(since) };
+  }
+
   function adaptMetrics(raw) {
     var m = raw && typeof raw === 'object' && raw.metrics && typeof raw.metrics === 'object' ? raw.metrics : raw;
     var out = {};
@@ -589,10 +613,15 @@
       TD.$('#loading').hidden = true;
       return job;
     });
-    var metP = Promise.all([TD.api('/api/v1/jobs/' + id + '/metrics?max_points=' + MAX_POINTS),
+    /* live updates fetch only the new points (since_step) while every series is still shorter
+     * than MAX_POINTS; past that a downsampled read (which costs what it returns) replaces all */
+    var inc = state.rawMetrics && state.rawMetrics.small && state.job && TD.ACTIVE[state.job.status];
+    var murl = '/api/v1/jobs/' + id + '/metrics?max_points=' + MAX_POINTS + (inc ? '&since_step=' + state.rawMetrics.since : '');
+    var metP = Promise.all([TD.api(murl),
       jobP.then(function () { return state.parentMetrics ? null : loadParentMetrics(); }).catch(function () { return null; })])
       .then(function (r) {
-        state.metrics = adaptMetrics(r[0]);
+        state.rawMetrics = mergeMetrics(inc ? state.rawMetrics : null, r[0]);
+        state.metrics = adaptMetrics(state.rawMetrics);
         renderMetrics(state.metrics);
       });
     var artP = TD.api('/api/v1/jobs/' + id + '/artifacts').then(function (raw) {
@@ -647,7 +676,7 @@
     refresh();
   }
 
-  TD.job = { adaptMetrics: adaptMetrics, groupKeys: groupKeys, findShapes: findShapes,
+  TD.job = { adaptMetrics: adaptMetrics, mergeMetrics: mergeMetrics, groupKeys: groupKeys, findShapes: findShapes,
     checkpointSteps: checkpointSteps, parentSeries: parentSeries };
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', init); else init();
 })();
