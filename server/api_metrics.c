@@ -395,16 +395,71 @@ int api_metrics_multi(http_req *req, http_resp *resp) {
   return 200;
 }
 
-typedef struct csv_ctx {
-  http_buf *b;
-  const char *key;
-} csv_ctx;
+/* metrics.csv streams: each call of the content reader borrows a connection, reads the next
+ * page of points (keyset by step, CSV_PAGE rows) of the current key and formats it, so the
+ * whole file is never in memory. Pages are separate reads: points written while the file is
+ * being sent may appear in it (a finished job's file is exact). */
+#define CSV_PAGE 4096
+
+typedef struct csv_stream {
+  store_pool *pool;
+  int64_t id;
+  keys_ctx keys;
+  int k;            /* current key */
+  long next;        /* next step of the current key */
+  http_buf out;     /* formatted, not yet sent: out.data[sent..len) */
+  size_t sent;
+  int header_done, failed;
+  long last_step;
+} csv_stream;
 
 static void csv_point(void *ctx, long step, double value) {
-  csv_ctx *c = ctx;
-  if (isnan(value)) http_buf_printf(c->b, "%s,%ld,NaN\n", c->key, step);
-  else if (isinf(value)) http_buf_printf(c->b, "%s,%ld,%s\n", c->key, step, value > 0 ? "Infinity" : "-Infinity");
-  else http_buf_printf(c->b, "%s,%ld,%.17g\n", c->key, step, value);
+  csv_stream *c = ctx;
+  const char *key = c->keys.names[c->k];
+  if (isnan(value)) http_buf_printf(&c->out, "%s,%ld,NaN\n", key, step);
+  else if (isinf(value)) http_buf_printf(&c->out, "%s,%ld,%s\n", key, step, value > 0 ? "Infinity" : "-Infinity");
+  else http_buf_printf(&c->out, "%s,%ld,%.17g\n", key, step, value);
+  c->last_step = step;
+}
+
+static long csv_read(void *ctx, char *buf, size_t max) {
+  csv_stream *c = ctx;
+  while (c->sent == c->out.len) {
+    c->out.len = 0;
+    c->sent = 0;
+    if (!c->header_done) {
+      http_buf_str(&c->out, "key,step,value\n");
+      c->header_done = 1;
+      break;
+    }
+    if (c->k >= c->keys.n) return 0;
+    store *st = NULL;
+    td_err e;
+    td_err_clear(&e);
+    if (store_pool_get(c->pool, &st, &e)) return -1;
+    size_t n = 0;
+    int rc = store_metric_page(st, c->id, c->keys.names[c->k], c->next, CSV_PAGE, csv_point, c, &n, &e);
+    store_pool_put(c->pool, st);
+    if (rc || c->out.failed) return -1;
+    if (n < CSV_PAGE) {
+      c->k++;
+      c->next = LONG_MIN / 2;
+    } else {
+      c->next = c->last_step + 1;
+    }
+  }
+  size_t n = c->out.len - c->sent;
+  if (n > max) n = max;
+  memcpy(buf, c->out.data + c->sent, n);
+  c->sent += n;
+  return (long)n;
+}
+
+static void csv_free(void *ctx) {
+  csv_stream *c = ctx;
+  keys_free(&c->keys);
+  http_buf_free(&c->out);
+  free(c);
 }
 
 int api_metrics_csv(http_req *req, http_resp *resp) {
@@ -413,22 +468,19 @@ int api_metrics_csv(http_req *req, http_resp *resp) {
   int job_status = -1;
   int status = check_job(req, resp, &st, &id, &job_status);
   if (status) return status;
-  keys_ctx kc = {0}, *k = &kc;
-  if ((status = pick_keys(req, resp, st, id, job_status, k))) {
-    keys_free(k);
+  csv_stream *c = calloc(1, sizeof *c);
+  if (!c) return http_error(resp, HTTP_E_UNAVAILABLE, NULL, "out of memory");
+  if ((status = pick_keys(req, resp, st, id, job_status, &c->keys))) {
+    csv_free(c);
     return status;
   }
-  td_err e;
-  td_err_clear(&e);
-  http_buf_str(&resp->body, "key,step,value\n");
-  for (int i = 0; i < k->n; i++) {
-    csv_ctx c = {&resp->body, k->names[i]};
-    if (store_metric_series(st, id, k->names[i], LONG_MIN / 2, 0, csv_point, &c, NULL, &e)) {
-      keys_free(k);
-      return http_error_td(resp, &e);
-    }
-  }
-  keys_free(k);
+  c->pool = req->pool;
+  c->id = id;
+  c->next = LONG_MIN / 2;
+  http_buf_init(&c->out);
+  resp->stream = csv_read;
+  resp->stream_free = csv_free;
+  resp->stream_ctx = c;
   resp->content_type = "text/csv; charset=utf-8";
   resp->status = 200;
   return 200;

@@ -692,9 +692,44 @@ static int gzip_body(http_resp *resp) {
   return 1;
 }
 
+/* libmicrohttpd's content reader over an http_resp stream. */
+typedef struct stream_box {
+  long (*fn)(void *ctx, char *buf, size_t max);
+  void (*free_fn)(void *ctx);
+  void *ctx;
+} stream_box;
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
+  (void)pos;
+  stream_box *b = cls;
+  long n = b->fn(b->ctx, buf, max);
+  if (n < 0) return MHD_CONTENT_READER_END_WITH_ERROR;
+  if (n == 0) return MHD_CONTENT_READER_END_OF_STREAM;
+  return (ssize_t)n;
+}
+
+static void stream_done(void *cls) {
+  stream_box *b = cls;
+  if (b->free_fn) b->free_fn(b->ctx);
+  free(b);
+}
+
 static enum MHD_Result send_resp(struct MHD_Connection *conn, req_ctx *rc, http_resp *resp) {
   struct MHD_Response *r;
-  if (resp->fd >= 0) {
+  if (resp->stream) {
+    stream_box *box = malloc(sizeof *box);
+    if (!box) {
+      if (resp->stream_free) resp->stream_free(resp->stream_ctx);
+      resp->stream = NULL;
+      http_error(resp, HTTP_E_UNAVAILABLE, NULL, "out of memory");
+      return send_resp(conn, rc, resp);
+    }
+    *box = (stream_box){resp->stream, resp->stream_free, resp->stream_ctx};
+    resp->stream = NULL;
+    r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, stream_read, box,
+                                          stream_done);
+    if (!r) stream_done(box);
+  } else if (resp->fd >= 0) {
     r = MHD_create_response_from_fd64(resp->fd_size, resp->fd);
     if (!r) close(resp->fd);
     rc->resp_bytes = resp->fd_size;
@@ -745,6 +780,9 @@ static void resp_init(http_resp *r) {
   http_buf_init(&r->body);
   r->fd = -1;
   r->fd_size = 0;
+  r->stream = NULL;
+  r->stream_free = NULL;
+  r->stream_ctx = NULL;
   r->n_hdr = 0;
 }
 

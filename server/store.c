@@ -123,6 +123,9 @@
     "ORDER BY step LIMIT 1")                                                               \
   X(METRIC_LAST,                                                                           \
     "SELECT step,value FROM metrics WHERE job_id=?1 AND key_id=?2 ORDER BY step DESC LIMIT 1") \
+  X(METRIC_PAGE,                                                                           \
+    "SELECT step,value FROM metrics WHERE job_id=?1 AND key_id=?2 AND step>=?3 "           \
+    "ORDER BY step LIMIT ?4")                                                              \
   X(TIME_INSERT, "INSERT OR IGNORE INTO metric_times(job_id,step,t_ms) VALUES(?1,?2,?3)")  \
   X(TIME_LIST, "SELECT step,t_ms FROM metric_times WHERE job_id=?1 ORDER BY step")         \
   X(ART_PUT,                                                                               \
@@ -1701,4 +1704,28 @@ int store_job_edit(store *s, int64_t id, const char *name, const char *tags_json
   if (!rc) rc = commit(s, err);
   if (rc) rollback(s);
   return rc;
+}
+
+int store_metric_page(store *s, int64_t id, const char *key, long from_step, size_t limit,
+                      store_point_fn fn, void *ctx, size_t *n_read, td_err *err) {
+  *n_read = 0;
+  sqlite3_stmt *kq = stmt(s, ST_KEY_ID, err), *q = stmt(s, ST_METRIC_PAGE, err);
+  if (!kq || !q) return TD_EIO;
+  int64_t key_id = 0;
+  sqlite3_bind_text(kq, 1, key, -1, SQLITE_STATIC);
+  int src = sqlite3_step(kq);
+  if (src == SQLITE_ROW) key_id = sqlite3_column_int64(kq, 0);
+  sqlite3_reset(kq);
+  if (src != SQLITE_ROW && src != SQLITE_DONE) return sql_fail(s, err, "metric key");
+  if (!key_id) return 0;
+  sqlite3_bind_int64(q, 1, id);
+  sqlite3_bind_int64(q, 2, key_id);
+  sqlite3_bind_int64(q, 3, from_step);
+  sqlite3_bind_int64(q, 4, (sqlite3_int64)limit);
+  while ((src = sqlite3_step(q)) == SQLITE_ROW) {
+    fn(ctx, (long)sqlite3_column_int64(q, 0), col_val(q, 1));
+    (*n_read)++;
+  }
+  sqlite3_reset(q);
+  return src == SQLITE_DONE ? 0 : sql_fail(s, err, "metric page");
 }

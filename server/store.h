@@ -235,6 +235,12 @@ int store_metric_series(store *s, int64_t id, const char *key, long since_step,
                         size_t max_points, store_point_fn fn, void *ctx,
                         size_t *n_total /* OUT */, td_err *err);
 
+/* store_metric_page: call fn with at most `limit` points of (job, key) with step >= from_step,
+ * in step order (a keyset page: the next one starts at the last step + 1). *n_read (OUT) is
+ * the number of points given. A key never reported gives none. Errors: TD_EIO. */
+int store_metric_page(store *s, int64_t id, const char *key, long from_step, size_t limit,
+                      store_point_fn fn, void *ctx, size_t *n_read /* OUT */, td_err *err);
+
 /* store_metric_times: call fn(ctx, step, unix_ms) with each clock anchor of job `id` in step
  * order (see migrations/0004: one per written batch; interpolate between them).
  * Errors: TD_EIO. */
