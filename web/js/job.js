@@ -199,11 +199,31 @@
     } else nf.hidden = true;
     TD.$('#charts-empty').hidden = keys.length > 0;
 
+    /* the first screen shows what matters for the kind; per-layer charts (keys with a /,
+     * e.g. weight_norm/0) go into a fold that starts closed */
+    var first = KIND_FIRST[state.job && state.job.kind] || ['loss', 'accuracy', 'sharpness'];
+    groups.sort(function (a, b) {
+      var ia = first.indexOf(a.id), ib = first.indexOf(b.id);
+      return (ia < 0 ? 99 : ia) - (ib < 0 ? 99 : ib);
+    });
+    var layerHost = TD.$('#layer-charts');
+    if (!layerHost) {
+      layerHost = TD.el('div', { class: 'charts', id: 'layer-charts' });
+      var fold = TD.el('details', { id: 'layer-fold', class: 'layer-fold' },
+        TD.el('summary', {}, 'per-layer metrics'), layerHost);
+      fold.addEventListener('toggle', function () { TD.charts.forEach(function (c) { c.resize(); }); });
+      host.parentNode.insertBefore(fold, host.nextSibling);
+    }
+    var isLayer = function (g) { return g.keys.every(function (k) { return /\//.test(k); }); };
+    var nLayer = groups.filter(isLayer).length;
+    TD.$('#layer-fold').hidden = nLayer === 0;
+    TD.$('#layer-fold summary').textContent = 'per-layer metrics (' + nLayer + ' chart' + (nLayer === 1 ? '' : 's') + ')';
+
     groups.forEach(function (g) {
       seen[g.id] = true;
       var c = state.charts[g.id];
       if (!c) {
-        c = TD.chart(host, { title: g.title, logY: logPref(g.id, g.keys.map(function (k) { return metrics[k]; })),
+        c = TD.chart(isLayer(g) ? layerHost : host, { title: g.title, logY: logPref(g.id, g.keys.map(function (k) { return metrics[k]; })),
           id: 'chart-' + g.id.replace(/[^a-z0-9_-]/gi, '_') });
         var cb = TD.$('input.logy', c.card);
         if (cb) cb.addEventListener('change', function () {
@@ -218,6 +238,12 @@
         if (g.refs[k]) { s.dash = nref ? [2, 3] : [6, 4]; s.color = nref ? '#b45309' : '#6b7280'; s.width = 1.5; nref++; }
         return s;
       });
+      /* the curvature kind logs no 2/lr line (eos does): drawn here from its lr (the lr
+       * metric when there is one, else params.optimizer.lr) */
+      if (g.id === 'sharpness' && !nref) {
+        var two = twoOverLr(metrics);
+        if (two) series.push(two);
+      }
       parentSeries(g.keys).forEach(function (s) { series.push(s); });
       var notes = bad ? [bad + ' non-finite value(s) shown as gaps'] : [];
       g.keys.forEach(function (k) {
@@ -230,7 +256,24 @@
       if (!seen[id]) { state.charts[id].destroy(); delete state.charts[id]; }
     });
     // keep the DOM order equal to the group order
-    groups.forEach(function (g) { host.appendChild(state.charts[g.id].card); });
+    groups.forEach(function (g) { (isLayer(g) ? layerHost : host).appendChild(state.charts[g.id].card); });
+  }
+
+  var KIND_FIRST = { train: ['loss', 'accuracy'], eos: ['sharpness', 'loss'], curvature: ['sharpness', 'loss'],
+    taylor: ['loss'], natgrad_invariance: ['loss'] };
+
+  function twoOverLr(metrics) {
+    var lr = metrics.lr, xs = [], ys = [];
+    if (lr && lr.x.length) {
+      for (var i = 0; i < lr.x.length; i++) if (lr.y[i] > 0) { xs.push(lr.x[i]); ys.push(2 / lr.y[i]); }
+    } else {
+      var p = state.job && state.job.params, v = p && (p.optimizer && p.optimizer.lr != null ? p.optimizer.lr : p.lr);
+      var sh = metrics.sharpness;
+      if (!(v > 0) || !sh || !sh.x.length) return null;
+      xs = [sh.x[0], sh.x[sh.x.length - 1]];
+      ys = [2 / v, 2 / v];
+    }
+    return xs.length ? { label: '2/lr', x: xs, y: ys, dash: [6, 4], color: '#6b7280', width: 1.5, points: false } : null;
   }
 
   /* The parent's points of `keys` up to the fork step (steps continue from it), drawn dashed
