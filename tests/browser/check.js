@@ -295,6 +295,22 @@ async function checkCompare(base, ids, seedIds) {
   const err = await waitUntil(`(function () { var e = document.querySelector('#page-error'); return e && !e.hidden && e.textContent; })()`, 5000);
   ok(bad && err && /character 16/.test(err), 'jobs list: a malformed search says where it is wrong', err);
   problems = [];
+  /* dark mode follows the system setting */
+  await cdp.send('Emulation.setEmulatedMedia', { features: [{ name: 'prefers-color-scheme', value: 'dark' }] });
+  await visit(base + '/compare.html?jobs=' + ids.join(','));
+  const bg = await evaluate(`getComputedStyle(document.body).backgroundColor`);
+  const m = /rgb\((\d+), (\d+), (\d+)\)/.exec(bg || '');
+  ok(m && Number(m[1]) + Number(m[2]) + Number(m[3]) < 150, 'dark mode: the page turns dark with the system setting', bg);
+  await cdp.send('Emulation.setEmulatedMedia', { features: [{ name: 'prefers-color-scheme', value: 'light' }] });
+  /* every control is reachable from the keyboard: native, focusable, and named */
+  const unnamed = await evaluate(`(function () {
+    var bad = [];
+    document.querySelectorAll('input, select, button').forEach(function (e) {
+      var named = e.getAttribute('aria-label') || e.closest('label') || (e.id && document.querySelector('label[for="' + e.id + '"]')) || e.textContent.trim();
+      if (e.tabIndex < 0 || !named) bad.push(e.outerHTML.slice(0, 60));
+    });
+    return bad; })()`);
+  ok(Array.isArray(unnamed) && unnamed.length === 0, 'compare: every control is focusable and has a name', unnamed);
   /* a phone-wide screen */
   await cdp.send('Emulation.setDeviceMetricsOverride', { width: 390, height: 844, deviceScaleFactor: 1, mobile: true });
   await visit(base + '/compare.html?jobs=' + ids.join(','));
@@ -390,6 +406,10 @@ async function checkFixtures(base) {
   ok(/chart-m-sharpness_resid/.test(own) && /chart-m-sharpness_ratio/.test(own) && /chart-m-lanczos_steps/.test(own), 'fixtures: diagnostics (residuals, ratios, counts) get charts of their own', own);
   const tr = await evaluate(drawnExpr('chart-m-hessian_trace'));
   ok(tr && tr.series && tr.series.join() === 'hessian_trace,hessian_trace_stderr', 'fixtures: a key and its _stderr share a chart', tr && tr.series);
+  const fold = await evaluate(`(function () { var f = document.querySelector('#layer-fold'); return f && !f.hidden && !f.open && !!f.querySelector('#chart-m-weight_norm') && f.querySelector('summary').textContent; })()`);
+  ok(fold && /per-layer metrics/.test(fold), 'fixtures: per-layer charts are folded by default', fold);
+  await evaluate(`document.querySelector('#layer-fold').open = true`);
+  await sleep(300);
   const wn = await chartDrawn('chart-m-weight_norm', 'fixtures: keys with a common prefix share a chart');
   ok(wn && wn.series && wn.series.length === 2, 'fixtures: weight_norm/0 and weight_norm/1 together', wn && wn.series);
   const artTitles = `TD.charts.filter(function (c) { return /^art-/.test(c.opts.id || ''); }).map(function (c) { return c.opts.title; })`;

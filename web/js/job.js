@@ -224,7 +224,7 @@
       var c = state.charts[g.id];
       if (!c) {
         c = TD.chart(isLayer(g) ? layerHost : host, { title: g.title, logY: logPref(g.id, g.keys.map(function (k) { return metrics[k]; })),
-          id: 'chart-' + g.id.replace(/[^a-z0-9_-]/gi, '_') });
+          id: 'chart-' + g.id.replace(/[^a-z0-9_-]/gi, '_'), logXToggle: true });
         var cb = TD.$('input.logy', c.card);
         if (cb) cb.addEventListener('change', function () {
           try { localStorage.setItem('tdlab_logy_' + g.id, cb.checked ? '1' : '0'); } catch (e) { /* ignore */ }
