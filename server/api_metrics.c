@@ -291,11 +291,14 @@ int api_metrics_get(http_req *req, http_resp *resp) {
 }
 
 #define MAX_JOBS 100
+#define MULTI_BUDGET 4000000LL
 
 /* GET /api/v1/metrics?jobs=1,2&keys=a,b&max_points=N&since_step=S&time=1: several jobs' series
  * in one answer, {"jobs": {"1": {"job_id": 1, "metrics": {...}}, ...}}, each part shaped as
  * the per-job response. Without keys, every key of each job; with keys, those of them that
- * the job reported (a comparison of different kinds asks for keys some jobs lack). */
+ * the job reported (a comparison of different kinds asks for keys some jobs lack). Without
+ * max_points a series is downsampled to 1000 points; jobs x keys x max_points is at most
+ * MULTI_BUDGET. */
 int api_metrics_multi(http_req *req, http_resp *resp) {
   const char *v = http_query(req, "jobs");
   if (!v || !*v)
@@ -324,6 +327,8 @@ int api_metrics_multi(http_req *req, http_resp *resp) {
   long long max_points, since;
   int with_time, status;
   if ((status = read_series_query(req, resp, &max_points, &since, &with_time))) return status;
+  /* a bound on the answer: without max_points each series is downsampled to 1000 points */
+  if (!http_query(req, "max_points")) max_points = 1000;
   keys_ctx asked = {0};
   if ((v = http_query(req, "keys"))) {
     char kb[MAX_KEYS * 130];
@@ -346,6 +351,16 @@ int api_metrics_multi(http_req *req, http_resp *resp) {
       collect_key(&asked, t);
     }
     if (!asked.n) return http_error(resp, HTTP_E_INVALID_QUERY, "keys", "keys is empty");
+  }
+  /* jobs x keys x max_points (every key of a job counted as MAX_KEYS) is at most MULTI_BUDGET
+   * points, about 80 MB of JSON */
+  long long budget = (long long)n_ids * (asked.n ? asked.n : MAX_KEYS) * max_points;
+  if (budget > MULTI_BUDGET) {
+    keys_free(&asked);
+    return http_error(resp, HTTP_E_INVALID_QUERY, "max_points",
+                      "jobs x keys x max_points is at most %lld points (here %d x %d x %lld; "
+                      "without keys a job counts as %d keys); ask for fewer",
+                      MULTI_BUDGET, n_ids, asked.n ? asked.n : MAX_KEYS, max_points, MAX_KEYS);
   }
   store *st;
   td_err e;

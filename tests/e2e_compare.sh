@@ -75,6 +75,11 @@ for bad_q in "keys=train_loss:jobs" "jobs=0:jobs" "jobs=$A,x:jobs" "jobs=$A&max_
   get "$B/api/v1/metrics?$q"
   check "GET /api/v1/metrics?$q: 400 naming $field" bash -c "[ '$CODE' = 400 ] && grep -q '\"field\":\"$field\"' '$TMP/body'"
 done
+get "$B/api/v1/metrics?jobs=$A&max_points=100000"
+check "without keys, jobs x 64 x max_points over 4,000,000 is 400 naming max_points" bash -c "[ '$CODE' = 400 ] && grep -q '\"field\":\"max_points\"' '$TMP/body'"
+get "$B/api/v1/metrics?jobs=$A"
+check "without max_points a series is downsampled to at most 1000 points" \
+  bash -c "[ '$CODE' = 200 ] && [ \"\$($(declare -f js); PY=$PY TMP=$TMP js \"max(len(v['step']) for v in d['jobs']['$A']['metrics'].values())<=1000\")\" = True ]"
 get "$B/api/v1/metrics?jobs=$A,99999"
 check "an unknown job is 404 naming jobs" bash -c "[ '$CODE' = 404 ] && grep -q '\"field\":\"jobs\"' '$TMP/body'"
 
