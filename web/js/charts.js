@@ -60,11 +60,15 @@
   };
 
   /* indexes of columns equal to an earlier one (with at least one value): drawn dashed on top,
-   * so that e.g. a full-batch analysis_loss equal to train_loss stays visible */
-  function duplicates(data) {
+   * so that e.g. a full-batch analysis_loss equal to train_loss stays visible; series marked
+   * aux (band edges, the raw series behind a smoothed one) are left out */
+  function duplicates(data, series) {
     var dup = {};
+    var aux = function (i) { return series && series[i - 1] && series[i - 1].aux; };
     for (var i = 2; i < data.length; i++) {
+      if (aux(i)) continue;
       for (var j = 1; j < i; j++) {
+        if (aux(j)) continue;
         var a = data[i], b = data[j], same = true, any = false;
         for (var k = 0; k < a.length && same; k++) { if (a[k] !== b[k]) same = false; else if (a[k] != null) any = true; }
         if (same && any) { dup[i] = j; break; }
@@ -158,7 +162,7 @@
     }
 
     function build(al) {
-      var dup = duplicates(al.data);
+      var dup = duplicates(al.data, self.series);
       self.dups = dup;
       var ser = [{ label: opts.xLabel || 'step', value: function (u, v) {
         return v == null ? '—' : opts.timeX ? new Date(v * 1000).toLocaleString() : TD.fmt(v, 6); } }];
@@ -232,7 +236,7 @@
       var al = align(self.series, self.logX, self.logY);
       var msgs = [];
       if (self.extra.note) msgs.push(self.extra.note);
-      var dd = duplicates(al.data);
+      var dd = duplicates(al.data, self.series);
       Object.keys(dd).forEach(function (i) {
         msgs.push(self.series[i - 1].label + ' equals ' + self.series[dd[i] - 1].label + ' (drawn dashed on top)');
       });

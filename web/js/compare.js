@@ -154,7 +154,7 @@
         if (!r) return;
         var c = colorOf(i);
         if (st.smooth > 0) {
-          out.push({ label: labels[i] + ' (raw)', x: r.x, y: r.y, color: faint(c), width: 1, points: false });
+          out.push({ label: labels[i] + ' (raw)', x: r.x, y: r.y, color: faint(c), width: 1, points: false, aux: true });
           out.push({ label: labels[i], x: r.x, y: TD.ema(r.y, st.smooth), color: c, width: 2 });
         } else out.push({ label: labels[i], x: r.x, y: r.y, color: c });
       });
@@ -189,8 +189,8 @@
       }
       var bandName = st.band === 'se' ? '± 1 s.e.' : 'min-max';
       var hiIdx = out.length;
-      out.push({ label: g.label + ' ' + bandName + ' high', x: X, y: H, color: faint(c), width: 1, points: false });
-      out.push({ label: g.label + ' ' + bandName + ' low', x: X, y: L, color: faint(c), width: 1, points: false });
+      out.push({ label: g.label + ' ' + bandName + ' high', x: X, y: H, color: faint(c), width: 1, points: false, aux: true });
+      out.push({ label: g.label + ' ' + bandName + ' low', x: X, y: L, color: faint(c), width: 1, points: false, aux: true });
       out.push({ label: g.label + ' mean of ' + runs.length, x: X, y: M, color: c, width: 2, points: false });
       bands.push([hiIdx, hiIdx + 1, faint(c)]);
     });
