@@ -449,9 +449,16 @@ async function checkFixtures(base) {
   ok(allBad && /3 non-finite/.test(allBad), 'fixtures: a key with only non-finite values still gets a card', allBad);
   const pn = await chartDrawn('chart-m-param_norm', 'fixtures: values up to 1e250 do not break a log chart');
   const pnNote = await evaluate(`document.querySelector('#chart-m-param_norm .chart-note').textContent`);
-  ok(/2 value\(s\) beyond/.test(pnNote), 'fixtures: values beyond uPlot\'s range are counted in the note', pnNote);
+  ok(/2 value\(s\) beyond/.test(pnNote), 'fixtures: values beyond uPlot\'s range are counted in the note (linear y)', pnNote);
   await evaluate(`document.querySelector('#chart-m-param_norm input.logy').click()`);
   await sleep(300);
+  const pnNote2 = await evaluate(`document.querySelector('#chart-m-param_norm .chart-note').textContent`);
+  const pnAx2 = await evaluate(`(function () { var c = TD.charts.filter(function (c) { return c.opts.id === 'chart-m-param_norm'; })[0];
+    var lab = (c.u.axes[1]._values || []).filter(function (t) { return /^1e/.test(t); });
+    var mx = -Infinity; c.u.data.slice(1).forEach(function (col) { col.forEach(function (v) { if (v != null && v > mx) mx = v; }); });
+    return { max: mx, labels: lab.slice(-3), decades: c.decades }; })()`);
+  ok(/drawn in decades/.test(pnNote2) && pnAx2 && pnAx2.decades && pnAx2.max >= 249 && pnAx2.labels.some((t) => /^1e2\d\d$/.test(t)),
+    'fixtures: on log y, values up to 1e250 are drawn in decades, every point kept and labelled up there', { note: pnNote2, axis: pnAx2 });
   await chartDrawn('chart-m-param_norm', 'fixtures: values up to 1e250 do not break a linear chart');
   const blank = await evaluate(drawnExpr('chart-sharpness'));
   ok(blank && blank.ok === false && blank.hit === 0, 'fixtures: the drawn-check sees that an all-NaN chart has no line (the check can fail)', blank);
@@ -463,8 +470,9 @@ async function checkFixtures(base) {
   const big = await chartDrawn('chart-loss', 'fixtures: 1e6-step run is drawn (max_points)');
   ok(big && big.most <= 1000 && big.most >= 500, 'fixtures: 1e6-step run asks for at most 1000 points per key', big && big.most);
   ok(big && big.series && big.series.indexOf('loss_bias') >= 0, 'fixtures: loss_bias joins the loss chart', big && big.series);
-  const y = await evaluate(`(function () { var c = TD.charts.filter(function (c) { return c.opts.id === 'chart-loss'; })[0]; return c.u.scales.y.distr + ' ' + c.u.scales.y.min; })()`);
-  ok(/^3 /.test(y), 'fixtures: a loss spanning 40 decades starts on log y', y);
+  const y = await evaluate(`(function () { var c = TD.charts.filter(function (c) { return c.opts.id === 'chart-loss'; })[0]; return (c.decades ? 'decades' : c.u.scales.y.distr) + ' ' + c.u.scales.y.min; })()`);
+  /* it reaches ~1e-43, below what uPlot's log axis draws: log y in decades, down to about -43 */
+  ok(/^decades -4\d/.test(y), 'fixtures: a loss spanning 40 decades starts on log y (in decades, every point kept)', y);
   noProblems('fixtures: 1e6-step job page: no console errors');
   await screenshot('fixture-million.png');
 

@@ -19,7 +19,10 @@
   var MAG_MAX = 1e100, LOG_MIN = 1e-20;
 
   /* align(series, logX, logY) -> {data, hidden} with data = [xs, ys_1, ..., ys_n]. */
+  /* logY === 'decades': y is drawn as log10(y) on a linear axis labelled 1eK, for ranges uPlot's
+   * log axis cannot draw (a loss reaching 1e228, or below 1e-20): every decade keeps a label. */
   function align(series, logX, logY) {
+    var dec = logY === 'decades';
     var set = new Set();
     series.forEach(function (s) {
       var xs = s.x || [];
@@ -43,6 +46,7 @@
         var y = sy[k];
         if (!finite(y)) col[j] = null;
         else if (logY && y <= 0) { col[j] = null; hidden++; }
+        else if (dec) col[j] = Math.log10(y);
         else if (logY ? (y < LOG_MIN || y > MAG_MAX) : Math.abs(y) > MAG_MAX) { col[j] = null; extreme++; }
         else col[j] = y;
       }
@@ -111,12 +115,15 @@
   /* The hover readout: a series without a point at the cursor's x (a sparse series, e.g. an
    * evaluation every 100 steps) shows its nearest point, marked with that point's x. */
   function fmtLegend(u, v, si, idx) {
+    if (u._tdDecades) { /* log10 drawn: show the value */
+      if (v != null) return TD.fmt(Math.pow(10, v), 5);
+    }
     if (v != null) return TD.fmt(v, 5);
     if (idx == null || si == null || !u.data[si]) return '—';
     var col = u.data[si], xs = u.data[0];
     for (var d = 1; d < col.length; d++) {
       var l = idx - d, r = idx + d, k = l >= 0 && col[l] != null ? l : r < col.length && col[r] != null ? r : -1;
-      if (k >= 0) return TD.fmt(col[k], 5) + ' (at ' + TD.fmt(xs[k], 6) + ')';
+      if (k >= 0) return TD.fmt(u._tdDecades ? Math.pow(10, col[k]) : col[k], 5) + ' (at ' + TD.fmt(xs[k], 6) + ')';
       if (l < 0 && r >= col.length) break;
     }
     return '—';
@@ -196,7 +203,7 @@
           x: { time: !!opts.timeX && !self.logX, distr: self.logX ? 3 : 1,
             range: hasBars && !self.logX ? function (u, min, max) { return [min - 0.5, max + 0.5]; } : undefined },
           /* bars start at zero (a bar's length is its value) */
-          y: { distr: self.logY ? 3 : 1,
+          y: { distr: self.logY && !self.decades ? 3 : 1,
             range: hasBars && !self.logY ? function (u, min, max) {
               var lo = Math.min(0, min), hi = Math.max(0, max), pad = (hi - lo) * 0.05 || 1;
               return [lo < 0 ? lo - pad : 0, hi > 0 ? hi + pad : 0];
@@ -207,7 +214,11 @@
         axes: [
           axisOpts({ label: opts.xLabel || 'step', labelSize: 18, size: 36, values: opts.timeX && !self.logX ? undefined : ticks,
             incrs: opts.intX ? [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000] : undefined }, self.logX),
-          axisOpts({ label: opts.yLabel || '', labelSize: opts.yLabel ? 18 : 0, size: 64, values: ticks }, self.logY),
+          self.decades
+            ? { label: opts.yLabel || '', labelSize: opts.yLabel ? 18 : 0, size: 64,
+                incrs: [1, 2, 5, 10, 20, 50, 100, 200],
+                values: function (u, splits) { return splits.map(function (v) { return v == null || Math.abs(v - Math.round(v)) > 1e-9 ? '' : '1e' + Math.round(v); }); } }
+            : axisOpts({ label: opts.yLabel || '', labelSize: opts.yLabel ? 18 : 0, size: 64, values: ticks }, self.logY),
         ],
         legend: { live: true },
         cursor: { drag: { x: true, y: false } },
@@ -223,6 +234,7 @@
       if (self.u) { self.u.destroy(); self.u = null; }
       TD.clear(body);
       self.u = new uPlot(uopts, al.data, body);
+      self.u._tdDecades = self.decades;
       self.u.over.addEventListener('dblclick', function () { self.zoomed = false; if (opts.onZoom) opts.onZoom(null, null); });
       if (self.pendingZoom) {
         var z = self.pendingZoom;
@@ -234,6 +246,12 @@
 
     function render() {
       var al = align(self.series, self.logX, self.logY);
+      /* a log axis beyond what uPlot draws: switch to decades rather than leave points out */
+      self.decades = false;
+      if (self.logY && al.extreme > 0) {
+        al = align(self.series, self.logX, 'decades');
+        self.decades = true;
+      }
       var msgs = [];
       if (self.extra.note) msgs.push(self.extra.note);
       var dd = duplicates(al.data, self.series);
@@ -241,6 +259,7 @@
         msgs.push(self.series[i - 1].label + ' equals ' + self.series[dd[i] - 1].label + ' (drawn dashed on top)');
       });
       if (al.hidden > 0) msgs.push(al.hidden + ' value(s) ≤ 0 not shown on the log axis');
+      if (self.decades) msgs.push('log y drawn in decades (values beyond [1e-20, 1e100]); the readout shows the values');
       if (al.extreme > 0) msgs.push(al.extreme + ' value(s) beyond ' + (self.logY ? '[1e-20, 1e100]' : '±1e100') + ' not drawn');
       note.textContent = msgs.join(' · ');
       card.classList.toggle('has-note', msgs.length > 0);
@@ -250,7 +269,7 @@
         self.sig = '';
         return;
       }
-      var sig = [self.logX, self.logY, JSON.stringify(self.extra.bands || [])].concat(
+      var sig = [self.logX, self.logY, self.decades, JSON.stringify(self.extra.bands || [])].concat(
         self.series.map(function (s) { return s.label + '|' + (s.style || '') + '|' + (s.color || ''); })).join('#');
       if (self.u && sig === self.sig) {
         self.u.setData(al.data, !self.zoomed);
