@@ -11,6 +11,11 @@
 #    (pixels of the series colour on the canvas), the log-y toggle must work, and there must
 #    be no console errors, exceptions or failed loads; a small nqm batch-size sweep must show
 #    its log-log plot with the critical_batch fit, band and asymptotes, and link every child.
+#    Six small runs (the README's four optimizers, and a second seed of sgd and adam) drive the
+#    comparison page: selection and Compare in the jobs list, one chart per shared key, the
+#    legend from differing params, smoothing, log y and zoom in a shared URL that reopens the
+#    same view, relative time, seed groups with bands, search, dark mode, named controls and
+#    a 390 px screen; the sweep page's parallel coordinates, scatter and children's curves.
 # 3. The same script checks the pages against tests/browser/fake_api.js fixtures: NaN and
 #    Infinity metric values, sharpness with its 2/lr line, spectral-density and eigenvalue
 #    artifacts, a 1e6-step run, a fork (parent link, the parent's curve up to the fork step,
