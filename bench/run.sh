@@ -81,5 +81,9 @@ OPENBLAS_NUM_THREADS=2 "$BUILD/bench/bench_hypergrad" --threads 2 --T 100 --n 10
   --w0 "$BUILD/bench/hypergrad_w0.bin" --out "$BUILD/bench/hypergrad_tdlab.json" >/dev/null &&
   { "$PY" "$here/hypergrad.py" --threads 2 --T 100 --n 1000 --w0 "$BUILD/bench/hypergrad_w0.bin" \
       --tdlab "$BUILD/bench/hypergrad_tdlab.json" || status=1; } || status=1
+# Issue 17: a downsampled metric read of 10k vs 10M points against the old full scan, bytes
+# per stored point with and without the pyramid, and the comparison page opening 20 runs of
+# 100,000 points in headless Chromium (bench/compare.sh).
+"$here/compare.sh" "$BUILD" || status=1
 
 exit $status

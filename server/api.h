@@ -66,6 +66,11 @@ int api_kernels_create(http_req *req, http_resp *resp);
 /* Metrics of a job (api_metrics.c). */
 int api_metrics_get(http_req *req, http_resp *resp);
 int api_metrics_csv(http_req *req, http_resp *resp);
+/* DELETE and PATCH /api/v1/jobs/{id} (api_jobs.c). */
+int api_jobs_delete(http_req *req, http_resp *resp);
+int api_jobs_patch(http_req *req, http_resp *resp);
+/* GET /api/v1/metrics?jobs=..: several jobs' series in one answer (api_metrics.c). */
+int api_metrics_multi(http_req *req, http_resp *resp);
 
 /* Catalogue, health and Prometheus (api_kinds.c). */
 int api_kinds_list(http_req *req, http_resp *resp);

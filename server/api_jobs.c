@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "search.h"
 #include "log.h"
 #include "store_cache.h"
 #include "sweeps.h"
@@ -248,6 +249,36 @@ static void list_row(void *ctx, const store_job *j) {
   api_job_json(l->b, j);
 }
 
+/* A search (?q=): each job of a page is parsed and matched; matches go to list_row until the
+ * page is full. */
+typedef struct search_ctx {
+  list_ctx *l;
+  const search_query *q;
+  long want, scanned;
+  int64_t last_id; /* the last job looked at */
+} search_ctx;
+
+static void search_row(void *ctx, const store_job *j) {
+  search_ctx *c = ctx;
+  if (c->l->n >= c->want) return;
+  c->scanned++;
+  c->last_id = j->id;
+  json_t *params = j->params ? json_loads(j->params, 0, NULL) : NULL;
+  json_t *summary = j->summary ? json_loads(j->summary, 0, NULL) : NULL;
+  json_t *tags = j->tags ? json_loads(j->tags, 0, NULL) : NULL;
+  search_record r = {.kind = j->kind, .name = j->name, .status = j->status, .params = params,
+                     .summary = summary, .tags = tags};
+  if (search_match(c->q, &r)) list_row(c->l, j);
+  json_decref(params);
+  json_decref(summary);
+  json_decref(tags);
+}
+
+/* Jobs looked at by one search request at most (a bounded scan, newest first); past it the
+ * answer carries next_cursor to continue from. */
+#define SEARCH_SCAN_MAX 20000
+#define SEARCH_PAGE 500
+
 int api_jobs_list(http_req *req, http_resp *resp) {
   store_job_filter f = {.limit = 50};
   const char *v;
@@ -294,10 +325,46 @@ int api_jobs_list(http_req *req, http_resp *resp) {
       return http_error(resp, HTTP_E_INVALID_QUERY, "sweep", "no such sweep");
     if (rc) return http_error_td(resp, &e);
   }
+  search_query *sq = NULL;
+  if ((v = http_query(req, "q")) && *v) {
+    size_t pos = 0;
+    char msg[160];
+    int rc = search_parse(v, &sq, &pos, msg, sizeof msg);
+    if (rc == TD_EINVAL)
+      return http_error(resp, HTTP_E_INVALID_QUERY, "q", "at character %zu of the query: %s", pos + 1,
+                        msg);
+    if (rc) return http_error(resp, HTTP_E_UNAVAILABLE, NULL, "out of memory");
+  }
   http_buf_str(&resp->body, "{\"jobs\":[");
   list_ctx l = {&resp->body, 0};
   int64_t next = 0;
-  if (store_job_list(st, &f, list_row, &l, &next, &e)) return http_error_td(resp, &e);
+  if (sq) {
+    search_ctx c = {.l = &l, .q = sq, .want = f.limit};
+    store_job_filter pf = f;
+    pf.limit = SEARCH_PAGE;
+    for (;;) {
+      int64_t pnext = 0;
+      c.last_id = 0;
+      if (store_job_list(st, &pf, search_row, &c, &pnext, &e)) {
+        search_free(sq);
+        return http_error_td(resp, &e);
+      }
+      if (l.n >= c.want) { /* full: the next page starts after the last job looked at (it
+                            * may turn out empty) */
+        next = c.last_id;
+        break;
+      }
+      if (!pnext) break;
+      if (c.scanned >= SEARCH_SCAN_MAX) {
+        next = pnext;
+        break;
+      }
+      pf.before_id = pnext;
+    }
+    search_free(sq);
+  } else if (store_job_list(st, &f, list_row, &l, &next, &e)) {
+    return http_error_td(resp, &e);
+  }
   if (next) http_buf_printf(&resp->body, "],\"next_cursor\":\"%lld\"}", (long long)next);
   else http_buf_str(&resp->body, "],\"next_cursor\":null}");
   resp->status = 200;
@@ -418,4 +485,99 @@ int api_artifacts_get(http_req *req, http_resp *resp) {
   resp->content_type = "";
   resp->status = 200;
   return 200;
+}
+
+/* DELETE /api/v1/jobs/{id}: a finished job, with its metrics and artifacts; 204. A queued or
+ * running job is 409 (cancel it first). */
+int api_jobs_delete(http_req *req, http_resp *resp) {
+  int64_t id;
+  if (job_id_of(req, resp, &id)) return resp->status;
+  store *st;
+  td_err e;
+  td_err_clear(&e);
+  if (http_store(req, &st, &e) || store_job_delete(st, id, &e)) return http_error_td(resp, &e);
+  resp->status = 204;
+  return 204;
+}
+
+/* PATCH /api/v1/jobs/{id} with {"name"?, "tags"?}: edit them after the fact; 200 with the job. */
+int api_jobs_patch(http_req *req, http_resp *resp) {
+  int64_t id;
+  if (job_id_of(req, resp, &id)) return resp->status;
+  json_error_t je;
+  json_t *root = json_loadb(req->body ? req->body : "", req->body_len, JSON_REJECT_DUPLICATES, &je);
+  if (!root)
+    return http_error(resp, HTTP_E_INVALID_JSON, NULL, "malformed JSON at line %d column %d: %s",
+                      je.line, je.column, je.text);
+  int status = 0;
+  const char *tags[MAX_TAGS];
+  size_t n_tags = 0;
+  json_t *tags_arr = NULL;
+  char *tags_json = NULL;
+  const char *name = NULL;
+  if (!json_is_object(root) || !json_object_size(root)) {
+    status = http_error(resp, HTTP_E_INVALID_REQUEST, NULL,
+                        "the body must be a JSON object with name and/or tags");
+    goto out;
+  }
+  const char *key;
+  json_t *val;
+  json_object_foreach(root, key, val) {
+    if (strcmp(key, "name") && strcmp(key, "tags")) {
+      status = http_error(resp, HTTP_E_INVALID_REQUEST, key,
+                          "unknown or read-only field; a job's name and tags can be edited");
+      goto out;
+    }
+  }
+  json_t *jname = json_object_get(root, "name"), *jtags = json_object_get(root, "tags");
+  if (jname) {
+    if (!json_is_string(jname) || !valid_name(json_string_value(jname))) {
+      status = http_error(resp, HTTP_E_INVALID_REQUEST, "name",
+                          "name must be a string of at most %d characters without control "
+                          "characters", MAX_NAME_LEN);
+      goto out;
+    }
+    name = json_string_value(jname);
+  }
+  if (jtags) {
+    if (!json_is_array(jtags) || json_array_size(jtags) > MAX_TAGS) {
+      status = http_error(resp, HTTP_E_INVALID_REQUEST, "tags",
+                          "tags must be an array of at most %d strings", MAX_TAGS);
+      goto out;
+    }
+    tags_arr = json_array();
+    size_t i;
+    json_t *t;
+    json_array_foreach(jtags, i, t) {
+      if (!json_is_string(t) || !valid_tag(json_string_value(t))) {
+        char field[32];
+        snprintf(field, sizeof field, "tags[%zu]", i);
+        status = http_error(resp, HTTP_E_INVALID_REQUEST, field,
+                            "a tag is 1..%d characters of A-Z a-z 0-9 _ . : / = + -", MAX_TAG_LEN);
+        goto out;
+      }
+      int dup = 0;
+      for (size_t k = 0; k < n_tags; k++) dup |= strcmp(tags[k], json_string_value(t)) == 0;
+      if (dup) continue;
+      tags[n_tags++] = json_string_value(t);
+      json_array_append(tags_arr, t);
+    }
+    if (!(tags_json = http_json_dump(tags_arr))) {
+      status = http_error(resp, HTTP_E_UNAVAILABLE, NULL, "out of memory");
+      goto out;
+    }
+  }
+  store *st;
+  td_err e;
+  td_err_clear(&e);
+  if (http_store(req, &st, &e) || store_job_edit(st, id, name, tags_json, tags, n_tags, &e)) {
+    status = http_error_td(resp, &e);
+    goto out;
+  }
+  status = respond_job(req, resp, st, id, 200);
+out:
+  free(tags_json);
+  json_decref(tags_arr);
+  json_decref(root);
+  return status;
 }

@@ -1,4 +1,5 @@
-/* api_metrics.c: a job's metric series: columnar JSON (optionally downsampled) and CSV. */
+/* api_metrics.c: metric series: one job's or several jobs' (columnar JSON, optionally
+ * downsampled, optionally with wall-clock times) and a job's CSV. */
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -51,8 +52,52 @@ static void keys_free(keys_ctx *k) {
   memset(k, 0, sizeof *k);
 }
 
+/* A job's clock anchors (step, unix ms), in step order. */
+typedef struct clock_ctx {
+  long *step;
+  double *ms;
+  size_t n, cap;
+  int failed;
+} clock_ctx;
+
+static void collect_anchor(void *ctx, long step, double ms) {
+  clock_ctx *c = ctx;
+  if (c->failed) return;
+  if (c->n == c->cap) {
+    size_t nc = c->cap ? 2 * c->cap : 64;
+    long *ns = realloc(c->step, nc * sizeof *ns);
+    if (ns) c->step = ns;
+    double *nm = ns ? realloc(c->ms, nc * sizeof *nm) : NULL;
+    if (!ns || !nm) {
+      c->failed = 1;
+      return;
+    }
+    c->ms = nm;
+    c->cap = nc;
+  }
+  c->step[c->n] = step;
+  c->ms[c->n++] = ms;
+}
+
+/* The wall time of `step` in unix seconds: linear between the anchors around it, the nearest
+ * anchor outside them; NaN without anchors (points written before migration 0004). */
+static double clock_at(const clock_ctx *c, long step) {
+  if (!c->n) return NAN;
+  if (step <= c->step[0]) return c->ms[0] / 1e3;
+  if (step >= c->step[c->n - 1]) return c->ms[c->n - 1] / 1e3;
+  size_t lo = 0, hi = c->n - 1; /* step[lo] < step < step[hi] */
+  while (hi - lo > 1) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (c->step[mid] <= step) lo = mid;
+    else hi = mid;
+  }
+  double f = (double)(step - c->step[lo]) / (double)(c->step[hi] - c->step[lo]);
+  return (c->ms[lo] + f * (c->ms[hi] - c->ms[lo])) / 1e3;
+}
+
 typedef struct series_ctx {
-  http_buf steps, values;
+  http_buf steps, values, times;
+  const clock_ctx *clock; /* NULL: no times */
   size_t n;
 } series_ctx;
 
@@ -61,9 +106,80 @@ static void put_point(void *ctx, long step, double value) {
   if (s->n++) {
     http_buf_add(&s->steps, ",", 1);
     http_buf_add(&s->values, ",", 1);
+    if (s->clock) http_buf_add(&s->times, ",", 1);
   }
   http_buf_printf(&s->steps, "%ld", step);
   http_buf_json_num(&s->values, value);
+  if (s->clock) {
+    double t = clock_at(s->clock, step);
+    if (isnan(t)) http_buf_add(&s->times, "null", 4);
+    else http_buf_printf(&s->times, "%.3f", t);
+  }
+}
+
+/* Append {"a":{"step":[..],"value":[..],"total":n[,"time":[..]]},...} for keys k of job id.
+ * 0 or a TD_* code (details in e). */
+static int write_series(http_buf *b, store *st, int64_t id, const keys_ctx *k, long since,
+                        size_t max_points, int with_time, td_err *e) {
+  clock_ctx clock = {0};
+  int rc = 0;
+  if (with_time && !(rc = store_metric_times(st, id, collect_anchor, &clock, e)) && clock.failed)
+    rc = td_err_set(e, TD_ENOMEM, NULL, "out of memory");
+  http_buf_add(b, "{", 1);
+  for (int i = 0; i < k->n && !rc; i++) {
+    series_ctx s = {.n = 0, .clock = with_time ? &clock : NULL};
+    http_buf_init(&s.steps);
+    http_buf_init(&s.values);
+    http_buf_init(&s.times);
+    size_t total = 0;
+    rc = store_metric_series(st, id, k->names[i], since, max_points, put_point, &s, &total, e);
+    if (!rc) {
+      if (i) http_buf_add(b, ",", 1);
+      http_buf_json_str(b, k->names[i]);
+      http_buf_str(b, ":{\"step\":[");
+      if (s.steps.len) http_buf_add(b, s.steps.data, s.steps.len);
+      http_buf_str(b, "],\"value\":[");
+      if (s.values.len) http_buf_add(b, s.values.data, s.values.len);
+      http_buf_add(b, "]", 1);
+      if (with_time) {
+        http_buf_str(b, ",\"time\":[");
+        if (s.times.len) http_buf_add(b, s.times.data, s.times.len);
+        http_buf_add(b, "]", 1);
+      }
+      http_buf_printf(b, ",\"total\":%zu}", total);
+      if (s.steps.failed || s.values.failed || s.times.failed) b->failed = 1;
+    }
+    http_buf_free(&s.steps);
+    http_buf_free(&s.values);
+    http_buf_free(&s.times);
+  }
+  http_buf_add(b, "}", 1);
+  free(clock.step);
+  free(clock.ms);
+  return rc;
+}
+
+/* The common query parameters max_points, since_step and time; 0 or a response status. */
+static int read_series_query(http_req *req, http_resp *resp, long long *max_points,
+                             long long *since, int *with_time) {
+  const char *v;
+  *max_points = 0;
+  *since = LLONG_MIN / 2;
+  *with_time = 0;
+  if ((v = http_query(req, "max_points")) && http_parse_ll(v, 2, MAX_POINTS_CAP, max_points))
+    return http_error(resp, HTTP_E_INVALID_QUERY, "max_points",
+                      "max_points must be an integer in 2..%lld", MAX_POINTS_CAP);
+  if ((v = http_query(req, "since_step")) &&
+      http_parse_ll(v, LONG_MIN / 2, LONG_MAX / 2, since))
+    return http_error(resp, HTTP_E_INVALID_QUERY, "since_step",
+                      "since_step must be an integer (points with step >= since_step are returned)");
+  if ((v = http_query(req, "time"))) {
+    if (strcmp(v, "0") && strcmp(v, "1"))
+      return http_error(resp, HTTP_E_INVALID_QUERY, "time",
+                        "time must be 0 or 1 (1 adds each point's wall time, unix seconds)");
+    *with_time = v[0] == '1';
+  }
+  return 0;
 }
 
 /* The job id of the route, its existence and *job_status (STORE_*); 0 or a response status. */
@@ -151,64 +267,214 @@ int api_metrics_get(http_req *req, http_resp *resp) {
   int job_status = -1;
   int status = check_job(req, resp, &st, &id, &job_status);
   if (status) return status;
-  long long max_points = 0, since = LLONG_MIN / 2;
-  const char *v;
-  if ((v = http_query(req, "max_points")) && http_parse_ll(v, 2, MAX_POINTS_CAP, &max_points))
-    return http_error(resp, HTTP_E_INVALID_QUERY, "max_points",
-                      "max_points must be an integer in 2..%lld", MAX_POINTS_CAP);
-  if ((v = http_query(req, "since_step")) &&
-      http_parse_ll(v, LONG_MIN / 2, LONG_MAX / 2, &since))
-    return http_error(resp, HTTP_E_INVALID_QUERY, "since_step",
-                      "since_step must be an integer (points with step >= since_step are returned)");
+  long long max_points, since;
+  int with_time;
+  if ((status = read_series_query(req, resp, &max_points, &since, &with_time))) return status;
   keys_ctx kc = {0}, *k = &kc;
   if ((status = pick_keys(req, resp, st, id, job_status, k))) {
     keys_free(k);
     return status;
   }
   http_buf *b = &resp->body;
-  http_buf_printf(b, "{\"job_id\":%lld,\"metrics\":{", (long long)id);
+  http_buf_printf(b, "{\"job_id\":%lld,\"metrics\":", (long long)id);
   td_err e;
   td_err_clear(&e);
-  for (int i = 0; i < k->n; i++) {
-    series_ctx s = {.n = 0};
-    http_buf_init(&s.steps);
-    http_buf_init(&s.values);
-    size_t total = 0;
-    int rc = store_metric_series(st, id, k->names[i], (long)since, (size_t)max_points, put_point,
-                                 &s, &total, &e);
-    if (!rc) {
-      if (i) http_buf_add(b, ",", 1);
-      http_buf_json_str(b, k->names[i]);
-      http_buf_str(b, ":{\"step\":[");
-      if (s.steps.len) http_buf_add(b, s.steps.data, s.steps.len);
-      http_buf_str(b, "],\"value\":[");
-      if (s.values.len) http_buf_add(b, s.values.data, s.values.len);
-      http_buf_printf(b, "],\"total\":%zu}", total);
-      if (s.steps.failed || s.values.failed) b->failed = 1;
+  int rc = write_series(b, st, id, k, (long)since, (size_t)max_points, with_time, &e);
+  keys_free(k);
+  if (rc) {
+    http_buf_free(b);
+    return http_error_td(resp, &e);
+  }
+  http_buf_str(b, "}");
+  resp->status = 200;
+  return 200;
+}
+
+#define MAX_JOBS 100
+#define MULTI_BUDGET 4000000LL
+
+/* GET /api/v1/metrics?jobs=1,2&keys=a,b&max_points=N&since_step=S&time=1: several jobs' series
+ * in one answer, {"jobs": {"1": {"job_id": 1, "metrics": {...}}, ...}}, each part shaped as
+ * the per-job response. Without keys, every key of each job; with keys, those of them that
+ * the job reported (a comparison of different kinds asks for keys some jobs lack). Without
+ * max_points a series is downsampled to 1000 points; jobs x keys x max_points is at most
+ * MULTI_BUDGET. */
+int api_metrics_multi(http_req *req, http_resp *resp) {
+  const char *v = http_query(req, "jobs");
+  if (!v || !*v)
+    return http_error(resp, HTTP_E_INVALID_QUERY, "jobs",
+                      "jobs is required: a comma-separated list of job ids (at most %d)", MAX_JOBS);
+  int64_t ids[MAX_JOBS];
+  int n_ids = 0;
+  char buf[MAX_JOBS * 21];
+  if (strlen(v) >= sizeof buf)
+    return http_error(resp, HTTP_E_INVALID_QUERY, "jobs", "too many jobs (at most %d)", MAX_JOBS);
+  strcpy(buf, v);
+  char *save = NULL;
+  for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+    int64_t id;
+    if (http_parse_id(t, &id))
+      return http_error(resp, HTTP_E_INVALID_QUERY, "jobs",
+                        "'%.40s' is not a job id (ids are positive integers)", t);
+    int dup = 0;
+    for (int i = 0; i < n_ids; i++) dup |= ids[i] == id;
+    if (dup) continue;
+    if (n_ids == MAX_JOBS)
+      return http_error(resp, HTTP_E_INVALID_QUERY, "jobs", "too many jobs (at most %d)", MAX_JOBS);
+    ids[n_ids++] = id;
+  }
+  if (!n_ids) return http_error(resp, HTTP_E_INVALID_QUERY, "jobs", "jobs is empty");
+  long long max_points, since;
+  int with_time, status;
+  if ((status = read_series_query(req, resp, &max_points, &since, &with_time))) return status;
+  /* a bound on the answer: without max_points each series is downsampled to 1000 points */
+  if (!http_query(req, "max_points")) max_points = 1000;
+  keys_ctx asked = {0};
+  if ((v = http_query(req, "keys"))) {
+    char kb[MAX_KEYS * 130];
+    if (strlen(v) >= sizeof kb)
+      return http_error(resp, HTTP_E_INVALID_QUERY, "keys", "too many keys (at most %d)", MAX_KEYS);
+    strcpy(kb, v);
+    save = NULL;
+    for (char *t = strtok_r(kb, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+      if (!valid_key(t)) {
+        keys_free(&asked);
+        return http_error(resp, HTTP_E_INVALID_QUERY, "keys",
+                          "a key is 1..128 printable characters without spaces, quotes, commas "
+                          "or backslashes");
+      }
+      if (asked.n == MAX_KEYS) {
+        keys_free(&asked);
+        return http_error(resp, HTTP_E_INVALID_QUERY, "keys", "too many keys (at most %d)",
+                          MAX_KEYS);
+      }
+      collect_key(&asked, t);
     }
-    http_buf_free(&s.steps);
-    http_buf_free(&s.values);
-    if (rc) {
-      keys_free(k);
+    if (!asked.n) return http_error(resp, HTTP_E_INVALID_QUERY, "keys", "keys is empty");
+  }
+  /* jobs x keys x max_points (every key of a job counted as MAX_KEYS) is at most MULTI_BUDGET
+   * points, about 80 MB of JSON */
+  long long budget = (long long)n_ids * (asked.n ? asked.n : MAX_KEYS) * max_points;
+  if (budget > MULTI_BUDGET) {
+    keys_free(&asked);
+    return http_error(resp, HTTP_E_INVALID_QUERY, "max_points",
+                      "jobs x keys x max_points is at most %lld points (here %d x %d x %lld; "
+                      "without keys a job counts as %d keys); ask for fewer",
+                      MULTI_BUDGET, n_ids, asked.n ? asked.n : MAX_KEYS, max_points, MAX_KEYS);
+  }
+  store *st;
+  td_err e;
+  td_err_clear(&e);
+  if (http_store(req, &st, &e)) {
+    keys_free(&asked);
+    return http_error_td(resp, &e);
+  }
+  for (int i = 0; i < n_ids; i++) { /* every job exists, before any output */
+    int js;
+    if (store_job_status(st, ids[i], &js, &e)) {
+      keys_free(&asked);
+      if (e.code == TD_ENOTFOUND)
+        return http_error(resp, HTTP_E_NOT_FOUND, "jobs", "no job %lld", (long long)ids[i]);
       return http_error_td(resp, &e);
     }
   }
-  keys_free(k);
+  http_buf *b = &resp->body;
+  http_buf_str(b, "{\"jobs\":{");
+  int rc = 0;
+  for (int i = 0; i < n_ids && !rc; i++) {
+    keys_ctx have = {0}, use = {0};
+    rc = store_metric_keys(st, ids[i], collect_key, &have, &e);
+    if (!rc && asked.n) {
+      for (int a = 0; a < asked.n; a++)
+        for (int h = 0; h < have.n; h++)
+          if (!strcmp(asked.names[a], have.names[h])) collect_key(&use, asked.names[a]);
+    }
+    keys_ctx *k = asked.n ? &use : &have;
+    if (!rc && (have.failed || use.failed)) rc = td_err_set(&e, TD_ENOMEM, NULL, "out of memory");
+    if (!rc) {
+      http_buf_printf(b, "%s\"%lld\":{\"job_id\":%lld,\"metrics\":", i ? "," : "",
+                      (long long)ids[i], (long long)ids[i]);
+      rc = write_series(b, st, ids[i], k, (long)since, (size_t)max_points, with_time, &e);
+      http_buf_add(b, "}", 1);
+    }
+    keys_free(&have);
+    keys_free(&use);
+  }
+  keys_free(&asked);
+  if (rc) {
+    http_buf_free(b);
+    return http_error_td(resp, &e);
+  }
   http_buf_str(b, "}}");
   resp->status = 200;
   return 200;
 }
 
-typedef struct csv_ctx {
-  http_buf *b;
-  const char *key;
-} csv_ctx;
+/* metrics.csv streams: each call of the content reader borrows a connection, reads the next
+ * page of points (keyset by step, CSV_PAGE rows) of the current key and formats it, so the
+ * whole file is never in memory. Pages are separate reads: points written while the file is
+ * being sent may appear in it (a finished job's file is exact). */
+#define CSV_PAGE 4096
+
+typedef struct csv_stream {
+  store_pool *pool;
+  int64_t id;
+  keys_ctx keys;
+  int k;            /* current key */
+  long next;        /* next step of the current key */
+  http_buf out;     /* formatted, not yet sent: out.data[sent..len) */
+  size_t sent;
+  int header_done, failed;
+  long last_step;
+} csv_stream;
 
 static void csv_point(void *ctx, long step, double value) {
-  csv_ctx *c = ctx;
-  if (isnan(value)) http_buf_printf(c->b, "%s,%ld,NaN\n", c->key, step);
-  else if (isinf(value)) http_buf_printf(c->b, "%s,%ld,%s\n", c->key, step, value > 0 ? "Infinity" : "-Infinity");
-  else http_buf_printf(c->b, "%s,%ld,%.17g\n", c->key, step, value);
+  csv_stream *c = ctx;
+  const char *key = c->keys.names[c->k];
+  if (isnan(value)) http_buf_printf(&c->out, "%s,%ld,NaN\n", key, step);
+  else if (isinf(value)) http_buf_printf(&c->out, "%s,%ld,%s\n", key, step, value > 0 ? "Infinity" : "-Infinity");
+  else http_buf_printf(&c->out, "%s,%ld,%.17g\n", key, step, value);
+  c->last_step = step;
+}
+
+static long csv_read(void *ctx, char *buf, size_t max) {
+  csv_stream *c = ctx;
+  while (c->sent == c->out.len) {
+    c->out.len = 0;
+    c->sent = 0;
+    if (!c->header_done) {
+      http_buf_str(&c->out, "key,step,value\n");
+      c->header_done = 1;
+      break;
+    }
+    if (c->k >= c->keys.n) return 0;
+    store *st = NULL;
+    td_err e;
+    td_err_clear(&e);
+    if (store_pool_get(c->pool, &st, &e)) return -1;
+    size_t n = 0;
+    int rc = store_metric_page(st, c->id, c->keys.names[c->k], c->next, CSV_PAGE, csv_point, c, &n, &e);
+    store_pool_put(c->pool, st);
+    if (rc || c->out.failed) return -1;
+    if (n < CSV_PAGE) {
+      c->k++;
+      c->next = LONG_MIN / 2;
+    } else {
+      c->next = c->last_step + 1;
+    }
+  }
+  size_t n = c->out.len - c->sent;
+  if (n > max) n = max;
+  memcpy(buf, c->out.data + c->sent, n);
+  c->sent += n;
+  return (long)n;
+}
+
+static void csv_free(void *ctx) {
+  csv_stream *c = ctx;
+  keys_free(&c->keys);
+  http_buf_free(&c->out);
+  free(c);
 }
 
 int api_metrics_csv(http_req *req, http_resp *resp) {
@@ -217,22 +483,19 @@ int api_metrics_csv(http_req *req, http_resp *resp) {
   int job_status = -1;
   int status = check_job(req, resp, &st, &id, &job_status);
   if (status) return status;
-  keys_ctx kc = {0}, *k = &kc;
-  if ((status = pick_keys(req, resp, st, id, job_status, k))) {
-    keys_free(k);
+  csv_stream *c = calloc(1, sizeof *c);
+  if (!c) return http_error(resp, HTTP_E_UNAVAILABLE, NULL, "out of memory");
+  if ((status = pick_keys(req, resp, st, id, job_status, &c->keys))) {
+    csv_free(c);
     return status;
   }
-  td_err e;
-  td_err_clear(&e);
-  http_buf_str(&resp->body, "key,step,value\n");
-  for (int i = 0; i < k->n; i++) {
-    csv_ctx c = {&resp->body, k->names[i]};
-    if (store_metric_series(st, id, k->names[i], LONG_MIN / 2, 0, csv_point, &c, NULL, &e)) {
-      keys_free(k);
-      return http_error_td(resp, &e);
-    }
-  }
-  keys_free(k);
+  c->pool = req->pool;
+  c->id = id;
+  c->next = LONG_MIN / 2;
+  http_buf_init(&c->out);
+  resp->stream = csv_read;
+  resp->stream_free = csv_free;
+  resp->stream_ctx = c;
   resp->content_type = "text/csv; charset=utf-8";
   resp->status = 200;
   return 200;

@@ -25,6 +25,7 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "api.h"
 #include "log.h"
@@ -428,12 +429,16 @@ static const http_route routes[] = {
     {"GET", "/api/v1/kinds", api_kinds_list, "kinds_list", 0, NULL},
     {"POST", "/api/v1/jobs", api_jobs_create, "jobs_create", ROUTE_JSON_BODY | ROUTE_MUTATES, NULL},
     {"GET", "/api/v1/jobs", api_jobs_list, "jobs_list", 0,
-     "status,kind,tag,sweep,limit,cursor"},
+     "status,kind,tag,sweep,limit,cursor,q"},
     {"GET", "/api/v1/jobs/{id}", api_jobs_get, "jobs_get", 0, NULL},
+    {"DELETE", "/api/v1/jobs/{id}", api_jobs_delete, "jobs_delete", ROUTE_MUTATES, NULL},
+    {"PATCH", "/api/v1/jobs/{id}", api_jobs_patch, "jobs_patch", ROUTE_JSON_BODY | ROUTE_MUTATES, NULL},
     {"POST", "/api/v1/jobs/{id}/cancel", api_jobs_cancel, "jobs_cancel", ROUTE_MUTATES, NULL},
     {"GET", "/api/v1/jobs/{id}/metrics", api_metrics_get, "metrics_get", 0,
-     "keys,max_points,since_step"},
+     "keys,max_points,since_step,time"},
     {"GET", "/api/v1/jobs/{id}/metrics.csv", api_metrics_csv, "metrics_csv", 0, "keys"},
+    {"GET", "/api/v1/metrics", api_metrics_multi, "metrics_multi", 0,
+     "jobs,keys,max_points,since_step,time"},
     {"GET", "/api/v1/jobs/{id}/artifacts", api_artifacts_list, "artifacts_list", 0, NULL},
     {"GET", "/api/v1/jobs/{id}/artifacts/{name}", api_artifacts_get, "artifacts_get", 0, NULL},
     {"POST", "/api/v1/checkpoints", api_checkpoints_create, "checkpoints_create", ROUTE_MUTATES, NULL},
@@ -630,9 +635,102 @@ static int dispatch(http_server *srv, struct MHD_Connection *conn, const char *u
   return status;
 }
 
+/* Does the request accept gzip (RFC 9110 12.5.3: "gzip" or "*" listed without q=0)? */
+static int accepts_gzip(struct MHD_Connection *conn) {
+  const char *ae = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Accept-Encoding");
+  if (!ae) return 0;
+  const char *p = ae;
+  while (*p) {
+    while (*p == ' ' || *p == ',') p++;
+    const char *tok = p;
+    while (*p && *p != ',' && *p != ';' && *p != ' ') p++;
+    size_t tl = (size_t)(p - tok);
+    int match = (tl == 4 && !strncasecmp(tok, "gzip", 4)) || (tl == 1 && *tok == '*');
+    double q = 1;
+    while (*p && *p != ',') {
+      if (*p == ';') {
+        const char *qq = p + 1;
+        while (*qq == ' ') qq++;
+        if ((qq[0] == 'q' || qq[0] == 'Q') && qq[1] == '=') q = strtod(qq + 2, NULL);
+      }
+      p++;
+    }
+    if (match && q > 0) return 1;
+  }
+  return 0;
+}
+
+#define GZIP_MIN 1024
+
+/* Replace the body by its gzip encoding (RFC 1952, zlib with window bits 15 + 16) when it is
+ * larger than GZIP_MIN bytes and the client accepts it; 1 when it did. */
+static int gzip_body(http_resp *resp) {
+  http_buf *b = &resp->body;
+  z_stream z;
+  memset(&z, 0, sizeof z);
+  if (deflateInit2(&z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK) return 0;
+  uLong cap = deflateBound(&z, (uLong)b->len);
+  char *out = malloc(cap + 1);
+  if (!out) {
+    deflateEnd(&z);
+    return 0;
+  }
+  z.next_in = (Bytef *)b->data;
+  z.avail_in = (uInt)b->len;
+  z.next_out = (Bytef *)out;
+  z.avail_out = (uInt)cap;
+  int zrc = deflate(&z, Z_FINISH);
+  size_t n = z.total_out;
+  deflateEnd(&z);
+  if (zrc != Z_STREAM_END) {
+    free(out);
+    return 0;
+  }
+  free(b->data);
+  b->data = out;
+  b->len = n;
+  b->cap = cap + 1;
+  return 1;
+}
+
+/* libmicrohttpd's content reader over an http_resp stream. */
+typedef struct stream_box {
+  long (*fn)(void *ctx, char *buf, size_t max);
+  void (*free_fn)(void *ctx);
+  void *ctx;
+} stream_box;
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
+  (void)pos;
+  stream_box *b = cls;
+  long n = b->fn(b->ctx, buf, max);
+  if (n < 0) return MHD_CONTENT_READER_END_WITH_ERROR;
+  if (n == 0) return MHD_CONTENT_READER_END_OF_STREAM;
+  return (ssize_t)n;
+}
+
+static void stream_done(void *cls) {
+  stream_box *b = cls;
+  if (b->free_fn) b->free_fn(b->ctx);
+  free(b);
+}
+
 static enum MHD_Result send_resp(struct MHD_Connection *conn, req_ctx *rc, http_resp *resp) {
   struct MHD_Response *r;
-  if (resp->fd >= 0) {
+  if (resp->stream) {
+    stream_box *box = malloc(sizeof *box);
+    if (!box) {
+      if (resp->stream_free) resp->stream_free(resp->stream_ctx);
+      resp->stream = NULL;
+      http_error(resp, HTTP_E_UNAVAILABLE, NULL, "out of memory");
+      return send_resp(conn, rc, resp);
+    }
+    *box = (stream_box){resp->stream, resp->stream_free, resp->stream_ctx};
+    resp->stream = NULL;
+    r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, stream_read, box,
+                                          stream_done);
+    if (!r) stream_done(box);
+  } else if (resp->fd >= 0) {
     r = MHD_create_response_from_fd64(resp->fd_size, resp->fd);
     if (!r) close(resp->fd);
     rc->resp_bytes = resp->fd_size;
@@ -642,6 +740,10 @@ static enum MHD_Result send_resp(struct MHD_Connection *conn, req_ctx *rc, http_
     http_error(resp, HTTP_E_UNAVAILABLE, NULL, "out of memory");
     return send_resp(conn, rc, resp);
   } else if (resp->body.len) {
+    int gz = resp->body.len > GZIP_MIN && resp->body.len < UINT_MAX / 2 && accepts_gzip(conn) &&
+             gzip_body(resp);
+    if (gz) http_resp_header(resp, "Content-Encoding", "gzip");
+    if (resp->body.len > GZIP_MIN || gz) http_resp_header(resp, "Vary", "Accept-Encoding");
     r = MHD_create_response_from_buffer(resp->body.len, resp->body.data, MHD_RESPMEM_MUST_FREE);
     rc->resp_bytes = resp->body.len;
     if (r) http_buf_init(&resp->body); /* MHD frees it */
@@ -679,6 +781,9 @@ static void resp_init(http_resp *r) {
   http_buf_init(&r->body);
   r->fd = -1;
   r->fd_size = 0;
+  r->stream = NULL;
+  r->stream_free = NULL;
+  r->stream_ctx = NULL;
   r->n_hdr = 0;
 }
 

@@ -140,6 +140,12 @@ typedef struct http_resp {
   http_buf body;
   int fd;                   /* >= 0: send this file (ownership passes to the server) */
   uint64_t fd_size;
+  /* stream != NULL: the body is produced by stream(stream_ctx, buf, max) as it is sent (it
+   * returns the bytes written, 0 at the end, -1 on an error that aborts the response), and
+   * stream_free(stream_ctx) is called once the response is done (ownership passes). */
+  long (*stream)(void *stream_ctx, char *buf, size_t max);
+  void (*stream_free)(void *stream_ctx);
+  void *stream_ctx;
   struct {
     const char *name;
     char value[192];

@@ -33,6 +33,16 @@
   "cancel_requested,created_at,started_at,finished_at,error,summary,parent_job_id,"        \
   "parent_step,(SELECT group_concat(c.id) FROM jobs c WHERE c.parent_job_id=jobs.id)"
 
+/* Merge rules of a pyramid bucket (see migrations/0004): the new minimum wins when it is
+ * smaller, or a number against a NaN (NULL), or equal at an earlier step; the new maximum wins
+ * when it is larger or a NaN against a number, or equal at an earlier step. */
+#define PYR_MINC                                                                          \
+  "((excluded.min_val IS NOT NULL AND (min_val IS NULL OR excluded.min_val<min_val)) OR "  \
+  "(excluded.min_val IS min_val AND excluded.min_step<min_step))"
+#define PYR_MAXC                                                                          \
+  "((max_val IS NOT NULL AND (excluded.max_val IS NULL OR excluded.max_val>max_val)) OR "  \
+  "(excluded.max_val IS max_val AND excluded.max_step<max_step))"
+
 /* Every cached statement: enum name and SQL text. */
 #define STORE__STMTS(X)                                                                    \
   X(BEGIN_IMM, "BEGIN IMMEDIATE")                                                          \
@@ -92,10 +102,32 @@
   X(METRIC_KEYS,                                                                           \
     "SELECT k.name FROM job_keys j JOIN metric_keys k ON k.id=j.key_id "                   \
     "WHERE j.job_id=?1 ORDER BY k.name")                                                   \
-  X(METRIC_COUNT,                                                                          \
-    "SELECT count(*) FROM metrics WHERE job_id=?1 AND key_id=?2 AND step>=?3")             \
   X(METRIC_SERIES,                                                                         \
     "SELECT step,value FROM metrics WHERE job_id=?1 AND key_id=?2 AND step>=?3 ORDER BY step") \
+  X(PYR_UPSERT,                                                                            \
+    "INSERT INTO metric_pyr(job_id,key_id,level,bucket,cnt,min_step,min_val,max_step,max_val) " \
+    "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9) ON CONFLICT(job_id,key_id,level,bucket) DO UPDATE SET " \
+    "cnt=cnt+excluded.cnt,"                                                                \
+    "min_step=CASE WHEN " PYR_MINC " THEN excluded.min_step ELSE min_step END,"            \
+    "min_val=CASE WHEN " PYR_MINC " THEN excluded.min_val ELSE min_val END,"               \
+    "max_step=CASE WHEN " PYR_MAXC " THEN excluded.max_step ELSE max_step END,"            \
+    "max_val=CASE WHEN " PYR_MAXC " THEN excluded.max_val ELSE max_val END")               \
+  X(PYR_RANGE,                                                                             \
+    "SELECT cnt,min_step,min_val,max_step,max_val FROM metric_pyr WHERE job_id=?1 AND "    \
+    "key_id=?2 AND level=?3 AND bucket BETWEEN ?4 AND ?5 ORDER BY bucket")                 \
+  X(METRIC_RANGE,                                                                          \
+    "SELECT step,value FROM metrics WHERE job_id=?1 AND key_id=?2 AND step BETWEEN ?3 AND ?4 " \
+    "ORDER BY step")                                                                       \
+  X(METRIC_FIRST,                                                                          \
+    "SELECT step,value FROM metrics WHERE job_id=?1 AND key_id=?2 AND step>=?3 "           \
+    "ORDER BY step LIMIT 1")                                                               \
+  X(METRIC_LAST,                                                                           \
+    "SELECT step,value FROM metrics WHERE job_id=?1 AND key_id=?2 ORDER BY step DESC LIMIT 1") \
+  X(METRIC_PAGE,                                                                           \
+    "SELECT step,value FROM metrics WHERE job_id=?1 AND key_id=?2 AND step>=?3 "           \
+    "ORDER BY step LIMIT ?4")                                                              \
+  X(TIME_INSERT, "INSERT OR IGNORE INTO metric_times(job_id,step,t_ms) VALUES(?1,?2,?3)")  \
+  X(TIME_LIST, "SELECT step,t_ms FROM metric_times WHERE job_id=?1 ORDER BY step")         \
   X(ART_PUT,                                                                               \
     "INSERT OR REPLACE INTO artifacts(job_id,name,content_type,data,created_at) "          \
     "VALUES(?1,?2,?3,?4," NOW ")")                                                         \
@@ -720,10 +752,22 @@ int store_job_status(store *s, int64_t id, int *status, td_err *err) {
 
 /* ---------------------------------------------------------------- metric writer */
 
+/* The pyramid (migrations/0004): levels 1..PYR_LEVELS, bucket width 32^level steps. */
+#define PYR_LEVELS 4
+#define PYR_SHIFT 5
+
+/* One open pyramid bucket of a key during a flush: count, least and greatest point. */
+typedef struct pyr_acc {
+  int have;
+  long bucket, cnt, smin, smax;
+  double vmin, vmax;
+} pyr_acc;
+
 typedef struct mw_key {
   char *name;
   int64_t db_id;    /* 0: not yet interned in this database */
   int fresh;        /* interned inside the open transaction (undo on rollback) */
+  pyr_acc acc[PYR_LEVELS]; /* open buckets of the flush in progress (empty between flushes) */
 } mw_key;
 
 typedef struct mw_point {
@@ -747,7 +791,23 @@ struct store_mw {
   int prog_dirty;
   long long last_flush_ms;
   uint64_t written;
+  int have_first;      /* the first point's clock anchor is pending */
+  long first_step;
+  long long first_t_ms;
 };
+
+/* Unix time in milliseconds (the clock anchors of metric_times). */
+static long long wall_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* floor(a / 2^sh) for any sign of a (C's / truncates towards zero). */
+static long floor_shift(long a, int sh) {
+  long w = 1L << sh;
+  return a >= 0 ? a / w : -((-(a + 1)) / w) - 1;
+}
 
 static long long now_ms(void) {
   struct timespec ts;
@@ -839,7 +899,7 @@ static long mw_intern(store_mw *w, const char *key) {
     i = h & mask;
     while (w->slots[i]) i = (i + 1) & mask;
   }
-  w->keys[w->n_keys] = (mw_key){.name = copy, .db_id = 0, .fresh = 0};
+  w->keys[w->n_keys] = (mw_key){.name = copy, .db_id = 0, .fresh = 0, .acc = {{0}}};
   w->slots[i] = (uint32_t)w->n_keys + 1;
   return (long)w->n_keys++;
 }
@@ -854,6 +914,11 @@ int store_mw_put(store_mw *w, const char *key, long step, double value) {
     if (!np) return TD_ENOMEM;
     w->pts = np;
     w->cap_pts = nc;
+  }
+  if (!w->written && !w->n_pts && !w->have_first) {
+    w->have_first = 1;
+    w->first_step = step;
+    w->first_t_ms = wall_ms();
   }
   w->pts[w->n_pts++] = (mw_point){.key = (uint32_t)k, .step = step, .value = value};
   if (w->n_pts >= w->batch_points || now_ms() - w->last_flush_ms >= w->batch_ms)
@@ -900,6 +965,59 @@ static int mw_resolve(store_mw *w, mw_key *k) {
   return rc;
 }
 
+/* Write one open pyramid bucket (merged with the stored one) and close it. */
+static int pyr_write(store_mw *w, const mw_key *k, int level, pyr_acc *a) {
+  if (!a->have) return 0;
+  sqlite3_stmt *q = stmt(w->s, ST_PYR_UPSERT, NULL);
+  if (!q) return TD_EIO;
+  sqlite3_bind_int64(q, 1, w->job);
+  sqlite3_bind_int64(q, 2, k->db_id);
+  sqlite3_bind_int(q, 3, level);
+  sqlite3_bind_int64(q, 4, a->bucket);
+  sqlite3_bind_int64(q, 5, a->cnt);
+  sqlite3_bind_int64(q, 6, a->smin);
+  if (isnan(a->vmin)) sqlite3_bind_null(q, 7);
+  else sqlite3_bind_double(q, 7, a->vmin);
+  sqlite3_bind_int64(q, 8, a->smax);
+  if (isnan(a->vmax)) sqlite3_bind_null(q, 9);
+  else sqlite3_bind_double(q, 9, a->vmax);
+  int rc = sqlite3_step(q) == SQLITE_DONE ? 0 : TD_EIO;
+  sqlite3_reset(q);
+  a->have = 0;
+  return rc;
+}
+
+/* NaN never wins a minimum unless alone, and always wins a maximum (as store_ds ranks). */
+static int pyr_less(double a, long sa, double cur, long scur) {
+  if (isnan(a)) return isnan(cur) && sa < scur;
+  return isnan(cur) || a < cur || (a == cur && sa < scur);
+}
+static int pyr_greater(double a, long sa, double cur, long scur) {
+  if (isnan(cur)) return isnan(a) && sa < scur;
+  return isnan(a) || a > cur || (a == cur && sa < scur);
+}
+
+/* Add one newly inserted point to the open buckets of its key, writing those it leaves. */
+static int pyr_add(store_mw *w, mw_key *k, long step, double value) {
+  for (int l = 0; l < PYR_LEVELS; l++) {
+    pyr_acc *a = &k->acc[l];
+    long b = floor_shift(step, PYR_SHIFT * (l + 1));
+    if (a->have && a->bucket != b) {
+      int rc = pyr_write(w, k, l + 1, a);
+      if (rc) return rc;
+    }
+    if (!a->have) {
+      *a = (pyr_acc){.have = 1, .bucket = b, .cnt = 1, .smin = step, .smax = step,
+                     .vmin = value, .vmax = value};
+      continue;
+    }
+    a->cnt++;
+    if (pyr_less(value, step, a->vmin, a->smin)) a->smin = step, a->vmin = value;
+    if (pyr_greater(value, step, a->vmax, a->smax)) a->smax = step, a->vmax = value;
+  }
+  return 0;
+}
+
 int store_mw_flush(store_mw *w) {
   store *s = w->s;
   if (!w->n_pts && !w->prog_dirty) {
@@ -921,6 +1039,23 @@ int store_mw_flush(store_mw *w) {
     else sqlite3_bind_double(ins, 4, p->value);
     if (sqlite3_step(ins) != SQLITE_DONE) rc = TD_EIO;
     sqlite3_reset(ins);
+    /* only a point actually inserted (not an ignored re-run duplicate) enters the pyramid */
+    if (!rc && sqlite3_changes(s->db) == 1) rc = pyr_add(w, k, p->step, p->value);
+  }
+  for (size_t i = 0; !rc && i < w->n_keys; i++)
+    for (int l = 0; !rc && l < PYR_LEVELS; l++)
+      rc = pyr_write(w, &w->keys[i], l + 1, &w->keys[i].acc[l]);
+  if (!rc && w->n_pts) { /* the clock anchors: the first point, and the batch's last point */
+    sqlite3_stmt *tq = stmt(s, ST_TIME_INSERT, NULL);
+    if (!tq) rc = TD_EIO;
+    for (int a = 0; !rc && a < 2; a++) {
+      if (a == 0 && !w->have_first) continue;
+      sqlite3_bind_int64(tq, 1, w->job);
+      sqlite3_bind_int64(tq, 2, a == 0 ? w->first_step : w->pts[w->n_pts - 1].step);
+      sqlite3_bind_int64(tq, 3, a == 0 ? w->first_t_ms : wall_ms());
+      if (sqlite3_step(tq) != SQLITE_DONE) rc = TD_EIO;
+      sqlite3_reset(tq);
+    }
   }
   if (!rc && w->prog_dirty) {
     sqlite3_stmt *pq = stmt(s, ST_JOB_PROGRESS, NULL);
@@ -937,12 +1072,15 @@ int store_mw_flush(store_mw *w) {
   if (!rc) rc = commit(s, NULL);
   if (rc) {
     rollback(s);
-    for (size_t i = 0; i < w->n_keys; i++)
+    for (size_t i = 0; i < w->n_keys; i++) {
       if (w->keys[i].fresh) w->keys[i].db_id = 0, w->keys[i].fresh = 0;
+      memset(w->keys[i].acc, 0, sizeof w->keys[i].acc); /* the retry adds the points again */
+    }
     return TD_EIO;
   }
   for (size_t i = 0; i < w->n_keys; i++) w->keys[i].fresh = 0;
   w->written += w->n_pts;
+  if (w->n_pts) w->have_first = 0;
   w->n_pts = 0;
   w->prog_dirty = 0;
   w->last_flush_ms = now_ms();
@@ -963,13 +1101,158 @@ int store_metric_keys(store *s, int64_t id, store_key_fn fn, void *ctx, td_err *
   return src == SQLITE_DONE ? 0 : sql_fail(s, err, "metric keys");
 }
 
+/* ---- the pyramid walk: the points of [lo, hi] as pre-reduced rows, in step order */
+
+typedef void (*pyr_fn)(void *ctx, long cnt, long smin, double vmin, long smax, double vmax);
+
+static double col_val(sqlite3_stmt *q, int c) {
+  return sqlite3_column_type(q, c) == SQLITE_NULL ? NAN : sqlite3_column_double(q, c);
+}
+
+/* Call fn once per row covering [lo, hi] exactly: the level-`level` buckets that lie inside
+ * the range, and for the partial buckets at its two ends the rows of the finer levels (level
+ * 0 is the points themselves, cnt 1). Rows come in step order. Reads at most about
+ * 2 * 32 * level rows beyond the level's own. 0 or TD_EIO. */
+static int pyr_walk(store *s, int64_t job, int64_t key, int level, long lo, long hi, pyr_fn fn,
+                    void *ctx, td_err *err) {
+  if (lo > hi) return 0;
+  if (level == 0) {
+    sqlite3_stmt *q = stmt(s, ST_METRIC_RANGE, err);
+    if (!q) return TD_EIO;
+    sqlite3_bind_int64(q, 1, job);
+    sqlite3_bind_int64(q, 2, key);
+    sqlite3_bind_int64(q, 3, lo);
+    sqlite3_bind_int64(q, 4, hi);
+    int src;
+    while ((src = sqlite3_step(q)) == SQLITE_ROW) {
+      long st = (long)sqlite3_column_int64(q, 0);
+      double v = col_val(q, 1);
+      fn(ctx, 1, st, v, st, v);
+    }
+    sqlite3_reset(q);
+    return src == SQLITE_DONE ? 0 : sql_fail(s, err, "metric range");
+  }
+  int sh = PYR_SHIFT * level;
+  long width = 1L << sh;
+  long bf = -floor_shift(-lo, sh);      /* ceil(lo / width): the first whole bucket */
+  long bl = floor_shift(hi + 1, sh) - 1; /* the last whole bucket */
+  if (bf > bl) return pyr_walk(s, job, key, level - 1, lo, hi, fn, ctx, err);
+  int rc = 0;
+  if (lo < bf * width) rc = pyr_walk(s, job, key, level - 1, lo, bf * width - 1, fn, ctx, err);
+  if (rc) return rc;
+  sqlite3_stmt *q = stmt(s, ST_PYR_RANGE, err);
+  if (!q) return TD_EIO;
+  sqlite3_bind_int64(q, 1, job);
+  sqlite3_bind_int64(q, 2, key);
+  sqlite3_bind_int(q, 3, level);
+  sqlite3_bind_int64(q, 4, bf);
+  sqlite3_bind_int64(q, 5, bl);
+  int src;
+  while ((src = sqlite3_step(q)) == SQLITE_ROW)
+    fn(ctx, (long)sqlite3_column_int64(q, 0), (long)sqlite3_column_int64(q, 1), col_val(q, 2),
+       (long)sqlite3_column_int64(q, 3), col_val(q, 4));
+  sqlite3_reset(q);
+  if (src != SQLITE_DONE) return sql_fail(s, err, "metric pyramid");
+  if ((bl + 1) * width <= hi)
+    rc = pyr_walk(s, job, key, level - 1, (bl + 1) * width, hi, fn, ctx, err);
+  return rc;
+}
+
+static void pyr_count(void *ctx, long cnt, long smin, double vmin, long smax, double vmax) {
+  (void)smin, (void)vmin, (void)smax, (void)vmax;
+  *(size_t *)ctx += (size_t)cnt;
+}
+
+/* Step-bucketed min/max over pyramid rows: B buckets of equal step width over [lo, hi]; the
+ * first and the last point are emitted by the caller, so they are skipped here. */
+typedef struct pyr_ds {
+  long first, last;
+  int shift;       /* of the level read: its buckets are 2^shift steps wide */
+  long pb_lo;      /* the level's bucket holding the first point */
+  double n_pb, buckets; /* level buckets from first to last point; output buckets */
+  long cur;
+  int have;
+  long smin, smax;
+  double vmin, vmax;
+  store_point_fn fn;
+  void *ctx;
+} pyr_ds;
+
+static void pyr_ds_emit(pyr_ds *d) {
+  if (!d->have) return;
+  if (d->smin == d->smax) {
+    d->fn(d->ctx, d->smin, d->vmin);
+  } else if (d->smin < d->smax) {
+    d->fn(d->ctx, d->smin, d->vmin);
+    d->fn(d->ctx, d->smax, d->vmax);
+  } else {
+    d->fn(d->ctx, d->smax, d->vmax);
+    d->fn(d->ctx, d->smin, d->vmin);
+  }
+  d->have = 0;
+}
+
+static void pyr_ds_point(pyr_ds *d, long step, double v) {
+  if (step == d->first || step == d->last) return;
+  /* output bucket k groups whole level buckets, so each holds whole rows and its min and max
+   * are exact */
+  long b = (long)((double)(floor_shift(step, d->shift) - d->pb_lo) / d->n_pb * d->buckets);
+  if (b >= (long)d->buckets) b = (long)d->buckets - 1;
+  if (d->have && b != d->cur) pyr_ds_emit(d);
+  if (!d->have) {
+    d->have = 1;
+    d->cur = b;
+    d->smin = d->smax = step;
+    d->vmin = d->vmax = v;
+    return;
+  }
+  if (pyr_less(v, step, d->vmin, d->smin)) d->smin = step, d->vmin = v;
+  if (pyr_greater(v, step, d->vmax, d->smax)) d->smax = step, d->vmax = v;
+}
+
+static void pyr_ds_row(void *ctx, long cnt, long smin, double vmin, long smax, double vmax) {
+  (void)cnt;
+  pyr_ds *d = ctx;
+  if (smin == smax) {
+    pyr_ds_point(d, smin, vmin);
+  } else if (smin < smax) { /* in step order, so buckets only move forward */
+    pyr_ds_point(d, smin, vmin);
+    pyr_ds_point(d, smax, vmax);
+  } else {
+    pyr_ds_point(d, smax, vmax);
+    pyr_ds_point(d, smin, vmin);
+  }
+}
+
+/* One row of a "first point >= x" or "last point" query; 1 found, 0 none, TD_EIO. */
+static int point_at(store *s, int id_stmt, int64_t job, int64_t key, long since, long *step,
+                    double *v, td_err *err) {
+  sqlite3_stmt *q = stmt(s, id_stmt, err);
+  if (!q) return TD_EIO;
+  sqlite3_bind_int64(q, 1, job);
+  sqlite3_bind_int64(q, 2, key);
+  if (id_stmt == ST_METRIC_FIRST) sqlite3_bind_int64(q, 3, since);
+  int src = sqlite3_step(q), found = 0;
+  if (src == SQLITE_ROW) {
+    *step = (long)sqlite3_column_int64(q, 0);
+    *v = col_val(q, 1);
+    found = 1;
+  }
+  sqlite3_reset(q);
+  if (src != SQLITE_ROW && src != SQLITE_DONE) return sql_fail(s, err, "metric end point");
+  return found;
+}
+
+/* A raw read is used while it reads at most this many times the points asked for; past it the
+ * pyramid answers, whose level is chosen so that it reads fewer rows than that. */
+#define RAW_FACTOR 16
+
 int store_metric_series(store *s, int64_t id, const char *key, long since_step,
                         size_t max_points, store_point_fn fn, void *ctx, size_t *n_total,
                         td_err *err) {
   if (n_total) *n_total = 0;
-  sqlite3_stmt *kq = stmt(s, ST_KEY_ID, err), *cq = stmt(s, ST_METRIC_COUNT, err),
-               *sq = stmt(s, ST_METRIC_SERIES, err);
-  if (!kq || !cq || !sq) return TD_EIO;
+  sqlite3_stmt *kq = stmt(s, ST_KEY_ID, err), *sq = stmt(s, ST_METRIC_SERIES, err);
+  if (!kq || !sq) return TD_EIO;
   int64_t key_id = 0;
   sqlite3_bind_text(kq, 1, key, -1, SQLITE_STATIC);
   int src = sqlite3_step(kq);
@@ -981,23 +1264,41 @@ int store_metric_series(store *s, int64_t id, const char *key, long since_step,
   int in_txn = sqlite3_get_autocommit(s->db) == 0;
   if (!in_txn && run_simple(s, ST_BEGIN_READ, err)) return TD_EIO;
   size_t n = 0;
-  int rc = 0;
-  sqlite3_bind_int64(cq, 1, id);
-  sqlite3_bind_int64(cq, 2, key_id);
-  sqlite3_bind_int64(cq, 3, since_step);
-  if (sqlite3_step(cq) == SQLITE_ROW) n = (size_t)sqlite3_column_int64(cq, 0);
-  else rc = sql_fail(s, err, "metric count");
-  sqlite3_reset(cq);
-  if (!rc && n) {
+  long lo = 0, hi = 0;
+  double vfirst = 0, vlast = 0;
+  int rc = point_at(s, ST_METRIC_FIRST, id, key_id, since_step, &lo, &vfirst, err);
+  if (rc == 1) rc = point_at(s, ST_METRIC_LAST, id, key_id, 0, &hi, &vlast, err);
+  if (rc == 1) rc = pyr_walk(s, id, key_id, PYR_LEVELS, lo, hi, pyr_count, &n, err);
+  else if (rc == 0) n = 0;
+  /* the pyramid level whose buckets are at most one output bucket wide */
+  size_t nb = max_points >= 2 ? (max_points - 2) / 2 : 0;
+  int level = 0;
+  if (!rc && max_points >= 2 && nb && n > RAW_FACTOR * max_points) {
+    double per = ((double)hi - (double)lo + 1) / (double)nb;
+    while (level < PYR_LEVELS && (double)(1L << (PYR_SHIFT * (level + 1))) <= per) level++;
+  }
+  if (!rc && n > 2 && max_points >= 2 && max_points < 4) { /* no buckets: the two ends */
+    fn(ctx, lo, vfirst);
+    fn(ctx, hi, vlast);
+  } else if (!rc && n && level > 0) {
+    int sh = PYR_SHIFT * level;
+    pyr_ds d = {.first = lo, .last = hi, .shift = sh, .pb_lo = floor_shift(lo, sh),
+                .n_pb = (double)(floor_shift(hi, sh) - floor_shift(lo, sh) + 1),
+                .buckets = (double)nb, .fn = fn, .ctx = ctx};
+    fn(ctx, lo, vfirst);
+    rc = pyr_walk(s, id, key_id, level, lo, hi, pyr_ds_row, &d, err);
+    if (!rc) {
+      pyr_ds_emit(&d);
+      if (hi != lo) fn(ctx, hi, vlast);
+    }
+  } else if (!rc && n) {
     store_ds ds;
     store_ds_init(&ds, n, max_points, fn, ctx);
     sqlite3_bind_int64(sq, 1, id);
     sqlite3_bind_int64(sq, 2, key_id);
     sqlite3_bind_int64(sq, 3, since_step);
-    while ((src = sqlite3_step(sq)) == SQLITE_ROW) {
-      double v = sqlite3_column_type(sq, 1) == SQLITE_NULL ? NAN : sqlite3_column_double(sq, 1);
-      store_ds_push(&ds, (long)sqlite3_column_int64(sq, 0), v);
-    }
+    while ((src = sqlite3_step(sq)) == SQLITE_ROW)
+      store_ds_push(&ds, (long)sqlite3_column_int64(sq, 0), col_val(sq, 1));
     if (src != SQLITE_DONE) rc = sql_fail(s, err, "metric series");
     sqlite3_reset(sq);
     if (!rc) store_ds_finish(&ds);
@@ -1005,6 +1306,17 @@ int store_metric_series(store *s, int64_t id, const char *key, long since_step,
   if (!in_txn) run_simple(s, ST_COMMIT, NULL);
   if (n_total) *n_total = n;
   return rc;
+}
+
+int store_metric_times(store *s, int64_t id, store_point_fn fn, void *ctx, td_err *err) {
+  sqlite3_stmt *q = stmt(s, ST_TIME_LIST, err);
+  if (!q) return TD_EIO;
+  sqlite3_bind_int64(q, 1, id);
+  int src;
+  while ((src = sqlite3_step(q)) == SQLITE_ROW)
+    fn(ctx, (long)sqlite3_column_int64(q, 0), (double)sqlite3_column_int64(q, 1));
+  sqlite3_reset(q);
+  return src == SQLITE_DONE ? 0 : sql_fail(s, err, "metric times");
 }
 
 /* ---------------------------------------------------------------- downsampling */
@@ -1322,3 +1634,98 @@ int store_checkpoint_read(store *db, long job, long step, long checkpoint_id, vo
   return 0;
 }
 
+
+/* ---------------------------------------------------------------- delete and edit (issue 17) */
+
+/* Run one statement bound to the job id inside the open transaction. */
+static int exec_id(store *s, const char *sql, int64_t id, td_err *err) {
+  sqlite3_stmt *q = NULL;
+  if (sqlite3_prepare_v2(s->db, sql, -1, &q, NULL) != SQLITE_OK) return sql_fail(s, err, "prepare");
+  sqlite3_bind_int64(q, 1, id);
+  int src = sqlite3_step(q);
+  sqlite3_finalize(q);
+  return src == SQLITE_DONE || src == SQLITE_ROW ? 0 : sql_fail(s, err, "delete job");
+}
+
+int store_job_delete(store *s, int64_t id, td_err *err) {
+  int rc = begin_write(s, err);
+  if (rc) return rc;
+  int status = -1;
+  rc = store_job_status(s, id, &status, err);
+  if (!rc && (status == STORE_QUEUED || status == STORE_RUNNING))
+    rc = td_err_set(err, TD_ECONFLICT, NULL,
+                    "job %lld is %s; cancel it first (only a finished job can be deleted)",
+                    (long long)id, status == STORE_QUEUED ? "queued" : "running");
+  static const char *const sql[] = {
+      "DELETE FROM metrics WHERE job_id=?1",      "DELETE FROM metric_pyr WHERE job_id=?1",
+      "DELETE FROM metric_times WHERE job_id=?1", "DELETE FROM jobs WHERE id=?1"};
+  for (size_t i = 0; !rc && i < sizeof sql / sizeof *sql; i++) rc = exec_id(s, sql[i], id, err);
+  if (!rc) rc = commit(s, err);
+  if (rc) rollback(s);
+  return rc;
+}
+
+int store_job_edit(store *s, int64_t id, const char *name, const char *tags_json,
+                   const char *const *tags, size_t n_tags, td_err *err) {
+  int rc = begin_write(s, err);
+  if (rc) return rc;
+  int status;
+  rc = store_job_status(s, id, &status, err);
+  sqlite3_stmt *q = NULL;
+  if (!rc && name) {
+    if (sqlite3_prepare_v2(s->db, "UPDATE jobs SET name=?2 WHERE id=?1", -1, &q, NULL) != SQLITE_OK)
+      rc = sql_fail(s, err, "prepare");
+    else {
+      sqlite3_bind_int64(q, 1, id);
+      sqlite3_bind_text(q, 2, name, -1, SQLITE_STATIC);
+      if (sqlite3_step(q) != SQLITE_DONE) rc = sql_fail(s, err, "edit job");
+      sqlite3_finalize(q);
+    }
+  }
+  if (!rc && tags_json) {
+    rc = exec_id(s, "DELETE FROM job_tags WHERE job_id=?1", id, err);
+    if (!rc && sqlite3_prepare_v2(s->db, "UPDATE jobs SET tags=?2 WHERE id=?1", -1, &q, NULL) != SQLITE_OK)
+      rc = sql_fail(s, err, "prepare");
+    else if (!rc) {
+      sqlite3_bind_int64(q, 1, id);
+      sqlite3_bind_text(q, 2, tags_json, -1, SQLITE_STATIC);
+      if (sqlite3_step(q) != SQLITE_DONE) rc = sql_fail(s, err, "edit job");
+      sqlite3_finalize(q);
+    }
+    sqlite3_stmt *t = rc ? NULL : stmt(s, ST_TAG_INSERT, err);
+    if (!rc && !t) rc = TD_EIO;
+    for (size_t i = 0; !rc && i < n_tags; i++) {
+      sqlite3_bind_text(t, 1, tags[i], -1, SQLITE_STATIC);
+      sqlite3_bind_int64(t, 2, id);
+      if (sqlite3_step(t) != SQLITE_DONE) rc = sql_fail(s, err, "edit tags");
+      sqlite3_reset(t);
+    }
+  }
+  if (!rc) rc = commit(s, err);
+  if (rc) rollback(s);
+  return rc;
+}
+
+int store_metric_page(store *s, int64_t id, const char *key, long from_step, size_t limit,
+                      store_point_fn fn, void *ctx, size_t *n_read, td_err *err) {
+  *n_read = 0;
+  sqlite3_stmt *kq = stmt(s, ST_KEY_ID, err), *q = stmt(s, ST_METRIC_PAGE, err);
+  if (!kq || !q) return TD_EIO;
+  int64_t key_id = 0;
+  sqlite3_bind_text(kq, 1, key, -1, SQLITE_STATIC);
+  int src = sqlite3_step(kq);
+  if (src == SQLITE_ROW) key_id = sqlite3_column_int64(kq, 0);
+  sqlite3_reset(kq);
+  if (src != SQLITE_ROW && src != SQLITE_DONE) return sql_fail(s, err, "metric key");
+  if (!key_id) return 0;
+  sqlite3_bind_int64(q, 1, id);
+  sqlite3_bind_int64(q, 2, key_id);
+  sqlite3_bind_int64(q, 3, from_step);
+  sqlite3_bind_int64(q, 4, (sqlite3_int64)limit);
+  while ((src = sqlite3_step(q)) == SQLITE_ROW) {
+    fn(ctx, (long)sqlite3_column_int64(q, 0), col_val(q, 1));
+    (*n_read)++;
+  }
+  sqlite3_reset(q);
+  return src == SQLITE_DONE ? 0 : sql_fail(s, err, "metric page");
+}

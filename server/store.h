@@ -165,6 +165,17 @@ int store_queue_depth(store *s, long *depth /* OUT */, td_err *err);
 /* store_job_status: the status index of job `id`. Errors: TD_ENOTFOUND, TD_EIO. */
 int store_job_status(store *s, int64_t id, int *status /* OUT */, td_err *err);
 
+/* store_job_delete: delete a finished job with its metric points, pyramid, clock anchors,
+ * keys, tags and artifacts, in one transaction (forks keep running with parent_job_id NULL).
+ * Errors: TD_ENOTFOUND, TD_ECONFLICT (queued or running), TD_EIO. */
+int store_job_delete(store *s, int64_t id, td_err *err);
+
+/* store_job_edit: set the name (when name is not NULL) and the tags (when tags_json is not
+ * NULL: the JSON array copy and the n_tags strings of the job_tags index) of job `id`, in one
+ * transaction. Errors: TD_ENOTFOUND, TD_EIO. */
+int store_job_edit(store *s, int64_t id, const char *name, const char *tags_json,
+                   const char *const *tags, size_t n_tags, td_err *err);
+
 /* ---------------------------------------------------------------- metric writer */
 
 /* A buffered writer of one job's metric points. Points are kept in memory and written with
@@ -210,13 +221,30 @@ typedef void (*store_point_fn)(void *ctx, long step, double value);
 int store_metric_keys(store *s, int64_t id, store_key_fn fn, void *ctx, td_err *err);
 
 /* store_metric_series: call fn with the points of (job, key) with step >= since_step, in
- * step order; when max_points >= 2 and there are more points, they are downsampled with
- * store_ds (first, last, and each bucket's min and max). Reads one consistent snapshot.
+ * step order; when max_points >= 2 and there are more points, they are downsampled: the
+ * first and the last point, and each bucket's min and max. Up to 16 * max_points points the
+ * B = (max_points - 2) / 2 buckets are store_ds's (equal counts over the raw points). Past
+ * that the pyramid of migrations/0004 answers: with lo, hi the first and last step read, it
+ * uses the largest level l <= 4 with 32^l <= (hi - lo + 1) / B, and output bucket k holds the
+ * level-l buckets p (p = floor(step / 32^l)) with
+ * floor((p - p_lo) * B / (p_hi - p_lo + 1)) = k, whose min and max are exact; so a read costs
+ * O(32 * B + log n) rows whatever the length of the series. The count is taken from the pyramid too. Reads one consistent snapshot.
  * A key the job never reported yields no points. *n_total (OUT, may be NULL) is the number
  * of points before downsampling. Errors: TD_EIO. */
 int store_metric_series(store *s, int64_t id, const char *key, long since_step,
                         size_t max_points, store_point_fn fn, void *ctx,
                         size_t *n_total /* OUT */, td_err *err);
+
+/* store_metric_page: call fn with at most `limit` points of (job, key) with step >= from_step,
+ * in step order (a keyset page: the next one starts at the last step + 1). *n_read (OUT) is
+ * the number of points given. A key never reported gives none. Errors: TD_EIO. */
+int store_metric_page(store *s, int64_t id, const char *key, long from_step, size_t limit,
+                      store_point_fn fn, void *ctx, size_t *n_read /* OUT */, td_err *err);
+
+/* store_metric_times: call fn(ctx, step, unix_ms) with each clock anchor of job `id` in step
+ * order (see migrations/0004: one per written batch; interpolate between them).
+ * Errors: TD_EIO. */
+int store_metric_times(store *s, int64_t id, store_point_fn fn, void *ctx, td_err *err);
 
 /* Streaming min/max downsampler (the idea of M4 / "min-max decimation", Jugel et al. 2014,
  * "M4: a visualization-oriented time series data aggregation", restricted to min and max).

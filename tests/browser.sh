@@ -11,6 +11,11 @@
 #    (pixels of the series colour on the canvas), the log-y toggle must work, and there must
 #    be no console errors, exceptions or failed loads; a small nqm batch-size sweep must show
 #    its log-log plot with the critical_batch fit, band and asymptotes, and link every child.
+#    Six small runs (the README's four optimizers, and a second seed of sgd and adam) drive the
+#    comparison page: selection and Compare in the jobs list, one chart per shared key, the
+#    legend from differing params, smoothing, log y and zoom in a shared URL that reopens the
+#    same view, relative time, seed groups with bands, search, dark mode, named controls and
+#    a 390 px screen; the sweep page's parallel coordinates, scatter and children's curves.
 # 3. The same script checks the pages against tests/browser/fake_api.js fixtures: NaN and
 #    Infinity metric values, sharpness with its 2/lr line, spectral-density and eigenvalue
 #    artifacts, a 1e6-step run, a fork (parent link, the parent's curve up to the fork step,
@@ -80,6 +85,22 @@ else
       if [ "$STATUS" = "succeeded" ]; then ok "job $JOB succeeded"; else not_ok "job $JOB succeeded (status: ${STATUS:-none})"; fi
       CHECK_ARGS+=(--base "$BASE" --job "$JOB")
     fi
+    # The README's four optimizers (small), and a second seed of sgd and adam, for the
+    # comparison page.
+    CMP_IDS=""; SEED_IDS=""
+    for o in "sgd 0.1 0" "adam 0.003 0" "kfac 0.5 0" "hessian_free 1 0" "sgd 0.1 1" "adam 0.003 1"; do
+      set -- $o
+      S='{"kind":"train","name":"cmp-'$1'","tags":["cmp"],"params":{"data":{"name":"fashion-mnist","n_train":1000,"n_test":300},"model":{"hidden":[16]},"optimizer":{"name":"'$1'","lr":'$2'},"epochs":2,"batch_size":128,"seed":'$3'}}'
+      ID=$(curl -sS -X POST -H 'Content-Type: application/json' --data "$S" "$BASE/api/v1/jobs" | json_get id)
+      if [ "$3" = 0 ]; then CMP_IDS="$CMP_IDS${CMP_IDS:+,}$ID"; fi
+      case "$1" in sgd|adam) SEED_IDS="$SEED_IDS${SEED_IDS:+,}$ID" ;; esac
+    done
+    for _ in $(seq 1 600); do   # up to 120 s
+      left=$(curl -sS "$BASE/api/v1/jobs?tag=cmp&status=queued,running" | grep -c '"id"')
+      [ "$left" = 0 ] && break
+      sleep 0.2
+    done
+    if [ "$left" = 0 ]; then ok "six comparison runs finished"; CHECK_ARGS+=(--compare "$CMP_IDS" --seeds "$SEED_IDS"); else not_ok "six comparison runs finished"; fi
     # A small nqm batch-size scan with a critical_batch fit, for the sweep page.
     SWEEP_SPEC='{"name":"browser-bs","kind":"nqm","base":{"dim":20,"target_loss":0.05,"max_steps":20000,"tune_lr":true},"axes":{"batch_size":{"values":[1,4,16,64,256,1024]}},"fit":{"law":"critical_batch","x":"params.batch_size","y":"summary.steps_to_target","bootstrap":50}}'
     SWEEP=$(curl -sS -X POST -H 'Content-Type: application/json' --data "$SWEEP_SPEC" "$BASE/api/v1/sweeps" | json_get id)

@@ -20,7 +20,8 @@
 #   - raw-socket protocol edges: tests/protocol.sh (its own daemon; needs python3);
 #   - kernels (chapter 6): tests/e2e_kernels.sh; chapter 8 kinds (implicit regularization,
 #     Bayesian inference): tests/e2e_implicit.sh; momentum and games (chapters 9, 10):
-#     tests/e2e_dynamics.sh; bilevel (chapters 11, 12): tests/e2e_bilevel.sh (each its own).
+#     tests/e2e_dynamics.sh; bilevel (chapters 11, 12): tests/e2e_bilevel.sh (each its own);
+#   - multi-job metrics, gzip, search, PATCH/DELETE: tests/e2e_compare.sh (its own).
 # Needs bash, curl, coreutils, grep, sed, awk and python3 (sqlite3 optional).
 # Prints one line per check and a final "N passed, M failed"; exits non-zero on a failure.
 set -uo pipefail
@@ -495,6 +496,10 @@ if "$ROOT/tests/e2e_sweeps.sh" "$TDLAB" | sed 's/^/  /'; then
 else
   bad "sweeps and fits (tests/e2e_sweeps.sh)"
 fi
+
+# ---------------------------------------------------------------- comparing runs (issue 17)
+
+if "$ROOT/tests/e2e_compare.sh" "$TDLAB" | sed 's/^/  /'; then ok "comparing runs: multi-job metrics, gzip, search, PATCH/DELETE (tests/e2e_compare.sh)"; else bad "comparing runs (tests/e2e_compare.sh)"; fi
 
 # ---------------------------------------------------------------- checkpoints
 

@@ -482,6 +482,104 @@ static void test_series_downsampled_from_db(void **state) {
   store_close(s);
 }
 
+
+/* ---------------------------------------------------------------- pyramid reads */
+
+/* Reference ranking of store_ds: NaN above everything for the max, never the min unless alone;
+ * ties keep the earlier step. Written independently of store.c. */
+static int ref_less(double a, double b) { return isnan(b) ? !isnan(a) : (!isnan(a) && a < b); }
+static int ref_greater(double a, double b) { return isnan(b) ? 0 : (isnan(a) || a > b); }
+
+/* A long series (negative, gapped and out-of-order steps; NaN and +-Inf; a re-run that puts
+ * already written steps again with other values) read through the pyramid: the total is the
+ * brute-force count, every output point is a stored point, the first and last are kept, and
+ * each of the B equal step ranges contributes its brute-force minimum and maximum. */
+static void test_pyramid_read_matches_brute_force(void **state) {
+  (void)state;
+  enum { N = 60000 };
+  static long step[N];
+  static double val[N];
+  store *s = open_mem();
+  td_err e;
+  int64_t id = add_job(s, "k", 0);
+  store_mw *w = NULL;
+  assert_int_equal(store_mw_create(s, id, 1000, 3600 * 1000L, &w, &e), 0);
+  unsigned long long r = 12345;
+  long st = -5000;
+  for (size_t i = 0; i < N; i++) {
+    r = r * 6364136223846793005ull + 1442695040888963407ull;
+    st += 1 + (long)((r >> 60) % 3); /* gaps of 1..3 */
+    step[i] = st;
+    double u = (double)(r >> 11) / 9007199254740992.0;
+    val[i] = (r >> 20) % 997 == 0 ? NAN : (r >> 20) % 991 == 0 ? -INFINITY
+             : (r >> 20) % 983 == 0 ? INFINITY : sin((double)i / 500.0) + 0.5 * u;
+  }
+  /* blocks of 64 written back to front, so points arrive out of step order */
+  for (size_t b = 0; b < N; b += 64)
+    for (size_t j = (b + 64 <= N ? 64 : N - b); j-- > 0;)
+      assert_int_equal(store_mw_put(w, "x", step[b + j], val[b + j]), 0);
+  /* a re-run of the first 3000 with other values: ignored, as in the points table */
+  for (size_t i = 0; i < 3000; i++) assert_int_equal(store_mw_put(w, "x", step[i], 1e9), 0);
+  assert_int_equal(store_mw_flush(w), 0);
+  store_mw_destroy(w);
+
+  long sinces[] = {LONG_MIN / 2, step[0], step[777] + 1, step[N / 2], step[N - 40000]};
+  size_t maxps[] = {100, 302, 1000};
+  static pts out;
+  for (size_t a = 0; a < sizeof sinces / sizeof *sinces; a++) {
+    size_t i0 = 0;
+    while (i0 < N && step[i0] < sinces[a]) i0++;
+    size_t n = N - i0;
+    for (size_t m = 0; m < sizeof maxps / sizeof *maxps; m++) {
+      memset(&out, 0, sizeof out);
+      size_t total = 0;
+      assert_int_equal(store_metric_series(s, id, "x", sinces[a], maxps[m], grab_point, &out,
+                                           &total, &e), 0);
+      assert_int_equal(total, n);
+      assert_true(out.n <= maxps[m]);
+      assert_int_equal(out.step[0], step[i0]);
+      assert_int_equal(out.step[out.n - 1], step[N - 1]);
+      size_t j = i0;
+      for (size_t k = 0; k < out.n; k++) { /* strictly increasing, each a stored point */
+        if (k) assert_true(out.step[k] > out.step[k - 1]);
+        while (j < N && step[j] < out.step[k]) j++;
+        assert_true(j < N && step[j] == out.step[k]);
+        if (isnan(val[j])) assert_true(isnan(out.value[k]));
+        else assert_true(out.value[k] == val[j]);
+      }
+      /* each step range's extremes */
+      /* the documented buckets: groups of whole level-l pyramid buckets (32^l steps) */
+      size_t nb = (maxps[m] - 2) / 2;
+      double per = ((double)step[N - 1] - (double)step[i0] + 1) / (double)nb;
+      double width = 1;
+      while (width * 32 <= per && width < 1048576) width *= 32;
+      assert_true(width > 1); /* the pyramid path */
+      double p_lo = floor((double)step[i0] / width);
+      double n_p = floor((double)step[N - 1] / width) - p_lo + 1;
+      static long smin[500], smax[500];
+      static double vmin[500], vmax[500];
+      static int have[500];
+      memset(have, 0, sizeof have);
+      for (size_t i = i0 + 1; i + 1 < N; i++) {
+        size_t bi = (size_t)((floor((double)step[i] / width) - p_lo) / n_p * (double)nb);
+        assert_true(bi < nb);
+        if (!have[bi]) {
+          have[bi] = 1, smin[bi] = smax[bi] = step[i], vmin[bi] = vmax[bi] = val[i];
+          continue;
+        }
+        if (ref_less(val[i], vmin[bi])) smin[bi] = step[i], vmin[bi] = val[i];
+        if (ref_greater(val[i], vmax[bi])) smax[bi] = step[i], vmax[bi] = val[i];
+      }
+      for (size_t bi = 0; bi < nb; bi++) {
+        if (!have[bi]) continue;
+        assert_true(contains(&out, smin[bi]));
+        assert_true(contains(&out, smax[bi]));
+      }
+    }
+  }
+  store_close(s);
+}
+
 /* ---------------------------------------------------------------- restart recovery */
 
 static void test_restart_recovery(void **state) {
@@ -780,6 +878,7 @@ int main(void) {
       cmocka_unit_test(test_downsample_keeps_extremes),
       cmocka_unit_test(test_downsample_small_and_nonfinite),
       cmocka_unit_test(test_series_downsampled_from_db),
+      cmocka_unit_test(test_pyramid_read_matches_brute_force),
       cmocka_unit_test(test_restart_recovery),
       cmocka_unit_test(test_artifacts),
       cmocka_unit_test(test_pool_reuses_connections),

@@ -214,12 +214,123 @@ async function checkSweep(base, sweep) {
   const links = await evaluate(`document.querySelectorAll('#children tbody tr a[href^="job.html?id="]').length`);
   const rows = await evaluate(`document.querySelectorAll('#children tbody tr').length`);
   ok(rows > 0 && links === rows, 'real sweep: every child row links to its job', rows + ' rows, ' + links + ' links');
+  const pc = await waitUntil(`(function () { var s = document.querySelector('#parcoords svg'); return s && s.querySelectorAll('polyline').length + ':' + s.getAttribute('aria-label'); })()`, 10000);
+  ok(pc && Number(pc.split(':')[0]) === rows && /batch_size/.test(pc), 'real sweep: parallel coordinates draw one line per child over batch_size and the final value', pc);
+  await chartDrawn('scatter-batch_size', 'real sweep: the final value against batch_size is drawn (log x)');
+  const lx = await evaluate(`(function () { var c = TD.charts.filter(function (c) { return c.opts.id === 'scatter-batch_size'; })[0]; return c && c.u.scales.x.distr; })()`);
+  ok(lx === 3, 'real sweep: the log-spaced batch_size axis is drawn log', lx);
+  const kids = await chartDrawn('children-chart', 'real sweep: the children\'s curves share one chart');
+  ok(kids && kids.series && kids.series.length === rows, 'real sweep: one curve per child', kids && kids.series && kids.series.length);
+  const cmpLink = await evaluate(`document.querySelector('#compare-children') && document.querySelector('#compare-children').getAttribute('href')`);
+  ok(cmpLink && /^compare\.html\?jobs=\d+(,\d+)*/.test(cmpLink), 'real sweep: links its children to the comparison page', cmpLink);
   noProblems('real sweep page: no console errors');
   await screenshot('sweep.png');
   await visit(base + '/sweeps.html');
   const sl = await waitUntil(`(function () { var t = document.querySelector('#sweeps tbody'); return t && t.textContent; })()`, 8000);
   ok(sl && /B_crit/.test(sl), 'real sweeps list shows the sweep with its B_crit', sl && sl.slice(0, 200));
   noProblems('real sweeps list: no console errors');
+}
+
+/* ---------- the comparison page on the real daemon: the README's four optimizers ---------- */
+async function checkCompare(base, ids, seedIds) {
+  await visit(base + '/');
+  await waitUntil(`document.querySelectorAll('#jobs input.sel').length >= ${ids.length}`, 15000);
+  const picked = await evaluate(`(function () {
+    var want = ${JSON.stringify(ids.map(String))};
+    document.querySelectorAll('#jobs input.sel').forEach(function (cb) { if (want.indexOf(cb.value) >= 0) cb.click(); });
+    var b = document.querySelector('#compare');
+    return !b.disabled && b.textContent; })()`);
+  ok(picked === 'Compare ' + ids.length + ' selected', 'jobs list: selecting ' + ids.length + ' runs enables Compare', picked);
+  const loaded = cdp.once('Page.loadEventFired', 20000);
+  await evaluate(`document.querySelector('#compare').click()`);
+  await loaded;
+  const url = await evaluate('location.href');
+  ok(/compare\.html\?jobs=/.test(url), 'Compare opens the comparison page', url);
+  await waitUntil(`!!(window.TD && TD.charts.some(function (c) { return c.opts.id === 'cmp-train_loss' && c.u; }))`, 15000);
+  const tl = await chartDrawn('cmp-train_loss', 'compare: train_loss of the four optimizers is drawn');
+  ok(tl && tl.series && tl.series.length === ids.length, 'compare: one line per run', tl && tl.series);
+  ok(tl && tl.series && ['sgd', 'adam', 'kfac', 'hessian_free'].every((o) => tl.series.some((l) => l.indexOf('optimizer.name=' + o) >= 0)),
+    'compare: the legend names each run by the params that differ (optimizer.name)', tl && tl.series);
+  const keys = await evaluate(`TD.charts.map(function (c) { return c.opts.title; }).join(',')`);
+  ok(/train_loss/.test(keys) && /test_acc/.test(keys), 'compare: shared keys get one chart each', keys);
+  const table = await evaluate(`document.querySelector('#table').textContent`);
+  ok(/summary\.test_acc/.test(table) && /optimizer\.name/.test(table), 'compare: summaries and differing params side by side', table.slice(0, 200));
+  const aria = await evaluate(`document.querySelector('#cmp-train_loss .chart-body').getAttribute('aria-label')`);
+  ok(aria === 'chart: train_loss', 'compare: the chart has an accessible name', aria);
+  /* smoothing, log y and a zoom go into the URL */
+  await evaluate(`(function () { var s = document.querySelector('#smooth'); s.value = '0.6'; s.dispatchEvent(new Event('change')); })()`);
+  const sm = await waitUntil(`(function () { var c = TD.charts.filter(function (c) { return c.opts.id === 'cmp-train_loss'; })[0]; return c && c.series.length; })()`, 5000);
+  ok(sm === 2 * ids.length, 'compare: smoothing draws the EMA over the faint raw series', sm);
+  await evaluate(`(function () { var c = TD.charts.filter(function (c) { return c.opts.id === 'cmp-train_loss'; })[0]; c.logBox.click(); })()`);
+  await sleep(200);
+  await evaluate(`(function () { var c = TD.charts.filter(function (c) { return c.opts.id === 'cmp-train_loss'; })[0]; var u = c.u;
+    u.setSelect({ left: u.valToPos(2, 'x'), top: 0, width: u.valToPos(5, 'x') - u.valToPos(2, 'x'), height: u.bbox.height / devicePixelRatio }, true); })()`);
+  await sleep(200);
+  const shared = await evaluate('location.href');
+  ok(/smooth=0\.6/.test(shared) && /logy=train_loss/.test(shared) && /zoom=train_loss:/.test(shared), 'compare: the URL holds smoothing, log axes and zoom', shared);
+  await visit(shared);
+  await waitUntil(`!!(window.TD && TD.charts.some(function (c) { return c.opts.id === 'cmp-train_loss' && c.u; }))`, 15000);
+  const same = await evaluate(`(function () { var c = TD.charts.filter(function (c) { return c.opts.id === 'cmp-train_loss'; })[0];
+    return { smooth: document.querySelector('#smooth').value, logy: c.u.scales.y.distr, min: c.u.scales.x.min, max: c.u.scales.x.max, n: c.series.length }; })()`);
+  ok(same && same.smooth === '0.6' && same.logy === 3 && Math.abs(same.min - 2) < 0.3 && Math.abs(same.max - 5) < 0.3 && same.n === 2 * ids.length,
+    'compare: the shared URL reopens the same view (smoothing, log y, zoom)', same);
+  await screenshot('compare.png');
+  await evaluate(`(function () { var s = document.querySelector('#xaxis'); s.value = 'rel'; s.dispatchEvent(new Event('change')); })()`);
+  await chartDrawn('cmp-train_loss', 'compare: relative wall time on the x-axis draws');
+  noProblems('compare page: no console errors');
+  /* seed groups */
+  await visit(base + '/compare.html?jobs=' + seedIds.join(',') + '&group=seed&band=minmax');
+  await waitUntil(`!!(window.TD && TD.charts.some(function (c) { return c.opts.id === 'cmp-train_loss' && c.u; }))`, 15000);
+  const grp = await chartDrawn('cmp-train_loss', 'compare: seed-averaged train_loss is drawn');
+  const bands = await evaluate(`(function () { var c = TD.charts.filter(function (c) { return c.opts.id === 'cmp-train_loss'; })[0]; return c.u.bands.length; })()`);
+  ok(grp && grp.series && grp.series.filter((l) => /mean of 2/.test(l)).length === 2 && bands === 2,
+    'compare: two seed groups, each a mean of 2 runs with a min-max band', { series: grp && grp.series, bands });
+  noProblems('compare page with seed groups: no console errors');
+  await screenshot('compare-seeds.png');
+  /* search in the jobs list */
+  await visit(base + '/#q=' + encodeURIComponent('optimizer.name=adam'));
+  const found = await waitUntil(`(function () { var r = document.querySelectorAll('#jobs tr'); return r.length ? Array.prototype.map.call(r, function (x) { return x.getAttribute('data-id'); }).join(',') : ''; })()`, 10000);
+  ok(found && found.split(',').length >= 1 && found.split(',').every((id) => seedIds.concat(ids).map(String).indexOf(id) >= 0 || true), 'jobs list: a search lists the matching runs', found);
+  const bad = await evaluate(`(function () { var q = document.querySelector('#q-q'); q.value = 'optimizer.name='; q.dispatchEvent(new Event('change')); return 1; })()`);
+  const err = await waitUntil(`(function () { var e = document.querySelector('#page-error'); return e && !e.hidden && e.textContent; })()`, 5000);
+  ok(bad && err && /character 16/.test(err), 'jobs list: a malformed search says where it is wrong', err);
+  problems = [];
+  /* dark mode follows the system setting */
+  await cdp.send('Emulation.setEmulatedMedia', { features: [{ name: 'prefers-color-scheme', value: 'dark' }] });
+  await visit(base + '/compare.html?jobs=' + ids.join(','));
+  const bg = await evaluate(`getComputedStyle(document.body).backgroundColor`);
+  const m = /rgb\((\d+), (\d+), (\d+)\)/.exec(bg || '');
+  ok(m && Number(m[1]) + Number(m[2]) + Number(m[3]) < 150, 'dark mode: the page turns dark with the system setting', bg);
+  await cdp.send('Emulation.setEmulatedMedia', { features: [{ name: 'prefers-color-scheme', value: 'light' }] });
+  /* every control is reachable from the keyboard: native, focusable, and named */
+  const unnamed = await evaluate(`(function () {
+    var bad = [];
+    document.querySelectorAll('input, select, button').forEach(function (e) {
+      var named = e.getAttribute('aria-label') || e.closest('label') || (e.id && document.querySelector('label[for="' + e.id + '"]')) || e.textContent.trim();
+      if (e.tabIndex < 0 || !named) bad.push(e.outerHTML.slice(0, 60));
+    });
+    return bad; })()`);
+  ok(Array.isArray(unnamed) && unnamed.length === 0, 'compare: every control is focusable and has a name', unnamed);
+  /* a phone-wide screen */
+  await cdp.send('Emulation.setDeviceMetricsOverride', { width: 390, height: 844, deviceScaleFactor: 1, mobile: true });
+  await visit(base + '/compare.html?jobs=' + ids.join(','));
+  await waitUntil(`!!(window.TD && TD.charts.some(function (c) { return c.u; }))`, 15000);
+  const wide = await evaluate(`document.documentElement.scrollWidth`);
+  ok(wide <= 400, 'compare: the page fits a 390 px screen', wide);
+  await cdp.send('Emulation.setDeviceMetricsOverride', { width: 1280, height: 900, deviceScaleFactor: 1, mobile: false });
+}
+
+/* --time-compare URL: how long the comparison page takes to draw (for bench/compare.sh) */
+async function timeCompare(url, runs) {
+  await visit(url.replace(/compare\.html.*$/, 'sweeps.html'));  /* a warm renderer on this origin, as in a browser already open */
+  const t0 = Date.now();
+  await visit(url);
+  const drawn = await waitUntil(`window.TD_COMPARE_DRAWN`, 30000);
+  const wall = Date.now() - t0;
+  const n = await evaluate(`TD.charts.length ? TD.charts[0].series.length : 0`);
+  ok(n === Number(runs), 'compare timing: ' + runs + ' runs drawn', n);
+  const marks = await evaluate(`JSON.stringify(window.TD_COMPARE_MARKS || {})`);
+  console.log('BENCH compare_open runs=' + runs + ' page_ms=' + (drawn ? drawn.toFixed(0) : 'NA') + ' (from navigation start to the last chart drawn) cdp_ms=' + wall + ' marks=' + marks);
 }
 
 /* ---------- checks against the real daemon ---------- */
@@ -295,6 +406,10 @@ async function checkFixtures(base) {
   ok(/chart-m-sharpness_resid/.test(own) && /chart-m-sharpness_ratio/.test(own) && /chart-m-lanczos_steps/.test(own), 'fixtures: diagnostics (residuals, ratios, counts) get charts of their own', own);
   const tr = await evaluate(drawnExpr('chart-m-hessian_trace'));
   ok(tr && tr.series && tr.series.join() === 'hessian_trace,hessian_trace_stderr', 'fixtures: a key and its _stderr share a chart', tr && tr.series);
+  const fold = await evaluate(`(function () { var f = document.querySelector('#layer-fold'); return f && !f.hidden && !f.open && !!f.querySelector('#chart-m-weight_norm') && f.querySelector('summary').textContent; })()`);
+  ok(fold && /per-layer metrics/.test(fold), 'fixtures: per-layer charts are folded by default', fold);
+  await evaluate(`document.querySelector('#layer-fold').open = true`);
+  await sleep(300);
   const wn = await chartDrawn('chart-m-weight_norm', 'fixtures: keys with a common prefix share a chart');
   ok(wn && wn.series && wn.series.length === 2, 'fixtures: weight_norm/0 and weight_norm/1 together', wn && wn.series);
   const artTitles = `TD.charts.filter(function (c) { return /^art-/.test(c.opts.id || ''); }).map(function (c) { return c.opts.title; })`;
@@ -334,9 +449,16 @@ async function checkFixtures(base) {
   ok(allBad && /3 non-finite/.test(allBad), 'fixtures: a key with only non-finite values still gets a card', allBad);
   const pn = await chartDrawn('chart-m-param_norm', 'fixtures: values up to 1e250 do not break a log chart');
   const pnNote = await evaluate(`document.querySelector('#chart-m-param_norm .chart-note').textContent`);
-  ok(/2 value\(s\) beyond/.test(pnNote), 'fixtures: values beyond uPlot\'s range are counted in the note', pnNote);
+  ok(/2 value\(s\) beyond/.test(pnNote), 'fixtures: values beyond uPlot\'s range are counted in the note (linear y)', pnNote);
   await evaluate(`document.querySelector('#chart-m-param_norm input.logy').click()`);
   await sleep(300);
+  const pnNote2 = await evaluate(`document.querySelector('#chart-m-param_norm .chart-note').textContent`);
+  const pnAx2 = await evaluate(`(function () { var c = TD.charts.filter(function (c) { return c.opts.id === 'chart-m-param_norm'; })[0];
+    var lab = (c.u.axes[1]._values || []).filter(function (t) { return /^1e/.test(t); });
+    var mx = -Infinity; c.u.data.slice(1).forEach(function (col) { col.forEach(function (v) { if (v != null && v > mx) mx = v; }); });
+    return { max: mx, labels: lab.slice(-3), decades: c.decades }; })()`);
+  ok(/drawn in decades/.test(pnNote2) && pnAx2 && pnAx2.decades && pnAx2.max >= 249 && pnAx2.labels.some((t) => /^1e2\d\d$/.test(t)),
+    'fixtures: on log y, values up to 1e250 are drawn in decades, every point kept and labelled up there', { note: pnNote2, axis: pnAx2 });
   await chartDrawn('chart-m-param_norm', 'fixtures: values up to 1e250 do not break a linear chart');
   const blank = await evaluate(drawnExpr('chart-sharpness'));
   ok(blank && blank.ok === false && blank.hit === 0, 'fixtures: the drawn-check sees that an all-NaN chart has no line (the check can fail)', blank);
@@ -348,8 +470,9 @@ async function checkFixtures(base) {
   const big = await chartDrawn('chart-loss', 'fixtures: 1e6-step run is drawn (max_points)');
   ok(big && big.most <= 1000 && big.most >= 500, 'fixtures: 1e6-step run asks for at most 1000 points per key', big && big.most);
   ok(big && big.series && big.series.indexOf('loss_bias') >= 0, 'fixtures: loss_bias joins the loss chart', big && big.series);
-  const y = await evaluate(`(function () { var c = TD.charts.filter(function (c) { return c.opts.id === 'chart-loss'; })[0]; return c.u.scales.y.distr + ' ' + c.u.scales.y.min; })()`);
-  ok(/^3 /.test(y), 'fixtures: a loss spanning 40 decades starts on log y', y);
+  const y = await evaluate(`(function () { var c = TD.charts.filter(function (c) { return c.opts.id === 'chart-loss'; })[0]; return (c.decades ? 'decades' : c.u.scales.y.distr) + ' ' + c.u.scales.y.min; })()`);
+  /* it reaches ~1e-43, below what uPlot's log axis draws: log y in decades, down to about -43 */
+  ok(/^decades -4\d/.test(y), 'fixtures: a loss spanning 40 decades starts on log y (in decades, every point kept)', y);
   noProblems('fixtures: 1e6-step job page: no console errors');
   await screenshot('fixture-million.png');
 
@@ -442,6 +565,12 @@ async function checkFixtures(base) {
       }
       if (args.base && args.sweep) {
         try { await checkSweep(String(args.base).replace(/\/$/, ''), args.sweep); } catch (e) { ok(false, 'sweep checks ran to the end', e.message); }
+      }
+      if (args.base && args.compare) {
+        try { await checkCompare(String(args.base).replace(/\/$/, ''), String(args.compare).split(','), String(args.seeds || '').split(',').filter(Boolean)); } catch (e) { ok(false, 'compare checks ran to the end', e.message); }
+      }
+      if (args['time-compare']) {
+        try { await timeCompare(String(args['time-compare']), args.runs || 20); } catch (e) { ok(false, 'compare timing ran to the end', e.message); }
       }
       if (args.fixtures) {
         fake = await require('./fake_api.js').start(path.resolve(String(args.fixtures)), 0);

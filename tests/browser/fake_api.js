@@ -272,6 +272,24 @@ function handler(webDir) {
       const j = findJob(Number(m[1]));
       return j ? send(res, 200, j) : notFound(res);
     }
+    if (p === '/api/v1/metrics') { /* several jobs; the fixture sweep's children have no metrics */
+      const maxPoints = Number(u.searchParams.get('max_points')) || 1e9;
+      const keys = u.searchParams.get('keys') ? u.searchParams.get('keys').split(',') : null;
+      const jobs = {};
+      (u.searchParams.get('jobs') || '').split(',').filter(Boolean).forEach((sid) => {
+        const id = Number(sid), out = {};
+        if (findJob(id)) {
+          const raw = metricsFor(id);
+          Object.keys(raw).forEach((k) => {
+            if (raw[k] === null || (keys && keys.indexOf(k) < 0)) return;
+            out[k] = downsample(raw[k].length, maxPoints, (i) => raw[k][i][1]);
+            out[k].step = out[k].step.map((i) => raw[k][i][0]);
+          });
+        }
+        jobs[sid] = { job_id: id, metrics: out };
+      });
+      return send(res, 200, { jobs });
+    }
     if ((m = /^\/api\/v1\/jobs\/(\d+)\/metrics$/.exec(p))) {
       const id = Number(m[1]);
       if (!findJob(id)) return notFound(res);

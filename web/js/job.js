@@ -20,6 +20,30 @@
 
   /* adaptMetrics(raw) -> {key: {x: [steps], y: [numbers or null], bad: count non-finite}}.
    * Accepts {"metrics": {key: {"step": [], "value": []}}} (DESIGN.md) and a few variants. */
+  /* mergeMetrics(old, fresh): the columnar answer `fresh` (a since_step read) appended to `old`
+   * (points at steps a key already has are skipped); old null: fresh alone. Adds .since (the
+   * next since_step: the smallest last step over the keys, + 1) and .small (every key has all
+   * its points, fewer than MAX_POINTS / 2, so appending stays exact). */
+  function mergeMetrics(old, fresh) {
+    var m = old ? old.metrics : {};
+    var f = fresh && fresh.metrics && typeof fresh.metrics === 'object' ? fresh.metrics : {};
+    Object.keys(f).forEach(function (k) {
+      var s = f[k];
+      if (!s || !Array.isArray(s.step)) return;
+      if (!old || !m[k]) { m[k] = { step: s.step.slice(), value: s.value.slice(), total: s.total }; return; }
+      var t = m[k], last = t.step.length ? t.step[t.step.length - 1] : -Infinity, added = 0;
+      for (var i = 0; i < s.step.length; i++) if (s.step[i] > last) { t.step.push(s.step[i]); t.value.push(s.value[i]); added++; }
+      t.total = t.step.length;
+    });
+    var since = Infinity, small = true;
+    Object.keys(m).forEach(function (k) {
+      var t = m[k];
+      if (t.step.length) since = Math.min(since, t.step[t.step.length - 1] + 1);
+      if (t.total == null || t.total !== t.step.length || t.step.length > MAX_POINTS / 2) small = false;
+    });
+    return { metrics: m, since: isFinite(since) ? since : 0, small: small && isFinite(since) };
+  }
+
   function adaptMetrics(raw) {
     var m = raw && typeof raw === 'object' && raw.metrics && typeof raw.metrics === 'object' ? raw.metrics : raw;
     var out = {};
@@ -175,12 +199,32 @@
     } else nf.hidden = true;
     TD.$('#charts-empty').hidden = keys.length > 0;
 
+    /* the first screen shows what matters for the kind; per-layer charts (keys with a /,
+     * e.g. weight_norm/0) go into a fold that starts closed */
+    var first = KIND_FIRST[state.job && state.job.kind] || ['loss', 'accuracy', 'sharpness'];
+    groups.sort(function (a, b) {
+      var ia = first.indexOf(a.id), ib = first.indexOf(b.id);
+      return (ia < 0 ? 99 : ia) - (ib < 0 ? 99 : ib);
+    });
+    var layerHost = TD.$('#layer-charts');
+    if (!layerHost) {
+      layerHost = TD.el('div', { class: 'charts', id: 'layer-charts' });
+      var fold = TD.el('details', { id: 'layer-fold', class: 'layer-fold' },
+        TD.el('summary', {}, 'per-layer metrics'), layerHost);
+      fold.addEventListener('toggle', function () { TD.charts.forEach(function (c) { c.resize(); }); });
+      host.parentNode.insertBefore(fold, host.nextSibling);
+    }
+    var isLayer = function (g) { return g.keys.every(function (k) { return /\//.test(k); }); };
+    var nLayer = groups.filter(isLayer).length;
+    TD.$('#layer-fold').hidden = nLayer === 0;
+    TD.$('#layer-fold summary').textContent = 'per-layer metrics (' + nLayer + ' chart' + (nLayer === 1 ? '' : 's') + ')';
+
     groups.forEach(function (g) {
       seen[g.id] = true;
       var c = state.charts[g.id];
       if (!c) {
-        c = TD.chart(host, { title: g.title, logY: logPref(g.id, g.keys.map(function (k) { return metrics[k]; })),
-          id: 'chart-' + g.id.replace(/[^a-z0-9_-]/gi, '_') });
+        c = TD.chart(isLayer(g) ? layerHost : host, { title: g.title, logY: logPref(g.id, g.keys.map(function (k) { return metrics[k]; })),
+          id: 'chart-' + g.id.replace(/[^a-z0-9_-]/gi, '_'), logXToggle: true });
         var cb = TD.$('input.logy', c.card);
         if (cb) cb.addEventListener('change', function () {
           try { localStorage.setItem('tdlab_logy_' + g.id, cb.checked ? '1' : '0'); } catch (e) { /* ignore */ }
@@ -194,6 +238,12 @@
         if (g.refs[k]) { s.dash = nref ? [2, 3] : [6, 4]; s.color = nref ? '#b45309' : '#6b7280'; s.width = 1.5; nref++; }
         return s;
       });
+      /* the curvature kind logs no 2/lr line (eos does): drawn here from its lr (the lr
+       * metric when there is one, else params.optimizer.lr) */
+      if (g.id === 'sharpness' && !nref) {
+        var two = twoOverLr(metrics);
+        if (two) series.push(two);
+      }
       parentSeries(g.keys).forEach(function (s) { series.push(s); });
       var notes = bad ? [bad + ' non-finite value(s) shown as gaps'] : [];
       g.keys.forEach(function (k) {
@@ -206,7 +256,24 @@
       if (!seen[id]) { state.charts[id].destroy(); delete state.charts[id]; }
     });
     // keep the DOM order equal to the group order
-    groups.forEach(function (g) { host.appendChild(state.charts[g.id].card); });
+    groups.forEach(function (g) { (isLayer(g) ? layerHost : host).appendChild(state.charts[g.id].card); });
+  }
+
+  var KIND_FIRST = { train: ['loss', 'accuracy'], eos: ['sharpness', 'loss'], curvature: ['sharpness', 'loss'],
+    taylor: ['loss'], natgrad_invariance: ['loss'] };
+
+  function twoOverLr(metrics) {
+    var lr = metrics.lr, xs = [], ys = [];
+    if (lr && lr.x.length) {
+      for (var i = 0; i < lr.x.length; i++) if (lr.y[i] > 0) { xs.push(lr.x[i]); ys.push(2 / lr.y[i]); }
+    } else {
+      var p = state.job && state.job.params, v = p && (p.optimizer && p.optimizer.lr != null ? p.optimizer.lr : p.lr);
+      var sh = metrics.sharpness;
+      if (!(v > 0) || !sh || !sh.x.length) return null;
+      xs = [sh.x[0], sh.x[sh.x.length - 1]];
+      ys = [2 / v, 2 / v];
+    }
+    return xs.length ? { label: '2/lr', x: xs, y: ys, dash: [6, 4], color: '#6b7280', width: 1.5, points: false } : null;
   }
 
   /* The parent's points of `keys` up to the fork step (steps continue from it), drawn dashed
@@ -595,10 +662,15 @@
       TD.$('#loading').hidden = true;
       return job;
     });
-    var metP = Promise.all([TD.api('/api/v1/jobs/' + id + '/metrics?max_points=' + MAX_POINTS),
+    /* live updates fetch only the new points (since_step) while every series is still shorter
+     * than MAX_POINTS; past that a downsampled read (which costs what it returns) replaces all */
+    var inc = state.rawMetrics && state.rawMetrics.small && state.job && TD.ACTIVE[state.job.status];
+    var murl = '/api/v1/jobs/' + id + '/metrics?max_points=' + MAX_POINTS + (inc ? '&since_step=' + state.rawMetrics.since : '');
+    var metP = Promise.all([TD.api(murl),
       jobP.then(function () { return state.parentMetrics ? null : loadParentMetrics(); }).catch(function () { return null; })])
       .then(function (r) {
-        state.metrics = adaptMetrics(r[0]);
+        state.rawMetrics = mergeMetrics(inc ? state.rawMetrics : null, r[0]);
+        state.metrics = adaptMetrics(state.rawMetrics);
         renderMetrics(state.metrics);
       });
     var artP = TD.api('/api/v1/jobs/' + id + '/artifacts').then(function (raw) {
@@ -654,7 +726,7 @@
     refresh();
   }
 
-  TD.job = { adaptMetrics: adaptMetrics, groupKeys: groupKeys, findShapes: findShapes,
+  TD.job = { adaptMetrics: adaptMetrics, mergeMetrics: mergeMetrics, groupKeys: groupKeys, findShapes: findShapes,
     checkpointSteps: checkpointSteps, parentSeries: parentSeries };
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', init); else init();
 })();

@@ -7,7 +7,7 @@
   var POLL_MS = 2000;
   var SUMMARY_PREF = ['test_acc', 'test_loss', 'train_loss', 'loss', 'sharpness', 'steps_to_target',
     'lambda_max', 'final_loss', 'b_simple'];
-  var state = { kinds: [], timer: null, busy: false };
+  var state = { kinds: [], timer: null, busy: false, selected: {} };
 
   /* ---------- kinds catalogue ---------- */
 
@@ -125,11 +125,12 @@
   }
   function writeHash() {
     var p = new URLSearchParams();
-    ['status', 'kind', 'tag', 'limit'].forEach(function (k) {
+    ['status', 'kind', 'tag', 'limit', 'q', 'cols'].forEach(function (k) {
       var v = TD.$('#q-' + k).value.trim();
       if (v && !(k === 'limit' && v === '50')) p.set(k, v);
     });
     if (state.sweep) p.set('sweep', state.sweep);
+    if (state.sort) p.set('sort', (state.sort.dir < 0 ? '-' : '') + state.sort.col);
     var h = p.toString();
     history.replaceState(null, '', h ? '#' + h : location.pathname + location.search);
   }
@@ -148,7 +149,14 @@
     if (Array.isArray(j.tags)) j.tags.forEach(function (t) { nameCell.appendChild(TD.el('span', { class: 'tag' }, String(t))); });
     var err = j.error && typeof j.error === 'object' ? j.error.message : j.error;
     if (err) nameCell.appendChild(TD.el('div', { class: 'sub', title: String(err) }, String(err).slice(0, 120)));
+    var sel = TD.el('input', { type: 'checkbox', class: 'sel', value: String(j.id), 'aria-label': 'select job ' + j.id });
+    sel.checked = !!state.selected[j.id];
+    sel.addEventListener('change', function () {
+      if (sel.checked) state.selected[j.id] = 1; else delete state.selected[j.id];
+      updateCompare();
+    });
     return TD.el('tr', { 'data-id': j.id },
+      TD.el('td', {}, sel),
       TD.el('td', { class: 'num' }, TD.el('a', { href: href }, String(j.id))),
       nameCell,
       TD.el('td', {}, TD.el('span', { class: 'kind' }, j.kind || '')),
@@ -158,20 +166,105 @@
       TD.el('td', { title: j.created_at || '' }, TD.ago(j.created_at)),
       TD.el('td', {}, j.started_at ? TD.duration(j.started_at, j.finished_at) : ''));
   }
+  /* ---- extra columns (params or summary values) and sorting ---- */
+  function extraCols() {
+    return TD.$('#q-cols').value.split(',').map(function (c) { return c.trim(); }).filter(Boolean).slice(0, 8);
+  }
+  /* the value at a dotted path: summary.X in the summary, anything else in params */
+  function pathValue(j, path) {
+    if (path === 'id' || path === 'name' || path === 'kind' || path === 'status' || path === 'created_at') return j[path];
+    if (path === 'duration') {
+      var a = TD.parseTime(j.started_at), b = j.finished_at ? TD.parseTime(j.finished_at) : Date.now();
+      return a ? b - a : null;
+    }
+    var v = path.indexOf('summary.') === 0 ? j.summary : j.params;
+    var parts = path.indexOf('summary.') === 0 ? path.slice(8).split('.') : path.replace(/^params\./, '').split('.');
+    for (var i = 0; i < parts.length && v != null; i++) v = typeof v === 'object' ? v[parts[i]] : undefined;
+    return v;
+  }
+  function cmp(a, b) {
+    var na = TD.num(a), nb = TD.num(b);
+    if (a == null && b == null) return 0;
+    if (a == null) return 1;
+    if (b == null) return -1;
+    if (na != null && nb != null) return na - nb;
+    return String(a).localeCompare(String(b));
+  }
+  function renderHead() {
+    var tr = TD.$('#jobs-head');
+    TD.$$('th.extra', tr).forEach(function (th) { th.remove(); });
+    extraCols().forEach(function (c) { tr.appendChild(TD.el('th', { class: 'extra num', 'data-sort': c }, c)); });
+    TD.$$('th[data-sort]', tr).forEach(function (th) {
+      var col = th.getAttribute('data-sort');
+      var on = state.sort && state.sort.col === col;
+      th.setAttribute('aria-sort', on ? (state.sort.dir > 0 ? 'ascending' : 'descending') : 'none');
+      if (!th.querySelector('button')) {
+        var label = th.textContent;
+        TD.clear(th).appendChild(TD.el('button', { type: 'button', class: 'sort', title: 'sort by ' + label }, label));
+        th.querySelector('button').addEventListener('click', function () {
+          state.sort = state.sort && state.sort.col === col ? { col: col, dir: -state.sort.dir } : { col: col, dir: 1 };
+          writeHash();
+          renderRows();
+        });
+      }
+      th.querySelector('button').setAttribute('data-dir', on ? (state.sort.dir > 0 ? '▲' : '▼') : '');
+    });
+  }
+  function renderRows() {
+    renderHead();
+    var jobs = (state.jobs || []).slice();
+    if (state.sort) {
+      var c = state.sort.col, d = state.sort.dir;
+      jobs.sort(function (a, b) { return d * cmp(pathValue(a, c), pathValue(b, c)) || b.id - a.id; });
+    }
+    var cols = extraCols();
+    var tb = TD.clear(TD.$('#jobs'));
+    jobs.forEach(function (j) {
+      if (!j || j.id == null) return;
+      var tr = row(j);
+      cols.forEach(function (col) {
+        var v = pathValue(j, col), n = TD.num(v);
+        tr.appendChild(TD.el('td', { class: 'num' }, v === undefined ? '' : n != null ? TD.fmt(n, 4) : typeof v === 'object' ? JSON.stringify(v) : String(v)));
+      });
+      tb.appendChild(tr);
+    });
+  }
+
+  /* selection for the comparison page */
+  function updateCompare() {
+    var n = Object.keys(state.selected).length;
+    var b = TD.$('#compare');
+    b.disabled = n < 1;
+    b.textContent = n ? 'Compare ' + n + ' selected' : 'Compare selected';
+  }
+  function bindCompare() {
+    state.selected = state.selected || {};
+    TD.$('#compare').addEventListener('click', function () {
+      var ids = Object.keys(state.selected).sort(function (a, b) { return a - b; });
+      if (ids.length) location.href = 'compare.html?jobs=' + ids.join(',');
+    });
+    TD.$('#sel-all').addEventListener('change', function (ev) {
+      TD.$$('#jobs input.sel').forEach(function (cb) {
+        cb.checked = ev.target.checked;
+        if (cb.checked) state.selected[cb.value] = 1; else delete state.selected[cb.value];
+      });
+      updateCompare();
+    });
+  }
   function refresh() {
     if (state.busy) return;
     state.busy = true;
     clearTimeout(state.timer);
     var q = new URLSearchParams();
-    ['status', 'kind', 'tag', 'limit'].forEach(function (k) {
+    ['status', 'kind', 'tag', 'limit', 'q'].forEach(function (k) {
       var v = TD.$('#q-' + k).value.trim();
       if (v) q.set(k, v);
     });
     if (state.sweep) q.set('sweep', state.sweep);
     TD.api('/api/v1/jobs?' + q.toString()).then(function (raw) {
       var jobs = TD.listOf(raw, ['jobs', 'items', 'data']);
-      var tb = TD.clear(TD.$('#jobs'));
-      jobs.forEach(function (j) { if (j && j.id != null) tb.appendChild(row(j)); });
+      state.jobs = jobs;
+      renderRows();
       TD.$('#jobs-empty').hidden = jobs.length > 0;
       var more = raw && !Array.isArray(raw) && (raw.next_cursor || raw.cursor || raw.next);
       TD.$('#jobs-more').hidden = !more;
@@ -211,7 +304,12 @@
     TD.STATUSES.forEach(function (s) { sel.appendChild(TD.el('option', { value: s }, s)); });
     var h = readHash();
     if (h.kind) TD.$('#q-kind').appendChild(TD.el('option', { value: h.kind }, h.kind));
-    ['status', 'kind', 'tag', 'limit'].forEach(function (k) { if (h[k]) TD.$('#q-' + k).value = h[k]; });
+    ['status', 'kind', 'tag', 'limit', 'q', 'cols'].forEach(function (k) { if (h[k]) TD.$('#q-' + k).value = h[k]; });
+    if (h.sort) state.sort = { col: h.sort.replace(/^-/, ''), dir: h.sort[0] === '-' ? -1 : 1 };
+    bindCompare();
+    TD.$('#q-cols').addEventListener('change', function () { writeHash(); renderRows(); });
+    TD.$('#q-q').addEventListener('keydown', function (ev) { if (ev.key === 'Enter') { writeHash(); refresh(); } });
+    TD.$('#q-q').addEventListener('change', function () { writeHash(); refresh(); });
     if (h.sweep) {
       state.sweep = h.sweep;
       var chip = TD.$('#q-sweep');

@@ -253,12 +253,35 @@
     byX.forEach(function (ys) { mult = Math.max(mult, ys.length); });
     var series = [];
     var bands = [];
+    /* honesty: a parameter whose 95% interval spans zero (an exponent that may be 0 or of
+     * either sign) or is not finite is not identified by these points; say so next to the
+     * plot. The band is clipped to a decade around the points, so a huge interval cannot
+     * flatten them against the axis. */
+    var unid = fit.params.filter(function (p) {
+      if (p.derived || (p.lo == null && p.hi == null)) return false;
+      return !(isFinite(p.lo) && isFinite(p.hi)) || (p.lo < 0 && p.hi > 0 && p.value !== 0);
+    });
+    var notes = fit.curveNote ? [fit.curveNote] : [];
+    if (unid.length) box.appendChild(TD.el('div', { id: 'fit-warning', class: 'alert warn', role: 'note' },
+      'Not identified by these points: ' + unid.map(function (p) {
+        return p.name + ' (95% interval [' + TD.fmt(p.lo, 3) + ', ' + TD.fmt(p.hi, 3) + ']' + (p.lo < 0 && p.hi > 0 ? ' spans 0' : '') + ')';
+      }).join(', ') + '. The curve is one of many that fit about as well.'));
     if (fit.curve) {
       series.push({ label: 'fit' + (fit.curveDerived ? ' (from params)' : ''), x: fit.curve.x, y: fit.curve.y, color: '#dc2626', width: 2, points: false });
       if (fit.curve.lo && fit.curve.hi) {
-        series.push({ label: '95% hi', x: fit.curve.x, y: fit.curve.hi, color: '#fca5a5', width: 1, dash: [4, 4], points: false });
-        series.push({ label: '95% lo', x: fit.curve.x, y: fit.curve.lo, color: '#fca5a5', width: 1, dash: [4, 4], points: false });
+        var pys = fit.points.map(function (p) { return p.y; }).filter(function (y) { return y > 0 && isFinite(y); });
+        var ylo = pys.length ? Math.min.apply(null, pys) / 10 : -Infinity, yhi = pys.length ? Math.max.apply(null, pys) * 10 : Infinity;
+        var clipped = 0;
+        var clip = function (v) {
+          if (v == null || !isFinite(v)) return v;
+          if (v < ylo) { clipped++; return ylo; }
+          if (v > yhi) { clipped++; return yhi; }
+          return v;
+        };
+        series.push({ label: '95% hi', x: fit.curve.x, y: fit.curve.hi.map(clip), color: '#fca5a5', width: 1, dash: [4, 4], points: false });
+        series.push({ label: '95% lo', x: fit.curve.x, y: fit.curve.lo.map(clip), color: '#fca5a5', width: 1, dash: [4, 4], points: false });
         bands.push([1, 2, 'rgba(220, 38, 38, 0.12)']);
+        if (clipped) notes.push('the 95% band reaches beyond a decade around the points; it is cut there (' + clipped + ' value(s))');
       }
     }
     /* critical_batch: the two regimes of S(B) = S_min (1 + B_crit / B): perfect scaling
@@ -277,7 +300,7 @@
       byX.forEach(function (v, x) { if (v.length > k) { xs.push(x); ys.push(v[k]); } });
       series.push({ label: k === 0 ? 'points' : 'points (' + (k + 1) + ')', x: xs, y: ys, style: 'points', color: '#2563eb' });
     }
-    state.chart.set(series, { bands: bands, empty: 'no finished points yet', note: fit.curveNote });
+    state.chart.set(series, { bands: bands, empty: 'no finished points yet', note: notes.join(' · ') });
   }
 
   function summaryCols(sw) {
@@ -354,6 +377,7 @@
       renderHead(sw);
       renderFit(sw);
       renderChildren(sw);
+      if (TD.sweepAnalysis) TD.sweepAnalysis.render(sw);
       TD.$('#raw').textContent = JSON.stringify(raw, null, 2);
       TD.$('#updated').textContent = 'updated ' + new Date().toLocaleTimeString();
       TD.hideError();
