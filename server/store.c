@@ -500,37 +500,57 @@ int store_job_get(store *s, int64_t id, store_job_fn fn, void *ctx, td_err *err)
   return rc;
 }
 
+/* One keyset subquery of store_job_list: the ids of the jobs with status `st` (NULL: any)
+ * that match the other filters, below the cursor ?4, newest first, at most ?5. It walks one
+ * index in id order and stops after ?5 matches (migrations/0005_scale.sql lists the index
+ * for each combination), so its cost does not depend on the depth or on the job count.
+ * A filter of a later issue (the search, q=) is one more "AND ..." on the same walk. */
+static int list_subquery(char *sql, size_t cap, const store_job_filter *f, const char *st) {
+  if (f->tag) {
+    int need_job = f->sweep_id > 0;
+    return snprintf(sql, cap,
+                    "SELECT pid FROM (SELECT t.job_id AS pid FROM job_tags t%s WHERE t.tag=?3"
+                    "%s%s%s%s%s AND t.job_id<?4 ORDER BY t.job_id DESC LIMIT ?5)",
+                    need_job ? " JOIN jobs j ON j.id=t.job_id" : "",
+                    st ? " AND t.status='" : "", st ? st : "", st ? "'" : "",
+                    f->kind ? " AND t.kind=?1" : "", need_job ? " AND j.sweep_id=?2" : "");
+  }
+  return snprintf(sql, cap,
+                  "SELECT pid FROM (SELECT id AS pid FROM jobs WHERE id<?4%s%s%s%s%s"
+                  " ORDER BY id DESC LIMIT ?5)",
+                  st ? " AND status='" : "", st ? st : "", st ? "'" : "",
+                  f->kind ? " AND kind=?1" : "", f->sweep_id > 0 ? " AND sweep_id=?2" : "");
+}
+
 int store_job_list(store *s, const store_job_filter *f, store_job_fn fn, void *ctx,
                    int64_t *next_cursor, td_err *err) {
   *next_cursor = 0;
   if (f->limit < 1 || f->limit > 1000)
     return td_err_set(err, TD_EINVAL, "limit", "limit must be within 1..1000");
-  char sql[1024];
-  int len = snprintf(sql, sizeof sql, "SELECT " JOB_COLS " FROM jobs WHERE 1");
-  if (f->status_mask) {
-    len += snprintf(sql + len, sizeof sql - len, " AND status IN (");
-    int first = 1;
-    for (int i = 0; i < STORE_N_STATUS; i++) {
-      if (!(f->status_mask & (1u << i))) continue;
-      len += snprintf(sql + len, sizeof sql - len, "%s'%s'", first ? "" : ",", status_names[i]);
-      first = 0;
-    }
-    len += snprintf(sql + len, sizeof sql - len, ")");
+  /* ids: the union of one keyset walk per requested status (each at most limit+1 ids), of
+   * which the newest limit+1 are joined with their rows. */
+  char sql[4096];
+  size_t cap = sizeof sql;
+  int len = snprintf(sql, cap, "SELECT " JOB_COLS " FROM (SELECT pid FROM (");
+  unsigned mask = f->status_mask & ((1u << STORE_N_STATUS) - 1);
+  if (mask == (1u << STORE_N_STATUS) - 1) mask = 0; /* every status: no condition */
+  int first = 1;
+  for (int i = 0; i < STORE_N_STATUS || (mask == 0 && first); i++) {
+    if (mask && !(mask & (1u << i))) continue;
+    if (!first) len += snprintf(sql + len, cap - len, " UNION ALL ");
+    len += list_subquery(sql + len, cap - len, f, mask ? status_names[i] : NULL);
+    first = 0;
+    if (!mask) break;
   }
-  if (f->kind) len += snprintf(sql + len, sizeof sql - len, " AND kind=?1");
-  if (f->sweep_id > 0) len += snprintf(sql + len, sizeof sql - len, " AND sweep_id=?2");
-  if (f->tag)
-    len += snprintf(sql + len, sizeof sql - len,
-                    " AND id IN (SELECT job_id FROM job_tags WHERE tag=?3)");
-  if (f->before_id > 0) len += snprintf(sql + len, sizeof sql - len, " AND id<?4");
-  snprintf(sql + len, sizeof sql - len, " ORDER BY id DESC LIMIT ?5");
+  snprintf(sql + len, cap - len,
+           ") ORDER BY pid DESC LIMIT ?5) AS p CROSS JOIN jobs ON jobs.id=p.pid ORDER BY p.pid DESC");
   sqlite3_stmt *q = NULL;
   if (sqlite3_prepare_v2(s->db, sql, -1, &q, NULL) != SQLITE_OK)
     return sql_fail(s, err, "list jobs");
   if (f->kind) sqlite3_bind_text(q, 1, f->kind, -1, SQLITE_STATIC);
   if (f->sweep_id > 0) sqlite3_bind_int64(q, 2, f->sweep_id);
   if (f->tag) sqlite3_bind_text(q, 3, f->tag, -1, SQLITE_STATIC);
-  if (f->before_id > 0) sqlite3_bind_int64(q, 4, f->before_id);
+  sqlite3_bind_int64(q, 4, f->before_id > 0 ? f->before_id : INT64_MAX);
   sqlite3_bind_int64(q, 5, f->limit + 1);
   int src, rc = 0;
   long n = 0;
