@@ -26,6 +26,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #define NOW "strftime('%Y-%m-%dT%H:%M:%fZ','now')"
 #define JOB_COLS                                                                          \
@@ -384,6 +386,73 @@ int store_migrate(store *s, const char *dir, int *applied, int *version, td_err 
   if (applied) *applied = done;
   if (version) *version = current;
   return 0;
+}
+
+/* ---------------------------------------------------------------- backup */
+
+int store_backup(const char *src, const char *out, long *pages, td_err *err) {
+  if (pages) *pages = 0;
+  if (access(out, F_OK) == 0)
+    return td_err_set(err, TD_ECONFLICT, "out", "'%s' exists; backup writes a new file", out);
+  char tmp[4096];
+  if (snprintf(tmp, sizeof tmp, "%s.tmp", out) >= (int)sizeof tmp)
+    return td_err_set(err, TD_EINVAL, "out", "path too long");
+  unlink(tmp);
+  sqlite3 *from = NULL, *to = NULL;
+  int rc = 0;
+  if (sqlite3_open_v2(src, &from, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+    rc = td_err_set(err, TD_EIO, "db", "cannot open '%s': %s", src,
+                    from ? sqlite3_errmsg(from) : "out of memory");
+    goto done;
+  }
+  sqlite3_busy_timeout(from, 10000);
+  if (sqlite3_open_v2(tmp, &to, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK) {
+    rc = td_err_set(err, TD_EIO, "out", "cannot create '%s': %s", tmp,
+                    to ? sqlite3_errmsg(to) : "out of memory");
+    goto done;
+  }
+  sqlite3_backup *b = sqlite3_backup_init(to, "main", from, "main");
+  if (!b) {
+    rc = td_err_set(err, TD_EIO, NULL, "backup: %s", sqlite3_errmsg(to));
+    goto done;
+  }
+  int st;
+  for (int tries = 0; (st = sqlite3_backup_step(b, -1)) == SQLITE_BUSY || st == SQLITE_LOCKED;
+       tries++) {
+    if (tries == 200) break;
+    sqlite3_sleep(50);
+  }
+  long n = sqlite3_backup_pagecount(b);
+  sqlite3_backup_finish(b);
+  if (st != SQLITE_DONE) {
+    rc = td_err_set(err, TD_EIO, NULL, "backup of '%s': %s", src, sqlite3_errstr(st));
+    goto done;
+  }
+  char *msg = NULL;
+  sqlite3_stmt *q = NULL;
+  if (sqlite3_exec(to, "PRAGMA journal_mode=DELETE", NULL, NULL, &msg) != SQLITE_OK ||
+      sqlite3_prepare_v2(to, "PRAGMA quick_check", -1, &q, NULL) != SQLITE_OK ||
+      sqlite3_step(q) != SQLITE_ROW || strcmp((const char *)sqlite3_column_text(q, 0), "ok")) {
+    rc = td_err_set(err, TD_EIO, NULL, "backup copy failed its check: %s",
+                    msg ? msg : sqlite3_errmsg(to));
+    sqlite3_free(msg);
+  }
+  sqlite3_finalize(q);
+  if (!rc && pages) *pages = n;
+done:
+  sqlite3_close(from);
+  if (to && sqlite3_close(to) != SQLITE_OK && !rc)
+    rc = td_err_set(err, TD_EIO, "out", "cannot close '%s'", tmp);
+  if (!rc) {
+    int fd = open(tmp, O_RDONLY);
+    if (fd < 0 || fsync(fd) != 0)
+      rc = td_err_set(err, TD_EIO, "out", "cannot sync '%s': %s", tmp, strerror(errno));
+    if (fd >= 0) close(fd);
+  }
+  if (!rc && rename(tmp, out) != 0)
+    rc = td_err_set(err, TD_EIO, "out", "cannot rename to '%s': %s", out, strerror(errno));
+  if (rc) unlink(tmp);
+  return rc;
 }
 
 /* ---------------------------------------------------------------- jobs */

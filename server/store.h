@@ -55,6 +55,15 @@ int store_migrate(store *s, const char *dir, int *applied /* OUT */, int *versio
 /* store_exec: run SQL text (no results). For tests and maintenance. Errors: TD_EIO. */
 int store_exec(store *s, const char *sql, td_err *err);
 
+/* store_backup: a consistent copy of the database at `src` (which a running server may be
+ * writing) into a new file `out`, with SQLite's online backup API (sqlite3_backup_step(-1):
+ * every page is copied in one step inside one read transaction, so the copy is the snapshot
+ * of the last commit before the step began, and writers are never blocked in WAL mode). The
+ * copy is written to `out`.tmp in rollback-journal mode, checked with PRAGMA quick_check,
+ * fsync'ed and renamed to `out`. *pages (OUT, may be NULL) is its page count.
+ * Errors: TD_ECONFLICT (`out` exists), TD_EIO (SQLite or file system, in err->msg). */
+int store_backup(const char *src, const char *out, long *pages /* OUT */, td_err *err);
+
 /* ---------------------------------------------------------------- jobs */
 
 /* A job row as read from the database. Every string borrows from SQLite and is valid only
