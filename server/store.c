@@ -287,6 +287,46 @@ static char *read_file(const char *path, td_err *err) {
   return buf;
 }
 
+/* The first 0001_init.sql (commit 64190ac) had a status CHECK without 'pruned'; the file was
+ * then edited in place to allow it, so a database made by that commit never got the change
+ * and a sweep's early stopping would fail on it with a constraint error. Adding a value to a
+ * CHECK changes no stored row, so the table's SQL text is rewritten in sqlite_schema by the
+ * procedure of https://sqlite.org/lang_altertable.html#otheralter (writable_schema, then
+ * schema_version + 1 so every connection reloads the schema), in one transaction. */
+static int fix_pruned_check(store *s, td_err *err) {
+  sqlite3_stmt *q = NULL;
+  int need = 0;
+  if (sqlite3_prepare_v2(s->db,
+                         "SELECT 1 FROM sqlite_schema WHERE type='table' AND name='jobs' AND "
+                         "sql LIKE '%''cancelled'')%' AND sql NOT LIKE '%''pruned''%'",
+                         -1, &q, NULL) != SQLITE_OK)
+    return sql_fail(s, err, "schema check");
+  need = sqlite3_step(q) == SQLITE_ROW;
+  sqlite3_finalize(q);
+  if (!need) return 0;
+  int rc = begin_write(s, err);
+  if (rc) return rc;
+  int v = 0;
+  if (sqlite3_prepare_v2(s->db, "PRAGMA schema_version", -1, &q, NULL) == SQLITE_OK &&
+      sqlite3_step(q) == SQLITE_ROW)
+    v = sqlite3_column_int(q, 0);
+  sqlite3_finalize(q);
+  char sql[512];
+  snprintf(sql, sizeof sql,
+           "PRAGMA writable_schema=ON;"
+           "UPDATE sqlite_schema SET sql=replace(sql,'''cancelled'')','''cancelled'',''pruned'')')"
+           " WHERE type='table' AND name='jobs';"
+           "PRAGMA schema_version=%d; PRAGMA writable_schema=OFF;",
+           v + 1);
+  rc = store_exec(s, sql, err);
+  if (!rc) rc = commit(s, err);
+  if (rc) {
+    rollback(s);
+    store_exec(s, "PRAGMA writable_schema=OFF", NULL);
+  }
+  return rc;
+}
+
 int store_migrate(store *s, const char *dir, int *applied, int *version, td_err *err) {
   if (applied) *applied = 0;
   if (version) *version = 0;
@@ -383,6 +423,7 @@ int store_migrate(store *s, const char *dir, int *applied, int *version, td_err 
                       current, dir, last);
   if (n == 0 && current == 0)
     return td_err_set(err, TD_EIO, NULL, "no migrations found in '%s'", dir);
+  if ((rc = fix_pruned_check(s, err))) return rc;
   if (applied) *applied = done;
   if (version) *version = current;
   return 0;

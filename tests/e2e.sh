@@ -17,6 +17,7 @@
 #   - the other verbs: `tdlab run`, `tdlab kinds`, `tdlab migrate`;
 #   - sweeps and fits: tests/e2e_sweeps.sh (its own daemon);
 #   - checkpoints, init_from/fork, tdlab run --artifacts: tests/e2e_checkpoints.sh (its own);
+#   - backup while ingesting, schema upgrades, disk full: tests/e2e_ops.sh (its own daemons);
 #   - raw-socket protocol edges: tests/protocol.sh (its own daemon; needs python3).
 # Needs bash, curl, coreutils, grep, sed, awk and python3 (sqlite3 optional).
 # Prints one line per check and a final "N passed, M failed"; exits non-zero on a failure.
@@ -500,6 +501,15 @@ if "$ROOT/tests/e2e_checkpoints.sh" "$TDLAB" | sed 's/^/  /'; then
   ok "checkpoints (tests/e2e_checkpoints.sh)"
 else
   bad "checkpoints (tests/e2e_checkpoints.sh)"
+fi
+
+# ---------------------------------------------------------------- operations
+
+# Its own daemons: backup while ingesting, schema upgrades from tests/fixtures (needs sqlite3).
+if "$ROOT/tests/e2e_ops.sh" "$TDLAB" | sed 's/^/  /'; then
+  ok "operations: backup, schema upgrades (tests/e2e_ops.sh)"
+else
+  bad "operations: backup, schema upgrades (tests/e2e_ops.sh)"
 fi
 
 # ---------------------------------------------------------------- raw-socket protocol edges

@@ -56,4 +56,64 @@ n=$(curl -s "$SRV_BASE/api/v1/jobs/$id/metrics?keys=loss&max_points=2" | grep -o
 [ "$n" = "$inb" ] && ok "the restored copy serves the job's $n points" || bad "restored copy serves $n points, want $inb"
 srv_term >/dev/null
 
+# ---------------------------------------------------------------- schema upgrades
+# snapshot DB COLS_FROM: every row of every data table of COLS_FROM's schema (not
+# schema_version, which the upgrade extends) (its columns only, in
+# SQL quote form, so NULL, NaN-as-NULL, +-Inf and blobs compare exactly), read from DB.
+snapshot() {
+  local db=$1 from=$2 t cols
+  for t in $(sqlite3 "$from" "SELECT name FROM sqlite_schema WHERE type='table' AND name NOT IN ('sqlite_sequence','schema_version') ORDER BY name"); do
+    cols=$(sqlite3 "$from" "SELECT group_concat(name) FROM pragma_table_info('$t')")
+    echo "== $t ($cols)"
+    sqlite3 -cmd '.mode quote' "$db" "SELECT $cols FROM $t ORDER BY 1,2"
+  done
+}
+for fx in "$ROOT"/tests/fixtures/schema_v*.sql; do
+  name=$(basename "$fx" .sql)
+  db="$TMP/$name.db"
+  sqlite3 "$db" <"$fx"
+  cp "$db" "$TMP/$name.orig.db"
+  snapshot "$db" "$TMP/$name.orig.db" >"$TMP/$name.before"
+  if "$TDLAB" migrate --db "$db" --migrations "$ROOT/migrations" 2>"$TMP/$name.mig"; then
+    ok "$name: tdlab migrate upgrades it ($(grep -o 'version=[0-9]* applied=[0-9]*' "$TMP/$name.mig"))"
+  else
+    bad "$name: tdlab migrate: $(cat "$TMP/$name.mig")"
+    continue
+  fi
+  snapshot "$db" "$TMP/$name.orig.db" >"$TMP/$name.after"
+  if cmp -s "$TMP/$name.before" "$TMP/$name.after"; then
+    ok "$name: every row of every table is unchanged ($(grep -vc '^==' "$TMP/$name.before") rows)"
+  else
+    bad "$name: rows changed: $(diff "$TMP/$name.before" "$TMP/$name.after" | head -5)"
+  fi
+  srv_start "$db" --workers 0 || { bad "$name: server starts"; continue; }
+  B="$SRV_BASE/api/v1"
+  j=$(curl -s "$B/jobs/1")
+  case $j in *'"status":"succeeded"'*'"final_loss":0.25'*) ok "$name: job 1 served" ;; *) bad "$name: job 1: $j" ;; esac
+  m=$(curl -s "$B/jobs/3/metrics?keys=loss")
+  case $m in *'"value":[1,"Infinity","-Infinity","NaN"]'*) ok "$name: NaN and Inf points kept" ;; *) bad "$name: job 3 metrics: $m" ;; esac
+  l=$(curl -s "$B/jobs?tag=a&status=succeeded" | grep -o '"id":[0-9]*' | tr '\n' ' ')
+  l2=$(curl -s "$B/jobs?tag=b&status=queued,cancelled&kind=nqm" | grep -o '"id":[0-9]*' | tr '\n' ' ')
+  [ "$l" = '"id":1 ' ] && [ "$l2" = '"id":6 ' ] && ok "$name: tag+status lists from the upgraded tag rows" || bad "$name: lists '$l' '$l2'"
+  srv_term >/dev/null
+  if sqlite3 "$db" "UPDATE jobs SET status='pruned' WHERE id=6" 2>"$TMP/$name.pr"; then
+    ok "$name: a job can become pruned (status CHECK of the current schema)"
+  else
+    bad "$name: pruned refused: $(cat "$TMP/$name.pr")"
+  fi
+  t=$(sqlite3 "$db" "SELECT status FROM job_tags WHERE job_id=6")
+  [ "$t" = pruned ] && ok "$name: the tag rows follow the status" || bad "$name: tag row status '$t'"
+done
+# a database from a newer tdlab is refused at start-up, naming both versions
+cp "$TMP/$(basename "$(ls "$ROOT"/tests/fixtures/schema_v3_*.sql)" .sql).db" "$TMP/newer.db"
+sqlite3 "$TMP/newer.db" "INSERT INTO schema_version VALUES(99,'0099_future.sql','2030-01-01T00:00:00.000Z')"
+cur=$(ls "$ROOT"/migrations/*.sql | sed 's|.*/||' | sort | tail -1 | cut -c1-4 | sed 's/^0*//')
+if "$TDLAB" serve --port 0 --db "$TMP/newer.db" --migrations "$ROOT/migrations" --workers 0 >"$TMP/newer.out" 2>&1; then
+  bad "a newer database is refused (the server started)"
+else
+  grep -q "schema version 99" "$TMP/newer.out" && grep -q "($cur)" "$TMP/newer.out" &&
+    ok "a newer database is refused naming both versions: $(grep -o 'the database.*' "$TMP/newer.out" | head -1)" ||
+    bad "newer database message: $(cat "$TMP/newer.out")"
+fi
+
 finish
