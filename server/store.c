@@ -159,8 +159,17 @@ int store_status_parse(const char *name) {
   return -1;
 }
 
+/* A failed statement: TD_EFULL when SQLite reports the disk or the database full
+ * (SQLITE_FULL: the file system is out of space, or max_page_count is reached), else TD_EIO. */
 static int sql_fail(store *s, td_err *err, const char *what) {
-  return td_err_set(err, TD_EIO, NULL, "%s: %s", what, s ? sqlite3_errmsg(s->db) : "no database");
+  int full = s && (sqlite3_extended_errcode(s->db) & 0xff) == SQLITE_FULL;
+  return td_err_set(err, full ? TD_EFULL : TD_EIO, NULL, "%s: %s", what,
+                    s ? sqlite3_errmsg(s->db) : "no database");
+}
+
+/* The code of the last failure on s: TD_EFULL for SQLITE_FULL, else TD_EIO. */
+static int fail_code(store *s) {
+  return (sqlite3_extended_errcode(s->db) & 0xff) == SQLITE_FULL ? TD_EFULL : TD_EIO;
 }
 
 /* The cached statement `id`, prepared on first use; NULL on failure (message in err). */
@@ -219,6 +228,12 @@ int store_open(const char *path, int busy_timeout_ms, store **out, td_err *err) 
     sqlite3_close(s->db);
     free(s);
     return TD_EIO;
+  }
+  const char *mp = getenv("TDLAB_MAX_PAGE_COUNT");
+  if (mp && *mp) {
+    char pr[64];
+    snprintf(pr, sizeof pr, "PRAGMA max_page_count=%ld", strtol(mp, NULL, 10));
+    sqlite3_exec(s->db, pr, NULL, NULL, NULL);
   }
   *out = s;
   return 0;
@@ -1011,7 +1026,7 @@ static int mw_resolve(store_mw *w, mw_key *k) {
   if (!ins || !sel || !jk) return TD_EIO;
   int rc = 0;
   sqlite3_bind_text(ins, 1, k->name, -1, SQLITE_STATIC);
-  if (sqlite3_step(ins) != SQLITE_DONE) rc = TD_EIO;
+  if (sqlite3_step(ins) != SQLITE_DONE) rc = fail_code(s);
   sqlite3_reset(ins);
   if (!rc) {
     sqlite3_bind_text(sel, 1, k->name, -1, SQLITE_STATIC);
@@ -1022,7 +1037,7 @@ static int mw_resolve(store_mw *w, mw_key *k) {
   if (!rc) {
     sqlite3_bind_int64(jk, 1, w->job);
     sqlite3_bind_int64(jk, 2, k->db_id);
-    if (sqlite3_step(jk) != SQLITE_DONE) rc = TD_EIO;
+    if (sqlite3_step(jk) != SQLITE_DONE) rc = fail_code(s);
     sqlite3_reset(jk);
   }
   if (rc) k->db_id = 0;
@@ -1049,7 +1064,7 @@ int store_mw_flush(store_mw *w) {
     sqlite3_bind_int64(ins, 3, p->step);
     if (isnan(p->value)) sqlite3_bind_null(ins, 4); /* NULL encodes NaN */
     else sqlite3_bind_double(ins, 4, p->value);
-    if (sqlite3_step(ins) != SQLITE_DONE) rc = TD_EIO;
+    if (sqlite3_step(ins) != SQLITE_DONE) rc = fail_code(s);
     sqlite3_reset(ins);
   }
   if (!rc && w->prog_dirty) {
@@ -1060,7 +1075,7 @@ int store_mw_flush(store_mw *w) {
       sqlite3_bind_int64(pq, 1, w->job);
       sqlite3_bind_int64(pq, 2, w->prog_done);
       sqlite3_bind_int64(pq, 3, w->prog_total);
-      if (sqlite3_step(pq) != SQLITE_DONE) rc = TD_EIO;
+      if (sqlite3_step(pq) != SQLITE_DONE) rc = fail_code(s);
       sqlite3_reset(pq);
     }
   }
@@ -1069,7 +1084,7 @@ int store_mw_flush(store_mw *w) {
     rollback(s);
     for (size_t i = 0; i < w->n_keys; i++)
       if (w->keys[i].fresh) w->keys[i].db_id = 0, w->keys[i].fresh = 0;
-    return TD_EIO;
+    return rc == TD_EFULL ? TD_EFULL : TD_EIO;
   }
   for (size_t i = 0; i < w->n_keys; i++) w->keys[i].fresh = 0;
   w->written += w->n_pts;

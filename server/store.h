@@ -36,7 +36,10 @@ int store_status_parse(const char *name);
 
 /* store_open: open (creating if needed) the database at `path` (":memory:" allowed) and set
  * WAL mode, synchronous=NORMAL (durable against process crashes; kill -9 loses nothing that
- * was committed), busy_timeout (ms, 0 means 5000) and foreign keys. *out (OUT) must be
+ * was committed), busy_timeout (ms, 0 means 5000) and foreign keys. When the environment
+ * variable TDLAB_MAX_PAGE_COUNT is set, PRAGMA max_page_count caps the file at that many pages
+ * (a database-size quota; tests use it to fill the "disk" for real). A write that finds the
+ * disk or the database full fails with TD_EFULL everywhere in this module. *out (OUT) must be
  * closed with store_close. Errors: TD_EIO with the SQLite message. */
 int store_open(const char *path, int busy_timeout_ms, store **out /* OUT */, td_err *err);
 
@@ -200,7 +203,7 @@ void store_mw_progress(store_mw *w, long done, long total);
 int store_mw_tick(store_mw *w);
 
 /* store_mw_flush: write every buffered point and the progress in one transaction.
- * Errors: TD_EIO (nothing is lost from the buffer). */
+ * Errors: TD_EFULL (disk or database full), TD_EIO (nothing is lost from the buffer). */
 int store_mw_flush(store_mw *w);
 
 /* store_mw_written: points committed by this writer so far (ignored duplicates included). */

@@ -116,4 +116,38 @@ else
     bad "newer database message: $(cat "$TMP/newer.out")"
 fi
 
+# ---------------------------------------------------------------- disk full
+# A database capped at 400 pages (1.6 MB; TDLAB_MAX_PAGE_COUNT sets PRAGMA max_page_count on
+# every connection, so SQLite reports SQLITE_FULL exactly as on a full disk).
+TDLAB_MAX_PAGE_COUNT=400 srv_start "$TMP/full.db" --workers 1 --batch-ms 50 || { bad "capped server starts"; finish; }
+B="$SRV_BASE/api/v1"
+fid=$(srv_submit '{"kind":"nqm","params":{"dim":20,"mode":"exact","lr":0.5,"max_steps":1000000,"log_every":1}}')
+st=""
+for _ in $(seq 1 300); do st=$(srv_status "$fid"); [ "$st" = running ] || [ "$st" = queued ] || break; sleep 0.1; done
+j=$(curl -s "$B/jobs/$fid")
+case $j in *'"status":"failed"'*'database or disk is full'*) ok "the job that filled the database ends failed with the reason" ;; *) bad "job on a full database: $j" ;; esac
+kill -0 "$SRV_PID" 2>/dev/null && [ "$(curl -s -o /dev/null -w '%{http_code}' "$SRV_BASE/healthz")" = 200 ] && ok "the server stays up" || bad "the server died on a full database"
+tot=$(curl -s "$B/jobs/$fid/metrics?keys=loss&max_points=2" | grep -o '"total":[0-9]*' | grep -o '[0-9]*$')
+read -r n mx <<<"$(sqlite3 -separator ' ' "$TMP/full.db" "SELECT count(*), max(step) FROM metrics m JOIN metric_keys k ON k.id=m.key_id WHERE job_id=$fid AND k.name='loss'")"
+if [ "${tot:-0}" -gt 0 ] && [ "$tot" = "$n" ] && [ "$mx" = $((n - 1)) ]; then
+  ok "every stored point is kept and served ($n points of loss, steps 0..$mx without a gap)"
+else
+  bad "stored points: api $tot, db $n, max step $mx"
+fi
+echo "  (reason: $(echo "$j" | grep -o '"error":"[^"]*"'))"
+# submissions until one is refused (the last pages may still hold a few small rows)
+code=201
+for k in $(seq 1 200); do
+  code=$(curl -s -o "$TMP/507.json" -w '%{http_code}' -H 'Content-Type: application/json' --data-binary \
+    '{"kind":"nqm","name":"'"$(head -c 190 /dev/zero | tr '\0' x)"'","params":{"dim":5,"max_steps":3},"priority":-1}' "$B/jobs")
+  [ "$code" = 201 ] || break
+done
+grep -q '"code":"storage_full"' "$TMP/507.json" && [ "$code" = 507 ] && ok "a submission on the full database gets 507 storage_full (after $((k - 1)) accepted)" || bad "submission on a full database: $code $(cat "$TMP/507.json")"
+# free space: delete the failed job's points (tdlab prune would do the same)
+sqlite3 "$TMP/full.db" "DELETE FROM metrics WHERE job_id=$fid"
+nid=$(srv_submit '{"kind":"nqm","params":{"dim":5,"mode":"exact","max_steps":50,"log_every":1}}')
+for _ in $(seq 1 200); do st=$(srv_status "$nid"); [ "$st" = running ] || [ "$st" = queued ] || break; sleep 0.1; done
+[ "$st" = succeeded ] && ok "once space is freed, a new job runs and succeeds" || bad "after freeing space: job $nid is '$st'"
+srv_term >/dev/null
+
 finish
