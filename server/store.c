@@ -27,8 +27,14 @@
 #include <string.h>
 #include <time.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+/* After a checkpoint has reset it, the WAL file is truncated to at most this many bytes
+ * (PRAGMA journal_size_limit); it grows past it only while a reader holds an old snapshot
+ * across many commits (the passive autocheckpoint, every 1000 pages = 4 MB, cannot reset it
+ * then). */
+#define STORE__WAL_LIMIT "67108864"
 #define NOW "strftime('%Y-%m-%dT%H:%M:%fZ','now')"
 #define JOB_COLS                                                                          \
   "id,kind,name,status,params,tags,priority,attempt,sweep_id,progress_done,progress_total," \
@@ -220,7 +226,9 @@ int store_open(const char *path, int busy_timeout_ms, store **out, td_err *err) 
   sqlite3_extended_result_codes(s->db, 1);
   char *msg = NULL;
   if (sqlite3_exec(s->db,
-                   "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+                   "PRAGMA auto_vacuum=INCREMENTAL; PRAGMA journal_mode=WAL; "
+                   "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; "
+                   "PRAGMA journal_size_limit=" STORE__WAL_LIMIT ";",
                    NULL, NULL, &msg) != SQLITE_OK) {
     td_err_set(err, TD_EIO, NULL, "cannot configure database '%s': %s", path,
                msg ? msg : "?");
@@ -1341,6 +1349,143 @@ void store_pool_destroy(store_pool *p) {
   free(p->path);
   pthread_mutex_destroy(&p->mu);
   free(p);
+}
+
+/* ---------------------------------------------------------------- retention */
+
+/* The WHERE clause of store_prune over jobs j (binds: ?1 seconds, ?2 tag, ?3 sweep). */
+static int prune_where(char *sql, size_t cap, const store_prune_filter *f, td_err *err) {
+  const unsigned final = (1u << STORE_SUCCEEDED) | (1u << STORE_FAILED) |
+                         (1u << STORE_DIVERGED) | (1u << STORE_CANCELLED) | (1u << STORE_PRUNED);
+  unsigned mask = f->status_mask ? f->status_mask : final;
+  if (mask & ~final)
+    return td_err_set(err, TD_EINVAL, "status",
+                      "only finished jobs can be pruned (succeeded, failed, diverged, cancelled, "
+                      "pruned)");
+  int len = snprintf(sql, cap, " j.status IN (");
+  int first = 1;
+  for (int i = 0; i < STORE_N_STATUS; i++)
+    if (mask & (1u << i)) {
+      len += snprintf(sql + len, cap - len, "%s'%s'", first ? "" : ",", status_names[i]);
+      first = 0;
+    }
+  len += snprintf(sql + len, cap - len, ")");
+  if (f->older_than_s > 0)
+    len += snprintf(sql + len, cap - len,
+                    " AND coalesce(j.finished_at, j.created_at) < "
+                    "strftime('%%Y-%%m-%%dT%%H:%%M:%%fZ','now', '-' || ?1 || ' seconds')");
+  if (f->tag)
+    len += snprintf(sql + len, cap - len,
+                    " AND j.id IN (SELECT job_id FROM job_tags WHERE tag=?2)");
+  if (f->sweep_id > 0) len += snprintf(sql + len, cap - len, " AND j.sweep_id=?3");
+  return 0;
+}
+
+static void prune_bind(sqlite3_stmt *q, const store_prune_filter *f) {
+  if (f->older_than_s > 0) sqlite3_bind_double(q, 1, f->older_than_s);
+  if (f->tag) sqlite3_bind_text(q, 2, f->tag, -1, SQLITE_STATIC);
+  if (f->sweep_id > 0) sqlite3_bind_int64(q, 3, f->sweep_id);
+}
+
+int store_prune(store *s, const store_prune_filter *f, int dry_run, long *jobs, long *points,
+                td_err *err) {
+  *jobs = 0;
+  *points = 0;
+  char where[1024], sql[2048];
+  int rc = prune_where(where, sizeof where, f, err);
+  if (rc) return rc;
+  sqlite3_stmt *q = NULL;
+  snprintf(sql, sizeof sql,
+           "SELECT count(*), coalesce(sum((SELECT count(*) FROM metrics m WHERE m.job_id=j.id)),0)"
+           " FROM jobs j WHERE%s", where);
+  if (sqlite3_prepare_v2(s->db, sql, -1, &q, NULL) != SQLITE_OK) return sql_fail(s, err, "prune");
+  prune_bind(q, f);
+  if (sqlite3_step(q) == SQLITE_ROW) {
+    *jobs = (long)sqlite3_column_int64(q, 0);
+    *points = (long)sqlite3_column_int64(q, 1);
+  } else {
+    rc = sql_fail(s, err, "prune count");
+  }
+  sqlite3_finalize(q);
+  if (rc || dry_run || *jobs == 0) return rc;
+  /* delete in batches of 500 jobs: metrics first (no foreign key), then the job rows, whose
+   * ON DELETE CASCADE removes tags, job_keys, artifacts and sweep_children */
+  snprintf(sql, sizeof sql,
+           "CREATE TEMP TABLE IF NOT EXISTS prune_batch(id INTEGER PRIMARY KEY);"
+           "DELETE FROM prune_batch;");
+  if ((rc = store_exec(s, sql, err))) return rc;
+  char fill[1400];
+  snprintf(fill, sizeof fill, "INSERT INTO prune_batch SELECT j.id FROM jobs j WHERE%s LIMIT 500",
+           where);
+  for (;;) {
+    if ((rc = begin_write(s, err))) return rc;
+    if (sqlite3_prepare_v2(s->db, fill, -1, &q, NULL) != SQLITE_OK) {
+      rc = sql_fail(s, err, "prune");
+      rollback(s);
+      return rc;
+    }
+    prune_bind(q, f);
+    int st = sqlite3_step(q);
+    sqlite3_finalize(q);
+    int n = sqlite3_changes(s->db);
+    if (st != SQLITE_DONE) rc = sql_fail(s, err, "prune batch");
+    if (!rc && n)
+      rc = store_exec(s,
+                      "DELETE FROM metrics WHERE job_id IN (SELECT id FROM prune_batch);"
+                      "DELETE FROM jobs WHERE id IN (SELECT id FROM prune_batch);"
+                      "DELETE FROM prune_batch;",
+                      err);
+    if (!rc) rc = commit(s, err);
+    if (rc) {
+      rollback(s);
+      return rc;
+    }
+    if (n == 0) break;
+  }
+  /* give the freed pages back to the file system */
+  int av = 0;
+  if (sqlite3_prepare_v2(s->db, "PRAGMA auto_vacuum", -1, &q, NULL) == SQLITE_OK &&
+      sqlite3_step(q) == SQLITE_ROW)
+    av = sqlite3_column_int(q, 0);
+  sqlite3_finalize(q);
+  if (av == 2) {
+    if (sqlite3_prepare_v2(s->db, "PRAGMA incremental_vacuum", -1, &q, NULL) != SQLITE_OK)
+      return sql_fail(s, err, "incremental_vacuum");
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+    }
+    sqlite3_finalize(q);
+    if (rc != SQLITE_DONE) return sql_fail(s, err, "incremental_vacuum");
+    rc = 0;
+  } else if ((rc = store_exec(s, "PRAGMA auto_vacuum=INCREMENTAL; VACUUM", err))) {
+    return rc;
+  }
+  return store_exec(s, "PRAGMA wal_checkpoint(TRUNCATE)", err);
+}
+
+static long long file_size(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0 ? (long long)st.st_size : 0;
+}
+
+int store_file_stats(store *s, const char *path, long long *db_bytes, long long *free_pages,
+                     long long *wal_bytes, td_err *err) {
+  sqlite3_stmt *q = NULL;
+  *db_bytes = *free_pages = *wal_bytes = 0;
+  if (sqlite3_prepare_v2(s->db,
+                         "SELECT (SELECT page_count FROM pragma_page_count())*"
+                         "(SELECT page_size FROM pragma_page_size()),"
+                         "(SELECT freelist_count FROM pragma_freelist_count())",
+                         -1, &q, NULL) != SQLITE_OK)
+    return sql_fail(s, err, "file stats");
+  if (sqlite3_step(q) == SQLITE_ROW) {
+    *db_bytes = sqlite3_column_int64(q, 0);
+    *free_pages = sqlite3_column_int64(q, 1);
+  }
+  sqlite3_finalize(q);
+  char wal[4096];
+  snprintf(wal, sizeof wal, "%s-wal", path);
+  *wal_bytes = file_size(wal);
+  return 0;
 }
 
 /* ---------------------------------------------------------------- checkpoints */

@@ -36,7 +36,9 @@ int store_status_parse(const char *name);
 
 /* store_open: open (creating if needed) the database at `path` (":memory:" allowed) and set
  * WAL mode, synchronous=NORMAL (durable against process crashes; kill -9 loses nothing that
- * was committed), busy_timeout (ms, 0 means 5000) and foreign keys. When the environment
+ * was committed), busy_timeout (ms, 0 means 5000), foreign keys, journal_size_limit 64 MiB
+ * (the WAL file is cut back to that after each checkpoint that resets it) and, for a new
+ * file, auto_vacuum=INCREMENTAL (store_prune gives freed pages back to the file system). When the environment
  * variable TDLAB_MAX_PAGE_COUNT is set, PRAGMA max_page_count caps the file at that many pages
  * (a database-size quota; tests use it to fill the "disk" for real). A write that finds the
  * disk or the database full fails with TD_EFULL everywhere in this module. *out (OUT) must be
@@ -305,6 +307,34 @@ int store_checkpoint_steps(store *s, int64_t job_id, long *steps /* OUT */, size
  * Errors: TD_ENOTFOUND, TD_ENOMEM, TD_EIO. */
 int store_checkpoint_read(store *s, long job, long step, long checkpoint_id, void **data /* OUT */,
                           size_t *len /* OUT */, td_err *err);
+
+/* ---------------------------------------------------------------- retention */
+
+/* Which jobs store_prune removes: all given conditions hold. Only jobs in a final status
+ * (succeeded, failed, diverged, cancelled, pruned) are ever removed: queued and running jobs
+ * are kept whatever the filter says. */
+typedef struct store_prune_filter {
+  unsigned status_mask; /* bit (1 << STORE_x); 0: every final status */
+  double older_than_s;  /* finished (else created) more than this many seconds ago; 0: any */
+  const char *tag;      /* NULL: any */
+  int64_t sweep_id;     /* 0: any */
+} store_prune_filter;
+
+/* store_prune: count (dry_run != 0) or delete the matching jobs with their metric points,
+ * metric keys, tags, artifacts and sweep-child rows (a fork's parent link becomes NULL).
+ * Deletes in transactions of 500 jobs, so a running server's writers wait at most one batch.
+ * After deleting, frees the pages: PRAGMA incremental_vacuum when the file has
+ * auto_vacuum=INCREMENTAL (new databases), else one VACUUM, which also switches the file to
+ * incremental auto-vacuum; then a WAL checkpoint (TRUNCATE). *jobs and *points (OUT) count
+ * what matched (dry run) or what was deleted. Errors: TD_EINVAL (a status that is not final),
+ * TD_EFULL, TD_EIO. */
+int store_prune(store *s, const store_prune_filter *f, int dry_run, long *jobs /* OUT */,
+                long *points /* OUT */, td_err *err);
+
+/* store_file_stats: the database file's size in bytes (page_count * page_size), the pages on
+ * the freelist, and the WAL file's size in bytes (0 when absent), for `path`. Errors: TD_EIO. */
+int store_file_stats(store *s, const char *path, long long *db_bytes /* OUT */,
+                     long long *free_pages /* OUT */, long long *wal_bytes /* OUT */, td_err *err);
 
 /* ---------------------------------------------------------------- pool */
 

@@ -5,7 +5,13 @@
 #   - schema upgrades: databases made by every earlier schema version (tests/fixtures/
 #     schema_v*.sql, made from the repository's history by tests/fixtures/make_schema.sh)
 #     open with the current binary with every row kept; a newer database is refused at
-#     start-up with a message naming both versions.
+#     start-up with a message naming both versions;
+#   - disk full (a database capped with TDLAB_MAX_PAGE_COUNT): the running job ends failed
+#     with the reason and keeps every stored point, the server stays up and serves reads, a
+#     submission gets 507 storage_full, and after space is freed a new job succeeds;
+#   - tdlab prune: dry run by default, deletes only what matches with points and tags, and
+#     the file shrinks (incremental vacuum, or one VACUUM for an older file).
+# About 25 s on 2 cores.
 # Usage: tests/e2e_ops.sh path/to/tdlab. Needs bash, curl, grep, sed, awk, sqlite3.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -149,5 +155,38 @@ nid=$(srv_submit '{"kind":"nqm","params":{"dim":5,"mode":"exact","max_steps":50,
 for _ in $(seq 1 200); do st=$(srv_status "$nid"); [ "$st" = running ] || [ "$st" = queued ] || break; sleep 0.1; done
 [ "$st" = succeeded ] && ok "once space is freed, a new job runs and succeeds" || bad "after freeing space: job $nid is '$st'"
 srv_term >/dev/null
+
+# ---------------------------------------------------------------- tdlab prune
+# Two databases (one made by tdlab migrate: auto_vacuum incremental; one upgraded from the v3
+# fixture: no auto_vacuum, so prune VACUUMs it once), each with 200 bulk jobs of 2000 points:
+# even ids tagged "old", ids divisible by 4 succeeded, the rest failed; job 9 (v3) stays.
+"$TDLAB" migrate --db "$TMP/pr1.db" --migrations "$ROOT/migrations" 2>/dev/null
+sqlite3 "$TMP/pr2.db" <"$(ls "$ROOT"/tests/fixtures/schema_v3_*.sql)"
+"$TDLAB" migrate --db "$TMP/pr2.db" --migrations "$ROOT/migrations" 2>/dev/null
+for db in "$TMP/pr1.db" "$TMP/pr2.db"; do
+  sqlite3 "$db" "INSERT OR IGNORE INTO metric_keys(id,name) VALUES(1,'loss');
+    INSERT INTO jobs(id,kind,status,params,created_at,finished_at)
+      WITH RECURSIVE s(i) AS (SELECT 100 UNION ALL SELECT i+1 FROM s WHERE i<299)
+      SELECT i,'nqm',CASE WHEN i%4=0 THEN 'succeeded' ELSE 'failed' END,'{}','2026-01-01T00:00:00.000Z','2026-01-01T00:00:01.000Z' FROM s;
+    INSERT INTO job_tags(tag,job_id) SELECT 'old', id FROM jobs WHERE id>=100 AND id%2=0;
+    INSERT INTO job_keys SELECT id,1 FROM jobs WHERE id>=100;
+    INSERT INTO metrics WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i+1 FROM s WHERE i<1999)
+      SELECT j.id,1,s.i,s.i*0.5 FROM jobs j, s WHERE j.id>=100;"
+  want_jobs=$(sqlite3 "$db" "SELECT count(*) FROM jobs WHERE id>=100 AND id%4=0")
+  want_pts=$((want_jobs * 2000))
+  keep=$(sqlite3 "$db" "SELECT count(*) FROM metrics WHERE job_id NOT IN (SELECT id FROM jobs WHERE id>=100 AND id%4=0)")
+  out=$("$TDLAB" prune --db "$db" --tag old --status succeeded --older-than 30d)
+  case $out in *"dry run: $want_jobs jobs with $want_pts metric points"*) ok "prune dry run counts $want_jobs jobs, $want_pts points ($(basename "$db"))" ;; *) bad "prune dry run: $out" ;; esac
+  [ "$(sqlite3 "$db" "SELECT count(*) FROM jobs")" -ge 200 ] && ok "the dry run deletes nothing" || bad "the dry run deleted jobs"
+  "$TDLAB" prune --db "$db" --status running >/dev/null 2>&1 && bad "prune refuses running jobs" || ok "prune refuses a status that is not final"
+  size0=$(stat -c %s "$db")
+  out=$("$TDLAB" prune --db "$db" --tag old --status succeeded --older-than 30d --yes)
+  size1=$(stat -c %s "$db")
+  left=$(sqlite3 "$db" "SELECT (SELECT count(*) FROM jobs WHERE id>=100 AND id%4=0), (SELECT count(*) FROM metrics WHERE job_id IN (SELECT job_id FROM job_tags WHERE tag='old') AND job_id%4=0), (SELECT count(*) FROM job_tags WHERE job_id>=100 AND job_id%4=0), (SELECT count(*) FROM metrics)")
+  [ "$left" = "0|0|0|$keep" ] && ok "prune deleted the $want_jobs jobs with their points and tags, kept the other $keep points" || bad "after prune: $left (want 0|0|0|$keep): $out"
+  [ "$size1" -lt $((size0 * 85 / 100)) ] && ok "the file shrank by more than 15 % (a quarter of the points went): $size0 -> $size1 bytes ($(sqlite3 "$db" 'PRAGMA auto_vacuum') = auto_vacuum now)" || bad "file did not shrink: $size0 -> $size1"
+  ic=$(sqlite3 "$db" "PRAGMA integrity_check; PRAGMA foreign_key_check" | tr '\n' ' ')
+  [ "$ic" = "ok " ] && ok "integrity and foreign keys hold after prune" || bad "after prune: $ic"
+done
 
 finish
