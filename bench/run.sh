@@ -62,4 +62,8 @@ else
   echo "bench: rest_get_job: wrk is not installed (scripts/deps.sh bench)" >&2
 fi
 
+# --- ops (issue 18): lists, polls and exports at 1,000,000 jobs and a 10-million-point run,
+# on a database that bench/scale.sh generates once (about 2 min) under $SCALE_DIR.
+"$here/scale.sh" "$BUILD" || status=1
+
 exit $status

@@ -1163,17 +1163,17 @@ static const char *route_name(int i) {
 }
 
 void http_write_prometheus(http_server *s, http_buf *b) {
-  http_buf_str(b, "# HELP tdlab_http_requests_total HTTP requests by route and status.\n"
+  http_buf_str(b, "# HELP tdlab_http_requests_total HTTP requests by route and status code.\n"
                   "# TYPE tdlab_http_requests_total counter\n");
   for (int r = 0; r < N_ROUTE_SLOTS; r++)
     for (int k = 0; k < N_STATUS_SLOTS; k++) {
       unsigned long long v = atomic_load_explicit(&s->requests[r][k], memory_order_relaxed);
       if (!v) continue;
       if (status_slots[k])
-        http_buf_printf(b, "tdlab_http_requests_total{route=\"%s\",status=\"%d\"} %llu\n",
+        http_buf_printf(b, "tdlab_http_requests_total{route=\"%s\",code=\"%d\"} %llu\n",
                         route_name(r), status_slots[k], v);
       else
-        http_buf_printf(b, "tdlab_http_requests_total{route=\"%s\",status=\"other\"} %llu\n",
+        http_buf_printf(b, "tdlab_http_requests_total{route=\"%s\",code=\"other\"} %llu\n",
                         route_name(r), v);
     }
   http_buf_str(b, "# HELP tdlab_http_request_duration_seconds Time from the request line to "

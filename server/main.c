@@ -24,7 +24,6 @@
 #include "store.h"
 #include "store_cache.h"
 
-#define TDLAB_VERSION "0.1.0"
 
 static void usage(FILE *f) {
   fprintf(f,
@@ -330,7 +329,7 @@ static int cmd_prune(opts *o) {
     return 1;
   }
   long long before = 0, fp = 0, wal = 0, after = 0;
-  store_file_stats(s, db, &before, &fp, &wal, &e);
+  store_file_stats(s, &before, &fp, &wal, &e);
   long jobs = 0, points = 0;
   if (store_prune(s, &f, !yes, &jobs, &points, &e)) {
     fprintf(stderr, "tdlab prune: %s\n", e.msg);
@@ -341,7 +340,7 @@ static int cmd_prune(opts *o) {
     printf("tdlab prune: dry run: %ld jobs with %ld metric points match; add --yes to delete "
            "them\n", jobs, points);
   } else {
-    store_file_stats(s, db, &after, &fp, &wal, &e);
+    store_file_stats(s, &after, &fp, &wal, &e);
     printf("tdlab prune: deleted %ld jobs with %ld metric points; file %lld -> %lld bytes\n",
            jobs, points, before, after);
   }

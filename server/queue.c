@@ -47,7 +47,21 @@ struct queue {
   int n_workers;
   atomic_int busy;
   atomic_ullong points, started, finished;
+  atomic_ullong run_count[QUEUE_N_RUN_LE + 1], wait_count[QUEUE_N_WAIT_LE + 1];
+  atomic_ullong run_sum_us, wait_sum_us;
 };
+
+const double queue_run_le[QUEUE_N_RUN_LE] = {0.1, 1, 5, 30, 60, 300, 900, 3600, 14400, 86400};
+const double queue_wait_le[QUEUE_N_WAIT_LE] = {0.01, 0.1, 1, 5, 30, 60, 300, 900, 3600, 86400};
+
+static void observe(atomic_ullong *counts, const double *le, int n, atomic_ullong *sum_us,
+                    double x) {
+  if (!(x >= 0)) x = 0;
+  int k = 0;
+  while (k < n && x > le[k]) k++;
+  atomic_fetch_add(&counts[k], 1);
+  atomic_fetch_add(sum_us, (unsigned long long)(x * 1e6));
+}
 
 /* The sink context of one running job. */
 typedef struct job_ctx {
@@ -203,6 +217,7 @@ static void run_job(worker *w, store_claimed *cl) {
   char kq[160];
   log_emit(LOG_INFO, "job_started", "job=%lld kind=%s attempt=%ld worker=%d", (long long)cl->id,
            log_quote(kq, sizeof kq, cl->kind), cl->attempt, w->index);
+  observe(q->wait_count, queue_wait_le, QUEUE_N_WAIT_LE, &q->wait_sum_us, cl->wait_s);
   const td_kind *kind = (q->cfg.find_kind ? q->cfg.find_kind : td_kinds_find)(cl->kind);
   json_error_t je;
   json_t *params = json_loads(cl->params, 0, &je);
@@ -273,6 +288,8 @@ static void run_job(worker *w, store_claimed *cl) {
   record(w, cl->id, status, error[0] ? error : NULL, summary_text, c.done, c.total);
   sweeps_hook_end(c.sweep, status == STORE_QUEUED); /* sweep status and fit refresh */
   atomic_fetch_add(&q->finished, 1);
+  if (status != STORE_QUEUED)
+    observe(q->run_count, queue_run_le, QUEUE_N_RUN_LE, &q->run_sum_us, (mono_ms() - t0) / 1000.0);
   char eq[600];
   log_emit(status == STORE_FAILED ? LOG_WARN : LOG_INFO,
            status == STORE_QUEUED ? "job_requeued" : "job_finished",
@@ -392,6 +409,10 @@ void queue_stats_get(queue *q, queue_stats *out) {
   out->points = atomic_load(&q->points);
   out->jobs_started = atomic_load(&q->started);
   out->jobs_finished = atomic_load(&q->finished);
+  for (int k = 0; k <= QUEUE_N_RUN_LE; k++) out->run_count[k] = atomic_load(&q->run_count[k]);
+  for (int k = 0; k <= QUEUE_N_WAIT_LE; k++) out->wait_count[k] = atomic_load(&q->wait_count[k]);
+  out->run_sum_s = atomic_load(&q->run_sum_us) / 1e6;
+  out->wait_sum_s = atomic_load(&q->wait_sum_us) / 1e6;
 }
 
 void queue_destroy(queue *q) {

@@ -65,7 +65,8 @@
     "j.status='queued' AND (j.sweep_id IS NULL OR NOT EXISTS (SELECT 1 FROM sweeps w "     \
     "WHERE w.id=j.sweep_id AND w.max_concurrency>0 AND (SELECT count(*) FROM jobs r "      \
     "WHERE r.sweep_id=j.sweep_id AND r.status='running')>=w.max_concurrency)) "            \
-    "ORDER BY j.priority DESC, j.id LIMIT 1) RETURNING id, kind, params, attempt")         \
+    "ORDER BY j.priority DESC, j.id LIMIT 1) RETURNING id, kind, params, attempt, "            \
+    "(julianday(started_at)-julianday(created_at))*86400.0")         \
   X(JOB_FINISH,                                                                            \
     "UPDATE jobs SET status=?2, finished_at=" NOW ", error=?3, summary=?4, "               \
     "progress_done=?5, progress_total=?6 WHERE id=?1 AND status='running'")                \
@@ -716,6 +717,7 @@ int store_job_claim(store *s, store_claimed *job, int *found, td_err *err) {
     job->kind = strdup(k ? k : "");
     job->params = strdup(p ? p : "{}");
     job->attempt = (long)sqlite3_column_int64(q, 3);
+    job->wait_s = sqlite3_column_double(q, 4);
     while ((src = sqlite3_step(q)) == SQLITE_ROW) {
     }
     if (src != SQLITE_DONE) rc = sql_fail(s, err, "claim job");
@@ -1467,7 +1469,7 @@ static long long file_size(const char *path) {
   return stat(path, &st) == 0 ? (long long)st.st_size : 0;
 }
 
-int store_file_stats(store *s, const char *path, long long *db_bytes, long long *free_pages,
+int store_file_stats(store *s, long long *db_bytes, long long *free_pages,
                      long long *wal_bytes, td_err *err) {
   sqlite3_stmt *q = NULL;
   *db_bytes = *free_pages = *wal_bytes = 0;
@@ -1482,9 +1484,12 @@ int store_file_stats(store *s, const char *path, long long *db_bytes, long long 
     *free_pages = sqlite3_column_int64(q, 1);
   }
   sqlite3_finalize(q);
-  char wal[4096];
-  snprintf(wal, sizeof wal, "%s-wal", path);
-  *wal_bytes = file_size(wal);
+  const char *path = sqlite3_db_filename(s->db, "main");
+  if (path && *path) {
+    char wal[4096];
+    snprintf(wal, sizeof wal, "%s-wal", path);
+    *wal_bytes = file_size(wal);
+  }
   return 0;
 }
 

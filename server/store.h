@@ -136,6 +136,7 @@ typedef struct store_claimed {
   int64_t id;
   long attempt;
   char *kind, *params;
+  double wait_s; /* seconds from created_at to this claim (ms resolution of the stored times) */
 } store_claimed;
 
 /* store_job_claim: atomically move the best queued job (highest priority, then oldest) to
@@ -332,8 +333,8 @@ int store_prune(store *s, const store_prune_filter *f, int dry_run, long *jobs /
                 long *points /* OUT */, td_err *err);
 
 /* store_file_stats: the database file's size in bytes (page_count * page_size), the pages on
- * the freelist, and the WAL file's size in bytes (0 when absent), for `path`. Errors: TD_EIO. */
-int store_file_stats(store *s, const char *path, long long *db_bytes /* OUT */,
+ * the freelist, and the WAL file's size in bytes (0 when absent or in memory). TD_EIO. */
+int store_file_stats(store *s, long long *db_bytes /* OUT */,
                      long long *free_pages /* OUT */, long long *wal_bytes /* OUT */, td_err *err);
 
 /* ---------------------------------------------------------------- pool */

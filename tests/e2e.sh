@@ -381,7 +381,7 @@ req GET /metrics
 check "GET /metrics is Prometheus text with jobs, queue depth, workers, points and requests" \
   bash -c "[ '$CODE' = 200 ] && grep -q '^tdlab_jobs{status=\"succeeded\"} [1-9]' '$TMP/body' && grep -q '^tdlab_queue_depth ' '$TMP/body' &&
            grep -q '^tdlab_workers_busy ' '$TMP/body' && grep -q '^tdlab_metric_points_ingested_total [1-9]' '$TMP/body' &&
-           grep -q '^tdlab_http_requests_total{route=\"jobs_create\",status=\"400\"} [1-9]' '$TMP/body' &&
+           grep -q '^tdlab_http_requests_total{route=\"jobs_create\",code=\"400\"} [1-9]' '$TMP/body' &&
            grep -q '^tdlab_http_request_duration_seconds_bucket{route=\"jobs_get\",le=\"+Inf\"} [1-9]' '$TMP/body'"
 
 # ---------------------------------------------------------------- cancellation

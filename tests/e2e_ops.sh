@@ -189,4 +189,48 @@ for db in "$TMP/pr1.db" "$TMP/pr2.db"; do
   [ "$ic" = "ok " ] && ok "integrity and foreign keys hold after prune" || bad "after prune: $ic"
 done
 
+# ---------------------------------------------------------------- Prometheus
+# promtool is not installed here (Debian's prometheus package); the checks below are the
+# exposition-format rules it applies that matter here, written out.
+srv_start "$TMP/prom.db" --workers 1 || bad "server starts (prometheus)"
+pid=$(srv_submit '{"kind":"nqm","params":{"dim":5,"max_steps":20}}')
+for _ in $(seq 1 100); do [ "$(srv_status "$pid")" = succeeded ] && break; sleep 0.1; done
+curl -s "$SRV_BASE/api/v1/jobs/999999" >/dev/null
+curl -s "$SRV_BASE/metrics" >"$TMP/prom.txt"
+miss=""
+for m in process_cpu_seconds_total process_resident_memory_bytes process_open_fds process_max_fds \
+  process_start_time_seconds process_virtual_memory_bytes tdlab_build_info tdlab_db_bytes tdlab_wal_bytes \
+  'tdlab_job_duration_seconds_bucket{le="+Inf"} 1' 'tdlab_job_queue_wait_seconds_count 1' \
+  'tdlab_http_requests_total{route="jobs_get",code="404"} 1'; do
+  grep -qF "$m" "$TMP/prom.txt" || miss="$miss [$m]"
+done
+[ -z "$miss" ] && ok "Prometheus: process_*, build_info, DB and WAL sizes, job histograms, code label" || bad "Prometheus series missing:$miss"
+fds=$(awk '/^process_open_fds /{print $2}' "$TMP/prom.txt")
+real=$(ls /proc/"$SRV_PID"/fd | wc -l)
+st=$(awk '/^process_start_time_seconds /{printf "%d", $2}' "$TMP/prom.txt")
+rss=$(awk '/^process_resident_memory_bytes /{print $2}' "$TMP/prom.txt")
+rss_ps=$(($(ps -o rss= -p "$SRV_PID") * 1024))
+now=$(date +%s)
+[ $((fds - real)) -le 3 ] && [ $((real - fds)) -le 3 ] && [ $((now - st)) -ge 0 ] && [ $((now - st)) -lt 120 ] &&
+  awk -v a="$rss" -v b="$rss_ps" 'BEGIN{exit !(a > b/2 && a < b*2)}' &&
+  ok "process values agree with /proc and ps (fds $fds vs $real, start $((now - st)) s ago, rss $rss vs $rss_ps)" ||
+  bad "process values: fds $fds vs $real, start $st vs now $now, rss $rss vs $rss_ps"
+# format: every sample's family has a TYPE line; histogram buckets are cumulative and end in
+# +Inf equal to _count; names and label names are valid
+fmt=$(awk '
+  /^# TYPE / { type[$3] = $4; next }
+  /^#/ { next }
+  {
+    name = $1; sub(/\{.*/, "", name)
+    if (name !~ /^[a-zA-Z_:][a-zA-Z0-9_:]*$/) { print "bad name " $1; next }
+    fam = name
+    if (!(fam in type)) { f2 = fam; sub(/_(bucket|sum|count)$/, "", f2); if (f2 in type) fam = f2; else { print "no TYPE for " name; next } }
+    if ($2 !~ /^[-+]?([0-9.]+([eE][-+]?[0-9]+)?|Inf|NaN)$/) print "bad value " $0
+    if (name ~ /_bucket$/) { key = $1; sub(/le="[^"]*"/, "", key); if ((key in last) && $2 + 0 < last[key]) print "not cumulative " $0; last[key] = $2 + 0
+      if ($1 ~ /le="\+Inf"/) inf[key] = $2 }
+  }
+  END { }' "$TMP/prom.txt")
+[ -z "$fmt" ] && ok "Prometheus text format: TYPE for every family, valid names and values, cumulative buckets" || bad "Prometheus format: $(echo "$fmt" | head -3)"
+srv_term >/dev/null
+
 finish
