@@ -11,7 +11,8 @@
 #     submission gets 507 storage_full, and after space is freed a new job succeeds;
 #   - tdlab prune: dry run by default, deletes only what matches with points and tags, and
 #     the file shrinks (incremental vacuum, or one VACUUM for an older file).
-# About 25 s on 2 cores.
+#   - Prometheus series and format; If-None-Match answered 304 on the job, list and metrics.
+# About 30 s on 2 cores.
 # Usage: tests/e2e_ops.sh path/to/tdlab. Needs bash, curl, grep, sed, awk, sqlite3.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -231,6 +232,28 @@ fmt=$(awk '
   }
   END { }' "$TMP/prom.txt")
 [ -z "$fmt" ] && ok "Prometheus text format: TYPE for every family, valid names and values, cumulative buckets" || bad "Prometheus format: $(echo "$fmt" | head -3)"
+srv_term >/dev/null
+
+# ---------------------------------------------------------------- If-None-Match / 304
+srv_start "$TMP/etag.db" --workers 1 || bad "server starts (etag)"
+B="$SRV_BASE/api/v1"
+eid=$(srv_submit '{"kind":"nqm","params":{"dim":5,"max_steps":30}}')
+for _ in $(seq 1 100); do [ "$(srv_status "$eid")" = succeeded ] && break; sleep 0.1; done
+for u in "$B/jobs/$eid" "$B/jobs?limit=5" "$B/jobs/$eid/metrics?keys=loss"; do
+  tag=$(curl -s -D - -o "$TMP/etag.body" "$u" | tr -d '\r' | awk -F': ' 'tolower($1)=="etag"{print $2}')
+  c1=$(curl -s -o "$TMP/etag.304" -w '%{http_code}' -H "If-None-Match: $tag" "$u")
+  c2=$(curl -s -o /dev/null -w '%{http_code}' -H 'If-None-Match: "0000000000000000"' "$u")
+  if [ -n "$tag" ] && [ "$c1" = 304 ] && [ ! -s "$TMP/etag.304" ] && [ "$c2" = 200 ]; then
+    ok "If-None-Match: 304 without a body when unchanged, 200 otherwise (${u#"$B"})"
+  else
+    bad "ETag on ${u#"$B"}: tag '$tag', matching $c1, other $c2"
+  fi
+done
+# a change gives a new tag: a new job changes the list
+tag=$(curl -s -D - -o /dev/null "$B/jobs?limit=5" | tr -d '\r' | awk -F': ' 'tolower($1)=="etag"{print $2}')
+srv_submit '{"kind":"nqm","params":{"dim":5,"max_steps":3}}' >/dev/null
+c=$(curl -s -o /dev/null -w '%{http_code}' -H "If-None-Match: $tag" "$B/jobs?limit=5")
+[ "$c" = 200 ] && ok "the list's tag changes when a job is added (200 for the old tag)" || bad "stale 304 after a change: $c"
 srv_term >/dev/null
 
 finish
