@@ -8,7 +8,8 @@
 #   BENCH scale_<what> jobs=<n> ms=<median of 5 curl total times>
 # for: every list filter (status, kind, tag, sweep and pairs) at the first page and at the
 # last page (keyset cursor near the oldest job), a since_step poll of the last 100 points, a
-# max_points=1000 read, and metrics.csv of the 10M-point job (time and bytes).
+# max_points=1000 read, and metrics.csv of the 10M-point job (time and bytes); then since_step
+# polls of a job that writes at full speed, against the same polls when it is idle.
 # Usage: bench/scale.sh [BUILD_DIR]
 set -u
 BUILD=${1:-build}
@@ -123,8 +124,43 @@ cursor_sql() {
   echo "SELECT id+1 FROM (SELECT id FROM jobs WHERE $w ORDER BY id LIMIT 51) ORDER BY id DESC LIMIT 1"
 }
 
+# live_poll: since_step polls of a job that writes as fast as it can (nqm exact, 3 points per
+# step, one worker): 40 polls of the last ~100 steps, median / p95 / max ms, against the same
+# polls once the job has ended (idle), and the job's ingest rate meanwhile.
+live_poll() {
+  rm -f "$DIR/live.db"*
+  srv_start "$DIR/live.db" --workers 1 || return 1
+  local B="$SRV_BASE/api/v1" id
+  id=$(srv_submit '{"kind":"nqm","params":{"dim":20,"mode":"exact","lr":0.5,"max_steps":3000000,"log_every":1}}')
+  srv_wait_running "$id" 30 || return 1
+  sleep 2
+  poll_series() { # prints one ms value per poll
+    local i tot
+    for i in $(seq 1 40); do
+      tot=$(curl -s "$B/jobs/$id/metrics?keys=loss&max_points=2" | grep -o '"total":[0-9]*' | grep -o '[0-9]*$')
+      curl -s -o /dev/null -w '%{time_total}\n' "$B/jobs/$id/metrics?keys=loss&since_step=$((tot > 100 ? tot - 100 : 0))"
+      sleep 0.05
+    done | awk '{print $1 * 1000}' | sort -n | awk '{v[NR]=$1} END {printf "median_ms=%.2f p95_ms=%.2f max_ms=%.2f", v[int(NR/2)+1], v[int(NR*0.95)], v[NR]}'
+  }
+  local p0 p1 live idle rate
+  p0=$(curl -s "$B/jobs/$id/metrics?keys=loss&max_points=2" | grep -o '"total":[0-9]*' | grep -o '[0-9]*$')
+  local t0=$(date +%s.%N)
+  live=$(poll_series)
+  local t1=$(date +%s.%N)
+  p1=$(curl -s "$B/jobs/$id/metrics?keys=loss&max_points=2" | grep -o '"total":[0-9]*' | grep -o '[0-9]*$')
+  rate=$(awk -v a="$p0" -v b="$p1" -v s="$t0" -v e="$t1" 'BEGIN{printf "%.0f", 3 * (b - a) / (e - s)}')
+  local wal=$(stat -c %s "$DIR/live.db-wal" 2>/dev/null || echo 0)
+  curl -s -X POST "$B/jobs/$id/cancel" >/dev/null
+  sleep 1
+  idle=$(poll_series)
+  echo "BENCH scale_poll_since_step_while_writing points_per_s=$rate $live wal_kb=$((wal / 1024))"
+  echo "BENCH scale_poll_since_step_idle $idle"
+  srv_term >/dev/null
+}
+
 gen "$DIR/small.db" 1000 || exit 1
 gen "$DIR/big.db" "$NJOBS" || exit 1
 echo "scale: database $(du -h "$DIR/big.db" | cut -f1) for $NJOBS jobs and $NPTS points" >&2
 run_one "$DIR/small.db" 1000
 run_one "$DIR/big.db" "$NJOBS"
+live_poll
