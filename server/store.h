@@ -37,7 +37,9 @@ int store_status_parse(const char *name);
 /* store_open: open (creating if needed) the database at `path` (":memory:" allowed) and set
  * WAL mode, synchronous=NORMAL (durable against process crashes; kill -9 loses nothing that
  * was committed), busy_timeout (ms, 0 means 5000), foreign keys, journal_size_limit 64 MiB
- * (the WAL file is cut back to that after each checkpoint that resets it) and, for a new
+ * (the WAL file is cut back to that after each checkpoint that resets it), a WAL hook that
+ * runs the passive autocheckpoint at 1000 frames and a TRUNCATE checkpoint past 4096 frames
+ * (16 MiB; bounded wait), so the WAL stays bounded under continuous readers, and, for a new
  * file, auto_vacuum=INCREMENTAL (store_prune gives freed pages back to the file system). When the environment
  * variable TDLAB_MAX_PAGE_COUNT is set, PRAGMA max_page_count caps the file at that many pages
  * (a database-size quota; tests use it to fill the "disk" for real). A write that finds the

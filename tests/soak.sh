@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # soak.sh: a long run of everything at once (`make soak`, 10 minutes; not part of make test).
-# 2 workers train (nqm jobs of 100k-430k steps logging every 5th, linreg of 20k-120k steps), a submitter keeps the
+# 2 workers train (nqm jobs of 20k-53k steps logging every 2nd, linreg of 5k-13k steps), a submitter keeps the
 # queue topped up, one job in five is cancelled while it runs, 50 pollers read running jobs'
 # pages and since_step metrics, and a CSV export runs every few seconds. Every minute it
 # prints the server's RSS, open file descriptors and WAL size. At the end:
@@ -41,9 +41,9 @@ submitter() {
     if [ "$open" -lt 6 ]; then
       i=$((i + 1))
       if [ $((i % 2)) = 0 ]; then
-        srv_submit '{"kind":"nqm","params":{"dim":30,"mode":"exact","lr":0.3,"max_steps":'$((100000 + RANDOM * 10))',"log_every":5}}' >/dev/null
+        srv_submit '{"kind":"nqm","params":{"dim":30,"mode":"exact","lr":0.3,"max_steps":'$((20000 + RANDOM))',"log_every":2}}' >/dev/null
       else
-        srv_submit '{"kind":"linreg","params":{"data":{"n":256,"d":16},"steps":'$((20000 + RANDOM * 3))',"seed":'$i'}}' >/dev/null
+        srv_submit '{"kind":"linreg","params":{"data":{"n":256,"d":16},"steps":'$((5000 + RANDOM / 4))',"seed":'$i'}}' >/dev/null
       fi
     fi
     sleep 0.5
