@@ -208,8 +208,8 @@ static void rollback(store *s) {
   if (!sqlite3_get_autocommit(s->db)) run_simple(s, ST_ROLLBACK, NULL);
 }
 
-/* WAL hook, run after each commit on this connection with the WAL's frame count. It keeps
- * SQLite's autocheckpoint (PASSIVE at 1000 frames) and adds the bound that PASSIVE cannot
+/* The WAL bound, run after each commit on a connection with the WAL's frame count (from the
+ * WAL hook). It adds the bound that SQLite's autocheckpoint (PASSIVE at 1000 frames) cannot
  * give under continuous readers: a passive checkpoint never lets the WAL start over while
  * some reader's snapshot overlaps the next commit, so with pollers always reading, the file
  * grows without end (measured: +8 MB a minute in the soak). Past STORE__WAL_TRUNCATE_FRAMES
@@ -217,21 +217,25 @@ static void rollback(store *s) {
  * waits for the current readers (each a short transaction) and cuts the file to zero; it waits
  * at most 200 ms, and after a failure tries again only 2 s later. */
 #define STORE__WAL_TRUNCATE_FRAMES 4096
+int store__wal_bound(store *s, sqlite3 *db, const char *name, int frames) {
+  if (frames < STORE__WAL_TRUNCATE_FRAMES) return 0;
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  long long now = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  if (now < s->wal_retry_ms) return 0;
+  long saved = s->busy_ms;
+  s->busy_ms = 200;
+  int rc = sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+  s->busy_ms = saved;
+  if (rc == SQLITE_OK) return 1;
+  s->wal_retry_ms = now + 2000;
+  return 0;
+}
+
+/* The WAL hook of a connection without the job cache (store_cache.c installs its own, which
+ * calls store__wal_bound too): the bound, else SQLite's autocheckpoint. */
 static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames) {
-  store *s = arg;
-  if (frames >= STORE__WAL_TRUNCATE_FRAMES) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    long long now = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-    if (now >= s->wal_retry_ms) {
-      long saved = s->busy_ms;
-      s->busy_ms = 200;
-      int rc = sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
-      s->busy_ms = saved;
-      if (rc == SQLITE_OK) return SQLITE_OK;
-      s->wal_retry_ms = now + 2000;
-    }
-  }
+  if (store__wal_bound(arg, db, name, frames)) return SQLITE_OK;
   if (frames >= 1000) sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
   return SQLITE_OK;
 }
