@@ -25,7 +25,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 DB   ?= var/tdlab.db
 
-.PHONY: all deps run test unit e2e browser bench sanitize tsan fuzz clean reliability load mutants
+.PHONY: all deps run test unit e2e browser bench sanitize tsan fuzz clean reliability load mutants soak
 # Keep intermediate objects so that `make test` followed by `make run` rebuilds nothing.
 .SECONDARY:
 all: $(BUILD)/tdlab $(TEST_BIN) $(BENCH_BIN)
@@ -89,6 +89,12 @@ fuzz: deps
 # with the server's RSS before and after (tests/hostile_rss.sh). All three always run.
 reliability: deps all
 	@rc=0; for t in crash burst hostile_rss; do ./tests/$$t.sh $(BUILD)/tdlab || rc=1; done; exit $$rc
+
+# Soak (issue 18), 10 minutes, not part of `make test`: 2 workers training, submissions,
+# cancellations, 50 pollers of running jobs, CSV exports; RSS, fds and WAL printed every
+# minute and checked flat, every job ends in a final state (tests/soak.sh; SOAK_SECONDS).
+soak: all
+	@./tests/soak.sh $(BUILD)/tdlab
 
 # Load: wrk, 50 connections for 30 s against the job, metrics and list endpoints while 2
 # workers train; must see 0 errors (tests/load.sh).

@@ -85,5 +85,8 @@ OPENBLAS_NUM_THREADS=2 "$BUILD/bench/bench_hypergrad" --threads 2 --T 100 --n 10
 # per stored point with and without the pyramid, and the comparison page opening 20 runs of
 # 100,000 points in headless Chromium (bench/compare.sh).
 "$here/compare.sh" "$BUILD" || status=1
+# --- ops (issue 18): lists, polls and exports at 1,000,000 jobs and a 10-million-point run,
+# on a database that bench/scale.sh generates once (about 2 min) under $SCALE_DIR.
+"$here/scale.sh" "$BUILD" || status=1
 
 exit $status

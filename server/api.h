@@ -10,6 +10,9 @@
 #include "store.h"
 
 /* Everything the handlers share; built once in `serve` and read-only afterwards. */
+/* The version that tdlab version and tdlab_build_info report. */
+#define TDLAB_VERSION "0.1.0"
+
 typedef struct api_ctx {
   queue *q;              /* borrowed */
   td_limits limits;      /* caps on a job's estimated memory and parameter count */

@@ -1,7 +1,13 @@
 /* api_kinds.c: the catalogue of kinds, /healthz and the Prometheus /metrics endpoint, plus the
  * shared api_ctx. */
+#include <dirent.h>
 #include <jansson.h>
 #include <limits.h>
+#include <sqlite3.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/resource.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -71,6 +77,87 @@ int api_healthz(http_req *req, http_resp *resp) {
   return 200;
 }
 
+/* One Prometheus histogram from per-bucket counts (the last bucket is +Inf). */
+static void write_histogram(http_buf *b, const char *name, const char *help, const double *le,
+                            int n, const uint64_t *counts, double sum) {
+  http_buf_printf(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+  unsigned long long cum = 0;
+  for (int k = 0; k < n; k++) {
+    cum += counts[k];
+    http_buf_printf(b, "%s_bucket{le=\"%g\"} %llu\n", name, le[k], cum);
+  }
+  cum += counts[n];
+  http_buf_printf(b, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", name, cum,
+                  name, sum, name, cum);
+}
+
+/* The process_* series of the Prometheus client libraries (their "process collector"), read
+ * from /proc/self: CPU seconds (user + system), resident and virtual memory, open and maximum
+ * file descriptors, start time (seconds since the epoch). Linux only; a missing file skips its
+ * series. */
+static void write_process(http_buf *b) {
+  long tck = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
+  FILE *f = fopen("/proc/self/stat", "r");
+  unsigned long utime = 0, stime = 0, vsize = 0;
+  unsigned long long start = 0;
+  long rss = 0;
+  int have = 0;
+  if (f) {
+    char buf[1024];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    char *p = strrchr(buf, ')'); /* fields after the command name, which may hold spaces */
+    if (p &&
+        sscanf(p + 2,
+               "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu %*d %*d %*d %*d %*d %*d "
+               "%llu %lu %ld",
+               &utime, &stime, &start, &vsize, &rss) == 5)
+      have = 1;
+  }
+  double btime = 0;
+  if ((f = fopen("/proc/stat", "r"))) {
+    char line[256];
+    while (fgets(line, sizeof line, f))
+      if (sscanf(line, "btime %lf", &btime) == 1) break;
+    fclose(f);
+  }
+  if (have && tck > 0)
+    http_buf_printf(b,
+                    "# HELP process_cpu_seconds_total Total user and system CPU time spent in "
+                    "seconds.\n# TYPE process_cpu_seconds_total counter\n"
+                    "process_cpu_seconds_total %.2f\n"
+                    "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
+                    "# TYPE process_resident_memory_bytes gauge\n"
+                    "process_resident_memory_bytes %lld\n"
+                    "# HELP process_virtual_memory_bytes Virtual memory size in bytes.\n"
+                    "# TYPE process_virtual_memory_bytes gauge\n"
+                    "process_virtual_memory_bytes %lu\n"
+                    "# HELP process_start_time_seconds Start time of the process since unix "
+                    "epoch in seconds.\n# TYPE process_start_time_seconds gauge\n"
+                    "process_start_time_seconds %.2f\n",
+                    (double)(utime + stime) / tck, (long long)rss * page, vsize,
+                    btime + (double)start / tck);
+  long fds = 0;
+  DIR *d = opendir("/proc/self/fd");
+  if (d) {
+    struct dirent *de;
+    while ((de = readdir(d)))
+      if (de->d_name[0] != '.') fds++;
+    closedir(d);
+    http_buf_printf(b,
+                    "# HELP process_open_fds Number of open file descriptors.\n"
+                    "# TYPE process_open_fds gauge\nprocess_open_fds %ld\n",
+                    fds - 1 /* the directory stream's own */);
+  }
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+    http_buf_printf(b,
+                    "# HELP process_max_fds Maximum number of open file descriptors.\n"
+                    "# TYPE process_max_fds gauge\nprocess_max_fds %lld\n",
+                    (long long)rl.rlim_cur);
+}
+
 int api_prometheus(http_req *req, http_resp *resp) {
   api_ctx *a = req->app;
   store *st;
@@ -114,6 +201,28 @@ int api_prometheus(http_req *req, http_resp *resp) {
                     "tdlab_job_cache_lookups_total{result=\"miss\"} %llu\n",
                     (unsigned long long)hits, (unsigned long long)misses);
   }
+  write_histogram(b, "tdlab_job_duration_seconds",
+                  "Jobs by how long they ran, from the claim to the final status.", queue_run_le,
+                  QUEUE_N_RUN_LE, qs.run_count, qs.run_sum_s);
+  write_histogram(b, "tdlab_job_queue_wait_seconds",
+                  "Jobs by how long they waited, from submission to the claim.", queue_wait_le,
+                  QUEUE_N_WAIT_LE, qs.wait_count, qs.wait_sum_s);
+  long long dbb = 0, freep = 0, walb = 0;
+  if (!store_file_stats(st, &dbb, &freep, &walb, &e))
+    http_buf_printf(b,
+                    "# HELP tdlab_db_bytes Size of the database file (page_count * page_size).\n"
+                    "# TYPE tdlab_db_bytes gauge\ntdlab_db_bytes %lld\n"
+                    "# HELP tdlab_db_free_pages Pages on the database's freelist.\n"
+                    "# TYPE tdlab_db_free_pages gauge\ntdlab_db_free_pages %lld\n"
+                    "# HELP tdlab_wal_bytes Size of the write-ahead log file.\n"
+                    "# TYPE tdlab_wal_bytes gauge\ntdlab_wal_bytes %lld\n",
+                    dbb, freep, walb);
+  http_buf_printf(b,
+                  "# HELP tdlab_build_info The tdlab version and the SQLite library it runs on.\n"
+                  "# TYPE tdlab_build_info gauge\n"
+                  "tdlab_build_info{version=\"%s\",sqlite=\"%s\"} 1\n",
+                  TDLAB_VERSION, sqlite3_libversion());
+  write_process(b);
   http_write_prometheus(req->srv, b);
   resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
   resp->status = 200;

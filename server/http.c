@@ -579,6 +579,53 @@ static int is_json_type(const char *ct) {
   return *ct == '\0' || *ct == ';';
 }
 
+/* Routes whose 200 answers carry an ETag and answer If-None-Match with 304 (the job page's
+ * polls: the job, the job list, the metrics). Chosen by name so the route table stays as is. */
+static int etag_route(const char *name) {
+  return !strcmp(name, "jobs_get") || !strcmp(name, "jobs_list") || !strcmp(name, "metrics_get");
+}
+
+/* The ETag of a response body: FNV-1a 64 of its bytes (Fowler, Noll, Vo), quoted. A change of
+ * any byte changes it with probability 1 - 2^-64 for practical purposes. */
+static void body_etag(const http_buf *b, char out[20]) {
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < b->len; i++) {
+    h ^= (unsigned char)b->data[i];
+    h *= 1099511628211ull;
+  }
+  snprintf(out, 20, "\"%016llx\"", (unsigned long long)h);
+}
+
+/* Does the If-None-Match header value list `tag` (or "*")? Weak tags (W/"...") compare by
+ * their opaque part, as RFC 7232 3.2 asks for If-None-Match. */
+static int etag_listed(const char *inm, const char *tag) {
+  if (!inm) return 0;
+  size_t tl = strlen(tag);
+  for (const char *p = inm; *p;) {
+    while (*p == ' ' || *p == ',' || *p == '\t') p++;
+    if (*p == '*') return 1;
+    if (p[0] == 'W' && p[1] == '/') p += 2;
+    if (!strncmp(p, tag, tl) && (p[tl] == '\0' || p[tl] == ',' || p[tl] == ' ')) return 1;
+    while (*p && *p != ',') p++;
+  }
+  return 0;
+}
+
+/* After a GET handler: add the ETag, and turn the answer into 304 without a body when the
+ * client already has it. Cache-Control no-cache lets browsers keep the body and revalidate. */
+static void etag_apply(http_req *req, http_resp *resp) {
+  if (resp->status != 200 || resp->fd >= 0 || resp->body.failed) return;
+  char tag[20];
+  body_etag(&resp->body, tag);
+  http_resp_header(resp, "ETag", "%s", tag);
+  resp->cache = "no-cache";
+  if (etag_listed(http_header(req, MHD_HTTP_HEADER_IF_NONE_MATCH), tag)) {
+    resp->status = 304;
+    http_buf_free(&resp->body);
+    http_buf_init(&resp->body);
+  }
+}
+
 static int dispatch(http_server *srv, struct MHD_Connection *conn, const char *url,
                     const char *method, req_ctx *rc, http_resp *resp) {
   http_req req = {.conn = conn, .srv = srv, .app = srv->app, .method = method, .path = url,
@@ -631,6 +678,10 @@ static int dispatch(http_server *srv, struct MHD_Connection *conn, const char *u
     return http_error(resp, HTTP_E_UNSUPPORTED_MEDIA_TYPE, NULL,
                       "the body must be sent with Content-Type: application/json");
   int status = found->fn(&req, resp);
+  if (is_get && etag_route(found->name)) {
+    etag_apply(&req, resp);
+    status = resp->status;
+  }
   if (req.st) store_pool_put(req.pool, req.st);
   return status;
 }
@@ -1269,17 +1320,17 @@ static const char *route_name(int i) {
 }
 
 void http_write_prometheus(http_server *s, http_buf *b) {
-  http_buf_str(b, "# HELP tdlab_http_requests_total HTTP requests by route and status.\n"
+  http_buf_str(b, "# HELP tdlab_http_requests_total HTTP requests by route and status code.\n"
                   "# TYPE tdlab_http_requests_total counter\n");
   for (int r = 0; r < N_ROUTE_SLOTS; r++)
     for (int k = 0; k < N_STATUS_SLOTS; k++) {
       unsigned long long v = atomic_load_explicit(&s->requests[r][k], memory_order_relaxed);
       if (!v) continue;
       if (status_slots[k])
-        http_buf_printf(b, "tdlab_http_requests_total{route=\"%s\",status=\"%d\"} %llu\n",
+        http_buf_printf(b, "tdlab_http_requests_total{route=\"%s\",code=\"%d\"} %llu\n",
                         route_name(r), status_slots[k], v);
       else
-        http_buf_printf(b, "tdlab_http_requests_total{route=\"%s\",status=\"other\"} %llu\n",
+        http_buf_printf(b, "tdlab_http_requests_total{route=\"%s\",code=\"other\"} %llu\n",
                         route_name(r), v);
     }
   http_buf_str(b, "# HELP tdlab_http_request_duration_seconds Time from the request line to "

@@ -62,6 +62,7 @@ char *http_json_dump(const struct json_t *v);
   X(UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", 415, 0)            \
   X(INTERNAL, "internal", 500, TD_EINTERNAL)                             \
   X(IO, "internal", 500, TD_EIO)                                         \
+  X(STORAGE_FULL, "storage_full", 507, TD_EFULL)                         \
   X(QUEUE_FULL, "queue_full", 503, 0)                                    \
   X(UNAVAILABLE, "unavailable", 503, TD_ENOMEM)                          \
   X(TIMEOUT, "unavailable", 503, TD_ETIMEOUT)

@@ -24,7 +24,6 @@
 #include "store.h"
 #include "store_cache.h"
 
-#define TDLAB_VERSION "0.1.0"
 
 static void usage(FILE *f) {
   fprintf(f,
@@ -42,6 +41,9 @@ static void usage(FILE *f) {
           "           [--checkpoint-dir DIR]\n"
           "  kinds    [--json]\n"
           "  migrate  --db F [--migrations DIR]\n"
+          "  backup   --db F --out G      (a consistent copy while the server runs)\n"
+          "  prune    --db F [--older-than 30d] [--status S,..] [--tag T] [--sweep N] [--yes]\n"
+          "           (finished jobs only; a dry run unless --yes)\n"
           "  version\n");
 }
 
@@ -231,6 +233,117 @@ static int cmd_migrate(opts *o) {
   char buf[PATH_MAX];
   store *s = NULL;
   if (open_and_migrate(db, find_migrations(mig, buf, sizeof buf), &s)) return 1;
+  store_close(s);
+  return 0;
+}
+
+/* ---------------------------------------------------------------- backup */
+
+static int cmd_backup(opts *o) {
+  const char *db = NULL, *out = NULL;
+  int r;
+  while ((r = next_opt(o))) {
+    if (r > 0 && !strcmp(o->name, "--db")) db = need(o);
+    else if (r > 0 && !strcmp(o->name, "--out")) out = need(o);
+    else {
+      fprintf(stderr, "tdlab backup: unexpected argument '%s'\n", r < 0 ? o->value : o->name);
+      return 2;
+    }
+  }
+  if (!db || !out) {
+    fprintf(stderr, "tdlab backup: --db F and --out G are required\n");
+    return 2;
+  }
+  td_err e;
+  td_err_clear(&e);
+  long pages = 0;
+  if (store_backup(db, out, &pages, &e)) {
+    fprintf(stderr, "tdlab backup: %s\n", e.msg);
+    return 1;
+  }
+  printf("tdlab backup: %s -> %s (%ld pages, quick_check ok)\n", db, out, pages);
+  return 0;
+}
+
+/* ---------------------------------------------------------------- prune */
+
+/* A duration: a number with an optional unit s, m, h or d (seconds without one). -1: bad. */
+static double parse_duration(const char *v) {
+  char *end;
+  errno = 0;
+  double x = strtod(v, &end);
+  double mul = 1;
+  if (*end == 's') end++;
+  else if (*end == 'm') mul = 60, end++;
+  else if (*end == 'h') mul = 3600, end++;
+  else if (*end == 'd') mul = 86400, end++;
+  if (end == v || *end || errno || !isfinite(x) || x < 0) return -1;
+  return x * mul;
+}
+
+static int cmd_prune(opts *o) {
+  const char *db = NULL;
+  store_prune_filter f = {0};
+  int yes = 0, r;
+  while ((r = next_opt(o))) {
+    const char *n = o->name;
+    if (r < 0) {
+      fprintf(stderr, "tdlab prune: unexpected argument '%s'\n", o->value);
+      return 2;
+    }
+    if (!strcmp(n, "--db")) db = need(o);
+    else if (!strcmp(n, "--yes")) yes = 1;
+    else if (!strcmp(n, "--tag")) f.tag = need(o);
+    else if (!strcmp(n, "--sweep")) f.sweep_id = parse_long(n, need(o), 1, LONG_MAX);
+    else if (!strcmp(n, "--older-than")) {
+      const char *v = need(o);
+      if ((f.older_than_s = parse_duration(v)) < 0) {
+        fprintf(stderr, "tdlab prune: --older-than: '%s' is not a duration like 30d, 12h, 90m\n", v);
+        return 2;
+      }
+    } else if (!strcmp(n, "--status")) {
+      char buf[256];
+      snprintf(buf, sizeof buf, "%s", need(o));
+      for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        int st = store_status_parse(t);
+        if (st < 0) {
+          fprintf(stderr, "tdlab prune: --status: unknown status '%s'\n", t);
+          return 2;
+        }
+        f.status_mask |= 1u << st;
+      }
+    } else {
+      fprintf(stderr, "tdlab prune: unknown option %s\n", n);
+      return 2;
+    }
+  }
+  if (!db) {
+    fprintf(stderr, "tdlab prune: --db F is required\n");
+    return 2;
+  }
+  store *s = NULL;
+  td_err e;
+  td_err_clear(&e);
+  if (access(db, R_OK | W_OK) != 0 || store_open(db, 30000, &s, &e)) {
+    fprintf(stderr, "tdlab prune: cannot open '%s' %s\n", db, e.msg);
+    return 1;
+  }
+  long long before = 0, fp = 0, wal = 0, after = 0;
+  store_file_stats(s, &before, &fp, &wal, &e);
+  long jobs = 0, points = 0;
+  if (store_prune(s, &f, !yes, &jobs, &points, &e)) {
+    fprintf(stderr, "tdlab prune: %s\n", e.msg);
+    store_close(s);
+    return 1;
+  }
+  if (!yes) {
+    printf("tdlab prune: dry run: %ld jobs with %ld metric points match; add --yes to delete "
+           "them\n", jobs, points);
+  } else {
+    store_file_stats(s, &after, &fp, &wal, &e);
+    printf("tdlab prune: deleted %ld jobs with %ld metric points; file %lld -> %lld bytes\n",
+           jobs, points, before, after);
+  }
   store_close(s);
   return 0;
 }
@@ -824,6 +937,8 @@ int main(int argc, char **argv) {
   if (!strcmp(verb, "run")) return cmd_run(&o);
   if (!strcmp(verb, "kinds")) return cmd_kinds(&o);
   if (!strcmp(verb, "migrate")) return cmd_migrate(&o);
+  if (!strcmp(verb, "backup")) return cmd_backup(&o);
+  if (!strcmp(verb, "prune")) return cmd_prune(&o);
   if (!strcmp(verb, "version") || !strcmp(verb, "--version")) {
     printf("tdlab %s\n", TDLAB_VERSION);
     return 0;

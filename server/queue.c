@@ -47,7 +47,21 @@ struct queue {
   int n_workers;
   atomic_int busy;
   atomic_ullong points, started, finished;
+  atomic_ullong run_count[QUEUE_N_RUN_LE + 1], wait_count[QUEUE_N_WAIT_LE + 1];
+  atomic_ullong run_sum_us, wait_sum_us;
 };
+
+const double queue_run_le[QUEUE_N_RUN_LE] = {0.1, 1, 5, 30, 60, 300, 900, 3600, 14400, 86400};
+const double queue_wait_le[QUEUE_N_WAIT_LE] = {0.01, 0.1, 1, 5, 30, 60, 300, 900, 3600, 86400};
+
+static void observe(atomic_ullong *counts, const double *le, int n, atomic_ullong *sum_us,
+                    double x) {
+  if (!(x >= 0)) x = 0;
+  int k = 0;
+  while (k < n && x > le[k]) k++;
+  atomic_fetch_add(&counts[k], 1);
+  atomic_fetch_add(sum_us, (unsigned long long)(x * 1e6));
+}
 
 /* The sink context of one running job. */
 typedef struct job_ctx {
@@ -59,6 +73,7 @@ typedef struct job_ctx {
   long long timeout_ms; /* 0: none */
   int timed_out;
   int write_failed;
+  int full;             /* a write found the disk or the database full: the job ends failed */
   long done, total;
   sweeps_hook *sweep; /* set for a sweep child: early stopping, refresh on end (sweeps.h) */
 } job_ctx;
@@ -78,6 +93,11 @@ static void count_points(job_ctx *c) {
 }
 
 static void note_write(job_ctx *c, int rc) {
+  if (rc == TD_EFULL && !c->full) {
+    c->full = 1;
+    log_emit(LOG_ERROR, "database_full", "job=%lld msg=\"disk or database full; the job stops\"",
+             (long long)c->id);
+  }
   if (rc == TD_EIO && !c->write_failed) {
     c->write_failed = 1;
     log_emit(LOG_WARN, "metric_write_failed", "job=%lld msg=\"batch not committed; retrying\"",
@@ -93,7 +113,9 @@ static int sink_metric(void *ctx, const char *key, long step, double value) {
   int rc = store_mw_put(c->mw, key, step, value);
   note_write(c, rc);
   if (c->sweep) sweeps_hook_metric(c->sweep, key, step, value);
-  return rc == TD_EIO ? 0 : rc; /* the point stays buffered; the next flush retries */
+  /* TD_EIO: the point stays buffered and the next flush retries; TD_EFULL: should_stop ends
+   * the job at its next check */
+  return rc == TD_EIO || rc == TD_EFULL ? 0 : rc;
 }
 
 static int valid_artifact_name(const char *n) {
@@ -132,7 +154,7 @@ static void sink_progress(void *ctx, long done, long total) {
 static int sink_should_stop(void *ctx) {
   job_ctx *c = ctx;
   note_write(c, store_mw_tick(c->mw));
-  if (atomic_load(&c->w->cancel) || atomic_load(&c->w->q->stopping)) return 1;
+  if (atomic_load(&c->w->cancel) || atomic_load(&c->w->q->stopping) || c->full) return 1;
   if (c->sweep && sweeps_hook_pruned(c->sweep, NULL)) return 1;
   if (c->timeout_ms > 0 && mono_ms() - c->start_ms > c->timeout_ms) {
     c->timed_out = 1;
@@ -158,8 +180,9 @@ static int sink_checkpoint(void *ctx, long job, long step, long checkpoint_id, v
  * job's result. */
 static int flush_retry(job_ctx *c) {
   int rc = 0;
-  for (int i = 0; i < 20; i++) {
+  for (int i = 0; i < 20 && !c->full; i++) {
     rc = store_mw_flush(c->mw);
+    if (rc == TD_EFULL) c->full = 1;
     if (rc != TD_EIO) break;
     struct timespec ts = {0, 100 * 1000000L};
     nanosleep(&ts, NULL);
@@ -172,11 +195,14 @@ static void record(worker *w, int64_t id, int status, const char *error, const c
                    long done, long total) {
   td_err e;
   int rc = 0;
-  for (int i = 0; i < 20; i++) {
+  /* a full disk may leave no room for the summary: retry without it; the row is updated in
+   * place, so a short error text usually fits in the page the row already has */
+  for (int i = 0; i < 40; i++) {
     td_err_clear(&e);
     rc = status == STORE_QUEUED ? store_job_requeue(w->st, id, &e)
-                                : store_job_finish(w->st, id, status, error, summary, done, total, &e);
-    if (rc != TD_EIO) break;
+                                : store_job_finish(w->st, id, status, error, i < 10 ? summary : NULL,
+                                                   done, total, &e);
+    if (rc != TD_EIO && rc != TD_EFULL) break;
     struct timespec ts = {0, 100 * 1000000L};
     nanosleep(&ts, NULL);
   }
@@ -191,6 +217,7 @@ static void run_job(worker *w, store_claimed *cl) {
   char kq[160];
   log_emit(LOG_INFO, "job_started", "job=%lld kind=%s attempt=%ld worker=%d", (long long)cl->id,
            log_quote(kq, sizeof kq, cl->kind), cl->attempt, w->index);
+  observe(q->wait_count, queue_wait_le, QUEUE_N_WAIT_LE, &q->wait_sum_us, cl->wait_s);
   const td_kind *kind = (q->cfg.find_kind ? q->cfg.find_kind : td_kinds_find)(cl->kind);
   json_error_t je;
   json_t *params = json_loads(cl->params, 0, &je);
@@ -223,7 +250,13 @@ static void run_job(worker *w, store_claimed *cl) {
     int frc = flush_retry(&c);
     if (summary) summary_text = http_json_dump(summary);
     json_decref(summary);
-    if (frc) {
+    if (c.full || frc == TD_EFULL) {
+      status = STORE_FAILED;
+      snprintf(error, sizeof error,
+               "database or disk is full: the job stopped at step %ld; the %llu points stored "
+               "before are kept",
+               c.done, (unsigned long long)store_mw_written(c.mw));
+    } else if (frc) {
       status = STORE_FAILED;
       snprintf(error, sizeof error, "could not store the last metrics (database error)");
     } else if (rc == 0) {
@@ -255,6 +288,8 @@ static void run_job(worker *w, store_claimed *cl) {
   record(w, cl->id, status, error[0] ? error : NULL, summary_text, c.done, c.total);
   sweeps_hook_end(c.sweep, status == STORE_QUEUED); /* sweep status and fit refresh */
   atomic_fetch_add(&q->finished, 1);
+  if (status != STORE_QUEUED)
+    observe(q->run_count, queue_run_le, QUEUE_N_RUN_LE, &q->run_sum_us, (mono_ms() - t0) / 1000.0);
   char eq[600];
   log_emit(status == STORE_FAILED ? LOG_WARN : LOG_INFO,
            status == STORE_QUEUED ? "job_requeued" : "job_finished",
@@ -374,6 +409,10 @@ void queue_stats_get(queue *q, queue_stats *out) {
   out->points = atomic_load(&q->points);
   out->jobs_started = atomic_load(&q->started);
   out->jobs_finished = atomic_load(&q->finished);
+  for (int k = 0; k <= QUEUE_N_RUN_LE; k++) out->run_count[k] = atomic_load(&q->run_count[k]);
+  for (int k = 0; k <= QUEUE_N_WAIT_LE; k++) out->wait_count[k] = atomic_load(&q->wait_count[k]);
+  out->run_sum_s = atomic_load(&q->run_sum_us) / 1e6;
+  out->wait_sum_s = atomic_load(&q->wait_sum_us) / 1e6;
 }
 
 void queue_destroy(queue *q) {

@@ -26,13 +26,22 @@ typedef struct queue_config {
   int worker_nice;           /* 1..19: the worker threads' nice value (lower priority); 0: unchanged */
 } queue_config;
 
+#define QUEUE_N_RUN_LE 10
+#define QUEUE_N_WAIT_LE 10
 typedef struct queue_stats {
   int workers;              /* threads */
   int busy;                 /* threads running a job now */
   uint64_t points;          /* metric points committed since start */
   uint64_t jobs_started;    /* claims since start */
   uint64_t jobs_finished;   /* final statuses written since start */
+  /* histograms since start, per bucket (not cumulative; the last is +Inf): how long a job
+   * ran (claim to final status) and how long it waited (created_at to claim), in seconds */
+  uint64_t run_count[QUEUE_N_RUN_LE + 1], wait_count[QUEUE_N_WAIT_LE + 1];
+  double run_sum_s, wait_sum_s;
 } queue_stats;
+
+/* The upper bounds (seconds) of the job-duration and queue-wait histogram buckets. */
+extern const double queue_run_le[QUEUE_N_RUN_LE], queue_wait_le[QUEUE_N_WAIT_LE];
 
 /* queue_create: open one store per worker and start the workers. Each loops: claim (under
  * the queue mutex, which guards nothing but the claim), run the job's kind with a sink that

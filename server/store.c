@@ -26,7 +26,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+/* After a checkpoint has reset it, the WAL file is truncated to at most this many bytes
+ * (PRAGMA journal_size_limit); wal_hook below keeps it near 16 MiB under continuous readers. */
+#define STORE__WAL_LIMIT "67108864"
 #define NOW "strftime('%Y-%m-%dT%H:%M:%fZ','now')"
 #define JOB_COLS                                                                          \
   "id,kind,name,status,params,tags,priority,attempt,sweep_id,progress_done,progress_total," \
@@ -67,7 +73,8 @@
     "j.status='queued' AND (j.sweep_id IS NULL OR NOT EXISTS (SELECT 1 FROM sweeps w "     \
     "WHERE w.id=j.sweep_id AND w.max_concurrency>0 AND (SELECT count(*) FROM jobs r "      \
     "WHERE r.sweep_id=j.sweep_id AND r.status='running')>=w.max_concurrency)) "            \
-    "ORDER BY j.priority DESC, j.id LIMIT 1) RETURNING id, kind, params, attempt")         \
+    "ORDER BY j.priority DESC, j.id LIMIT 1) RETURNING id, kind, params, attempt, "            \
+    "(julianday(started_at)-julianday(created_at))*86400.0")         \
   X(JOB_FINISH,                                                                            \
     "UPDATE jobs SET status=?2, finished_at=" NOW ", error=?3, summary=?4, "               \
     "progress_done=?5, progress_total=?6 WHERE id=?1 AND status='running'")                \
@@ -159,6 +166,7 @@ struct store {
   sqlite3 *db;
   sqlite3_stmt *st[ST__COUNT];
   long busy_ms; /* give up on a lock after about this long */
+  long long wal_retry_ms; /* CLOCK_MONOTONIC ms before which wal_hook tries no TRUNCATE */
 };
 
 /* Busy handler: wait for a lock held by another connection with short sleeps (20 us, doubling
@@ -189,8 +197,17 @@ int store_status_parse(const char *name) {
   return -1;
 }
 
+/* A failed statement: TD_EFULL when SQLite reports the disk or the database full
+ * (SQLITE_FULL: the file system is out of space, or max_page_count is reached), else TD_EIO. */
 static int sql_fail(store *s, td_err *err, const char *what) {
-  return td_err_set(err, TD_EIO, NULL, "%s: %s", what, s ? sqlite3_errmsg(s->db) : "no database");
+  int full = s && (sqlite3_extended_errcode(s->db) & 0xff) == SQLITE_FULL;
+  return td_err_set(err, full ? TD_EFULL : TD_EIO, NULL, "%s: %s", what,
+                    s ? sqlite3_errmsg(s->db) : "no database");
+}
+
+/* The code of the last failure on s: TD_EFULL for SQLITE_FULL, else TD_EIO. */
+static int fail_code(store *s) {
+  return (sqlite3_extended_errcode(s->db) & 0xff) == SQLITE_FULL ? TD_EFULL : TD_EIO;
 }
 
 /* The cached statement `id`, prepared on first use; NULL on failure (message in err). */
@@ -223,6 +240,38 @@ static void rollback(store *s) {
   if (!sqlite3_get_autocommit(s->db)) run_simple(s, ST_ROLLBACK, NULL);
 }
 
+/* The WAL bound, run after each commit on a connection with the WAL's frame count (from the
+ * WAL hook). It adds the bound that SQLite's autocheckpoint (PASSIVE at 1000 frames) cannot
+ * give under continuous readers: a passive checkpoint never lets the WAL start over while
+ * some reader's snapshot overlaps the next commit, so with pollers always reading, the file
+ * grows without end (measured: +8 MB a minute in the soak). Past STORE__WAL_TRUNCATE_FRAMES
+ * frames (16 MiB of 4 KiB pages) it runs a TRUNCATE checkpoint, which holds new writers off,
+ * waits for the current readers (each a short transaction) and cuts the file to zero; it waits
+ * at most 200 ms, and after a failure tries again only 2 s later. */
+#define STORE__WAL_TRUNCATE_FRAMES 4096
+int store__wal_bound(store *s, sqlite3 *db, const char *name, int frames) {
+  if (frames < STORE__WAL_TRUNCATE_FRAMES) return 0;
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  long long now = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  if (now < s->wal_retry_ms) return 0;
+  long saved = s->busy_ms;
+  s->busy_ms = 200;
+  int rc = sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+  s->busy_ms = saved;
+  if (rc == SQLITE_OK) return 1;
+  s->wal_retry_ms = now + 2000;
+  return 0;
+}
+
+/* The WAL hook of a connection without the job cache (store_cache.c installs its own, which
+ * calls store__wal_bound too): the bound, else SQLite's autocheckpoint. */
+static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames) {
+  if (store__wal_bound(arg, db, name, frames)) return SQLITE_OK;
+  if (frames >= 1000) sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+  return SQLITE_OK;
+}
+
 int store_open(const char *path, int busy_timeout_ms, store **out, td_err *err) {
   *out = NULL;
   store *s = calloc(1, sizeof *s);
@@ -241,7 +290,9 @@ int store_open(const char *path, int busy_timeout_ms, store **out, td_err *err) 
   sqlite3_extended_result_codes(s->db, 1);
   char *msg = NULL;
   if (sqlite3_exec(s->db,
-                   "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+                   "PRAGMA auto_vacuum=INCREMENTAL; PRAGMA journal_mode=WAL; "
+                   "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; "
+                   "PRAGMA journal_size_limit=" STORE__WAL_LIMIT ";",
                    NULL, NULL, &msg) != SQLITE_OK) {
     td_err_set(err, TD_EIO, NULL, "cannot configure database '%s': %s", path,
                msg ? msg : "?");
@@ -249,6 +300,13 @@ int store_open(const char *path, int busy_timeout_ms, store **out, td_err *err) 
     sqlite3_close(s->db);
     free(s);
     return TD_EIO;
+  }
+  sqlite3_wal_hook(s->db, wal_hook, s);
+  const char *mp = getenv("TDLAB_MAX_PAGE_COUNT");
+  if (mp && *mp) {
+    char pr[64];
+    snprintf(pr, sizeof pr, "PRAGMA max_page_count=%ld", strtol(mp, NULL, 10));
+    sqlite3_exec(s->db, pr, NULL, NULL, NULL);
   }
   *out = s;
   return 0;
@@ -315,6 +373,46 @@ static char *read_file(const char *path, td_err *err) {
   }
   buf[len] = '\0';
   return buf;
+}
+
+/* The first 0001_init.sql (commit 64190ac) had a status CHECK without 'pruned'; the file was
+ * then edited in place to allow it, so a database made by that commit never got the change
+ * and a sweep's early stopping would fail on it with a constraint error. Adding a value to a
+ * CHECK changes no stored row, so the table's SQL text is rewritten in sqlite_schema by the
+ * procedure of https://sqlite.org/lang_altertable.html#otheralter (writable_schema, then
+ * schema_version + 1 so every connection reloads the schema), in one transaction. */
+static int fix_pruned_check(store *s, td_err *err) {
+  sqlite3_stmt *q = NULL;
+  int need = 0;
+  if (sqlite3_prepare_v2(s->db,
+                         "SELECT 1 FROM sqlite_schema WHERE type='table' AND name='jobs' AND "
+                         "sql LIKE '%''cancelled'')%' AND sql NOT LIKE '%''pruned''%'",
+                         -1, &q, NULL) != SQLITE_OK)
+    return sql_fail(s, err, "schema check");
+  need = sqlite3_step(q) == SQLITE_ROW;
+  sqlite3_finalize(q);
+  if (!need) return 0;
+  int rc = begin_write(s, err);
+  if (rc) return rc;
+  int v = 0;
+  if (sqlite3_prepare_v2(s->db, "PRAGMA schema_version", -1, &q, NULL) == SQLITE_OK &&
+      sqlite3_step(q) == SQLITE_ROW)
+    v = sqlite3_column_int(q, 0);
+  sqlite3_finalize(q);
+  char sql[512];
+  snprintf(sql, sizeof sql,
+           "PRAGMA writable_schema=ON;"
+           "UPDATE sqlite_schema SET sql=replace(sql,'''cancelled'')','''cancelled'',''pruned'')')"
+           " WHERE type='table' AND name='jobs';"
+           "PRAGMA schema_version=%d; PRAGMA writable_schema=OFF;",
+           v + 1);
+  rc = store_exec(s, sql, err);
+  if (!rc) rc = commit(s, err);
+  if (rc) {
+    rollback(s);
+    store_exec(s, "PRAGMA writable_schema=OFF", NULL);
+  }
+  return rc;
 }
 
 int store_migrate(store *s, const char *dir, int *applied, int *version, td_err *err) {
@@ -413,9 +511,77 @@ int store_migrate(store *s, const char *dir, int *applied, int *version, td_err 
                       current, dir, last);
   if (n == 0 && current == 0)
     return td_err_set(err, TD_EIO, NULL, "no migrations found in '%s'", dir);
+  if ((rc = fix_pruned_check(s, err))) return rc;
   if (applied) *applied = done;
   if (version) *version = current;
   return 0;
+}
+
+/* ---------------------------------------------------------------- backup */
+
+int store_backup(const char *src, const char *out, long *pages, td_err *err) {
+  if (pages) *pages = 0;
+  if (access(out, F_OK) == 0)
+    return td_err_set(err, TD_ECONFLICT, "out", "'%s' exists; backup writes a new file", out);
+  char tmp[4096];
+  if (snprintf(tmp, sizeof tmp, "%s.tmp", out) >= (int)sizeof tmp)
+    return td_err_set(err, TD_EINVAL, "out", "path too long");
+  unlink(tmp);
+  sqlite3 *from = NULL, *to = NULL;
+  int rc = 0;
+  if (sqlite3_open_v2(src, &from, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+    rc = td_err_set(err, TD_EIO, "db", "cannot open '%s': %s", src,
+                    from ? sqlite3_errmsg(from) : "out of memory");
+    goto done;
+  }
+  sqlite3_busy_timeout(from, 10000);
+  if (sqlite3_open_v2(tmp, &to, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK) {
+    rc = td_err_set(err, TD_EIO, "out", "cannot create '%s': %s", tmp,
+                    to ? sqlite3_errmsg(to) : "out of memory");
+    goto done;
+  }
+  sqlite3_backup *b = sqlite3_backup_init(to, "main", from, "main");
+  if (!b) {
+    rc = td_err_set(err, TD_EIO, NULL, "backup: %s", sqlite3_errmsg(to));
+    goto done;
+  }
+  int st;
+  for (int tries = 0; (st = sqlite3_backup_step(b, -1)) == SQLITE_BUSY || st == SQLITE_LOCKED;
+       tries++) {
+    if (tries == 200) break;
+    sqlite3_sleep(50);
+  }
+  long n = sqlite3_backup_pagecount(b);
+  sqlite3_backup_finish(b);
+  if (st != SQLITE_DONE) {
+    rc = td_err_set(err, TD_EIO, NULL, "backup of '%s': %s", src, sqlite3_errstr(st));
+    goto done;
+  }
+  char *msg = NULL;
+  sqlite3_stmt *q = NULL;
+  if (sqlite3_exec(to, "PRAGMA journal_mode=DELETE", NULL, NULL, &msg) != SQLITE_OK ||
+      sqlite3_prepare_v2(to, "PRAGMA quick_check", -1, &q, NULL) != SQLITE_OK ||
+      sqlite3_step(q) != SQLITE_ROW || strcmp((const char *)sqlite3_column_text(q, 0), "ok")) {
+    rc = td_err_set(err, TD_EIO, NULL, "backup copy failed its check: %s",
+                    msg ? msg : sqlite3_errmsg(to));
+    sqlite3_free(msg);
+  }
+  sqlite3_finalize(q);
+  if (!rc && pages) *pages = n;
+done:
+  sqlite3_close(from);
+  if (to && sqlite3_close(to) != SQLITE_OK && !rc)
+    rc = td_err_set(err, TD_EIO, "out", "cannot close '%s'", tmp);
+  if (!rc) {
+    int fd = open(tmp, O_RDONLY);
+    if (fd < 0 || fsync(fd) != 0)
+      rc = td_err_set(err, TD_EIO, "out", "cannot sync '%s': %s", tmp, strerror(errno));
+    if (fd >= 0) close(fd);
+  }
+  if (!rc && rename(tmp, out) != 0)
+    rc = td_err_set(err, TD_EIO, "out", "cannot rename to '%s': %s", out, strerror(errno));
+  if (rc) unlink(tmp);
+  return rc;
 }
 
 /* ---------------------------------------------------------------- jobs */
@@ -532,37 +698,57 @@ int store_job_get(store *s, int64_t id, store_job_fn fn, void *ctx, td_err *err)
   return rc;
 }
 
+/* One keyset subquery of store_job_list: the ids of the jobs with status `st` (NULL: any)
+ * that match the other filters, below the cursor ?4, newest first, at most ?5. It walks one
+ * index in id order and stops after ?5 matches (migrations/0005_scale.sql lists the index
+ * for each combination), so its cost does not depend on the depth or on the job count.
+ * A filter of a later issue (the search, q=) is one more "AND ..." on the same walk. */
+static int list_subquery(char *sql, size_t cap, const store_job_filter *f, const char *st) {
+  if (f->tag) {
+    int need_job = f->sweep_id > 0;
+    return snprintf(sql, cap,
+                    "SELECT pid FROM (SELECT t.job_id AS pid FROM job_tags t%s WHERE t.tag=?3"
+                    "%s%s%s%s%s AND t.job_id<?4 ORDER BY t.job_id DESC LIMIT ?5)",
+                    need_job ? " JOIN jobs j ON j.id=t.job_id" : "",
+                    st ? " AND t.status='" : "", st ? st : "", st ? "'" : "",
+                    f->kind ? " AND t.kind=?1" : "", need_job ? " AND j.sweep_id=?2" : "");
+  }
+  return snprintf(sql, cap,
+                  "SELECT pid FROM (SELECT id AS pid FROM jobs WHERE id<?4%s%s%s%s%s"
+                  " ORDER BY id DESC LIMIT ?5)",
+                  st ? " AND status='" : "", st ? st : "", st ? "'" : "",
+                  f->kind ? " AND kind=?1" : "", f->sweep_id > 0 ? " AND sweep_id=?2" : "");
+}
+
 int store_job_list(store *s, const store_job_filter *f, store_job_fn fn, void *ctx,
                    int64_t *next_cursor, td_err *err) {
   *next_cursor = 0;
   if (f->limit < 1 || f->limit > 1000)
     return td_err_set(err, TD_EINVAL, "limit", "limit must be within 1..1000");
-  char sql[1024];
-  int len = snprintf(sql, sizeof sql, "SELECT " JOB_COLS " FROM jobs WHERE 1");
-  if (f->status_mask) {
-    len += snprintf(sql + len, sizeof sql - len, " AND status IN (");
-    int first = 1;
-    for (int i = 0; i < STORE_N_STATUS; i++) {
-      if (!(f->status_mask & (1u << i))) continue;
-      len += snprintf(sql + len, sizeof sql - len, "%s'%s'", first ? "" : ",", status_names[i]);
-      first = 0;
-    }
-    len += snprintf(sql + len, sizeof sql - len, ")");
+  /* ids: the union of one keyset walk per requested status (each at most limit+1 ids), of
+   * which the newest limit+1 are joined with their rows. */
+  char sql[4096];
+  size_t cap = sizeof sql;
+  int len = snprintf(sql, cap, "SELECT " JOB_COLS " FROM (SELECT pid FROM (");
+  unsigned mask = f->status_mask & ((1u << STORE_N_STATUS) - 1);
+  if (mask == (1u << STORE_N_STATUS) - 1) mask = 0; /* every status: no condition */
+  int first = 1;
+  for (int i = 0; i < STORE_N_STATUS || (mask == 0 && first); i++) {
+    if (mask && !(mask & (1u << i))) continue;
+    if (!first) len += snprintf(sql + len, cap - len, " UNION ALL ");
+    len += list_subquery(sql + len, cap - len, f, mask ? status_names[i] : NULL);
+    first = 0;
+    if (!mask) break;
   }
-  if (f->kind) len += snprintf(sql + len, sizeof sql - len, " AND kind=?1");
-  if (f->sweep_id > 0) len += snprintf(sql + len, sizeof sql - len, " AND sweep_id=?2");
-  if (f->tag)
-    len += snprintf(sql + len, sizeof sql - len,
-                    " AND id IN (SELECT job_id FROM job_tags WHERE tag=?3)");
-  if (f->before_id > 0) len += snprintf(sql + len, sizeof sql - len, " AND id<?4");
-  snprintf(sql + len, sizeof sql - len, " ORDER BY id DESC LIMIT ?5");
+  snprintf(sql + len, cap - len,
+           ") ORDER BY pid DESC LIMIT ?5) AS p CROSS JOIN jobs ON jobs.id=p.pid ORDER BY p.pid DESC");
   sqlite3_stmt *q = NULL;
   if (sqlite3_prepare_v2(s->db, sql, -1, &q, NULL) != SQLITE_OK)
     return sql_fail(s, err, "list jobs");
   if (f->kind) sqlite3_bind_text(q, 1, f->kind, -1, SQLITE_STATIC);
   if (f->sweep_id > 0) sqlite3_bind_int64(q, 2, f->sweep_id);
   if (f->tag) sqlite3_bind_text(q, 3, f->tag, -1, SQLITE_STATIC);
-  if (f->before_id > 0) sqlite3_bind_int64(q, 4, f->before_id);
+  sqlite3_bind_int64(q, 4, f->before_id > 0 ? f->before_id : INT64_MAX);
   sqlite3_bind_int64(q, 5, f->limit + 1);
   int src, rc = 0;
   long n = 0;
@@ -595,6 +781,7 @@ int store_job_claim(store *s, store_claimed *job, int *found, td_err *err) {
     job->kind = strdup(k ? k : "");
     job->params = strdup(p ? p : "{}");
     job->attempt = (long)sqlite3_column_int64(q, 3);
+    job->wait_s = sqlite3_column_double(q, 4);
     while ((src = sqlite3_step(q)) == SQLITE_ROW) {
     }
     if (src != SQLITE_DONE) rc = sql_fail(s, err, "claim job");
@@ -946,7 +1133,7 @@ static int mw_resolve(store_mw *w, mw_key *k) {
   if (!ins || !sel || !jk) return TD_EIO;
   int rc = 0;
   sqlite3_bind_text(ins, 1, k->name, -1, SQLITE_STATIC);
-  if (sqlite3_step(ins) != SQLITE_DONE) rc = TD_EIO;
+  if (sqlite3_step(ins) != SQLITE_DONE) rc = fail_code(s);
   sqlite3_reset(ins);
   if (!rc) {
     sqlite3_bind_text(sel, 1, k->name, -1, SQLITE_STATIC);
@@ -957,7 +1144,7 @@ static int mw_resolve(store_mw *w, mw_key *k) {
   if (!rc) {
     sqlite3_bind_int64(jk, 1, w->job);
     sqlite3_bind_int64(jk, 2, k->db_id);
-    if (sqlite3_step(jk) != SQLITE_DONE) rc = TD_EIO;
+    if (sqlite3_step(jk) != SQLITE_DONE) rc = fail_code(s);
     sqlite3_reset(jk);
   }
   if (rc) k->db_id = 0;
@@ -1037,7 +1224,7 @@ int store_mw_flush(store_mw *w) {
     sqlite3_bind_int64(ins, 3, p->step);
     if (isnan(p->value)) sqlite3_bind_null(ins, 4); /* NULL encodes NaN */
     else sqlite3_bind_double(ins, 4, p->value);
-    if (sqlite3_step(ins) != SQLITE_DONE) rc = TD_EIO;
+    if (sqlite3_step(ins) != SQLITE_DONE) rc = fail_code(s);
     sqlite3_reset(ins);
     /* only a point actually inserted (not an ignored re-run duplicate) enters the pyramid */
     if (!rc && sqlite3_changes(s->db) == 1) rc = pyr_add(w, k, p->step, p->value);
@@ -1065,7 +1252,7 @@ int store_mw_flush(store_mw *w) {
       sqlite3_bind_int64(pq, 1, w->job);
       sqlite3_bind_int64(pq, 2, w->prog_done);
       sqlite3_bind_int64(pq, 3, w->prog_total);
-      if (sqlite3_step(pq) != SQLITE_DONE) rc = TD_EIO;
+      if (sqlite3_step(pq) != SQLITE_DONE) rc = fail_code(s);
       sqlite3_reset(pq);
     }
   }
@@ -1076,7 +1263,7 @@ int store_mw_flush(store_mw *w) {
       if (w->keys[i].fresh) w->keys[i].db_id = 0, w->keys[i].fresh = 0;
       memset(w->keys[i].acc, 0, sizeof w->keys[i].acc); /* the retry adds the points again */
     }
-    return TD_EIO;
+    return rc == TD_EFULL ? TD_EFULL : TD_EIO;
   }
   for (size_t i = 0; i < w->n_keys; i++) w->keys[i].fresh = 0;
   w->written += w->n_pts;
@@ -1508,6 +1695,146 @@ void store_pool_destroy(store_pool *p) {
   free(p->path);
   pthread_mutex_destroy(&p->mu);
   free(p);
+}
+
+/* ---------------------------------------------------------------- retention */
+
+/* The WHERE clause of store_prune over jobs j (binds: ?1 seconds, ?2 tag, ?3 sweep). */
+static int prune_where(char *sql, size_t cap, const store_prune_filter *f, td_err *err) {
+  const unsigned final = (1u << STORE_SUCCEEDED) | (1u << STORE_FAILED) |
+                         (1u << STORE_DIVERGED) | (1u << STORE_CANCELLED) | (1u << STORE_PRUNED);
+  unsigned mask = f->status_mask ? f->status_mask : final;
+  if (mask & ~final)
+    return td_err_set(err, TD_EINVAL, "status",
+                      "only finished jobs can be pruned (succeeded, failed, diverged, cancelled, "
+                      "pruned)");
+  int len = snprintf(sql, cap, " j.status IN (");
+  int first = 1;
+  for (int i = 0; i < STORE_N_STATUS; i++)
+    if (mask & (1u << i)) {
+      len += snprintf(sql + len, cap - len, "%s'%s'", first ? "" : ",", status_names[i]);
+      first = 0;
+    }
+  len += snprintf(sql + len, cap - len, ")");
+  if (f->older_than_s > 0)
+    len += snprintf(sql + len, cap - len,
+                    " AND coalesce(j.finished_at, j.created_at) < "
+                    "strftime('%%Y-%%m-%%dT%%H:%%M:%%fZ','now', '-' || ?1 || ' seconds')");
+  if (f->tag)
+    len += snprintf(sql + len, cap - len,
+                    " AND j.id IN (SELECT job_id FROM job_tags WHERE tag=?2)");
+  if (f->sweep_id > 0) len += snprintf(sql + len, cap - len, " AND j.sweep_id=?3");
+  return 0;
+}
+
+static void prune_bind(sqlite3_stmt *q, const store_prune_filter *f) {
+  if (f->older_than_s > 0) sqlite3_bind_double(q, 1, f->older_than_s);
+  if (f->tag) sqlite3_bind_text(q, 2, f->tag, -1, SQLITE_STATIC);
+  if (f->sweep_id > 0) sqlite3_bind_int64(q, 3, f->sweep_id);
+}
+
+int store_prune(store *s, const store_prune_filter *f, int dry_run, long *jobs, long *points,
+                td_err *err) {
+  *jobs = 0;
+  *points = 0;
+  char where[1024], sql[2048];
+  int rc = prune_where(where, sizeof where, f, err);
+  if (rc) return rc;
+  sqlite3_stmt *q = NULL;
+  snprintf(sql, sizeof sql,
+           "SELECT count(*), coalesce(sum((SELECT count(*) FROM metrics m WHERE m.job_id=j.id)),0)"
+           " FROM jobs j WHERE%s", where);
+  if (sqlite3_prepare_v2(s->db, sql, -1, &q, NULL) != SQLITE_OK) return sql_fail(s, err, "prune");
+  prune_bind(q, f);
+  if (sqlite3_step(q) == SQLITE_ROW) {
+    *jobs = (long)sqlite3_column_int64(q, 0);
+    *points = (long)sqlite3_column_int64(q, 1);
+  } else {
+    rc = sql_fail(s, err, "prune count");
+  }
+  sqlite3_finalize(q);
+  if (rc || dry_run || *jobs == 0) return rc;
+  /* delete in batches of 500 jobs: metrics first (no foreign key), then the job rows, whose
+   * ON DELETE CASCADE removes tags, job_keys, artifacts and sweep_children */
+  snprintf(sql, sizeof sql,
+           "CREATE TEMP TABLE IF NOT EXISTS prune_batch(id INTEGER PRIMARY KEY);"
+           "DELETE FROM prune_batch;");
+  if ((rc = store_exec(s, sql, err))) return rc;
+  char fill[1400];
+  snprintf(fill, sizeof fill, "INSERT INTO prune_batch SELECT j.id FROM jobs j WHERE%s LIMIT 500",
+           where);
+  for (;;) {
+    if ((rc = begin_write(s, err))) return rc;
+    if (sqlite3_prepare_v2(s->db, fill, -1, &q, NULL) != SQLITE_OK) {
+      rc = sql_fail(s, err, "prune");
+      rollback(s);
+      return rc;
+    }
+    prune_bind(q, f);
+    int st = sqlite3_step(q);
+    sqlite3_finalize(q);
+    int n = sqlite3_changes(s->db);
+    if (st != SQLITE_DONE) rc = sql_fail(s, err, "prune batch");
+    if (!rc && n)
+      rc = store_exec(s,
+                      "DELETE FROM metrics WHERE job_id IN (SELECT id FROM prune_batch);"
+                      "DELETE FROM jobs WHERE id IN (SELECT id FROM prune_batch);"
+                      "DELETE FROM prune_batch;",
+                      err);
+    if (!rc) rc = commit(s, err);
+    if (rc) {
+      rollback(s);
+      return rc;
+    }
+    if (n == 0) break;
+  }
+  /* give the freed pages back to the file system */
+  int av = 0;
+  if (sqlite3_prepare_v2(s->db, "PRAGMA auto_vacuum", -1, &q, NULL) == SQLITE_OK &&
+      sqlite3_step(q) == SQLITE_ROW)
+    av = sqlite3_column_int(q, 0);
+  sqlite3_finalize(q);
+  if (av == 2) {
+    if (sqlite3_prepare_v2(s->db, "PRAGMA incremental_vacuum", -1, &q, NULL) != SQLITE_OK)
+      return sql_fail(s, err, "incremental_vacuum");
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+    }
+    sqlite3_finalize(q);
+    if (rc != SQLITE_DONE) return sql_fail(s, err, "incremental_vacuum");
+    rc = 0;
+  } else if ((rc = store_exec(s, "PRAGMA auto_vacuum=INCREMENTAL; VACUUM", err))) {
+    return rc;
+  }
+  return store_exec(s, "PRAGMA wal_checkpoint(TRUNCATE)", err);
+}
+
+static long long file_size(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0 ? (long long)st.st_size : 0;
+}
+
+int store_file_stats(store *s, long long *db_bytes, long long *free_pages,
+                     long long *wal_bytes, td_err *err) {
+  sqlite3_stmt *q = NULL;
+  *db_bytes = *free_pages = *wal_bytes = 0;
+  if (sqlite3_prepare_v2(s->db,
+                         "SELECT (SELECT page_count FROM pragma_page_count())*"
+                         "(SELECT page_size FROM pragma_page_size()),"
+                         "(SELECT freelist_count FROM pragma_freelist_count())",
+                         -1, &q, NULL) != SQLITE_OK)
+    return sql_fail(s, err, "file stats");
+  if (sqlite3_step(q) == SQLITE_ROW) {
+    *db_bytes = sqlite3_column_int64(q, 0);
+    *free_pages = sqlite3_column_int64(q, 1);
+  }
+  sqlite3_finalize(q);
+  const char *path = sqlite3_db_filename(s->db, "main");
+  if (path && *path) {
+    char wal[4096];
+    snprintf(wal, sizeof wal, "%s-wal", path);
+    *wal_bytes = file_size(wal);
+  }
+  return 0;
 }
 
 /* ---------------------------------------------------------------- checkpoints */

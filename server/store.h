@@ -36,7 +36,14 @@ int store_status_parse(const char *name);
 
 /* store_open: open (creating if needed) the database at `path` (":memory:" allowed) and set
  * WAL mode, synchronous=NORMAL (durable against process crashes; kill -9 loses nothing that
- * was committed), busy_timeout (ms, 0 means 5000) and foreign keys. *out (OUT) must be
+ * was committed), busy_timeout (ms, 0 means 5000), foreign keys, journal_size_limit 64 MiB
+ * (the WAL file is cut back to that after each checkpoint that resets it), a WAL hook that
+ * runs the passive autocheckpoint at 1000 frames and a TRUNCATE checkpoint past 4096 frames
+ * (16 MiB; bounded wait), so the WAL stays bounded under continuous readers, and, for a new
+ * file, auto_vacuum=INCREMENTAL (store_prune gives freed pages back to the file system). When the environment
+ * variable TDLAB_MAX_PAGE_COUNT is set, PRAGMA max_page_count caps the file at that many pages
+ * (a database-size quota; tests use it to fill the "disk" for real). A write that finds the
+ * disk or the database full fails with TD_EFULL everywhere in this module. *out (OUT) must be
  * closed with store_close. Errors: TD_EIO with the SQLite message. */
 int store_open(const char *path, int busy_timeout_ms, store **out /* OUT */, td_err *err);
 
@@ -54,6 +61,15 @@ int store_migrate(store *s, const char *dir, int *applied /* OUT */, int *versio
 
 /* store_exec: run SQL text (no results). For tests and maintenance. Errors: TD_EIO. */
 int store_exec(store *s, const char *sql, td_err *err);
+
+/* store_backup: a consistent copy of the database at `src` (which a running server may be
+ * writing) into a new file `out`, with SQLite's online backup API (sqlite3_backup_step(-1):
+ * every page is copied in one step inside one read transaction, so the copy is the snapshot
+ * of the last commit before the step began, and writers are never blocked in WAL mode). The
+ * copy is written to `out`.tmp in rollback-journal mode, checked with PRAGMA quick_check,
+ * fsync'ed and renamed to `out`. *pages (OUT, may be NULL) is its page count.
+ * Errors: TD_ECONFLICT (`out` exists), TD_EIO (SQLite or file system, in err->msg). */
+int store_backup(const char *src, const char *out, long *pages /* OUT */, td_err *err);
 
 /* ---------------------------------------------------------------- jobs */
 
@@ -122,6 +138,7 @@ typedef struct store_claimed {
   int64_t id;
   long attempt;
   char *kind, *params;
+  double wait_s; /* seconds from created_at to this claim (ms resolution of the stored times) */
 } store_claimed;
 
 /* store_job_claim: atomically move the best queued job (highest priority, then oldest) to
@@ -202,7 +219,7 @@ void store_mw_progress(store_mw *w, long done, long total);
 int store_mw_tick(store_mw *w);
 
 /* store_mw_flush: write every buffered point and the progress in one transaction.
- * Errors: TD_EIO (nothing is lost from the buffer). */
+ * Errors: TD_EFULL (disk or database full), TD_EIO (nothing is lost from the buffer). */
 int store_mw_flush(store_mw *w);
 
 /* store_mw_written: points committed by this writer so far (ignored duplicates included). */
@@ -321,6 +338,34 @@ int store_checkpoint_steps(store *s, int64_t job_id, long *steps /* OUT */, size
  * Errors: TD_ENOTFOUND, TD_ENOMEM, TD_EIO. */
 int store_checkpoint_read(store *s, long job, long step, long checkpoint_id, void **data /* OUT */,
                           size_t *len /* OUT */, td_err *err);
+
+/* ---------------------------------------------------------------- retention */
+
+/* Which jobs store_prune removes: all given conditions hold. Only jobs in a final status
+ * (succeeded, failed, diverged, cancelled, pruned) are ever removed: queued and running jobs
+ * are kept whatever the filter says. */
+typedef struct store_prune_filter {
+  unsigned status_mask; /* bit (1 << STORE_x); 0: every final status */
+  double older_than_s;  /* finished (else created) more than this many seconds ago; 0: any */
+  const char *tag;      /* NULL: any */
+  int64_t sweep_id;     /* 0: any */
+} store_prune_filter;
+
+/* store_prune: count (dry_run != 0) or delete the matching jobs with their metric points,
+ * metric keys, tags, artifacts and sweep-child rows (a fork's parent link becomes NULL).
+ * Deletes in transactions of 500 jobs, so a running server's writers wait at most one batch.
+ * After deleting, frees the pages: PRAGMA incremental_vacuum when the file has
+ * auto_vacuum=INCREMENTAL (new databases), else one VACUUM, which also switches the file to
+ * incremental auto-vacuum; then a WAL checkpoint (TRUNCATE). *jobs and *points (OUT) count
+ * what matched (dry run) or what was deleted. Errors: TD_EINVAL (a status that is not final),
+ * TD_EFULL, TD_EIO. */
+int store_prune(store *s, const store_prune_filter *f, int dry_run, long *jobs /* OUT */,
+                long *points /* OUT */, td_err *err);
+
+/* store_file_stats: the database file's size in bytes (page_count * page_size), the pages on
+ * the freelist, and the WAL file's size in bytes (0 when absent or in memory). TD_EIO. */
+int store_file_stats(store *s, long long *db_bytes /* OUT */,
+                     long long *free_pages /* OUT */, long long *wal_bytes /* OUT */, td_err *err);
 
 /* ---------------------------------------------------------------- pool */
 

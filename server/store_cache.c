@@ -39,6 +39,7 @@ typedef struct cache_slot {
 /* The change hooks' state of one attached connection. */
 typedef struct hook_ctx {
   store_cache *c;
+  store *s; /* the connection's store (store__wal_bound) */
   int wal;
   int n_dirty, all;
   int64_t dirty[MAX_DIRTY];
@@ -144,6 +145,7 @@ static void on_rollback(void *arg) { hook_reset(arg); }
 static int on_wal_commit(void *arg, sqlite3 *db, const char *zdb, int n_frames) {
   hook_ctx *h = arg;
   hook_apply(h);
+  if (store__wal_bound(h->s, db, zdb, n_frames)) return SQLITE_OK; /* the WAL bound (store.c) */
   if (n_frames >= CHECKPOINT_FRAMES) {
     int last = atomic_load_explicit(&h->c->ck_frames, memory_order_relaxed);
     if ((n_frames < last || n_frames - last >= CHECKPOINT_FRAMES) &&
@@ -165,6 +167,7 @@ int store_cache_attach(store *s, store_cache *c, td_err *err) {
   hook_ctx *h = calloc(1, sizeof *h);
   if (!h) return td_err_set(err, TD_ENOMEM, NULL, "out of memory");
   h->c = c;
+  h->s = s;
   sqlite3_stmt *q = NULL;
   if (sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &q, NULL) == SQLITE_OK &&
       sqlite3_step(q) == SQLITE_ROW) {

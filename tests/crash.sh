@@ -87,18 +87,24 @@ ok "the daemon starts ($SRV_BASE)"
 submit_jobs $((WORKERS + 1))
 
 for round in $(seq 1 "$ROUNDS"); do
-  # Keep every worker busy: top up to WORKERS + 2 unfinished jobs; let them get going, then
-  # wait a random 0.05..1.5 s more (if all finished meanwhile, top up and try again).
-  for try in 1 2 3; do
+  # Keep every worker busy: top up to WORKERS + 2 unfinished jobs, wait until one is running,
+  # then wait a random 0.05..1.5 s more. A round kills only while jobs run: when they all
+  # finished during the wait, it tops up and tries again (shorter waits), for at most 60 s
+  # (then the round fails: nothing ran). Before, it gave up after 3 tries and killed an idle
+  # daemon, which counted as a failure although no data was lost (CRASH_SEED=16017).
+  running=""
+  try=0
+  round_deadline=$((SECONDS + 60))
+  while [ -z "$running" ] && [ $SECONDS -lt $round_deadline ]; do
+    try=$((try + 1))
     open=$( (ids_with_status queued,running) | wc -l)
     [ "$open" -lt $((WORKERS + 2)) ] && submit_jobs $((WORKERS + 2 - open))
-    for _ in $(seq 1 100); do
+    for _ in $(seq 1 200); do
       [ -n "$(ids_with_status running)" ] && break
       sleep 0.05
     done
-    sleep "$(awk -v r=$RANDOM -v t=$try 'BEGIN { printf "%.3f", 0.05 + 1.45 * r / 32767 / t }')"
+    sleep "$(awk -v r=$RANDOM -v t=$try 'BEGIN { if (t > 4) t = 4; printf "%.3f", 0.05 + 1.45 * r / 32767 / t }')"
     running=$(ids_with_status running | tr '\n' ' ')
-    [ -n "$running" ] && break
   done
   # Snapshot what the API acknowledges for each running job, then kill at once.
   declare -A attempt_before=()

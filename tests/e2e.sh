@@ -21,7 +21,8 @@
 #   - kernels (chapter 6): tests/e2e_kernels.sh; chapter 8 kinds (implicit regularization,
 #     Bayesian inference): tests/e2e_implicit.sh; momentum and games (chapters 9, 10):
 #     tests/e2e_dynamics.sh; bilevel (chapters 11, 12): tests/e2e_bilevel.sh (each its own);
-#   - multi-job metrics, gzip, search, PATCH/DELETE: tests/e2e_compare.sh (its own).
+#   - multi-job metrics, gzip, search, PATCH/DELETE: tests/e2e_compare.sh (its own);
+#   - backup while ingesting, schema upgrades, disk full: tests/e2e_ops.sh (its own daemons).
 # Needs bash, curl, coreutils, grep, sed, awk and python3 (sqlite3 optional).
 # Prints one line per check and a final "N passed, M failed"; exits non-zero on a failure.
 set -uo pipefail
@@ -384,7 +385,7 @@ req GET /metrics
 check "GET /metrics is Prometheus text with jobs, queue depth, workers, points and requests" \
   bash -c "[ '$CODE' = 200 ] && grep -q '^tdlab_jobs{status=\"succeeded\"} [1-9]' '$TMP/body' && grep -q '^tdlab_queue_depth ' '$TMP/body' &&
            grep -q '^tdlab_workers_busy ' '$TMP/body' && grep -q '^tdlab_metric_points_ingested_total [1-9]' '$TMP/body' &&
-           grep -q '^tdlab_http_requests_total{route=\"jobs_create\",status=\"400\"} [1-9]' '$TMP/body' &&
+           grep -q '^tdlab_http_requests_total{route=\"jobs_create\",code=\"400\"} [1-9]' '$TMP/body' &&
            grep -q '^tdlab_http_request_duration_seconds_bucket{route=\"jobs_get\",le=\"+Inf\"} [1-9]' '$TMP/body'"
 
 # ---------------------------------------------------------------- cancellation
@@ -510,6 +511,15 @@ else
   bad "checkpoints (tests/e2e_checkpoints.sh)"
 fi
 if "$ROOT/tests/e2e_dynamics.sh" "$TDLAB" | sed 's/^/  /'; then ok "momentum and games (tests/e2e_dynamics.sh)"; else bad "momentum and games (tests/e2e_dynamics.sh)"; fi
+
+# ---------------------------------------------------------------- operations
+
+# Its own daemons: backup while ingesting, schema upgrades from tests/fixtures (needs sqlite3).
+if "$ROOT/tests/e2e_ops.sh" "$TDLAB" | sed 's/^/  /'; then
+  ok "operations: backup, schema upgrades (tests/e2e_ops.sh)"
+else
+  bad "operations: backup, schema upgrades (tests/e2e_ops.sh)"
+fi
 
 # ---------------------------------------------------------------- raw-socket protocol edges
 

@@ -18,7 +18,8 @@
   X(ELIMIT, -8, "resource limit exceeded")                                     \
   X(ECONFLICT, -9, "conflict with the current state")                          \
   X(ETIMEOUT, -10, "timed out")                                                \
-  X(EINTERNAL, -11, "internal error")
+  X(EINTERNAL, -11, "internal error")                                          \
+  X(EFULL, -12, "database or disk is full")
 
 enum {
 #define TD__ERR_ENUM(name, val, text) TD_##name = (val),
