@@ -20,8 +20,8 @@ PID=""
 BASE=""
 
 # e2e_init TOPIC [path/to/tdlab]: exit 2 with a usage line (and "0 passed, 1 failed") unless the
-# binary is executable; make TDLAB absolute; create TMP=/tmp/tdlab-e2e-TOPIC.XXXXXX; set the
-# cleanup trap.
+# binary is executable; make TDLAB absolute; create TMP=/tmp/tdlab-e2e-TOPIC.XXXXXX (with an
+# empty TOPIC /tmp/tdlab-e2e.XXXXXX); set the cleanup trap.
 e2e_init() {
   local topic="$1"
   TDLAB="${2:-}"
@@ -31,7 +31,7 @@ e2e_init() {
     exit 2
   fi
   TDLAB="$(cd "$(dirname "$TDLAB")" && pwd)/$(basename "$TDLAB")"
-  TMP="$(mktemp -d "/tmp/tdlab-e2e-$topic.XXXXXX")"
+  TMP="$(mktemp -d "/tmp/tdlab-e2e${topic:+-$topic}.XXXXXX")"
   trap e2e_cleanup EXIT
 }
 
@@ -64,12 +64,12 @@ check() { # check NAME command...: one check, passed when the command succeeds
 }
 
 # req METHOD PATH [curl args...]: sets CODE (000 when curl failed), writes the body to
-# $TMP/body and the headers to $TMP/hdr.
+# $TMP/body and the headers to $TMP/hdr. curl gives up after REQ_MAX_TIME seconds (60).
 req() {
   local method="$1" path="$2"
   shift 2
   CODE=$(curl -s --path-as-is -o "$TMP/body" -D "$TMP/hdr" -w '%{http_code}' -X "$method" \
-    --max-time 60 "$@" "$BASE$path" 2>/dev/null)
+    --max-time "${REQ_MAX_TIME:-60}" "$@" "$BASE$path" 2>/dev/null)
   [ -n "$CODE" ] || CODE=000
 }
 post_json() { req POST "$1" -H 'Content-Type: application/json' --data-binary "$2"; }
