@@ -39,15 +39,10 @@ submit() { # submit JSON -> JOB id (empty on failure)
   JOB=""
   [ "$CODE" = 201 ] && JOB=$(jnum id "$TMP/body")
 }
-wait_job() { # wait_job ID SECONDS -> $TMP/job_ID, returns 0 when succeeded
-  local id="$1" deadline=$((SECONDS + $2)) st=""
-  while [ $SECONDS -le $deadline ]; do
-    curl -s --max-time 10 -o "$TMP/job_$id" "$BASE/api/v1/jobs/$id"
-    st=$(jstr status "$TMP/job_$id")
-    case "$st" in succeeded) return 0 ;; failed | diverged | cancelled) break ;; esac
-    sleep 0.2
-  done
-  echo "     job $id is '$st': $(head -c 600 "$TMP/job_$id")"
+succeeded() { # succeeded ID SECONDS: wait_job, and on anything but success say what the job is
+  local st
+  st=$(wait_job "$1" "$2") && return 0
+  echo "     job $1 is '$st': $(head -c 600 "$TMP/job_$1")"
   return 1
 }
 expect_400() { # expect_400 NAME FIELD JSON
@@ -71,7 +66,7 @@ IR=$JOB
 submit '{"kind":"influence","params":{"data":{"name":"synthetic","n":80,"d":4,"n_test":20},"loss":"mse","model":{"hidden":[6],"activation":"tanh"},"train":{"steps":3000,"lr":0.1},"damping":0.05,"loo":{"n":15,"steps":2000},"lissa":{"depth":2000}}}'
 IM=$JOB
 
-if wait_job "$HR" 60; then
+if succeeded "$HR" 60; then
   f="$TMP/job_$HR"
   check "hypergradient ridge: the four methods meet the closed form to 1e-9 (max_rel_diff $(jnum max_rel_diff "$f"))" \
     below "$(jnum max_rel_diff "$f")" 1e-9
@@ -91,7 +86,7 @@ else
   bad "hypergradient ridge job succeeds"
 fi
 
-if wait_job "$HM" 120; then
+if succeeded "$HM" 120; then
   f="$TMP/job_$HM"
   check "hypergradient mlp: reverse, reversal and forward agree to 1e-9 (max_rel_diff $(jnum max_rel_diff "$f"))" \
     below "$(jnum max_rel_diff "$f")" 1e-9
@@ -103,7 +98,7 @@ else
 fi
 
 # ---------------------------------------------------------------- influence
-if wait_job "$IR" 60; then
+if succeeded "$IR" 60; then
   f="$TMP/job_$IR"
   check "influence ridge: Pearson with exact leave-one-out >= 0.99 ($(jnum pearson_exact "$f"))" \
     above "$(jnum pearson_exact "$f")" 0.99
@@ -120,7 +115,7 @@ else
   bad "influence ridge job succeeds"
 fi
 
-if wait_job "$IM" 120; then
+if succeeded "$IM" 120; then
   f="$TMP/job_$IM"
   check "influence mlp: retraining without each of 15 examples correlates with the prediction (Pearson $(jnum pearson_exact "$f") >= 0.99)" \
     above "$(jnum pearson_exact "$f")" 0.99
@@ -135,7 +130,7 @@ fi
 # ---------------------------------------------------------------- short-horizon bias
 submit '{"kind":"short_horizon","params":{"dim":50,"steps":200}}'
 SH=$JOB
-if wait_job "$SH" 60; then
+if succeeded "$SH" 60; then
   f="$TMP/job_$SH"
   check "short_horizon: the greedy schedule loses at the horizon (loss_ratio $(jnum loss_ratio "$f") > 1.1)" \
     above "$(jnum loss_ratio "$f")" 1.1
@@ -151,7 +146,7 @@ fi
 # ---------------------------------------------------------------- hyperopt
 submit '{"kind":"hyperopt","params":{"data":{"n_train":100,"n_test":100},"model":{"hidden":[8]},"steps":20,"outer":{"steps":6,"lr":0.5}}}'
 HO=$JOB
-if wait_job "$HO" 90; then
+if succeeded "$HO" 90; then
   f="$TMP/job_$HO"
   req GET "/api/v1/jobs/$HO/metrics?keys=outer_val_loss"
   first=$(grep -o '"value":\[[^],]*' "$TMP/body" | sed 's/.*\[//')
@@ -164,7 +159,7 @@ else
 fi
 submit '{"kind":"hyperopt","params":{"data":{"n_train":100,"n_test":100},"model":{"hidden":[8]},"steps":20,"lr":0.05,"tune":"lr_schedule","outer":{"steps":6,"lr":0.3}}}'
 HL=$JOB
-if wait_job "$HL" 90; then
+if succeeded "$HL" 90; then
   f="$TMP/job_$HL"
   req GET "/api/v1/jobs/$HL/metrics?keys=outer_val_loss,lr_best"
   first=$(grep -o '"outer_val_loss":{"step":\[[^]]*\],"value":\[[^],]*' "$TMP/body" | sed 's/.*\[//')

@@ -25,18 +25,6 @@ e2e_init dynamics "$@"
 e2e_start --workers 2 --batch-ms 100
 ok "dynamics: the daemon starts ($BASE, 2 workers)"
 
-# wait_job ID SECONDS: poll until the job is finished ($TMP/job_ID); prints its status.
-wait_job() {
-  local id="$1" secs="$2" st=""
-  local deadline=$((SECONDS + secs))
-  while [ $SECONDS -le $deadline ]; do
-    curl -s --max-time 30 -o "$TMP/job_$id" "$BASE/api/v1/jobs/$id" 2>/dev/null
-    st=$(jstr status "$TMP/job_$id")
-    case "$st" in succeeded | failed | diverged | cancelled) echo "$st"; return 0 ;; esac
-    sleep 0.2
-  done
-  echo "$st"
-}
 submit() { # submit JSON: the new job's id
   post_json /api/v1/jobs "$1"
   jnum id "$TMP/body"

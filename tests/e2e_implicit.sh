@@ -30,18 +30,6 @@ e2e_init implicit "$@"
 
 lt() { [ -n "$1" ] && [ -n "$2" ] && awk -v a="$1" -v b="$2" 'BEGIN{exit !(a < b)}'; }
 
-# wait_job ID SECONDS: poll until the job is finished; its record in $TMP/job_ID.
-wait_job() {
-  local id="$1" secs="$2" st=""
-  local deadline=$((SECONDS + secs))
-  while [ $SECONDS -le $deadline ]; do
-    curl -s --max-time 30 -o "$TMP/job_$id" "$SRV_BASE/api/v1/jobs/$id" 2>/dev/null
-    st=$(grep -o '"status":"[a-z]*"' "$TMP/job_$id" | head -1 | sed 's/.*:"\(.*\)"/\1/')
-    case "$st" in succeeded | failed | diverged | cancelled) echo "$st"; return 0 ;; esac
-    sleep 0.3
-  done
-  echo "timeout"
-}
 expect_400() { # expect_400 NAME FIELD JSON
   local code
   code=$(curl -s -o "$TMP/err" -w '%{http_code}' -H 'Content-Type: application/json' \

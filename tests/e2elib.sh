@@ -96,3 +96,18 @@ expect_error() {
     bad "bad request: $name: got $CODE, wanted $want (field $field): $(head -c 300 "$TMP/body")"
   fi
 }
+
+# wait_job ID SECONDS: poll GET /api/v1/jobs/ID (into $TMP/job_ID) until the job is finished
+# (succeeded, failed, diverged or cancelled) or SECONDS have passed; prints its final status, or
+# "timeout". Returns 0 when it succeeded.
+wait_job() {
+  local id="$1" deadline=$((SECONDS + $2)) st=""
+  while [ $SECONDS -le $deadline ]; do
+    curl -s --max-time 30 -o "$TMP/job_$id" "$BASE/api/v1/jobs/$id" 2>/dev/null
+    st=$(jstr status "$TMP/job_$id")
+    case "$st" in succeeded | failed | diverged | cancelled) echo "$st"; [ "$st" = succeeded ]; return ;; esac
+    sleep 0.2
+  done
+  echo "timeout"
+  return 1
+}
