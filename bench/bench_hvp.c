@@ -16,17 +16,7 @@
 #include "nn/data.h"
 #include "base/la.h"
 #include "base/rng.h"
-
-static double now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
+#include "benchlib.h"
 
 int main(int argc, char **argv) {
   int threads = 2, iters = 20, warmup = 3, n = 1000, cold = 0;
@@ -46,21 +36,8 @@ int main(int argc, char **argv) {
   td_mlp *m = NULL;
   td_curv_ctx c;
   td_dataset ds;
-  memset(&ds, 0, sizeof ds);
-  const char *src = "fashion-mnist";
-  if (td_data_fashion_mnist("train", (size_t)n, &ds, &err)) {
-    src = "random";
-    ds.n = (size_t)n;
-    ds.d = 784;
-    ds.k = 10;
-    ds.X = malloc((size_t)n * 784 * sizeof *ds.X);
-    ds.y = malloc((size_t)n * sizeof *ds.y);
-    if (!ds.X || !ds.y) return 1;
-    td_rng r;
-    td_rng_init(&r, 0, TD_RNG_DATA);
-    for (size_t i = 0; i < (size_t)n * 784; i++) ds.X[i] = td_rng_uniform(&r);
-    for (int i = 0; i < n; i++) ds.y[i] = (int)td_rng_below(&r, 10);
-  }
+  const char *src = bench_images(n, 1, &ds);
+  if (!src) return 1;
   if (td_mlp_create(&cfg, &m, &err) || td_curv_init(&c, m, n, &err) ||
       td_curv_set_batch(&c, ds.X, ds.y, NULL, n, TD_CURV_XENT, &err)) {
     fprintf(stderr, "bench_hvp: %s\n", err.msg);
@@ -79,16 +56,16 @@ int main(int argc, char **argv) {
   }
   td_curv_grad(&c);
   for (int it = -warmup; it < iters; it++) {
-    double t0 = now_ms();
+    double t0 = bench_now_ms();
     if (cold) {
       td_curv_set_point(&c, m->params, NULL);
       td_curv_grad(&c);
     }
     td_curv_hvp(&c, v, hv);
-    double t1 = now_ms();
+    double t1 = bench_now_ms();
     if (it >= 0) t[it] = t1 - t0;
   }
-  qsort(t, (size_t)iters, sizeof *t, cmp_double);
+  bench_sort_median(t, iters);
   printf("%.4f\n", t[iters / 2]);
   fprintf(stderr,
           "bench_hvp: %s n=%d %s threads=%d iters=%d median=%.3f ms min=%.3f ms "

@@ -14,19 +14,9 @@
 
 #include "base/la.h"
 #include "base/rng.h"
+#include "benchlib.h"
 #include "kernels/entk.h"
 #include "nn/data.h"
-
-static double now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
 
 int main(int argc, char **argv) {
   int threads = 2, iters = 5, n = 200, full = 1;
@@ -44,16 +34,8 @@ int main(int argc, char **argv) {
   td_err err = {0};
   td_mlp *m = NULL;
   td_dataset ds;
-  memset(&ds, 0, sizeof ds);
-  const char *src = "fashion-mnist";
-  if (td_data_fashion_mnist("train", (size_t)n, &ds, &err)) {
-    src = "random";
-    ds.X = malloc((size_t)n * 784 * sizeof *ds.X);
-    if (!ds.X) return 1;
-    td_rng r;
-    td_rng_init(&r, 0, TD_RNG_DATA);
-    for (size_t i = 0; i < (size_t)n * 784; i++) ds.X[i] = td_rng_uniform(&r);
-  }
+  const char *src = bench_images(n, 0, &ds);
+  if (!src) return 1;
   if (td_mlp_create(&cfg, &m, &err)) {
     fprintf(stderr, "bench_ntk: %s\n", err.msg);
     return 1;
@@ -66,15 +48,15 @@ int main(int argc, char **argv) {
   td_entk_opts o = {.full = full};
   td_entk_estimate(m, n, 0, 0, full, &need, NULL);
   for (int it = -1; it < iters; it++) {
-    double t0 = now_ms();
+    double t0 = bench_now_ms();
     if (td_entk_compute(m, m->params, ds.X, n, NULL, 0, &o, out, &err)) {
       fprintf(stderr, "bench_ntk: %s\n", err.msg);
       return 1;
     }
-    double t1 = now_ms();
+    double t1 = bench_now_ms();
     if (it >= 0) t[it] = t1 - t0;
   }
-  qsort(t, (size_t)iters, sizeof *t, cmp_double);
+  bench_sort_median(t, iters);
   double tr = 0;
   size_t dim = full ? (size_t)n * k : (size_t)n;
   for (size_t i = 0; i < dim; i++) tr += out[i * dim + i];

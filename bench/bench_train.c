@@ -12,17 +12,7 @@
 #include "nn/model.h"
 #include "optim/optim.h"
 #include "base/rng.h"
-
-static double now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
+#include "benchlib.h"
 
 int main(int argc, char **argv) {
   int threads = 2, iters = 200, warmup = 20;
@@ -56,15 +46,15 @@ int main(int argc, char **argv) {
   for (int i = 0; i < B; i++) y[i] = (int)td_rng_below(&r, K);
   double *t = malloc((size_t)iters * sizeof *t), loss = 0;
   for (int it = -warmup; it < iters; it++) {
-    double t0 = now_ms();
+    double t0 = bench_now_ms();
     const double *z = td_mlp_forward(m, &ws, m->params, X, B);
     td_loss_xent(&loss, dz, z, y, B, K);
     td_mlp_backward(m, &ws, m->params, dz, B, m->grad, 0);
     td_optim_step(opt, m->params, m->grad, 0.01);
-    double t1 = now_ms();
+    double t1 = bench_now_ms();
     if (it >= 0) t[it] = t1 - t0;
   }
-  qsort(t, (size_t)iters, sizeof *t, cmp_double);
+  bench_sort_median(t, iters);
   printf("%.4f\n", t[iters / 2]);
   fprintf(stderr, "bench_train: threads=%d iters=%d median=%.4f ms min=%.4f ms loss=%.4f\n",
           threads, iters, t[iters / 2], t[0], loss);

@@ -10,8 +10,6 @@ Each timed call runs the forward pass, the first backward with create_graph and 
 backward (autograd cannot reuse the forward across calls). float64, torch.set_num_threads(2).
 Prints the median milliseconds per HVP as its last line (NA without torch).
 Usage: hvp.py [--iters N] [--warmup N] [--n N]"""
-import gzip
-import os
 import sys
 import time
 
@@ -20,44 +18,15 @@ try:
 except ImportError:
     print("NA")
     sys.exit(0)
-
-
-def load_images(n):
-    d = os.environ.get("TDLAB_DATA_DIR") or "/usr/share/datasets/fashion-mnist"
-    try:
-        with gzip.open(os.path.join(d, "train-images-idx3-ubyte.gz"), "rb") as f:
-            raw = f.read()
-        with gzip.open(os.path.join(d, "train-labels-idx1-ubyte.gz"), "rb") as f:
-            lab = f.read()
-    except OSError:
-        g = torch.Generator().manual_seed(0)
-        return (torch.rand(n, 784, dtype=torch.float64, generator=g),
-                torch.randint(0, 10, (n,), generator=g))
-    x = torch.frombuffer(bytearray(raw[16:16 + n * 784]), dtype=torch.uint8)
-    x = x.reshape(n, 784).to(torch.float64) / 255.0
-    y = torch.frombuffer(bytearray(lab[8:8 + n]), dtype=torch.uint8).to(torch.int64)
-    return x, y
+from benchlib import int_options, load_images, median, mlp, setup
 
 
 def main():
-    iters, warmup, n = 20, 3, 1000
-    args = sys.argv[1:]
-    for i, a in enumerate(args):
-        if a == "--iters":
-            iters = int(args[i + 1])
-        if a == "--warmup":
-            warmup = int(args[i + 1])
-        if a == "--n":
-            n = int(args[i + 1])
-    torch.set_num_threads(2)
-    torch.manual_seed(0)
-    dt = torch.float64
-    model = torch.nn.Sequential(
-        torch.nn.Linear(784, 512), torch.nn.ReLU(),
-        torch.nn.Linear(512, 512), torch.nn.ReLU(),
-        torch.nn.Linear(512, 10)).to(dt)
+    iters, warmup, n = int_options(iters=20, warmup=3, n=1000)
+    setup()
+    model = mlp(512)
     params = list(model.parameters())
-    x, y = load_images(n)
+    x, y = load_images(n, labels=True)
     lossf = torch.nn.CrossEntropyLoss()
     v = [torch.randn_like(p) for p in params]
 
@@ -74,8 +43,7 @@ def main():
         t0 = time.perf_counter()
         hvp()
         times.append(time.perf_counter() - t0)
-    times.sort()
-    print("%.4f" % (1e3 * times[len(times) // 2]))
+    print("%.4f" % (1e3 * median(times)))
 
 
 if __name__ == "__main__":

@@ -10,8 +10,6 @@ Jacobian of each chunk of examples is computed once per chunk pair (i <= j) and 
 blocks mirrored. float64, torch.set_num_threads(2). Prints on stderr the peak RSS and the
 trace, and the median milliseconds per kernel as its last stdout line (NA without torch or
 functorch). Usage: ntk.py [--iters N] [--n N] [--chunk C]"""
-import gzip
-import os
 import resource
 import sys
 import time
@@ -22,18 +20,7 @@ try:
 except ImportError:
     print("NA")
     sys.exit(0)
-
-
-def load_images(n):
-    d = os.environ.get("TDLAB_DATA_DIR") or "/usr/share/datasets/fashion-mnist"
-    try:
-        with gzip.open(os.path.join(d, "train-images-idx3-ubyte.gz"), "rb") as f:
-            raw = f.read()
-    except OSError:
-        g = torch.Generator().manual_seed(0)
-        return torch.rand(n, 784, dtype=torch.float64, generator=g)
-    x = torch.frombuffer(bytearray(raw[16:16 + n * 784]), dtype=torch.uint8)
-    return x.reshape(n, 784).to(torch.float64) / 255.0
+from benchlib import int_options, load_images, median, mlp, setup
 
 
 def empirical_ntk(fmodel, params, x, chunk):
@@ -61,22 +48,9 @@ def empirical_ntk(fmodel, params, x, chunk):
 
 
 def main():
-    iters, n, chunk = 1, 200, 50
-    args = sys.argv[1:]
-    for i, a in enumerate(args):
-        if a == "--iters":
-            iters = int(args[i + 1])
-        if a == "--n":
-            n = int(args[i + 1])
-        if a == "--chunk":
-            chunk = int(args[i + 1])
-    torch.set_num_threads(2)
-    torch.manual_seed(0)
-    dt = torch.float64
-    model = torch.nn.Sequential(
-        torch.nn.Linear(784, 256), torch.nn.ReLU(),
-        torch.nn.Linear(256, 256), torch.nn.ReLU(),
-        torch.nn.Linear(256, 10)).to(dt)
+    iters, n, chunk = int_options(iters=1, n=200, chunk=50)
+    setup()
+    model = mlp(256)
     fmodel, params = make_functional(model)
     x = load_images(n)
     times = []
@@ -84,12 +58,12 @@ def main():
         t0 = time.perf_counter()
         out = empirical_ntk(fmodel, params, x, chunk)
         times.append((time.perf_counter() - t0) * 1e3)
-    times.sort()
+    med = median(times)
     tr = torch.diagonal(torch.diagonal(out, dim1=0, dim2=1), dim1=0, dim2=1).sum().item()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    print(f"ntk.py: n={n} chunk={chunk} iters={iters} median={times[len(times) // 2]:.1f} ms "
+    print(f"ntk.py: n={n} chunk={chunk} iters={iters} median={med:.1f} ms "
           f"trace={tr:.10g} peak_rss={rss:.1f} MB", file=sys.stderr)
-    print(f"{times[len(times) // 2]:.4f}")
+    print(f"{med:.4f}")
 
 
 if __name__ == "__main__":

@@ -12,23 +12,14 @@ try:
 except ImportError:
     print("NA")
     sys.exit(0)
+from benchlib import int_options, median, mlp, setup
 
 
 def main():
-    iters, warmup = 200, 20
-    args = sys.argv[1:]
-    for i, a in enumerate(args):
-        if a == "--iters":
-            iters = int(args[i + 1])
-        if a == "--warmup":
-            warmup = int(args[i + 1])
-    torch.set_num_threads(2)
-    torch.manual_seed(0)
+    iters, warmup = int_options(iters=200, warmup=20)
+    setup()
     dt = torch.float64
-    model = torch.nn.Sequential(
-        torch.nn.Linear(784, 512), torch.nn.ReLU(),
-        torch.nn.Linear(512, 512), torch.nn.ReLU(),
-        torch.nn.Linear(512, 10)).to(dt)
+    model = mlp(512)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x = torch.rand(128, 784, dtype=dt)
     y = torch.randint(0, 10, (128,))
@@ -48,8 +39,7 @@ def main():
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
-    times.sort()
-    print("%.4f" % (1e3 * times[len(times) // 2]))
+    print("%.4f" % (1e3 * median(times)))
 
 
 if __name__ == "__main__":

@@ -27,84 +27,21 @@
 # Prints one line per check and a final "N passed, M failed"; exits non-zero on a failure.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-TDLAB="${1:-}"
-if [ -z "$TDLAB" ] || [ ! -x "$TDLAB" ]; then
-  echo "usage: tests/e2e.sh path/to/tdlab   (build it with make first)" >&2
-  echo "0 passed, 1 failed"
-  exit 2
-fi
-TDLAB="$(cd "$(dirname "$TDLAB")" && pwd)/$(basename "$TDLAB")"
-TMP="$(mktemp -d /tmp/tdlab-e2e.XXXXXX)"
+. "$ROOT/tests/e2elib.sh"
+e2e_init "" "$@"
 DB="$TMP/tdlab.db"
-PASS=0
-FAIL=0
-PID=""
-N_START=0
-BASE=""
-
-cleanup() {
-  if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
-    kill -9 "$PID" 2>/dev/null
-    wait "$PID" 2>/dev/null
-  fi
-  if [ "$FAIL" -eq 0 ] && [ -z "${E2E_KEEP:-}" ]; then rm -rf "$TMP"; else echo "(logs kept in $TMP)"; fi
-}
-trap cleanup EXIT
-
-ok() { PASS=$((PASS + 1)); echo "ok   - $*"; }
-bad() { FAIL=$((FAIL + 1)); echo "FAIL - $*"; }
-check() { # check "name" command...
-  local name="$1"
-  shift
-  if "$@"; then ok "$name"; else bad "$name"; fi
-}
-finish() {
-  echo "$PASS passed, $FAIL failed"
-  [ "$FAIL" -eq 0 ]
-  exit $?
-}
+REQ_MAX_TIME=30
 
 # ---------------------------------------------------------------- helpers
 
-# start_server [extra serve flags...]: start the daemon, wait for its port, set PID and BASE.
+# start_server [extra serve flags...]: start the daemon on $DB (srv_start; its log is $SRV_LOG),
+# wait for its port, set PID and BASE.
 start_server() {
-  N_START=$((N_START + 1))
-  local log="$TMP/server.$N_START.log"
-  "$TDLAB" serve --host 127.0.0.1 --port 0 --db "$DB" --web "$ROOT/web" \
-    --migrations "$ROOT/migrations" --workers 1 --batch-ms 100 "$@" 2>"$log" &
-  PID=$!
-  local port=""
-  for _ in $(seq 1 200); do
-    port=$(grep -o 'event=listening url=http://127.0.0.1:[0-9]*' "$log" 2>/dev/null | grep -o '[0-9]*$' | head -1)
-    [ -n "$port" ] && break
-    kill -0 "$PID" 2>/dev/null || break
-    sleep 0.05
-  done
-  if [ -z "$port" ]; then
-    echo "--- server log:"
-    cat "$log"
-    return 1
-  fi
-  BASE="http://127.0.0.1:$port"
-  return 0
+  srv_start "$DB" --workers 1 --batch-ms 100 "$@" || return 1
+  PID="$SRV_PID"
+  BASE="$SRV_BASE"
 }
 
-# req METHOD PATH [curl args...]: sets CODE, writes the body to $TMP/body and headers to $TMP/hdr.
-req() {
-  local method="$1" path="$2"
-  shift 2
-  CODE=$(curl -s --path-as-is -o "$TMP/body" -D "$TMP/hdr" -w '%{http_code}' -X "$method" \
-    --max-time 30 "$@" "$BASE$path" 2>/dev/null)
-  [ -n "$CODE" ] || CODE=000
-}
-post_json() { # post_json PATH JSON
-  local path="$1" body="$2"
-  req POST "$path" -H 'Content-Type: application/json' --data-binary "$body"
-}
-body() { cat "$TMP/body"; }
-# First "field":"string" / "field":number in a file of compact JSON written by tdlab.
-jstr() { grep -o "\"$1\":\"[^\"]*\"" "$2" | head -1 | sed 's/^"[^"]*":"\(.*\)"$/\1/'; }
-jnum() { grep -o "\"$1\":-\{0,1\}[0-9][0-9.eE+-]*" "$2" | head -1 | sed 's/^"[^"]*"://'; }
 # Status of job $1 (into $TMP/job).
 job_status() {
   curl -s --max-time 10 -o "$TMP/job" "$BASE/api/v1/jobs/$1" 2>/dev/null
@@ -138,32 +75,8 @@ wait_progress() {
   echo "     job $id did not reach progress $n: $(head -c 400 "$TMP/job")"
   return 1
 }
-is_json_error() { grep -q '^{"error":{"code":"[a-z_]*","message":"' "$TMP/body"; }
-
-# expect_error NAME STATUS METHOD PATH [curl args...]: a 4xx with a JSON error body.
-expect_error() {
-  local name="$1" want="$2" method="$3" path="$4"
-  shift 4
-  req "$method" "$path" "$@"
-  if [ "$CODE" = "$want" ] && is_json_error; then
-    ok "bad request: $name -> $CODE $(jstr code "$TMP/body")"
-  else
-    bad "bad request: $name: got $CODE, wanted $want with a JSON error: $(head -c 300 "$TMP/body")"
-  fi
-}
-# expect_field NAME STATUS FIELD METHOD PATH [curl args...]: expect_error whose error.field is FIELD.
-expect_field() {
-  local name="$1" want="$2" field="$3" method="$4" path="$5"
-  shift 5
-  req "$method" "$path" "$@"
-  if [ "$CODE" = "$want" ] && is_json_error && grep -q "\"field\":\"$field\"}}\$" "$TMP/body"; then
-    ok "bad query: $name -> $CODE $(jstr code "$TMP/body") field=$field"
-  else
-    bad "bad query: $name: got $CODE, wanted $want with field '$field': $(head -c 300 "$TMP/body")"
-  fi
-}
 bad_job() { # bad_job NAME JSON [STATUS=400]
-  expect_error "$1" "${3:-400}" POST /api/v1/jobs -H 'Content-Type: application/json' --data-binary "$2"
+  expect_error "$1" "${3:-400}" - POST /api/v1/jobs -H 'Content-Type: application/json' --data-binary "$2"
 }
 
 # A small, fast Fashion-MNIST job (the first examples in file order).
@@ -306,54 +219,54 @@ bad_job "invalid UTF-8" "$(printf '{"kind":"train","name":"\xff\xfe"}')"
 bad_job "nesting 5000 deep" "$DEEP"
 bad_job "linreg lr of the wrong type" '{"kind":"linreg","params":{"lr":[1]}}'
 bad_job "seed is negative" '{"kind":"train","params":{"seed":-1}}'
-expect_error "body over 1 MiB" 413 POST /api/v1/jobs -H 'Content-Type: application/json' --data-binary "@$BIG"
-expect_error "chunked body over 1 MiB" 413 POST /api/v1/jobs -H 'Content-Type: application/json' -H 'Transfer-Encoding: chunked' --data-binary "@$BIG"
-expect_error "Content-Type text/plain" 415 POST /api/v1/jobs -H 'Content-Type: text/plain' --data-binary "$SMALL"
-expect_error "form-encoded body" 415 POST /api/v1/jobs --data "$SMALL"
-expect_error "DELETE on the jobs collection" 405 DELETE /api/v1/jobs
-expect_error "PUT on a job" 405 PUT "/api/v1/jobs/$ID" -H 'Content-Type: application/json' --data-binary '{}'
-expect_error "POST /healthz" 405 POST /healthz
-expect_error "GET on cancel" 405 GET "/api/v1/jobs/$ID/cancel"
-expect_error "POST to a static file" 405 POST /index.html
-expect_error "unknown API path" 404 GET /api/v1/nope
-expect_error "unknown API version" 404 GET /api/v2/jobs
-expect_error "unknown job" 404 GET /api/v1/jobs/999999
-expect_error "job id is not a number" 404 GET /api/v1/jobs/abc
-expect_error "job id with a sign" 404 GET /api/v1/jobs/-1
-expect_error "job id overflows" 404 GET /api/v1/jobs/99999999999999999999999
-expect_error "metrics of an unknown job" 404 GET /api/v1/jobs/999999/metrics
-expect_error "max_points is not a number" 400 GET "/api/v1/jobs/$ID/metrics?max_points=abc"
-expect_error "max_points=1" 400 GET "/api/v1/jobs/$ID/metrics?max_points=1"
-expect_error "max_points absurd" 400 GET "/api/v1/jobs/$ID/metrics?max_points=1000000000000"
-expect_error "since_step fractional" 400 GET "/api/v1/jobs/$ID/metrics?since_step=1.5"
-expect_error "keys with a space" 400 GET "/api/v1/jobs/$ID/metrics?keys=a%20b"
-expect_error "list limit=0" 400 GET "/api/v1/jobs?limit=0"
-expect_error "list limit=100000" 400 GET "/api/v1/jobs?limit=100000"
-expect_error "list status=bogus" 400 GET "/api/v1/jobs?status=bogus"
-expect_error "list cursor=xyz" 400 GET "/api/v1/jobs?cursor=xyz"
+expect_error "body over 1 MiB" 413 - POST /api/v1/jobs -H 'Content-Type: application/json' --data-binary "@$BIG"
+expect_error "chunked body over 1 MiB" 413 - POST /api/v1/jobs -H 'Content-Type: application/json' -H 'Transfer-Encoding: chunked' --data-binary "@$BIG"
+expect_error "Content-Type text/plain" 415 - POST /api/v1/jobs -H 'Content-Type: text/plain' --data-binary "$SMALL"
+expect_error "form-encoded body" 415 - POST /api/v1/jobs --data "$SMALL"
+expect_error "DELETE on the jobs collection" 405 - DELETE /api/v1/jobs
+expect_error "PUT on a job" 405 - PUT "/api/v1/jobs/$ID" -H 'Content-Type: application/json' --data-binary '{}'
+expect_error "POST /healthz" 405 - POST /healthz
+expect_error "GET on cancel" 405 - GET "/api/v1/jobs/$ID/cancel"
+expect_error "POST to a static file" 405 - POST /index.html
+expect_error "unknown API path" 404 - GET /api/v1/nope
+expect_error "unknown API version" 404 - GET /api/v2/jobs
+expect_error "unknown job" 404 - GET /api/v1/jobs/999999
+expect_error "job id is not a number" 404 - GET /api/v1/jobs/abc
+expect_error "job id with a sign" 404 - GET /api/v1/jobs/-1
+expect_error "job id overflows" 404 - GET /api/v1/jobs/99999999999999999999999
+expect_error "metrics of an unknown job" 404 - GET /api/v1/jobs/999999/metrics
+expect_error "max_points is not a number" 400 - GET "/api/v1/jobs/$ID/metrics?max_points=abc"
+expect_error "max_points=1" 400 - GET "/api/v1/jobs/$ID/metrics?max_points=1"
+expect_error "max_points absurd" 400 - GET "/api/v1/jobs/$ID/metrics?max_points=1000000000000"
+expect_error "since_step fractional" 400 - GET "/api/v1/jobs/$ID/metrics?since_step=1.5"
+expect_error "keys with a space" 400 - GET "/api/v1/jobs/$ID/metrics?keys=a%20b"
+expect_error "list limit=0" 400 - GET "/api/v1/jobs?limit=0"
+expect_error "list limit=100000" 400 - GET "/api/v1/jobs?limit=100000"
+expect_error "list status=bogus" 400 - GET "/api/v1/jobs?status=bogus"
+expect_error "list cursor=xyz" 400 - GET "/api/v1/jobs?cursor=xyz"
 # Query consistency: unknown values and unknown parameters are 400s naming them; an id has
 # one spelling (no leading zeros, no sign); a key a finished job never reported is a 400.
-expect_field "list kind=bogus (unknown value)" 400 kind GET "/api/v1/jobs?kind=bogus"
-expect_field "list with an unknown parameter" 400 bogus GET "/api/v1/jobs?bogus=1"
-expect_field "list with a misspelt parameter stauts=" 400 stauts GET "/api/v1/jobs?stauts=queued"
-expect_field "list status given twice" 400 status GET "/api/v1/jobs?status=queued&status=running"
-expect_field "list status without a value" 400 status GET "/api/v1/jobs?status"
-expect_field "list sweep that does not exist" 400 sweep GET "/api/v1/jobs?sweep=999999"
-expect_field "list sweep=01 (leading zero)" 400 sweep GET "/api/v1/jobs?sweep=01"
-expect_field "list cursor=+5 (a sign)" 400 cursor GET "/api/v1/jobs?cursor=%2B5"
-expect_field "metrics keys=nope on a finished job" 400 keys GET "/api/v1/jobs/$ID/metrics?keys=nope"
-expect_field "metrics keys=train_loss,nope" 400 keys GET "/api/v1/jobs/$ID/metrics?keys=train_loss,nope"
-expect_field "metrics.csv keys=nope" 400 keys GET "/api/v1/jobs/$ID/metrics.csv?keys=nope"
-expect_field "metrics with an unknown parameter" 400 max_point GET "/api/v1/jobs/$ID/metrics?max_point=10"
-expect_field "metrics.csv with max_points (not a csv parameter)" 400 max_points GET "/api/v1/jobs/$ID/metrics.csv?max_points=10"
-expect_field "job record with a query parameter" 400 x GET "/api/v1/jobs/$ID?x=1"
-expect_field "sweeps list with an unknown parameter" 400 status GET "/api/v1/sweeps?status=running"
-expect_field "healthz with a query parameter" 400 verbose GET "/healthz?verbose=1"
-expect_field "POST jobs with a query parameter" 400 dry_run POST "/api/v1/jobs?dry_run=1" -H 'Content-Type: application/json' --data-binary "$SMALL"
-expect_error "job id 0$ID (leading zero) is not job $ID" 404 GET "/api/v1/jobs/0$ID"
-expect_error "job id +$ID (a sign) is not job $ID" 404 GET "/api/v1/jobs/+$ID"
-expect_error "metrics of job 0$ID" 404 GET "/api/v1/jobs/0$ID/metrics"
-expect_error "cancel job 0$ID" 404 POST "/api/v1/jobs/0$ID/cancel"
+expect_error "list kind=bogus (unknown value)" 400 kind GET "/api/v1/jobs?kind=bogus"
+expect_error "list with an unknown parameter" 400 bogus GET "/api/v1/jobs?bogus=1"
+expect_error "list with a misspelt parameter stauts=" 400 stauts GET "/api/v1/jobs?stauts=queued"
+expect_error "list status given twice" 400 status GET "/api/v1/jobs?status=queued&status=running"
+expect_error "list status without a value" 400 status GET "/api/v1/jobs?status"
+expect_error "list sweep that does not exist" 400 sweep GET "/api/v1/jobs?sweep=999999"
+expect_error "list sweep=01 (leading zero)" 400 sweep GET "/api/v1/jobs?sweep=01"
+expect_error "list cursor=+5 (a sign)" 400 cursor GET "/api/v1/jobs?cursor=%2B5"
+expect_error "metrics keys=nope on a finished job" 400 keys GET "/api/v1/jobs/$ID/metrics?keys=nope"
+expect_error "metrics keys=train_loss,nope" 400 keys GET "/api/v1/jobs/$ID/metrics?keys=train_loss,nope"
+expect_error "metrics.csv keys=nope" 400 keys GET "/api/v1/jobs/$ID/metrics.csv?keys=nope"
+expect_error "metrics with an unknown parameter" 400 max_point GET "/api/v1/jobs/$ID/metrics?max_point=10"
+expect_error "metrics.csv with max_points (not a csv parameter)" 400 max_points GET "/api/v1/jobs/$ID/metrics.csv?max_points=10"
+expect_error "job record with a query parameter" 400 x GET "/api/v1/jobs/$ID?x=1"
+expect_error "sweeps list with an unknown parameter" 400 status GET "/api/v1/sweeps?status=running"
+expect_error "healthz with a query parameter" 400 verbose GET "/healthz?verbose=1"
+expect_error "POST jobs with a query parameter" 400 dry_run POST "/api/v1/jobs?dry_run=1" -H 'Content-Type: application/json' --data-binary "$SMALL"
+expect_error "job id 0$ID (leading zero) is not job $ID" 404 - GET "/api/v1/jobs/0$ID"
+expect_error "job id +$ID (a sign) is not job $ID" 404 - GET "/api/v1/jobs/+$ID"
+expect_error "metrics of job 0$ID" 404 - GET "/api/v1/jobs/0$ID/metrics"
+expect_error "cancel job 0$ID" 404 - POST "/api/v1/jobs/0$ID/cancel"
 req GET "/api/v1/jobs?kind=linreg&status=succeeded"
 check "a known kind filters (kind=linreg holds job $LIN, not job $ID)" \
   bash -c "[ '$CODE' = 200 ] && grep -q '^{\"jobs\":\[{\"id\":$LIN,' '$TMP/body' && ! grep -q '\"id\":$ID,' '$TMP/body'"
@@ -362,19 +275,19 @@ check "a tag no job carries is an empty page (tags are open-ended)" \
   bash -c "[ '$CODE' = 200 ] && grep -q '^{\"jobs\":\[\],' '$TMP/body'"
 req GET "/job.html?id=$ID&x=1"
 check "dashboard pages still take query parameters (job.html?id=...)" bash -c "[ '$CODE' = 200 ]"
-expect_error "cancel an unknown job" 404 POST /api/v1/jobs/999999/cancel
-expect_error "cancel a finished job" 409 POST "/api/v1/jobs/$ID/cancel"
-expect_error "unknown artifact" 404 GET "/api/v1/jobs/$ID/artifacts/nope.json"
-expect_error "artifacts of an unknown job" 404 GET /api/v1/jobs/999999/artifacts
-expect_error "static path /../../etc/passwd" 404 GET /../../etc/passwd
-expect_error "static path %2e%2e encoded" 404 GET /%2e%2e/%2e%2e/etc/passwd
-expect_error "static path %2E%2E%2F encoded slashes" 404 GET /%2E%2E%2F%2E%2E%2Fetc%2Fpasswd
-expect_error "static path ..%2f into the repo" 404 GET /..%2fserver%2fmain.c
-expect_error "static path double-encoded" 404 GET /%252e%252e/%252e%252e/etc/passwd
-expect_error "static path with a NUL" 404 GET /index.html%00.js
-expect_error "static hidden file" 404 GET /.git/config
-expect_error "static path through js/../.." 404 GET /js/../../Makefile
-expect_error "missing static file" 404 GET /no-such-page.html
+expect_error "cancel an unknown job" 404 - POST /api/v1/jobs/999999/cancel
+expect_error "cancel a finished job" 409 - POST "/api/v1/jobs/$ID/cancel"
+expect_error "unknown artifact" 404 - GET "/api/v1/jobs/$ID/artifacts/nope.json"
+expect_error "artifacts of an unknown job" 404 - GET /api/v1/jobs/999999/artifacts
+expect_error "static path /../../etc/passwd" 404 - GET /../../etc/passwd
+expect_error "static path %2e%2e encoded" 404 - GET /%2e%2e/%2e%2e/etc/passwd
+expect_error "static path %2E%2E%2F encoded slashes" 404 - GET /%2E%2E%2F%2E%2E%2Fetc%2Fpasswd
+expect_error "static path ..%2f into the repo" 404 - GET /..%2fserver%2fmain.c
+expect_error "static path double-encoded" 404 - GET /%252e%252e/%252e%252e/etc/passwd
+expect_error "static path with a NUL" 404 - GET /index.html%00.js
+expect_error "static hidden file" 404 - GET /.git/config
+expect_error "static path through js/../.." 404 - GET /js/../../Makefile
+expect_error "missing static file" 404 - GET /no-such-page.html
 
 req GET /healthz
 check "after all the bad requests /healthz is still 200 ok" \
@@ -455,7 +368,7 @@ else
 fi
 PID=""
 check "SIGTERM: the log records the shutdown and the job's re-queue" \
-  bash -c "grep -q 'event=job_requeued job=$TJ' '$TMP/server.$N_START.log' && grep -q 'event=stopped' '$TMP/server.$N_START.log'"
+  bash -c "grep -q 'event=job_requeued job=$TJ' '$SRV_LOG' && grep -q 'event=stopped' '$SRV_LOG'"
 if command -v sqlite3 >/dev/null; then
   check "SIGTERM: PRAGMA integrity_check is ok" bash -c "[ \"\$(sqlite3 '$DB' 'PRAGMA integrity_check')\" = ok ]"
   check "SIGTERM: the job is queued again with its attempt unchanged" \

@@ -28,51 +28,9 @@
 # Needs bash, curl, grep, awk. Prints one line per check and "N passed, M failed".
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-TDLAB="${1:-}"
-if [ -z "$TDLAB" ] || [ ! -x "$TDLAB" ]; then
-  echo "usage: tests/e2e_bilevel.sh path/to/tdlab" >&2
-  echo "0 passed, 1 failed"
-  exit 2
-fi
-TDLAB="$(cd "$(dirname "$TDLAB")" && pwd)/$(basename "$TDLAB")"
-TMP="$(mktemp -d /tmp/tdlab-e2e-bilevel.XXXXXX)"
-PASS=0
-FAIL=0
-PID=""
-BASE=""
+. "$ROOT/tests/e2elib.sh"
+e2e_init bilevel "$@"
 
-cleanup() {
-  if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
-    kill -TERM "$PID" 2>/dev/null
-    for _ in $(seq 1 100); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$PID" 2>/dev/null
-    wait "$PID" 2>/dev/null
-  fi
-  if [ "$FAIL" -eq 0 ] && [ -z "${E2E_KEEP:-}" ]; then rm -rf "$TMP"; else echo "(logs kept in $TMP)"; fi
-}
-trap cleanup EXIT
-
-ok() { PASS=$((PASS + 1)); echo "ok   - $*"; }
-bad() { FAIL=$((FAIL + 1)); echo "FAIL - $*"; }
-check() {
-  local name="$1"
-  shift
-  if "$@"; then ok "$name"; else bad "$name"; fi
-}
-finish() {
-  echo "$PASS passed, $FAIL failed"
-  [ "$FAIL" -eq 0 ]
-  exit $?
-}
-req() { # req METHOD PATH [curl args...]: CODE, $TMP/body
-  local method="$1" path="$2"
-  shift 2
-  CODE=$(curl -s -o "$TMP/body" -w '%{http_code}' -X "$method" --max-time 60 "$@" "$BASE$path" 2>/dev/null)
-  [ -n "$CODE" ] || CODE=000
-}
-post_json() { req POST "$1" -H 'Content-Type: application/json' --data-binary "$2"; }
-jstr() { grep -o "\"$1\":\"[^\"]*\"" "$2" | head -1 | sed 's/^"[^"]*":"\(.*\)"$/\1/'; }
-jnum() { grep -o "\"$1\":-\{0,1\}[0-9][0-9.eE+-]*" "$2" | head -1 | sed 's/^"[^"]*"://'; }
 below() { [ -n "$1" ] && awk -v x="$1" -v hi="$2" 'BEGIN{exit !(x <= hi)}'; }
 above() { [ -n "$1" ] && awk -v x="$1" -v lo="$2" 'BEGIN{exit !(x >= lo)}'; }
 
@@ -81,15 +39,10 @@ submit() { # submit JSON -> JOB id (empty on failure)
   JOB=""
   [ "$CODE" = 201 ] && JOB=$(jnum id "$TMP/body")
 }
-wait_job() { # wait_job ID SECONDS -> $TMP/job_ID, returns 0 when succeeded
-  local id="$1" deadline=$((SECONDS + $2)) st=""
-  while [ $SECONDS -le $deadline ]; do
-    curl -s --max-time 10 -o "$TMP/job_$id" "$BASE/api/v1/jobs/$id"
-    st=$(jstr status "$TMP/job_$id")
-    case "$st" in succeeded) return 0 ;; failed | diverged | cancelled) break ;; esac
-    sleep 0.2
-  done
-  echo "     job $id is '$st': $(head -c 600 "$TMP/job_$id")"
+succeeded() { # succeeded ID SECONDS: wait_job, and on anything but success say what the job is
+  local st
+  st=$(wait_job "$1" "$2") && return 0
+  echo "     job $1 is '$st': $(head -c 600 "$TMP/job_$1")"
   return 1
 }
 expect_400() { # expect_400 NAME FIELD JSON
@@ -100,23 +53,7 @@ expect_400() { # expect_400 NAME FIELD JSON
   else bad "refused: $1: got $CODE field '$f': $(head -c 300 "$TMP/body")"; fi
 }
 
-log="$TMP/server.log"
-"$TDLAB" serve --host 127.0.0.1 --port 0 --db "$TMP/tdlab.db" --web "$ROOT/web" \
-  --migrations "$ROOT/migrations" --workers 2 --batch-ms 100 2>"$log" &
-PID=$!
-port=""
-for _ in $(seq 1 200); do
-  port=$(grep -o 'event=listening url=http://127.0.0.1:[0-9]*' "$log" 2>/dev/null | grep -o '[0-9]*$' | head -1)
-  [ -n "$port" ] && break
-  kill -0 "$PID" 2>/dev/null || break
-  sleep 0.05
-done
-if [ -z "$port" ]; then
-  cat "$log"
-  bad "the daemon starts"
-  finish
-fi
-BASE="http://127.0.0.1:$port"
+e2e_start --workers 2 --batch-ms 100
 ok "bilevel: the daemon starts ($BASE)"
 
 # ---------------------------------------------------------------- hypergradient
@@ -129,7 +66,7 @@ IR=$JOB
 submit '{"kind":"influence","params":{"data":{"name":"synthetic","n":80,"d":4,"n_test":20},"loss":"mse","model":{"hidden":[6],"activation":"tanh"},"train":{"steps":3000,"lr":0.1},"damping":0.05,"loo":{"n":15,"steps":2000},"lissa":{"depth":2000}}}'
 IM=$JOB
 
-if wait_job "$HR" 60; then
+if succeeded "$HR" 60; then
   f="$TMP/job_$HR"
   check "hypergradient ridge: the four methods meet the closed form to 1e-9 (max_rel_diff $(jnum max_rel_diff "$f"))" \
     below "$(jnum max_rel_diff "$f")" 1e-9
@@ -149,7 +86,7 @@ else
   bad "hypergradient ridge job succeeds"
 fi
 
-if wait_job "$HM" 120; then
+if succeeded "$HM" 120; then
   f="$TMP/job_$HM"
   check "hypergradient mlp: reverse, reversal and forward agree to 1e-9 (max_rel_diff $(jnum max_rel_diff "$f"))" \
     below "$(jnum max_rel_diff "$f")" 1e-9
@@ -161,7 +98,7 @@ else
 fi
 
 # ---------------------------------------------------------------- influence
-if wait_job "$IR" 60; then
+if succeeded "$IR" 60; then
   f="$TMP/job_$IR"
   check "influence ridge: Pearson with exact leave-one-out >= 0.99 ($(jnum pearson_exact "$f"))" \
     above "$(jnum pearson_exact "$f")" 0.99
@@ -178,7 +115,7 @@ else
   bad "influence ridge job succeeds"
 fi
 
-if wait_job "$IM" 120; then
+if succeeded "$IM" 120; then
   f="$TMP/job_$IM"
   check "influence mlp: retraining without each of 15 examples correlates with the prediction (Pearson $(jnum pearson_exact "$f") >= 0.99)" \
     above "$(jnum pearson_exact "$f")" 0.99
@@ -193,7 +130,7 @@ fi
 # ---------------------------------------------------------------- short-horizon bias
 submit '{"kind":"short_horizon","params":{"dim":50,"steps":200}}'
 SH=$JOB
-if wait_job "$SH" 60; then
+if succeeded "$SH" 60; then
   f="$TMP/job_$SH"
   check "short_horizon: the greedy schedule loses at the horizon (loss_ratio $(jnum loss_ratio "$f") > 1.1)" \
     above "$(jnum loss_ratio "$f")" 1.1
@@ -209,7 +146,7 @@ fi
 # ---------------------------------------------------------------- hyperopt
 submit '{"kind":"hyperopt","params":{"data":{"n_train":100,"n_test":100},"model":{"hidden":[8]},"steps":20,"outer":{"steps":6,"lr":0.5}}}'
 HO=$JOB
-if wait_job "$HO" 90; then
+if succeeded "$HO" 90; then
   f="$TMP/job_$HO"
   req GET "/api/v1/jobs/$HO/metrics?keys=outer_val_loss"
   first=$(grep -o '"value":\[[^],]*' "$TMP/body" | sed 's/.*\[//')
@@ -222,7 +159,7 @@ else
 fi
 submit '{"kind":"hyperopt","params":{"data":{"n_train":100,"n_test":100},"model":{"hidden":[8]},"steps":20,"lr":0.05,"tune":"lr_schedule","outer":{"steps":6,"lr":0.3}}}'
 HL=$JOB
-if wait_job "$HL" 90; then
+if succeeded "$HL" 90; then
   f="$TMP/job_$HL"
   req GET "/api/v1/jobs/$HL/metrics?keys=outer_val_loss,lr_best"
   first=$(grep -o '"outer_val_loss":{"step":\[[^]]*\],"value":\[[^],]*' "$TMP/body" | sed 's/.*\[//')

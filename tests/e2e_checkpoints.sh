@@ -26,53 +26,9 @@
 # Needs bash, curl, grep, sed, cmp. Prints one line per check and "N passed, M failed".
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-TDLAB="${1:-}"
-if [ -z "$TDLAB" ] || [ ! -x "$TDLAB" ]; then
-  echo "usage: tests/e2e_checkpoints.sh path/to/tdlab" >&2
-  echo "0 passed, 1 failed"
-  exit 2
-fi
-TDLAB="$(cd "$(dirname "$TDLAB")" && pwd)/$(basename "$TDLAB")"
-TMP="$(mktemp -d /tmp/tdlab-e2e-ckpt.XXXXXX)"
-PASS=0
-FAIL=0
-PID=""
-BASE=""
+. "$ROOT/tests/e2elib.sh"
+e2e_init ckpt "$@"
 
-cleanup() {
-  if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
-    kill -TERM "$PID" 2>/dev/null
-    for _ in $(seq 1 100); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$PID" 2>/dev/null
-    wait "$PID" 2>/dev/null
-  fi
-  if [ "$FAIL" -eq 0 ] && [ -z "${E2E_KEEP:-}" ]; then rm -rf "$TMP"; else echo "(logs kept in $TMP)"; fi
-}
-trap cleanup EXIT
-
-ok() { PASS=$((PASS + 1)); echo "ok   - $*"; }
-bad() { FAIL=$((FAIL + 1)); echo "FAIL - $*"; }
-check() {
-  local name="$1"
-  shift
-  if "$@"; then ok "$name"; else bad "$name"; fi
-}
-finish() {
-  echo "$PASS passed, $FAIL failed"
-  [ "$FAIL" -eq 0 ]
-  exit $?
-}
-
-req() { # req METHOD PATH [curl args...]: CODE, $TMP/body, $TMP/hdr
-  local method="$1" path="$2"
-  shift 2
-  CODE=$(curl -s --path-as-is -o "$TMP/body" -D "$TMP/hdr" -w '%{http_code}' -X "$method" \
-    --max-time 60 "$@" "$BASE$path" 2>/dev/null)
-  [ -n "$CODE" ] || CODE=000
-}
-jstr() { grep -o "\"$1\":\"[^\"]*\"" "$2" | head -1 | sed 's/^"[^"]*":"\(.*\)"$/\1/'; }
-jnum() { grep -o "\"$1\":-\{0,1\}[0-9][0-9]*" "$2" | head -1 | sed 's/^"[^"]*"://'; }
-is_json_error() { grep -q '^{"error":{"code":"[a-z_]*","message":"' "$TMP/body"; }
 upload() { # upload FILE [content type]
   req POST /api/v1/checkpoints -H "Content-Type: ${2:-application/octet-stream}" --data-binary "@$1"
 }
@@ -106,23 +62,7 @@ t() { printf '"%s":{"dtype":"%s","shape":%s,"data_offsets":[%s,%s]}' "$@"; }
 
 # ---------------------------------------------------------------- start
 
-log="$TMP/server.log"
-"$TDLAB" serve --host 127.0.0.1 --port 0 --db "$TMP/tdlab.db" --web "$ROOT/web" --blas-threads 1 \
-  --migrations "$ROOT/migrations" --workers 1 --batch-ms 100 --max-upload 64K 2>"$log" &
-PID=$!
-port=""
-for _ in $(seq 1 200); do
-  port=$(grep -o 'event=listening url=http://127.0.0.1:[0-9]*' "$log" 2>/dev/null | grep -o '[0-9]*$' | head -1)
-  [ -n "$port" ] && break
-  kill -0 "$PID" 2>/dev/null || break
-  sleep 0.05
-done
-if [ -z "$port" ]; then
-  cat "$log"
-  bad "the daemon starts"
-  finish
-fi
-BASE="http://127.0.0.1:$port"
+e2e_start --blas-threads 1 --workers 1 --batch-ms 100 --max-upload 64K
 ok "checkpoints: the daemon starts ($BASE, --max-upload 64K)"
 
 # ---------------------------------------------------------------- upload and read

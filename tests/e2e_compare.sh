@@ -17,27 +17,14 @@
 # Needs bash, curl, grep, gzip and /usr/bin/python3 (JSON). Prints one line per check.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-TDLAB="${1:-}"
-if [ -z "$TDLAB" ] || [ ! -x "$TDLAB" ]; then
-  echo "usage: tests/e2e_compare.sh path/to/tdlab" >&2
-  echo "0 passed, 1 failed"
-  exit 2
-fi
-TDLAB="$(cd "$(dirname "$TDLAB")" && pwd)/$(basename "$TDLAB")"
-TMP="$(mktemp -d /tmp/tdlab-e2e-compare.XXXXXX)"
+. "$ROOT/tests/e2elib.sh"
+e2e_init compare "$@"
 PY=/usr/bin/python3
-source "$ROOT/tests/srvlib.sh"
-cleanup() {
-  [ -n "$SRV_PID" ] && kill -9 "$SRV_PID" 2>/dev/null && wait "$SRV_PID" 2>/dev/null
-  if [ "$FAIL" -eq 0 ]; then rm -rf "$TMP"; else echo "(logs kept in $TMP)"; fi
-}
-trap cleanup EXIT
-check() { local name="$1"; shift; if "$@"; then ok "$name"; else bad "$name"; fi; }
 get() { CODE=$(curl -s -o "$TMP/body" -D "$TMP/hdr" -w '%{http_code}' "$@"); }
 # js EXPR: evaluate a Python expression over d = the JSON in $TMP/body
 js() { "$PY" -c "import json,sys; d=json.load(open('$TMP/body')); print($1)"; }
 
-srv_start "$TMP/t.db" --workers 2 --batch-ms 100 || { bad "the daemon starts"; finish; }
+e2e_start --workers 2 --batch-ms 100
 ok "compare: the daemon starts ($SRV_BASE)"
 B="$SRV_BASE"
 job() { curl -s -X POST "$B/api/v1/jobs" -H 'Content-Type: application/json' --data-binary "$1" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["id"])'; }

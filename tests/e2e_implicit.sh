@@ -25,44 +25,11 @@
 # Needs bash, curl, grep, sed, awk. Prints one line per check and "N passed, M failed".
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-TDLAB="${1:-}"
-if [ -z "$TDLAB" ] || [ ! -x "$TDLAB" ]; then
-  echo "usage: tests/e2e_implicit.sh path/to/tdlab" >&2
-  echo "0 passed, 1 failed"
-  exit 2
-fi
-TDLAB="$(cd "$(dirname "$TDLAB")" && pwd)/$(basename "$TDLAB")"
-TMP="$(mktemp -d /tmp/tdlab-e2e-implicit.XXXXXX)"
-. "$ROOT/tests/srvlib.sh"
+. "$ROOT/tests/e2elib.sh"
+e2e_init implicit "$@"
 
-cleanup() {
-  srv_term >/dev/null 2>&1
-  if [ "$FAIL" -eq 0 ] && [ -z "${E2E_KEEP:-}" ]; then rm -rf "$TMP"; else echo "(logs kept in $TMP)"; fi
-}
-trap cleanup EXIT
-
-check() {
-  local name="$1"
-  shift
-  if "$@"; then ok "$name"; else bad "$name"; fi
-}
-# num KEY FILE: the first numeric value of "KEY": in FILE.
-num() { grep -o "\"$1\":-\{0,1\}[0-9][0-9.eE+-]*" "$2" | head -1 | sed 's/^"[^"]*"://'; }
-within() { [ -n "$1" ] && awk -v x="$1" -v lo="$2" -v hi="$3" 'BEGIN{exit !(x >= lo && x <= hi)}'; }
 lt() { [ -n "$1" ] && [ -n "$2" ] && awk -v a="$1" -v b="$2" 'BEGIN{exit !(a < b)}'; }
 
-# wait_job ID SECONDS: poll until the job is finished; its record in $TMP/job_ID.
-wait_job() {
-  local id="$1" secs="$2" st=""
-  local deadline=$((SECONDS + secs))
-  while [ $SECONDS -le $deadline ]; do
-    curl -s --max-time 30 -o "$TMP/job_$id" "$SRV_BASE/api/v1/jobs/$id" 2>/dev/null
-    st=$(grep -o '"status":"[a-z]*"' "$TMP/job_$id" | head -1 | sed 's/.*:"\(.*\)"/\1/')
-    case "$st" in succeeded | failed | diverged | cancelled) echo "$st"; return 0 ;; esac
-    sleep 0.3
-  done
-  echo "timeout"
-}
 expect_400() { # expect_400 NAME FIELD JSON
   local code
   code=$(curl -s -o "$TMP/err" -w '%{http_code}' -H 'Content-Type: application/json' \
@@ -74,10 +41,7 @@ expect_400() { # expect_400 NAME FIELD JSON
   fi
 }
 
-if ! srv_start "$TMP/tdlab.db" --workers 2 --batch-ms 100; then
-  bad "the daemon starts"
-  finish
-fi
+e2e_start --workers 2 --batch-ms 100
 ok "implicit: the daemon starts ($SRV_BASE, 2 workers)"
 
 ES=$(srv_submit '{"kind":"early_stopping","params":{"data":{"n":100,"d":50},"lr":0.3,"steps":500}}')
@@ -91,7 +55,7 @@ LP=$(srv_submit '{"kind":"laplace","params":{"data":{"n_train":1000,"n_test":100
 
 st=$(wait_job "$ES" 60)
 check "early_stopping succeeds and its GD iterate equals the spectral closed form (< 1e-12)" \
-  bash -c "[ '$st' = succeeded ] && awk -v x='$(num gd_closed_form_err_max "$TMP/job_$ES")' 'BEGIN{exit !(x < 1e-12)}'"
+  bash -c "[ '$st' = succeeded ] && awk -v x='$(jnum gd_closed_form_err_max "$TMP/job_$ES")' 'BEGIN{exit !(x < 1e-12)}'"
 curl -s "$SRV_BASE/api/v1/jobs/$ES/metrics?keys=risk_gd,risk_ridge,filter/0_gd,filter/0_ridge&max_points=50" >"$TMP/es_m"
 check "early_stopping logs both risks and both filters" \
   bash -c "grep -q '\"risk_gd\"' '$TMP/es_m' && grep -q '\"risk_ridge\"' '$TMP/es_m' && grep -q '\"filter/0_ridge\"' '$TMP/es_m'"
@@ -99,12 +63,12 @@ check "early_stopping writes filters.json" \
   bash -c "curl -s '$SRV_BASE/api/v1/jobs/$ES/artifacts/filters.json' | grep -q '\"filter_gd\"'"
 
 st=$(wait_job "$MM" 60)
-dd=$(num dir_dist "$TMP/job_$MM")
+dd=$(jnum dir_dist "$TMP/job_$MM")
 check "max_margin: GD's direction within 0.05 of the hard-margin SVM direction (dir_dist $dd)" \
   bash -c "[ '$st' = succeeded ] && awk -v x='$dd' 'BEGIN{exit !(x < 0.05)}'"
 check "max_margin: normalized margin below the max margin, max_margin.json has w_hat" \
   bash -c "lt() { awk -v a=\"\$1\" -v b=\"\$2\" 'BEGIN{exit !(a <= b)}'; };
-           lt '$(num margin "$TMP/job_$MM")' '$(num max_margin "$TMP/job_$MM")' &&
+           lt '$(jnum margin "$TMP/job_$MM")' '$(jnum max_margin "$TMP/job_$MM")' &&
            curl -s '$SRV_BASE/api/v1/jobs/$MM/artifacts/max_margin.json' | grep -q '\"w_hat\"'"
 
 st=$(wait_job "$LG" 60)
@@ -113,8 +77,8 @@ check "langevin (SGLD): running variances within 4.5 standard errors of the clos
   bash -c "[ '$st' = succeeded ] && echo '$z' | tr ',' '\n' | awk '{ if (\$1 > 4.5 || \$1 < -4.5) bad = 1; n++ } END { exit !(n == 2 && !bad) }'"
 
 st=$(wait_job "$IG" 60)
-sf=$(num slope_flow "$TMP/job_$IG")
-sm=$(num slope_mod "$TMP/job_$IG")
+sf=$(jnum slope_flow "$TMP/job_$IG")
+sm=$(jnum slope_mod "$TMP/job_$IG")
 check "igr (2d): slope GD-to-flow $sf ~ 1 and GD-to-modified-flow $sm ~ 2" \
   bash -c "[ '$st' = succeeded ] && awk -v a='$sf' -v b='$sm' 'BEGIN{exit !(a >= 0.9 && a <= 1.25 && b >= 1.85 && b <= 2.2)}'"
 
@@ -124,11 +88,11 @@ check "train with optimizer sgld succeeds with its temperature in the stored par
 
 st=$(wait_job "$BL" 60)
 check "blr: the Laplace evidence equals the exact evidence over the alpha grid (< 1e-9)" \
-  bash -c "[ '$st' = succeeded ] && awk -v x='$(num log_evidence_err_max "$TMP/job_$BL")' 'BEGIN{exit !(x < 1e-9)}'"
+  bash -c "[ '$st' = succeeded ] && awk -v x='$(jnum log_evidence_err_max "$TMP/job_$BL")' 'BEGIN{exit !(x < 1e-9)}'"
 
 st=$(wait_job "$LP" 240)
-mn=$(num map/nll "$TMP/job_$LP"); me=$(num map/ece "$TMP/job_$LP"); ma=$(num map/acc "$TMP/job_$LP")
-gn=$(num kfac/glm_nll "$TMP/job_$LP"); ge=$(num kfac/glm_ece "$TMP/job_$LP"); ga=$(num kfac/glm_acc "$TMP/job_$LP")
+mn=$(jnum map/nll "$TMP/job_$LP"); me=$(jnum map/ece "$TMP/job_$LP"); ma=$(jnum map/acc "$TMP/job_$LP")
+gn=$(jnum kfac/glm_nll "$TMP/job_$LP"); ge=$(jnum kfac/glm_ece "$TMP/job_$LP"); ga=$(jnum kfac/glm_acc "$TMP/job_$LP")
 check "laplace (K-FAC, last layer): NLL $mn -> $gn and ECE $me -> $ge improve, accuracy $ma -> $ga kept" \
   bash -c "[ '$st' = succeeded ] && awk -v mn='$mn' -v gn='$gn' -v me='$me' -v ge='$ge' -v ma='$ma' -v ga='$ga' \
            'BEGIN{exit !(gn < mn && ge < me && ga >= ma - 0.01)}'"
@@ -141,7 +105,7 @@ check "laplace writes reliability.json and marglik.json" \
 st=$(wait_job "$TR" 120)
 LC=$(srv_submit '{"kind":"laplace","params":{"data":{"n_train":1000,"n_test":500},"model":{"hidden":[32]},"steps":1,"init_from":{"job":'"$TR"',"step":50},"laplace":{"train":false,"structure":"kfac","samples":20}}}')
 st2=$(wait_job "$LC" 120)
-tl=$(num test_loss "$TMP/job_$TR"); mn=$(num map/nll "$TMP/job_$LC")
+tl=$(jnum test_loss "$TMP/job_$TR"); mn=$(jnum map/nll "$TMP/job_$LC")
 check "laplace from another job's checkpoint (laplace.train false): its MAP NLL $mn is the parent's test loss $tl" \
   bash -c "[ '$st' = succeeded ] && [ '$st2' = succeeded ] && awk -v a='$tl' -v b='$mn' 'BEGIN{d = a - b; if (d < 0) d = -d; exit !(d <= 1e-9 * a)}'"
 

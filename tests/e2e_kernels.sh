@@ -13,32 +13,10 @@
 # Needs bash, curl, grep, sed, awk. Prints one line per check and "N passed, M failed".
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-TDLAB="${1:-}"
-if [ -z "$TDLAB" ] || [ ! -x "$TDLAB" ]; then
-  echo "usage: tests/e2e_kernels.sh path/to/tdlab" >&2
-  echo "0 passed, 1 failed"
-  exit 2
-fi
-TDLAB="$(cd "$(dirname "$TDLAB")" && pwd)/$(basename "$TDLAB")"
-TMP="$(mktemp -d /tmp/tdlab-e2e-kernels.XXXXXX)"
-source "$ROOT/tests/srvlib.sh"
-cleanup() {
-  [ -n "$SRV_PID" ] && srv_term >/dev/null 2>&1
-  if [ "$FAIL" -eq 0 ] && [ -z "${E2E_KEEP:-}" ]; then rm -rf "$TMP"; else echo "(logs kept in $TMP)"; fi
-}
-trap cleanup EXIT
+. "$ROOT/tests/e2elib.sh"
+e2e_init kernels "$@"
 
-check() {
-  local name="$1"
-  shift
-  if "$@"; then ok "$name"; else bad "$name"; fi
-}
-post() { # post JSON: CODE and $TMP/body
-  CODE=$(curl -s -o "$TMP/body" -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
-    --max-time 30 --data-binary "$1" "$SRV_BASE/api/v1/kernels" 2>/dev/null)
-  [ -n "$CODE" ] || CODE=000
-}
-jstr() { grep -o "\"$1\":\"[^\"]*\"" "$2" | head -1 | sed 's/^"[^"]*":"\(.*\)"$/\1/'; }
+post() { post_json /api/v1/kernels "$1"; } # post JSON: CODE and $TMP/body
 # matrix FILE: the numbers of "matrix", one per line
 matrix() { sed 's/.*"matrix":\[\(.*\)\]\].*/\1/' "$1" | tr -d '[]' | tr ',' '\n'; }
 # close_all FILE V1 V2 ...: the matrix entries equal V1 V2 ... to 1e-13 relative
@@ -51,22 +29,11 @@ close_all() {
     if (n != m) exit 1; for (i = 1; i <= n; i++) { d = g[i] - w[i]; if (d < 0) d = -d;
     s = w[i] < 0 ? -w[i] : w[i]; if (d > 1e-13 * (s > 1 ? s : 1)) exit 1 } exit 0 }'
 }
-expect_error() { # expect_error NAME FIELD JSON: 400 with the JSON envelope naming FIELD
-  post "$3"
-  local f
-  f=$(jstr field "$TMP/body")
-  if [ "$CODE" = 400 ] && grep -q '^{"error":{"code":"[a-z_]*","message":"' "$TMP/body" &&
-    { [ "$2" = - ] || [ "$f" = "$2" ]; }; then
-    ok "bad request: $1 -> 400 field=$f"
-  else
-    bad "bad request: $1: got $CODE field '$f', wanted 400 field $2: $(head -c 300 "$TMP/body")"
-  fi
+bad_kernel() { # bad_kernel NAME FIELD|- JSON: POST /api/v1/kernels is a 400 naming FIELD
+  expect_error "$1" 400 "$2" POST /api/v1/kernels -H 'Content-Type: application/json' --data-binary "$3"
 }
 
-if ! srv_start "$TMP/tdlab.db" --workers 1; then
-  bad "the daemon starts"
-  finish
-fi
+e2e_start --workers 1
 ok "kernels: the daemon starts ($SRV_BASE)"
 
 post '{"kernel":"ntk","activation":"relu","depth":1,"sigma_w2":2,"sigma_b2":0,"x":[[1,0],[0,1]]}'
@@ -82,24 +49,24 @@ post '{"kernel":"nngp","x":[[1,2,3],[4,5,6],[0.5,0,1]],"x2":[[1,1,1]]}'
 check "x against x2 gives n1 x n2 (3 x 1) with the defaults echoed (relu, depth 1, 1, 0)" \
   bash -c "[ '$CODE' = 200 ] && grep -q '\"shape\":\[3,1\]' '$TMP/body' && grep -q '\"activation\":\"relu\"' '$TMP/body' && grep -q '\"depth\":1,' '$TMP/body'"
 
-expect_error "unknown kernel" kernel '{"kernel":"rbf","x":[[1]]}'
-expect_error "missing kernel" kernel '{"x":[[1]]}'
-expect_error "unknown activation" activation '{"kernel":"ntk","activation":"tanh","x":[[1]]}'
-expect_error "negative depth" depth '{"kernel":"ntk","depth":-1,"x":[[1]]}'
-expect_error "depth 65" depth '{"kernel":"ntk","depth":65,"x":[[1]]}'
-expect_error "sigma_w2 0" sigma_w2 '{"kernel":"ntk","sigma_w2":0,"x":[[1]]}'
-expect_error "sigma_b2 a string" sigma_b2 '{"kernel":"ntk","sigma_b2":"1","x":[[1]]}'
-expect_error "unknown key" y '{"kernel":"ntk","x":[[1]],"y":[[1]]}'
-expect_error "x missing" x '{"kernel":"ntk"}'
-expect_error "x empty" x '{"kernel":"ntk","x":[]}'
-expect_error "ragged row" 'x[1]' '{"kernel":"ntk","x":[[1,2],[3]]}'
-expect_error "a string entry" 'x[0][1]' '{"kernel":"ntk","x":[[1,"a"]]}'
-expect_error "x2 of another dimension" 'x2[0]' '{"kernel":"ntk","x":[[1,2]],"x2":[[1,2,3]]}'
+bad_kernel "unknown kernel" kernel '{"kernel":"rbf","x":[[1]]}'
+bad_kernel "missing kernel" kernel '{"x":[[1]]}'
+bad_kernel "unknown activation" activation '{"kernel":"ntk","activation":"tanh","x":[[1]]}'
+bad_kernel "negative depth" depth '{"kernel":"ntk","depth":-1,"x":[[1]]}'
+bad_kernel "depth 65" depth '{"kernel":"ntk","depth":65,"x":[[1]]}'
+bad_kernel "sigma_w2 0" sigma_w2 '{"kernel":"ntk","sigma_w2":0,"x":[[1]]}'
+bad_kernel "sigma_b2 a string" sigma_b2 '{"kernel":"ntk","sigma_b2":"1","x":[[1]]}'
+bad_kernel "unknown key" y '{"kernel":"ntk","x":[[1]],"y":[[1]]}'
+bad_kernel "x missing" x '{"kernel":"ntk"}'
+bad_kernel "x empty" x '{"kernel":"ntk","x":[]}'
+bad_kernel "ragged row" 'x[1]' '{"kernel":"ntk","x":[[1,2],[3]]}'
+bad_kernel "a string entry" 'x[0][1]' '{"kernel":"ntk","x":[[1,"a"]]}'
+bad_kernel "x2 of another dimension" 'x2[0]' '{"kernel":"ntk","x":[[1,2]],"x2":[[1,2,3]]}'
 big=$(awk 'BEGIN { printf "["; for (i = 0; i < 4097; i++) printf "%s[1]", (i ? "," : ""); printf "]" }')
-expect_error "4097 rows" x "{\"kernel\":\"ntk\",\"x\":$big}"
+bad_kernel "4097 rows" x "{\"kernel\":\"ntk\",\"x\":$big}"
 big=$(awk 'BEGIN { printf "["; for (i = 0; i < 600; i++) printf "%s[1]", (i ? "," : ""); printf "]" }')
-expect_error "600 x 600 entries above the cap" x "{\"kernel\":\"ntk\",\"x\":$big}"
-expect_error "malformed JSON" - '{"kernel":'
+bad_kernel "600 x 600 entries above the cap" x "{\"kernel\":\"ntk\",\"x\":$big}"
+bad_kernel "malformed JSON" - '{"kernel":'
 
 # ---------------------------------------------------------------- the empirical NTK
 # A hand-made network 1-1-1, linear: f(x) = 3 (2 x + 0.5) + 1. Its Jacobian is (dW0, db0,
@@ -126,11 +93,11 @@ check "its empirical NTK at x = 1, 2 is [[25.25, 39.25], [39.25, 66.25]]" \
 post "{\"kernel\":\"empirical_ntk\",\"checkpoint\":${CK:-0},\"x\":[[1]],\"x2\":[[2]],\"outputs\":\"trace\"}"
 check "x against x2, outputs trace: [[39.25]]" \
   bash -c "[ '$CODE' = 200 ] && grep -q '\"outputs\":\"trace\"' '$TMP/body' && $(declare -f matrix close_all); close_all '$TMP/body' 39.25"
-expect_error "empirical without a network" checkpoint '{"kernel":"empirical_ntk","x":[[1]]}'
-expect_error "empirical with a row of the wrong width" 'x[0]' "{\"kernel\":\"empirical_ntk\",\"checkpoint\":${CK:-0},\"x\":[[1,2]]}"
-expect_error "empirical with depth" depth "{\"kernel\":\"empirical_ntk\",\"checkpoint\":${CK:-0},\"depth\":2,\"x\":[[1]]}"
-expect_error "empirical with outputs=diag" outputs "{\"kernel\":\"empirical_ntk\",\"checkpoint\":${CK:-0},\"outputs\":\"diag\",\"x\":[[1]]}"
-expect_error "checkpoint with the analytic ntk" checkpoint '{"kernel":"ntk","checkpoint":1,"x":[[1]]}'
+bad_kernel "empirical without a network" checkpoint '{"kernel":"empirical_ntk","x":[[1]]}'
+bad_kernel "empirical with a row of the wrong width" 'x[0]' "{\"kernel\":\"empirical_ntk\",\"checkpoint\":${CK:-0},\"x\":[[1,2]]}"
+bad_kernel "empirical with depth" depth "{\"kernel\":\"empirical_ntk\",\"checkpoint\":${CK:-0},\"depth\":2,\"x\":[[1]]}"
+bad_kernel "empirical with outputs=diag" outputs "{\"kernel\":\"empirical_ntk\",\"checkpoint\":${CK:-0},\"outputs\":\"diag\",\"x\":[[1]]}"
+bad_kernel "checkpoint with the analytic ntk" checkpoint '{"kernel":"ntk","checkpoint":1,"x":[[1]]}'
 post '{"kernel":"empirical_ntk","checkpoint":999,"x":[[1]]}'
 check "an unknown checkpoint is a 404 naming checkpoint" \
   bash -c "[ '$CODE' = 404 ] && grep -q '\"field\":\"checkpoint\"' '$TMP/body'"

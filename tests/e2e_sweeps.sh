@@ -19,71 +19,9 @@
 # Needs bash, curl, grep, sed, awk. Prints one line per check and "N passed, M failed".
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-TDLAB="${1:-}"
-if [ -z "$TDLAB" ] || [ ! -x "$TDLAB" ]; then
-  echo "usage: tests/e2e_sweeps.sh path/to/tdlab" >&2
-  echo "0 passed, 1 failed"
-  exit 2
-fi
-TDLAB="$(cd "$(dirname "$TDLAB")" && pwd)/$(basename "$TDLAB")"
-TMP="$(mktemp -d /tmp/tdlab-e2e-sweeps.XXXXXX)"
-PASS=0
-FAIL=0
-PID=""
-BASE=""
+. "$ROOT/tests/e2elib.sh"
+e2e_init sweeps "$@"
 
-cleanup() {
-  if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then
-    kill -TERM "$PID" 2>/dev/null
-    for _ in $(seq 1 100); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$PID" 2>/dev/null
-    wait "$PID" 2>/dev/null
-  fi
-  if [ "$FAIL" -eq 0 ] && [ -z "${E2E_KEEP:-}" ]; then rm -rf "$TMP"; else echo "(logs kept in $TMP)"; fi
-}
-trap cleanup EXIT
-
-ok() { PASS=$((PASS + 1)); echo "ok   - $*"; }
-bad() { FAIL=$((FAIL + 1)); echo "FAIL - $*"; }
-check() {
-  local name="$1"
-  shift
-  if "$@"; then ok "$name"; else bad "$name"; fi
-}
-finish() {
-  echo "$PASS passed, $FAIL failed"
-  [ "$FAIL" -eq 0 ]
-  exit $?
-}
-
-req() { # req METHOD PATH [curl args...]: CODE, $TMP/body, $TMP/hdr
-  local method="$1" path="$2"
-  shift 2
-  CODE=$(curl -s --path-as-is -o "$TMP/body" -D "$TMP/hdr" -w '%{http_code}' -X "$method" \
-    --max-time 60 "$@" "$BASE$path" 2>/dev/null)
-  [ -n "$CODE" ] || CODE=000
-}
-post_json() { req POST "$1" -H 'Content-Type: application/json' --data-binary "$2"; }
-jstr() { grep -o "\"$1\":\"[^\"]*\"" "$2" | head -1 | sed 's/^"[^"]*":"\(.*\)"$/\1/'; }
-jnum() { grep -o "\"$1\":-\{0,1\}[0-9][0-9.eE+-]*" "$2" | head -1 | sed 's/^"[^"]*"://'; }
-# fitval NAME FILE: the "value" of fit parameter NAME ("NAME":{"value":X,...}).
-fitval() { grep -o "\"$1\":{\"value\":-\{0,1\}[0-9][0-9.eE+-]*" "$2" | head -1 | sed 's/.*"value"://'; }
-# within X LO HI: LO <= X <= HI (floating point, via awk).
-within() { [ -n "$1" ] && awk -v x="$1" -v lo="$2" -v hi="$3" 'BEGIN{exit !(x >= lo && x <= hi)}'; }
-export -f within fitval jstr jnum
-is_json_error() { grep -q '^{"error":{"code":"[a-z_]*","message":"' "$TMP/body"; }
-expect_error() { # expect_error NAME STATUS FIELD|- METHOD PATH [curl args...]
-  local name="$1" want="$2" field="$3" method="$4" path="$5"
-  shift 5
-  req "$method" "$path" "$@"
-  local got_field
-  got_field=$(jstr field "$TMP/body")
-  if [ "$CODE" = "$want" ] && is_json_error && { [ "$field" = - ] || [ "$got_field" = "$field" ]; }; then
-    ok "bad request: $name -> $CODE $(jstr code "$TMP/body")${got_field:+ field=$got_field}"
-  else
-    bad "bad request: $name: got $CODE, wanted $want (field $field): $(head -c 300 "$TMP/body")"
-  fi
-}
 bad_sweep() { expect_error "$1" "$2" "$3" POST /api/v1/sweeps -H 'Content-Type: application/json' --data-binary "$4"; }
 bad_fit() { expect_error "$1" "$2" "$3" POST /api/v1/fits -H 'Content-Type: application/json' --data-binary "$4"; }
 
@@ -104,23 +42,7 @@ n_jobs() { curl -s --max-time 10 "$BASE/api/v1/jobs?limit=1000" | grep -o '"kind
 
 # ---------------------------------------------------------------- start
 
-log="$TMP/server.log"
-"$TDLAB" serve --host 127.0.0.1 --port 0 --db "$TMP/tdlab.db" --web "$ROOT/web" \
-  --migrations "$ROOT/migrations" --workers 2 --batch-ms 100 2>"$log" &
-PID=$!
-port=""
-for _ in $(seq 1 200); do
-  port=$(grep -o 'event=listening url=http://127.0.0.1:[0-9]*' "$log" 2>/dev/null | grep -o '[0-9]*$' | head -1)
-  [ -n "$port" ] && break
-  kill -0 "$PID" 2>/dev/null || break
-  sleep 0.05
-done
-if [ -z "$port" ]; then
-  cat "$log"
-  bad "the daemon starts"
-  finish
-fi
-BASE="http://127.0.0.1:$port"
+e2e_start --workers 2 --batch-ms 100
 ok "sweeps: the daemon starts ($BASE, 2 workers)"
 
 # ---------------------------------------------------------------- an nqm batch-size scan

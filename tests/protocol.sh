@@ -21,24 +21,14 @@
 # Prints one line per check and "N passed, M failed"; exits non-zero on a failure.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-TDLAB="${1:-}"
-[ -x "$TDLAB" ] || { echo "usage: tests/protocol.sh path/to/tdlab" >&2; echo "0 passed, 1 failed"; exit 2; }
-TMP="$(mktemp -d /tmp/tdlab-proto.XXXXXX)"
-# shellcheck source=tests/srvlib.sh
-. "$ROOT/tests/srvlib.sh"
+# shellcheck source=tests/e2elib.sh
+. "$ROOT/tests/e2elib.sh"
+e2e_init proto "$@"
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
-cleanup() {
-  srv_kill9
-  if [ "$FAIL" -eq 0 ]; then rm -rf "$TMP"; else echo "(logs kept in $TMP)"; fi
-}
-trap cleanup EXIT
 
 CONN_TIMEOUT=2
-if ! srv_start "$TMP/tdlab.db" --workers 1 --conn-timeout "$CONN_TIMEOUT"; then
-  bad "the daemon starts"
-  finish
-fi
+e2e_start --workers 1 --conn-timeout "$CONN_TIMEOUT"
 ok "the daemon starts ($SRV_BASE, --conn-timeout $CONN_TIMEOUT)"
 
 # The client: each case is NAME|EXPECT, with EXPECT one of

@@ -1,7 +1,7 @@
-# srvlib.sh: shell helpers shared by the reliability scripts (crash.sh, load.sh, burst.sh) and
-# bench/rest.sh: start `tdlab serve` on a free loopback port, talk to it with curl, and parse
-# wrk output. Source it from bash after setting TDLAB (the binary), ROOT (the repo) and TMP
-# (a scratch directory).
+# srvlib.sh: shell helpers shared by the reliability scripts (crash.sh, load.sh, burst.sh),
+# bench/rest.sh and, through tests/e2elib.sh, the end-to-end scripts: start `tdlab serve` on a
+# free loopback port, talk to it with curl, and parse wrk output. Source it from bash after
+# setting TDLAB (the binary), ROOT (the repo) and TMP (a scratch directory).
 
 # Check counters shared by the scripts: ok/bad count one check each; finish prints the
 # closing "N passed, M failed" line and exits non-zero when a check failed.
