@@ -10,7 +10,7 @@ set -euo pipefail
 RUNTIME=(build-essential pkg-config curl
          libmicrohttpd-dev libjansson-dev libsqlite3-dev libopenblas-dev liblapacke-dev
          zlib1g-dev liblbfgs-dev libgsl-dev dataset-fashion-mnist)
-TEST=(libcmocka-dev sqlite3 chromium nodejs npm)
+TEST=(libcmocka-dev sqlite3 python3 chromium nodejs npm)
 case "${1:-test}" in
   runtime) PKGS=("${RUNTIME[@]}") ;;
   test)    PKGS=("${RUNTIME[@]}" "${TEST[@]}") ;;

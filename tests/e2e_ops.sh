@@ -16,16 +16,8 @@
 # Usage: tests/e2e_ops.sh path/to/tdlab. Needs bash, curl, grep, sed, awk, sqlite3.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-TDLAB="${1:-}"
-if [ -z "$TDLAB" ] || [ ! -x "$TDLAB" ]; then
-  echo "usage: tests/e2e_ops.sh path/to/tdlab" >&2
-  echo "0 passed, 1 failed"
-  exit 2
-fi
-TDLAB="$(cd "$(dirname "$TDLAB")" && pwd)/$(basename "$TDLAB")"
-TMP="$(mktemp -d /tmp/tdlab-e2e-ops.XXXXXX)"
-. "$ROOT/tests/srvlib.sh"
-trap 'srv_kill9; if [ "$FAIL" -eq 0 ]; then rm -rf "$TMP"; else echo "(kept $TMP)"; fi' EXIT
+. "$ROOT/tests/e2elib.sh"
+e2e_init ops "$@"
 if ! command -v sqlite3 >/dev/null; then
   echo "e2e_ops: sqlite3 is missing"
   bad "sqlite3 CLI available"
