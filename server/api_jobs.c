@@ -67,6 +67,33 @@ static int valid_tag(const char *t) {
   return n > 0;
 }
 
+/* parse_tags: the request's "tags" (borrowed) as at most MAX_TAGS valid, distinct tags:
+ * tags[0..*n_tags) borrow the strings, and tags_arr (may be NULL only on allocation failure)
+ * receives them. Returns 0, or the HTTP status of the 400 written into resp (field "tags" or
+ * "tags[i]"). */
+static int parse_tags(const json_t *jtags, const char **tags, size_t *n_tags, json_t *tags_arr,
+                      http_resp *resp) {
+  if (!json_is_array(jtags) || json_array_size(jtags) > MAX_TAGS)
+    return http_error(resp, HTTP_E_INVALID_REQUEST, "tags",
+                      "tags must be an array of at most %d strings", MAX_TAGS);
+  size_t i;
+  json_t *t;
+  json_array_foreach(jtags, i, t) {
+    if (!json_is_string(t) || !valid_tag(json_string_value(t))) {
+      char field[32];
+      snprintf(field, sizeof field, "tags[%zu]", i);
+      return http_error(resp, HTTP_E_INVALID_REQUEST, field,
+                        "a tag is 1..%d characters of A-Z a-z 0-9 _ . : / = + -", MAX_TAG_LEN);
+    }
+    int dup = 0;
+    for (size_t k = 0; k < *n_tags; k++) dup |= strcmp(tags[k], json_string_value(t)) == 0;
+    if (dup) continue;
+    tags[(*n_tags)++] = json_string_value(t);
+    if (tags_arr) json_array_append(tags_arr, t);
+  }
+  return 0;
+}
+
 static int valid_name(const char *s) {
   size_t n = strlen(s);
   if (n > MAX_NAME_LEN) return 0;
@@ -148,27 +175,7 @@ int api_jobs_create(http_req *req, http_resp *resp) {
   }
   tags_arr = json_array();
   if (jtags && !json_is_null(jtags)) {
-    if (!json_is_array(jtags) || json_array_size(jtags) > MAX_TAGS) {
-      status = http_error(resp, HTTP_E_INVALID_REQUEST, "tags",
-                          "tags must be an array of at most %d strings", MAX_TAGS);
-      goto out;
-    }
-    size_t i;
-    json_t *t;
-    json_array_foreach(jtags, i, t) {
-      if (!json_is_string(t) || !valid_tag(json_string_value(t))) {
-        char field[32];
-        snprintf(field, sizeof field, "tags[%zu]", i);
-        status = http_error(resp, HTTP_E_INVALID_REQUEST, field,
-                            "a tag is 1..%d characters of A-Z a-z 0-9 _ . : / = + -", MAX_TAG_LEN);
-        goto out;
-      }
-      int dup = 0;
-      for (size_t k = 0; k < n_tags; k++) dup |= strcmp(tags[k], json_string_value(t)) == 0;
-      if (dup) continue;
-      tags[n_tags++] = json_string_value(t);
-      json_array_append(tags_arr, t);
-    }
+    if ((status = parse_tags(jtags, tags, &n_tags, tags_arr, resp))) goto out;
   }
   td_err e;
   td_err_clear(&e);
@@ -540,28 +547,8 @@ int api_jobs_patch(http_req *req, http_resp *resp) {
     name = json_string_value(jname);
   }
   if (jtags) {
-    if (!json_is_array(jtags) || json_array_size(jtags) > MAX_TAGS) {
-      status = http_error(resp, HTTP_E_INVALID_REQUEST, "tags",
-                          "tags must be an array of at most %d strings", MAX_TAGS);
-      goto out;
-    }
     tags_arr = json_array();
-    size_t i;
-    json_t *t;
-    json_array_foreach(jtags, i, t) {
-      if (!json_is_string(t) || !valid_tag(json_string_value(t))) {
-        char field[32];
-        snprintf(field, sizeof field, "tags[%zu]", i);
-        status = http_error(resp, HTTP_E_INVALID_REQUEST, field,
-                            "a tag is 1..%d characters of A-Z a-z 0-9 _ . : / = + -", MAX_TAG_LEN);
-        goto out;
-      }
-      int dup = 0;
-      for (size_t k = 0; k < n_tags; k++) dup |= strcmp(tags[k], json_string_value(t)) == 0;
-      if (dup) continue;
-      tags[n_tags++] = json_string_value(t);
-      json_array_append(tags_arr, t);
-    }
+    if ((status = parse_tags(jtags, tags, &n_tags, tags_arr, resp))) goto out;
     if (!(tags_json = http_json_dump(tags_arr))) {
       status = http_error(resp, HTTP_E_UNAVAILABLE, NULL, "out of memory");
       goto out;
