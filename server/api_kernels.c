@@ -93,11 +93,20 @@ static int get_num(const json_t *root, const char *key, double def, double *out,
   return 0;
 }
 
+/* The matrix as rows of numbers; a non-finite entry (never produced by the analytic path,
+ * which refuses an overflow first) is the string "NaN", "Infinity" or "-Infinity", as metric
+ * values are, so that every row keeps its length. */
 static json_t *matrix_json(const double *K, size_t rows, size_t cols) {
   json_t *mat = json_array();
   for (size_t i = 0; i < rows; i++) {
     json_t *row = json_array();
-    for (size_t j = 0; j < cols; j++) json_array_append_new(row, json_real(K[i * cols + j]));
+    for (size_t j = 0; j < cols; j++) {
+      const double v = K[i * cols + j];
+      json_array_append_new(row, isfinite(v) ? json_real(v)
+                                             : json_string(isnan(v) ? "NaN"
+                                                           : v > 0  ? "Infinity"
+                                                                    : "-Infinity"));
+    }
     json_array_append_new(mat, row);
   }
   return mat;
@@ -328,6 +337,15 @@ int api_kernels_create(http_req *req, http_resp *resp) {
     status = http_error_td(resp, &e);
     goto out;
   }
+  for (size_t i = 0; i < (size_t)n1 * n2; i++)
+    if (!isfinite(K[i])) {
+      status = http_error(resp, HTTP_E_INVALID_PARAM, "sigma_w2",
+                          "the kernel overflows double precision (entry %zu of %d x %d is %g): "
+                          "the recursion multiplies by about sigma_w2 per layer, so lower "
+                          "sigma_w2, depth or the input scale",
+                          i, n1, n2, K[i]);
+      goto out;
+    }
   json_t *mat = matrix_json(K, (size_t)n1, (size_t)n2);
   json_t *res = json_pack("{s:o, s:s, s:s, s:i, s:f, s:f, s:[i,i]}", "matrix", mat, "kernel",
                           kind == TD_KERNEL_NTK ? "ntk" : "nngp", "activation",

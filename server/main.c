@@ -627,6 +627,11 @@ static int cmd_run(opts *o) {
     json_decref(spec);
     return 1;
   }
+  if (art_dir) { /* like mkdir -p */
+    char probe[PATH_MAX];
+    snprintf(probe, sizeof probe, "%s/.", art_dir);
+    make_parent_dirs(probe);
+  }
   if (art_dir && mkdir(art_dir, 0777) != 0 && errno != EEXIST) {
     fprintf(stderr, "tdlab run: cannot create --artifacts %s: %s\n", art_dir, strerror(errno));
     json_decref(filled);

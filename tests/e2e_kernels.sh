@@ -49,6 +49,7 @@ post '{"kernel":"nngp","x":[[1,2,3],[4,5,6],[0.5,0,1]],"x2":[[1,1,1]]}'
 check "x against x2 gives n1 x n2 (3 x 1) with the defaults echoed (relu, depth 1, 1, 0)" \
   bash -c "[ '$CODE' = 200 ] && grep -q '\"shape\":\[3,1\]' '$TMP/body' && grep -q '\"activation\":\"relu\"' '$TMP/body' && grep -q '\"depth\":1,' '$TMP/body'"
 
+bad_kernel "a kernel that overflows double precision (depth 64, sigma_w2 1e6)" sigma_w2 '{"kernel":"nngp","depth":64,"sigma_w2":1e6,"x":[[1],[2]]}'
 bad_kernel "unknown kernel" kernel '{"kernel":"rbf","x":[[1]]}'
 bad_kernel "missing kernel" kernel '{"x":[[1]]}'
 bad_kernel "unknown activation" activation '{"kernel":"ntk","activation":"tanh","x":[[1]]}'

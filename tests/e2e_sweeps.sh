@@ -158,6 +158,7 @@ check "critical_batch with bootstrap 0: B_crit about 64, intervals null" \
 
 bad_fit "fit without a law" 400 law '{"points":[{"x":1,"y":1}]}'
 bad_fit "fit with an unknown law" 400 law '{"law":"exponential","points":[]}'
+bad_fit "fit with an unknown key in a point" 400 'points[0].z' '{"law":"power_offset","points":[{"x":1,"y":2,"z":3},{"x":2,"y":1.5},{"x":3,"y":1.2},{"x":4,"y":1.1}]}'
 bad_fit "fit with a non-positive y" 400 'points[2].y' '{"law":"power_offset","points":[{"x":1,"y":1},{"x":2,"y":0.5},{"x":3,"y":-1},{"x":4,"y":0.2}]}'
 bad_fit "fit with a missing field" 400 'points[0].S' '{"law":"critical_batch","points":[{"B":1},{"B":2,"S":3},{"B":3,"S":2}]}'
 bad_fit "fit with too few points" 400 - '{"law":"power_offset","points":[{"x":1,"y":1}]}'

@@ -408,6 +408,20 @@ static int load_points(int law, const json_t *points, fit_data *d, td_err *err) 
       fit_data_free(d);
       return td_err_set(err, TD_EINVAL, f, "%s must be an object", f);
     }
+    const char *pk;
+    const json_t *pv;
+    json_object_foreach((json_t *)p, pk, pv) { /* an unknown key is an error, as at the top */
+      int known = 0;
+      for (int j = 0; j <= L->nf; j++) known |= strcmp(pk, L->fields[j]) == 0;
+      if (!known) {
+        snprintf(f, sizeof f, "points[%zu].%.40s", i, pk);
+        free(tmp);
+        fit_data_free(d);
+        return td_err_set(err, TD_EINVAL, f, "%s is not a field of law %s (its points have %s%s%s%s%s)",
+                          f, L->name, L->fields[0], ", ", L->fields[1],
+                          L->nf == 2 ? ", " : "", L->nf == 2 ? L->fields[2] : "");
+      }
+    }
     for (int j = 0; j <= L->nf; j++) {
       const char *key = L->fields[j];
       const json_t *v = json_object_get(p, key);
