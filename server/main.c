@@ -37,6 +37,7 @@ static void usage(FILE *f) {
           "           [--max-conns 1024] [--conn-timeout 30] [--batch-points 1024]\n"
           "           [--batch-ms 250] [--shutdown-timeout 60] [--job-cache 4096]\n"
           "           [--worker-nice 5] [--max-upload 64M] [--blas-threads N]\n"
+          "           [--max-job-points 1e8]\n"
           "  run      SPEC.json|- [--out metrics.jsonl] [--blas-threads N] [--artifacts DIR]\n"
           "           [--checkpoint-dir DIR]\n"
           "  kinds    [--json]\n"
@@ -737,6 +738,7 @@ static int cmd_serve(opts *o) {
        shutdown_timeout = 60, job_cache = 4096, worker_nice = 5;
   double max_body = 1048576, max_upload = 64.0 * 1048576, job_timeout = 0;
   long blas_opt = 0; /* --blas-threads: 0 means max(1, cores / workers) */
+  double max_job_points = 1e8; /* --max-job-points: about 2 GB of metrics at 20 bytes a point */
   int insecure = 0, token_for_read = 0;
   td_limits limits = td_kinds_default_limits();
   int r;
@@ -775,6 +777,7 @@ static int cmd_serve(opts *o) {
     else if (!strcmp(n, "--max-conns")) max_conns = parse_long(n, need(o), 1, 1000000);
     else if (!strcmp(n, "--conn-timeout")) conn_timeout = parse_long(n, need(o), 0, 86400);
     else if (!strcmp(n, "--batch-points")) batch_points = parse_long(n, need(o), 1, 10000000);
+    else if (!strcmp(n, "--max-job-points")) max_job_points = parse_size(n, need(o));
     else if (!strcmp(n, "--batch-ms")) batch_ms = parse_long(n, need(o), 1, 3600000);
     else if (!strcmp(n, "--job-cache")) job_cache = parse_long(n, need(o), 0, 1 << 20);
     else if (!strcmp(n, "--worker-nice")) worker_nice = parse_long(n, need(o), 0, 19);
@@ -862,7 +865,8 @@ static int cmd_serve(opts *o) {
   signal(SIGPIPE, SIG_IGN);
 
   queue_config qc = {.db_path = db, .workers = (int)workers, .batch_points = (size_t)batch_points,
-                     .batch_ms = batch_ms, .job_timeout_s = job_timeout};
+                     .batch_ms = batch_ms, .job_timeout_s = job_timeout,
+                     .max_job_points = max_job_points};
   queue *q = NULL;
   store_pool *pool = NULL;
   api_ctx app;

@@ -74,6 +74,9 @@ typedef struct job_ctx {
   int timed_out;
   int write_failed;
   int full;             /* a write found the disk or the database full: the job ends failed */
+  double max_points;    /* queue_config.max_job_points (0: none) */
+  uint64_t n_put;       /* metric points the job has reported */
+  int too_many;         /* n_put reached max_points: the job ends failed at its next check */
   long done, total;
   sweeps_hook *sweep; /* set for a sweep child: early stopping, refresh on end (sweeps.h) */
 } job_ctx;
@@ -110,6 +113,11 @@ static void note_write(job_ctx *c, int rc) {
 
 static int sink_metric(void *ctx, const char *key, long step, double value) {
   job_ctx *c = ctx;
+  if (c->too_many) return 0; /* dropped: the job stops at its next should_stop */
+  if (c->max_points > 0 && (double)++c->n_put > c->max_points) {
+    c->too_many = 1;
+    return 0;
+  }
   int rc = store_mw_put(c->mw, key, step, value);
   note_write(c, rc);
   if (c->sweep) sweeps_hook_metric(c->sweep, key, step, value);
@@ -154,7 +162,8 @@ static void sink_progress(void *ctx, long done, long total) {
 static int sink_should_stop(void *ctx) {
   job_ctx *c = ctx;
   note_write(c, store_mw_tick(c->mw));
-  if (atomic_load(&c->w->cancel) || atomic_load(&c->w->q->stopping) || c->full) return 1;
+  if (atomic_load(&c->w->cancel) || atomic_load(&c->w->q->stopping) || c->full || c->too_many)
+    return 1;
   if (c->sweep && sweeps_hook_pruned(c->sweep, NULL)) return 1;
   if (c->timeout_ms > 0 && mono_ms() - c->start_ms > c->timeout_ms) {
     c->timed_out = 1;
@@ -222,7 +231,8 @@ static void run_job(worker *w, store_claimed *cl) {
   json_error_t je;
   json_t *params = json_loads(cl->params, 0, &je);
   job_ctx c = {.w = w, .id = cl->id, .start_ms = t0,
-               .timeout_ms = (long long)(q->cfg.job_timeout_s * 1000.0)};
+               .timeout_ms = (long long)(q->cfg.job_timeout_s * 1000.0),
+               .max_points = q->cfg.max_job_points};
   td_err e;
   td_err_clear(&e);
   int status = STORE_FAILED, rc = 0;
@@ -256,6 +266,13 @@ static void run_job(worker *w, store_claimed *cl) {
                "database or disk is full: the job stopped at step %ld; the %llu points stored "
                "before are kept",
                c.done, (unsigned long long)store_mw_written(c.mw));
+    } else if (c.too_many) {
+      status = STORE_FAILED;
+      snprintf(error, sizeof error,
+               "the job reached the server's limit of %.0f metric points per job "
+               "(--max-job-points) at step %ld; the %llu points stored before are kept (log "
+               "less often, e.g. a larger log_every or eval_every, or ask for a higher limit)",
+               c.max_points, c.done, (unsigned long long)store_mw_written(c.mw));
     } else if (frc) {
       status = STORE_FAILED;
       snprintf(error, sizeof error, "could not store the last metrics (database error)");

@@ -20,6 +20,8 @@ typedef struct queue_config {
   size_t batch_points;       /* metric batch size in points (0: 1024) */
   long batch_ms;             /* metric batch age limit in ms (0: 250) */
   double job_timeout_s;      /* wall-clock limit per job in seconds; 0: none */
+  double max_job_points;     /* metric points one job may write; a job that reaches it ends
+                                failed, keeping them; 0: none */
   int busy_timeout_ms;       /* SQLite busy_timeout (0: 5000) */
   queue_find_kind_fn find_kind; /* NULL: td_kinds_find */
   struct store_cache *cache; /* job cache attached to each worker's connection (NULL: none) */

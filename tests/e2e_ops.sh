@@ -248,4 +248,20 @@ c=$(curl -s -o /dev/null -w '%{http_code}' -H "If-None-Match: $tag" "$B/jobs?lim
 [ "$c" = 200 ] && ok "the list's tag changes when a job is added (200 for the old tag)" || bad "stale 304 after a change: $c"
 srv_term >/dev/null
 
+# ---------------------------------------------------------------- metric points per job
+# A job may write at most --max-job-points points: one that reaches it ends failed with the
+# reason, keeping what it stored (a request cannot fill the disk).
+srv_start "$TMP/cap.db" --workers 1 --max-job-points 500 || { bad "server starts with --max-job-points"; finish; }
+cid=$(srv_submit '{"kind":"nqm","params":{"dim":5,"max_steps":100000,"log_every":1}}')
+for _ in $(seq 1 300); do case "$(srv_status "$cid")" in failed|succeeded) break ;; esac; sleep 0.1; done
+curl -s "$SRV_BASE/api/v1/jobs/$cid" >"$TMP/cap.json"
+stored=$(sqlite3 "$TMP/cap.db" "SELECT count(*) FROM metrics WHERE job_id=$cid")
+if grep -q '"status":"failed"' "$TMP/cap.json" && grep -q 'max-job-points' "$TMP/cap.json" &&
+   [ "${stored:-0}" -gt 0 ] && [ "${stored:-0}" -le 500 ]; then
+  ok "a job that reaches --max-job-points 500 ends failed with the reason ($stored points kept)"
+else
+  bad "--max-job-points: $(head -c 300 "$TMP/cap.json"), $stored points stored"
+fi
+srv_term >/dev/null
+
 finish
