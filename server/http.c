@@ -481,6 +481,10 @@ struct http_server {
   atomic_ullong requests[N_ROUTE_SLOTS][N_STATUS_SLOTS];
   atomic_ullong latency[N_ROUTE_SLOTS][N_LAT];
   atomic_ullong latency_us_sum[N_ROUTE_SLOTS];
+  /* Bytes of request bodies buffered by all connections together (req_ctx.cap summed): a new
+   * buffer that would take it past body_budget() is refused with 503, so that many parallel
+   * uploads cannot take max_conns x max_upload of memory. */
+  atomic_size_t body_bytes;
   /* The head reaper (see head_reaper): open connections and a thread that closes those whose
    * request head is overdue. */
   pthread_mutex_t conn_mu;
@@ -500,6 +504,7 @@ typedef struct req_ctx {
   size_t len, cap;
   unsigned long long discarded;
   int too_large;
+  int busy;     /* the body would have exceeded the server's budget of buffered bodies */
   size_t limit; /* body limit of this request (max_body, or max_upload for an upload) */
   int status;
   int route;
@@ -507,6 +512,14 @@ typedef struct req_ctx {
   char method[12];
   char path[200];
 } req_ctx;
+
+/* body_budget: the bytes of request bodies all connections may buffer together: four
+ * uploads at --max-upload (or 64 bodies at --max-body, whichever is larger). */
+static size_t body_budget(const http_server *srv) {
+  const size_t up = srv->cfg.max_upload > srv->cfg.max_body ? srv->cfg.max_upload : 0;
+  const size_t a = 4 * up, b = 64 * srv->cfg.max_body;
+  return a > b ? a : b;
+}
 
 static long long mono_ns(void) {
   struct timespec ts;
@@ -1034,6 +1047,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     *upload_data_size = 0;
     if (!rc->too_large && rc->len + n > rc->limit) {
       rc->too_large = 1;
+      atomic_fetch_sub(&srv->body_bytes, rc->cap);
       free(rc->body);
       rc->body = NULL;
       rc->len = rc->cap = 0;
@@ -1045,8 +1059,21 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (rc->len + n > rc->cap) {
       size_t nc = rc->cap ? rc->cap : 4096;
       while (nc < rc->len + n) nc *= 2;
+      const size_t grow = nc - rc->cap;
+      if (atomic_fetch_add(&srv->body_bytes, grow) + grow > body_budget(srv)) {
+        atomic_fetch_sub(&srv->body_bytes, grow + rc->cap); /* refuse: drop this body */
+        free(rc->body);
+        rc->body = NULL;
+        rc->len = rc->cap = 0;
+        rc->too_large = rc->busy = 1;
+        rc->discarded += n;
+        return MHD_YES;
+      }
       char *nb = realloc(rc->body, nc);
-      if (!nb) return MHD_NO;
+      if (!nb) {
+        atomic_fetch_sub(&srv->body_bytes, grow);
+        return MHD_NO;
+      }
       rc->body = nb;
       rc->cap = nc;
     }
@@ -1056,7 +1083,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
   }
   if (rc->answered) return MHD_YES;
   resp_init(&resp);
-  if (rc->too_large)
+  if (rc->busy)
+    http_error(&resp, HTTP_E_UNAVAILABLE, NULL,
+               "the server is buffering other large request bodies (its budget is %zu bytes "
+               "in all); retry later",
+               body_budget(srv));
+  else if (rc->too_large)
     http_error(&resp, HTTP_E_PAYLOAD_TOO_LARGE, NULL, "the body is larger than %zu bytes",
                rc->limit);
   else
@@ -1126,6 +1158,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     *p = '\0';
     log_emit_fields(lvl, "request", f);
   }
+  atomic_fetch_sub(&srv->body_bytes, rc->cap);
   free(rc->body);
   free(rc);
 }
