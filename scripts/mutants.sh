@@ -8,7 +8,7 @@
 # Environment: MUTANTS_DIR (default build/mutants) holds the copy (src/) and its build
 # (src/build-mutants); MUTANTS_TIMEOUT (default 120) seconds per test binary; MUTANTS_JOBS
 # (default 2) parallel compile jobs.
-# Time: 69 mutations in about 5-7 minutes on 2 cores (measured 232 s: 30 s for the baseline
+# Time: 70 mutations in about 2-7 minutes on 2 cores (measured 232 s: 30 s for the baseline
 # build and run, then 1-20 s per mutation, most of it relinking and running the tests).
 #
 # Each mutation is named by an exact source snippet (bash $'...' quoting, so \n is a newline)
@@ -194,7 +194,7 @@ mut store_concurrency_cap server/store.c \
   $"r.status='running')>=w.max_concurrency" $"r.status='running')>w.max_concurrency" \
   "test_store test_sweeps" "a sweep may run max_concurrency + 1 children"
 mut store_list_order server/store.c \
-  $'" ORDER BY id DESC LIMIT ?5"' $'" ORDER BY id ASC LIMIT ?5"' \
+  $'" ORDER BY id DESC LIMIT ?5)"' $'" ORDER BY id ASC LIMIT ?5)"' \
   "test_store" "job list oldest first (the cursor pages break)"
 mut store_ds_buckets server/store.c \
   $'ds->buckets = (max_points - 2) / 2;' $'ds->buckets = (max_points - 2);' \
@@ -289,8 +289,11 @@ mut optim_heavy_ball_wd core/optim/optim.c \
   $'    double gi = wd == 0.0 ? g[i] : g[i] - wd * p[i];\n    double di' \
   "test_optim" "heavy ball's weight decay with the wrong sign"
 mut store_cursor server/store.c \
-  $'" AND id<?4"' $'" AND id<=?4"' \
+  $'FROM jobs WHERE id<?4%s' $'FROM jobs WHERE id<=?4%s' \
   "test_store" "the cursor page repeats its first job"
+mut store_tag_cursor server/store.c \
+  $'AND t.job_id<?4 ORDER BY' $'AND t.job_id<=?4 ORDER BY' \
+  "test_store" "a tag-filtered page repeats the job at its cursor"
 mut store_ds_order server/store.c \
   $'  } else if (ds->imin < ds->imax) {\n    ds->fn(ds->ctx, ds->smin, ds->vmin);\n    ds->fn(ds->ctx, ds->smax, ds->vmax);' \
   $'  } else if (ds->imin < ds->imax) {\n    ds->fn(ds->ctx, ds->smax, ds->vmax);\n    ds->fn(ds->ctx, ds->smin, ds->vmin);' \
