@@ -295,8 +295,8 @@ mut store_tag_cursor server/store.c \
   $'AND t.job_id<?4 ORDER BY' $'AND t.job_id<=?4 ORDER BY' \
   "test_store" "a tag-filtered page repeats the job at its cursor"
 mut store_ds_order server/store.c \
-  $'  } else if (ds->imin < ds->imax) {\n    ds->fn(ds->ctx, ds->smin, ds->vmin);\n    ds->fn(ds->ctx, ds->smax, ds->vmax);' \
-  $'  } else if (ds->imin < ds->imax) {\n    ds->fn(ds->ctx, ds->smax, ds->vmax);\n    ds->fn(ds->ctx, ds->smin, ds->vmin);' \
+  $'  } else if (order < 0) {\n    fn(ctx, smin, vmin);\n    fn(ctx, smax, vmax);' \
+  $'  } else if (order < 0) {\n    fn(ctx, smax, vmax);\n    fn(ctx, smin, vmin);' \
   "test_store" "a bucket's extremes emitted out of step order"
 mut sweeps_status_finished server/sweeps.c \
   $'if (active_of(c) == 0) return "finished";' $'if (c->n[STORE_QUEUED] == 0) return "finished";' \

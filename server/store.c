@@ -1365,17 +1365,26 @@ typedef struct pyr_ds {
   void *ctx;
 } pyr_ds;
 
+/* A downsampling bucket's minimum (step smin) and maximum (step smax) in the order they occur:
+ * `order` < 0 when the minimum comes first, > 0 when the maximum does, 0 when they are the same
+ * point (emitted once). */
+static void emit_min_max(store_point_fn fn, void *ctx, int order, long smin, double vmin,
+                         long smax, double vmax) {
+  if (order == 0) {
+    fn(ctx, smin, vmin);
+  } else if (order < 0) {
+    fn(ctx, smin, vmin);
+    fn(ctx, smax, vmax);
+  } else {
+    fn(ctx, smax, vmax);
+    fn(ctx, smin, vmin);
+  }
+}
+
 static void pyr_ds_emit(pyr_ds *d) {
   if (!d->have) return;
-  if (d->smin == d->smax) {
-    d->fn(d->ctx, d->smin, d->vmin);
-  } else if (d->smin < d->smax) {
-    d->fn(d->ctx, d->smin, d->vmin);
-    d->fn(d->ctx, d->smax, d->vmax);
-  } else {
-    d->fn(d->ctx, d->smax, d->vmax);
-    d->fn(d->ctx, d->smin, d->vmin);
-  }
+  emit_min_max(d->fn, d->ctx, (d->smin > d->smax) - (d->smin < d->smax), d->smin, d->vmin,
+               d->smax, d->vmax);
   d->have = 0;
 }
 
@@ -1527,15 +1536,8 @@ static int ds_less(double a, double cur) { return !isnan(a) && (isnan(cur) || a 
 
 static void ds_emit_bucket(store_ds *ds) {
   if (!ds->have) return;
-  if (ds->imin == ds->imax) {
-    ds->fn(ds->ctx, ds->smin, ds->vmin);
-  } else if (ds->imin < ds->imax) {
-    ds->fn(ds->ctx, ds->smin, ds->vmin);
-    ds->fn(ds->ctx, ds->smax, ds->vmax);
-  } else {
-    ds->fn(ds->ctx, ds->smax, ds->vmax);
-    ds->fn(ds->ctx, ds->smin, ds->vmin);
-  }
+  emit_min_max(ds->fn, ds->ctx, (ds->imin > ds->imax) - (ds->imin < ds->imax), ds->smin,
+               ds->vmin, ds->smax, ds->vmax);
   ds->have = 0;
 }
 
