@@ -52,6 +52,53 @@ static void keys_free(keys_ctx *k) {
   memset(k, 0, sizeof *k);
 }
 
+/* Parses ?keys=a,b into *k (duplicates dropped, order kept). An empty element ("a,,b", a
+ * leading or trailing comma), an invalid key, or more than MAX_KEYS keys is a 400 naming
+ * `keys`. 0 or a response status; on a status *k is freed. */
+static int parse_keys_param(const char *v, http_resp *resp, keys_ctx *k) {
+  if (strlen(v) >= MAX_KEYS * 130)
+    return http_error(resp, HTTP_E_INVALID_QUERY, "keys", "too many keys (at most %d)", MAX_KEYS);
+  const char *p = v;
+  for (;;) {
+    const char *end = strchr(p, ',');
+    size_t len = end ? (size_t)(end - p) : strlen(p);
+    char t[132];
+    int status = 0;
+    if (len == 0)
+      status = http_error(resp, HTTP_E_INVALID_QUERY, "keys",
+                          k->n || end ? "keys has an empty element (two commas in a row, or a "
+                                        "comma at an end)"
+                                      : "keys is empty");
+    else if (len > 128)
+      status = http_error(resp, HTTP_E_INVALID_QUERY, "keys",
+                          "a key is 1..128 printable characters without spaces, quotes, commas "
+                          "or backslashes");
+    if (!status) {
+      memcpy(t, p, len);
+      t[len] = 0;
+      if (!valid_key(t))
+        status = http_error(resp, HTTP_E_INVALID_QUERY, "keys",
+                            "a key is 1..128 printable characters without spaces, quotes, commas "
+                            "or backslashes");
+    }
+    if (!status) {
+      int dup = 0;
+      for (int i = 0; i < k->n; i++) dup |= strcmp(k->names[i], t) == 0;
+      if (!dup && k->n == MAX_KEYS)
+        status = http_error(resp, HTTP_E_INVALID_QUERY, "keys", "too many keys (at most %d)",
+                            MAX_KEYS);
+      else if (!dup)
+        collect_key(k, t);
+    }
+    if (status) {
+      keys_free(k);
+      return status;
+    }
+    if (!end) return 0;
+    p = end + 1;
+  }
+}
+
 /* A job's clock anchors (step, unix ms), in step order. */
 typedef struct clock_ctx {
   long *step;
@@ -230,29 +277,9 @@ static int pick_keys(http_req *req, http_resp *resp, store *st, int64_t id, int 
                      keys_ctx *k) {
   const char *v = http_query(req, "keys");
   if (v) {
-    char buf[MAX_KEYS * 130];
-    if (strlen(v) >= sizeof buf)
-      return http_error(resp, HTTP_E_INVALID_QUERY, "keys", "too many keys (at most %d)", MAX_KEYS);
-    strcpy(buf, v);
-    char *save = NULL;
-    for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-      if (!valid_key(t))
-        return http_error(resp, HTTP_E_INVALID_QUERY, "keys",
-                          "a key is 1..128 printable characters without spaces, quotes, commas "
-                          "or backslashes");
-      int dup = 0;
-      for (int i = 0; i < k->n; i++) dup |= strcmp(k->names[i], t) == 0;
-      if (dup) continue;
-      if (k->n == MAX_KEYS)
-        return http_error(resp, HTTP_E_INVALID_QUERY, "keys", "too many keys (at most %d)",
-                          MAX_KEYS);
-      collect_key(k, t);
-    }
-    if (!k->n) return http_error(resp, HTTP_E_INVALID_QUERY, "keys", "keys is empty");
-    if (!k->failed) {
-      int status = check_keys_exist(resp, st, id, job_status, k);
-      if (status) return status;
-    }
+    int status = parse_keys_param(v, resp, k);
+    if (status) return status;
+    if (!k->failed && (status = check_keys_exist(resp, st, id, job_status, k))) return status;
   } else {
     td_err e;
     td_err_clear(&e);
@@ -330,28 +357,8 @@ int api_metrics_multi(http_req *req, http_resp *resp) {
   /* a bound on the answer: without max_points each series is downsampled to 1000 points */
   if (!http_query(req, "max_points")) max_points = 1000;
   keys_ctx asked = {0};
-  if ((v = http_query(req, "keys"))) {
-    char kb[MAX_KEYS * 130];
-    if (strlen(v) >= sizeof kb)
-      return http_error(resp, HTTP_E_INVALID_QUERY, "keys", "too many keys (at most %d)", MAX_KEYS);
-    strcpy(kb, v);
-    save = NULL;
-    for (char *t = strtok_r(kb, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-      if (!valid_key(t)) {
-        keys_free(&asked);
-        return http_error(resp, HTTP_E_INVALID_QUERY, "keys",
-                          "a key is 1..128 printable characters without spaces, quotes, commas "
-                          "or backslashes");
-      }
-      if (asked.n == MAX_KEYS) {
-        keys_free(&asked);
-        return http_error(resp, HTTP_E_INVALID_QUERY, "keys", "too many keys (at most %d)",
-                          MAX_KEYS);
-      }
-      collect_key(&asked, t);
-    }
-    if (!asked.n) return http_error(resp, HTTP_E_INVALID_QUERY, "keys", "keys is empty");
-  }
+  if ((v = http_query(req, "keys")) && (status = parse_keys_param(v, resp, &asked)))
+    return status;
   /* jobs x keys x max_points (every key of a job counted as MAX_KEYS) is at most MULTI_BUDGET
    * points, about 80 MB of JSON */
   long long budget = (long long)n_ids * (asked.n ? asked.n : MAX_KEYS) * max_points;
