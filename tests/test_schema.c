@@ -37,6 +37,25 @@ static void expect_field(const char *text, const char *field) {
   assert_true(strlen(err.msg) > 0);
 }
 
+/* An integer past 2^53 is compared and printed as an integer: as doubles, 2^53 + 1 and the
+ * bound 2^53 - 1 would print alike and 2^53 + 1 would round to 2^53. */
+static void test_big_integer_range_message(void **state) {
+  (void)state;
+  static const td_param big[] = {{"seed", TD_PT_INT, "0", 0, 9007199254740991.0, NULL, 0, "seed"}};
+  json_t *p = json_loads("{\"seed\": 9007199254740993}", 0, NULL), *out = NULL;
+  td_err err;
+  td_err_clear(&err);
+  assert_int_equal(td_schema_validate(big, 1, p, &out, &err), TD_EINVAL);
+  assert_non_null(strstr(err.msg, "9007199254740993"));
+  assert_non_null(strstr(err.msg, "9007199254740991]"));
+  json_decref(p);
+  p = json_loads("{\"seed\": 9007199254740991}", 0, NULL);
+  assert_int_equal(td_schema_validate(big, 1, p, &out, &err), 0);
+  assert_int_equal(json_integer_value(json_object_get(out, "seed")), 9007199254740991LL);
+  json_decref(out);
+  json_decref(p);
+}
+
 static void test_defaults_filled(void **state) {
   (void)state;
   json_t *out;
@@ -140,7 +159,7 @@ int main(void) {
       cmocka_unit_test(test_defaults_filled),  cmocka_unit_test(test_given_values_kept),
       cmocka_unit_test(test_errors_name_field), cmocka_unit_test(test_non_object_params),
       cmocka_unit_test(test_set_path),          cmocka_unit_test(test_schema_json),
-      cmocka_unit_test(test_defaults_normalized),
+      cmocka_unit_test(test_defaults_normalized), cmocka_unit_test(test_big_integer_range_message),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

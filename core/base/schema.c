@@ -61,8 +61,10 @@ static int enum_has(const char *enums, const char *s) {
 static int check_number(const td_param *p, double d, const char *field, td_err *err) {
   if (!isfinite(d)) return td_err_set(err, TD_EINVAL, field, "%s must be a finite number", field);
   if (d < p->min || d > p->max)
-    return td_err_set(err, TD_EINVAL, field, "%s = %.15g is out of range [%.15g, %.15g]", field, d,
-                      p->min, p->max);
+    return td_err_set(err, TD_EINVAL, field,
+                      p->type == TD_PT_INT ? "%s = %.17g is out of range [%.0f, %.0f]"
+                                           : "%s = %.15g is out of range [%.15g, %.15g]",
+                      field, d, p->min, p->max);
   return 0;
 }
 
@@ -74,7 +76,15 @@ static int check_leaf(const td_param *p, const json_t *v, const char *field, jso
   case TD_PT_INT:
     if (!json_is_number(v))
       return td_err_set(err, TD_EINVAL, field, "%s must be an integer", field);
-    if (check_number(p, json_number_value(v), field, err)) return TD_EINVAL;
+    if (json_is_integer(v)) {
+      /* compared and printed as integers: past 2^53 a double would round them alike */
+      long long iv = (long long)json_integer_value(v);
+      if ((double)iv < p->min || (double)iv > p->max || iv > (long long)p->max ||
+          iv < (long long)p->min)
+        return td_err_set(err, TD_EINVAL, field, "%s = %lld is out of range [%.0f, %.0f]", field,
+                          iv, p->min, p->max);
+    } else if (check_number(p, json_number_value(v), field, err))
+      return TD_EINVAL;
     if (!is_integral(v))
       return td_err_set(err, TD_EINVAL, field, "%s must be an integer", field);
     *out = json_integer((json_int_t)json_number_value(v));
