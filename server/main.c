@@ -941,6 +941,11 @@ int main(int argc, char **argv) {
     return 2;
   }
   const char *verb = argv[1];
+  for (int i = 2; i < argc; i++)
+    if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { /* tdlab <verb> --help */
+      usage(stdout);
+      return 0;
+    }
   opts o = {.argc = argc - 2, .argv = argv + 2, .i = 0};
   if (!strcmp(verb, "serve")) return cmd_serve(&o);
   if (!strcmp(verb, "run")) return cmd_run(&o);
