@@ -80,6 +80,9 @@ int api_kinds_list(http_req *req, http_resp *resp);
 int api_healthz(http_req *req, http_resp *resp);
 int api_prometheus(http_req *req, http_resp *resp);
 
+/* GET /api/v1/openapi.json: the OpenAPI 3.1 document (server/openapi.c). */
+int api_openapi(http_req *req, http_resp *resp);
+
 /* The dashboard files under web/ (api_static.c). */
 int api_static(http_req *req, http_resp *resp);
 /* api_static_resolve: map a decoded URL path to a regular file under `root` (a realpath):

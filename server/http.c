@@ -451,11 +451,24 @@ static const http_route routes[] = {
     /* A fit changes nothing, but it costs CPU: with a token it needs the token like a write. */
     {"POST", "/api/v1/fits", api_fits_create, "fits_create", ROUTE_JSON_BODY | ROUTE_MUTATES, NULL},
     {"POST", "/api/v1/kernels", api_kernels_create, "kernels_create", ROUTE_JSON_BODY | ROUTE_MUTATES, NULL},
+    /* The OpenAPI document, generated from this table (server/openapi.c). */
+    {"GET", "/api/v1/openapi.json", api_openapi, "openapi", 0, NULL},
 };
 #define N_ROUTES ((int)(sizeof routes / sizeof routes[0]))
 #define ROUTE_STATIC N_ROUTES
 #define ROUTE_OTHER (N_ROUTES + 1)
 #define N_ROUTE_SLOTS (N_ROUTES + 2)
+
+size_t http_route_count(void) { return (size_t)N_ROUTES; }
+
+int http_route_at(size_t i, http_route_info *out) {
+  if (i >= (size_t)N_ROUTES) return TD_EINVAL;
+  const http_route *r = &routes[i];
+  *out = (http_route_info){.method = r->method, .pattern = r->pattern, .name = r->name,
+                           .query = r->query, .json_body = (r->flags & ROUTE_JSON_BODY) != 0,
+                           .mutates = (r->flags & ROUTE_MUTATES) != 0};
+  return 0;
+}
 
 static const int status_slots[] = {200, 201, 202, 204, 304, 400, 401, 403, 404,
                                    405, 409, 413, 415, 429, 500, 503, 0};
