@@ -278,7 +278,7 @@ static const struct {
                     "critical_batch, ...'},'points':{'type':'array','items':{'type':'object'}},"
                     "'bootstrap':{'type':'integer','minimum':0},'seed':{'type':'integer','minimum':0},"
                     "'curve_points':{'type':'integer','minimum':0}}}"},
-    {"sweep_request", "{'type':'object','required':['kind','axes'],'additionalProperties':false,"
+    {"sweep_request", "{'type':'object','required':['kind'],'additionalProperties':false,"
                       "'properties':{'name':{'$ref':'#/components/schemas/job_name'},"
                       "'kind':{'$ref':'#/components/schemas/kind_name'},"
                       "'base':{'type':'object','description':'params shared by every child'},"
