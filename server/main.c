@@ -19,6 +19,7 @@
 #include "kinds/registry.h"
 #include "api.h"
 #include "http.h"
+#include "httpc.h"
 #include "log.h"
 #include "queue.h"
 #include "store.h"
@@ -941,6 +942,12 @@ int main(int argc, char **argv) {
     return 2;
   }
   const char *verb = argv[1];
+  td_err ge;
+  td_err_clear(&ge);
+  if (httpc_global_init(&ge)) { /* libcurl's global state: once, before any thread */
+    fprintf(stderr, "tdlab: %s\n", ge.msg);
+    return 1;
+  }
   opts o = {.argc = argc - 2, .argv = argv + 2, .i = 0};
   if (!strcmp(verb, "serve")) return cmd_serve(&o);
   if (!strcmp(verb, "run")) return cmd_run(&o);
