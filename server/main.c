@@ -18,6 +18,7 @@
 
 #include "kinds/registry.h"
 #include "api.h"
+#include "cli.h"
 #include "http.h"
 #include "httpc.h"
 #include "log.h"
@@ -46,6 +47,13 @@ static void usage(FILE *f) {
           "  backup   --db F --out G      (a consistent copy while the server runs)\n"
           "  prune    --db F [--older-than 30d] [--status S,..] [--tag T] [--sweep N] [--yes]\n"
           "           (finished jobs only; a dry run unless --yes)\n"
+          "  submit   SPEC.json|- [--wait]     (prints the job id; --wait follows it to the end)\n"
+          "  ls       [--status S,..] [--kind K] [--tag T] [--limit N] [--cursor C]\n"
+          "  show     ID\n"
+          "  watch    ID                        (live progress and the last metrics)\n"
+          "  cancel   ID\n"
+          "           (client verbs: --url U or env TDLAB_URL, default http://127.0.0.1:8080;\n"
+          "           --token T, --token-file F or env TDLAB_TOKEN)\n"
           "  version\n");
 }
 
@@ -955,6 +963,7 @@ int main(int argc, char **argv) {
   if (!strcmp(verb, "migrate")) return cmd_migrate(&o);
   if (!strcmp(verb, "backup")) return cmd_backup(&o);
   if (!strcmp(verb, "prune")) return cmd_prune(&o);
+  if (cli_is_verb(verb)) return cli_main(verb, argc - 2, argv + 2);
   if (!strcmp(verb, "version") || !strcmp(verb, "--version")) {
     printf("tdlab %s\n", TDLAB_VERSION);
     return 0;
