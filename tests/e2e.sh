@@ -22,7 +22,9 @@
 #     Bayesian inference): tests/e2e_implicit.sh; momentum and games (chapters 9, 10):
 #     tests/e2e_dynamics.sh; bilevel (chapters 11, 12): tests/e2e_bilevel.sh (each its own);
 #   - multi-job metrics, gzip, search, PATCH/DELETE: tests/e2e_compare.sh (its own);
-#   - backup while ingesting, schema upgrades, disk full: tests/e2e_ops.sh (its own daemons).
+#   - backup while ingesting, schema upgrades, disk full: tests/e2e_ops.sh (its own daemons);
+#   - the OpenAPI document checked by ajv against real responses: tests/e2e_openapi.sh (needs
+#     node and npm); the command line tdlab submit/ls/show/watch/cancel: tests/e2e_cli.sh.
 # Needs bash, curl, coreutils, grep, sed, awk and python3 (sqlite3 optional).
 # Prints one line per check and a final "N passed, M failed"; exits non-zero on a failure.
 set -uo pipefail
@@ -448,5 +450,6 @@ if "$ROOT/tests/e2e_implicit.sh" "$TDLAB" | sed 's/^/  /'; then ok "chapter 8 ki
 # ---------------------------------------------------------------- bilevel (issue 15)
 if "$ROOT/tests/e2e_bilevel.sh" "$TDLAB" | sed 's/^/  /'; then ok "bilevel kinds (tests/e2e_bilevel.sh)"; else bad "bilevel kinds (tests/e2e_bilevel.sh)"; fi
 if "$ROOT/tests/e2e_openapi.sh" "$TDLAB" | sed 's/^/  /'; then ok "OpenAPI document checked by ajv against real responses (tests/e2e_openapi.sh)"; else bad "OpenAPI (tests/e2e_openapi.sh)"; fi
+if "$ROOT/tests/e2e_cli.sh" "$TDLAB" | sed 's/^/  /'; then ok "command line: submit/ls/show/watch/cancel (tests/e2e_cli.sh)"; else bad "command line (tests/e2e_cli.sh)"; fi
 
 finish
