@@ -65,7 +65,9 @@ char *http_json_dump(const struct json_t *v);
   X(STORAGE_FULL, "storage_full", 507, TD_EFULL)                         \
   X(QUEUE_FULL, "queue_full", 503, 0)                                    \
   X(UNAVAILABLE, "unavailable", 503, TD_ENOMEM)                          \
-  X(TIMEOUT, "unavailable", 503, TD_ETIMEOUT)
+  X(TIMEOUT, "unavailable", 503, TD_ETIMEOUT)                           \
+  X(RUN_TOKEN_INVALID, "run_token_invalid", 401, 0)                      \
+  X(JOB_FINISHED, "job_finished", 409, 0)
 
 typedef enum {
 #define HTTP__ERR_ENUM(e, name, status, td) HTTP_E_##e,
@@ -201,6 +203,7 @@ typedef struct http_route_info {
   const char *query;   /* the query parameters it takes, comma-separated; NULL: none */
   int json_body;       /* the body must be application/json (else 415) */
   int mutates;         /* needs the bearer token when the server has one */
+  int run_token;       /* an ingestion endpoint: needs the run's own token, not the lab token */
 } http_route_info;
 
 /* http_route_count: the number of rows in the route table. */

@@ -161,6 +161,42 @@ static const struct {
                      "-Infinity for a value that is not finite',"
                      "'oneOf':[{'type':'number'},{'enum':['NaN','Infinity','-Infinity']}]}"},
     {"job_name", "{'type':'string','maxLength':200}"},
+    {"executor", "{'enum':['local','remote','slurm','external'],'description':'where the job "
+                 "runs: worker threads, a tdlab run --report elsewhere, Slurm, or an outside "
+                 "script (POST /api/v1/runs)'}"},
+    {"run_request", "{'type':'object','additionalProperties':false,"
+                    "'properties':{'name':{'$ref':'#/components/schemas/job_name'},"
+                    "'params':{'type':'object','description':'stored as given'},"
+                    "'tags':{'$ref':'#/components/schemas/tags'}}}"},
+    {"run_token", "{'type':'object','required':['id','token'],"
+                  "'properties':{'id':{'$ref':'#/components/schemas/id'},"
+                  "'token':{'type':'string','pattern':'^[0-9a-f]{64}$',"
+                  "'description':'the run token for the ingestion endpoints of this job'},"
+                  "'heartbeat_timeout_s':{'type':'number'}}}"},
+    {"run_start", "{'allOf':[{'$ref':'#/components/schemas/run_token'},{'type':'object',"
+                  "'required':['kind','params','attempt'],'properties':{'kind':{'type':'string'},"
+                  "'params':{'type':'object'},'attempt':{'type':'integer','minimum':1}}}]}"},
+    {"points_request", "{'type':'object','required':['points'],'additionalProperties':false,"
+                       "'properties':{'points':{'type':'array','maxItems':10000,'items':{"
+                       "'type':'object','required':['key','step','value'],"
+                       "'properties':{'key':{'type':'string'},'step':{'type':'integer'},"
+                       "'value':{'$ref':'#/components/schemas/metric_value'}}}}}}"},
+    {"points_result", "{'type':'object','required':['accepted','duplicates'],"
+                      "'properties':{'accepted':{'type':'integer','minimum':0},"
+                      "'duplicates':{'type':'integer','minimum':0,"
+                      "'description':'(key, step) pairs already stored: kept as they were'}}}"},
+    {"heartbeat_request", "{'type':'object','additionalProperties':false,"
+                          "'properties':{'progress':{'$ref':'#/components/schemas/progress'}}}"},
+    {"heartbeat", "{'type':'object','required':['status','cancel_requested'],"
+                  "'properties':{'status':{'const':'running'},'cancel_requested':{'type':'boolean'}}}"},
+    {"artifact_stored", "{'type':'object','required':['name','size'],"
+                        "'properties':{'name':{'type':'string'},'size':{'type':'integer','minimum':0}}}"},
+    {"finish_request", "{'type':'object','required':['status'],'additionalProperties':false,"
+                       "'properties':{'status':{'enum':['succeeded','failed','diverged']},"
+                       "'summary':{'type':'object'},'error':{'type':'string'}}}"},
+    {"finish_result", "{'type':'object','required':['id','status'],"
+                      "'properties':{'id':{'$ref':'#/components/schemas/id'},"
+                      "'status':{'$ref':'#/components/schemas/job_status'}}}"},
     {"tags", "{'type':'array','maxItems':32,'uniqueItems':true,"
              "'items':{'type':'string','minLength':1,'maxLength':64}}"},
     {"progress", "{'type':'object','required':['done','total'],"
@@ -169,7 +205,7 @@ static const struct {
     {"job", "{'type':'object','description':'a job: its params with every default filled in',"
             "'required':['id','kind','name','status','params','tags','priority','attempt',"
             "'sweep_id','progress','cancel_requested','created_at','started_at','finished_at',"
-            "'error','summary','parent','children'],"
+            "'error','summary','parent','children','executor','executor_ref','heartbeat_at'],"
             "'properties':{'id':{'$ref':'#/components/schemas/id'},'kind':{'type':'string'},"
             "'name':{'type':'string'},'status':{'$ref':'#/components/schemas/job_status'},"
             "'params':{'type':'object'},'tags':{'type':'array','items':{'type':'string'}},"
@@ -184,7 +220,10 @@ static const struct {
             "'parent':{'oneOf':[{'type':'null'},{'type':'object','required':['job','step'],"
             "'properties':{'job':{'$ref':'#/components/schemas/id'},"
             "'step':{'type':'integer'}}}]},"
-            "'children':{'type':'array','items':{'$ref':'#/components/schemas/id'}}}}"},
+            "'children':{'type':'array','items':{'$ref':'#/components/schemas/id'}},"
+            "'executor':{'$ref':'#/components/schemas/executor'},"
+            "'executor_ref':{'type':['string','null'],'description':'e.g. the Slurm job id'},"
+            "'heartbeat_at':{'$ref':'#/components/schemas/time_or_null'}}}"},
     {"job_list", "{'type':'object','required':['jobs','next_cursor'],"
                  "'properties':{'jobs':{'type':'array','items':{'$ref':'#/components/schemas/job'}},"
                  "'next_cursor':{'type':['string','null'],"
@@ -315,7 +354,8 @@ static const struct {
 static const struct route_doc {
   const char *name;
   const char *summary;
-  const char *request; /* component schema of the JSON body, "@type/sub" for a raw body, or NULL */
+  const char *request; /* component schema of the JSON body, "@type/sub" for a raw body, or
+                        * NULL; a trailing '?' makes the body optional */
   const char *responses;
 } route_docs[] = {
     {"healthz", "Liveness, queue depth and workers", NULL, "200:health"},
@@ -355,6 +395,20 @@ static const struct route_doc {
      "200:kernel"},
     {"openapi", "This document (OpenAPI 3.1, generated from the route table)", NULL,
      "200:@application/json"},
+    {"runs_create", "Track a run of an outside script (kind external); answers its run token",
+     "run_request", "201:run_token"},
+    {"runs_resume", "Resume a crashed (or running) external run with a new run token", NULL,
+     "200:run_token 409:error"},
+    {"jobs_start", "Start a queued job of executor remote: it is running, with a run token",
+     NULL, "200:run_start 409:error"},
+    {"jobs_points", "Ingest metric points of a run (idempotent on (key, step))", "points_request",
+     "200:points_result 409:error"},
+    {"jobs_heartbeat", "A run's heartbeat, optionally with progress; answers cancel_requested",
+     "heartbeat_request?", "200:heartbeat 409:error"},
+    {"jobs_artifact_put", "Store an artifact of a run (raw body, its Content-Type kept)", "@*/*",
+     "201:artifact_stored 409:error"},
+    {"jobs_finish", "A run's final status and summary (a repeat of the same finish is 200)",
+     "finish_request", "200:finish_result 409:error"},
 };
 
 static const struct route_doc *doc_of(const char *name) {
@@ -414,7 +468,7 @@ static void add_response(json_t *responses, const char *status, const char *shap
  * the token, 404 with a path id, 413 and 415 with a JSON body; and the envelope as default. */
 static void add_errors(json_t *responses, const http_route_info *r) {
   if (r->json_body || r->query) add_response(responses, "400", "error");
-  if (r->mutates) add_response(responses, "401", "error");
+  if (r->mutates || r->run_token) add_response(responses, "401", "error");
   if (strchr(r->pattern, '{')) add_response(responses, "404", "error");
   if (r->json_body) {
     add_response(responses, "413", "error");
@@ -471,12 +525,16 @@ static json_t *operation(const http_route_info *r) {
   if (json_array_size(params)) json_object_set_new(op, "parameters", params);
   else json_decref(params);
   if (d && d->request) {
-    json_t *content = d->request[0] == '@'
-                          ? json_pack("{s:{}}", d->request + 1)
-                          : json_pack("{s:{s:o}}", "application/json", "schema",
-                                      ref("schemas", d->request));
+    char rq[64];
+    snprintf(rq, sizeof rq, "%s", d->request);
+    size_t rn = strlen(rq);
+    int optional = rn && rq[rn - 1] == '?';
+    if (optional) rq[rn - 1] = '\0';
+    json_t *content = rq[0] == '@' ? json_pack("{s:{}}", rq + 1)
+                                   : json_pack("{s:{s:o}}", "application/json", "schema",
+                                               ref("schemas", rq));
     json_object_set_new(op, "requestBody",
-                        json_pack("{s:b,s:o}", "required", 1, "content", content));
+                        json_pack("{s:b,s:o}", "required", !optional, "content", content));
   } else if (!d && r->json_body) {
     json_object_set_new(op, "requestBody",
                         json_pack("{s:b,s:{s:{s:{s:s}}}}", "required", 1, "content",
@@ -498,6 +556,7 @@ static json_t *operation(const http_route_info *r) {
   add_errors(responses, r);
   json_object_set_new(op, "responses", responses);
   if (r->mutates) json_object_set_new(op, "security", J("[{'bearer':[]}]"));
+  else if (r->run_token) json_object_set_new(op, "security", J("[{'run_token':[]}]"));
   return op;
 }
 
@@ -509,7 +568,10 @@ static json_t *job_create_variant(const td_kind *k) {
                 "'properties':{'name':{'$ref':'#/components/schemas/job_name'},"
                 "'tags':{'$ref':'#/components/schemas/tags'},"
                 "'priority':{'type':'integer','minimum':-1000,'maximum':1000,"
-                "'description':'higher runs first'}}}");
+                "'description':'higher runs first'},"
+                "'executor':{'enum':['local','remote','slurm'],'description':'local (worker "
+                "threads, the default unless serve --executor slurm), remote (waits for POST "
+                "/api/v1/jobs/{id}/start), slurm (only with serve --executor slurm)'}}}");
   json_t *props = json_object_get(v, "properties");
   json_object_set_new(props, "kind", json_pack("{s:s}", "const", k->name));
   json_object_set_new(props, "params",
@@ -529,7 +591,10 @@ int openapi_document(json_t **out, td_err *err) {
                   "'paths':{},'components':{'schemas':{},'responses':{},'securitySchemes':"
                   "{'bearer':{'type':'http','scheme':'bearer','description':'the lab token "
                   "(serve --token-file): needed by the operations that list this scheme when the "
-                  "server has a token, and by every request with --token-required-for-read'}}}}");
+                  "server has a token, and by every request with --token-required-for-read'},"
+                  "'run_token':{'type':'http','scheme':'bearer','description':'the token of one "
+                  "run, issued by POST /api/v1/runs, /runs/{id}/resume or /jobs/{id}/start: it "
+                  "allows only the ingestion endpoints of its own job'}}}}");
   if (!doc) return td_err_set(err, TD_ENOMEM, NULL, "out of memory");
   json_object_set_new(json_object_get(doc, "info"), "version", json_string(TDLAB_VERSION));
   json_t *comp = json_object_get(doc, "components");

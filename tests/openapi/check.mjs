@@ -254,6 +254,40 @@ if (j1 && j2) {
   await check('DELETE a cancelled job (204)', 'DELETE', `/api/v1/jobs/${j2.id}`, {}, 204);
 }
 
+// remote runs (issue 16): an outside script's run through the ingestion endpoints
+const J = 'application/json';
+const run = await check('POST /api/v1/runs', 'POST', '/api/v1/runs',
+  { type: J, body: JSON.stringify({ name: 'openapi-run', params: { lr: 0.1 }, tags: ['openapi'] }) }, 201);
+if (run) {
+  const rt = { auth: false, headers: { Authorization: `Bearer ${run.token}` } };
+  await check('heartbeat with progress', 'POST', `/api/v1/jobs/${run.id}/heartbeat`,
+    { ...rt, type: J, body: JSON.stringify({ progress: { done: 1, total: 10 } }) }, 200);
+  await check('heartbeat without a body', 'POST', `/api/v1/jobs/${run.id}/heartbeat`, { ...rt }, 200);
+  const pts = JSON.stringify({ points: [{ key: 'loss', step: 0, value: 1.5 }, { key: 'loss', step: 1, value: 'NaN' }] });
+  await check('points', 'POST', `/api/v1/jobs/${run.id}/points`, { ...rt, type: J, body: pts }, 200);
+  await check('the same points again (duplicates)', 'POST', `/api/v1/jobs/${run.id}/points`, { ...rt, type: J, body: pts }, 200);
+  await check('points with the lab token instead of the run token: 401', 'POST', `/api/v1/jobs/${run.id}/points`,
+    { type: J, body: pts }, 401);
+  await check('an artifact (raw body)', 'POST', `/api/v1/jobs/${run.id}/artifacts/notes.txt`,
+    { ...rt, type: 'text/plain', body: 'hello' }, 201);
+  await check('GET the external run (a job)', 'GET', `/api/v1/jobs/${run.id}`, {}, 200);
+  await check('GET its metrics (NaN as a string)', 'GET', `/api/v1/jobs/${run.id}/metrics`, {}, 200);
+  await check('finish', 'POST', `/api/v1/jobs/${run.id}/finish`,
+    { ...rt, type: J, body: JSON.stringify({ status: 'succeeded', summary: { loss: 1.5 } }) }, 200);
+  await check('points after finish: 409', 'POST', `/api/v1/jobs/${run.id}/points`, { ...rt, type: J, body: pts }, 0);
+  await check('resume of a finished run', 'POST', `/api/v1/runs/${run.id}/resume`, {}, 0);
+}
+const rj = await check('POST /api/v1/jobs with executor remote', 'POST', '/api/v1/jobs',
+  { type: J, body: JSON.stringify({ ...LIN, executor: 'remote' }) }, 201);
+if (rj) {
+  const started = await check('POST /api/v1/jobs/{id}/start', 'POST', `/api/v1/jobs/${rj.id}/start`, {}, 200);
+  await check('start again: 409', 'POST', `/api/v1/jobs/${rj.id}/start`, {}, 409);
+  if (started)
+    await check('finish the started job as failed', 'POST', `/api/v1/jobs/${rj.id}/finish`,
+      { auth: false, headers: { Authorization: `Bearer ${started.token}` }, type: J,
+        body: JSON.stringify({ status: 'failed', error: 'stopped by the test' }) }, 200);
+}
+
 // errors: each answer must be the documented error envelope
 await check('400: a bad param', 'POST', '/api/v1/jobs', { type: 'application/json', body: '{"kind":"linreg","params":{"lr":-1}}' }, 400);
 await check('400: malformed JSON', 'POST', '/api/v1/jobs', { type: 'application/json', body: '{"kind":' }, 400);
