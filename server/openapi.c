@@ -160,7 +160,8 @@ static const struct {
     {"metric_value", "{'description':'a finite number, or one of the strings NaN, Infinity, "
                      "-Infinity for a value that is not finite',"
                      "'oneOf':[{'type':'number'},{'enum':['NaN','Infinity','-Infinity']}]}"},
-    {"job_name", "{'type':'string','maxLength':200}"},
+    {"job_name", "{'type':'string','maxLength':200,'pattern':'^[^\\\\u0000-\\\\u001f\\\\u007f]*$',"
+                 "'description':'at most 200 bytes of UTF-8 without control characters'}"},
     {"executor", "{'enum':['local','remote','slurm','external'],'description':'where the job "
                  "runs: worker threads, a tdlab run --report elsewhere, Slurm, or an outside "
                  "script (POST /api/v1/runs)'}"},
@@ -197,8 +198,8 @@ static const struct {
     {"finish_result", "{'type':'object','required':['id','status'],"
                       "'properties':{'id':{'$ref':'#/components/schemas/id'},"
                       "'status':{'$ref':'#/components/schemas/job_status'}}}"},
-    {"tags", "{'type':'array','maxItems':32,'uniqueItems':true,"
-             "'items':{'type':'string','minLength':1,'maxLength':64}}"},
+    {"tags", "{'type':'array','maxItems':32,'description':'a repeated tag is kept once',"
+             "'items':{'type':'string','pattern':'^[A-Za-z0-9_.:/=+-]{1,64}$'}}"},
     {"progress", "{'type':'object','required':['done','total'],"
                  "'properties':{'done':{'type':'integer','minimum':0},"
                  "'total':{'type':'integer','minimum':0}}}"},
@@ -565,9 +566,10 @@ static json_t *job_create_variant(const td_kind *k) {
   char pref[120];
   snprintf(pref, sizeof pref, "params.%s", k->name);
   json_t *v = J("{'type':'object','required':['kind'],'additionalProperties':false,"
-                "'properties':{'name':{'$ref':'#/components/schemas/job_name'},"
-                "'tags':{'$ref':'#/components/schemas/tags'},"
-                "'priority':{'type':'integer','minimum':-1000,'maximum':1000,"
+                "'properties':{'name':{'anyOf':[{'$ref':'#/components/schemas/job_name'},"
+                "{'type':'null'}]},"
+                "'tags':{'anyOf':[{'$ref':'#/components/schemas/tags'},{'type':'null'}]},"
+                "'priority':{'type':['integer','null'],'minimum':-1000,'maximum':1000,"
                 "'description':'higher runs first'},"
                 "'executor':{'enum':['local','remote','slurm'],'description':'local (worker "
                 "threads, the default unless serve --executor slurm), remote (waits for POST "

@@ -331,6 +331,13 @@ const bodies = [
   ['tags is a string', { kind: 'linreg', tags: 'x' }],
   ['priority out of range', { kind: 'linreg', priority: 1000000000 }],
   ['params is an array', { kind: 'linreg', params: [1] }],
+  ['a repeated tag (kept once)', { kind: 'linreg', tags: ['a', 'a'], params: { steps: 5 } }],
+  ['name, tags and priority null', { kind: 'linreg', name: null, tags: null, priority: null, params: { steps: 5 } }],
+  ['a tag with a space', { kind: 'linreg', tags: ['a b'] }],
+  ['a name with a control character', { kind: 'linreg', name: 'a\u0001b' }],
+  ['a name of 201 characters', { kind: 'linreg', name: 'n'.repeat(201) }],
+  ['executor remote', { kind: 'linreg', executor: 'remote', params: { steps: 5 } }],
+  ['executor bogus', { kind: 'linreg', executor: 'bogus' }],
 ];
 for (const [name, body] of bodies) {
   const want = jobBody(body);
