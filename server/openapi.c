@@ -189,7 +189,9 @@ static const struct {
     {"heartbeat_request", "{'type':'object','additionalProperties':false,"
                           "'properties':{'progress':{'$ref':'#/components/schemas/progress'}}}"},
     {"heartbeat", "{'type':'object','required':['status','cancel_requested'],"
-                  "'properties':{'status':{'const':'running'},'cancel_requested':{'type':'boolean'}}}"},
+                  "'properties':{'status':{'const':'running'},'cancel_requested':{'type':'boolean',"
+                  "'description':'true: stop, and finish (the job ends cancelled)'},"
+                  "'heartbeat_timeout_s':{'type':'number'}}}"},
     {"artifact_stored", "{'type':'object','required':['name','size'],"
                         "'properties':{'name':{'type':'string'},'size':{'type':'integer','minimum':0}}}"},
     {"finish_request", "{'type':'object','required':['status'],'additionalProperties':false,"
