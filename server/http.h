@@ -65,7 +65,9 @@ char *http_json_dump(const struct json_t *v);
   X(STORAGE_FULL, "storage_full", 507, TD_EFULL)                         \
   X(QUEUE_FULL, "queue_full", 503, 0)                                    \
   X(UNAVAILABLE, "unavailable", 503, TD_ENOMEM)                          \
-  X(TIMEOUT, "unavailable", 503, TD_ETIMEOUT)
+  X(TIMEOUT, "unavailable", 503, TD_ETIMEOUT)                           \
+  X(RUN_TOKEN_INVALID, "run_token_invalid", 401, 0)                      \
+  X(JOB_FINISHED, "job_finished", 409, 0)
 
 typedef enum {
 #define HTTP__ERR_ENUM(e, name, status, td) HTTP_E_##e,
@@ -189,6 +191,26 @@ int http_parse_ll(const char *s, long long min, long long max, long long *out /*
 /* http_parse_id: a job/sweep id in canonical form: decimal digits without a sign or leading
  * zeros, in 1 .. 2^53 ("01" and "+1" are not ids). Returns 0 or TD_EINVAL. */
 int http_parse_id(const char *s, int64_t *out /* OUT */);
+
+/* ---------------------------------------------------------------- the route table */
+
+/* One row of the daemon's route table, read-only (server/openapi.c builds the OpenAPI
+ * document from these, so that a row added to the table is documented without more edits). */
+typedef struct http_route_info {
+  const char *method;  /* "GET", "POST", "PATCH", "DELETE" (a GET route also answers HEAD) */
+  const char *pattern; /* "/api/v1/jobs/{id}": {name} segments capture one path segment */
+  const char *name;    /* the route's label in /metrics, unique */
+  const char *query;   /* the query parameters it takes, comma-separated; NULL: none */
+  int json_body;       /* the body must be application/json (else 415) */
+  int mutates;         /* needs the bearer token when the server has one */
+  int run_token;       /* an ingestion endpoint: needs the run's own token, not the lab token */
+} http_route_info;
+
+/* http_route_count: the number of rows in the route table. */
+size_t http_route_count(void);
+/* http_route_at: row i (< http_route_count()) into *out (OUT; its strings are static).
+ * Errors: TD_EINVAL when i is out of range (*out untouched). */
+int http_route_at(size_t i, http_route_info *out /* OUT */);
 
 /* ---------------------------------------------------------------- server */
 

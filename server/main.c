@@ -18,9 +18,13 @@
 
 #include "kinds/registry.h"
 #include "api.h"
+#include "cli.h"
 #include "http.h"
+#include "lease.h"
+#include "httpc.h"
 #include "log.h"
 #include "queue.h"
+#include "report.h"
 #include "store.h"
 #include "store_cache.h"
 
@@ -37,14 +41,27 @@ static void usage(FILE *f) {
           "           [--max-conns 1024] [--conn-timeout 30] [--batch-points 1024]\n"
           "           [--batch-ms 250] [--shutdown-timeout 60] [--job-cache 4096]\n"
           "           [--worker-nice 5] [--max-upload 64M] [--blas-threads N]\n"
-          "           [--max-job-points 1e8]\n"
+          "           [--max-job-points 1e8] [--heartbeat-timeout 60]\n"
           "  run      SPEC.json|- [--out metrics.jsonl] [--blas-threads N] [--artifacts DIR]\n"
           "           [--checkpoint-dir DIR]\n"
+          "  run      SPEC.json|- --report URL --job ID (--token T | --token-file F | env\n"
+          "           TDLAB_RUN_TOKEN) [--heartbeat S] [--max-buffer 64M] [--retry-for 900]\n"
+          "           (reports to a server; while it is away, points wait in a buffer of\n"
+          "           --max-buffer bytes (the run pauses when it is full, nothing is dropped)\n"
+          "           and requests are retried after 0.2 s doubling to 10 s, for at most\n"
+          "           --retry-for seconds; then the run fails)\n"
           "  kinds    [--json]\n"
           "  migrate  --db F [--migrations DIR]\n"
           "  backup   --db F --out G      (a consistent copy while the server runs)\n"
           "  prune    --db F [--older-than 30d] [--status S,..] [--tag T] [--sweep N] [--yes]\n"
           "           (finished jobs only; a dry run unless --yes)\n"
+          "  submit   SPEC.json|- [--wait]     (prints the job id; --wait follows it to the end)\n"
+          "  ls       [--status S,..] [--kind K] [--tag T] [--limit N] [--cursor C]\n"
+          "  show     ID\n"
+          "  watch    ID                        (live progress and the last metrics)\n"
+          "  cancel   ID\n"
+          "           (client verbs: --url U or env TDLAB_URL, default http://127.0.0.1:8080;\n"
+          "           --token T, --token-file F or env TDLAB_TOKEN)\n"
           "  version\n");
 }
 
@@ -572,8 +589,27 @@ static json_t *load_spec(const char *path, td_err *e) {
   return spec;
 }
 
+/* The token of --token-file F: its first line (at most 256 bytes). NULL with a message. */
+static char *read_run_token(const char *path) {
+  FILE *f = fopen(path, "r");
+  if (!f) {
+    fprintf(stderr, "tdlab run: cannot read --token-file %s: %s\n", path, strerror(errno));
+    return NULL;
+  }
+  char buf[300];
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  buf[strcspn(buf, "\r\n")] = '\0';
+  return buf[0] ? strdup(buf) : NULL;
+}
+
 static int cmd_run(opts *o) {
   const char *spec_path = NULL, *out_path = NULL, *art_dir = NULL, *ckpt_dir = NULL;
+  const char *report_url = NULL, *token_opt = NULL, *token_file = NULL;
+  long long report_job = 0;
+  report_cfg rcfg;
+  memset(&rcfg, 0, sizeof rcfg);
   long blas = 0;
   int r;
   while ((r = next_opt(o))) {
@@ -591,6 +627,20 @@ static int cmd_run(opts *o) {
       ckpt_dir = need(o);
     } else if (!strcmp(o->name, "--blas-threads")) {
       blas = parse_long(o->name, need(o), 1, 4096);
+    } else if (!strcmp(o->name, "--report")) {
+      report_url = need(o);
+    } else if (!strcmp(o->name, "--job")) {
+      report_job = parse_long(o->name, need(o), 1, LONG_MAX);
+    } else if (!strcmp(o->name, "--token")) {
+      token_opt = need(o);
+    } else if (!strcmp(o->name, "--token-file")) {
+      token_file = need(o);
+    } else if (!strcmp(o->name, "--heartbeat")) {
+      rcfg.heartbeat_s = parse_size(o->name, need(o));
+    } else if (!strcmp(o->name, "--max-buffer")) {
+      rcfg.max_buffer_bytes = (size_t)parse_size(o->name, need(o));
+    } else if (!strcmp(o->name, "--retry-for")) {
+      rcfg.retry_total_s = parse_size(o->name, need(o));
     } else {
       fprintf(stderr, "tdlab run: unknown option %s\n", o->name);
       return 2;
@@ -621,6 +671,37 @@ static int cmd_run(opts *o) {
     return 2;
   }
   const td_kind *kind = td_kinds_find(kind_name);
+  if (report_url || report_job) { /* tdlab run --report (server/report.h) */
+    char *tok = token_file ? read_run_token(token_file)
+                           : strdup(token_opt ? token_opt
+                                              : getenv("TDLAB_RUN_TOKEN") ? getenv("TDLAB_RUN_TOKEN") : "");
+    int bad = !report_url || !report_job || !tok || !tok[0];
+    if (bad)
+      fprintf(stderr, "tdlab run: --report URL needs --job ID and a run token (--token T, "
+                      "--token-file F or TDLAB_RUN_TOKEN)\n");
+    int rc = 2;
+    if (!bad) {
+      if (blas > 0) openblas_set_num_threads((int)blas);
+      struct sigaction sa;
+      memset(&sa, 0, sizeof sa);
+      sa.sa_handler = on_run_signal;
+      sigaction(SIGINT, &sa, NULL);
+      sigaction(SIGTERM, &sa, NULL);
+      signal(SIGPIPE, SIG_IGN);
+      size_t ul = strlen(report_url);
+      char *url = strdup(report_url);
+      while (url && ul && url[ul - 1] == '/') url[--ul] = '\0';
+      rcfg.url = url;
+      rcfg.job = report_job;
+      rcfg.token = tok;
+      rc = url ? report_run(kind, filled, &rcfg, &run_stop) : 1;
+      free(url);
+    }
+    free(tok);
+    json_decref(filled);
+    json_decref(spec);
+    return rc;
+  }
   FILE *out = stdout;
   if (out_path && !(out = fopen(out_path, "w"))) {
     fprintf(stderr, "tdlab run: cannot write %s: %s\n", out_path, strerror(errno));
@@ -739,6 +820,7 @@ static int cmd_serve(opts *o) {
   double max_body = 1048576, max_upload = 64.0 * 1048576, job_timeout = 0;
   long blas_opt = 0; /* --blas-threads: 0 means max(1, cores / workers) */
   double max_job_points = 1e8; /* --max-job-points: about 2 GB of metrics at 20 bytes a point */
+  double heartbeat_timeout = 60; /* --heartbeat-timeout: lease of remote/slurm/external runs */
   int insecure = 0, token_for_read = 0;
   td_limits limits = td_kinds_default_limits();
   int r;
@@ -778,6 +860,7 @@ static int cmd_serve(opts *o) {
     else if (!strcmp(n, "--conn-timeout")) conn_timeout = parse_long(n, need(o), 0, 86400);
     else if (!strcmp(n, "--batch-points")) batch_points = parse_long(n, need(o), 1, 10000000);
     else if (!strcmp(n, "--max-job-points")) max_job_points = parse_size(n, need(o));
+    else if (!strcmp(n, "--heartbeat-timeout")) heartbeat_timeout = parse_size(n, need(o));
     else if (!strcmp(n, "--batch-ms")) batch_ms = parse_long(n, need(o), 1, 3600000);
     else if (!strcmp(n, "--job-cache")) job_cache = parse_long(n, need(o), 0, 1 << 20);
     else if (!strcmp(n, "--worker-nice")) worker_nice = parse_long(n, need(o), 0, 19);
@@ -794,6 +877,10 @@ static int cmd_serve(opts *o) {
   }
   if (max_upload < 1 || max_upload > 1073741824.0) {
     fprintf(stderr, "tdlab serve: --max-upload must be within 1 byte .. 1 GiB\n");
+    return 2;
+  }
+  if (!(heartbeat_timeout >= 0.5) || heartbeat_timeout > 86400 * 7) {
+    fprintf(stderr, "tdlab serve: --heartbeat-timeout must be within 0.5 .. 604800 seconds\n");
     return 2;
   }
   char *token = NULL;
@@ -885,6 +972,13 @@ static int cmd_serve(opts *o) {
   web = find_web(web, webbuf, sizeof webbuf);
   if (!rc) rc = api_ctx_init(&app, q, limits, max_queued, web, &e);
   app.job_cache = cache;
+  app.max_job_points = max_job_points;
+  app.heartbeat_timeout_s = heartbeat_timeout;
+  /* Runs that execute elsewhere keep a lease by their heartbeats (server/lease.h). */
+  lease *leases = NULL;
+  lease_config lc = {.db_path = db, .timeout_s = heartbeat_timeout,
+                     .max_attempts = max_attempts, .cache = cache};
+  if (!rc) rc = lease_start(&lc, &leases, &e);
   if (!rc) {
     if (!app.web_root) log_emit(LOG_WARN, "no_dashboard", "web=%s msg=\"directory not found\"", web);
     http_config hc = {.host = host, .port = (unsigned)port, .threads = (unsigned)http_threads,
@@ -896,6 +990,7 @@ static int cmd_serve(opts *o) {
   }
   if (rc) {
     fprintf(stderr, "tdlab serve: %s\n", e.msg);
+    lease_stop(leases);
     queue_destroy(q);
     api_ctx_deinit(&app);
     store_pool_destroy(pool);
@@ -924,6 +1019,7 @@ static int cmd_serve(opts *o) {
    * flush their metrics and re-queue them. */
   http_quiesce(srv);
   http_stop(srv);
+  lease_stop(leases);
   queue_destroy(q);
   store_pool_destroy(pool);
   store_cache_destroy(cache);
@@ -946,6 +1042,12 @@ int main(int argc, char **argv) {
       usage(stdout);
       return 0;
     }
+  td_err ge;
+  td_err_clear(&ge);
+  if (httpc_global_init(&ge)) { /* libcurl's global state: once, before any thread */
+    fprintf(stderr, "tdlab: %s\n", ge.msg);
+    return 1;
+  }
   opts o = {.argc = argc - 2, .argv = argv + 2, .i = 0};
   if (!strcmp(verb, "serve")) return cmd_serve(&o);
   if (!strcmp(verb, "run")) return cmd_run(&o);
@@ -953,6 +1055,7 @@ int main(int argc, char **argv) {
   if (!strcmp(verb, "migrate")) return cmd_migrate(&o);
   if (!strcmp(verb, "backup")) return cmd_backup(&o);
   if (!strcmp(verb, "prune")) return cmd_prune(&o);
+  if (cli_is_verb(verb)) return cli_main(verb, argc - 2, argv + 2);
   if (!strcmp(verb, "version") || !strcmp(verb, "--version")) {
     printf("tdlab %s\n", TDLAB_VERSION);
     return 0;

@@ -22,7 +22,9 @@
 #     Bayesian inference): tests/e2e_implicit.sh; momentum and games (chapters 9, 10):
 #     tests/e2e_dynamics.sh; bilevel (chapters 11, 12): tests/e2e_bilevel.sh (each its own);
 #   - multi-job metrics, gzip, search, PATCH/DELETE: tests/e2e_compare.sh (its own);
-#   - backup while ingesting, schema upgrades, disk full: tests/e2e_ops.sh (its own daemons).
+#   - backup while ingesting, schema upgrades, disk full: tests/e2e_ops.sh (its own daemons);
+#   - the OpenAPI document checked by ajv against real responses: tests/e2e_openapi.sh (needs
+#     node and npm); the command line tdlab submit/ls/show/watch/cancel: tests/e2e_cli.sh.
 # Needs bash, curl, coreutils, grep, sed, awk and python3 (sqlite3 optional).
 # Prints one line per check and a final "N passed, M failed"; exits non-zero on a failure.
 set -uo pipefail
@@ -449,5 +451,9 @@ if "$ROOT/tests/e2e_kernels.sh" "$TDLAB" | sed 's/^/  /'; then ok "kernels (test
 if "$ROOT/tests/e2e_implicit.sh" "$TDLAB" | sed 's/^/  /'; then ok "chapter 8 kinds (tests/e2e_implicit.sh)"; else bad "chapter 8 kinds (tests/e2e_implicit.sh)"; fi
 # ---------------------------------------------------------------- bilevel (issue 15)
 if "$ROOT/tests/e2e_bilevel.sh" "$TDLAB" | sed 's/^/  /'; then ok "bilevel kinds (tests/e2e_bilevel.sh)"; else bad "bilevel kinds (tests/e2e_bilevel.sh)"; fi
+# ---------------------------------------------------------------- remote runs (issue 16)
+if "$ROOT/tests/e2e_remote.sh" "$TDLAB" | sed 's/^/  /'; then ok "remote runs: tokens, ingestion, leases, tdlab run --report (tests/e2e_remote.sh)"; else bad "remote runs (tests/e2e_remote.sh)"; fi
+if "$ROOT/tests/e2e_openapi.sh" "$TDLAB" | sed 's/^/  /'; then ok "OpenAPI document checked by ajv against real responses (tests/e2e_openapi.sh)"; else bad "OpenAPI (tests/e2e_openapi.sh)"; fi
+if "$ROOT/tests/e2e_cli.sh" "$TDLAB" | sed 's/^/  /'; then ok "command line: submit/ls/show/watch/cancel (tests/e2e_cli.sh)"; else bad "command line (tests/e2e_cli.sh)"; fi
 
 finish
