@@ -464,7 +464,7 @@ class RunTest(unittest.TestCase):
         run = tdlab.start_run(name="bad")
         for data, step, exc in (({"a b": 1.0}, 0, ValueError), ({"a,b": 1.0}, 0, ValueError),
                                 ({"k" * 129: 1.0}, 0, ValueError), ({"a": "x"}, 0, TypeError),
-                                ({"a": 1.0}, -1, ValueError), ({"a": 1.0}, 1.5, TypeError)):
+                                ({"a": 1.0}, 2 ** 60, ValueError), ({"a": 1.0}, 1.5, TypeError)):
             with self.assertRaises(exc):
                 run.log(data, step=step)
         run.finish()
@@ -541,6 +541,31 @@ class RunTest(unittest.TestCase):
         finally:
             srv.stop()
 
+    def test_crashed_run_is_resumed_by_the_sender(self):
+        """A run whose heartbeats stop past --heartbeat-timeout (0.5 s) is marked crashed by the
+        server; the next batch gets a 409, and the sender resumes the run (new token) and goes
+        on: every point is stored and the run ends succeeded."""
+        srv = Server("lease", "--heartbeat-timeout", "0.5")
+        srv.start()
+        try:
+            c = tdlab.Client(url=srv.base, token="")
+            run = c.start_run(name="lease", heartbeat_interval=3600, finish_at_exit=False)
+            old = run.token
+            run.log({"loss": 0.0}, step=0)
+            run.flush()
+            wait_status(run.id, ("crashed",), 15, base=srv.base)
+            for t in range(1, 100):
+                run.log({"loss": float(t)}, step=t)
+            run.finish()
+            self.assertEqual(run.resumes, 1)
+            self.assertNotEqual(run.token, old)
+            pts, n = csv_points(run.id, base=srv.base)
+            self.assertEqual(n, 100)
+            self.assertEqual(raw_json(f"/api/v1/jobs/{run.id}", base=srv.base)["status"],
+                             "succeeded")
+        finally:
+            srv.stop()
+
     def test_server_away_beyond_the_bound_is_a_clear_error(self):
         """With the server gone for longer than retry_timeout (1.5 s here), finish raises
         Error saying how many points could not be sent, within the bound plus one request."""
@@ -555,6 +580,7 @@ class RunTest(unittest.TestCase):
         with self.assertRaises(tdlab.Error) as cm:
             run.finish()
         dt = time.monotonic() - t0
+        self.assertIn("100 points of run %d could not be sent" % run.id, str(cm.exception))
         self.assertIn("retried for", str(cm.exception))
         self.assertIsNone(cm.exception.status)
         self.assertLess(dt, 1.5 + 0.5 + 5 + 5)  # the bound, a send, the short finish try
@@ -594,7 +620,7 @@ class LineResult(unittest.TextTestResult):
     """One srvlib-style line per test."""
 
     def _name(self, test):
-        doc = " ".join((test._testMethodDoc or "").split())
+        doc = " ".join((test._testMethodDoc or "").split()).rstrip(".")
         return f"{test.id().split('.', 1)[1]}: {doc}" if doc else test.id().split(".", 1)[1]
 
     def printErrors(self):  # each failure was printed under its line already

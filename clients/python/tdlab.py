@@ -61,6 +61,7 @@ FAILED = ("failed", "diverged", "crashed")
 # the default --max-body is 1 MiB), kept well inside.
 MAX_BATCH_POINTS = 5000
 MAX_BATCH_BYTES = 512 * 1024
+MAX_STEP = 2 ** 53  # steps are exact in a double (the server's limit)
 
 
 class Error(Exception):
@@ -406,16 +407,17 @@ class Client:
         return out.to_pandas() if as_dataframe else out
 
     def jobs(self, q=None, kind=None, status=None, tag=None, sweep=None, max_rows=None,
-             as_dataframe=None):
+             as_dataframe=None, page_size=1000):
         """GET /api/v1/jobs, following every page (next_cursor), newest first: the matching
         jobs as flat rows (see Rows). q: a search ("optimizer.lr<0.1 and summary.test_acc>0.8");
         kind; status (a str or a list of them); tag; sweep (id); max_rows: stop after this many.
         as_dataframe: None (default) gives a pandas DataFrame when pandas is installed, else
-        Rows (a list of dicts); True requires pandas (ImportError); False always gives Rows."""
+        Rows (a list of dicts); True requires pandas (ImportError); False always gives Rows.
+        page_size: jobs per request (1..1000)."""
         if status is not None and not isinstance(status, str):
             status = ",".join(status)
         query = {"q": q, "kind": kind, "status": status, "tag": tag, "sweep": sweep,
-                 "limit": 1000}
+                 "limit": page_size}
         rows = Rows()
         while True:
             doc = self.request("GET", "/api/v1/jobs", query=query)
@@ -479,13 +481,15 @@ class Client:
         if tags is not None:
             body["tags"] = list(tags)
         doc = self.request("POST", "/api/v1/runs", body)
-        return Run(self, doc["id"], doc["token"], **run_options)
+        return Run(self, doc["id"], doc["token"],
+                   server_heartbeat_timeout=doc.get("heartbeat_timeout_s"), **run_options)
 
     def resume_run(self, run_id, **run_options):
         """POST /api/v1/runs/{id}/resume: take up a crashed (or running) external run again with
         a new token (the old one stops working). Returns a Run; logging goes on from there."""
         doc = self.request("POST", f"/api/v1/runs/{int(run_id)}/resume", {})
-        return Run(self, doc["id"], doc["token"], **run_options)
+        return Run(self, doc["id"], doc["token"],
+                   server_heartbeat_timeout=doc.get("heartbeat_timeout_s"), **run_options)
 
 
 def _isatty(f):
@@ -572,19 +576,30 @@ class Run:
     exit, failed after an uncaught exception.
 
     batch_size: points per request (<= 5000); flush_interval: seconds between sends;
-    heartbeat_interval: seconds between heartbeats (the server's default timeout is 60 s);
+    heartbeat_interval: seconds between heartbeats (default: a third of the server's
+    --heartbeat-timeout, which POST /api/v1/runs reports; 20 s if it does not);
     max_buffer: points held before log() blocks; retry_timeout: seconds one batch is retried
-    while the server is away before the run is declared broken."""
+    while the server is away before the run is declared broken.
+
+    When the server has marked the run crashed (its heartbeats stopped reaching it, e.g. while
+    the server was away longer than its heartbeat timeout), the sender resumes it (POST
+    /api/v1/runs/{id}/resume with the lab token, a new run token) and goes on, at most
+    `max_resumes` (10) times."""
 
     def __init__(self, client, run_id, token, batch_size=MAX_BATCH_POINTS, flush_interval=0.5,
-                 heartbeat_interval=20.0, max_buffer=1_000_000, retry_timeout=900.0,
-                 finish_at_exit=True):
+                 heartbeat_interval=None, max_buffer=1_000_000, retry_timeout=900.0,
+                 finish_at_exit=True, max_resumes=10, server_heartbeat_timeout=None):
         self.client = client
         self.id = int(run_id)
         self.token = token
         self.batch_size = max(1, min(int(batch_size), MAX_BATCH_POINTS))
         self.flush_interval = flush_interval
+        if heartbeat_interval is None:
+            hb = server_heartbeat_timeout
+            heartbeat_interval = hb / 3.0 if isinstance(hb, (int, float)) and hb > 0 else 20.0
         self.heartbeat_interval = heartbeat_interval
+        self.max_resumes = max_resumes
+        self.resumes = 0  # times the sender resumed the run after the server marked it crashed
         self.max_buffer = max(1, int(max_buffer))
         self.retry_timeout = retry_timeout
         self.cancel_requested = False  # set when a heartbeat says the job was cancelled
@@ -624,8 +639,8 @@ class Run:
     # ---------------------------------------------------------------- the script's side
 
     def log(self, data, step=None):
-        """Record {key: value, ...} at `step` (an int >= 0; default: one more than the last step
-        logged, starting at 0). Values are anything float() takes (Python numbers, numpy and
+        """Record {key: value, ...} at `step` (an int within +-2^53; default: one more than the
+        last step logged, starting at 0). Values are anything float() takes (Python numbers, numpy and
         torch scalars); NaN and infinities are sent as "NaN"/"Infinity"/"-Infinity". The same
         (key, step) logged twice keeps the FIRST value, as the server does (a point already
         sent cannot be replaced). Blocks while the buffer holds max_buffer points. Raises
@@ -638,8 +653,8 @@ class Run:
                 step = int(step.__index__())
             except AttributeError:
                 raise TypeError(f"tdlab: step must be an int, not {type(step).__name__}") from None
-        if step < 0:
-            raise ValueError(f"tdlab: step must be >= 0 (got {step})")
+        if not -MAX_STEP <= step <= MAX_STEP:
+            raise ValueError(f"tdlab: step must be an integer within +-2^53 (got {step})")
         pts = []
         for k, v in data.items():
             _check_key(k)
@@ -720,7 +735,7 @@ class Run:
         if summary is not None:
             body["summary"] = summary
         if error is not None:
-            body["error"] = str(error)
+            body["error"] = str(error)[:4000]  # the server takes at most 4096 bytes
         try:  # after a failed sender, one short try: the server was away for retry_timeout
             ans = self._post(f"/api/v1/jobs/{self.id}/finish", body,
                              give_up=None if self._error is None else time.monotonic() + 5.0)
@@ -730,7 +745,12 @@ class Run:
             ans = None
         self.status = status
         if self._error is not None:
-            raise self._error
+            e = self._error
+            if lost:
+                raise Error(f"{lost} points of run {self.id} could not be sent: {e.message}",
+                            status=e.status, code=e.code, field=e.field, method=e.method,
+                            path=e.path)
+            raise e
         return ans
 
     def _raise_if_broken(self):
@@ -751,6 +771,8 @@ class Run:
                 return self.client.request("POST", path, body, bearer=self.token, retries=0,
                                            idempotent=True)
             except Error as e:
+                if e.status == 409 and self._resume_if_crashed():
+                    continue
                 retry = e.status is None or e.status >= 500 or e.status == 429
                 if not retry or time.monotonic() + delay > deadline:
                     if retry:
@@ -759,6 +781,21 @@ class Run:
                     raise
             time.sleep(delay)
             delay = min(delay * 2, 10.0)
+
+    def _resume_if_crashed(self):
+        """After a 409 from an ingestion endpoint: when the server marked this run crashed, resume
+        it (new token) and return True; else False."""
+        if self.resumes >= self.max_resumes:
+            return False
+        try:
+            if self.client.get(self.id).get("status") != "crashed":
+                return False
+            doc = self.client.request("POST", f"/api/v1/runs/{self.id}/resume", {})
+        except Error:
+            return False
+        self.token = doc["token"]
+        self.resumes += 1
+        return True
 
     def _take_batch(self):
         out, size = [], 16
@@ -815,6 +852,8 @@ class Run:
             ans = self.client.request("POST", f"/api/v1/jobs/{self.id}/heartbeat", body,
                                       bearer=self.token, retries=0, idempotent=True)
         except Error as e:
+            if e.status == 409 and self._resume_if_crashed():
+                return
             if e.status is not None and 400 <= e.status < 500 and e.status != 429:
                 raise  # refused (finished, token dead): the run cannot go on
             return  # the server is away: the next send retries
