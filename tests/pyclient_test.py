@@ -118,6 +118,7 @@ class Server:
             except OSError:
                 pass
             time.sleep(0.05)
+        self.kill9()
         raise AssertionError(f"the test's daemon did not start: {open(self.log).read()[-2000:]}")
 
     def kill9(self):
@@ -471,8 +472,8 @@ class RunTest(unittest.TestCase):
         self.assertEqual(csv_points(run.id)[1], 0)
 
     def test_artifact_progress_and_cancel(self):
-        """log_artifact stores bytes with their content type; progress reaches the job record;
-        a cancel through the API reaches the run through its heartbeat."""
+        """log_artifact stores bytes with their content type; progress (given, or from the steps
+        with total=) reaches the job record; a cancel through the API reaches the run through its heartbeat."""
         run = tdlab.start_run(name="art", heartbeat_interval=0.3, flush_interval=0.1)
         blob = bytes(range(256)) * 4
         run.log_artifact("weights.bin", blob, "application/octet-stream")
@@ -488,6 +489,14 @@ class RunTest(unittest.TestCase):
                 break
             time.sleep(0.1)
         self.assertEqual(raw_json(f"/api/v1/jobs/{run.id}")["progress"], {"done": 5, "total": 10})
+        r2 = tdlab.start_run(name="total", total=40, heartbeat_interval=0.3, flush_interval=0.1)
+        for t in range(25):
+            r2.log({"a": 1.0}, step=t)
+        deadline = time.time() + 10
+        while time.time() < deadline and raw_json(f"/api/v1/jobs/{r2.id}")["progress"]["done"] != 25:
+            time.sleep(0.1)
+        self.assertEqual(raw_json(f"/api/v1/jobs/{r2.id}")["progress"], {"done": 25, "total": 40})
+        r2.finish()
         st, _ = raw("POST", f"/api/v1/jobs/{run.id}/cancel")
         self.assertIn(st, (200, 202))
         deadline = time.time() + 10
@@ -572,8 +581,10 @@ class RunTest(unittest.TestCase):
         srv = Server("away")
         srv.start()
         c = tdlab.Client(url=srv.base, token="")
-        run = c.start_run(name="away", retry_timeout=1.5, finish_at_exit=False)
-        srv.kill9()
+        try:
+            run = c.start_run(name="away", retry_timeout=1.5, finish_at_exit=False)
+        finally:
+            srv.kill9()
         for t in range(100):
             run.log({"loss": 1.0}, step=t)
         t0 = time.monotonic()

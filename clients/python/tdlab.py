@@ -471,7 +471,7 @@ class Client:
         Run that posts to it in the background. params are stored as given, plus (meta=True)
         params["_meta"] = {"git_commit", "git_dirty", "host", "python", "torch", "script"}
         (what can be found; see run_meta()). run_options go to Run (batch_size, flush_interval,
-        heartbeat_interval, max_buffer, retry_timeout, finish_at_exit)."""
+        heartbeat_interval, max_buffer, retry_timeout, finish_at_exit, total)."""
         params = dict(params or {})
         if meta:
             params.setdefault("_meta", run_meta())
@@ -579,7 +579,8 @@ class Run:
     heartbeat_interval: seconds between heartbeats (default: a third of the server's
     --heartbeat-timeout, which POST /api/v1/runs reports; 20 s if it does not);
     max_buffer: points held before log() blocks; retry_timeout: seconds one batch is retried
-    while the server is away before the run is declared broken.
+    while the server is away before the run is declared broken. total: the number of steps
+    the script will log; with it the progress (step + 1 of total) is reported by itself.
 
     When the server has marked the run crashed (its heartbeats stopped reaching it, e.g. while
     the server was away longer than its heartbeat timeout), the sender resumes it (POST
@@ -588,7 +589,8 @@ class Run:
 
     def __init__(self, client, run_id, token, batch_size=MAX_BATCH_POINTS, flush_interval=0.5,
                  heartbeat_interval=None, max_buffer=1_000_000, retry_timeout=900.0,
-                 finish_at_exit=True, max_resumes=10, server_heartbeat_timeout=None):
+                 finish_at_exit=True, max_resumes=10, server_heartbeat_timeout=None,
+                 total=None):
         self.client = client
         self.id = int(run_id)
         self.token = token
@@ -599,6 +601,7 @@ class Run:
             heartbeat_interval = hb / 3.0 if isinstance(hb, (int, float)) and hb > 0 else 20.0
         self.heartbeat_interval = heartbeat_interval
         self.max_resumes = max_resumes
+        self.total = None if total is None else int(total)
         self.resumes = 0  # times the sender resumed the run after the server marked it crashed
         self.max_buffer = max(1, int(max_buffer))
         self.retry_timeout = retry_timeout
@@ -675,6 +678,8 @@ class Run:
                 self._raise_if_broken()
                 if kv not in self._pending:
                     self._pending[kv] = x
+            if self.total and (self._progress is None or step + 1 > self._progress["done"]):
+                self._progress = {"done": min(step + 1, self.total), "total": self.total}
             if len(self._pending) >= self.batch_size:
                 self._cond.notify_all()
         self._next_step = step + 1
