@@ -764,7 +764,7 @@ class Run:
 
     # ---------------------------------------------------------------- the sender thread
 
-    def _post(self, path, body, give_up=None):
+    def _post(self, path, body, give_up=None, raw=None):
         """POST with the run token, retrying (0.2 s doubling to 10 s) while no answer comes or
         the server answers 5xx/429, for at most retry_timeout seconds (give_up: an absolute
         monotonic deadline instead). 4xx answers raise Error at once."""
@@ -774,7 +774,7 @@ class Run:
         while True:
             try:
                 return self.client.request("POST", path, body, bearer=self.token, retries=0,
-                                           idempotent=True)
+                                           idempotent=True, raw=raw)
             except Error as e:
                 if e.status == 409 and self._resume_if_crashed():
                     continue
@@ -803,16 +803,31 @@ class Run:
         return True
 
     def _take_batch(self):
+        """Take the oldest points out of the buffer (lock held): at most batch_size, and at most
+        MAX_BATCH_BYTES of JSON (a point is its key plus at most 60 bytes)."""
         out, size = [], 16
-        for (k, s), v in self._pending.items():
-            p = {"key": k, "step": s, "value": _finite_str(v)}
-            size += len(k) + 60
+        for kv in self._pending.items():
+            size += len(kv[0][0]) + 60
             if len(out) >= self.batch_size or size > MAX_BATCH_BYTES:
                 break
-            out.append(p)
-        for p in out:
-            del self._pending[(p["key"], p["step"])]
+            out.append(kv)
+        pend = self._pending
+        for kv, _ in out:
+            del pend[kv]
         return out
+
+    @staticmethod
+    def _encode(batch):
+        """{"points": [...]} as JSON bytes, written directly (keys are checked by _check_key, so
+        they need no escaping; repr of a float is its shortest round-trip form)."""
+        parts = []
+        for (k, s), v in batch:
+            if v != v or v in (math.inf, -math.inf):
+                val = '"' + _finite_str(v) + '"'
+            else:
+                val = repr(v)
+            parts.append('{"key":"%s","step":%d,"value":%s}' % (k, s, val))
+        return ('{"points":[' + ",".join(parts) + "]}").encode()
 
     def _loop(self):
         while True:
@@ -833,15 +848,16 @@ class Run:
                     return
             try:
                 if batch:
-                    ans = self._post(f"/api/v1/jobs/{self.id}/points", {"points": batch})
+                    ans = self._post(f"/api/v1/jobs/{self.id}/points", None,
+                                     raw=self._encode(batch))
                     self.accepted += int((ans or {}).get("accepted", 0))
                     self.duplicates += int((ans or {}).get("duplicates", 0))
                 if beat and not self._closing:
                     self._heartbeat(progress)
             except Error as e:
                 with self._cond:
-                    for p in batch:  # back into the buffer, so finish() can count them
-                        self._pending.setdefault((p["key"], p["step"]), _num(p["value"]))
+                    for kv, v in batch:  # back into the buffer, so finish() can count them
+                        self._pending.setdefault(kv, v)
                     self._error = e
                     self._inflight = 0
                     self._cond.notify_all()
