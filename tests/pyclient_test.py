@@ -32,6 +32,7 @@ URL = os.environ["TDLAB_URL"]
 TOKEN = os.environ["TDLAB_TOKEN"]
 BIN = os.environ["TDLAB_BIN"]
 TMP = os.environ["TDLAB_TMP"]
+assert os.path.isdir(TMP), "TDLAB_TMP must be a scratch directory"
 sys.path.insert(0, os.path.join(ROOT, "clients", "python"))
 import tdlab  # noqa: E402
 
