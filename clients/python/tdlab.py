@@ -635,8 +635,11 @@ class Run:
             return False
         if exc is None:
             self.finish()
-        else:
+            return False
+        try:  # the block's exception is the one to propagate; a failed finish is only reported
             self.finish("failed", error=f"{etype.__name__}: {exc}")
+        except Error as e:
+            sys.stderr.write(f"{e}\n")
         return False
 
     # ---------------------------------------------------------------- the script's side
