@@ -178,6 +178,17 @@ class ClientTest(unittest.TestCase):
         self.assertEqual(final, raw_json(f"/api/v1/jobs/{jid}"))
         self.assertEqual(err.getvalue(), "")
 
+    def test_submit_executor(self):
+        """executor="remote" is passed through (the job waits, queued, for a remote runner);
+        "slurm" on a server without --executor slurm is a 400 naming executor."""
+        jid = self.c.submit("linreg", LINREG, executor="remote")
+        rec = raw_json(f"/api/v1/jobs/{jid}")
+        self.assertEqual((rec["executor"], rec["status"]), ("remote", "queued"))
+        self.c.cancel(jid)
+        with self.assertRaises(tdlab.Error) as cm:
+            self.c.submit("linreg", LINREG, executor="slurm")
+        self.assertEqual((cm.exception.status, cm.exception.field), (400, "executor"))
+
     def test_wait_progress_bar_on_a_terminal(self):
         """On a terminal, wait draws a bar with done/total and ends the line."""
         jid = self.c.submit("linreg", LINREG)
