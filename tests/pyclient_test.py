@@ -477,7 +477,8 @@ class RunTest(unittest.TestCase):
         run = tdlab.start_run(name="bad")
         for data, step, exc in (({"a b": 1.0}, 0, ValueError), ({"a,b": 1.0}, 0, ValueError),
                                 ({"k" * 129: 1.0}, 0, ValueError), ({"a": "x"}, 0, TypeError),
-                                ({"a": 1.0}, 2 ** 60, ValueError), ({"a": 1.0}, 1.5, TypeError)):
+                                ({"a": 1.0}, 2 ** 60, ValueError), ({"a": 1.0}, 1.5, TypeError),
+                                ([("a", 1.0)], 0, TypeError)):
             with self.assertRaises(exc):
                 run.log(data, step=step)
         run.finish()

@@ -661,6 +661,8 @@ class Run:
                 raise TypeError(f"tdlab: step must be an int, not {type(step).__name__}") from None
         if not -MAX_STEP <= step <= MAX_STEP:
             raise ValueError(f"tdlab: step must be an integer within +-2^53 (got {step})")
+        if not hasattr(data, "items"):
+            raise TypeError(f"tdlab: log() takes a dict {{key: value}}, not {type(data).__name__}")
         pts = []
         for k, v in data.items():
             _check_key(k)
