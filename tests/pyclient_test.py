@@ -476,7 +476,7 @@ class RunTest(unittest.TestCase):
         """A bad key, step or value raises at log() (nothing is sent)."""
         run = tdlab.start_run(name="bad")
         for data, step, exc in (({"a b": 1.0}, 0, ValueError), ({"a,b": 1.0}, 0, ValueError),
-                                ({"k" * 129: 1.0}, 0, ValueError), ({"a": "x"}, 0, TypeError),
+                                ({"k" * 129: 1.0}, 0, ValueError), ({"a": "x"}, 0, TypeError), ({"a": "1.5"}, 0, TypeError),
                                 ({"a": 1.0}, 2 ** 60, ValueError), ({"a": 1.0}, 1.5, TypeError),
                                 ([("a", 1.0)], 0, TypeError)):
             with self.assertRaises(exc):

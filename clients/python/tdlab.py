@@ -162,11 +162,8 @@ def _pandas():
 
 
 def _have_pandas():
-    try:
-        import pandas  # noqa: F401,PLC0415
-    except ImportError:
-        return False
-    return True
+    import importlib.util  # noqa: PLC0415
+    return importlib.util.find_spec("pandas") is not None
 
 
 class Metrics(dict):
@@ -400,7 +397,8 @@ class Client:
         out = Metrics()
         out.job_id = doc.get("job_id")
         for k, col in (doc.get("metrics") or {}).items():
-            c = {"step": list(col.get("step", [])), "value": [_num(v) for v in col.get("value", [])]}
+            c = {"step": list(col.get("step", [])),
+                 "value": [_num(v) for v in col.get("value", [])]}
             if "time" in col:
                 c["time"] = list(col["time"])
             out[k] = c
@@ -646,8 +644,9 @@ class Run:
 
     def log(self, data, step=None):
         """Record {key: value, ...} at `step` (an int within +-2^53; default: one more than the
-        last step logged, starting at 0). Values are anything float() takes (Python numbers, numpy and
-        torch scalars); NaN and infinities are sent as "NaN"/"Infinity"/"-Infinity". The same
+        last step logged, starting at 0). Values are numbers: anything float() takes except
+        strings (Python numbers, numpy and torch scalars, one-element tensors); NaN and
+        infinities are sent as "NaN"/"Infinity"/"-Infinity". The same
         (key, step) logged twice keeps the FIRST value, as the server does (a point already
         sent cannot be replaced). Blocks while the buffer holds max_buffer points. Raises
         ValueError/TypeError for a bad key, step or value, and Error when the run is finished or
@@ -667,6 +666,8 @@ class Run:
         for k, v in data.items():
             _check_key(k)
             try:
+                if isinstance(v, (str, bytes)):
+                    raise TypeError
                 x = float(v)
             except (TypeError, ValueError):
                 raise TypeError(f"tdlab: metric {k!r} at step {step}: {v!r} is not a number") \
@@ -729,7 +730,8 @@ class Run:
         if the server can be reached, so that it does not wait for its lease) or the finish is
         refused."""
         if status not in ("succeeded", "failed", "diverged"):
-            raise ValueError(f"tdlab: status must be succeeded, failed or diverged (got {status!r})")
+            raise ValueError("tdlab: status must be succeeded, failed or diverged "
+                             f"(got {status!r})")
         with self._cond:
             if self._closing:
                 return None
