@@ -10,7 +10,7 @@ set -euo pipefail
 RUNTIME=(build-essential pkg-config curl
          libmicrohttpd-dev libjansson-dev libsqlite3-dev libopenblas-dev liblapacke-dev
          zlib1g-dev liblbfgs-dev libgsl-dev libcurl4-openssl-dev nettle-dev dataset-fashion-mnist)
-TEST=(libcmocka-dev sqlite3 python3 python3-venv python3-setuptools chromium nodejs npm
+TEST=(libcmocka-dev sqlite3 python3 python3-venv python3-setuptools python3-wheel chromium nodejs npm
       slurm-wlm munge)
 case "${1:-test}" in
   runtime) PKGS=("${RUNTIME[@]}") ;;

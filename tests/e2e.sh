@@ -455,5 +455,6 @@ if "$ROOT/tests/e2e_bilevel.sh" "$TDLAB" | sed 's/^/  /'; then ok "bilevel kinds
 if "$ROOT/tests/e2e_remote.sh" "$TDLAB" | sed 's/^/  /'; then ok "remote runs: tokens, ingestion, leases, tdlab run --report (tests/e2e_remote.sh)"; else bad "remote runs (tests/e2e_remote.sh)"; fi
 if "$ROOT/tests/e2e_openapi.sh" "$TDLAB" | sed 's/^/  /'; then ok "OpenAPI document checked by ajv against real responses (tests/e2e_openapi.sh)"; else bad "OpenAPI (tests/e2e_openapi.sh)"; fi
 if "$ROOT/tests/e2e_cli.sh" "$TDLAB" | sed 's/^/  /'; then ok "command line: submit/ls/show/watch/cancel (tests/e2e_cli.sh)"; else bad "command line (tests/e2e_cli.sh)"; fi
+if "$ROOT/tests/e2e_pyclient.sh" "$TDLAB" | sed 's/^/  /'; then ok "the Python client (tests/e2e_pyclient.sh)"; else bad "the Python client (tests/e2e_pyclient.sh)"; fi
 
 finish
