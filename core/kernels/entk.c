@@ -101,7 +101,9 @@ int td_entk_compute(const td_mlp *m, const double *params, const double *X, int 
     size_t blk = (size_t)N * w; /* block stride of D */
     if (L->kind == TD_LAYER_LINEAR) {
       const double *A = ws.act[i], *W = params + L->off;
-      double cw = o->w_scale ? o->w_scale[L->index] : 1, cb = o->b_scale ? o->b_scale[L->index] : 1;
+      /* the model's multipliers (model.h td_param_kind): d f / d W = w_mult d f / d W_eff */
+      double cw = (o->w_scale ? o->w_scale[L->index] : 1) * (L->w_mult * L->w_mult),
+             cb = (o->b_scale ? o->b_scale[L->index] : 1) * (L->b_mult * L->b_mult);
       /* G (n1 x n2) = cw A1 A2^T + cb: A1 rows 0..n1, A2 rows off2..off2+n2 (transpose the
        * second operand: both stored row-major with n_in columns) */
       for (size_t t = 0; t < (size_t)n1 * n2; t++) G[t] = cb;
@@ -116,7 +118,7 @@ int td_entk_compute(const td_mlp *m, const double *params, const double *X, int 
       if (i == 0) break;
       /* Dn (k N x n_in) = D (k N x n_out) W (n_out x n_in): the chain rule through
        * out = inp W^T + b; the k blocks are stacked rows, so one product does them all */
-      td_la_gemm(0, 0, k * N, L->n_in, L->n_out, 1.0, D, W, 0.0, Dn);
+      td_la_gemm(0, 0, k * N, L->n_in, L->n_out, L->w_mult, D, W, 0.0, Dn);
       double *t = D;
       D = Dn;
       Dn = t;

@@ -30,7 +30,10 @@ int td_entk_estimate(const td_mlp *m, int n1, int n2, int has_x2, int full,
  *   Theta[(i,a),(j,b)] = sum_j c_W[j] <df_a(x_i)/dW_j, df_b(x'_j)/dW_j>
  *                      + c_b[j] <df_a(x_i)/db_j, df_b(x'_j)/db_j>
  * (Jacot et al. 2018, eq. 3: Theta = J J^T; with all c = 1 it is exactly J(X) J(X2)^T over
- * every parameter of the model; c_W[j] = s_j^2 gives the NTK in the parameterization W_j =
+ * every parameter of the model (its stored coordinates: under the model's parameterization,
+ * model.h td_param_kind, the multipliers w_mult, b_mult of each layer enter the forward pass,
+ * the backpropagation and, squared, c_W and c_b); c_W[j] = s_j^2 gives the NTK in the
+ * parameterization W_j =
  * s_j * omega_j, since df/domega = s_j df/dW), for x_i the rows of X (n1 x in_dim) and x'_j
  * those of X2 (n2 x in_dim; NULL means X, then n2 is ignored), outputs a, b in [0, k).
  * Layout: full: out[(i k + a) (n2 k) + j k + b] (example-major, neural-tangents' (n1, n2, k,
