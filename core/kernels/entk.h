@@ -44,8 +44,15 @@ int td_entk_estimate(const td_mlp *m, int n1, int n2, int has_x2, int full,
  * the bias block contributes D_a D2_b^T. The forward pass is in EVAL mode (examples
  * independent). Cost: O(k^2 n1 n2 w) per layer in full mode (a <= b blocks only when X2 is
  * NULL), O(k n1 n2 w) in trace mode. Memory: td_entk_estimate.
- * Errors: TD_EINVAL (n1 < 1, NULL, a model with normalization layers: their parameters are
- * not handled), TD_ELIMIT (estimate above o->max_bytes; nothing is computed), TD_ENOMEM. */
+ * Models with normalization layers (model.h cfg.norm) take a dense path instead, since their
+ * gamma/beta are not a Gram product: the Jacobian J_a (N x n_params) of every output a is
+ * built row by row by td_curv_per_example_vjp (curv.h; EVAL mode, so BatchNorm is the affine
+ * map of its running statistics and examples are independent), then Theta_ab =
+ * J_a(X) diag(c) J_b(X2)^T by GEMMs (c: c_W, c_b of o on linear layers, 1 on norm
+ * parameters; the model's multipliers are inside J). It holds k N n_params doubles, which td_entk_estimate counts, so
+ * o->max_bytes caps it before anything is allocated. Cost O(k N P + k^2 n1 n2 P).
+ * Errors: TD_EINVAL (n1 < 1, NULL), TD_ERANGE (dense path: non-finite outputs), TD_ELIMIT
+ * (estimate above o->max_bytes; nothing is computed), TD_ENOMEM. */
 int td_entk_compute(const td_mlp *m, const double *params, const double *X, int n1,
                     const double *X2, int n2, const td_entk_opts *o,
                     double *out /* OUT, caller-allocated */, td_err *err);
