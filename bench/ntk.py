@@ -46,7 +46,17 @@ def empirical_ntk(fmodel, params, x, chunk, col):
 
     for i0 in range(0, n, chunk):
         i1 = min(i0 + chunk, n)
-        ji = [j.flatten(2) for j in jac(params, x[i0:i1])]
+        # the row block's Jacobian, filled from sub-blocks of `col` examples so that vmap's
+        # temporaries stay those of a small block
+        ji = None
+        for s0 in range(i0, i1, col):
+            s1 = min(s0 + col, i1)
+            js = [j.flatten(2) for j in jac(params, x[s0:s1])]
+            if ji is None:
+                ji = [torch.empty((i1 - i0,) + t.shape[1:], dtype=t.dtype) for t in js]
+            for dst, src in zip(ji, js):
+                dst[s0 - i0:s1 - i0] = src
+            del js
         put(i0, i1, i0, i1, ji, ji)
         for j0 in range(i1, n, col):
             j1 = min(j0 + col, n)
