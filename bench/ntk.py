@@ -4,7 +4,9 @@ float64) over n = 200 Fashion-MNIST examples, all 10 outputs (a 2000 x 2000 matr
 
 The way functorch's "Neural Tangent Kernels" tutorial computes it: per-example Jacobians with
 vmap(jacrev(f)) over the flat parameters, then the contraction
-    Theta[N, M, a, b] = sum over parameter tensors of einsum('Naf,Mbf->NMab', J1, J2),
+    Theta[N, M, a, b] = sum over parameter tensors of einsum('Naf,Mbf->NMab', J1, J2)
+(computed as one GEMM per tensor on reshaped views: torch.einsum copied its operands, gigabytes
+for the first layer's 200,704 columns),
 chunked over examples (the whole Jacobian is 200 x 10 x 269,322 doubles = 4.3 GB), blockwise
 over the upper triangle (i <= j) with the lower blocks mirrored: the Jacobian of a ROW block of
 `chunk` examples (default 100: 2.2 GB) is computed once and kept while the Jacobians of the
@@ -38,8 +40,15 @@ def empirical_ntk(fmodel, params, x, chunk, col):
     k = fmodel(params, x[:1]).shape[1]
     out = torch.empty(n, n, k, k, dtype=x.dtype)
 
+    def contract(a, b):
+        # einsum('Naf,Mbf->NMab', a, b) as one GEMM on views (b transposed by the BLAS flag,
+        # no copy: torch.einsum copies its operands here, gigabytes for the first layer)
+        na, ka, f = a.shape
+        nb, kb, _ = b.shape
+        return (a.reshape(na * ka, f) @ b.reshape(nb * kb, f).T).view(na, ka, nb, kb).permute(0, 2, 1, 3)
+
     def put(i0, i1, j0, j1, ja, jb):
-        blk = sum(torch.einsum("Naf,Mbf->NMab", a, b) for a, b in zip(ja, jb))
+        blk = sum(contract(a, b) for a, b in zip(ja, jb))
         out[i0:i1, j0:j1] = blk
         if j0 != i0:
             out[j0:j1, i0:i1] = blk.permute(1, 0, 3, 2)

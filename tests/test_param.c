@@ -19,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cblas.h>
+
 #include "base/rng.h"
 #include "curv/curv.h"
 #include "kernels/entk.h"
@@ -376,19 +378,26 @@ static void test_checkpoint_param(void **s) {
 
 #include "param_standard_traj.h"
 
-/* standard: bitwise the values computed by the same code (param_standard_traj.h) linked
- * against the core before parameterizations were added (commit 625272d, -O2 -march=native,
- * OPENBLAS_NUM_THREADS=1 as run_unit.sh runs; printed with %a). */
+/* standard: the values computed by the same code (param_standard_traj.h) linked against the
+ * core before parameterizations were added (commit 625272d, gcc -O2 -march=native, OpenBLAS
+ * 0.3.21 with its Haswell kernels, one BLAS thread; printed with %a). With the same BLAS
+ * kernels the claim "unchanged" is bitwise equality; other kernels (another CPU) sum in
+ * another order, so there the check is 1e-12 relative (25 steps of a well-conditioned
+ * problem: rounding differences stay near 1e-15). */
 static void test_standard_unchanged(void **s) {
   (void)s;
   static const double ref[6] = {0x1.6030a90aab8fcp-1, -0x1.0d1710eeea115p+0,
                                 0x1.fdfa678caf859p+6, 0x1.f7f8de67621cfp-2,
                                 -0x1.564cf4609ac14p+0, 0x1.84129d49bac11p+6};
+  openblas_set_num_threads(1);
+  const int same_blas = !strcmp(openblas_get_corename(), "Haswell");
   double o[6];
   standard_trajectory(o);
   for (int i = 0; i < 6; i++) {
-    print_message("standard[%d] = %a (reference %a)\n", i, o[i], ref[i]);
-    assert_memory_equal(&o[i], &ref[i], sizeof(double));
+    print_message("standard[%d] = %a (reference %a, BLAS core %s)\n", i, o[i], ref[i],
+                  openblas_get_corename());
+    if (same_blas) assert_memory_equal(&o[i], &ref[i], sizeof(double));
+    else assert_true(fabs(o[i] - ref[i]) <= 1e-12 * fabs(ref[i]));
   }
 }
 

@@ -412,7 +412,8 @@ static int cfg_check(const td_mlp_cfg *c, td_err *err) {
   if (c->param == TD_PARAM_NTK && (!(c->sigma_b2 >= 0) || !isfinite(c->sigma_b2)))
     return td_err_set(err, TD_EINVAL, "params.model.sigma_b2", "mlp: ntk needs sigma_b2 >= 0");
   if (c->param == TD_PARAM_MUP && (!(c->base_width >= 0) || !isfinite(c->base_width)))
-    return td_err_set(err, TD_EINVAL, "params.model.base_width", "mlp: base_width must be > 0");
+    return td_err_set(err, TD_EINVAL, "params.model.base_width",
+                      "mlp: base_width must be >= 0 (0 means 1)");
   return 0;
 }
 
