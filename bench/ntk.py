@@ -5,8 +5,8 @@ float64) over n = 200 Fashion-MNIST examples, all 10 outputs (a 2000 x 2000 matr
 The way functorch's "Neural Tangent Kernels" tutorial computes it: per-example Jacobians with
 vmap(jacrev(f)) over the flat parameters, then the contraction
     Theta[N, M, a, b] = sum over parameter tensors of einsum('Naf,Mbf->NMab', J1, J2)
-(computed as one GEMM per tensor on reshaped views: torch.einsum copied its operands, gigabytes
-for the first layer's 200,704 columns),
+(computed as one GEMM per tensor on reshaped views, the second operand always a small block:
+torch copies operands, gigabytes for the first layer's 200,704 columns of a row block),
 chunked over examples (the whole Jacobian is 200 x 10 x 269,322 doubles = 4.3 GB), blockwise
 over the upper triangle (i <= j) with the lower blocks mirrored: the Jacobian of a ROW block of
 `chunk` examples (default 100: 2.2 GB) is computed once and kept while the Jacobians of the
@@ -14,7 +14,9 @@ column examples after it are computed in small blocks of `col` examples (default
 contracted against it as they come (the diagonal block reuses the row Jacobian). So the peak
 memory is about one row block plus one column block and their temporaries, and the example
 Jacobians are computed n + (number of examples in later blocks) times in all (300 for the
-defaults, against 500 for pairs of 50-example chunks, which peaked at ~11 GB). float64,
+defaults, against 500 for pairs of 50-example chunks). The parameters are detached: with
+requires_grad the blocks carried an autograd graph through which `out` kept every block's
+Jacobian alive (the ~11 GB peak of the earlier version). float64,
 torch.set_num_threads(2). Prints on stderr the peak RSS and the trace, and the median
 milliseconds per kernel as its last stdout line (NA without torch or functorch).
 Usage: ntk.py [--iters N] [--n N] [--chunk C] [--col C]"""
@@ -41,16 +43,17 @@ def empirical_ntk(fmodel, params, x, chunk, col):
     out = torch.empty(n, n, k, k, dtype=x.dtype)
 
     def contract(a, b):
-        # einsum('Naf,Mbf->NMab', a, b) as one GEMM on views (b transposed by the BLAS flag,
-        # no copy: torch.einsum copies its operands here, gigabytes for the first layer)
+        # einsum('Naf,Mbf->NMab', a, b) as one GEMM on views; b is always a small block (torch
+        # copies the transposed operand: for the first layer's 200,704 columns a row block's
+        # copy would be gigabytes)
         na, ka, f = a.shape
         nb, kb, _ = b.shape
         return (a.reshape(na * ka, f) @ b.reshape(nb * kb, f).T).view(na, ka, nb, kb).permute(0, 2, 1, 3)
 
-    def put(i0, i1, j0, j1, ja, jb):
+    def put(i0, i1, j0, j1, ja, jb, mirror=True):
         blk = sum(contract(a, b) for a, b in zip(ja, jb))
         out[i0:i1, j0:j1] = blk
-        if j0 != i0:
+        if mirror:
             out[j0:j1, i0:i1] = blk.permute(1, 0, 3, 2)
 
     for i0 in range(0, n, chunk):
@@ -66,7 +69,9 @@ def empirical_ntk(fmodel, params, x, chunk, col):
             for dst, src in zip(ji, js):
                 dst[s0 - i0:s1 - i0] = src
             del js
-        put(i0, i1, i0, i1, ji, ji)
+        for s0 in range(i0, i1, col):  # the diagonal block, against small slices of itself
+            s1 = min(s0 + col, i1)
+            put(i0, i1, s0, s1, ji, [t[s0 - i0:s1 - i0] for t in ji], mirror=False)
         for j0 in range(i1, n, col):
             j1 = min(j0 + col, n)
             jj = [j.flatten(2) for j in jac(params, x[j0:j1])]
@@ -81,6 +86,10 @@ def main():
     setup()
     model = mlp(256)
     fmodel, params = make_functional(model)
+    # plain tensors: with requires_grad the results carried an autograd graph, and `out`
+    # (filled in place) kept every block's Jacobian alive through it (the old ~11 GB peak);
+    # jacrev differentiates its inputs whether they require grad or not
+    params = tuple(p.detach() for p in params)
     x = load_images(n)
     times = []
     for _ in range(iters):
