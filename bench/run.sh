@@ -68,8 +68,9 @@ fi
 # --- issue 12: the full empirical NTK (all 10 outputs: 2000 x 2000, float64) of an MLP
 # 784-256-256-10 (ReLU) over the first 200 Fashion-MNIST training examples: tdlab's per-layer
 # Gram products (td_entk_compute; memory on stderr) vs functorch vmap(jacrev) with the
-# Jacobian contraction in PyTorch, chunked over 50 examples (bench/ntk.py; peak RSS on
-# stderr), both on 2 threads. The peer takes a few minutes, so it runs once.
+# Jacobian contraction in PyTorch, chunked over examples: a row block of 100 examples kept,
+# column blocks of 10 contracted against it (bench/ntk.py; peak RSS on stderr), both on 2
+# threads. The peer takes about a minute or more (a 1e12-flop contraction), so it runs once.
 bench_pair entk_784-256-256-10_n200_full pytorch-functorch \
   "OPENBLAS_NUM_THREADS=2 '$BUILD/bench/bench_ntk' --threads 2" \
   "'$PY' '$here/ntk.py' --iters 1"

@@ -177,11 +177,6 @@ static int empirical(http_req *req, http_resp *resp, const json_t *root) {
                         "the stored network cannot be loaded: %s", e.msg);
     goto out;
   }
-  if (m->n_norm) {
-    status = http_error(resp, HTTP_E_INVALID_PARAM, ckpt ? "checkpoint" : "job",
-                        "the empirical NTK of a network with normalization layers is not supported");
-    goto out;
-  }
   int n1 = 0, n2 = 0, d = cfg.in_dim;
   if (!(X = read_rows(json_object_get(root, "x"), "x", &n1, &d, resp))) {
     status = resp->status;
@@ -199,6 +194,8 @@ static int empirical(http_req *req, http_resp *resp, const json_t *root) {
     if (m->layers[i].kind == TD_LAYER_LINEAR) widths += m->layers[i].n_in + m->layers[i].n_out;
   double entries = (full ? k * k : 1) * n1 * n2;
   double work = 2 * N * k * (double)m->n_params + 2 * (full ? k * k : k) * n1 * n2 * widths;
+  if (m->n_norm) /* the dense Jacobian path (entk.h): k backward passes, then k^2 GEMMs over P */
+    work = 4 * N * k * (double)m->n_params + 2 * (full ? k * k : k) * n1 * n2 * (double)m->n_params;
   rc = td_entk_estimate(m, n1, n2, X2 != NULL, full, &need, &e);
   if (!rc && (entries > KERNELS_MAX_ENTRIES || work > ENTK_MAX_WORK || need > ENTK_MAX_BYTES)) {
     status = http_error(resp, HTTP_E_LIMIT_EXCEEDED, X2 ? "x2" : "x",

@@ -103,6 +103,28 @@ post '{"kernel":"empirical_ntk","checkpoint":999,"x":[[1]]}'
 check "an unknown checkpoint is a 404 naming checkpoint" \
   bash -c "[ '$CODE' = 404 ] && grep -q '\"field\":\"checkpoint\"' '$TMP/body'"
 
+# model.parameterization (the trainer's shared rows): accepted by trainer kinds, refused with a
+# 400 naming the field where the kind or optimizer cannot apply it; an ntk and a mup job run,
+# and a checkpoint of the ntk job carries the parameterization into the empirical NTK.
+job_400() { # job_400 NAME FIELD JSON
+  expect_error "$1" 400 "$2" POST /api/v1/jobs -H 'Content-Type: application/json' --data-binary "$3"
+}
+SYN='"data":{"name":"synthetic","n":64,"d":5},"loss":"mse","model":{"hidden":[16]'
+job_400 "unknown parameterization" params.model.parameterization "{\"kind\":\"train\",\"params\":{$SYN,\"parameterization\":\"xavier\"}}}"
+job_400 "mup with kfac" params.model.parameterization "{\"kind\":\"train\",\"params\":{$SYN,\"parameterization\":\"mup\"},\"optimizer\":{\"name\":\"kfac\"}}}"
+job_400 "mup with sgld" params.model.parameterization "{\"kind\":\"train\",\"params\":{$SYN,\"parameterization\":\"mup\"},\"optimizer\":{\"name\":\"sgld\"}}}"
+job_400 "laplace with ntk" params.model.parameterization "{\"kind\":\"laplace\",\"params\":{$SYN,\"parameterization\":\"ntk\"}}}"
+job_400 "ntk with sigma_w2 0" params.model.sigma_w2 "{\"kind\":\"train\",\"params\":{$SYN,\"parameterization\":\"ntk\",\"sigma_w2\":0}}}"
+NJ=$(srv_submit "{\"kind\":\"train\",\"params\":{$SYN,\"parameterization\":\"ntk\"},\"steps\":20,\"batch_size\":16,\"checkpoint_every\":20}}")
+MJ=$(srv_submit "{\"kind\":\"train\",\"params\":{$SYN,\"parameterization\":\"mup\",\"base_width\":8},\"optimizer\":{\"name\":\"adam\",\"lr\":0.01},\"steps\":20,\"batch_size\":16}}")
+st=$(wait_job "$NJ" 60)
+check "a train job with parameterization ntk succeeds ($st)" [ "$st" = succeeded ]
+st=$(wait_job "$MJ" 60)
+check "a train job with parameterization mup and adam succeeds ($st)" [ "$st" = succeeded ]
+post "{\"kernel\":\"empirical_ntk\",\"job\":${NJ:-0},\"step\":20,\"x\":[[1,0,0,0,0]],\"outputs\":\"trace\"}"
+check "the empirical NTK of the ntk job's checkpoint (its multipliers from the metadata)" \
+  bash -c "[ '$CODE' = 200 ] && grep -q '\"shape\":\[1,1\]' '$TMP/body'"
+
 # The PyTorch cross-check (functorch vmap(jacrev), relative 1e-9), when torch is there.
 if /usr/bin/python3 -c 'import torch, functorch' >/dev/null 2>&1; then
   if /usr/bin/python3 "$ROOT/tests/ntk_torch_check.py" "$SRV_BASE" >"$TMP/torch.log" 2>&1; then

@@ -5,7 +5,7 @@ against functorch's vmap(jacrev) in float64.
 Usage: /usr/bin/python3 tests/ntk_torch_check.py http://127.0.0.1:PORT [TOKEN]
 (needs torch with functorch, and a running `tdlab serve`; tests/e2e_kernels.sh runs it when
 /usr/bin/python3 has torch). For each of a few MLPs (relu, tanh, linear; 1 to 3 hidden
-layers; several outputs), initialized in PyTorch (torch.nn.Linear's default init, biases
+layers; several outputs; one with LayerNorm after each hidden layer), initialized in PyTorch (torch.nn.Linear's default init, biases
 included), it writes the layers.{j}.weight / layers.{j}.bias tensors (F64, the layout of
 torch.nn.Linear) and the "activation" metadata as a safetensors file, uploads it
 (POST /api/v1/checkpoints), asks POST /api/v1/kernels for {"kernel": "empirical_ntk",
@@ -42,16 +42,20 @@ def request(path, body, ctype):
         return e.code, json.loads(e.read() or b"{}")
 
 
-def safetensors_bytes(layers, activation):
+def safetensors_bytes(layers, activation, norms=()):
     header, blobs, off = {}, [], 0
-    for j, lin in enumerate(layers):
-        for name, t in (("weight", lin.weight), ("bias", lin.bias)):
-            b = t.detach().contiguous().numpy().astype("<f8").tobytes()
-            header[f"layers.{j}.{name}"] = {"dtype": "F64", "shape": list(t.shape),
-                                            "data_offsets": [off, off + len(b)]}
-            blobs.append(b)
-            off += len(b)
+    tensors = [(f"layers.{j}.{n}", t) for j, lin in enumerate(layers)
+               for n, t in (("weight", lin.weight), ("bias", lin.bias))]
+    tensors += [(f"norms.{j}.{n}", t) for j, ln in enumerate(norms)
+                for n, t in (("weight", ln.weight), ("bias", ln.bias))]
+    for key, t in tensors:
+        b = t.detach().contiguous().numpy().astype("<f8").tobytes()
+        header[key] = {"dtype": "F64", "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
+        blobs.append(b)
+        off += len(b)
     header["__metadata__"] = {"activation": activation}
+    if norms:
+        header["__metadata__"].update({"norm": "layernorm", "norm_eps": repr(norms[0].eps)})
     h = json.dumps(header).encode()
     h += b" " * (-len(h) % 8)
     return struct.pack("<Q", len(h)) + h + b"".join(blobs)
@@ -72,18 +76,28 @@ def torch_ntk(model, x1, x2):
 def main():
     torch.manual_seed(12)
     acts = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "linear": torch.nn.Identity}
-    nets = [("relu", [5, 16, 8, 3]), ("tanh", [4, 32, 2]), ("linear", [3, 6, 6, 6, 2]),
-            ("relu", [10, 64, 64, 10])]
+    # (activation, widths, LayerNorm after every hidden linear layer: tdlab's dense-Jacobian
+    # path of td_entk_compute, with random gains and shifts)
+    nets = [("relu", [5, 16, 8, 3], False), ("tanh", [4, 32, 2], False),
+            ("linear", [3, 6, 6, 6, 2], False), ("relu", [10, 64, 64, 10], False),
+            ("tanh", [6, 12, 9, 3], True)]
     failed = 0
-    for act, dims in nets:
+    for act, dims, use_ln in nets:
         layers = [torch.nn.Linear(dims[i], dims[i + 1]) for i in range(len(dims) - 1)]
+        norms = [torch.nn.LayerNorm(dims[i + 1]) for i in range(len(dims) - 2)] if use_ln else []
+        with torch.no_grad():
+            for ln in norms:
+                ln.weight.normal_(1.0, 0.3)
+                ln.bias.normal_(0.0, 0.3)
         mods = []
         for i, lin in enumerate(layers):
             mods.append(lin)
             if i + 1 < len(layers):
+                if use_ln:
+                    mods.append(norms[i])
                 mods.append(acts[act]())
         model = torch.nn.Sequential(*mods)
-        st, body = request("/api/v1/checkpoints", safetensors_bytes(layers, act),
+        st, body = request("/api/v1/checkpoints", safetensors_bytes(layers, act, norms),
                            "application/octet-stream")
         if st != 201:
             print(f"FAIL upload {act} {dims}: {st} {body}")

@@ -169,12 +169,76 @@ static void test_cap_and_refusals(void **state) {
   assert_int_equal(td_entk_compute(m, m->params, X, 4, NULL, 0, &o, out, &e), 0);
   assert_int_equal(td_entk_compute(m, m->params, X, 0, NULL, 0, &o, out, &e), TD_EINVAL);
   td_mlp_destroy(m);
+  /* the dense path of models with norm layers is capped the same way (it holds k N P) */
   td_mlp_cfg c = {.in_dim = 3, .out_dim = 2, .n_hidden = 1, .hidden = {4}, .act = TD_ACT_RELU,
                   .init_scale = 1.0, .norm = TD_NORM_LAYERNORM};
   assert_int_equal(td_mlp_create(&c, &m, NULL), 0);
-  assert_int_equal(td_entk_compute(m, m->params, X, 4, NULL, 0, &o, out, &e), TD_EINVAL);
-  assert_string_equal(e.field, "model.norm");
+  assert_int_equal(td_entk_estimate(m, 4, 0, 0, 1, &need, &e), 0);
+  assert_true(need >= 8.0 * 2 * 4 * m->n_params);
+  o.max_bytes = need - 1;
+  assert_int_equal(td_entk_compute(m, m->params, X, 4, NULL, 0, &o, out, &e), TD_ELIMIT);
   td_mlp_destroy(m);
+}
+
+/* Norm layers (the dense path): LayerNorm, and BatchNorm in EVAL mode with non-trivial running
+ * statistics, in the standard and the ntk parameterization, with per-layer weights: against
+ * the dense finite-difference Jacobian (same tolerance argument as check()). */
+static void check_norm(td_norm norm, td_param_kind pz) {
+  td_mlp_cfg c = {.in_dim = 3, .out_dim = 2, .n_hidden = 2, .hidden = {5, 4}, .act = TD_ACT_TANH,
+                  .init_scale = 1.0, .norm = norm, .param = pz, .sigma_w2 = 1.5, .sigma_b2 = 0.2};
+  td_mlp *m = NULL;
+  assert_int_equal(td_mlp_create(&c, &m, NULL), 0);
+  td_rng r;
+  td_rng_init(&r, 21, 3);
+  td_rng_fill_normal(&r, m->params, m->n_params, 0.7);
+  for (size_t i = 0; i < m->n_buffers; i++) m->buffers[i] = 0.5 + 0.3 * fabs(td_rng_normal(&r));
+  const int n1 = 4, n2 = 3, k = 2;
+  double X[7 * 3], full[8 * 6], tr[4 * 3];
+  td_rng_fill_normal(&r, X, 21, 1.0);
+  double cw[3] = {0.5, 2.0, 0.25}, cb[3] = {1.5, 0.1, 3.0};
+  td_entk_opts o = {.full = 1, .w_scale = cw, .b_scale = cb};
+  td_err e;
+  assert_int_equal(td_entk_compute(m, m->params, X, n1, X + n1 * 3, n2, &o, full, &e), 0);
+  o.full = 0;
+  assert_int_equal(td_entk_compute(m, m->params, X, n1, X + n1 * 3, n2, &o, tr, &e), 0);
+  double *J = jac_fd(m, X, n1 + n2), *wt = malloc(sizeof(double) * m->n_params);
+  for (int i = 0; i < m->n_layers; i++) { /* the weights: c_W, c_b on linear layers, 1 on norms */
+    const td_layer *L = &m->layers[i];
+    size_t nw = L->kind == TD_LAYER_LINEAR ? (size_t)L->n_in * L->n_out : (size_t)L->n_out;
+    for (size_t t = 0; t < L->n_params; t++)
+      wt[L->off + t] = L->kind != TD_LAYER_LINEAR ? 1 : t < nw ? cw[L->index] : cb[L->index];
+  }
+  double scale = 0, err = 0, err_tr = 0;
+  for (int t = 0; t < 48; t++) scale = fmax(scale, fabs(full[t]));
+  for (int i = 0; i < n1; i++)
+    for (int j = 0; j < n2; j++) {
+      double trace = 0;
+      for (int a = 0; a < k; a++)
+        for (int b = 0; b < k; b++) {
+          double ref = 0;
+          for (size_t p = 0; p < m->n_params; p++)
+            ref += wt[p] * J[(size_t)(i * k + a) * m->n_params + p] *
+                   J[(size_t)((n1 + j) * k + b) * m->n_params + p];
+          err = fmax(err, fabs(full[(i * k + a) * (n2 * k) + j * k + b] - ref));
+          if (a == b) trace += ref;
+        }
+      err_tr = fmax(err_tr, fabs(tr[i * n2 + j] - trace));
+    }
+  print_message("norm %d param %d: max|Theta| %.3g, err vs FD %.2g, trace %.2g\n", norm, pz,
+                scale, err, err_tr);
+  assert_true(scale > 0.1);
+  assert_true(err < 1e-8 * scale);
+  assert_true(err_tr < 1e-8 * scale);
+  free(J);
+  free(wt);
+  td_mlp_destroy(m);
+}
+
+static void test_norm_layers(void **s) {
+  (void)s;
+  check_norm(TD_NORM_LAYERNORM, TD_PARAM_STANDARD);
+  check_norm(TD_NORM_BATCHNORM, TD_PARAM_STANDARD);
+  check_norm(TD_NORM_LAYERNORM, TD_PARAM_NTK);
 }
 
 int main(void) {
@@ -183,6 +247,7 @@ int main(void) {
       cmocka_unit_test(test_tanh),
       cmocka_unit_test(test_linear),
       cmocka_unit_test(test_cap_and_refusals),
+      cmocka_unit_test(test_norm_layers),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -22,49 +22,75 @@
 
 /* ---- layer kernels ------------------------------------------------------------------------ */
 
-void td_curv_linear_jvp(double *rout, const double *rin, const double *inp, const double *W,
-                        const double *VW, const double *Vb, int B, int n_in, int n_out) {
+/* The R-operator of out = sw inp W^T + sb b: rout = sb Vb + sw (inp VW^T + rin W^T). With
+ * sw = sb = 1 (the standard parameterization) the bias rows are copied and BLAS gets
+ * alpha = 1, exactly the unscaled layer. */
+static void linear_jvp(double *rout, const double *rin, const double *inp, const double *W,
+                       const double *VW, const double *Vb, int B, int n_in, int n_out, double sw,
+                       double sb) {
   /* rout: (B, n_out); rin, inp: (B, n_in); W, VW: (n_out, n_in); Vb: (n_out) */
   assert(rout && inp && W && VW && Vb && B >= 1 && n_in >= 1 && n_out >= 1);
-  for (int r = 0; r < B; r++) memcpy(rout + (size_t)r * n_out, Vb, (size_t)n_out * sizeof *Vb);
-  /* rout += inp VW^T: inp (B x n_in) NoTrans; VW stored (n_out x n_in), Trans -> n_in x n_out. */
-  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, n_out, n_in, 1.0, inp, n_in, VW, n_in,
+  if (sb == 1.0)
+    for (int r = 0; r < B; r++) memcpy(rout + (size_t)r * n_out, Vb, (size_t)n_out * sizeof *Vb);
+  else
+    for (int r = 0; r < B; r++)
+      for (int o = 0; o < n_out; o++) rout[(size_t)r * n_out + o] = sb * Vb[o];
+  /* rout += sw inp VW^T: inp (B x n_in) NoTrans; VW stored (n_out x n_in), Trans -> n_in x n_out. */
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, n_out, n_in, sw, inp, n_in, VW, n_in,
               1.0, rout, n_out);
-  /* rout += rin W^T: the same shapes with the input tangent and the weights. */
+  /* rout += sw rin W^T: the same shapes with the input tangent and the weights. */
   if (rin)
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, n_out, n_in, 1.0, rin, n_in, W, n_in,
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, n_out, n_in, sw, rin, n_in, W, n_in,
                 1.0, rout, n_out);
 }
 
-static void colsum(double *out, const double *a, int B, int n) {
+void td_curv_linear_jvp(double *rout, const double *rin, const double *inp, const double *W,
+                        const double *VW, const double *Vb, int B, int n_in, int n_out) {
+  linear_jvp(rout, rin, inp, W, VW, Vb, B, n_in, n_out, 1.0, 1.0);
+}
+
+/* out = s colsum(a) (s = 1: the plain sum, exactly). */
+static void colsum_s(double *out, const double *a, int B, int n, double s) {
   memset(out, 0, (size_t)n * sizeof *out);
   for (int r = 0; r < B; r++) {
     const double *row = a + (size_t)r * n;
-    for (int o = 0; o < n; o++) out[o] += row[o];
+    if (s == 1.0)
+      for (int o = 0; o < n; o++) out[o] += row[o];
+    else
+      for (int o = 0; o < n; o++) out[o] += s * row[o];
+  }
+}
+
+/* The R-operator of the backward map of out = sw inp W^T + sb b: RW = sw (rdout^T inp +
+ * dout^T rin), Rb = sb colsum(rdout), rdinp = sw (rdout W + dout VW). */
+static void linear_rbackward(double *rdinp, double *RW, double *Rb, const double *rdout,
+                             const double *dout, const double *inp, const double *rin,
+                             const double *W, const double *VW, int B, int n_in, int n_out,
+                             double sw, double sb) {
+  /* rdinp: (B, n_in) or NULL; RW: (n_out, n_in); Rb: (n_out); rdout, dout: (B, n_out);
+   * inp, rin: (B, n_in); W, VW: (n_out, n_in) */
+  assert(RW && Rb && rdout && dout && inp && W && VW && B >= 1 && n_in >= 1 && n_out >= 1);
+  /* RW = sw rdout^T inp: rdout stored (B x n_out), Trans -> (n_out x B); inp (B x n_in). */
+  cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n_out, n_in, B, sw, rdout, n_out, inp,
+              n_in, 0.0, RW, n_in);
+  /* RW += sw dout^T rin: the same transposes. */
+  if (rin)
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n_out, n_in, B, sw, dout, n_out, rin,
+                n_in, 1.0, RW, n_in);
+  colsum_s(Rb, rdout, B, n_out, sb);
+  if (rdinp) {
+    /* rdinp = sw (rdout W + dout VW): (B x n_out) times (n_out x n_in), both NoTrans. */
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, n_in, n_out, sw, rdout, n_out, W,
+                n_in, 0.0, rdinp, n_in);
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, n_in, n_out, sw, dout, n_out, VW,
+                n_in, 1.0, rdinp, n_in);
   }
 }
 
 void td_curv_linear_rbackward(double *rdinp, double *RW, double *Rb, const double *rdout,
                               const double *dout, const double *inp, const double *rin,
                               const double *W, const double *VW, int B, int n_in, int n_out) {
-  /* rdinp: (B, n_in) or NULL; RW: (n_out, n_in); Rb: (n_out); rdout, dout: (B, n_out);
-   * inp, rin: (B, n_in); W, VW: (n_out, n_in) */
-  assert(RW && Rb && rdout && dout && inp && W && VW && B >= 1 && n_in >= 1 && n_out >= 1);
-  /* RW = rdout^T inp: rdout stored (B x n_out), Trans -> (n_out x B); inp (B x n_in) NoTrans. */
-  cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n_out, n_in, B, 1.0, rdout, n_out, inp,
-              n_in, 0.0, RW, n_in);
-  /* RW += dout^T rin: the same transposes. */
-  if (rin)
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n_out, n_in, B, 1.0, dout, n_out, rin,
-                n_in, 1.0, RW, n_in);
-  colsum(Rb, rdout, B, n_out);
-  if (rdinp) {
-    /* rdinp = rdout W + dout VW: (B x n_out) times (n_out x n_in), both NoTrans. */
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, n_in, n_out, 1.0, rdout, n_out, W,
-                n_in, 0.0, rdinp, n_in);
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, n_in, n_out, 1.0, dout, n_out, VW,
-                n_in, 1.0, rdinp, n_in);
-  }
+  linear_rbackward(rdinp, RW, Rb, rdout, dout, inp, rin, W, VW, B, n_in, n_out, 1.0, 1.0);
 }
 
 /* out[i] = x[i] if inp[i] > 0 else +0.0, 4 lanes at a time with a bit mask (GCC/Clang vector
@@ -452,14 +478,14 @@ static void bwd(td_curv_ctx *c, const double *top, double **bufs, double *grad) 
       if (grad) {
         double *dW = grad + Ly->off;
         /* dW = d^T act: d stored (B x n_out), Trans -> (n_out x B); act (B x n_in). */
-        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Ly->n_out, Ly->n_in, B, 1.0, d,
-                    Ly->n_out, c->ws.act[i], Ly->n_in, 0.0, dW, Ly->n_in);
-        colsum(dW + (size_t)Ly->n_in * Ly->n_out, d, B, Ly->n_out);
+        cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Ly->n_out, Ly->n_in, B, Ly->w_mult,
+                    d, Ly->n_out, c->ws.act[i], Ly->n_in, 0.0, dW, Ly->n_in);
+        colsum_s(dW + (size_t)Ly->n_in * Ly->n_out, d, B, Ly->n_out, Ly->b_mult);
       }
       /* dinp = d W: (B x n_out) times W (n_out x n_in), both NoTrans. */
       if (dinp)
-        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, Ly->n_in, Ly->n_out, 1.0, d,
-                    Ly->n_out, W, Ly->n_in, 0.0, dinp, Ly->n_in);
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, Ly->n_in, Ly->n_out, Ly->w_mult,
+                    d, Ly->n_out, W, Ly->n_in, 0.0, dinp, Ly->n_in);
       break;
     }
     case TD_LAYER_RELU:
@@ -510,8 +536,8 @@ static void rfwd(td_curv_ctx *c, const double *v) {
     switch (Ly->kind) {
     case TD_LAYER_LINEAR: {
       const double *W = c->theta + Ly->off, *VW = v + Ly->off;
-      td_curv_linear_jvp(rout, rin, c->ws.act[i], W, VW, VW + (size_t)Ly->n_in * Ly->n_out, B,
-                         Ly->n_in, Ly->n_out);
+      linear_jvp(rout, rin, c->ws.act[i], W, VW, VW + (size_t)Ly->n_in * Ly->n_out, B, Ly->n_in,
+                 Ly->n_out, Ly->w_mult, Ly->b_mult);
       break;
     }
     case TD_LAYER_RELU:
@@ -614,8 +640,8 @@ void td_curv_hvp(td_curv_ctx *c, const double *v, double *out) {
     case TD_LAYER_LINEAR: {
       const double *W = c->theta + Ly->off, *VW = v + Ly->off;
       double *RW = out + Ly->off;
-      td_curv_linear_rbackward(rdinp, RW, RW + (size_t)Ly->n_in * Ly->n_out, rd, c->delta[i + 1],
-                               c->ws.act[i], rin, W, VW, B, Ly->n_in, Ly->n_out);
+      linear_rbackward(rdinp, RW, RW + (size_t)Ly->n_in * Ly->n_out, rd, c->delta[i + 1],
+                       c->ws.act[i], rin, W, VW, B, Ly->n_in, Ly->n_out, Ly->w_mult, Ly->b_mult);
       break;
     }
     case TD_LAYER_RELU:
@@ -674,10 +700,14 @@ void td_curv_per_example_vjp(td_curv_ctx *c, const double *u, double *G) {
       double *gW = G + (size_t)r * np + Ly->off;
       for (int o = 0; o < Ly->n_out; o++) {
         double *row = gW + (size_t)o * Ly->n_in;
-        const double s = dr[o];
+        const double s = Ly->w_mult == 1.0 ? dr[o] : Ly->w_mult * dr[o];
         for (int k = 0; k < Ly->n_in; k++) row[k] = s * ar[k];
       }
-      memcpy(gW + (size_t)Ly->n_in * Ly->n_out, dr, (size_t)Ly->n_out * sizeof *dr);
+      if (Ly->b_mult == 1.0)
+        memcpy(gW + (size_t)Ly->n_in * Ly->n_out, dr, (size_t)Ly->n_out * sizeof *dr);
+      else
+        for (int o = 0; o < Ly->n_out; o++)
+          gW[(size_t)Ly->n_in * Ly->n_out + o] = Ly->b_mult * dr[o];
     }
   }
   c->n_products++;

@@ -30,7 +30,10 @@ int td_entk_estimate(const td_mlp *m, int n1, int n2, int has_x2, int full,
  *   Theta[(i,a),(j,b)] = sum_j c_W[j] <df_a(x_i)/dW_j, df_b(x'_j)/dW_j>
  *                      + c_b[j] <df_a(x_i)/db_j, df_b(x'_j)/db_j>
  * (Jacot et al. 2018, eq. 3: Theta = J J^T; with all c = 1 it is exactly J(X) J(X2)^T over
- * every parameter of the model; c_W[j] = s_j^2 gives the NTK in the parameterization W_j =
+ * every parameter of the model (its stored coordinates: under the model's parameterization,
+ * model.h td_param_kind, the multipliers w_mult, b_mult of each layer enter the forward pass,
+ * the backpropagation and, squared, c_W and c_b); c_W[j] = s_j^2 gives the NTK in the
+ * parameterization W_j =
  * s_j * omega_j, since df/domega = s_j df/dW), for x_i the rows of X (n1 x in_dim) and x'_j
  * those of X2 (n2 x in_dim; NULL means X, then n2 is ignored), outputs a, b in [0, k).
  * Layout: full: out[(i k + a) (n2 k) + j k + b] (example-major, neural-tangents' (n1, n2, k,
@@ -41,8 +44,15 @@ int td_entk_estimate(const td_mlp *m, int n1, int n2, int has_x2, int full,
  * the bias block contributes D_a D2_b^T. The forward pass is in EVAL mode (examples
  * independent). Cost: O(k^2 n1 n2 w) per layer in full mode (a <= b blocks only when X2 is
  * NULL), O(k n1 n2 w) in trace mode. Memory: td_entk_estimate.
- * Errors: TD_EINVAL (n1 < 1, NULL, a model with normalization layers: their parameters are
- * not handled), TD_ELIMIT (estimate above o->max_bytes; nothing is computed), TD_ENOMEM. */
+ * Models with normalization layers (model.h cfg.norm) take a dense path instead, since their
+ * gamma/beta are not a Gram product: the Jacobian J_a (N x n_params) of every output a is
+ * built row by row by td_curv_per_example_vjp (curv.h; EVAL mode, so BatchNorm is the affine
+ * map of its running statistics and examples are independent), then Theta_ab =
+ * J_a(X) diag(c) J_b(X2)^T by GEMMs (c: c_W, c_b of o on linear layers, 1 on norm
+ * parameters; the model's multipliers are inside J). It holds k N n_params doubles, which td_entk_estimate counts, so
+ * o->max_bytes caps it before anything is allocated. Cost O(k N P + k^2 n1 n2 P).
+ * Errors: TD_EINVAL (n1 < 1, NULL), TD_ERANGE (dense path: non-finite outputs), TD_ELIMIT
+ * (estimate above o->max_bytes; nothing is computed), TD_ENOMEM. */
 int td_entk_compute(const td_mlp *m, const double *params, const double *X, int n1,
                     const double *X2, int n2, const td_entk_opts *o,
                     double *out /* OUT, caller-allocated */, td_err *err);

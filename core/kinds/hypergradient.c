@@ -121,6 +121,8 @@ static int parse(const json_t *p, hg_cfg *c, td_err *err) {
 }
 
 static int hg_check(const json_t *p, td_estimate *est, td_err *err) {
+  int prc = td_trainer_require_standard(p, "hypergradient", err);
+  if (prc) return prc;
   hg_cfg c;
   int rc = parse(p, &c, err);
   if (rc) return rc;

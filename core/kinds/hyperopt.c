@@ -56,6 +56,8 @@ static const td_param ho_params[] = {
 };
 
 static int ho_check(const json_t *p, td_estimate *est, td_err *err) {
+  int prc = td_trainer_require_standard(p, "hyperopt", err);
+  if (prc) return prc;
   td_problem_cfg pb;
   int rc = td_trainer_parse_problem(p, 500, 500, 0, &pb, err);
   if (rc) return rc;

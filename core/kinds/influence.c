@@ -157,6 +157,8 @@ static int parse(const json_t *p, inf_cfg *c, td_err *err) {
 }
 
 static int inf_check(const json_t *p, td_estimate *est, td_err *err) {
+  int prc = td_trainer_require_standard(p, "influence", err);
+  if (prc) return prc;
   inf_cfg c;
   int rc = parse(p, &c, err);
   if (rc) return rc;

@@ -9,11 +9,22 @@
  *  - NNGP: the GP posterior mean K(X*, X) (K + diag_reg I)^{-1} Y (td_kpred_gp; Lee et al.
  *    2018, eq. 2-3);
  *  - NTK: the infinite-time gradient-flow prediction of an infinitely wide network with
- *    f_0 = 0 (its mean over initializations), Theta(X*, X) (Theta + diag_reg I)^{-1} Y
- *    (td_kpred_flow at t = infinity; Jacot et al. 2018, sec. 5; Arora et al. 2019, eq. 10);
- *  - the finite network: width `width` in the NTK parameterization (as in `lazy`: W =
- *    sigma_w / sqrt(fan_in) omega, GD on (omega, beta)), trained by `steps` steps of
- *    full-batch GD with learning rate lr on tdlab's squared error 1/(2n) sum ||f - y||^2.
+ *    f_0 = 0, Theta(X*, X) (Theta + diag_reg I)^{-1} Y (td_kpred_flow at t = infinity; Jacot
+ *    et al. 2018, sec. 5; Arora et al. 2019, eq. 10). It does NOT subtract an initial output:
+ *    Lee et al. 2019, eqs. 9-10, carry f_0 terms, and f_0 = 0 is their mean over
+ *    initializations (the network's f_0 is a centered Gaussian process), so this is the
+ *    prediction of the ensemble mean (ntk_test_*);
+ *  - NTK with f_0: eqs. 9-10 WITH the finite network's own initial outputs f_0(X), f_0(X*),
+ *    for the same `steps` steps of GD with lr (td_kpred_gd: f(X*) = f_0(X*) - Theta(X*, X)
+ *    Theta^{-1} (I - (I - lr Theta / n)^steps) (f_0(X) - Y)), the analytic kernel: what the
+ *    finite network converges to as its width grows (ntk_f0_test_*, and
+ *    net_ntk_f0_distance = ||f_net(X*) - f_pred(X*)||_F / ||f_pred(X*)||_F);
+ *  - the finite network: width `width` in the NTK parameterization (model.h: W =
+ *    sigma_w / sqrt(fan_in) omega, b = sigma_b beta, omega, beta ~ N(0, 1) from `seed`; GD on
+ *    (omega, beta)), trained on the trainer (core/train/trainer.h, FULL-BATCH mode: `steps`
+ *    steps of sgd with learning rate lr on tdlab's squared error 1/(2n) sum ||f - y||^2, one-hot
+ *    targets; the metric net_train_loss at every step, and the trainer's test_loss / test_acc
+ *    at the last).
  * Reported for each: test accuracy (argmax), test MSE (1/(2 n_test) sum ||f - y||^2, tdlab's
  * convention), and the kernels' condition numbers (of K + diag_reg I and Theta + diag_reg I).
  * A kernel that cannot be factored fails the job with the error naming diag_reg. */
@@ -28,6 +39,7 @@
 #include "kinds/registry.h"
 #include "nn/data.h"
 #include "nn/model.h"
+#include "train/trainer.h"
 
 static const td_param kr_params[] = {
     {"data.n_train", TD_PT_INT, "500", 10, 5000, NULL, 0, "the first n_train training images"},
@@ -71,6 +83,56 @@ static void score(const double *F, const td_dataset *te, double *acc, double *ms
   *mse = 0.5 * s / te->n;
 }
 
+/* The finite network's run on the trainer: data copied in, f_0 recorded at initialization,
+ * the test outputs at the end; a sink that offsets the progress by the two kernels. */
+typedef struct kr_ctx {
+  const td_dataset *tr, *te;
+  double *F0, *F0s, *Fnet; /* n x 10, n_test x 10 (f_0), n_test x 10 (trained) */
+} kr_ctx;
+
+typedef struct kr_sink_ctx {
+  td_sink *outer;
+  long base, total;
+} kr_sink_ctx;
+
+static int kr_metric(void *ctx, const char *key, long step, double v) {
+  return td_sink_metric(((kr_sink_ctx *)ctx)->outer, key, step, v);
+}
+static void kr_progress(void *ctx, long done, long total) {
+  kr_sink_ctx *x = ctx;
+  (void)total;
+  td_sink_progress(x->outer, x->base + done, x->total);
+}
+static int kr_stop(void *ctx) { return td_sink_should_stop(((kr_sink_ctx *)ctx)->outer); }
+
+static int kr_load(td_trainer *t, void *ctx, td_err *err) {
+  kr_ctx *x = ctx;
+  int rc = td_dataset_copy(&t->train, x->tr, err);
+  return rc ? rc : td_dataset_copy(&t->test, x->te, err);
+}
+
+static int kr_setup(td_trainer *t, void *ctx, td_err *err) {
+  kr_ctx *x = ctx;
+  double l;
+  (void)err;
+  td_trainer_evaluate(t->m, &t->ws_eval, t->m->params, &t->train, t->train.n, TD_CURV_MSE, &l,
+                      NULL, x->F0);
+  td_trainer_evaluate(t->m, &t->ws_eval, t->m->params, &t->test, t->test.n, TD_CURV_MSE, &l,
+                      NULL, x->F0s);
+  return 0;
+}
+
+static int kr_finish(td_trainer *t, void *ctx, json_t *summary, td_err *err) {
+  kr_ctx *x = ctx;
+  double l;
+  (void)summary;
+  if (!(x->Fnet = malloc(sizeof(double) * t->test.n * 10)))
+    return td_err_set(err, TD_ENOMEM, NULL, "out of memory");
+  td_trainer_evaluate(t->m, &t->ws_eval, t->m->params, &t->test, t->test.n, TD_CURV_MSE, &l,
+                      NULL, x->Fnet);
+  return 0;
+}
+
 static int kr_run(const json_t *params, td_sink *sink, json_t **summary, td_err *err) {
   *summary = NULL;
   int n = (int)td_param_int(params, "data.n_train", 500), nt = (int)td_param_int(params, "data.n_test", 500);
@@ -84,10 +146,7 @@ static int kr_run(const json_t *params, td_sink *sink, json_t **summary, td_err 
   td_dataset tr, te;
   memset(&tr, 0, sizeof tr);
   memset(&te, 0, sizeof te);
-  double *K = NULL, *Ks = NULL, *Y = NULL, *F = NULL, *Z = NULL, *Ftr = NULL, *dout = NULL;
-  td_mlp *m = NULL;
-  td_mlp_ws ws;
-  memset(&ws, 0, sizeof ws);
+  double *K = NULL, *Ks = NULL, *Y = NULL, *F = NULL, *Z = NULL, *Ftr = NULL;
   json_t *sm = NULL;
   int rc;
   if ((rc = td_data_fashion_mnist("train", (size_t)n, &tr, err)) ||
@@ -100,8 +159,7 @@ static int kr_run(const json_t *params, td_sink *sink, json_t **summary, td_err 
   F = malloc(sizeof(double) * (size_t)nt * 10);
   Ftr = malloc(sizeof(double) * (size_t)n * 10);
   Z = calloc((size_t)(n > nt ? n : nt) * 10, sizeof(double));
-  dout = malloc(sizeof(double) * (size_t)n * 10);
-  if (!K || !Ks || !Y || !F || !Ftr || !Z || !dout) {
+  if (!K || !Ks || !Y || !F || !Ftr || !Z) {
     td_err_set(err, TD_ENOMEM, NULL, "out of memory");
     goto out;
   }
@@ -129,66 +187,76 @@ static int kr_run(const json_t *params, td_sink *sink, json_t **summary, td_err 
     json_object_set_new(sm, key, isfinite(cond) ? json_real(cond) : json_string("Infinity"));
     td_sink_progress(sink, which + 1, 2 + steps);
   }
-  /* the finite network, NTK parameterization, full-batch GD */
-  td_mlp_cfg mc = {.in_dim = 784, .out_dim = 10, .n_hidden = kc.depth,
-                   .act = lin ? TD_ACT_LINEAR : TD_ACT_RELU, .init_scale = 1.0};
-  for (int j = 0; j < kc.depth; j++) mc.hidden[j] = (int)width;
-  if ((rc = td_mlp_create(&mc, &m, err)) || (rc = td_mlp_ws_init(&ws, m, n > nt ? n : nt, err)))
-    goto out;
-  td_mlp_ws_set_mode(&ws, TD_MLP_EVAL, 0);
-  double *sc = malloc(sizeof(double) * m->n_params);
-  if (!sc) {
+  /* the finite network, NTK parameterization, full-batch GD on the trainer */
+  kr_ctx x = {.tr = &tr, .te = &te, .F0 = calloc((size_t)n * 10, sizeof(double)),
+              .F0s = calloc((size_t)nt * 10, sizeof(double))};
+  if (!x.F0 || !x.F0s) {
+    free(x.F0);
+    free(x.F0s);
     rc = td_err_set(err, TD_ENOMEM, NULL, "out of memory");
     goto out;
   }
-  td_rng r;
-  td_rng_init(&r, (uint64_t)td_param_int(params, "seed", 0), TD_RNG_INIT);
-  for (int j = 0; j <= kc.depth; j++) {
-    double *W, *b;
-    const td_layer *L = td_mlp_linear(m, j, m->params, &W, &b);
-    double cw = kc.sigma_w2 / L->n_in;
-    td_rng_fill_normal(&r, W, (size_t)L->n_in * L->n_out, sqrt(cw));
-    td_rng_fill_normal(&r, b, (size_t)L->n_out, sqrt(kc.sigma_b2));
-    for (size_t t = 0; t < (size_t)L->n_in * L->n_out; t++) sc[W - m->params + t] = cw;
-    for (size_t t = 0; t < (size_t)L->n_out; t++) sc[b - m->params + t] = kc.sigma_b2;
+  td_trainer_cfg tc;
+  memset(&tc, 0, sizeof tc);
+  tc.pb.n_train = (size_t)n;
+  tc.pb.n_test = (size_t)nt;
+  tc.pb.mlp = (td_mlp_cfg){.in_dim = 784, .out_dim = 10, .n_hidden = kc.depth,
+                           .act = lin ? TD_ACT_LINEAR : TD_ACT_RELU, .init_scale = 1.0,
+                           .param = TD_PARAM_NTK, .sigma_w2 = kc.sigma_w2,
+                           .sigma_b2 = kc.sigma_b2};
+  for (int j = 0; j < kc.depth; j++) tc.pb.mlp.hidden[j] = (int)width;
+  tc.pb.loss = TD_CURV_MSE;
+  tc.pb.seed = (uint64_t)td_param_int(params, "seed", 0);
+  tc.opt_name = "sgd";
+  tc.hp = td_optim_hp_default();
+  tc.lr = lr;
+  if ((rc = td_sched_init(&tc.sched, TD_SCHED_CONSTANT, lr, 0, 0, 0.1, 0.0, steps, err))) {
+    free(x.F0);
+    free(x.F0s);
+    goto out;
   }
-  for (long s = 0; s <= steps; s++) {
-    if (td_sink_should_stop(sink)) {
-      free(sc);
-      rc = td_err_set(err, TD_ECANCELLED, NULL, "cancelled");
-      goto out;
-    }
-    const double *f = td_mlp_forward(m, &ws, m->params, tr.X, n);
-    double loss = 0;
-    for (size_t t = 0; t < (size_t)n * 10; t++) {
-      dout[t] = (f[t] - Y[t]) / n;
-      loss += (f[t] - Y[t]) * (f[t] - Y[t]);
-    }
-    loss *= 0.5 / n;
-    td_sink_metric(sink, "net_train_loss", s, loss);
-    if (!isfinite(loss)) {
-      free(sc);
-      rc = td_err_set(err, TD_EDIVERGED, "lr", "the network's loss became non-finite at step %ld", s);
-      goto out;
-    }
-    if (s == steps) break;
-    td_mlp_backward(m, &ws, m->params, dout, n, m->grad, 0);
-    for (size_t t = 0; t < m->n_params; t++) m->params[t] -= lr * sc[t] * m->grad[t];
-    td_sink_progress(sink, 2 + s + 1, 2 + steps);
+  tc.full_batch = tc.grad_curv = 1;
+  tc.total_steps = steps;
+  tc.loss_key = "net_train_loss";
+  kr_sink_ctx sc = {.outer = sink, .base = 2, .total = 2 + steps};
+  td_sink wsink = {.ctx = &sc, .metric = kr_metric, .progress = kr_progress, .should_stop = kr_stop};
+  td_trainer_hooks h = {.ctx = &x, .load = kr_load, .setup = kr_setup, .finish = kr_finish};
+  json_t *tsum = NULL;
+  rc = td_trainer_run(&tc, &h, &wsink, &tsum, err);
+  json_decref(tsum);
+  if (rc == TD_EDIVERGED && err) {
+    char msg[sizeof err->msg];
+    snprintf(msg, sizeof msg, "%s", err->msg);
+    td_err_set(err, TD_EDIVERGED, "lr", "the network: %s", msg);
   }
-  free(sc);
-  memcpy(F, td_mlp_forward(m, &ws, m->params, te.X, nt), sizeof(double) * (size_t)nt * 10);
-  double acc, mse;
-  score(F, &te, &acc, &mse);
-  json_object_set_new(sm, "net_test_accuracy", json_real(acc));
-  json_object_set_new(sm, "net_test_mse", json_real(mse));
+  if (!rc) {
+    /* Lee et al. 2019, eqs. 9-10 with the network's f_0, after the same GD steps (K, Ks hold
+     * the analytic NTK from the loop above) */
+    rc = td_kpred_gd(n, K, nt, Ks, 10, Y, x.F0, x.F0s, lr, steps, 0.0, Ftr, F, NULL, err);
+  }
+  if (!rc) {
+    double acc, mse, num = 0, den = 0;
+    score(x.Fnet, &te, &acc, &mse);
+    json_object_set_new(sm, "net_test_accuracy", json_real(acc));
+    json_object_set_new(sm, "net_test_mse", json_real(mse));
+    score(F, &te, &acc, &mse);
+    json_object_set_new(sm, "ntk_f0_test_accuracy", json_real(acc));
+    json_object_set_new(sm, "ntk_f0_test_mse", json_real(mse));
+    for (size_t i = 0; i < (size_t)nt * 10; i++) {
+      num += (x.Fnet[i] - F[i]) * (x.Fnet[i] - F[i]);
+      den += F[i] * F[i];
+    }
+    json_object_set_new(sm, "net_ntk_f0_distance", json_real(den > 0 ? sqrt(num / den) : 0));
+  }
+  free(x.F0);
+  free(x.F0s);
+  free(x.Fnet);
+  if (rc) goto out;
   *summary = sm;
   sm = NULL;
   rc = 0;
 out:
   json_decref(sm);
-  td_mlp_ws_deinit(&ws);
-  td_mlp_destroy(m);
   td_dataset_deinit(&tr);
   td_dataset_deinit(&te);
   free(K);
@@ -197,7 +265,6 @@ out:
   free(F);
   free(Ftr);
   free(Z);
-  free(dout);
   return rc;
 }
 

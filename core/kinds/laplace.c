@@ -102,6 +102,8 @@ static double subset_params(const td_mlp_cfg *m, td_laplace_subset sub, double n
 }
 
 static int laplace_check(const json_t *params, td_estimate *est, td_err *err) {
+  int prc = td_trainer_require_standard(params, "laplace", err);
+  if (prc) return prc;
   lp_cfg c;
   int rc = parse_cfg(params, &c, err);
   if (rc) return rc;

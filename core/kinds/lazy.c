@@ -26,15 +26,23 @@
  *  - feature_change: ||Z_t - Z_0||_F / ||Z_0||_F of the last hidden layer on the training
  *    rows.
  * Under the NTK parameterization these fall like 1/sqrt(width) (lazy training; Lee et al.
- * 2019, Theorem 2.1). Under mup (Yang and Hu 2021; the per-layer init variances and SGD
- * learning-rate multipliers of Yang et al. 2022, Tensor Programs V, Table 3: input weights and
- * biases var 1/fan_in, lr x fan_out; hidden var 1/fan_in, lr x 1; output var 1/fan_in^2, lr x
- * 1/fan_in) the feature change stays of order one as width grows (feature learning). The NTK
- * of a parameterization is J diag(lr multipliers) J^T, the kernel of its GD. Summary: widths, and for each the final fn_distance, ntk_change,
- * param_change, feature_change, train_loss, pred_loss (lists in width order).
+ * 2019, Theorem 2.1). Under mup (the model's parameterization, model.h td_param_kind: Yang et
+ * al. 2022, Tensor Programs V, Table 3, SGD column, base width 1) the feature change stays of
+ * order one as width grows (feature learning). The NTK of a parameterization is
+ * J diag(lr multipliers) J^T, the kernel of its GD (the model's forward multipliers enter J
+ * inside td_entk_compute; mup's per-layer lr multipliers are passed as its c_W, c_b).
+ * Summary: widths, and for each the final fn_distance, ntk_change, param_change,
+ * feature_change, train_loss, pred_loss (lists in width order).
  * Data: synthetic (x ~ N(0, I_d), y = tanh(x . w*), w* ~ N(0, I/d), k = 1), or Fashion-MNIST
- * (the first n_train / n_test images, one-hot targets, k = 10). Not on the trainer: the
- * loop is GD in (omega, beta) with the per-layer scales of the parameterization. */
+ * (the first n_train / n_test images, one-hot targets, k = 10).
+ * On the trainer (core/train/trainer.h), one run per width in FULL-BATCH mode: the model
+ * (model.parameterization in the model: ntk W = sigma_w/sqrt(fan_in) omega, GD on omega;
+ * network i of `widths` initialized from seed + 1000 (i + 1)), plain sgd with lr (mup: its
+ * per-layer lr segments), a loss hook for the centered, alpha-scaled loss (its train_loss.w<N>
+ * is logged by the trainer at every step: the function-space loss without 1/alpha^2, while
+ * the gradient is that of the loss / alpha^2), and an analysis hook every log_every steps for
+ * the kernel prediction and the other metrics. Only non-finite losses count as divergence
+ * (the blow-up and spike rules are off). */
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -48,6 +56,7 @@
 #include "kinds/registry.h"
 #include "nn/data.h"
 #include "nn/model.h"
+#include "train/trainer.h"
 
 static const td_param lazy_params[] = {
     {"data.name", TD_PT_STR, "\"synthetic\"", 0, 0, "synthetic|fashion-mnist", 0,
@@ -120,7 +129,9 @@ static int lazy_check(const json_t *params, td_estimate *est, td_err *err) {
     double np, ws;
     int rc = td_mlp_estimate(&m, c.n + c.nt, &np, &ws, err);
     if (rc) return rc;
-    double b = 8 * 4 * np + 2 * ws + 8.0 * 8 * (c.n + c.nt) * (c.n + c.nt) +
+    double cb = 0; /* the trainer's full-batch td_curv_ctx */
+    if ((rc = td_curv_estimate(&m, c.n, &cb, err))) return rc;
+    double b = 8 * 4 * np + 2 * ws + cb + 8.0 * 8 * (c.n + c.nt) * (c.n + c.nt) +
                16.0 * c.k * (c.n + c.nt) * c.widths[i];
     if (b > worst) worst = b;
     if (np > npm) npm = np;
@@ -189,177 +200,217 @@ static int load_data(const lazy_cfg *c, td_dataset *tr, td_dataset *te, td_err *
   return 0;
 }
 
+/* The state of one width's run (the trainer's hooks). */
+typedef struct lazy_ctx {
+  const lazy_cfg *c;
+  const td_dataset *tr, *te; /* loaded once, copied into each run */
+  const double *Xall;        /* [train; test] inputs */
+  long width;
+  char loss_key[48];
+  td_mlp_ws ws, wt; /* EVAL-mode workspaces of batch n and n_test */
+  double *T0, *Tt, *Ts, *Kall, *F0, *F0s, *Hp, *Hps, *H, *Hs, *zero, *zeros, *dout, *p0, *Z0;
+  double cw[TD_MLP_MAX_HIDDEN + 1], cb[TD_MLP_MAX_HIDDEN + 1];
+  int wz;
+  double fin[6];
+  /* the outer sink: progress over all widths */
+  td_sink *outer;
+  long done_base, total;
+} lazy_ctx;
+
+static int wrap_metric(void *ctx, const char *key, long step, double v) {
+  return td_sink_metric(((lazy_ctx *)ctx)->outer, key, step, v);
+}
+static void wrap_progress(void *ctx, long done, long total) {
+  lazy_ctx *x = ctx;
+  (void)total;
+  td_sink_progress(x->outer, x->done_base + done, x->total);
+}
+static int wrap_stop(void *ctx) { return td_sink_should_stop(((lazy_ctx *)ctx)->outer); }
+
+static int h_load(td_trainer *t, void *ctx, td_err *err) {
+  lazy_ctx *x = ctx;
+  int rc = td_dataset_copy(&t->train, x->tr, err);
+  return rc ? rc : td_dataset_copy(&t->test, x->te, err);
+}
+
+static void h_teardown(td_trainer *t, void *ctx) {
+  lazy_ctx *x = ctx;
+  (void)t;
+  td_mlp_ws_deinit(&x->ws);
+  td_mlp_ws_deinit(&x->wt);
+  double **bufs[] = {&x->T0, &x->Tt, &x->Ts, &x->Kall, &x->F0, &x->F0s, &x->Hp, &x->Hps,
+                     &x->H, &x->Hs, &x->zero, &x->zeros, &x->dout, &x->p0, &x->Z0};
+  for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+    free(*bufs[i]);
+    *bufs[i] = NULL;
+  }
+}
+
+static int h_setup(td_trainer *t, void *ctx, td_err *err) {
+  lazy_ctx *x = ctx;
+  const lazy_cfg *c = x->c;
+  const int n = c->n, nt = c->nt, k = c->k, N = n + nt;
+  const td_mlp *m = t->m;
+  int rc;
+  if ((rc = td_mlp_ws_init(&x->ws, m, n, err)) || (rc = td_mlp_ws_init(&x->wt, m, nt, err)))
+    return rc;
+  td_mlp_ws_set_mode(&x->ws, TD_MLP_EVAL, 0);
+  td_mlp_ws_set_mode(&x->wt, TD_MLP_EVAL, 0);
+  x->wz = m->layers[m->n_layers - 1].n_in;
+  const size_t sz[15] = {(size_t)n * n, (size_t)n * n, (size_t)nt * n, (size_t)n * N,
+                         (size_t)n * k, (size_t)nt * k, (size_t)n * k, (size_t)nt * k,
+                         (size_t)n * k, (size_t)nt * k, (size_t)n * k, (size_t)nt * k,
+                         (size_t)n * k, m->n_params, (size_t)n * x->wz};
+  double **bufs[15] = {&x->T0, &x->Tt, &x->Ts, &x->Kall, &x->F0, &x->F0s, &x->Hp, &x->Hps,
+                       &x->H, &x->Hs, &x->zero, &x->zeros, &x->dout, &x->p0, &x->Z0};
+  for (int i = 0; i < 15; i++)
+    if (!(*bufs[i] = calloc(sz[i], sizeof(double))))
+      return td_err_set(err, TD_ENOMEM, NULL, "out of memory");
+  /* the kernel of GD in this parameterization: J diag(lr multipliers) J^T; the model's forward
+   * multipliers are applied inside td_entk_compute, mup's lr multipliers (SGD column) here */
+  for (int i = 0; i < m->n_layers; i++) {
+    const td_layer *L = &m->layers[i];
+    if (L->kind != TD_LAYER_LINEAR) continue;
+    x->cw[L->index] = L->lr_sgd;
+    x->cb[L->index] = L->lr_sgd_b;
+  }
+  memcpy(x->p0, m->params, sizeof(double) * m->n_params);
+  td_entk_opts o = {.full = 0, .w_scale = x->cw, .b_scale = x->cb};
+  /* Theta_0 on [train; test] x train, trace / k */
+  if ((rc = td_entk_compute(m, m->params, x->Xall, N, x->tr->X, n, &o, x->Kall, err))) return rc;
+  for (size_t i = 0; i < (size_t)N * n; i++) x->Kall[i] /= k;
+  memcpy(x->T0, x->Kall, sizeof(double) * (size_t)n * n);
+  memcpy(x->Ts, x->Kall + (size_t)n * n, sizeof(double) * (size_t)nt * n);
+  memcpy(x->F0, td_mlp_forward(m, &x->ws, m->params, x->tr->X, n), sizeof(double) * (size_t)n * k);
+  memcpy(x->Z0, x->ws.act[m->n_layers - 1], sizeof(double) * (size_t)n * x->wz);
+  memcpy(x->F0s, td_mlp_forward(m, &x->wt, m->params, x->te->X, nt),
+         sizeof(double) * (size_t)nt * k);
+  return 0;
+}
+
+/* h = alpha (f - f_0); t->loss = 1/(2n) sum ||h - y||^2 (function space); the gradient is that
+ * of t->loss / alpha^2: dL/df = (h - y) / (n alpha). */
+static int h_loss(td_trainer *t, void *ctx, td_err *err) {
+  lazy_ctx *x = ctx;
+  const lazy_cfg *c = x->c;
+  const int n = c->n, k = c->k;
+  (void)err;
+  const double *f = td_mlp_forward(t->m, &x->ws, t->m->params, x->tr->X, n);
+  for (size_t i = 0; i < (size_t)n * k; i++) x->H[i] = c->alpha * (f[i] - x->F0[i]);
+  t->loss = half_mse(x->H, x->tr->Y, n, k);
+  for (size_t i = 0; i < (size_t)n * k; i++) x->dout[i] = (x->H[i] - x->tr->Y[i]) / (n * c->alpha);
+  td_mlp_backward(t->m, &x->ws, t->m->params, x->dout, n, t->m->grad, 0);
+  t->grad = t->m->grad;
+  return 0;
+}
+
+static int h_eval(td_trainer *t, void *ctx, td_err *err) {
+  (void)t, (void)ctx, (void)err;
+  return 0; /* the analysis hook logs test_loss.w<N> */
+}
+
+/* The metrics of the header at step t->step (after h_loss at the same parameters). */
+static int h_analyze(td_trainer *t, void *ctx, td_err *err) {
+  lazy_ctx *x = ctx;
+  const lazy_cfg *c = x->c;
+  const td_mlp *m = t->m;
+  const int n = c->n, nt = c->nt, k = c->k;
+  const long step = t->step, width = x->width;
+  int rc;
+  td_mlp_forward(m, &x->ws, m->params, x->tr->X, n); /* the features at theta_t */
+  double fc = rel(x->ws.act[m->n_layers - 1], x->Z0, (size_t)n * x->wz);
+  const double *fs = td_mlp_forward(m, &x->wt, m->params, x->te->X, nt);
+  for (size_t i = 0; i < (size_t)nt * k; i++) x->Hs[i] = c->alpha * (fs[i] - x->F0s[i]);
+  /* the kernel prediction from h_0 = 0 */
+  if ((rc = td_kpred_gd(n, x->T0, nt, x->Ts, k, x->tr->Y, x->zero, x->zeros, c->lr, step, 0.0,
+                        x->Hp, x->Hps, NULL, err)))
+    return rc;
+  double pc = 0, pn = 0; /* in the stored (trained) coordinates */
+  for (size_t i = 0; i < m->n_params; i++) {
+    double dd = m->params[i] - x->p0[i];
+    pc += dd * dd;
+    pn += x->p0[i] * x->p0[i];
+  }
+  td_entk_opts o = {.full = 0, .w_scale = x->cw, .b_scale = x->cb};
+  if ((rc = td_entk_compute(m, m->params, x->tr->X, n, NULL, 0, &o, x->Tt, err))) return rc;
+  for (size_t i = 0; i < (size_t)n * n; i++) x->Tt[i] /= k;
+  double v[6] = {step ? rel(x->Hs, x->Hps, (size_t)nt * k) : 0, rel(x->Tt, x->T0, (size_t)n * n),
+                 pn > 0 ? sqrt(pc / pn) : 0, fc, half_mse(x->H, x->tr->Y, n, k),
+                 half_mse(x->Hp, x->tr->Y, n, k)};
+  metric(x->outer, "fn_distance", width, step, v[0]);
+  metric(x->outer, "ntk_change", width, step, v[1]);
+  metric(x->outer, "param_change", width, step, v[2]);
+  metric(x->outer, "feature_change", width, step, v[3]);
+  metric(x->outer, "pred_loss", width, step, v[5]);
+  metric(x->outer, "test_loss", width, step, half_mse(x->Hs, x->te->Y, nt, k));
+  for (int q = 0; q < 6; q++) x->fin[q] = v[q];
+  return 0;
+}
+
 static int lazy_run(const json_t *params, td_sink *sink, json_t **summary, td_err *err) {
   *summary = NULL;
   lazy_cfg c;
   parse_cfg(params, &c);
-  const int n = c.n, nt = c.nt, k = c.k, N = n + nt;
+  const int n = c.n, nt = c.nt, N = n + nt;
   td_dataset tr, te;
   memset(&tr, 0, sizeof tr);
   memset(&te, 0, sizeof te);
-  td_mlp *m = NULL;
-  td_mlp_ws ws, wt;
-  memset(&ws, 0, sizeof ws);
-  memset(&wt, 0, sizeof wt);
-  double *Xall = NULL, *T0 = NULL, *Tt = NULL, *Ts = NULL, *F0 = NULL, *F0s = NULL, *Hp = NULL,
-         *Hps = NULL, *H = NULL, *Hs = NULL, *dout = NULL, *p0 = NULL, *Z0 = NULL, *Kall = NULL;
+  double *Xall = NULL;
   double fin[6][8] = {{0}};
   int rc = load_data(&c, &tr, &te, err);
   if (rc) goto out;
-  rc = TD_ENOMEM;
-  Xall = malloc(sizeof(double) * (size_t)N * c.d);
-  T0 = malloc(sizeof(double) * (size_t)n * n);
-  Tt = malloc(sizeof(double) * (size_t)n * n);
-  Ts = malloc(sizeof(double) * (size_t)nt * n);
-  Kall = malloc(sizeof(double) * (size_t)n * N);
-  F0 = malloc(sizeof(double) * (size_t)n * k);
-  F0s = malloc(sizeof(double) * (size_t)nt * k);
-  Hp = malloc(sizeof(double) * (size_t)n * k);
-  Hps = malloc(sizeof(double) * (size_t)nt * k);
-  H = malloc(sizeof(double) * (size_t)n * k);
-  Hs = malloc(sizeof(double) * (size_t)nt * k);
-  dout = malloc(sizeof(double) * (size_t)n * k);
-  if (!Xall || !T0 || !Tt || !Ts || !Kall || !F0 || !F0s || !Hp || !Hps || !H || !Hs || !dout) {
-    td_err_set(err, TD_ENOMEM, NULL, "out of memory");
+  if (!(Xall = malloc(sizeof(double) * (size_t)N * c.d))) {
+    rc = td_err_set(err, TD_ENOMEM, NULL, "out of memory");
     goto out;
   }
   memcpy(Xall, tr.X, sizeof(double) * (size_t)n * c.d);
   memcpy(Xall + (size_t)n * c.d, te.X, sizeof(double) * (size_t)nt * c.d);
-  long total = (long)c.n_widths * c.steps, done = 0;
   for (int wi = 0; wi < c.n_widths; wi++) {
-    long width = c.widths[wi];
-    td_mlp_cfg mc = mlp_cfg(&c, width);
-    if ((rc = td_mlp_create(&mc, &m, err)) || (rc = td_mlp_ws_init(&ws, m, n, err)) ||
-        (rc = td_mlp_ws_init(&wt, m, nt, err)))
+    lazy_ctx x;
+    memset(&x, 0, sizeof x);
+    x.c = &c;
+    x.tr = &tr;
+    x.te = &te;
+    x.Xall = Xall;
+    x.width = c.widths[wi];
+    x.outer = sink;
+    x.done_base = (long)wi * c.steps;
+    x.total = (long)c.n_widths * c.steps;
+    snprintf(x.loss_key, sizeof x.loss_key, "train_loss.w%ld", x.width);
+    td_trainer_cfg tc;
+    memset(&tc, 0, sizeof tc);
+    tc.pb.n_train = (size_t)n;
+    tc.pb.n_test = (size_t)nt;
+    tc.pb.mlp = mlp_cfg(&c, x.width);
+    tc.pb.mlp.param = c.mup ? TD_PARAM_MUP : c.ntk_param ? TD_PARAM_NTK : TD_PARAM_STANDARD;
+    tc.pb.mlp.sigma_w2 = c.sw2;
+    tc.pb.mlp.sigma_b2 = c.sb2;
+    tc.pb.mlp.base_width = 1;
+    tc.pb.loss = TD_CURV_MSE;
+    tc.pb.seed = c.seed + 1000 * (uint64_t)(wi + 1);
+    tc.opt_name = "sgd";
+    tc.hp = td_optim_hp_default();
+    tc.lr = c.lr;
+    if ((rc = td_sched_init(&tc.sched, TD_SCHED_CONSTANT, c.lr, 0, 0, 0.1, 0.0, c.steps, err)))
       goto out;
-    td_mlp_ws_set_mode(&ws, TD_MLP_EVAL, 0);
-    td_mlp_ws_set_mode(&wt, TD_MLP_EVAL, 0);
-    /* per-parameter scale s^2 of the parameterization: the GD step and the NTK weights */
-    double cw[TD_MLP_MAX_HIDDEN + 1], cb[TD_MLP_MAX_HIDDEN + 1];
-    double *sc = malloc(sizeof(double) * m->n_params);
-    p0 = malloc(sizeof(double) * m->n_params);
-    int wz = m->layers[m->n_layers - 1].n_in;
-    Z0 = malloc(sizeof(double) * (size_t)n * wz);
-    if (!sc || !p0 || !Z0) {
-      free(sc);
-      rc = td_err_set(err, TD_ENOMEM, NULL, "out of memory");
-      goto out;
+    tc.full_batch = tc.grad_curv = 1;
+    tc.total_steps = c.steps;
+    tc.analyze_every = c.log_every;
+    tc.loss_key = x.loss_key;
+    td_trainer_hooks h = {.ctx = &x, .load = h_load, .setup = h_setup, .loss = h_loss,
+                          .eval = h_eval, .analyze = h_analyze, .teardown = h_teardown};
+    td_sink ws = {.ctx = &x, .metric = wrap_metric, .progress = wrap_progress,
+                  .should_stop = wrap_stop};
+    json_t *sum = NULL;
+    rc = td_trainer_run(&tc, &h, &ws, &sum, err);
+    json_decref(sum);
+    if (rc == TD_EDIVERGED && err) {
+      char msg[sizeof err->msg];
+      snprintf(msg, sizeof msg, "%s", err->msg);
+      td_err_set(err, TD_EDIVERGED, "lr", "width %ld: %s", x.width, msg);
     }
-    td_rng r;
-    td_rng_init(&r, c.seed + 1000 * (uint64_t)(wi + 1), TD_RNG_INIT);
-    if (!c.ntk_param && !c.mup) td_mlp_init(m, c.seed + (uint64_t)wi);
-    for (int j = 0; j <= c.depth; j++) {
-      double *W, *b;
-      const td_layer *L = td_mlp_linear(m, j, m->params, &W, &b);
-      cw[j] = c.ntk_param ? c.sw2 / L->n_in : 1;
-      cb[j] = c.ntk_param ? c.sb2 : 1;
-      if (c.ntk_param) {
-        td_rng_fill_normal(&r, W, (size_t)L->n_in * L->n_out, sqrt(cw[j]));
-        td_rng_fill_normal(&r, b, (size_t)L->n_out, sqrt(cb[j]));
-      } else if (c.mup) {
-        /* Tensor Programs V, Table 3, SGD: input weights and all biases: init var 1/fan_in,
-         * LR x fan_out; hidden weights: init var 1/fan_in, LR x 1; output weights: init var
-         * 1/fan_in^2, LR x 1/fan_in. Biases start at 0 (a width-independent choice). */
-        int out = j == c.depth;
-        double sd = out ? 1.0 / L->n_in : sqrt(1.0 / L->n_in);
-        td_rng_fill_normal(&r, W, (size_t)L->n_in * L->n_out, sd);
-        memset(b, 0, sizeof(double) * (size_t)L->n_out);
-        cw[j] = j == 0 ? (double)L->n_out : out ? 1.0 / L->n_in : 1.0;
-        cb[j] = (double)L->n_out;
-      }
-      for (size_t t = 0; t < (size_t)L->n_in * L->n_out; t++) sc[W - m->params + t] = cw[j];
-      for (size_t t = 0; t < (size_t)L->n_out; t++) sc[b - m->params + t] = cb[j];
-    }
-    memcpy(p0, m->params, sizeof(double) * m->n_params);
-    td_entk_opts o = {.full = 0, .w_scale = cw, .b_scale = cb};
-    /* Theta_0 on [train; test] x train, trace / k */
-    if ((rc = td_entk_compute(m, m->params, Xall, N, tr.X, n, &o, Kall, err))) {
-      free(sc);
-      goto out;
-    }
-    for (size_t t = 0; t < (size_t)N * n; t++) Kall[t] /= k;
-    memcpy(T0, Kall, sizeof(double) * (size_t)n * n);
-    memcpy(Ts, Kall + (size_t)n * n, sizeof(double) * (size_t)nt * n);
-    memcpy(F0, td_mlp_forward(m, &ws, m->params, tr.X, n), sizeof(double) * (size_t)n * k);
-    memcpy(Z0, ws.act[m->n_layers - 1], sizeof(double) * (size_t)n * wz);
-    memcpy(F0s, td_mlp_forward(m, &wt, m->params, te.X, nt), sizeof(double) * (size_t)nt * k);
-    double zero_h[1] = {0};
-    (void)zero_h;
-    for (long step = 0; step <= c.steps; step++) {
-      if (td_sink_should_stop(sink)) {
-        free(sc);
-        rc = td_err_set(err, TD_ECANCELLED, NULL, "cancelled");
-        goto out;
-      }
-      /* h = alpha (f - f0) on the training rows */
-      const double *f = td_mlp_forward(m, &ws, m->params, tr.X, n);
-      for (size_t t = 0; t < (size_t)n * k; t++) H[t] = c.alpha * (f[t] - F0[t]);
-      int log_now = step % c.log_every == 0 || step == c.steps;
-      if (log_now) {
-        double *Zt = ws.act[m->n_layers - 1];
-        double fc = rel(Zt, Z0, (size_t)n * wz);
-        const double *fs = td_mlp_forward(m, &wt, m->params, te.X, nt);
-        for (size_t t = 0; t < (size_t)nt * k; t++) Hs[t] = c.alpha * (fs[t] - F0s[t]);
-        /* the kernel prediction from h_0 = 0 */
-        double *Z = dout; /* zeros of n x k for h_0 */
-        memset(Z, 0, sizeof(double) * (size_t)n * k);
-        double *Zs = calloc((size_t)nt * k, sizeof(double));
-        if (!Zs) {
-          free(sc);
-          rc = td_err_set(err, TD_ENOMEM, NULL, "out of memory");
-          goto out;
-        }
-        rc = td_kpred_gd(n, T0, nt, Ts, k, tr.Y, Z, Zs, c.lr, step, 0.0, Hp, Hps, NULL, err);
-        free(Zs);
-        if (rc) {
-          free(sc);
-          goto out;
-        }
-        double pc = 0, pn = 0;
-        for (size_t t = 0; t < m->n_params; t++) {
-          double dd = m->params[t] - p0[t];
-          double wgt = c.ntk_param ? 1 / sc[t] : 1; /* the trained coordinates */
-          pc += dd * dd * wgt;
-          pn += p0[t] * p0[t] * wgt;
-        }
-        if ((rc = td_entk_compute(m, m->params, tr.X, n, NULL, 0, &o, Tt, err))) {
-          free(sc);
-          goto out;
-        }
-        for (size_t t = 0; t < (size_t)n * n; t++) Tt[t] /= k;
-        double v[6] = {rel(Hs, Hps, (size_t)nt * k), rel(Tt, T0, (size_t)n * n),
-                       sqrt(pc / pn), fc, half_mse(H, tr.Y, n, k), half_mse(Hp, tr.Y, n, k)};
-        if (step == 0) v[0] = 0;
-        metric(sink, "fn_distance", width, step, v[0]);
-        metric(sink, "ntk_change", width, step, v[1]);
-        metric(sink, "param_change", width, step, v[2]);
-        metric(sink, "feature_change", width, step, v[3]);
-        metric(sink, "train_loss", width, step, v[4]);
-        metric(sink, "pred_loss", width, step, v[5]);
-        metric(sink, "test_loss", width, step, half_mse(Hs, te.Y, nt, k));
-        if (!isfinite(v[4])) {
-          free(sc);
-          rc = td_err_set(err, TD_EDIVERGED, "lr", "width %ld: the loss became non-finite at step %ld",
-                          width, step);
-          goto out;
-        }
-        for (int q = 0; q < 6; q++) fin[q][wi] = v[q];
-      }
-      if (step == c.steps) break;
-      /* dL/df = (h - y) / (n alpha); GD on the trained coordinates: p -= lr s^2 dL/dW */
-      for (size_t t = 0; t < (size_t)n * k; t++) dout[t] = (H[t] - tr.Y[t]) / (n * c.alpha);
-      td_mlp_backward(m, &ws, m->params, dout, n, m->grad, 0);
-      for (size_t t = 0; t < m->n_params; t++) m->params[t] -= c.lr * sc[t] * m->grad[t];
-      td_sink_progress(sink, ++done, total);
-    }
-    free(sc);
-    free(p0);
-    free(Z0);
-    p0 = Z0 = NULL;
-    td_mlp_ws_deinit(&ws);
-    td_mlp_ws_deinit(&wt);
-    td_mlp_destroy(m);
-    m = NULL;
+    if (rc) goto out;
+    for (int q = 0; q < 6; q++) fin[q][wi] = x.fin[q];
   }
   json_t *sm = json_object(), *wl = json_array();
   for (int i = 0; i < c.n_widths; i++) json_array_append_new(wl, json_integer(c.widths[i]));
@@ -375,25 +426,9 @@ static int lazy_run(const json_t *params, td_sink *sink, json_t **summary, td_er
   *summary = sm;
   rc = 0;
 out:
-  td_mlp_ws_deinit(&ws);
-  td_mlp_ws_deinit(&wt);
-  td_mlp_destroy(m);
   td_dataset_deinit(&tr);
   td_dataset_deinit(&te);
   free(Xall);
-  free(T0);
-  free(Tt);
-  free(Ts);
-  free(Kall);
-  free(F0);
-  free(F0s);
-  free(Hp);
-  free(Hps);
-  free(H);
-  free(Hs);
-  free(dout);
-  free(p0);
-  free(Z0);
   return rc;
 }
 

@@ -154,6 +154,8 @@ static int parse_cfg(const json_t *p, ngi_cfg *c, td_err *err) {
 }
 
 static int ngi_check(const json_t *params, td_estimate *est, td_err *err) {
+  int prc = td_trainer_require_standard(params, "natgrad_invariance", err);
+  if (prc) return prc;
   ngi_cfg c;
   int rc = parse_cfg(params, &c, err);
   if (rc) return rc;

@@ -109,6 +109,20 @@ static json_t *ckpt_meta(const td_mlp *m, const td_optim *opt, const json_t *met
       json_object_set_new(meta, "norm", json_string(td_mlp_norm_name(m->cfg.norm)));
     if (!json_object_get(meta, "norm_eps")) json_object_set_new(meta, "norm_eps", json_string(eps));
   }
+  if (m->cfg.param != TD_PARAM_STANDARD) { /* standard checkpoints keep their old bytes */
+    char v[40];
+    json_object_set_new(meta, TD_CHECKPOINT_META_PARAM,
+                        json_string(td_mlp_param_name(m->cfg.param)));
+    if (m->cfg.param == TD_PARAM_NTK) {
+      snprintf(v, sizeof v, "%.17g", m->cfg.sigma_w2);
+      json_object_set_new(meta, "sigma_w2", json_string(v));
+      snprintf(v, sizeof v, "%.17g", m->cfg.sigma_b2);
+      json_object_set_new(meta, "sigma_b2", json_string(v));
+    } else {
+      snprintf(v, sizeof v, "%.17g", m->cfg.base_width > 0 ? m->cfg.base_width : 1.0);
+      json_object_set_new(meta, "base_width", json_string(v));
+    }
+  }
   if (opt) {
     char st[32];
     snprintf(st, sizeof st, "%ld", td_optim_steps(opt));
@@ -186,6 +200,30 @@ static int own_state_tensor(const char *name, const char *const *names) {
   return 0;
 }
 
+/* The parameterization recorded in the metadata (absent: standard) into cfg's param,
+ * sigma_w2, sigma_b2, base_width. Errors: TD_EINVAL naming the metadata key. */
+static int meta_param(const td_safetensors *st, td_mlp_cfg *cfg, td_err *err) {
+  const char *pz = td_safetensors_metadata(st, TD_CHECKPOINT_META_PARAM);
+  if (td_mlp_param_parse(pz, &cfg->param))
+    return td_err_set(err, TD_EINVAL, "__metadata__." TD_CHECKPOINT_META_PARAM,
+                      "checkpoint: unknown parameterization '%.40s'", pz);
+  static const char *const keys[3] = {"sigma_w2", "sigma_b2", "base_width"};
+  double *dst[3] = {&cfg->sigma_w2, &cfg->sigma_b2, &cfg->base_width};
+  int need[3] = {cfg->param == TD_PARAM_NTK, cfg->param == TD_PARAM_NTK,
+                 cfg->param == TD_PARAM_MUP};
+  for (int i = 0; i < 3; i++) {
+    if (!need[i]) continue;
+    const char *v = td_safetensors_metadata(st, keys[i]);
+    char *end = NULL;
+    double x = v ? strtod(v, &end) : NAN;
+    if (!v || !end || *end || !isfinite(x) || x < 0)
+      return td_err_set(err, TD_EINVAL, keys[i], "checkpoint: parameterization %s needs a "
+                        "finite metadata '%s' >= 0", pz, keys[i]);
+    *dst[i] = x;
+  }
+  return 0;
+}
+
 int td_checkpoint_load_state(const td_mlp *m, const void *buf, size_t len, double *params,
                              td_optim *opt, json_t **metadata, td_err *err) {
   if (metadata) *metadata = NULL;
@@ -227,7 +265,20 @@ int td_checkpoint_load_state(const td_mlp *m, const void *buf, size_t len, doubl
     rc = td_err_set(err, TD_EINTERNAL, NULL, "checkpoint: inconsistent layer list");
     goto out;
   }
-  if (opt) { /* the optimizer: same name, and its step count */
+  if (!rc) { /* the parameterization: the same function needs the same multipliers */
+    td_mlp_cfg pc = m->cfg;
+    rc = meta_param(st, &pc, err);
+    const double mb = m->cfg.base_width > 0 ? m->cfg.base_width : 1.0;
+    if (!rc && (pc.param != m->cfg.param ||
+                (pc.param == TD_PARAM_NTK &&
+                 (pc.sigma_w2 != m->cfg.sigma_w2 || pc.sigma_b2 != m->cfg.sigma_b2)) ||
+                (pc.param == TD_PARAM_MUP && pc.base_width != mb)))
+      rc = td_err_set(err, TD_EINVAL, TD_CHECKPOINT_META_PARAM,
+                      "checkpoint: written under parameterization %s, the model is %s (with "
+                      "its sigma_w2, sigma_b2 or base_width): a different function",
+                      td_mlp_param_name(pc.param), td_mlp_param_name(m->cfg.param));
+  }
+  if (!rc && opt) { /* the optimizer: same name, and its step count */
     const char *on = td_safetensors_metadata(st, TD_CHECKPOINT_META_OPTIMIZER);
     const char *os = td_safetensors_metadata(st, TD_CHECKPOINT_META_OPTIMIZER_STEP);
     char *end = NULL;
@@ -350,6 +401,7 @@ int td_checkpoint_cfg(const void *buf, size_t len, td_mlp_cfg *cfg, td_err *err)
       rc = td_err_set(err, TD_EINVAL, "__metadata__.activation",
                       "checkpoint: unknown activation '%s'", a);
   }
+  if (!rc) rc = meta_param(st, cfg, err);
   if (!rc) { /* normalization: the metadata, else inferred from the norms.0.* tensors */
     const char *nm = td_safetensors_metadata(st, "norm");
     if (!nm && cfg->n_hidden > 0)
@@ -465,6 +517,12 @@ int td_checkpoint_params_cfg(const json_t *params, td_mlp_cfg *cfg, td_err *err)
     return td_err_set(err, TD_EINVAL, "params.model.norm", "unknown normalization");
   cfg->norm_eps = td_param_num(params, "model.norm_eps", 0.0);
   cfg->init_scale = 1.0;
+  if (td_mlp_param_parse(td_param_str(params, "model.parameterization", NULL), &cfg->param))
+    return td_err_set(err, TD_EINVAL, "params.model.parameterization",
+                      "unknown parameterization");
+  cfg->sigma_w2 = td_param_num(params, "model.sigma_w2", 2.0);
+  cfg->sigma_b2 = td_param_num(params, "model.sigma_b2", 0.1);
+  cfg->base_width = td_param_num(params, "model.base_width", 1.0);
   return 0;
 }
 

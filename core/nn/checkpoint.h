@@ -44,6 +44,14 @@
  *   "optimizer"       the optimizer's name (td_optim_name)
  *   "optimizer_step"  its step count (td_optim_steps, torch's state["step"]), decimal. */
 #define TD_CHECKPOINT_META_OPTIMIZER "optimizer"
+/* The parameterization (model.h td_param_kind) of a non-standard model: metadata
+ * "parameterization" (ntk|mup) with "sigma_w2", "sigma_b2" (ntk) or "base_width" (mup), %.17g.
+ * The tensors hold the stored (trained) coordinates; the layer's weight is w_mult times
+ * layers.{j}.weight. Absent: standard (a standard model writes exactly the bytes it always
+ * did). td_checkpoint_cfg reads them; td_checkpoint_load_state refuses (TD_EINVAL, field
+ * "parameterization") a checkpoint whose parameterization differs from the model's, since the
+ * same tensors would be a different function. */
+#define TD_CHECKPOINT_META_PARAM "parameterization"
 #define TD_CHECKPOINT_META_OPTIMIZER_STEP "optimizer_step"
 
 /* td_checkpoint_save_state: serialize params (m->n_params, the layout of m), the BatchNorm

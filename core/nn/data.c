@@ -135,6 +135,25 @@ int td_idx_read_gz(const char *path, size_t max_bytes, uint8_t **buf, size_t *le
   return 0;
 }
 
+int td_dataset_copy(td_dataset *dst, const td_dataset *src, td_err *err) {
+  memset(dst, 0, sizeof *dst);
+  dst->n = src->n;
+  dst->d = src->d;
+  dst->k = src->k;
+  const size_t nx = src->n * src->d, ny = src->n * (size_t)src->k;
+  dst->X = malloc(sizeof(double) * (nx > 0 ? nx : 1));
+  if (src->y) dst->y = malloc(sizeof(int) * (src->n > 0 ? src->n : 1));
+  if (src->Y) dst->Y = malloc(sizeof(double) * (ny > 0 ? ny : 1));
+  if (!dst->X || (src->y && !dst->y) || (src->Y && !dst->Y)) {
+    td_dataset_deinit(dst);
+    return td_err_set(err, TD_ENOMEM, NULL, "out of memory copying a data set");
+  }
+  memcpy(dst->X, src->X, sizeof(double) * src->n * src->d);
+  if (src->y) memcpy(dst->y, src->y, sizeof(int) * src->n);
+  if (src->Y) memcpy(dst->Y, src->Y, sizeof(double) * src->n * (size_t)src->k);
+  return 0;
+}
+
 void td_dataset_deinit(td_dataset *ds) {
   if (!ds) return;
   free(ds->X);

@@ -51,6 +51,10 @@ typedef struct td_dataset {
 /* td_dataset_deinit: free the arrays and zero the struct. NULL and zeroed structs are fine. */
 void td_dataset_deinit(td_dataset *ds);
 
+/* td_dataset_copy: a deep copy of src into dst (X, and y and Y when present; the caller owns
+ * dst: td_dataset_deinit). Errors: TD_ENOMEM (dst is then zeroed). */
+int td_dataset_copy(td_dataset *dst /* OUT */, const td_dataset *src, td_err *err);
+
 /* td_data_from_idx: build a classification set from parsed images (u8, n x d1 x d2 ...) and
  * labels (u8, n): the first min(n, n_max) examples in file order (n_max 0: all), pixels scaled
  * by 1/255 to [0, 1], d = product of the image dims. Errors: TD_EINVAL when the types are not

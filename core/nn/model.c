@@ -28,30 +28,45 @@
 
 /* ---- kernels ---------------------------------------------------------------------------- */
 
-void td_linear_forward(double *out, const double *inp, const double *W, const double *b, int B,
-                       int n_in, int n_out) {
+/* out = sw inp W^T + sb b (the parameterization's multipliers; sw = sb = 1 is exactly the
+ * unscaled layer: the bias rows are copied, and BLAS gets alpha = 1). */
+static void linear_forward(double *out, const double *inp, const double *W, const double *b,
+                           int B, int n_in, int n_out, double sw, double sb) {
   /* out: (B, n_out); inp: (B, n_in); W: (n_out, n_in); b: (n_out) */
   assert(out && inp && W && b && B >= 1 && n_in >= 1 && n_out >= 1);
-  for (int r = 0; r < B; r++) memcpy(out + (size_t)r * n_out, b, (size_t)n_out * sizeof *b);
-  /* out += inp W^T: A = inp as stored (B x n_in, NoTrans), B = W stored (n_out x n_in), so
+  if (sb == 1.0)
+    for (int r = 0; r < B; r++) memcpy(out + (size_t)r * n_out, b, (size_t)n_out * sizeof *b);
+  else
+    for (int r = 0; r < B; r++)
+      for (int o = 0; o < n_out; o++) out[(size_t)r * n_out + o] = sb * b[o];
+  /* out += sw inp W^T: A = inp as stored (B x n_in, NoTrans), B = W stored (n_out x n_in), so
    * Trans gives the (n_in x n_out) factor; beta = 1 keeps the bias rows. */
-  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, n_out, n_in, 1.0, inp, n_in, W, n_in,
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, n_out, n_in, sw, inp, n_in, W, n_in,
               1.0, out, n_out);
 }
 
-/* acc_p: accumulate into dW/db (else overwrite); acc_i: the same for dinp. */
+void td_linear_forward(double *out, const double *inp, const double *W, const double *b, int B,
+                       int n_in, int n_out) {
+  linear_forward(out, inp, W, b, B, n_in, n_out, 1.0, 1.0);
+}
+
+/* acc_p: accumulate into dW/db (else overwrite); acc_i: the same for dinp. sw, sb: the
+ * multipliers of out = sw inp W^T + sb b, so dW = sw dout^T inp, db = sb colsum(dout),
+ * dinp = sw dout W (sw = sb = 1: BLAS gets alpha = 1 and sb * g = g exactly). */
 static void linear_backward(double *dinp, double *dW, double *db, const double *dout,
                             const double *inp, const double *W, int B, int n_in, int n_out,
-                            int acc_p, int acc_i) {
+                            int acc_p, int acc_i, double sw, double sb) {
   /* dinp: (B, n_in) or NULL; dW: (n_out, n_in); db: (n_out); dout: (B, n_out) */
   assert(dW && db && dout && inp && W && B >= 1 && n_in >= 1 && n_out >= 1);
   /* dW = dout^T inp: dout stored (B x n_out) -> Trans gives (n_out x B); inp (B x n_in)
    * NoTrans. Result (n_out x n_in) matches W's layout. */
-  cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n_out, n_in, B, 1.0, dout, n_out, inp,
+  cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n_out, n_in, B, sw, dout, n_out, inp,
               n_in, acc_p ? 1.0 : 0.0, dW, n_in);
   if (!acc_p) memset(db, 0, (size_t)n_out * sizeof *db);
   const int o4 = n_out & ~3;
-  for (int r = 0; r < B; r++) {
+  for (int r = 0; r < B && sb != 1.0; r++)
+    for (int o = 0; o < n_out; o++) db[o] += sb * dout[(size_t)r * n_out + o];
+  for (int r = 0; r < B && sb == 1.0; r++) {
     const double *restrict g = dout + (size_t)r * n_out;
     double *restrict acc = db;
     int o = 0;
@@ -65,14 +80,14 @@ static void linear_backward(double *dinp, double *dW, double *db, const double *
   }
   if (dinp) {
     /* dinp = dout W: dout (B x n_out) NoTrans, W (n_out x n_in) NoTrans. */
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, n_in, n_out, 1.0, dout, n_out, W,
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, n_in, n_out, sw, dout, n_out, W,
                 n_in, acc_i ? 1.0 : 0.0, dinp, n_in);
   }
 }
 
 void td_linear_backward(double *dinp, double *dW, double *db, const double *dout,
                         const double *inp, const double *W, int B, int n_in, int n_out) {
-  linear_backward(dinp, dW, db, dout, inp, W, B, n_in, n_out, 1, 1);
+  linear_backward(dinp, dW, db, dout, inp, W, B, n_in, n_out, 1, 1, 1.0, 1.0);
 }
 
 void td_relu_forward(double *restrict out, const double *restrict inp, size_t n) {
@@ -389,6 +404,16 @@ static int cfg_check(const td_mlp_cfg *c, td_err *err) {
     return td_err_set(err, TD_EINVAL, "params.model.norm", "mlp: unknown normalization");
   if (!(c->norm_eps >= 0) || !isfinite(c->norm_eps))
     return td_err_set(err, TD_EINVAL, "params.model.norm_eps", "mlp: norm_eps must be >= 0");
+  if (c->param != TD_PARAM_STANDARD && c->param != TD_PARAM_NTK && c->param != TD_PARAM_MUP)
+    return td_err_set(err, TD_EINVAL, "params.model.parameterization",
+                      "mlp: unknown parameterization");
+  if (c->param == TD_PARAM_NTK && (!(c->sigma_w2 > 0) || !isfinite(c->sigma_w2)))
+    return td_err_set(err, TD_EINVAL, "params.model.sigma_w2", "mlp: ntk needs sigma_w2 > 0");
+  if (c->param == TD_PARAM_NTK && (!(c->sigma_b2 >= 0) || !isfinite(c->sigma_b2)))
+    return td_err_set(err, TD_EINVAL, "params.model.sigma_b2", "mlp: ntk needs sigma_b2 >= 0");
+  if (c->param == TD_PARAM_MUP && (!(c->base_width >= 0) || !isfinite(c->base_width)))
+    return td_err_set(err, TD_EINVAL, "params.model.base_width",
+                      "mlp: base_width must be >= 0 (0 means 1)");
   return 0;
 }
 
@@ -413,6 +438,72 @@ int td_mlp_estimate(const td_mlp_cfg *cfg, int cap, double *n_params, double *ws
   *n_params = np;
   *ws_bytes = (2.0 * c * widths + aux) * sizeof(double);
   return 0;
+}
+
+/* The parameterization's forward and learning-rate multipliers of every layer (model.h,
+ * td_param_kind). */
+static void set_multipliers(td_mlp *m) {
+  const td_mlp_cfg *c = &m->cfg;
+  const double base = c->base_width > 0 ? c->base_width : 1.0;
+  const int last = m->n_linear - 1;
+  int j = -1; /* the linear layer a norm layer follows */
+  for (int i = 0; i < m->n_layers; i++) {
+    td_layer *L = &m->layers[i];
+    L->w_mult = L->b_mult = 1.0;
+    L->lr_sgd = L->lr_sgd_b = L->lr_adam = L->lr_adam_b = 1.0;
+    if (L->kind == TD_LAYER_LINEAR) j = L->index;
+    if (L->kind == TD_LAYER_LINEAR && c->param == TD_PARAM_NTK) {
+      L->w_mult = sqrt(c->sigma_w2 / L->n_in);
+      L->b_mult = sqrt(c->sigma_b2);
+    }
+    if (c->param != TD_PARAM_MUP || L->n_params == 0) continue;
+    /* mup (TP5 Table 3): r_in, r_out relative to the base width; the finite input and output
+     * dimensions have r = 1 */
+    const double r_in = (L->kind == TD_LAYER_LINEAR && j > 0) ? L->n_in / base : 1.0;
+    const double r_out = (L->kind != TD_LAYER_LINEAR || j < last) ? L->n_out / base : 1.0;
+    L->lr_sgd_b = r_out; /* all biases (and norm shifts): the input-weights column */
+    L->lr_adam_b = 1.0;
+    if (L->kind != TD_LAYER_LINEAR) { /* norm gains: vector-like, the input-weights column */
+      L->lr_sgd = r_out;
+      L->lr_adam = 1.0;
+    } else if (j == 0 && last > 0) { /* input weights */
+      L->lr_sgd = r_out;
+      L->lr_adam = 1.0;
+    } else if (j == last) { /* output weights (a model without hidden layers: both finite) */
+      L->lr_sgd = 1.0 / r_in;
+      L->lr_adam = 1.0 / r_in;
+    } else { /* hidden weights */
+      L->lr_sgd = 1.0;
+      L->lr_adam = 1.0 / r_in;
+    }
+  }
+}
+
+int td_mlp_lr_segments(const td_mlp *m, int adam, size_t *ends, double *mults) {
+  int n = 0;
+  for (int i = 0; i < m->n_layers; i++) {
+    const td_layer *L = &m->layers[i];
+    if (!L->n_params) continue;
+    const size_t nw = L->kind == TD_LAYER_LINEAR ? (size_t)L->n_in * L->n_out : (size_t)L->n_out;
+    const double a = adam ? L->lr_adam : L->lr_sgd, b = adam ? L->lr_adam_b : L->lr_sgd_b;
+    ends[n] = L->off + nw;
+    mults[n++] = a;
+    ends[n] = L->off + L->n_params;
+    mults[n++] = b;
+  }
+  return n;
+}
+
+int td_mlp_param_parse(const char *name, td_param_kind *out) {
+  if (!name || !strcmp(name, "standard")) *out = TD_PARAM_STANDARD;
+  else if (!strcmp(name, "ntk")) *out = TD_PARAM_NTK;
+  else if (!strcmp(name, "mup")) *out = TD_PARAM_MUP;
+  else return TD_EINVAL;
+  return 0;
+}
+
+const char *td_mlp_param_name(td_param_kind p) {
+  return p == TD_PARAM_NTK ? "ntk" : p == TD_PARAM_MUP ? "mup" : "standard";
 }
 
 int td_mlp_create(const td_mlp_cfg *cfg, td_mlp **out, td_err *err) {
@@ -467,6 +558,7 @@ int td_mlp_create(const td_mlp_cfg *cfg, td_mlp **out, td_err *err) {
   }
   m->n_params = off;
   m->max_width = maxw;
+  set_multipliers(m);
   m->norm_eps = cfg->norm_eps > 0 ? cfg->norm_eps : TD_NORM_EPS_DEFAULT;
   m->params = calloc(off, sizeof *m->params);
   m->grad = calloc(off, sizeof *m->grad);
@@ -525,18 +617,27 @@ void td_mlp_init(td_mlp *m, uint64_t seed) {
     int next_relu = nx < m->n_layers && m->layers[nx].kind == TD_LAYER_RELU;
     double *W = m->params + L->off;
     const size_t nw = (size_t)L->n_in * L->n_out;
+    if (m->cfg.param == TD_PARAM_NTK) { /* N(0, s^2) coordinates; the multipliers scale */
+      td_rng_fill_normal(&r, W, nw + (size_t)L->n_out, m->cfg.init_scale);
+      continue;
+    }
+    /* mup: the output layer's weight variance / r_in (TP5 Table 3) */
+    const double mup_out = m->cfg.param == TD_PARAM_MUP && L->index == m->n_linear - 1 &&
+                                   L->index > 0
+                               ? sqrt(L->n_in / (m->cfg.base_width > 0 ? m->cfg.base_width : 1.0))
+                               : 1.0;
     if (m->cfg.init == TD_INIT_TORCH_DEFAULT) {
       /* kaiming_uniform_(a = sqrt(5)): bound = sqrt(2 / (1 + 5)) * sqrt(3 / fan_in) */
       const double bound = m->cfg.init_scale / sqrt((double)L->n_in);
       for (size_t k = 0; k < nw + (size_t)L->n_out; k++)
-        W[k] = bound * (2.0 * td_rng_uniform(&r) - 1.0);
+        W[k] = bound * (2.0 * td_rng_uniform(&r) - 1.0) / (k < nw ? mup_out : 1.0);
       continue;
     }
     double gain = m->cfg.init == TD_INIT_HE_NORMAL     ? 2.0
                   : m->cfg.init == TD_INIT_LECUN_NORMAL ? 1.0
                   : next_relu                           ? 2.0
                                                         : 1.0;
-    double std = m->cfg.init_scale * sqrt(gain / L->n_in);
+    double std = m->cfg.init_scale * sqrt(gain / L->n_in) / mup_out;
     td_rng_fill_normal(&r, W, nw, std);
     memset(W + nw, 0, (size_t)L->n_out * sizeof *W);
   }
@@ -655,7 +756,8 @@ const double *td_mlp_forward(const td_mlp *m, td_mlp_ws *ws, const double *param
     switch (L->kind) {
     case TD_LAYER_LINEAR: {
       const double *W = params + L->off;
-      td_linear_forward(out, in, W, W + (size_t)L->n_in * L->n_out, B, L->n_in, L->n_out);
+      linear_forward(out, in, W, W + (size_t)L->n_in * L->n_out, B, L->n_in, L->n_out, L->w_mult,
+                     L->b_mult);
       break;
     }
     case TD_LAYER_RELU: td_relu_forward(out, in, n); break;
@@ -696,7 +798,7 @@ void td_mlp_backward(const td_mlp *m, td_mlp_ws *ws, const double *params, const
       const double *W = params + L->off;
       double *dW = grad + L->off;
       linear_backward(dinp, dW, dW + (size_t)L->n_in * L->n_out, d, ws->act[i], W, B, L->n_in,
-                      L->n_out, accumulate, 0);
+                      L->n_out, accumulate, 0, L->w_mult, L->b_mult);
       break;
     }
     case TD_LAYER_RELU:

@@ -115,6 +115,31 @@ typedef enum {
   TD_INIT_TORCH_DEFAULT = 3 /* torch.nn.Linear.reset_parameters */
 } td_init;
 
+/* Parameterization (params.model.parameterization): how the trained coordinates map to the
+ * network's weights, and how an optimizer's learning rate is distributed over the layers.
+ * Linear layer j computes out = w_mult_j * inp W_j^T + b_mult_j * b_j, where W_j, b_j are the
+ * stored (trained) parameters; the multipliers flow through forward, backward, the curvature
+ * products (curv.h), the empirical NTK (entk.h) and per-example gradients. With fan_in = n_in
+ * of the layer and, for mup, r_in = fan_in / base_width (1 for the input layer, whose fan_in is
+ * the finite input dimension) and r_out = fan_out / base_width (1 for the output layer):
+ *  - TD_PARAM_STANDARD: tdlab's (w_mult = b_mult = 1; td_mlp_init's distributions; lr x 1).
+ *  - TD_PARAM_NTK (Jacot, Gabriel, Hongler 2018, "Neural tangent kernel", sec. 2, eq. 1; the
+ *    sigma_w, sigma_b form of Lee et al. 2019, eq. 1): W, b ~ N(0, init_scale^2),
+ *    w_mult = sigma_w / sqrt(fan_in), b_mult = sigma_b; lr x 1 (gradient descent on the
+ *    N(0, 1) coordinates, whose empirical NTK tends to the analytic one of kernels.h).
+ *  - TD_PARAM_MUP (Yang et al. 2022, "Tensor Programs V", Table 3, the muP columns, with every
+ *    "infinite" fan measured relative to base_width as in their sec. 4 / the mup package, so
+ *    that at width base_width muP coincides with SP; base_width 1 is Table 3 literally):
+ *    no multipliers (w_mult = b_mult = 1);
+ *      input weights and all biases (and norm gains/shifts): init as standard, SGD lr x r_out,
+ *        Adam lr x 1;
+ *      hidden weights: init as standard, SGD lr x 1, Adam lr x 1 / r_in;
+ *      output weights: init variance of standard / r_in, SGD lr x 1 / r_in, Adam lr x 1 / r_in.
+ *    "SGD" applies to sgd, heavy_ball, nesterov, sgld; "Adam" to adam, adamw, adagrad,
+ *    rmsprop (TP5 Table 3 caption: Adagrad etc. scale as Adam). td_mlp_lr_segments gives the
+ *    multipliers. */
+typedef enum { TD_PARAM_STANDARD = 0, TD_PARAM_NTK = 1, TD_PARAM_MUP = 2 } td_param_kind;
+
 #define TD_NORM_EPS_DEFAULT 1e-5 /* torch.nn.LayerNorm / BatchNorm1d default */
 #define TD_BN_MOMENTUM 0.1       /* torch.nn.BatchNorm1d default */
 
@@ -137,6 +162,11 @@ typedef struct td_layer {
   size_t buf_off;    /* batchnorm: offset of running_mean in m->buffers (then running_var,
                         then num_batches_tracked); else 0 */
   size_t n_buffers;  /* batchnorm: 2 n + 1; else 0 */
+  double w_mult, b_mult; /* linear layers: the parameterization's multipliers (1: standard);
+                            1 for other layers */
+  double lr_sgd, lr_sgd_b, lr_adam, lr_adam_b; /* the parameterization's learning-rate
+                            multipliers of W (or gamma) and b (or beta) for SGD- and Adam-like
+                            optimizers (1 except under mup) */
 } td_layer;
 
 typedef struct td_mlp_cfg {
@@ -150,6 +180,9 @@ typedef struct td_mlp_cfg {
   td_norm norm;                   /* after every hidden linear layer, before act (0: none) */
   double norm_eps;                /* eps of the norm layers, >= 0; 0 means
                                      TD_NORM_EPS_DEFAULT (so zeroed configs get it) */
+  td_param_kind param;            /* parameterization (TD_PARAM_STANDARD in zeroed configs) */
+  double sigma_w2, sigma_b2;      /* ntk: sigma_w^2 > 0 and sigma_b^2 >= 0 */
+  double base_width;              /* mup: the base width (0 in zeroed configs means 1) */
 } td_mlp_cfg;
 
 typedef struct td_mlp {
@@ -200,6 +233,19 @@ int td_mlp_init_parse(const char *name, td_init *out /* OUT */);
 int td_mlp_norm_parse(const char *name, td_norm *out /* OUT */);
 const char *td_mlp_norm_name(td_norm norm);
 
+/* td_mlp_param_parse: NULL (absent) -> TD_PARAM_STANDARD; "standard" | "ntk" | "mup";
+ * td_mlp_param_name the reverse. Errors: TD_EINVAL. */
+int td_mlp_param_parse(const char *name, td_param_kind *out /* OUT */);
+const char *td_mlp_param_name(td_param_kind p);
+
+/* td_mlp_lr_segments: the learning-rate multipliers of the parameterization as contiguous
+ * segments of the flat parameter vector: segment s covers [ends[s-1], ends[s]) (ends[-1] = 0)
+ * with multiplier mults[s]; adam != 0 selects the Adam column (see td_param_kind). Writes at
+ * most 2 * m->n_layers entries to each array; returns the number of segments (the last end is
+ * n_params). Under standard and ntk every multiplier is 1. */
+int td_mlp_lr_segments(const td_mlp *m, int adam, size_t *ends /* OUT */,
+                       double *mults /* OUT */);
+
 /* td_mlp_estimate: parameter count and workspace bytes for batch `cap`, computed in double
  * precision WITHOUT allocating, so absurd widths (1e9) can be refused first.
  * Errors: TD_EINVAL for an invalid cfg (dims < 1, too many layers). */
@@ -225,6 +271,9 @@ void td_mlp_destroy(td_mlp *m);
  *    gain sqrt(3 / fan_in), gain = sqrt(2 / (1 + a^2)) = sqrt(1/3), i.e. bound =
  *    1/sqrt(fan_in); then b ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)). Both bounds times s.
  *    (Same distribution as PyTorch; not the same random numbers.)
+ * The parameterization (td_param_kind) changes this: ntk draws every W and b from
+ * N(0, s^2) (the multipliers carry the scale); mup divides the output layer's weight variance
+ * by r_in = fan_in / base_width (its biases as above).
  * Norm layers: gamma = 1, beta = 0 (no random draws, so the weights are those of the same
  * model without normalization); BatchNorm buffers: running_mean 0, running_var 1,
  * num_batches_tracked 0 (torch's initial state). */

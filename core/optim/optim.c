@@ -24,6 +24,9 @@ struct td_optim {
   size_t n;
   long t; /* steps taken */
   double *state[TD__OPTIM_MAX_STATE];
+  int n_seg; /* per-segment lr multipliers (td_optim_set_lr_segments); 0: none */
+  size_t seg_end[TD_OPTIM_MAX_SEGMENTS];
+  double seg_mult[TD_OPTIM_MAX_SEGMENTS];
 };
 
 double td_optim_default_weight_decay(const char *name) {
@@ -374,8 +377,53 @@ void td_optim_destroy(td_optim *o) {
 }
 
 void td_optim_step(td_optim *o, double *params, const double *grad, double lr) {
-  o->impl->step(o, params, grad, lr);
+  if (!o->n_seg) {
+    o->impl->step(o, params, grad, lr);
+  } else {
+    /* one update of each segment as an optimizer over that slice (same hyperparameters and
+     * step count, state vectors offset), with lr times the segment's multiplier */
+    size_t start = 0;
+    for (int s = 0; s < o->n_seg; s++) {
+      td_optim v = *o;
+      v.n = o->seg_end[s] - start;
+      v.n_seg = 0;
+      for (int i = 0; i < TD__OPTIM_MAX_STATE; i++)
+        if (o->state[i]) v.state[i] = o->state[i] + start;
+      if (v.n) o->impl->step(&v, params + start, grad + start, lr * o->seg_mult[s]);
+      start = o->seg_end[s];
+    }
+  }
   o->t++;
+}
+
+int td_optim_set_lr_segments(td_optim *o, int n_seg, const size_t *ends, const double *mults,
+                             td_err *err) {
+  if (n_seg < 0 || n_seg > TD_OPTIM_MAX_SEGMENTS)
+    return td_err_set(err, TD_EINVAL, NULL, "optim: %d lr segments (at most %d)", n_seg,
+                      TD_OPTIM_MAX_SEGMENTS);
+  if (n_seg && o->impl->step == sgld_step)
+    return td_err_set(err, TD_EINVAL, "params.optimizer.name",
+                      "sgld: per-layer learning rates (model.parameterization mup) are not "
+                      "supported (its noise stream covers the whole vector)");
+  size_t prev = 0;
+  for (int s = 0; s < n_seg; s++) {
+    if (ends[s] < prev || ends[s] > o->n || !(mults[s] > 0) || !isfinite(mults[s]))
+      return td_err_set(err, TD_EINVAL, NULL, "optim: bad lr segment %d", s);
+    prev = ends[s];
+  }
+  if (n_seg && prev != o->n)
+    return td_err_set(err, TD_EINVAL, NULL, "optim: lr segments end at %zu, not %zu", prev, o->n);
+  o->n_seg = n_seg;
+  for (int s = 0; s < n_seg; s++) {
+    o->seg_end[s] = ends[s];
+    o->seg_mult[s] = mults[s];
+  }
+  return 0;
+}
+
+int td_optim_adam_like(const char *name) {
+  return name && (!strcmp(name, "adam") || !strcmp(name, "adamw") || !strcmp(name, "adagrad") ||
+                  !strcmp(name, "rmsprop"));
 }
 
 void td_optim_reset(td_optim *o) {

@@ -121,6 +121,25 @@ int td_optim_check(const char *name, const td_optim_hp *hp, td_err *err);
  * with learning rate lr. Never allocates. */
 void td_optim_step(td_optim *o, double *params, const double *grad, double lr);
 
+/* td_optim_set_lr_segments: per-parameter learning-rate multipliers, constant on segments:
+ * segment s covers [ends[s-1], ends[s]) (ends[-1] = 0; the last end must be n_params) and
+ * each later td_optim_step updates it as the same optimizer restricted to that slice (its
+ * state slice, the shared step count) with learning rate lr * mults[s] (mults > 0). Coupled
+ * weight decay follows the step; adamw's decoupled decay p *= 1 - lr wd uses the segment's lr
+ * too (as torch does with one param group per tensor, the mup package's convention). n_seg = 0
+ * removes them (then a step is exactly the plain one). Used for the per-layer scalings of
+ * model.parameterization mup (model.h td_mlp_lr_segments). Errors: TD_EINVAL (more than
+ * TD_OPTIM_MAX_SEGMENTS, ends not increasing or not ending at n_params, a multiplier not > 0,
+ * sgld with segments: its noise is one stream over the whole vector; field
+ * params.optimizer.name). */
+#define TD_OPTIM_MAX_SEGMENTS 256
+int td_optim_set_lr_segments(td_optim *o, int n_seg, const size_t *ends, const double *mults,
+                             td_err *err);
+
+/* td_optim_adam_like: non-zero for the optimizers that scale like Adam under mup (adam, adamw,
+ * adagrad, rmsprop: Tensor Programs V, Table 3 caption); the others scale like SGD. */
+int td_optim_adam_like(const char *name);
+
 /* td_optim_reset: return the state to its initial value and the step counter to 0. */
 void td_optim_reset(td_optim *o);
 

@@ -81,6 +81,22 @@ int td_trainer_parse_model(const json_t *p, const char *act_default, td_mlp_cfg 
   if (td_mlp_norm_parse(td_param_str(p, "model.norm", "none"), &mlp->norm))
     return td_err_set(err, TD_EINVAL, "params.model.norm", "unknown normalization");
   mlp->norm_eps = td_param_num(p, "model.norm_eps", TD_NORM_EPS_DEFAULT);
+  if (td_mlp_param_parse(td_param_str(p, "model.parameterization", NULL), &mlp->param))
+    return td_err_set(err, TD_EINVAL, "params.model.parameterization",
+                      "unknown parameterization (standard|ntk|mup)");
+  mlp->sigma_w2 = td_param_num(p, "model.sigma_w2", 2.0);
+  mlp->sigma_b2 = td_param_num(p, "model.sigma_b2", 0.1);
+  mlp->base_width = td_param_num(p, "model.base_width", 1.0);
+  return 0;
+}
+
+int td_trainer_require_standard(const json_t *p, const char *kind, td_err *err) {
+  const char *pz = td_param_str(p, "model.parameterization", "standard");
+  if (pz && strcmp(pz, "standard") != 0)
+    return td_err_set(err, TD_EINVAL, "params.model.parameterization",
+                      "%s supports only the standard parameterization (its own layer math or "
+                      "optimizer loop does not apply the multipliers or per-layer learning "
+                      "rates of '%s')", kind, pz);
   return 0;
 }
 
@@ -144,6 +160,16 @@ int td_trainer_parse_optim(const json_t *p, td_trainer_cfg *c, td_err *err) {
   if (rc) return rc;
   td_sopt_kind sok;
   c->so = td_sopt_kind_parse(c->opt_name, &sok) == 0;
+  if (c->so && c->pb.mlp.param == TD_PARAM_MUP)
+    return td_err_set(err, TD_EINVAL, "params.model.parameterization",
+                      "mup scales the learning rate per layer: use a first-order optimizer "
+                      "(not %s)", c->opt_name);
+  if (c->so && sok == TD_SOPT_KFAC && c->pb.mlp.param != TD_PARAM_STANDARD)
+    return td_err_set(err, TD_EINVAL, "params.model.parameterization",
+                      "kfac's Kronecker factors assume the standard parameterization");
+  if (!c->so && c->pb.mlp.param == TD_PARAM_MUP && !strcmp(c->opt_name, "sgld"))
+    return td_err_set(err, TD_EINVAL, "params.model.parameterization",
+                      "mup's per-layer learning rates are not supported with sgld");
   if (c->so) {
     if ((rc = td_sopt_hp_parse(p, c->opt_name, c->pb.seed, &c->so_hp, err))) return rc;
     c->so_hp.weight_decay += c->l2; /* both are a coupled L2 term for these methods */
@@ -497,7 +523,13 @@ static int build(td_trainer *t, td_err *err) {
   if (c->layer_every > 0 && !(t->prev = malloc(t->m->n_params * sizeof *t->prev)))
     return td_err_set(err, TD_ENOMEM, NULL, "trainer: out of memory");
   if (c->so) return td_sopt_create(&c->so_hp, t->m, c->batch, &t->so, err);
-  return td_optim_create(c->opt_name, &c->hp, t->m->n_params, &t->opt, err);
+  rc = td_optim_create(c->opt_name, &c->hp, t->m->n_params, &t->opt, err);
+  if (rc || t->m->cfg.param != TD_PARAM_MUP) return rc;
+  /* mup: the per-layer learning rates of its SGD or Adam column (model.h) */
+  size_t ends[2 * TD_MLP_MAX_LAYERS];
+  double mults[2 * TD_MLP_MAX_LAYERS];
+  int ns = td_mlp_lr_segments(t->m, td_optim_adam_like(c->opt_name), ends, mults);
+  return td_optim_set_lr_segments(t->opt, ns, ends, mults, err);
 }
 
 static void destroy(td_trainer *t) {

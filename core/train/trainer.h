@@ -84,7 +84,7 @@
       {"model.hidden", TD_PT_INT_LIST, HIDDEN, 1, 1e5, NULL, 16, "hidden layer widths"},          \
       {"model.activation", TD_PT_STR, ACT, 0, 0, "relu|tanh|linear", 0,                           \
        "activation after every hidden linear layer"},                                             \
-      TD_TRAINER_INIT_PARAMS,                                                                     \
+      TD_TRAINER_INIT_PARAMS, TD_TRAINER_PARAMETERIZATION_PARAMS,                                 \
       {"loss", TD_PT_STR, LOSS, 0, 0, "cross_entropy|mse", 0,                                     \
        "cross_entropy (mean -log softmax of the true class) or mse (1/2 mean ||f-y||^2, "         \
        "one-hot targets for classes)"},                                                           \
@@ -99,6 +99,20 @@
    "1/sqrt(fan_in))); absent: He before a relu, LeCun otherwise"},                               \
       {"model.init_scale", TD_PT_NUM, "1", 0, 1e3, NULL, 0,                                       \
        "multiplier on the init distribution of the weights and biases"}
+
+/* The parameterization rows (model.parameterization, model.sigma_w2, model.sigma_b2,
+ * model.base_width; model.h td_param_kind has the scalings and their sources). */
+#define TD_TRAINER_PARAMETERIZATION_PARAMS                                                        \
+  {"model.parameterization", TD_PT_STR, "\"standard\"", 0, 0, "standard|ntk|mup", 0,               \
+   "standard: model.init as is; ntk (Jacot et al. 2018): W, b ~ N(0, init_scale^2), layer "       \
+   "output sigma_w/sqrt(fan_in) W x + sigma_b b; mup (Tensor Programs V, Table 3, relative to "   \
+   "model.base_width): output init var / r_in, per-layer lr x r_out (SGD: input weights, "       \
+   "biases), x 1/r_in (SGD: output; Adam: hidden and output)"},                                  \
+      {"model.sigma_w2", TD_PT_NUM, "2", 1e-6, 1e6, NULL, 0, "ntk: sigma_w^2 of every layer"},    \
+      {"model.sigma_b2", TD_PT_NUM, "0.1", 0, 1e6, NULL, 0, "ntk: sigma_b^2 of every layer"},     \
+      {"model.base_width", TD_PT_NUM, "1", 1e-6, 1e9, NULL, 0,                                     \
+       "mup: the base width n0 (r = fan / n0; at width n0 mup is standard; 1: Table 3 as "      \
+       "printed)"}
 
 /* Normalization layers (model.norm, model.norm_eps). */
 #define TD_TRAINER_NORM_PARAMS                                                                    \
@@ -232,10 +246,16 @@ int td_trainer_parse_problem(const json_t *p, size_t fmnist_n_train, size_t fmni
                              int center_default, td_problem_cfg *pb /* OUT */, td_err *err);
 
 /* td_trainer_parse_model: the model.* rows (hidden, activation (absent: act_default), init,
- * init_scale, norm, norm_eps) into mlp (in_dim, out_dim are the caller's). Errors: TD_EINVAL
+ * init_scale, norm, norm_eps, parameterization, sigma_w2, sigma_b2, base_width) into mlp (in_dim, out_dim are the caller's). Errors: TD_EINVAL
  * with the field. */
 int td_trainer_parse_model(const json_t *p, const char *act_default, td_mlp_cfg *mlp /* OUT */,
                            td_err *err);
+
+/* td_trainer_require_standard: for kinds that share the model rows but compute with the
+ * layers themselves or run their own optimizer loop (their math assumes unit multipliers and
+ * one learning rate): TD_EINVAL naming params.model.parameterization unless it is absent or
+ * "standard". */
+int td_trainer_require_standard(const json_t *p, const char *kind, td_err *err);
 
 /* td_trainer_parse_length: batch_size (clamped to n_train), epochs or steps (neither: one
  * epoch; more than max_steps: TD_EINVAL on params.epochs), eval_every (absent: (T + div - 1)
