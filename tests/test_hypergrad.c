@@ -357,7 +357,7 @@ static void test_mlp_methods_match_finite_differences(void **st) {
   td_hg_problem p = td_hgmlp_problem(&h);
   assert_int_equal(p.n_groups, 2);
   enum { TM = 15 };
-  double lrs[TM], lam[2] = {0.01, 0.03}, a[2], b[2], c[2], dlr[TM];
+  double lrs[TM], lam[2] = {0.01, 0.03}, a[2], b[2], c[2], e[2], dlr[TM];
   for (int t = 0; t < TM; t++) lrs[t] = 0.2;
   td_hg_unroll u = {.T = TM, .lrs = lrs, .mu = 0.9, .lambda = lam, .w0 = m->params};
   td_hg_result r1 = {.d_lambda = a, .d_lr = dlr}, r2 = {.d_lambda = b}, r3 = {.d_lambda = c};
@@ -365,6 +365,19 @@ static void test_mlp_methods_match_finite_differences(void **st) {
   assert_int_equal(td_hg_reversal(&p, &u, &r2, NULL, NULL, &err), 0);
   assert_int_equal(r2.mismatch, 0);
   assert_int_equal(td_hg_forward_mode(&p, &u, &r3, &err), 0);
+  /* exact reversal with the last 7 steps' first-layer pre-activations kept from the forward
+   * pass (td_hgmlp_cache): the reverse pass that starts those steps' forward at layer 1 must
+   * still recover the forward trajectory bit for bit */
+  size_t P = m->n_params;
+  double *tf = malloc((TM + 1) * P * sizeof *tf), *tb = malloc((TM + 1) * P * sizeof *tb);
+  assert_int_equal(td_hgmlp_cache(&h, TM, 7.5 * 30 * 7 * sizeof(double), &err), 0);
+  assert_int_equal(h.cache_steps, 7);
+  td_hg_result r4 = {.d_lambda = e};
+  assert_int_equal(td_hg_reversal(&p, &u, &r4, tf, tb, &err), 0);
+  assert_int_equal(h.cache_hits, 7);
+  assert_int_equal(r4.mismatch, 0);
+  assert_memory_equal(tf, tb, (TM + 1) * P * sizeof *tf);
+  free(tf), free(tb);
   double *wT = malloc(m->n_params * sizeof *wT), *g = malloc(m->n_params * sizeof *g);
   for (int j = 0; j < 2; j++) {
     double fv[2];
@@ -380,6 +393,7 @@ static void test_mlp_methods_match_finite_differences(void **st) {
     assert_rel(a[j], fd, 1e-6);
     assert_rel(b[j], fd, 1e-6);
     assert_rel(c[j], fd, 1e-6);
+    assert_rel(e[j], fd, 1e-6);
   }
   free(wT), free(g);
   td_hgmlp_deinit(&h);

@@ -300,7 +300,9 @@ int td_hg_reversal(const td_hg_problem *p, const td_hg_unroll *u, td_hg_result *
     for (size_t i = 0; i < n; i++) w[i] = from_fix(iw[i]);
     if (traj_fwd) memcpy(traj_fwd + (size_t)t * n, w, n * sizeof *w);
     double loss;
-    if ((rc = p->point(p->ctx, w, &loss, g, err))) goto done;
+    rc = p->point_at ? p->point_at(p->ctx, t, 0, w, &loss, g, err)
+                     : p->point(p->ctx, w, &loss, g, err);
+    if (rc) goto done;
     res->n_grad++;
     double lr = u->lrs[t];
     for (size_t i = 0; i < n; i++) {
@@ -340,7 +342,9 @@ int td_hg_reversal(const td_hg_problem *p, const td_hg_unroll *u, td_hg_result *
     if (res->d_lr) res->d_lr[t] = dlr;
     if (traj_rev) memcpy(traj_rev + (size_t)t * n, w, n * sizeof *w);
     double loss;
-    if ((rc = p->point(p->ctx, w, &loss, g, err))) goto done;
+    rc = p->point_at ? p->point_at(p->ctx, t, 1, w, &loss, g, err)
+                     : p->point(p->ctx, w, &loss, g, err);
+    if (rc) goto done;
     res->n_grad++;
     for (size_t i = 0; i < n; i++) {
       int64_t gi = 0;

@@ -48,6 +48,13 @@ typedef struct td_hg_problem {
   void (*hvp)(void *ctx, const double *v, double *hv /* OUT, n */);
   int (*val)(void *ctx, const double *w, double *loss /* OUT */, double *g /* OUT, n */,
              td_err *err);
+  /* Optional (NULL: point() is used). td_hg_reversal calls point_at(ctx, t, 0, w, ...) at
+   * forward step t and point_at(ctx, t, 1, w, ...) when it recomputes step t on the reverse
+   * pass (where w is bitwise the forward w_t), so the problem may keep per-step data of the
+   * forward pass and reuse it (hgmlp: the first layer's pre-activations, td_hgmlp_cache).
+   * It must return bitwise what point(w) returns and leave the point set for hvp(). */
+  int (*point_at)(void *ctx, int t, int reverse, const double *w, double *loss /* OUT */,
+                  double *g /* OUT, n */, td_err *err);
 } td_hg_problem;
 
 /* The unroll: T steps of heavy ball from w0 with momentum mu and lr_t = lrs[t]. */
