@@ -56,6 +56,20 @@ static void hgmlp_hvp(void *ctx, const double *v, double *hv) {
   td_curv_hvp(&h->tr, v, hv);
 }
 
+/* out_i = grad l_i . u / n = r_i^T (J_i u) / n: one forward tangent pass (td_curv_jvp) and
+ * the per-example output gradients r_i = dl_i/dz_i of the point (c->rgrad, not / n). */
+static void hgmlp_ex_dot(void *ctx, const double *u, double *out) {
+  td_hgmlp *h = ctx;
+  const int B = h->tr.B, K = h->m->cfg.out_dim;
+  td_curv_jvp(&h->tr, u, h->jv);
+  for (int i = 0; i < B; i++) {
+    const double *r = h->tr.rgrad + (size_t)i * K, *j = h->jv + (size_t)i * K;
+    double s = 0;
+    for (int k = 0; k < K; k++) s += r[k] * j[k];
+    out[i] = s / B;
+  }
+}
+
 static int hgmlp_val(void *ctx, const double *w, double *loss, double *g, td_err *err) {
   td_hgmlp *h = ctx;
   int rc = td_curv_set_point(&h->va, w, err);
@@ -81,6 +95,11 @@ int td_hgmlp_init(td_hgmlp *h, const td_mlp *m, const td_dataset *train, size_t 
     td_hgmlp_deinit(h);
     return rc;
   }
+  h->jv = malloc(n_train * (size_t)m->cfg.out_dim * sizeof *h->jv);
+  if (!h->jv) {
+    td_hgmlp_deinit(h);
+    return td_err_set(err, TD_ENOMEM, NULL, "hypergradient: out of memory");
+  }
   h->n_groups = m->n_linear;
   for (int j = 0; j < m->n_linear; j++) {
     double *W, *b;
@@ -94,6 +113,7 @@ int td_hgmlp_init(td_hgmlp *h, const td_mlp *m, const td_dataset *train, size_t 
 void td_hgmlp_deinit(td_hgmlp *h) {
   if (!h) return;
   free(h->cache);
+  free(h->jv);
   td_curv_deinit(&h->tr);
   td_curv_deinit(&h->va);
   memset(h, 0, sizeof *h);
@@ -102,6 +122,7 @@ void td_hgmlp_deinit(td_hgmlp *h) {
 td_hg_problem td_hgmlp_problem(td_hgmlp *h) {
   td_hg_problem p = {.n = h->m->n_params, .n_groups = h->n_groups, .group_off = h->group_off,
                      .ctx = h, .point = hgmlp_point, .hvp = hgmlp_hvp, .val = hgmlp_val,
-                     .point_at = hgmlp_point_at};
+                     .point_at = hgmlp_point_at, .n_ex = (size_t)h->tr.B,
+                     .ex_dot = hgmlp_ex_dot};
   return p;
 }

@@ -27,6 +27,7 @@ typedef struct td_hgmlp {
   int cache_first, cache_steps;
   size_t cache_len;
   long cache_hits;        /* reverse-pass points that skipped the first layer's GEMM */
+  double *jv;             /* n_train x out_dim scratch of the data-weight products */
 } td_hgmlp;
 
 /* td_hgmlp_init: two curvature contexts (train batch n_train, validation batch n_val).
@@ -46,7 +47,8 @@ void td_hgmlp_deinit(td_hgmlp *h);
  * (T < 1, a model with one layer), TD_ENOMEM. */
 int td_hgmlp_cache(td_hgmlp *h, int T, double max_bytes, td_err *err);
 
-/* td_hgmlp_problem: the td_hg_problem of h (ctx = h). */
+/* td_hgmlp_problem: the td_hg_problem of h (ctx = h), with data weights over the n_train
+ * training examples (ex_dot: one JVP, td_curv_jvp, per call). */
 td_hg_problem td_hgmlp_problem(td_hgmlp *h);
 
 #endif
