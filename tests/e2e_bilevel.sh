@@ -61,6 +61,10 @@ submit '{"kind":"hypergradient","params":{"inner":"ridge","data":{"name":"synthe
 HR=$JOB
 submit '{"kind":"hypergradient","params":{"data":{"n_train":200,"n_test":200},"model":{"hidden":[16]},"steps":30,"lr":0.05,"l2":[0.001,0.002],"ift":{"solver":"neumann","max_iters":50}}}'
 HM=$JOB
+submit '{"kind":"hypergradient","params":{"inner":"ridge","hyperparameter":"data_weights","data":{"name":"synthetic","n":60,"d":5,"noise":0.3},"loss":"mse","steps":600,"lr":0.1,"momentum":0.9,"l2":[0.05,0.2]}}'
+HW=$JOB
+submit '{"kind":"hypergradient","params":{"hyperparameter":"data_weights","data":{"n_train":100,"n_test":100},"model":{"hidden":[8]},"steps":20,"lr":0.05,"methods":{"forward":false}}}'
+HWM=$JOB
 submit '{"kind":"influence","params":{"inner":"ridge","data":{"name":"synthetic","n":100,"d":5,"noise":0.2},"loss":"mse","damping":0.05,"flip":3,"test_indices":[0,1],"lissa":{"depth":3000}}}'
 IR=$JOB
 submit '{"kind":"influence","params":{"data":{"name":"synthetic","n":80,"d":4,"n_test":20},"loss":"mse","model":{"hidden":[6],"activation":"tanh"},"train":{"steps":3000,"lr":0.1},"damping":0.05,"loo":{"n":15,"steps":2000},"lissa":{"depth":2000}}}'
@@ -95,6 +99,28 @@ if succeeded "$HM" 120; then
     bash -c "grep -q '\"lambda_max\":[0-9]' '$TMP/body' && grep -q '\"alpha_lambda_max\":' '$TMP/body' && grep -q '\"neumann_condition_met\":true' '$TMP/body'"
 else
   bad "hypergradient mlp job succeeds"
+fi
+
+if succeeded "$HW" 60; then
+  f="$TMP/job_$HW"
+  check "hypergradient data_weights ridge: reverse, reversal and IFT meet the closed form to 1e-8 ($(jnum d_weights_max_rel_diff "$f"))" \
+    bash -c "grep -q '\"d_weights_reference\":\"closed_form\"' '$f' && awk -v a='$(jnum d_weights_max_rel_diff "$f")' 'BEGIN{exit !(a != \"\" && a <= 1e-8)}'"
+  req GET "/api/v1/jobs/$HW/metrics?keys=d_weight"
+  check "hypergradient data_weights ridge: the d_weight metric has one point per training example (60)" \
+    bash -c "grep -q '\"d_weight\":{[^}]*\"total\":60' '$TMP/body'"
+else
+  bad "hypergradient data_weights ridge job succeeds"
+fi
+if succeeded "$HWM" 120; then
+  f="$TMP/job_$HWM"
+  rd=$(grep -o '"d_weights_rel_diff":{[^}]*}' "$f" | grep -o '"reversal":[^,}]*' | sed 's/.*://')
+  check "hypergradient data_weights mlp: exact reversal meets reverse mode per example to 1e-9 ($rd)" \
+    below "$rd" 1e-9
+  req GET "/api/v1/jobs/$HWM/artifacts/hypergradient.json"
+  check "hypergradient data_weights mlp: hypergradient.json has 100 weights per method" \
+    bash -c "[ \$(grep -o '\"d_weights\":{\"reverse\":\\[[^]]*' '$TMP/body' | tr ',' '\n' | wc -l) = 100 ]"
+else
+  bad "hypergradient data_weights mlp job succeeds"
 fi
 
 # ---------------------------------------------------------------- influence
@@ -177,6 +203,8 @@ expect_400 "exact reversal with momentum 0" params.momentum \
 expect_400 "a test index beyond n_test" params.test_indices \
   '{"kind":"influence","params":{"data":{"n_test":10},"test_indices":[10]}}'
 expect_400 "ridge on fashion-mnist" params.data.name '{"kind":"influence","params":{"inner":"ridge"}}'
+expect_400 "an unknown hyperparameter" params.hyperparameter \
+  '{"kind":"hypergradient","params":{"hyperparameter":"dropout"}}'
 expect_400 "three L2 strengths for two layers" params.l2 \
   '{"kind":"hypergradient","params":{"l2":[0.1,0.2,0.3]}}'
 
