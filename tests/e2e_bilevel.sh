@@ -29,8 +29,12 @@
 #     reported (the comparison itself is printed, not asserted); the in-job baseline
 #     (random_in_job) is labelled in_job; tuning the learning-rate schedule (20 rates) lowers
 #     the loss by more than 5 %;
+#   - hypergradient with "hyperparameter": "data_weights": on ridge reverse, reversal and the
+#     IFT meet the closed form per example to 1e-8, with one d_weight point per example; on a
+#     small MLP the reversal meets reverse mode per example to 1e-9;
 #   - refusals, each a 400 naming the field: exact reversal with momentum 0, a test index
-#     beyond n_test, ridge on Fashion-MNIST, a wrong number of L2 strengths.
+#     beyond n_test, ridge on Fashion-MNIST, an unknown hyperparameter, a wrong number of L2
+#     strengths (hypergradient and hyperopt).
 # Needs bash, curl, grep, awk. Prints one line per check and "N passed, M failed".
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -268,5 +272,7 @@ expect_400 "an unknown hyperparameter" params.hyperparameter \
   '{"kind":"hypergradient","params":{"hyperparameter":"dropout"}}'
 expect_400 "three L2 strengths for two layers" params.l2 \
   '{"kind":"hypergradient","params":{"l2":[0.1,0.2,0.3]}}'
+expect_400 "hyperopt: three L2 strengths for two layers" params.l2 \
+  '{"kind":"hyperopt","params":{"l2":[0.1,0.2,0.3]}}'
 
 finish
