@@ -60,6 +60,17 @@ def reset_peak():
         pass
 
 
+def blas_threads():
+    """The thread count of the OpenBLAS that PyTorch's process loaded ("?" if none)."""
+    import ctypes
+    for name in ("libopenblas.so.0", "libblas.so.3"):
+        try:
+            return str(ctypes.CDLL(name).openblas_get_num_threads())
+        except (OSError, AttributeError):
+            pass
+    return "?"
+
+
 def unrolled_hypergradient(w0, x, y, xv, yv, T, lr, mu, lam0):
     """d L_val(w_T) / d (lam, lrs) by autograd through the unroll."""
     lam = torch.tensor(lam0, dtype=torch.float64, requires_grad=True)
@@ -123,9 +134,9 @@ def main():
     e_l = ((tdl - dl).norm() / dl.norm()).item()
     e_r = ((tlr - dlr).norm() / dlr.norm()).item()
     ok = e_l <= float(a["--rtol"]) and e_r <= float(a["--rtol"])
-    print("BENCH %s tdlab_ms=%.1f peer=pytorch peer_ms=%.1f ratio=%.3f tdlab_mib=%.1f "
+    print("BENCH %s threads=%d/%d blas_threads=%s tdlab_ms=%.1f peer=pytorch peer_ms=%.1f ratio=%.3f tdlab_mib=%.1f "
           "peer_mib=%.1f mem_ratio=%.4f rel_err_lambda=%.2e rel_err_lr=%.2e mismatch=%d %s"
-          % (a["--name"], td["ms"], ms, td["ms"] / ms, td["mem_mib"], mib,
+          % (a["--name"], td["threads"], torch.get_num_threads(), blas_threads(), td["ms"], ms, td["ms"] / ms, td["mem_mib"], mib,
              td["mem_mib"] / mib if mib > 0 else float("nan"), e_l, e_r, td["mismatch"],
              "values_agree" if ok else "VALUES_DIFFER"))
     return 0 if ok else 1

@@ -78,13 +78,19 @@ bench_pair entk_784-256-256-10_n200_full pytorch-functorch \
 # validation loss through 100 unrolled full-batch heavy-ball steps (momentum 0.9) of an MLP
 # 784-256-10 on 1000 Fashion-MNIST examples: tdlab's exact reversal (bench_hypergrad.c) vs
 # PyTorch autograd through the same unroll with create_graph=True (hypergrad.py), same run,
-# both on 2 threads, one hypergradient each. hypergrad.py prints the BENCH line with the time
-# ratio, the peak-memory ratio (VmHWM above the RSS before the computation) and the relative
-# difference of the values, and fails when they differ by more than 1e-8.
+# one hypergradient each. Threads: both call the same OpenBLAS (pthread build) with 2 threads:
+# tdlab by OPENBLAS_NUM_THREADS=2 and --threads 2, PyTorch by OpenBLAS's default of one per core
+# on this 2-core machine, and torch.set_num_threads(2) for its own OpenMP kernels; the BENCH line
+# prints what both report (threads=tdlab/torch, blas_threads=PyTorch's OpenBLAS). tdlab's
+# reversal keeps the first-layer pre-activations of the last 65 steps (--cache-mib 128, in its
+# measured peak). hypergrad.py prints the BENCH line with the time ratio, the peak-memory ratio
+# (VmHWM above the RSS before the computation) and the relative difference of the values, and
+# fails when they differ by more than 1e-8.
 OPENBLAS_NUM_THREADS=2 "$BUILD/bench/bench_hypergrad" --threads 2 --T 100 --n 1000 \
   --w0 "$BUILD/bench/hypergrad_w0.bin" --out "$BUILD/bench/hypergrad_tdlab.json" >/dev/null &&
-  { "$PY" "$here/hypergrad.py" --threads 2 --T 100 --n 1000 --w0 "$BUILD/bench/hypergrad_w0.bin" \
-      --tdlab "$BUILD/bench/hypergrad_tdlab.json" || status=1; } || status=1
+  { "$PY" "$here/hypergrad.py" --threads 2 --T 100 \
+      --n 1000 --w0 "$BUILD/bench/hypergrad_w0.bin" --tdlab "$BUILD/bench/hypergrad_tdlab.json" ||
+      status=1; } || status=1
 # Issue 17: a downsampled metric read of 10k vs 10M points against the old full scan, bytes
 # per stored point with and without the pyramid, and the comparison page opening 20 runs of
 # 100,000 points in headless Chromium (bench/compare.sh).

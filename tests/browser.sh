@@ -15,7 +15,9 @@
 #    comparison page: selection and Compare in the jobs list, one chart per shared key, the
 #    legend from differing params, smoothing, log y and zoom in a shared URL that reopens the
 #    same view, relative time, seed groups with bands, search, dark mode, named controls and
-#    a 390 px screen; the sweep page's parallel coordinates, scatter and children's curves.
+#    a 390 px screen; the sweep page's parallel coordinates, scatter and children's curves; a
+#    small hyperopt job whose page draws the gradient run beside its same-budget random-search
+#    sweep (summary.random_sweep POSTed under the job's name; web/js/hyperopt.js).
 # 3. The same script checks the pages against tests/browser/fake_api.js fixtures: NaN and
 #    Infinity metric values, sharpness with its 2/lr line, spectral-density and eigenvalue
 #    artifacts, a 1e6-step run, a fork (parent link, the parent's curve up to the fork step,
@@ -115,6 +117,27 @@ else
       done
       if [ "$SSTATUS" = "finished" ]; then ok "sweep $SWEEP finished"; CHECK_ARGS+=(--sweep "$SWEEP"); else not_ok "sweep $SWEEP finished (status: ${SSTATUS:-none})"; fi
     fi
+    # A small hyperopt job and its same-budget random-search sweep (summary.random_sweep, named
+    # after the job as the job page looks it up), for the job page's comparison chart.
+    HSPEC='{"kind":"hyperopt","params":{"data":{"n_train":100,"n_test":100},"model":{"hidden":[8]},"steps":10,"outer":{"steps":2,"lr":0.5}}}'
+    HO=$(curl -sS -X POST -H 'Content-Type: application/json' --data "$HSPEC" "$BASE/api/v1/jobs" | json_get id)
+    HSTATUS=""
+    for _ in $(seq 1 600); do   # up to 120 s
+      HSTATUS=$(curl -sS "$BASE/api/v1/jobs/$HO" | json_get status)
+      case "$HSTATUS" in succeeded|failed|diverged|cancelled) break ;; esac
+      sleep 0.2
+    done
+    HSW=""
+    if [ -n "$HO" ] && [ "$HSTATUS" = succeeded ]; then
+      HSPEC2=$(curl -sS "$BASE/api/v1/jobs/$HO" | json_get summary.random_sweep |
+        node -e 'let d="";process.stdin.on("data",c=>d+=c).on("end",()=>{const s=JSON.parse(d);s.name="hyperopt-random-of-job-"+process.argv[1];console.log(JSON.stringify(s))})' "$HO")
+      HSW=$(curl -sS -X POST -H 'Content-Type: application/json' --data "$HSPEC2" "$BASE/api/v1/sweeps" | json_get id)
+      for _ in $(seq 1 600); do
+        [ "$(curl -sS "$BASE/api/v1/sweeps/$HSW?children=0" | json_get status)" = finished ] && break
+        sleep 0.2
+      done
+    fi
+    if [ -n "$HSW" ]; then ok "hyperopt job $HO and its random-search sweep $HSW finished"; CHECK_ARGS+=(--hyperopt "$HO"); else not_ok "hyperopt job and its sweep (job ${HO:-none}: ${HSTATUS:-none})"; fi
   fi
 fi
 

@@ -12,7 +12,9 @@ L_train is the mean loss over the first n_train training examples (full batch), 
 first n_test test examples (pixels / 255); cross-entropy, or 1/2 mean ||f - onehot(y)||^2.
 It compares d_lambda of every unrolled method (reverse, reversal, forward) and the d_lr
 metric (step t = dL_val/dlr_t) with torch's, and exits 1 if a relative 2-norm difference
-exceeds --rtol (default 1e-8).
+exceeds --rtol (default 1e-8). The third case has "hyperparameter": "data_weights": there
+L_train = (1/n) sum_i s_i l_i with s = 1 a leaf tensor, and d L_val / d s from torch is compared
+with hypergradient.json's d_weights of reverse and reversal (forward mode is off there).
 
 Usage (needs /usr/bin/python3 with python3-torch; not part of `make test`):
   /usr/bin/python3 tests/hypergrad_torch_check.py build/tdlab [--rtol 1e-8] [--threads 2]
@@ -35,6 +37,9 @@ CASES = [
      "loss": "cross_entropy", "steps": 40, "lr": 0.1, "momentum": 0.9, "l2": [1e-3, 3e-3]},
     {"data": {"n_train": 200, "n_test": 100}, "model": {"hidden": [16, 8], "activation": "tanh"},
      "loss": "mse", "steps": 30, "lr": 0.2, "momentum": 0.8, "l2": [1e-2, 2e-3, 5e-3]},
+    {"data": {"n_train": 100, "n_test": 100}, "model": {"hidden": [16], "activation": "relu"},
+     "loss": "cross_entropy", "steps": 25, "lr": 0.1, "momentum": 0.9, "l2": [1e-3, 2e-3],
+     "hyperparameter": "data_weights", "methods": {"forward": False, "ift": False}},
 ]
 
 
@@ -77,10 +82,16 @@ def torch_hypergradient(case, ps):
                 h = act(h)
         return h
 
-    def loss(z, yy):
+    def per_example(z, yy):
         if case["loss"] == "mse":
-            return 0.5 * ((z - torch.nn.functional.one_hot(yy, 10).to(DT)) ** 2).sum(1).mean()
-        return torch.nn.functional.cross_entropy(z, yy)
+            return 0.5 * ((z - torch.nn.functional.one_hot(yy, 10).to(DT)) ** 2).sum(1)
+        return torch.nn.functional.cross_entropy(z, yy, reduction="none")
+
+    def loss(z, yy, s=None):
+        le = per_example(z, yy)
+        return (le * s).mean() if s is not None else le.mean()
+
+    s = torch.ones(case["data"]["n_train"], dtype=DT, requires_grad=True)
 
     T, mu = case["steps"], case["momentum"]
     lam = torch.tensor(case["l2"], dtype=DT, requires_grad=True)
@@ -88,11 +99,11 @@ def torch_hypergradient(case, ps):
     w = [p.clone().requires_grad_(True) for p in ps]
     v = [torch.zeros_like(p) for p in w]
     for t in range(T):
-        g = torch.autograd.grad(loss(f(w, x), y), w, create_graph=True)
+        g = torch.autograd.grad(loss(f(w, x), y, s), w, create_graph=True)
         v = [mu * vi + gi + lam[i // 2] * wi for i, (vi, gi, wi) in enumerate(zip(v, g, w))]
         w = [wi - lrs[t] * vi for wi, vi in zip(w, v)]
-    dl, dlr = torch.autograd.grad(loss(f(w, xv), yv), [lam, lrs])
-    return dl, dlr
+    dl, dlr, ds = torch.autograd.grad(loss(f(w, xv), yv), [lam, lrs, s])
+    return dl, dlr, ds
 
 
 def rel(a, b):
@@ -111,23 +122,29 @@ def main():
         with tempfile.TemporaryDirectory() as d:
             spec = os.path.join(d, "spec.json")
             with open(spec, "w") as fh:
-                json.dump({"kind": "hypergradient", "params": dict(case, methods={"ift": False})}, fh)
+                json.dump({"kind": "hypergradient",
+                           "params": dict(case, methods=case.get("methods", {"ift": False}))}, fh)
             out = os.path.join(d, "m.jsonl")
             subprocess.run([a.tdlab, "run", spec, "--out", out, "--artifacts", d], check=True,
                            stdout=subprocess.DEVNULL)
             lines = [json.loads(s) for s in open(out)]
             with open(os.path.join(d, "params_init.safetensors"), "rb") as fh:
                 st = parse_safetensors(fh.read())
+            with open(os.path.join(d, "hypergradient.json")) as fh:
+                art = json.load(fh)
         L = len(st) // 2
         ps = []
         for j in range(L):
             ps += [st["layers.%d.weight" % j], st["layers.%d.bias" % j]]
         summ = [s for s in lines if "status" in s][-1]["summary"]
         dlr_td = torch.tensor([s["value"] for s in lines if s.get("key") == "d_lr"], dtype=DT)
-        dl, dlr = torch_hypergradient(case, ps)
-        errs = {m: rel(torch.tensor(summ["d_lambda_" + m], dtype=DT), dl)
-                for m in ("reverse", "reversal", "forward")}
+        dl, dlr, ds = torch_hypergradient(case, ps)
+        meths = [m for m in ("reverse", "reversal", "forward") if "d_lambda_" + m in summ]
+        errs = {m: rel(torch.tensor(summ["d_lambda_" + m], dtype=DT), dl) for m in meths}
         errs["d_lr"] = rel(dlr_td, dlr)
+        if case.get("hyperparameter") == "data_weights":
+            for m in ("reverse", "reversal"):
+                errs["d_weights_" + m] = rel(torch.tensor(art["d_weights"][m], dtype=DT), ds)
         worst = max(worst, max(errs.values()))
         print("case %d: torch d_lambda %s; relative differences %s"
               % (k, [round(x, 12) for x in dl.tolist()],

@@ -20,10 +20,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <lapacke.h>
+
 #include "base/la.h"
 #include "base/rng.h"
 #include "bilevel/hgmlp.h"
 #include "bilevel/hypergrad.h"
+#include "bilevel/influence.h"
 #include "nn/data.h"
 #include "nn/model.h"
 
@@ -51,8 +54,11 @@ static void make(fixture *f) {
   f->p = td_hg_ridge_problem(&f->q, G, OFF);
 }
 
+/* Data weights of the reference unroll (NULL: all 1): L_train = (1/n) sum_i s_i l_i. */
+static const double *REF_S;
+
 /* The reference unroll, written here from the update rule (independent of hypergrad.c):
- * v = mu v + (X^T (X w - y)/n + lam_t w), w -= lr_t v, with a per-step lambda so that a
+ * v = mu v + (X^T S (X w - y)/n + lam_t w), w -= lr_t v, with a per-step lambda so that a
  * perturbation can be confined to the last K steps (truncation). Returns L_val(w_T). */
 static double ref_unroll(const fixture *f, int T, const double *lrs, double mu,
                          const double *lam_steps /* T x G */) {
@@ -63,6 +69,7 @@ static double ref_unroll(const fixture *f, int T, const double *lrs, double mu,
     for (int i = 0; i < NTR; i++) {
       double r = -f->y[i];
       for (int k = 0; k < D; k++) r += f->X[i * D + k] * w[k];
+      if (REF_S) r *= REF_S[i];
       for (int k = 0; k < D; k++) g[k] += r * f->X[i * D + k] / NTR;
     }
     for (int k = 0; k < D; k++) {
@@ -309,6 +316,163 @@ static void test_all_four_agree_long_unroll(void **st) {
   td_hg_ridge_deinit(&f.q);
 }
 
+
+/* Per-example data weights s (L_train = (1/n) sum_i s_i l_i, derivative at s = 1): reverse
+ * mode and exact reversal against central differences of the reference unroll in one weight
+ * (h = 1e-5; the map is smooth in s_i, so 1e-6 relative as above). */
+static void test_data_weights_match_finite_differences(void **st) {
+  (void)st;
+  fixture f;
+  make(&f);
+  double lrs[T], dl[G], dl2[G], ds1[NTR], ds2[NTR], s[NTR];
+  lrs_fill(lrs, T);
+  td_hg_unroll u = {.T = T, .lrs = lrs, .mu = 0.9, .lambda = LAMBDA, .w0 = f.w0};
+  td_hg_result r1 = {.d_lambda = dl, .d_wts = ds1}, r2 = {.d_lambda = dl2, .d_wts = ds2};
+  td_err err;
+  assert_int_equal(td_hg_reverse(&f.p, &u, 0, &r1, &err), 0);
+  assert_int_equal(td_hg_reversal(&f.p, &u, &r2, NULL, NULL, &err), 0);
+  assert_int_equal(r2.mismatch, 0);
+  double *ls = malloc((size_t)T * G * sizeof *ls);
+  for (int t = 0; t < T; t++)
+    for (int k = 0; k < G; k++) ls[t * G + k] = LAMBDA[k];
+  const int pick[3] = {0, 17, NTR - 1};
+  for (int a = 0; a < 3; a++) {
+    int i = pick[a];
+    double fv[2];
+    for (int sg = 0; sg < 2; sg++) {
+      for (int k = 0; k < NTR; k++) s[k] = 1.0;
+      s[i] += sg ? -1e-5 : 1e-5;
+      REF_S = s;
+      fv[sg] = ref_unroll(&f, T, lrs, 0.9, ls);
+      REF_S = NULL;
+    }
+    double fd = (fv[0] - fv[1]) / 2e-5;
+    assert_rel(ds1[i], fd, 1e-6);
+    assert_rel(ds2[i], fd, 1e-6);
+  }
+  /* forward mode does not do data weights (one tangent per example): not an error, skipped;
+   * a problem without ex_dot refuses */
+  td_hg_problem p = f.p;
+  p.ex_dot = NULL;
+  assert_int_equal(td_hg_reverse(&p, &u, 0, &r1, &err), TD_EINVAL);
+  free(ls);
+  td_hg_ridge_deinit(&f.q);
+}
+
+/* The ridge minimizer with data weights s, by LAPACK in this file: (X^T S X / n + Lambda) w =
+ * X^T S y / n; returns L_val(w). */
+static double ridge_weighted_val(const fixture *f, const double *s) {
+  double A[D * D] = {0}, b[D] = {0};
+  for (int i = 0; i < NTR; i++)
+    for (int k = 0; k < D; k++) {
+      b[k] += s[i] * f->X[i * D + k] * f->y[i] / NTR;
+      for (int l = 0; l < D; l++) A[k * D + l] += s[i] * f->X[i * D + k] * f->X[i * D + l] / NTR;
+    }
+  for (int k = 0; k < D; k++) A[k * D + k] += LAMBDA[k < 3 ? 0 : 1];
+  assert_int_equal(LAPACKE_dposv(LAPACK_ROW_MAJOR, 'U', D, 1, A, D, b, 1), 0);
+  double v = 0;
+  for (int i = 0; i < NV; i++) {
+    double r = -f->yv[i];
+    for (int k = 0; k < D; k++) r += f->Xv[i * D + k] * b[k];
+    v += r * r;
+  }
+  return 0.5 * v / NV;
+}
+
+/* Ridge: the closed form of the data-weight hypergradient at the exact minimizer against
+ * central differences of L_val(w*(s)) solved in this file, and the IFT (at the minimizer) and
+ * a long reverse unroll (T = 1500, converged to ~1e-13) against the closed form. */
+static void test_data_weights_ridge_closed_form(void **st) {
+  (void)st;
+  fixture f;
+  make(&f);
+  td_err err;
+  double cf[NTR], s[NTR];
+  assert_int_equal(td_hg_ridge_dweights(&f.q, G, OFF, LAMBDA, cf, &err), 0);
+  for (int i = 0; i < NTR; i += 7) {
+    for (int k = 0; k < NTR; k++) s[k] = 1.0;
+    s[i] = 1 + 1e-5;
+    double fp = ridge_weighted_val(&f, s);
+    s[i] = 1 - 1e-5;
+    double fm = ridge_weighted_val(&f, s);
+    assert_rel(cf[i], (fp - fm) / 2e-5, 1e-6);
+  }
+  enum { TL = 1500 };
+  double *lrs = malloc(TL * sizeof *lrs), dl[G], ws[D], ds_rev[NTR], ds_ift[NTR];
+  for (int t = 0; t < TL; t++) lrs[t] = 0.05;
+  td_hg_unroll u = {.T = TL, .lrs = lrs, .mu = 0.9, .lambda = LAMBDA, .w0 = f.w0};
+  td_hg_result r1 = {.d_lambda = dl, .d_wts = ds_rev}, r2 = {.d_lambda = dl, .d_wts = ds_ift};
+  assert_int_equal(td_hg_reverse(&f.p, &u, 0, &r1, &err), 0);
+  assert_int_equal(td_hg_ridge_solve(&f.q, G, OFF, LAMBDA, ws, NULL, &err), 0);
+  td_hg_ift_opts o = {.solver = TD_HG_IFT_CG, .max_iters = 50, .tol = 1e-14};
+  assert_int_equal(td_hg_ift(&f.p, LAMBDA, ws, &o, &r2, &err), 0);
+  double num1 = 0, num2 = 0, den = 0;
+  for (int i = 0; i < NTR; i++) {
+    num1 += (ds_rev[i] - cf[i]) * (ds_rev[i] - cf[i]);
+    num2 += (ds_ift[i] - cf[i]) * (ds_ift[i] - cf[i]);
+    den += cf[i] * cf[i];
+  }
+  assert_true(sqrt(num1 / den) < 1e-8);
+  assert_true(sqrt(num2 / den) < 1e-10);
+  free(lrs);
+  td_hg_ridge_deinit(&f.q);
+}
+
+static void curv_hvp(void *ctx, const double *v, double *out) { td_curv_hvp(ctx, v, out); }
+
+/* At unit weights, the IFT data-weight hypergradient is Koh and Liang's influence of
+ * up-weighting each training example divided by n (hypergrad.h, td_hg_ift): checked on a
+ * small tanh MLP against bilevel/influence.h's exact dense solve (Cholesky of H + lambda I
+ * built from HVP columns) and per-example gradients (td_curv_per_example_grads), a different
+ * solver and a different per-example path (the IFT uses CG and one JVP). */
+static void test_data_weights_ift_is_influence(void **st) {
+  (void)st;
+  td_err err;
+  td_synth_cfg sc = {.d = 4, .noise = 0.1, .decay = 0};
+  td_dataset tr, va;
+  enum { NT = 25 };
+  assert_int_equal(td_data_synthetic(&sc, NT, 3, 1, &tr, NULL, &err), 0);
+  assert_int_equal(td_data_synthetic(&sc, 15, 3, 2, &va, NULL, &err), 0);
+  td_mlp_cfg mc = {.in_dim = 4, .out_dim = 1, .n_hidden = 1, .hidden = {5}, .act = TD_ACT_TANH,
+                   .init_scale = 1.0};
+  td_mlp *m;
+  assert_int_equal(td_mlp_create(&mc, &m, &err), 0);
+  td_mlp_init(m, 6);
+  td_hgmlp h;
+  assert_int_equal(td_hgmlp_init(&h, m, &tr, NT, &va, 15, TD_CURV_MSE, &err), 0);
+  td_hg_problem p = td_hgmlp_problem(&h);
+  size_t P = m->n_params;
+  const double lam = 0.3, lams[2] = {lam, lam}; /* one strength for all: the damping */
+  /* a point near the inner minimizer (the identity holds at any point) */
+  enum { TW = 200 };
+  double lrs[TW], dl[2], ds[NT], score[NT];
+  for (int t = 0; t < TW; t++) lrs[t] = 0.1;
+  double *w = malloc(P * sizeof *w), *gv = malloc(P * sizeof *gv), *q = malloc(P * sizeof *q);
+  double *Gx = malloc(NT * P * sizeof *Gx);
+  td_hg_unroll u = {.T = TW, .lrs = lrs, .mu = 0.9, .lambda = lams, .w0 = m->params};
+  assert_int_equal(td_hg_forward(&p, &u, w, NULL, NULL, &err), 0);
+  td_hg_ift_opts o = {.solver = TD_HG_IFT_CG, .max_iters = 200, .tol = 1e-14};
+  td_hg_result r = {.d_lambda = dl, .d_wts = ds};
+  assert_int_equal(td_hg_ift(&p, lams, w, &o, &r, &err), 0);
+  /* the influence module's view */
+  double vl;
+  assert_int_equal(td_curv_set_point(&h.tr, w, &err), 0);
+  td_curv_per_example_grads(&h.tr, Gx);
+  assert_int_equal(p.val(p.ctx, w, &vl, gv, &err), 0);
+  td_inf_problem ip = {.n_params = P, .n_train = NT, .ctx = &h.tr, .hvp = curv_hvp};
+  td_inf_exact e;
+  assert_int_equal(td_inf_exact_init(&e, &ip, lam, &err), 0);
+  td_inf_exact_solve(&e, gv, q);
+  td_inf_scores(Gx, NT, P, q, score);
+  for (int i = 0; i < NT; i++) assert_rel(ds[i] * NT, score[i], 1e-8);
+  td_inf_exact_deinit(&e);
+  free(w), free(gv), free(q), free(Gx);
+  td_hgmlp_deinit(&h);
+  td_mlp_destroy(m);
+  td_dataset_deinit(&tr);
+  td_dataset_deinit(&va);
+}
+
 static void test_mu_rational_and_errors(void **st) {
   (void)st;
   uint32_t n, d;
@@ -357,7 +521,7 @@ static void test_mlp_methods_match_finite_differences(void **st) {
   td_hg_problem p = td_hgmlp_problem(&h);
   assert_int_equal(p.n_groups, 2);
   enum { TM = 15 };
-  double lrs[TM], lam[2] = {0.01, 0.03}, a[2], b[2], c[2], dlr[TM];
+  double lrs[TM], lam[2] = {0.01, 0.03}, a[2], b[2], c[2], e[2], dlr[TM];
   for (int t = 0; t < TM; t++) lrs[t] = 0.2;
   td_hg_unroll u = {.T = TM, .lrs = lrs, .mu = 0.9, .lambda = lam, .w0 = m->params};
   td_hg_result r1 = {.d_lambda = a, .d_lr = dlr}, r2 = {.d_lambda = b}, r3 = {.d_lambda = c};
@@ -365,6 +529,19 @@ static void test_mlp_methods_match_finite_differences(void **st) {
   assert_int_equal(td_hg_reversal(&p, &u, &r2, NULL, NULL, &err), 0);
   assert_int_equal(r2.mismatch, 0);
   assert_int_equal(td_hg_forward_mode(&p, &u, &r3, &err), 0);
+  /* exact reversal with the last 7 steps' first-layer pre-activations kept from the forward
+   * pass (td_hgmlp_cache): the reverse pass that starts those steps' forward at layer 1 must
+   * still recover the forward trajectory bit for bit */
+  size_t P = m->n_params;
+  double *tf = malloc((TM + 1) * P * sizeof *tf), *tb = malloc((TM + 1) * P * sizeof *tb);
+  assert_int_equal(td_hgmlp_cache(&h, TM, 7.5 * 30 * 7 * sizeof(double), &err), 0);
+  assert_int_equal(h.cache_steps, 7);
+  td_hg_result r4 = {.d_lambda = e};
+  assert_int_equal(td_hg_reversal(&p, &u, &r4, tf, tb, &err), 0);
+  assert_int_equal(h.cache_hits, 7);
+  assert_int_equal(r4.mismatch, 0);
+  assert_memory_equal(tf, tb, (TM + 1) * P * sizeof *tf);
+  free(tf), free(tb);
   double *wT = malloc(m->n_params * sizeof *wT), *g = malloc(m->n_params * sizeof *g);
   for (int j = 0; j < 2; j++) {
     double fv[2];
@@ -380,6 +557,7 @@ static void test_mlp_methods_match_finite_differences(void **st) {
     assert_rel(a[j], fd, 1e-6);
     assert_rel(b[j], fd, 1e-6);
     assert_rel(c[j], fd, 1e-6);
+    assert_rel(e[j], fd, 1e-6);
   }
   free(wT), free(g);
   td_hgmlp_deinit(&h);
@@ -399,6 +577,9 @@ int main(void) {
       cmocka_unit_test(test_all_four_agree_long_unroll),
       cmocka_unit_test(test_mu_rational_and_errors),
       cmocka_unit_test(test_mlp_methods_match_finite_differences),
+      cmocka_unit_test(test_data_weights_match_finite_differences),
+      cmocka_unit_test(test_data_weights_ridge_closed_form),
+      cmocka_unit_test(test_data_weights_ift_is_influence),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -21,6 +21,13 @@ typedef struct td_hgmlp {
   td_curv_ctx tr, va;
   int n_groups;
   size_t group_off[TD_MLP_MAX_LAYERS + 1];
+  /* td_hgmlp_cache: steps cache_first .. cache_first + cache_steps - 1 keep their first-layer
+   * pre-activations (cache_len doubles each) */
+  double *cache;
+  int cache_first, cache_steps;
+  size_t cache_len;
+  long cache_hits;        /* reverse-pass points that skipped the first layer's GEMM */
+  double *jv;             /* n_train x out_dim scratch of the data-weight products */
 } td_hgmlp;
 
 /* td_hgmlp_init: two curvature contexts (train batch n_train, validation batch n_val).
@@ -29,7 +36,19 @@ int td_hgmlp_init(td_hgmlp *h, const td_mlp *m, const td_dataset *train, size_t 
                   const td_dataset *val, size_t n_val, td_curv_loss loss, td_err *err);
 void td_hgmlp_deinit(td_hgmlp *h);
 
-/* td_hgmlp_problem: the td_hg_problem of h (ctx = h). */
+/* td_hgmlp_cache: make exact reversal (td_hg_reversal through td_hgmlp_problem's point_at)
+ * keep, on its forward pass of a T-step unroll, the training batch's first-layer
+ * pre-activations (n_train x hidden doubles, 2 MB for 1000 x 256) of the last
+ * min(T, floor(max_bytes / that)) steps, and reuse them when the reverse pass recomputes
+ * those steps: each such step skips the first layer's forward GEMM (n_train x in x hidden,
+ * the largest in the step with the weight gradient). The point it sets is bitwise the one
+ * td_curv_set_point sets (same kernels on the same inputs), so the reversal stays exact.
+ * max_bytes <= 0 frees the cache. Memory: the cache, counted by the caller. Errors: TD_EINVAL
+ * (T < 1, a model with one layer), TD_ENOMEM. */
+int td_hgmlp_cache(td_hgmlp *h, int T, double max_bytes, td_err *err);
+
+/* td_hgmlp_problem: the td_hg_problem of h (ctx = h), with data weights over the n_train
+ * training examples (ex_dot: one JVP, td_curv_jvp, per call). */
 td_hg_problem td_hgmlp_problem(td_hgmlp *h);
 
 #endif

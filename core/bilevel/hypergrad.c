@@ -63,6 +63,25 @@ static void acc_dlambda(const td_hg_problem *p, const double *w, const double *d
   }
 }
 
+/* d_wts_i += grad l_i . dv / n at the point set last (ex: n_ex scratch); no-op without d_wts */
+static void acc_dwts(const td_hg_problem *p, const double *dv, double *dwts, double *ex) {
+  if (!dwts) return;
+  p->ex_dot(p->ctx, dv, ex);
+  for (size_t i = 0; i < p->n_ex; i++) dwts[i] += ex[i];
+}
+
+/* The data-weight output needs ex_dot; allocate its scratch (n_ex) or fail. */
+static int wts_setup(const td_hg_problem *p, const td_hg_result *res, double **ex, td_err *err) {
+  *ex = NULL;
+  if (!res->d_wts) return 0;
+  if (!p->ex_dot || p->n_ex == 0)
+    return td_err_set(err, TD_EINVAL, NULL, "hypergradient: this inner problem has no data weights");
+  *ex = malloc(p->n_ex * sizeof **ex);
+  if (!*ex) return td_err_set(err, TD_ENOMEM, NULL, "hypergradient: out of memory");
+  memset(res->d_wts, 0, p->n_ex * sizeof *res->d_wts);
+  return 0;
+}
+
 static int finite_vec(size_t n, const double *x) {
   for (size_t i = 0; i < n; i++)
     if (!isfinite(x[i])) return 0;
@@ -112,11 +131,12 @@ int td_hg_forward(const td_hg_problem *p, const td_hg_unroll *u, double *wT, dou
  * w_t: updates dw, dv, d_lambda, d_lr. hv is scratch. */
 static void reverse_step(const td_hg_problem *p, const double *lam, double mu, double lr,
                          const double *w, const double *v, double *dw, double *dv, double *hv,
-                         double *dl, double *dlr_t) {
+                         double *dl, double *dlr_t, double *dwts, double *ex) {
   size_t n = p->n;
   if (dlr_t) *dlr_t = -td_la_dot(n, v, dw);
   td_la_axpy(n, -lr, dw, dv);
   acc_dlambda(p, w, dv, dl);
+  acc_dwts(p, dv, dwts, ex);
   p->hvp(p->ctx, dv, hv);
   for (size_t i = 0; i < n; i++) {
     dw[i] += hv[i] + lam[i] * dv[i];
@@ -133,8 +153,13 @@ int td_hg_reverse(const td_hg_problem *p, const td_hg_unroll *u, int truncate,
   double t0 = now_s();
   size_t n = p->n;
   int T = u->T, K = (truncate <= 0 || truncate > T) ? T : truncate;
+  double *ex;
+  if ((rc = wts_setup(p, res, &ex, err))) return rc;
   double *buf = malloc((5 * n + 2 * (size_t)K * n) * sizeof *buf);
-  if (!buf) return td_err_set(err, TD_ENOMEM, NULL, "hypergradient: out of memory");
+  if (!buf) {
+    free(ex);
+    return td_err_set(err, TD_ENOMEM, NULL, "hypergradient: out of memory");
+  }
   double *lam = buf, *w = buf + n, *v = buf + 2 * n, *g = buf + 3 * n, *hv = buf + 4 * n;
   double *W = buf + 5 * n, *V = W + (size_t)K * n; /* w_t and v_{t+1}, t = T-K .. T-1 */
   double *dw = g, *dv = v;                         /* reused after the forward pass */
@@ -161,13 +186,14 @@ int td_hg_reverse(const td_hg_problem *p, const td_hg_unroll *u, int truncate,
       res->n_grad++;
       if (rc) break;
       reverse_step(p, lam, u->mu, u->lrs[t], W + (size_t)k * n, V + (size_t)k * n, dw, dv, hv,
-                   res->d_lambda, res->d_lr ? res->d_lr + t : NULL);
+                   res->d_lambda, res->d_lr ? res->d_lr + t : NULL, res->d_wts, ex);
       res->n_hvp++;
     }
   }
-  res->bytes = (5.0 * n + 2.0 * K * n) * sizeof(double);
+  res->bytes = (5.0 * n + 2.0 * K * n + (ex ? p->n_ex : 0)) * sizeof(double);
   res->secs = now_s() - t0;
   free(buf);
+  free(ex);
   return rc;
 }
 
@@ -265,6 +291,8 @@ int td_hg_reversal(const td_hg_problem *p, const td_hg_unroll *u, td_hg_result *
     return td_err_set(err, TD_EINVAL, NULL, "hypergradient: no result arrays");
   uint32_t num, den;
   if ((rc = td_hg_mu_rational(u->mu, &num, &den, err))) return rc;
+  double *ex;
+  if ((rc = wts_setup(p, res, &ex, err))) return rc;
   double t0 = now_s();
   size_t n = p->n;
   int T = u->T;
@@ -276,7 +304,7 @@ int td_hg_reversal(const td_hg_problem *p, const td_hg_unroll *u, td_hg_result *
   int64_t *i0 = malloc(2 * n * sizeof *i0);
   uint32_t *S = calloc(n * (size_t)L, sizeof *S);
   if (!buf || !iw || !i0 || !S) {
-    free(buf), free(iw), free(i0), free(S);
+    free(buf), free(iw), free(i0), free(S), free(ex);
     return td_err_set(err, TD_ENOMEM, NULL, "hypergradient: out of memory");
   }
   double *lam = buf, *w = buf + n, *g = buf + 2 * n, *dw = buf + 3 * n, *dv = buf + 4 * n;
@@ -300,7 +328,9 @@ int td_hg_reversal(const td_hg_problem *p, const td_hg_unroll *u, td_hg_result *
     for (size_t i = 0; i < n; i++) w[i] = from_fix(iw[i]);
     if (traj_fwd) memcpy(traj_fwd + (size_t)t * n, w, n * sizeof *w);
     double loss;
-    if ((rc = p->point(p->ctx, w, &loss, g, err))) goto done;
+    rc = p->point_at ? p->point_at(p->ctx, t, 0, w, &loss, g, err)
+                     : p->point(p->ctx, w, &loss, g, err);
+    if (rc) goto done;
     res->n_grad++;
     double lr = u->lrs[t];
     for (size_t i = 0; i < n; i++) {
@@ -340,7 +370,9 @@ int td_hg_reversal(const td_hg_problem *p, const td_hg_unroll *u, td_hg_result *
     if (res->d_lr) res->d_lr[t] = dlr;
     if (traj_rev) memcpy(traj_rev + (size_t)t * n, w, n * sizeof *w);
     double loss;
-    if ((rc = p->point(p->ctx, w, &loss, g, err))) goto done;
+    rc = p->point_at ? p->point_at(p->ctx, t, 1, w, &loss, g, err)
+                     : p->point(p->ctx, w, &loss, g, err);
+    if (rc) goto done;
     res->n_grad++;
     for (size_t i = 0; i < n; i++) {
       int64_t gi = 0;
@@ -349,6 +381,7 @@ int td_hg_reversal(const td_hg_problem *p, const td_hg_unroll *u, td_hg_result *
       rat_mul(&iv[i], S + i * L, L, den, num); /* the inverse of the forward multiplication */
     }
     acc_dlambda(p, w, dv, res->d_lambda);
+    acc_dwts(p, dv, res->d_wts, ex);
     p->hvp(p->ctx, dv, hv);
     res->n_hvp++;
     for (size_t i = 0; i < n; i++) {
@@ -363,9 +396,9 @@ int td_hg_reversal(const td_hg_problem *p, const td_hg_unroll *u, td_hg_result *
     rc = td_err_set(err, TD_ERANGE, NULL, "exact reversal: the adjoint is not finite");
 done:
   res->bytes = 5.0 * n * sizeof(double) + 4.0 * n * sizeof(int64_t) +
-               (double)n * L * sizeof(uint32_t);
+               (double)n * L * sizeof(uint32_t) + (ex ? p->n_ex : 0) * sizeof(double);
   res->secs = now_s() - t0;
-  free(buf), free(iw), free(i0), free(S);
+  free(buf), free(iw), free(i0), free(S), free(ex);
   return rc;
 }
 
@@ -496,6 +529,13 @@ int td_hg_ift(const td_hg_problem *p, const double *lambda, const double *w,
     size_t a = p->group_off[j], e = p->group_off[j + 1];
     res->d_lambda[j] = -td_la_dot(e - a, w + a, q + a);
   }
+  if (res->d_wts) { /* d s_i = -grad l_i . q / n; the training point w is still set */
+    double *ex;
+    if ((rc = wts_setup(p, res, &ex, err))) goto done;
+    acc_dwts(p, q, res->d_wts, ex);
+    for (size_t i = 0; i < p->n_ex; i++) res->d_wts[i] = -res->d_wts[i];
+    free(ex);
+  }
 done:
   res->bytes = nb * sizeof(double);
   res->secs = now_s() - t0;
@@ -509,11 +549,18 @@ static int ridge_point(void *ctx, const double *w, double *loss, double *g, td_e
   td_hg_ridge *q = ctx;
   (void)err;
   /* r = X w - y; loss = ||r||^2 / 2n; g = X^T r / n */
-  memcpy(q->r, q->y, q->n * sizeof *q->r);
-  td_la_gemv(0, (int)q->n, (int)q->d, 1.0, q->X, w, -1.0, q->r);
-  *loss = 0.5 * td_la_dot(q->n, q->r, q->r) / q->n;
-  td_la_gemv(1, (int)q->n, (int)q->d, 1.0 / q->n, q->X, q->r, 0.0, g);
+  memcpy(q->rt, q->y, q->n * sizeof *q->rt);
+  td_la_gemv(0, (int)q->n, (int)q->d, 1.0, q->X, w, -1.0, q->rt);
+  *loss = 0.5 * td_la_dot(q->n, q->rt, q->rt) / q->n;
+  td_la_gemv(1, (int)q->n, (int)q->d, 1.0 / q->n, q->X, q->rt, 0.0, g);
   return isfinite(*loss) ? 0 : TD_ERANGE;
+}
+
+/* out_i = r_i x_i^T u / n: the gradient of l_i = r_i^2 / 2 is r_i x_i */
+static void ridge_ex_dot(void *ctx, const double *u, double *out) {
+  td_hg_ridge *q = ctx;
+  td_la_gemv(0, (int)q->n, (int)q->d, 1.0, q->X, u, 0.0, out);
+  for (size_t i = 0; i < q->n; i++) out[i] *= q->rt[i] / q->n;
 }
 
 static void ridge_hvp(void *ctx, const double *v, double *hv) {
@@ -541,7 +588,8 @@ int td_hg_ridge_init(td_hg_ridge *q, const double *X, const double *y, size_t n,
   q->H = malloc(d * d * sizeof *q->H);
   q->b = malloc(d * sizeof *q->b);
   q->r = malloc((n > m ? n : m) * sizeof *q->r);
-  if (!q->H || !q->b || !q->r) {
+  q->rt = calloc(n, sizeof *q->rt);
+  if (!q->H || !q->b || !q->r || !q->rt) {
     td_hg_ridge_deinit(q);
     return td_err_set(err, TD_ENOMEM, NULL, "ridge: out of memory");
   }
@@ -552,13 +600,14 @@ int td_hg_ridge_init(td_hg_ridge *q, const double *X, const double *y, size_t n,
 
 void td_hg_ridge_deinit(td_hg_ridge *q) {
   if (!q) return;
-  free(q->H), free(q->b), free(q->r);
+  free(q->H), free(q->b), free(q->r), free(q->rt);
   memset(q, 0, sizeof *q);
 }
 
 td_hg_problem td_hg_ridge_problem(td_hg_ridge *q, int n_groups, const size_t *group_off) {
   td_hg_problem p = {.n = q->d, .n_groups = n_groups, .group_off = group_off, .ctx = q,
-                     .point = ridge_point, .hvp = ridge_hvp, .val = ridge_val};
+                     .point = ridge_point, .hvp = ridge_hvp, .val = ridge_val,
+                     .n_ex = q->n, .ex_dot = ridge_ex_dot};
   return p;
 }
 
@@ -598,5 +647,39 @@ int td_hg_ridge_solve(const td_hg_ridge *q, int n_groups, const size_t *group_of
   }
 out:
   free(A), free(B), free(r);
+  return rc;
+}
+
+int td_hg_ridge_dweights(const td_hg_ridge *q, int n_groups, const size_t *group_off,
+                         const double *lambda, double *ds, td_err *err) {
+  size_t d = q->d, n = q->n;
+  double *dl = malloc((size_t)n_groups * sizeof *dl), *ws = malloc(d * sizeof *ws);
+  double *A = malloc(d * d * sizeof *A), *gv = malloc(d * sizeof *gv);
+  double *r = malloc((q->m > n ? q->m : n) * sizeof *r);
+  int rc = 0;
+  if (!dl || !ws || !A || !gv || !r) {
+    rc = td_err_set(err, TD_ENOMEM, NULL, "ridge: out of memory");
+    goto out;
+  }
+  if ((rc = td_hg_ridge_solve(q, n_groups, group_off, lambda, ws, dl, err))) goto out;
+  /* gv = (H + Lambda)^-1 grad L_val(w*) */
+  memcpy(A, q->H, d * d * sizeof *A);
+  for (int j = 0; j < n_groups; j++)
+    for (size_t i = group_off[j]; i < group_off[j + 1]; i++) A[i * d + i] += lambda[j];
+  memcpy(r, q->yv, q->m * sizeof *r);
+  td_la_gemv(0, (int)q->m, (int)d, 1.0, q->Xv, ws, -1.0, r);
+  td_la_gemv(1, (int)q->m, (int)d, 1.0 / q->m, q->Xv, r, 0.0, gv);
+  if (LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'U', (lapack_int)d, A, (lapack_int)d) != 0) {
+    rc = td_err_set(err, TD_ERANGE, NULL, "ridge: H + Lambda is not positive definite");
+    goto out;
+  }
+  LAPACKE_dpotrs(LAPACK_ROW_MAJOR, 'U', (lapack_int)d, 1, A, (lapack_int)d, gv, 1);
+  /* ds_i = -r_i x_i^T gv / n with r_i the training residual at w* */
+  memcpy(r, q->y, n * sizeof *r);
+  td_la_gemv(0, (int)n, (int)d, 1.0, q->X, ws, -1.0, r);
+  td_la_gemv(0, (int)n, (int)d, 1.0, q->X, gv, 0.0, ds);
+  for (size_t i = 0; i < n; i++) ds[i] = -r[i] * ds[i] / n;
+out:
+  free(dl), free(ws), free(A), free(gv), free(r);
   return rc;
 }

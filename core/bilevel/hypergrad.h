@@ -19,7 +19,8 @@
  * REVERSE RECURSION (all reverse methods; Maclaurin et al. 2015, Algorithm 2, in this
  * parametrization): with adjoints dw = dL_val/dw_T, dv = 0, for t = T-1 .. 0:
  *     d lr_t = -v_{t+1} . dw;   dv += -lr_t dw;
- *     d lambda_j += w_{t,G_j} . dv_{G_j};   dw += (H(w_t) + Lambda) dv;   dv = mu dv;
+ *     d lambda_j += w_{t,G_j} . dv_{G_j};   d s_i += grad l_i(w_t) . dv / n (data weights);
+ *     dw += (H(w_t) + Lambda) dv;   dv = mu dv;
  * with H the Hessian of L_train (exact HVPs). Cost: one gradient and one HVP per step.
  *
  * The inner problem is given by callbacks (td_hg_problem), so the same code serves a dense
@@ -48,6 +49,22 @@ typedef struct td_hg_problem {
   void (*hvp)(void *ctx, const double *v, double *hv /* OUT, n */);
   int (*val)(void *ctx, const double *w, double *loss /* OUT */, double *g /* OUT, n */,
              td_err *err);
+  /* Optional (NULL: point() is used). td_hg_reversal calls point_at(ctx, t, 0, w, ...) at
+   * forward step t and point_at(ctx, t, 1, w, ...) when it recomputes step t on the reverse
+   * pass (where w is bitwise the forward w_t), so the problem may keep per-step data of the
+   * forward pass and reuse it (hgmlp: the first layer's pre-activations, td_hgmlp_cache).
+   * It must return bitwise what point(w) returns and leave the point set for hvp(). */
+  int (*point_at)(void *ctx, int t, int reverse, const double *w, double *loss /* OUT */,
+                  double *g /* OUT, n */, td_err *err);
+  /* Optional (NULL: data weights are not available). PER-EXAMPLE DATA WEIGHTS as outer
+   * variables: L_train is the mean (1/n_ex) sum_i l_i(w) of n_ex per-example losses, read as
+   * the weighted mean (1/n_ex) sum_i s_i l_i(w) at unit weights s = 1 (the normalization
+   * stays 1/n_ex when a weight moves). ex_dot(ctx, u, out) returns, at the last point set by
+   * point(), out_i (n_ex) = d g / d s_i . u = grad l_i(w) . u / n_ex: the mixed partial that
+   * the hypergradient methods contract with their adjoint, exactly as they contract
+   * E_j w with it for an L2 strength. */
+  size_t n_ex;
+  void (*ex_dot)(void *ctx, const double *u, double *out /* OUT, n_ex */);
 } td_hg_problem;
 
 /* The unroll: T steps of heavy ball from w0 with momentum mu and lr_t = lrs[t]. */
@@ -65,6 +82,8 @@ typedef struct td_hg_result {
   double val_loss;        /* L_val at the end point (w_T, or the IFT point) */
   double *d_lambda;       /* OUT: dL_val/dlambda_j */
   double *d_lr;           /* OUT: dL_val/dlr_t (NULL: skipped) */
+  double *d_wts;          /* OUT: dL_val/ds_i (n_ex) at unit data weights (NULL: skipped;
+                             needs ex_dot; reverse, reversal and IFT only) */
   double secs;            /* wall time of the method (forward + backward) */
   double bytes;           /* the method's own working memory, counted: trajectory, tangents,
                              lost-bit store, solver vectors (not the problem's buffers) */
@@ -162,6 +181,12 @@ typedef struct td_hg_ift_opts {
  * TD_ERANGE (non-finite solve), the callbacks' errors. */
 int td_hg_ift(const td_hg_problem *p, const double *lambda, const double *w,
               const td_hg_ift_opts *o, td_hg_result *res /* OUT */, td_err *err);
+/* With res->d_wts (and p->ex_dot): also the data-weight hypergradient at unit weights,
+ *   d s_i = -grad l_i(w)^T (H + Lambda)^-1 grad L_val(w) / n,
+ * which with one L2 strength lambda for all parameters is Koh and Liang's (2017, eq. 2)
+ * influence of up-weighting example i, I_up,loss(z_i, z_val) = -g_val^T (H + lambda I)^-1 g_i,
+ * divided by n (bilevel/influence.h's score_i / n: up-weighting by eps in J + eps l_i is a
+ * weight change of n eps here). Cost: one JVP more. */
 
 /* ------------------------------------------------------------------ ridge regression */
 
@@ -174,6 +199,7 @@ typedef struct td_hg_ridge {
   double *H;                     /* d x d = X^T X / n (owned) */
   double *b;                     /* d = X^T y / n (owned) */
   double *r;                     /* max(n, m) scratch */
+  double *rt;                    /* n: the training residual X w - y at the last point */
 } td_hg_ridge;
 
 /* td_hg_ridge_init / td_hg_ridge_deinit: precompute H and b. Errors: TD_EINVAL, TD_ENOMEM. */
@@ -181,7 +207,8 @@ int td_hg_ridge_init(td_hg_ridge *q, const double *X, const double *y, size_t n,
                      const double *Xv, const double *yv, size_t m, size_t d, td_err *err);
 void td_hg_ridge_deinit(td_hg_ridge *q);
 
-/* td_hg_ridge_problem: a td_hg_problem on q (ctx = q) with the given groups. */
+/* td_hg_ridge_problem: a td_hg_problem on q (ctx = q) with the given groups, with data
+ * weights (n_ex = n, l_i = (x_i^T w - y_i)^2 / 2: ex_dot out_i = r_i x_i^T u / n). */
 td_hg_problem td_hg_ridge_problem(td_hg_ridge *q, int n_groups, const size_t *group_off);
 
 /* td_hg_ridge_solve: the exact inner minimizer w* (d) = (H + Lambda)^-1 b and, when dl is not
@@ -191,5 +218,12 @@ td_hg_problem td_hg_ridge_problem(td_hg_ridge *q, int n_groups, const size_t *gr
 int td_hg_ridge_solve(const td_hg_ridge *q, int n_groups, const size_t *group_off,
                       const double *lambda, double *wstar /* OUT */, double *dl /* OUT */,
                       td_err *err);
+
+/* td_hg_ridge_dweights: the closed-form data-weight hypergradient at unit weights and the
+ * exact minimizer: ds (n, OUT) with ds_i = -r_i x_i^T (H + Lambda)^-1 grad L_val(w*) / n,
+ * r_i = x_i^T w* - y_i (differentiate (H_s + Lambda) w* = X^T S y / n in s_i at s = 1), by
+ * Cholesky. Errors as td_hg_ridge_solve. */
+int td_hg_ridge_dweights(const td_hg_ridge *q, int n_groups, const size_t *group_off,
+                         const double *lambda, double *ds /* OUT */, td_err *err);
 
 #endif

@@ -435,12 +435,19 @@ void td_curv_set_mode(td_curv_ctx *c, td_mlp_mode mode) {
 }
 
 int td_curv_set_point(td_curv_ctx *c, const double *params, td_err *err) {
+  return td_curv_set_point_act1(c, params, NULL, err);
+}
+
+int td_curv_set_point_act1(td_curv_ctx *c, const double *params, const double *act1,
+                           td_err *err) {
   c->have_point = c->have_grad = 0;
   if (!c->m || !c->X || !params) return td_err_set(err, TD_EINVAL, NULL, "curv: no batch bound");
   const td_mlp *m = c->m;
   const int B = c->B, K = m->cfg.out_dim, L = m->n_layers;
   memcpy(c->theta, params, m->n_params * sizeof *c->theta);
-  const double *z = td_mlp_forward(m, &c->ws, c->theta, c->X, B);
+  if (act1 && L > 1)
+    memcpy(c->ws.act[1], act1, (size_t)B * m->layers[0].n_out * sizeof *act1);
+  const double *z = td_mlp_forward_from(m, &c->ws, c->theta, c->X, B, act1 && L > 1 ? 1 : 0);
   double *dz = c->delta[L];
   const size_t n = (size_t)B * K;
   if (c->loss == TD_CURV_XENT) {

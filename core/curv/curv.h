@@ -117,6 +117,14 @@ void td_curv_set_mode(td_curv_ctx *c, td_mlp_mode mode);
  * finite: the point is still set, products would be meaningless). */
 int td_curv_set_point(td_curv_ctx *c, const double *params, td_err *err);
 
+/* td_curv_set_point_act1: td_curv_set_point with the output of layer 0 on this batch at
+ * these params given (act1: B x layers[0].n_out, e.g. c->ws.act[1] saved after an earlier
+ * set_point at the same params): the forward pass starts at layer 1 and skips layer 0's
+ * GEMM. The caller vouches that act1 is that output; then everything (loss, gradient,
+ * products) is bitwise what td_curv_set_point gives. act1 NULL: td_curv_set_point. */
+int td_curv_set_point_act1(td_curv_ctx *c, const double *params, const double *act1,
+                           td_err *err);
+
 /* td_curv_grad: the gradient dL/dtheta (n_params) at the point, computed once by backprop
  * (and cached with every layer's delta for the HVP). Returns c->grad (owned by c, valid until
  * the next set_point/set_batch). The point must be set (asserted). Never allocates. */

@@ -18,6 +18,17 @@
  *    per group per step), ift (implicit function theorem at w_T by CG or Neumann; for ridge
  *    also at the exact minimizer). The learning-rate hypergradient dL_val/dlr_t is logged as
  *    the metric d_lr (step t) from the first reverse-type method run.
+ *  - hyperparameter "data_weights" (the per-example weights s_i of the training examples,
+ *    L_train = (1/n) sum_i s_i l_i, derivative at s = 1, the normalization 1/n fixed) adds
+ *    dL_val/ds (n_train) by reverse, reversal and the IFT (forward mode would need one
+ *    tangent per example: skipped, and said so in the artifact's "skipped"); the L2 results
+ *    are still reported. Artifact: d_weights {method: [n]}, d_weights_reference; metric
+ *    d_weight (step = example index) of the reference; summary d_weights_rel_diff
+ *    {method: relative 2-norm difference}, d_weights_max_rel_diff (over the unrolled methods;
+ *    for ridge the closed form at the exact minimizer is the reference, and the IFT counts),
+ *    d_weights_top_harmful / d_weights_top_helpful (5 indices: the largest positive
+ *    derivatives, up-weighting raises L_val / the most negative). At s = 1 the IFT's d s_i is
+ *    Koh and Liang's influence of up-weighting example i on L_val, divided by n.
  *  - mlp: artifact params_init.safetensors holds w_0 (layers.{j}.weight / bias, F64) for
  *    outside checks (tests/hypergrad_torch_check.py).
  *  - Reports: metric val_loss (step 0: at w_0, step T: at w_T); artifact hypergradient.json
@@ -46,6 +57,10 @@ static const td_param hg_params[] = {
      "set, no bias; the IFT is exact and a closed form is reported)"},
     {"ridge.groups", TD_PT_INT, "2", 1, 64, NULL, 0,
      "ridge: number of contiguous feature groups, each with its own L2 strength"},
+    {"hyperparameter", TD_PT_STR, "\"l2\"", 0, 0, "l2|data_weights", 0,
+     "outer variables: l2 (per-group L2 strengths, and every step's lr) or data_weights (also "
+     "the per-example weights s_i of the training loss (1/n) sum s_i l_i, at s = 1: reverse, "
+     "reversal and IFT; at s = 1 the IFT's is the influence of up-weighting example i / n)"},
     {"steps", TD_PT_INT, "100", 1, 100000, NULL, 0, "unrolled heavy-ball steps T (full batch)"},
     {"lr", TD_PT_NUM, "0.1", 1e-12, 1e3, NULL, 0, "inner learning rate (every step)"},
     {"momentum", TD_PT_NUM, "0.9", 0, 0.999, NULL, 0,
@@ -76,6 +91,7 @@ typedef struct hg_cfg {
   int ridge, groups, T, truncate;
   double lr, mu;
   int m_rev, m_rvs, m_fwd, m_ift;
+  int wts; /* hyperparameter data_weights */
   td_hg_ift_opts ift;
 } hg_cfg;
 
@@ -95,6 +111,7 @@ static int parse(const json_t *p, hg_cfg *c, td_err *err) {
   c->m_rvs = td_param_bool(p, "methods.reversal", 1);
   c->m_fwd = td_param_bool(p, "methods.forward", 1);
   c->m_ift = td_param_bool(p, "methods.ift", 1);
+  c->wts = strcmp(td_param_str(p, "hyperparameter", "l2"), "data_weights") == 0;
   if (!(c->m_rev || c->m_rvs || c->m_fwd || c->m_ift))
     return td_err_set(err, TD_EINVAL, "params.methods", "choose at least one method");
   if (c->m_rvs && !(c->mu > 0))
@@ -141,7 +158,8 @@ static int hg_check(const json_t *p, td_estimate *est, td_err *err) {
   if (c.m_rvs) meth = fmax(meth, 8.0 * P * 9 + 4.0 * P * (c.T * 0.2 / 32 + 3));
   if (c.m_fwd) meth = fmax(meth, 8.0 * P * (5 + 2.0 * c.groups));
   if (c.m_ift) meth = fmax(meth, 8.0 * P * (8 + c.ift.max_iters));
-  est->bytes = meth + cb + cbv + 16.0 * P + td_trainer_data_bytes(&c.pb);
+  est->bytes = meth + cb + cbv + 16.0 * P + td_trainer_data_bytes(&c.pb) +
+               (c.wts ? 8.0 * 6 * c.pb.n_train : 0);
   est->n_params = P;
   return 0;
 }
@@ -168,6 +186,26 @@ static void hg_host_hvp(void *ctx, const double *v, double *hv) {
 static int hg_host_val(void *ctx, const double *w, double *loss, double *g, td_err *err) {
   hg_host *h = ctx;
   return h->inner.val(h->inner.ctx, w, loss, g, err);
+}
+static void hg_host_ex_dot(void *ctx, const double *u, double *out) {
+  hg_host *h = ctx;
+  h->inner.ex_dot(h->inner.ctx, u, out);
+}
+
+/* indices of the k largest (sign +1) or smallest (sign -1) entries of x (n), k <= n */
+static json_t *top_json(const double *x, size_t n, int sign, size_t k) {
+  json_t *a = json_array();
+  char *used = calloc(n, 1);
+  for (size_t r = 0; used && r < k && r < n; r++) {
+    size_t best = n;
+    for (size_t i = 0; i < n; i++)
+      if (!used[i] && isfinite(x[i]) && (best == n || sign * x[i] > sign * x[best])) best = i;
+    if (best == n) break;
+    used[best] = 1;
+    json_array_append_new(a, json_integer((json_int_t)best));
+  }
+  free(used);
+  return a;
 }
 
 static json_t *vec_json(const double *x, int n) {
@@ -214,11 +252,13 @@ static int hg_run(const json_t *p, td_sink *sink, json_t **summary, td_err *err)
   double *lam = calloc((size_t)G, sizeof *lam), *lrs = malloc((size_t)T * sizeof *lrs);
   double *dlr = calloc((size_t)T, sizeof *dlr), *dref = calloc((size_t)G, sizeof *dref);
   double *dbuf = calloc((size_t)G * 6, sizeof *dbuf);
+  size_t NE = c.wts ? c.pb.n_train : 0; /* data weights: 4 vectors (reverse, reversal, ift, cf) */
+  double *wbuf = NE ? calloc(4 * NE, sizeof *wbuf) : NULL;
   double *w0 = NULL, *wT = NULL, *yv = NULL;
   json_t *art = json_object(), *meths = json_object(), *s = json_object();
   hg_host host;
   memset(&host, 0, sizeof host);
-  if (!off || !lam || !lrs || !dlr || !dref || !dbuf || !art || !meths || !s) {
+  if (!off || !lam || !lrs || !dlr || !dref || !dbuf || !art || !meths || !s || (NE && !wbuf)) {
     rc = td_err_set(err, TD_ENOMEM, NULL, "hypergradient: out of memory");
     goto out;
   }
@@ -273,7 +313,8 @@ static int hg_run(const json_t *p, td_sink *sink, json_t **summary, td_err *err)
   host.total = (long)T * ((c.m_rev ? 2 : 0) + (c.m_rvs ? 2 : 0) + (c.m_fwd ? 1 : 0) + 1) + 2;
   td_hg_problem hp = {.n = P, .n_groups = G, .group_off = c.ridge ? off : hm.group_off,
                       .ctx = &host, .point = hg_stop_point, .hvp = hg_host_hvp,
-                      .val = hg_host_val};
+                      .val = hg_host_val, .n_ex = host.inner.n_ex,
+                      .ex_dot = host.inner.ex_dot ? hg_host_ex_dot : NULL};
   td_hg_unroll u = {.T = T, .lrs = lrs, .mu = c.mu, .lambda = lam, .w0 = w0};
   double vl0;
   if ((rc = host.inner.val(host.inner.ctx, w0, &vl0, yv, err))) goto out;
@@ -290,6 +331,7 @@ static int hg_run(const json_t *p, td_sink *sink, json_t **summary, td_err *err)
     memset(&r, 0, sizeof r);
     r.d_lambda = dbuf;
     r.d_lr = dlr;
+    r.d_wts = NE ? wbuf : NULL;
     if ((rc = td_hg_reverse(&hp, &u, c.truncate, &r, err))) goto out;
     json_t *o = res_json(&r, G);
     json_object_set_new(o, "truncate", json_integer(c.truncate));
@@ -304,6 +346,7 @@ static int hg_run(const json_t *p, td_sink *sink, json_t **summary, td_err *err)
     memset(&r, 0, sizeof r);
     r.d_lambda = dbuf + G;
     r.d_lr = have_dlr ? NULL : dlr;
+    r.d_wts = NE ? wbuf + NE : NULL;
     if ((rc = td_hg_reversal(&hp, &u, &r, NULL, NULL, err))) goto out;
     json_t *o = res_json(&r, G);
     json_object_set_new(o, "mismatch", json_integer(r.mismatch));
@@ -332,6 +375,7 @@ static int hg_run(const json_t *p, td_sink *sink, json_t **summary, td_err *err)
   if (c.m_ift) {
     memset(&r, 0, sizeof r);
     r.d_lambda = dbuf + 3 * G;
+    r.d_wts = NE ? wbuf + 2 * NE : NULL;
     if ((rc = td_hg_ift(&hp, lam, wT, &c.ift, &r, err))) goto out;
     json_t *o = res_json(&r, G);
     json_object_set_new(o, "solver", json_string(c.ift.solver == TD_HG_IFT_CG ? "cg" : "neumann"));
@@ -370,6 +414,44 @@ static int hg_run(const json_t *p, td_sink *sink, json_t **summary, td_err *err)
   }
   if (have_dlr)
     for (int t = 0; t < T; t++) td_sink_metric(sink, "d_lr", t, dlr[t]);
+  if (NE) { /* data weights */
+    const char *wn[3] = {"reverse", "reversal", "ift"};
+    const int won[3] = {c.m_rev && (c.truncate == 0 || c.truncate >= T), c.m_rvs, c.m_ift};
+    const double *wref = NULL;
+    const char *wref_name = NULL;
+    if (c.ridge) {
+      if ((rc = td_hg_ridge_dweights(&rq, G, off, lam, wbuf + 3 * NE, err))) goto out;
+      wref = wbuf + 3 * NE;
+      wref_name = "closed_form";
+    }
+    for (int k = 0; k < 3 && !wref; k++)
+      if (won[k]) wref = wbuf + (size_t)k * NE, wref_name = wn[k];
+    json_t *dw = json_object(), *wd = json_object();
+    double wworst = 0;
+    for (int k = 0; k < 3; k++) {
+      if (!(k == 0 ? c.m_rev : won[k])) continue;
+      json_object_set_new(dw, wn[k], vec_json(wbuf + (size_t)k * NE, (int)NE));
+      if (!wref || !won[k]) continue;
+      double rd = rel_diff(wbuf + (size_t)k * NE, wref, (int)NE);
+      json_object_set_new(wd, wn[k], json_real(rd));
+      if (k != 2 || c.ridge) wworst = fmax(wworst, rd);
+    }
+    if (c.ridge) json_object_set_new(dw, "closed_form", vec_json(wbuf + 3 * NE, (int)NE));
+    json_object_set_new(art, "d_weights", dw);
+    json_object_set_new(s, "d_weights_rel_diff", wd);
+    if (wref) {
+      json_object_set_new(art, "d_weights_reference", json_string(wref_name));
+      json_object_set_new(s, "d_weights_reference", json_string(wref_name));
+      json_object_set_new(s, "d_weights_max_rel_diff", json_real(wworst));
+      json_object_set_new(s, "d_weights_top_harmful", top_json(wref, NE, 1, 5));
+      json_object_set_new(s, "d_weights_top_helpful", top_json(wref, NE, -1, 5));
+      for (size_t i = 0; i < NE; i++) td_sink_metric(sink, "d_weight", (long)i, wref[i]);
+    }
+    if (c.m_fwd)
+      json_object_set_new(art, "skipped",
+                          json_pack("{s:s}", "forward",
+                                    "data weights: forward mode needs one tangent per example"));
+  }
   /* agreement */
   const char *names[4] = {"reverse", "reversal", "forward", "ift"};
   const int on[4] = {c.m_rev, c.m_rvs, c.m_fwd, c.m_ift};
@@ -426,6 +508,7 @@ out:
   td_dataset_deinit(&tr);
   td_dataset_deinit(&te);
   free(off), free(lam), free(lrs), free(dlr), free(dref), free(dbuf), free(w0), free(wT);
+  free(wbuf);
   free(yv);
   return rc;
 }

@@ -744,11 +744,17 @@ void td_mlp_ws_set_mode(td_mlp_ws *ws, td_mlp_mode mode, int update_running) {
 
 const double *td_mlp_forward(const td_mlp *m, td_mlp_ws *ws, const double *params,
                              const double *X, int B) {
+  return td_mlp_forward_from(m, ws, params, X, B, 0);
+}
+
+const double *td_mlp_forward_from(const td_mlp *m, td_mlp_ws *ws, const double *params,
+                                  const double *X, int B, int first) {
   /* X: (B, in_dim) -> returns (B, out_dim) */
   assert(B >= 1 && B <= ws->cap && ws->n_layers == m->n_layers);
+  assert(first >= 0 && first < m->n_layers);
   ws->input = X;
   ws->act[0] = (double *)X; /* never written through: dact[0] is unused */
-  for (int i = 0; i < m->n_layers; i++) {
+  for (int i = first; i < m->n_layers; i++) {
     const td_layer *L = &m->layers[i];
     const double *in = ws->act[i];
     double *out = ws->act[i + 1];

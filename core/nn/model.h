@@ -325,6 +325,14 @@ void td_mlp_ws_set_mode(td_mlp_ws *ws, td_mlp_mode mode, int update_running);
 const double *td_mlp_forward(const td_mlp *m, td_mlp_ws *ws, const double *params,
                              const double *X, int B);
 
+/* td_mlp_forward_from: td_mlp_forward that starts at layer `first` (0 <= first < n_layers),
+ * taking ws->act[first] (B x the input width of layer first) as already holding the output
+ * of layer first - 1 on the same X and params, e.g. restored from an earlier forward pass.
+ * Runs the same kernels on the same inputs, so the outputs are bitwise those of
+ * td_mlp_forward. X is still recorded as act[0] (backward reads it). */
+const double *td_mlp_forward_from(const td_mlp *m, td_mlp_ws *ws, const double *params,
+                                  const double *X, int B, int first);
+
 /* td_mlp_backward: backprop dout = dL/doutputs (B x out_dim) through the last forward (same
  * B, params and mode; in TRAIN mode BatchNorm's backward includes the batch statistics'
  * dependence on every example). grad (n_params) receives dL/dparams: ADDED to it when accumulate != 0,

@@ -231,6 +231,19 @@ async function checkSweep(base, sweep) {
   noProblems('real sweeps list: no console errors');
 }
 
+/* ---------- a hyperopt job beside its same-budget random-search sweep (web/js/hyperopt.js) ---------- */
+async function checkHyperopt(base, job) {
+  await visit(base + '/job.html?id=' + job);
+  await waitUntil(jobReady, 15000);
+  const r = await chartDrawn('hyperopt-vs-sweep', 'hyperopt: the job page draws the gradient run beside its random-search sweep');
+  ok(r && r.series && r.series.length === 2 && /hyperopt/.test(r.series[0]) && /random-search sweep/.test(r.series[1]),
+    'hyperopt: two curves, the gradient run and the sweep\'s best so far', r && r.series);
+  const note = await evaluate(`(function () { var c = document.querySelector('#hyperopt-vs-sweep .chart-note'); return c && c.textContent; })()`);
+  ok(note && /(\d+) of \1 trials finished/.test(note), 'hyperopt: every trial of the sweep is counted', note);
+  noProblems('hyperopt job page: no console errors');
+  await screenshot('hyperopt.png');
+}
+
 /* ---------- the comparison page on the real daemon: the README's four optimizers ---------- */
 async function checkCompare(base, ids, seedIds) {
   await visit(base + '/');
@@ -568,6 +581,9 @@ async function checkFixtures(base) {
       }
       if (args.base && args.compare) {
         try { await checkCompare(String(args.base).replace(/\/$/, ''), String(args.compare).split(','), String(args.seeds || '').split(',').filter(Boolean)); } catch (e) { ok(false, 'compare checks ran to the end', e.message); }
+      }
+      if (args.base && args.hyperopt) {
+        try { await checkHyperopt(String(args.base).replace(/\/$/, ''), args.hyperopt); } catch (e) { ok(false, 'hyperopt checks ran to the end', e.message); }
       }
       if (args['time-compare']) {
         try { await timeCompare(String(args['time-compare']), args.runs || 20); } catch (e) { ok(false, 'compare timing ran to the end', e.message); }

@@ -405,6 +405,7 @@
 
     renderLinks(job);
     if (TD.kernels) TD.kernels.render(job); /* kernels.js: chapter-6 views */
+    if (TD.hyperopt) TD.hyperopt.render(job); /* hyperopt.js: the same-budget sweep beside it */
 
     var cancel = TD.$('#cancel');
     cancel.hidden = !TD.ACTIVE[job.status];
