@@ -250,6 +250,10 @@ grep -E '^[a-z_]+,-?[0-9]+,' "$TMP/body" | cut -d, -f1,2 | sort >"$TMP/got.txt"
 check "every (key, step) of the local run is stored ($NWANT points)" cmp -s "$TMP/want.txt" "$TMP/got.txt"
 check "  ... each exactly once" test "$(uniq -d "$TMP/got.txt" | wc -l)" = 0
 
+req GET "/api/v1/metrics?jobs=$A,$X&max_points=10"
+check "the comparison API takes an external and a remote run together" \
+  bash -c "test '$CODE' = 200 && grep -q '\"$A\":{\"job_id\":$A' '$TMP/body' && grep -q '\"$X\":{\"job_id\":$X' '$TMP/body'"
+
 # kill -9 of a `tdlab run --report`: the lease re-queues the job with attempt 2.
 req POST /api/v1/jobs "${JSON[@]}" "${AL[@]}" --data-binary "$(printf '%s' "$RSPEC" | sed 's/^{/{"executor":"remote",/')"
 Y=$(id_of)
