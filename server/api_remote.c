@@ -13,6 +13,7 @@
 #include "log.h"
 #include "runtok.h"
 #include "store_remote.h"
+#include "sweeps.h"
 
 #define MAX_POINTS_PER_REQUEST 10000
 #define MAX_TAGS 32
@@ -539,6 +540,7 @@ int api_jobs_finish(http_req *req, http_resp *resp) {
   }
   log_emit(LOG_INFO, "job_finished", "job=%lld status=%s executor=%s", (long long)id,
            store_status_name(final), rs.executor);
+  if (rs.sweep_id > 0) sweeps_refresh(st, rs.sweep_id, 0, NULL); /* its status and fit */
   http_buf_printf(&resp->body, "{\"id\":%lld,\"status\":\"%s\"}", (long long)id,
                   store_status_name(final));
   resp->status = status = 200;

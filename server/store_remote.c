@@ -55,7 +55,7 @@ int store_run_auth(store *s, int64_t id, const char *token_hash, store_run_state
   out->status = -1;
   sqlite3 *db = store__db(s);
   sqlite3_stmt *q;
-  int rc = prep(db, "SELECT status, cancel_requested, executor, run_token_hash FROM jobs "
+  int rc = prep(db, "SELECT status, cancel_requested, executor, run_token_hash, sweep_id FROM jobs "
                     "WHERE id=?1", &q, err);
   if (rc) return rc;
   sqlite3_bind_int64(q, 1, id);
@@ -67,6 +67,7 @@ int store_run_auth(store *s, int64_t id, const char *token_hash, store_run_state
     snprintf(out->executor, sizeof out->executor, "%s", ex ? ex : "local");
     const char *h = (const char *)sqlite3_column_text(q, 3);
     out->token_ok = h && token_hash && runtok_equal(token_hash, h);
+    out->sweep_id = sqlite3_column_int64(q, 4);
   } else if (src == SQLITE_DONE) {
     rc = td_err_set(err, TD_ENOTFOUND, NULL, "no job %lld", (long long)id);
   } else {

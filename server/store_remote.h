@@ -15,6 +15,7 @@ typedef struct store_run_state {
   int cancel_requested;
   int token_ok;          /* the presented token's hash equals the stored one */
   char executor[16];
+  int64_t sweep_id;      /* 0: not a sweep child */
 } store_run_state;
 
 /* store_run_auth: read job `id`'s status, cancel flag and executor, and compare token_hash
