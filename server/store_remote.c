@@ -196,6 +196,21 @@ int store_run_begin(store *s, int64_t id, int *started, td_err *err) {
   return rc;
 }
 
+int store_run_set_ref(store *s, int64_t id, const char *ref, td_err *err) {
+  sqlite3 *db = store__db(s);
+  sqlite3_stmt *q;
+  int rc = prep(db, "UPDATE jobs SET executor_ref=?2 WHERE id=?1", &q, err);
+  if (rc) return rc;
+  sqlite3_bind_int64(q, 1, id);
+  if (ref) sqlite3_bind_text(q, 2, ref, -1, SQLITE_STATIC);
+  else sqlite3_bind_null(q, 2);
+  if (sqlite3_step(q) != SQLITE_DONE) rc = fail(db, err, "set executor_ref");
+  sqlite3_finalize(q);
+  if (!rc && sqlite3_changes(db) == 0)
+    rc = td_err_set(err, TD_ENOTFOUND, NULL, "no job %lld", (long long)id);
+  return rc;
+}
+
 int store_run_resume(store *s, int64_t id, const char *token_hash, td_err *err) {
   sqlite3 *db = store__db(s);
   sqlite3_stmt *q;

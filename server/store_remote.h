@@ -56,6 +56,10 @@ int store_run_prepare(store *s, int64_t id, const char *executor, const char *to
  * The heartbeat endpoint calls it for a queued job whose token matched. Errors: TD_EIO. */
 int store_run_begin(store *s, int64_t id, int *started /* OUT */, td_err *err);
 
+/* store_run_set_ref: set executor_ref of job `id` (the executor's own id of the run, e.g. the
+ * Slurm job id "123" or array task "123_4"; NULL clears it). Errors: TD_ENOTFOUND, TD_EIO. */
+int store_run_set_ref(store *s, int64_t id, const char *ref, td_err *err);
+
 /* store_run_resume: an external run that is 'crashed' (or still 'running') becomes running
  * again with a new token hash, heartbeat_at = now and its error cleared.
  * Errors: TD_ENOTFOUND, TD_ECONFLICT (not external, or in another status), TD_EIO. */

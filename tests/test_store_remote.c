@@ -41,6 +41,10 @@ static void count_job(void *ctx, const store_job *j) {
   (*(long *)ctx)++;
 }
 
+static void grab_ref(void *ctx, const store_job *j) {
+  snprintf(ctx, 32, "%s", j->executor_ref ? j->executor_ref : "");
+}
+
 static void grab_attempt(void *ctx, const store_job *j) { *(long *)ctx = j->attempt; }
 
 static void test_remote_lifecycle(void **state) {
@@ -126,6 +130,11 @@ static void test_prepare_begin(void **state) {
   assert_int_equal(status_of(s, id), STORE_RUNNING);
   assert_int_equal(store_run_begin(s, id, &started, &e), 0);
   assert_int_equal(started, 0);
+  assert_int_equal(store_run_set_ref(s, id, "123_4", &e), 0);
+  char ref[32] = "";
+  assert_int_equal(store_job_get(s, id, grab_ref, ref, &e), 0);
+  assert_string_equal(ref, "123_4");
+  assert_int_equal(store_run_set_ref(s, 99999, "1", &e), TD_ENOTFOUND);
   store_close(s);
 }
 
