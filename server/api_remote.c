@@ -4,6 +4,7 @@
 #include <jansson.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 #include "log.h"
 #include "runtok.h"
 #include "store_remote.h"
+#include "sweeps.h"
 
 #define MAX_POINTS_PER_REQUEST 10000
 #define MAX_TAGS 32
@@ -22,6 +24,12 @@
 #define MAX_STEP 9007199254740992LL
 
 static atomic_int slurm_enabled;
+
+/* The point batches of all remote runs are written one at a time: a thread that waits here
+ * wakes as soon as the previous batch commits, where SQLite's busy handler would sleep up to
+ * 1 ms between polls of the write lock (the writes are serial in SQLite anyway). Parsing and
+ * validating a batch happen outside it, in parallel. */
+static pthread_mutex_t points_mu = PTHREAD_MUTEX_INITIALIZER;
 
 int api_executor_slurm_enabled(void) { return atomic_load(&slurm_enabled); }
 void api_set_executor_slurm_enabled(int on) { atomic_store(&slurm_enabled, on != 0); }
@@ -320,8 +328,12 @@ int api_jobs_points(http_req *req, http_resp *resp) {
                           "a point is an object {key, step, value}");
       goto out;
     }
-    snprintf(field, sizeof field, "points[%zu].", i);
-    if ((status = only_fields(p, "key,step,value", field, resp))) goto out;
+    if (json_object_size(p) > 3 || (json_object_size(p) == 3 && !(json_object_get(p, "key") &&
+                                                                  json_object_get(p, "step") &&
+                                                                  json_object_get(p, "value")))) {
+      snprintf(field, sizeof field, "points[%zu].", i); /* only on the error path */
+      if ((status = only_fields(p, "key,step,value", field, resp))) goto out;
+    }
     json_t *jk = json_object_get(p, "key"), *js = json_object_get(p, "step"),
            *jv = json_object_get(p, "value");
     const char *key = json_string_value(jk);
@@ -362,7 +374,9 @@ int api_jobs_points(http_req *req, http_resp *resp) {
       goto out;
     }
   }
+  pthread_mutex_lock(&points_mu);
   int rc = store_mw_flush(w);
+  pthread_mutex_unlock(&points_mu);
   if (rc == TD_ECONFLICT) {
     store_run_auth(st, id, NULL, &rs, NULL);
     status = finished(resp, id, &rs);
@@ -399,6 +413,19 @@ int api_jobs_heartbeat(http_req *req, http_resp *resp) {
   store_run_state rs;
   int status = run_auth(req, resp, &st, &id, &rs);
   if (status) return status;
+  if (rs.status == STORE_QUEUED && strcmp(rs.executor, "local") != 0) {
+    /* the first heartbeat of a prepared run (store_run_prepare, e.g. a Slurm job that left
+     * PENDING) marks it running */
+    td_err be;
+    td_err_clear(&be);
+    int started = 0;
+    if (store_run_begin(st, id, &started, &be)) return http_error_td(resp, &be);
+    if (started) {
+      rs.status = STORE_RUNNING;
+      log_emit(LOG_INFO, "job_started", "job=%lld executor=%s (first heartbeat)", (long long)id,
+               rs.executor);
+    }
+  }
   if (rs.status != STORE_RUNNING) return finished(resp, id, &rs);
   json_t *root;
   if ((status = parse_body(req, resp, 1, &root))) return status;
@@ -526,6 +553,7 @@ int api_jobs_finish(http_req *req, http_resp *resp) {
   }
   log_emit(LOG_INFO, "job_finished", "job=%lld status=%s executor=%s", (long long)id,
            store_status_name(final), rs.executor);
+  if (rs.sweep_id > 0) sweeps_refresh(st, rs.sweep_id, 0, NULL); /* its status and fit */
   http_buf_printf(&resp->body, "{\"id\":%lld,\"status\":\"%s\"}", (long long)id,
                   store_status_name(final));
   resp->status = status = 200;

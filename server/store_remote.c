@@ -55,7 +55,7 @@ int store_run_auth(store *s, int64_t id, const char *token_hash, store_run_state
   out->status = -1;
   sqlite3 *db = store__db(s);
   sqlite3_stmt *q;
-  int rc = prep(db, "SELECT status, cancel_requested, executor, run_token_hash FROM jobs "
+  int rc = prep(db, "SELECT status, cancel_requested, executor, run_token_hash, sweep_id FROM jobs "
                     "WHERE id=?1", &q, err);
   if (rc) return rc;
   sqlite3_bind_int64(q, 1, id);
@@ -67,6 +67,7 @@ int store_run_auth(store *s, int64_t id, const char *token_hash, store_run_state
     snprintf(out->executor, sizeof out->executor, "%s", ex ? ex : "local");
     const char *h = (const char *)sqlite3_column_text(q, 3);
     out->token_ok = h && token_hash && runtok_equal(token_hash, h);
+    out->sweep_id = sqlite3_column_int64(q, 4);
   } else if (src == SQLITE_DONE) {
     rc = td_err_set(err, TD_ENOTFOUND, NULL, "no job %lld", (long long)id);
   } else {
@@ -157,6 +158,56 @@ int store_run_start(store *s, int64_t id, const char *executor, const char *toke
     if (kind) free(*kind), *kind = NULL;
     if (params) free(*params), *params = NULL;
   }
+  return rc;
+}
+
+int store_run_prepare(store *s, int64_t id, const char *executor, const char *token_hash,
+                      td_err *err) {
+  sqlite3 *db = store__db(s);
+  sqlite3_stmt *q;
+  int rc = prep(db,
+                "UPDATE jobs SET run_token_hash=?3 WHERE id=?1 AND status='queued' AND "
+                "executor=?2",
+                &q, err);
+  if (rc) return rc;
+  sqlite3_bind_int64(q, 1, id);
+  sqlite3_bind_text(q, 2, executor, -1, SQLITE_STATIC);
+  sqlite3_bind_text(q, 3, token_hash, -1, SQLITE_STATIC);
+  if (sqlite3_step(q) != SQLITE_DONE) rc = fail(db, err, "prepare run");
+  sqlite3_finalize(q);
+  if (!rc && sqlite3_changes(db) == 0) rc = no_change(s, id, "prepare", err);
+  return rc;
+}
+
+int store_run_begin(store *s, int64_t id, int *started, td_err *err) {
+  *started = 0;
+  sqlite3 *db = store__db(s);
+  sqlite3_stmt *q;
+  int rc = prep(db,
+                "UPDATE jobs SET status='running', started_at=" NOW ", heartbeat_at=" NOW
+                ", finished_at=NULL, progress_done=0, progress_total=0 WHERE id=?1 AND "
+                "status='queued' AND executor<>'local' AND run_token_hash IS NOT NULL",
+                &q, err);
+  if (rc) return rc;
+  sqlite3_bind_int64(q, 1, id);
+  if (sqlite3_step(q) != SQLITE_DONE) rc = fail(db, err, "begin run");
+  sqlite3_finalize(q);
+  if (!rc) *started = sqlite3_changes(db) > 0;
+  return rc;
+}
+
+int store_run_set_ref(store *s, int64_t id, const char *ref, td_err *err) {
+  sqlite3 *db = store__db(s);
+  sqlite3_stmt *q;
+  int rc = prep(db, "UPDATE jobs SET executor_ref=?2 WHERE id=?1", &q, err);
+  if (rc) return rc;
+  sqlite3_bind_int64(q, 1, id);
+  if (ref) sqlite3_bind_text(q, 2, ref, -1, SQLITE_STATIC);
+  else sqlite3_bind_null(q, 2);
+  if (sqlite3_step(q) != SQLITE_DONE) rc = fail(db, err, "set executor_ref");
+  sqlite3_finalize(q);
+  if (!rc && sqlite3_changes(db) == 0)
+    rc = td_err_set(err, TD_ENOTFOUND, NULL, "no job %lld", (long long)id);
   return rc;
 }
 

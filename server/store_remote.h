@@ -15,6 +15,7 @@ typedef struct store_run_state {
   int cancel_requested;
   int token_ok;          /* the presented token's hash equals the stored one */
   char executor[16];
+  int64_t sweep_id;      /* 0: not a sweep child */
 } store_run_state;
 
 /* store_run_auth: read job `id`'s status, cancel flag and executor, and compare token_hash
@@ -41,6 +42,23 @@ int store_run_create(store *s, const char *name, const char *params_json, const 
 int store_run_start(store *s, int64_t id, const char *executor, const char *token_hash,
                     char **kind /* OUT */, char **params /* OUT */, long *attempt /* OUT */,
                     td_err *err);
+
+/* store_run_prepare: give a queued job of executor `executor` a run token (its hash) without
+ * starting it: for an executor that hands the token to a run which starts later (the Slurm
+ * executor before sbatch: the job stays queued while Slurm has it PENDING). The run's first
+ * heartbeat then marks it running (store_run_begin). A new prepare replaces the token.
+ * Errors: TD_ENOTFOUND, TD_ECONFLICT (not queued, or another executor), TD_EIO. */
+int store_run_prepare(store *s, int64_t id, const char *executor, const char *token_hash,
+                      td_err *err);
+
+/* store_run_begin: a queued, prepared (token set) job of a non-local executor becomes running
+ * with started_at = heartbeat_at = now and progress reset; *started (OUT) is 1 when it did.
+ * The heartbeat endpoint calls it for a queued job whose token matched. Errors: TD_EIO. */
+int store_run_begin(store *s, int64_t id, int *started /* OUT */, td_err *err);
+
+/* store_run_set_ref: set executor_ref of job `id` (the executor's own id of the run, e.g. the
+ * Slurm job id "123" or array task "123_4"; NULL clears it). Errors: TD_ENOTFOUND, TD_EIO. */
+int store_run_set_ref(store *s, int64_t id, const char *ref, td_err *err);
 
 /* store_run_resume: an external run that is 'crashed' (or still 'running') becomes running
  * again with a new token hash, heartbeat_at = now and its error cleared.

@@ -21,7 +21,8 @@
 #     at --max-attempts; executor "slurm" is refused naming executor;
 #   - `tdlab run --report`: a remote run whose server is killed (-9) and restarted mid-run
 #     ends succeeded with every point of the same spec run locally (`tdlab run --out`) present
-#     exactly once; a `tdlab run --report` killed with -9 is re-queued by its lease;
+#     exactly once; a cancel stops a `tdlab run --report` (exit 4, job cancelled); one killed
+#     with -9 is re-queued by its lease;
 #   - external runs in the job list (?kind=external) and GET /api/v1/kinds still answers.
 # Needs bash, curl, grep, sed, awk, sort. Prints one line per check and "N passed, M failed".
 set -uo pipefail
@@ -250,6 +251,30 @@ grep -E '^[a-z_]+,-?[0-9]+,' "$TMP/body" | cut -d, -f1,2 | sort >"$TMP/got.txt"
 check "every (key, step) of the local run is stored ($NWANT points)" cmp -s "$TMP/want.txt" "$TMP/got.txt"
 check "  ... each exactly once" test "$(uniq -d "$TMP/got.txt" | wc -l)" = 0
 
+req GET "/api/v1/metrics?jobs=$A,$X&max_points=10"
+check "the comparison API takes an external and a remote run together" \
+  bash -c "test '$CODE' = 200 && grep -q '\"$A\":{\"job_id\":$A' '$TMP/body' && grep -q '\"$X\":{\"job_id\":$X' '$TMP/body'"
+
+# A cancel reaches `tdlab run --report` through its heartbeat: the run stops, exit 4, and
+# the job ends cancelled.
+req POST /api/v1/jobs "${JSON[@]}" "${AL[@]}" --data-binary "$(printf '%s' "$RSPEC" | sed 's/^{/{"executor":"remote",/')"
+Z=$(id_of)
+req POST "/api/v1/jobs/$Z/start" "${AL[@]}"
+TDLAB_RUN_TOKEN="$(tok_of)" "$TDLAB" run "$TMP/rspec.json" --report "$BASE" --job "$Z" --heartbeat 0.3 \
+  >"$TMP/cancel.out" 2>/dev/null &
+RUNPID=$!
+for _ in $(seq 1 100); do
+  n=$(curl -s --max-time 5 "$BASE/api/v1/jobs/$Z/metrics?keys=loss&max_points=2" | jnum total /dev/stdin)
+  [ -n "$n" ] && [ "$n" -gt 0 ] && break
+  sleep 0.1
+done
+req POST "/api/v1/jobs/$Z/cancel" "${AL[@]}"
+wait "$RUNPID"
+CRC=$?
+check "a cancel stops tdlab run --report (exit 4, status line cancelled)" \
+  bash -c "test $CRC = 4 && grep -q '\"status\":\"cancelled\"' '$TMP/cancel.out'"
+check "  ... and the job ends cancelled" test "$(srv_status "$Z")" = cancelled
+
 # kill -9 of a `tdlab run --report`: the lease re-queues the job with attempt 2.
 req POST /api/v1/jobs "${JSON[@]}" "${AL[@]}" --data-binary "$(printf '%s' "$RSPEC" | sed 's/^{/{"executor":"remote",/')"
 Y=$(id_of)
@@ -261,8 +286,7 @@ for _ in $(seq 1 100); do
   [ -n "$n" ] && [ "$n" -gt 0 ] && break
   sleep 0.1
 done
-kill -9 "$RUNPID" 2>/dev/null
-wait "$RUNPID" 2>/dev/null
+{ kill -9 "$RUNPID"; wait "$RUNPID"; } 2>/dev/null
 st=""
 for _ in $(seq 1 80); do st=$(srv_status "$Y"); [ "$st" != running ] && break; sleep 0.2; done
 req GET "/api/v1/jobs/$Y"

@@ -41,6 +41,10 @@ static void count_job(void *ctx, const store_job *j) {
   (*(long *)ctx)++;
 }
 
+static void grab_ref(void *ctx, const store_job *j) {
+  snprintf(ctx, 32, "%s", j->executor_ref ? j->executor_ref : "");
+}
+
 static void grab_attempt(void *ctx, const store_job *j) { *(long *)ctx = j->attempt; }
 
 static void test_remote_lifecycle(void **state) {
@@ -96,6 +100,41 @@ static void test_remote_lifecycle(void **state) {
   assert_int_equal(store_lease_expire(s, 60, 2, STORE_LEASE_REMOTE, 61, &c, &e), 0);
   assert_int_equal(c.failed, 1);
   assert_int_equal(status_of(s, id), STORE_FAILED);
+  store_close(s);
+}
+
+/* A prepared run (store_run_prepare) stays queued with its token; its first heartbeat
+ * (store_run_begin) starts it; a local job is never begun that way. */
+static void test_prepare_begin(void **state) {
+  (void)state;
+  store *s = open_mem();
+  td_err e;
+  store_new_job nj = {.kind = "nqm", .params_json = "{}", .executor = "slurm"};
+  int64_t id = 0, loc = 0;
+  assert_int_equal(store_job_insert(s, &nj, 0, &id, &e), 0);
+  store_new_job nl = {.kind = "nqm", .params_json = "{}"};
+  assert_int_equal(store_job_insert(s, &nl, 0, &loc, &e), 0);
+  char h[RUNTOK_HEX + 1];
+  runtok_hash("p", h);
+  assert_int_equal(store_run_prepare(s, id, "remote", h, &e), TD_ECONFLICT);
+  assert_int_equal(store_run_prepare(s, id, "slurm", h, &e), 0);
+  assert_int_equal(status_of(s, id), STORE_QUEUED);
+  store_run_state rs;
+  assert_int_equal(store_run_auth(s, id, h, &rs, &e), 0);
+  assert_true(rs.token_ok);
+  int started = 0;
+  assert_int_equal(store_run_begin(s, loc, &started, &e), 0);
+  assert_int_equal(started, 0);
+  assert_int_equal(store_run_begin(s, id, &started, &e), 0);
+  assert_int_equal(started, 1);
+  assert_int_equal(status_of(s, id), STORE_RUNNING);
+  assert_int_equal(store_run_begin(s, id, &started, &e), 0);
+  assert_int_equal(started, 0);
+  assert_int_equal(store_run_set_ref(s, id, "123_4", &e), 0);
+  char ref[32] = "";
+  assert_int_equal(store_job_get(s, id, grab_ref, ref, &e), 0);
+  assert_string_equal(ref, "123_4");
+  assert_int_equal(store_run_set_ref(s, 99999, "1", &e), TD_ENOTFOUND);
   store_close(s);
 }
 
@@ -175,6 +214,7 @@ static void test_migration_keeps_sequence(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_remote_lifecycle),
+      cmocka_unit_test(test_prepare_begin),
       cmocka_unit_test(test_external_and_finish),
       cmocka_unit_test(test_migration_keeps_sequence),
   };
