@@ -52,7 +52,11 @@ stop_one() { # stop_one PIDFILE
 write_conf() {
   local host cpus mem cport dport
   host=$(hostname -s)
+  # At least 8 CPUs, whatever the machine has (SlurmdParameters=config_overrides): the test
+  # jobs are small and mostly wait on the network, and a 2-core machine would otherwise run only
+  # two of them at once. Slurm does not bind them to cores here (task/none).
   cpus=$(nproc)
+  [ "$cpus" -lt 8 ] && cpus=8
   # RealMemory (MiB): what slurmd -C reports, less 10% so that a rounding never drains the node.
   mem=$(awk '/^MemTotal:/ { printf "%d", $2 / 1024 * 0.9 }' /proc/meminfo)
   cport=$(free_port)
@@ -102,7 +106,9 @@ MpiDefault=none
 SwitchType=switch/none
 LaunchParameters=enable_nss_slurm
 PlugStackConfig=$DIR/plugstack.conf
-DefMemPerCPU=512
+DefMemPerCPU=256
+SlurmdParameters=config_overrides
+MaxArraySize=10001
 NodeName=$host CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 CONF
