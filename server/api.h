@@ -23,6 +23,8 @@ typedef struct api_ctx {
   size_t web_root_len;
   long long start_ms;    /* CLOCK_MONOTONIC at start, for uptime */
   struct store_cache *job_cache; /* rendered GET /api/v1/jobs/{id} bodies (borrowed); NULL: off */
+  struct slurm_exec_ctx *slurm;  /* the Slurm executor (server/slurm.h; borrowed); NULL: off,
+                                    else "slurm" is the default executor */
 } api_ctx;
 
 /* api_ctx_init: render the catalogue and resolve `web_dir` (NULL or missing: no dashboard,

@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "api.h"
 #include "log.h"
 #include "store.h"
 #include "store_internal.h"
@@ -1085,6 +1086,52 @@ static void *slurm_main(void *arg) {
   return NULL;
 }
 
+static const char *const serve_flags[] = {
+    "--executor",  "--public-url",  "--slurm-partition", "--slurm-account",
+    "--slurm-time", "--slurm-mem",  "--slurm-cpus",      "--slurm-sbatch-args",
+    "--slurm-poll", "--slurm-tdlab", "--slurm-spool"};
+
+int slurm_serve_flag_known(const char *name) {
+  for (size_t i = 0; i < sizeof serve_flags / sizeof serve_flags[0]; i++)
+    if (!strcmp(name, serve_flags[i])) return 1;
+  return 0;
+}
+
+int slurm_serve_flag(slurm_config *c, const char *name, const char *value, td_err *err) {
+  const char *f = name + 2;
+  if (!value || !*value) return td_err_set(err, TD_EINVAL, f, "%s needs a value", name);
+  if (!strcmp(name, "--executor")) {
+    if (!strcmp(value, "slurm")) c->enabled = 1;
+    else if (!strcmp(value, "local")) c->enabled = 0;
+    else return td_err_set(err, TD_EINVAL, f, "--executor is local or slurm, not '%s'", value);
+  } else if (!strcmp(name, "--public-url")) {
+    if (strncmp(value, "http://", 7) && strncmp(value, "https://", 8))
+      return td_err_set(err, TD_EINVAL, f, "--public-url must start with http:// or https://");
+    c->public_url = value;
+  } else if (!strcmp(name, "--slurm-partition")) c->opts.partition = value;
+  else if (!strcmp(name, "--slurm-account")) c->opts.account = value;
+  else if (!strcmp(name, "--slurm-time")) c->opts.time = value;
+  else if (!strcmp(name, "--slurm-mem")) c->opts.mem = value;
+  else if (!strcmp(name, "--slurm-sbatch-args")) c->opts.extra = value;
+  else if (!strcmp(name, "--slurm-tdlab")) c->tdlab_bin = value;
+  else if (!strcmp(name, "--slurm-spool")) c->spool_dir = value;
+  else if (!strcmp(name, "--slurm-cpus") || !strcmp(name, "--slurm-poll")) {
+    char *end;
+    errno = 0;
+    double v = strtod(value, &end);
+    int is_cpus = !strcmp(name, "--slurm-cpus");
+    if (end == value || *end || errno || !(v >= (is_cpus ? 1 : 0.1)) ||
+        !(v <= (is_cpus ? 4096 : 3600)) || (is_cpus && v != (long)v))
+      return td_err_set(err, TD_EINVAL, f, "%s: '%s' is not %s", name, value,
+                        is_cpus ? "an integer in 1..4096" : "a number of seconds in 0.1..3600");
+    if (is_cpus) c->opts.cpus = (long)v;
+    else c->poll_s = v;
+  } else {
+    return td_err_set(err, TD_EINVAL, f, "unknown flag %s", name);
+  }
+  return 0;
+}
+
 /* Is `name` an executable in PATH? */
 static int in_path(const char *name) {
   const char *path = getenv("PATH");
@@ -1191,6 +1238,28 @@ int slurm_start(const slurm_config *cfg, slurm_exec_ctx **out, td_err *err) {
            cfg->opts.cpus, x->cfg.poll_s);
   *out = x;
   return 0;
+}
+
+int slurm_serve_start(slurm_config *c, const char *db_path, const char *host, unsigned port,
+                      long max_attempts, struct api_ctx *app, slurm_exec_ctx **out, td_err *err) {
+  static char url[600];
+  c->db_path = db_path;
+  c->max_attempts = max_attempts;
+  if (!c->public_url) {
+    char name[256];
+    const char *h = host;
+    if (!strcmp(host, "0.0.0.0") || !strcmp(host, "::") || !*host) {
+      if (gethostname(name, sizeof name) != 0) snprintf(name, sizeof name, "127.0.0.1");
+      name[sizeof name - 1] = '\0';
+      h = name;
+    }
+    int v6 = strchr(h, ':') != NULL;
+    snprintf(url, sizeof url, "http://%s%.256s%s:%u", v6 ? "[" : "", h, v6 ? "]" : "", port);
+    c->public_url = url;
+  }
+  int rc = slurm_start(c, out, err);
+  if (!rc && app) app->slurm = *out;
+  return rc;
 }
 
 void slurm_poke(slurm_exec_ctx *x) {

@@ -173,6 +173,7 @@ int slurm_exec(char *const argv[], double timeout_s, char **out /* OUT */, int *
 /* ---------------------------------------------------------------- the executor */
 
 typedef struct slurm_config {
+  int enabled;            /* --executor slurm given: slurm is the default executor */
   const char *db_path;    /* the server's database (the executor opens its own connection) */
   const char *spool_dir;  /* NULL: <dir of db_path>/slurm-spool */
   const char *public_url; /* the URL the runs report to (no trailing slash needed) */
@@ -186,10 +187,34 @@ typedef struct slurm_config {
 
 typedef struct slurm_exec_ctx slurm_exec_ctx;
 
+/* slurm_serve_flag_known: is `name` one of the serve flags below (all take a value)?
+ * slurm_serve_flag: apply one of them to *c:
+ *   --executor local|slurm   the default executor of jobs that do not name one (slurm also
+ *                            starts the Slurm executor)
+ *   --public-url URL         the URL the Slurm jobs report to (default http://HOST:PORT of
+ *                            the listening socket; 0.0.0.0 / :: become this host's name)
+ *   --slurm-partition P, --slurm-account A, --slurm-time T, --slurm-mem M (sbatch's formats),
+ *   --slurm-cpus N (1..4096), --slurm-sbatch-args "..." (extra sbatch options, split like a
+ *   shell without expansion), --slurm-poll SECONDS (0.1..3600, default 2),
+ *   --slurm-tdlab PATH (the tdlab binary the jobs run; default this one),
+ *   --slurm-spool DIR (default <db dir>/slurm-spool).
+ * The strings are borrowed (argv). Errors: TD_EINVAL with the flag named in err->field. */
+int slurm_serve_flag_known(const char *name);
+int slurm_serve_flag(slurm_config *c, const char *name, const char *value, td_err *err);
+
 /* slurm_start: check that sbatch, squeue, scontrol and scancel are found in PATH, make the
  * spool directory (0700), write the job script, open the database and start the thread.
  * *out (OUT) is stopped with slurm_stop. Errors: TD_EINVAL (config, in err), TD_EIO. */
 int slurm_start(const slurm_config *cfg, slurm_exec_ctx **out /* OUT */, td_err *err);
+
+/* slurm_serve_start: `tdlab serve --executor slurm`: complete *c (db_path, max_attempts, the
+ * default --public-url http://HOST:PORT from the listening socket, with 0.0.0.0/:: replaced by
+ * this host's name), start the executor and register it in app (app->slurm) so that the jobs
+ * API can choose it and wake it. Errors: as slurm_start. */
+struct api_ctx;
+int slurm_serve_start(slurm_config *c, const char *db_path, const char *host, unsigned port,
+                      long max_attempts, struct api_ctx *app, slurm_exec_ctx **out /* OUT */,
+                      td_err *err);
 
 /* slurm_stop: stop the thread (at most one command timeout later) and close its connection.
  * Slurm jobs keep running; a restarted server follows them again. NULL is a no-op. */
