@@ -1,7 +1,7 @@
 # tdlab: top-level build. Out-of-tree objects in $(BUILD); one cmocka binary per tests/test_*.c.
 CC      ?= cc
 BUILD   ?= build
-PKGS    := libmicrohttpd jansson sqlite3 openblas lapacke zlib
+PKGS    := libmicrohttpd jansson sqlite3 openblas lapacke zlib libcurl nettle
 OPT     ?= -O2 -march=native
 WARN    := -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 # GSL (gsl_odeiv2, the igr kind's ODE integrator): its headers from pkg-config, and -lgsl

@@ -23,8 +23,10 @@ typedef struct api_ctx {
   size_t web_root_len;
   long long start_ms;    /* CLOCK_MONOTONIC at start, for uptime */
   struct store_cache *job_cache; /* rendered GET /api/v1/jobs/{id} bodies (borrowed); NULL: off */
-  struct slurm_exec_ctx *slurm;  /* the Slurm executor (server/slurm.h; borrowed); NULL: off,
-                                    else "slurm" is the default executor */
+  /* Remote runs (issue 16, api_remote.c). */
+  double max_job_points;     /* serve --max-job-points: also caps points sent over HTTP; 0: none */
+  double heartbeat_timeout_s;/* serve --heartbeat-timeout (a run learns it from /start, /runs) */
+  const char *default_executor; /* executor of a job that names none: "local" (NULL) or "slurm" */
 } api_ctx;
 
 /* api_ctx_init: render the catalogue and resolve `web_dir` (NULL or missing: no dashboard,
@@ -76,6 +78,21 @@ int api_jobs_delete(http_req *req, http_resp *resp);
 int api_jobs_patch(http_req *req, http_resp *resp);
 /* GET /api/v1/metrics?jobs=..: several jobs' series in one answer (api_metrics.c). */
 int api_metrics_multi(http_req *req, http_resp *resp);
+
+/* Runs that execute elsewhere (api_remote.c, issue 16; README "Remote runs"). */
+int api_runs_create(http_req *req, http_resp *resp);     /* POST /api/v1/runs */
+int api_runs_resume(http_req *req, http_resp *resp);     /* POST /api/v1/runs/{id}/resume */
+int api_jobs_start(http_req *req, http_resp *resp);      /* POST /api/v1/jobs/{id}/start */
+int api_jobs_points(http_req *req, http_resp *resp);     /* POST /api/v1/jobs/{id}/points */
+int api_jobs_heartbeat(http_req *req, http_resp *resp);  /* POST /api/v1/jobs/{id}/heartbeat */
+int api_jobs_artifact_put(http_req *req, http_resp *resp); /* POST .../artifacts/{name} */
+int api_jobs_finish(http_req *req, http_resp *resp);     /* POST /api/v1/jobs/{id}/finish */
+
+/* api_executor_slurm_enabled / api_set_executor_slurm_enabled: whether POST /api/v1/jobs
+ * accepts "executor": "slurm" (else a 400 naming executor). The Slurm executor (serve
+ * --executor slurm, server/slurm.c) turns it on at start-up, before the HTTP threads run. */
+int api_executor_slurm_enabled(void);
+void api_set_executor_slurm_enabled(int on);
 
 /* Catalogue, health and Prometheus (api_kinds.c). */
 int api_kinds_list(http_req *req, http_resp *resp);

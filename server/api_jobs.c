@@ -49,7 +49,14 @@ void api_job_json(http_buf *b, const store_job *j) {
   else http_buf_str(b, ",\"parent\":null");
   http_buf_str(b, ",\"children\":[");
   if (j->children) http_buf_str(b, j->children);
-  http_buf_str(b, "]}");
+  /* where it runs (migrations/0006; README "Remote runs") */
+  http_buf_str(b, "],\"executor\":");
+  http_buf_json_str(b, j->executor ? j->executor : "local");
+  http_buf_str(b, ",\"executor_ref\":");
+  http_buf_json_str(b, j->executor_ref);
+  http_buf_str(b, ",\"heartbeat_at\":");
+  http_buf_json_str(b, j->heartbeat_at);
+  http_buf_str(b, "}");
 }
 
 static void job_into_buf(void *ctx, const store_job *j) { api_job_json(ctx, j); }
@@ -135,9 +142,9 @@ int api_jobs_create(http_req *req, http_resp *resp) {
   json_t *val;
   json_object_foreach(root, key, val) {
     if (strcmp(key, "kind") && strcmp(key, "params") && strcmp(key, "name") &&
-        strcmp(key, "tags") && strcmp(key, "priority")) {
+        strcmp(key, "tags") && strcmp(key, "priority") && strcmp(key, "executor")) {
       status = http_error(resp, HTTP_E_INVALID_REQUEST, key,
-                          "unknown field; allowed: kind, params, name, tags, priority");
+                          "unknown field; allowed: kind, params, name, tags, priority, executor");
       goto out;
     }
   }
@@ -162,6 +169,26 @@ int api_jobs_create(http_req *req, http_resp *resp) {
       goto out;
     }
     name = json_string_value(jname);
+  }
+  /* executor (issue 16): local (worker threads), remote (waits for POST .../start), slurm
+   * (only when the Slurm executor runs: api_executor_slurm_enabled) */
+  const char *executor = a->default_executor ? a->default_executor : "local";
+  json_t *jexec = json_object_get(root, "executor");
+  if (jexec && !json_is_null(jexec)) {
+    const char *ex = json_string_value(jexec);
+    int slurm_ok = api_executor_slurm_enabled();
+    if (!ex || (strcmp(ex, "local") && strcmp(ex, "remote") && strcmp(ex, "slurm"))) {
+      status = http_error(resp, HTTP_E_INVALID_REQUEST, "executor",
+                          "executor must be \"local\", \"remote\"%s", slurm_ok ? " or \"slurm\"" : "");
+      goto out;
+    }
+    if (!strcmp(ex, "slurm") && !slurm_ok) {
+      status = http_error(resp, HTTP_E_INVALID_REQUEST, "executor",
+                          "the slurm executor is not enabled on this server (tdlab serve "
+                          "--executor slurm)");
+      goto out;
+    }
+    executor = ex;
   }
   long priority = 0;
   if (jprio && !json_is_null(jprio)) {
@@ -203,7 +230,7 @@ int api_jobs_create(http_req *req, http_resp *resp) {
   }
   store_new_job nj = {.kind = json_string_value(jkind), .name = name, .params_json = params_json,
                       .tags_json = tags_json, .tags = tags, .n_tags = n_tags,
-                      .priority = priority};
+                      .priority = priority, .executor = executor};
   /* params.init_from / params.fork: the named checkpoint exists and fits (api_checkpoints.c) */
   if ((status = api_resolve_start(st, filled, &nj, resp))) goto out;
   int64_t id = 0;
@@ -218,7 +245,8 @@ int api_jobs_create(http_req *req, http_resp *resp) {
     goto out;
   }
   if (a->q) queue_notify(a->q);
-  log_emit(LOG_INFO, "job_queued", "job=%lld kind=%s", (long long)id, json_string_value(jkind));
+  log_emit(LOG_INFO, "job_queued", "job=%lld kind=%s executor=%s", (long long)id,
+           json_string_value(jkind), executor);
   http_resp_header(resp, "Location", "/api/v1/jobs/%lld", (long long)id);
   status = respond_job(req, resp, st, id, 201);
 out:
@@ -292,9 +320,9 @@ int api_jobs_list(http_req *req, http_resp *resp) {
   if ((v = http_query(req, "status")) && parse_status_mask(v, &f.status_mask))
     return http_error(resp, HTTP_E_INVALID_QUERY, "status",
                       "status must be a comma-separated list of queued, running, succeeded, "
-                      "failed, diverged, cancelled, pruned");
+                      "failed, diverged, cancelled, pruned, crashed");
   if ((v = http_query(req, "kind"))) {
-    if (!td_kinds_find(v)) {
+    if (!td_kinds_find(v) && strcmp(v, "external") != 0) { /* external: POST /api/v1/runs */
       char names[256] = "";
       for (size_t i = 0, n = 0; i < td_kinds_count() && n < sizeof names; i++)
         n += (size_t)snprintf(names + n, sizeof names - n, "%s%s", i ? ", " : "",

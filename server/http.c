@@ -410,7 +410,9 @@ int http_query_check(const http_req *req, http_resp *resp, const char *allowed) 
 
 /* ---------------------------------------------------------------- routes */
 
-enum { ROUTE_JSON_BODY = 1, ROUTE_MUTATES = 2 };
+/* ROUTE_RUN_TOKEN: the ingestion endpoints of a remote run (api_remote.c): the handler checks
+ * the job's run token, and the lab token is neither needed nor enough. */
+enum { ROUTE_JSON_BODY = 1, ROUTE_MUTATES = 2, ROUTE_RUN_TOKEN = 4 };
 
 typedef struct http_route {
   const char *method;
@@ -451,6 +453,15 @@ static const http_route routes[] = {
     /* A fit changes nothing, but it costs CPU: with a token it needs the token like a write. */
     {"POST", "/api/v1/fits", api_fits_create, "fits_create", ROUTE_JSON_BODY | ROUTE_MUTATES, NULL},
     {"POST", "/api/v1/kernels", api_kernels_create, "kernels_create", ROUTE_JSON_BODY | ROUTE_MUTATES, NULL},
+    /* Remote runs (issue 16, api_remote.c): creating and starting runs needs the lab token;
+     * the ingestion endpoints need the run's own token. */
+    {"POST", "/api/v1/runs", api_runs_create, "runs_create", ROUTE_JSON_BODY | ROUTE_MUTATES, NULL},
+    {"POST", "/api/v1/runs/{id}/resume", api_runs_resume, "runs_resume", ROUTE_MUTATES, NULL},
+    {"POST", "/api/v1/jobs/{id}/start", api_jobs_start, "jobs_start", ROUTE_MUTATES, NULL},
+    {"POST", "/api/v1/jobs/{id}/points", api_jobs_points, "jobs_points", ROUTE_JSON_BODY | ROUTE_RUN_TOKEN, NULL},
+    {"POST", "/api/v1/jobs/{id}/heartbeat", api_jobs_heartbeat, "jobs_heartbeat", ROUTE_RUN_TOKEN, NULL},
+    {"POST", "/api/v1/jobs/{id}/artifacts/{name}", api_jobs_artifact_put, "jobs_artifact_put", ROUTE_RUN_TOKEN, NULL},
+    {"POST", "/api/v1/jobs/{id}/finish", api_jobs_finish, "jobs_finish", ROUTE_JSON_BODY | ROUTE_RUN_TOKEN, NULL},
 };
 #define N_ROUTES ((int)(sizeof routes / sizeof routes[0]))
 #define ROUTE_STATIC N_ROUTES
@@ -519,6 +530,14 @@ static size_t body_budget(const http_server *srv) {
   const size_t up = srv->cfg.max_upload > srv->cfg.max_body ? srv->cfg.max_upload : 0;
   const size_t a = 4 * up, b = 64 * srv->cfg.max_body;
   return a > b ? a : b;
+}
+
+/* POST /api/v1/jobs/{id}/artifacts/{name} (a remote run's artifact) takes --max-upload. */
+static int is_artifact_upload(const char *url) {
+  if (strncmp(url, "/api/v1/jobs/", 13) != 0) return 0;
+  const char *p = url + 13;
+  while (*p >= '0' && *p <= '9') p++;
+  return p > url + 13 && !strncmp(p, "/artifacts/", 11) && p[11] && !strchr(p + 11, '/');
 }
 
 static long long mono_ns(void) {
@@ -671,7 +690,8 @@ static int dispatch(http_server *srv, struct MHD_Connection *conn, const char *u
   }
   if (!found && is_api) return http_error(resp, HTTP_E_NOT_FOUND, NULL, "no such API resource");
   unsigned flags = found ? found->flags : 0;
-  if (srv->token && ((flags & ROUTE_MUTATES) || srv->cfg.token_for_read) &&
+  if (srv->token && !(flags & ROUTE_RUN_TOKEN) &&
+      ((flags & ROUTE_MUTATES) || srv->cfg.token_for_read) &&
       !token_ok(srv, http_header(&req, MHD_HTTP_HEADER_AUTHORIZATION))) {
     http_resp_header(resp, "WWW-Authenticate", "Bearer realm=\"tdlab\"");
     return http_error(resp, HTTP_E_UNAUTHORIZED, NULL,
@@ -1021,7 +1041,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     copy_for_log(rc->method, sizeof rc->method, method);
     copy_for_log(rc->path, sizeof rc->path, url);
     rc->limit = srv->cfg.max_upload > 0 && !strcmp(method, "POST") &&
-                        !strcmp(url, "/api/v1/checkpoints")
+                        (!strcmp(url, "/api/v1/checkpoints") || is_artifact_upload(url))
                     ? srv->cfg.max_upload
                     : srv->cfg.max_body;
     resp_init(&resp);

@@ -65,7 +65,9 @@ char *http_json_dump(const struct json_t *v);
   X(STORAGE_FULL, "storage_full", 507, TD_EFULL)                         \
   X(QUEUE_FULL, "queue_full", 503, 0)                                    \
   X(UNAVAILABLE, "unavailable", 503, TD_ENOMEM)                          \
-  X(TIMEOUT, "unavailable", 503, TD_ETIMEOUT)
+  X(TIMEOUT, "unavailable", 503, TD_ETIMEOUT)                           \
+  X(RUN_TOKEN_INVALID, "run_token_invalid", 401, 0)                      \
+  X(JOB_FINISHED, "job_finished", 409, 0)
 
 typedef enum {
 #define HTTP__ERR_ENUM(e, name, status, td) HTTP_E_##e,

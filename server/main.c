@@ -19,6 +19,8 @@
 #include "kinds/registry.h"
 #include "api.h"
 #include "http.h"
+#include "lease.h"
+#include "httpc.h"
 #include "log.h"
 #include "queue.h"
 #include "slurm.h"
@@ -38,7 +40,7 @@ static void usage(FILE *f) {
           "           [--max-conns 1024] [--conn-timeout 30] [--batch-points 1024]\n"
           "           [--batch-ms 250] [--shutdown-timeout 60] [--job-cache 4096]\n"
           "           [--worker-nice 5] [--max-upload 64M] [--blas-threads N]\n"
-          "           [--max-job-points 1e8]\n"
+          "           [--max-job-points 1e8] [--heartbeat-timeout 60]\n"
           "           [--executor local|slurm] [--public-url URL] [--slurm-partition P]\n"
           "           [--slurm-account A] [--slurm-time T] [--slurm-mem M] [--slurm-cpus N]\n"
           "           [--slurm-sbatch-args \"...\"] [--slurm-poll S] [--slurm-tdlab PATH]\n"
@@ -743,6 +745,7 @@ static int cmd_serve(opts *o) {
   double max_body = 1048576, max_upload = 64.0 * 1048576, job_timeout = 0;
   long blas_opt = 0; /* --blas-threads: 0 means max(1, cores / workers) */
   double max_job_points = 1e8; /* --max-job-points: about 2 GB of metrics at 20 bytes a point */
+  double heartbeat_timeout = 60; /* --heartbeat-timeout: lease of remote/slurm/external runs */
   int insecure = 0, token_for_read = 0;
   td_limits limits = td_kinds_default_limits();
   slurm_config slurm_cfg = {0};
@@ -786,6 +789,7 @@ static int cmd_serve(opts *o) {
     else if (!strcmp(n, "--conn-timeout")) conn_timeout = parse_long(n, need(o), 0, 86400);
     else if (!strcmp(n, "--batch-points")) batch_points = parse_long(n, need(o), 1, 10000000);
     else if (!strcmp(n, "--max-job-points")) max_job_points = parse_size(n, need(o));
+    else if (!strcmp(n, "--heartbeat-timeout")) heartbeat_timeout = parse_size(n, need(o));
     else if (!strcmp(n, "--batch-ms")) batch_ms = parse_long(n, need(o), 1, 3600000);
     else if (!strcmp(n, "--job-cache")) job_cache = parse_long(n, need(o), 0, 1 << 20);
     else if (!strcmp(n, "--worker-nice")) worker_nice = parse_long(n, need(o), 0, 19);
@@ -804,6 +808,10 @@ static int cmd_serve(opts *o) {
   }
   if (max_upload < 1 || max_upload > 1073741824.0) {
     fprintf(stderr, "tdlab serve: --max-upload must be within 1 byte .. 1 GiB\n");
+    return 2;
+  }
+  if (!(heartbeat_timeout >= 0.5) || heartbeat_timeout > 86400 * 7) {
+    fprintf(stderr, "tdlab serve: --heartbeat-timeout must be within 0.5 .. 604800 seconds\n");
     return 2;
   }
   char *token = NULL;
@@ -893,6 +901,14 @@ static int cmd_serve(opts *o) {
   web = find_web(web, webbuf, sizeof webbuf);
   if (!rc) rc = api_ctx_init(&app, q, limits, max_queued, web, &e);
   app.job_cache = cache;
+  app.max_job_points = max_job_points;
+  app.heartbeat_timeout_s = heartbeat_timeout;
+  /* Runs that execute elsewhere keep a lease by their heartbeats (server/lease.h). */
+  lease *leases = NULL;
+  lease_config lc = {.db_path = db, .timeout_s = heartbeat_timeout,
+                     .max_attempts = max_attempts, .cache = cache};
+  if (!rc) rc = lease_start(&lc, &leases, &e);
+  if (!rc && slurm_cfg.enabled) api_set_executor_slurm_enabled(1), app.default_executor = "slurm";
   if (!rc) {
     if (!app.web_root) log_emit(LOG_WARN, "no_dashboard", "web=%s msg=\"directory not found\"", web);
     http_config hc = {.host = host, .port = (unsigned)port, .threads = (unsigned)http_threads,
@@ -902,10 +918,11 @@ static int cmd_serve(opts *o) {
                       .token_for_read = token_for_read, .pool = pool};
     rc = http_start(&hc, &app, &srv, &e);
   }
-  if (!rc && slurm_cfg.enabled) rc = slurm_serve_start(&slurm_cfg, db, host, http_port(srv), max_attempts, &app, &slurm_x, &e);
+  if (!rc && slurm_cfg.enabled) rc = slurm_serve_start(&slurm_cfg, db, host, http_port(srv), max_attempts, &slurm_x, &e);
   if (rc) {
     fprintf(stderr, "tdlab serve: %s\n", e.msg);
     http_stop(srv);
+    lease_stop(leases);
     queue_destroy(q);
     api_ctx_deinit(&app);
     store_pool_destroy(pool);
@@ -935,6 +952,7 @@ static int cmd_serve(opts *o) {
   http_quiesce(srv);
   http_stop(srv);
   slurm_stop(slurm_x);
+  lease_stop(leases);
   queue_destroy(q);
   store_pool_destroy(pool);
   store_cache_destroy(cache);
@@ -952,6 +970,12 @@ int main(int argc, char **argv) {
     return 2;
   }
   const char *verb = argv[1];
+  td_err ge;
+  td_err_clear(&ge);
+  if (httpc_global_init(&ge)) { /* libcurl's global state: once, before any thread */
+    fprintf(stderr, "tdlab: %s\n", ge.msg);
+    return 1;
+  }
   opts o = {.argc = argc - 2, .argv = argv + 2, .i = 0};
   if (!strcmp(verb, "serve")) return cmd_serve(&o);
   if (!strcmp(verb, "run")) return cmd_run(&o);

@@ -20,8 +20,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "api.h"
 #include "log.h"
+#include "runtok.h"
 #include "store.h"
 #include "store_internal.h"
 
@@ -507,24 +507,45 @@ int slurm_exec(char *const argv[], double timeout_s, char **out, int *status, td
 
 /* ---------------------------------------------------------------- the executor */
 
-/* Run tokens come from the ingestion side (PROTOCOL16.md: 32 random bytes, hex; only a hash is
- * stored). Until branch `ingest` is merged this stand-in keeps the executor testable. */
-#define SLURM_TOKEN_LEN 64
-#include <sys/random.h>
-static int slurm__issue_token(store *s, int64_t id, char token[SLURM_TOKEN_LEN + 1], td_err *err) {
-  unsigned char raw[32];
-  if (getrandom(raw, sizeof raw, 0) != (ssize_t)sizeof raw)
-    return td_err_set(err, TD_EIO, NULL, "getrandom failed");
-  for (int i = 0; i < 32; i++) sprintf(token + 2 * i, "%02x", raw[i]);
+#define NOW_SQL "strftime('%Y-%m-%dT%H:%M:%fZ','now')"
+
+/* Issue a run token for queued job `id`: a fresh one (runtok_new) whose hash replaces
+ * run_token_hash (the previous token stops working); the job stays queued (Slurm PENDING).
+ * The ingestion endpoints start it at its first authenticated request
+ * (slurm_store_promote) or the executor does when squeue shows it RUNNING. */
+static int issue_token(store *s, int64_t id, char token[RUNTOK_HEX + 1], td_err *err) {
+  char hash[RUNTOK_HEX + 1];
+  int rc = runtok_new(token, err);
+  if (rc) return rc;
+  runtok_hash(token, hash);
   sqlite3_stmt *q = NULL;
-  if (sqlite3_prepare_v2(store__db(s), "UPDATE jobs SET run_token_hash=?1 WHERE id=?2", -1, &q,
-                         NULL) != SQLITE_OK)
+  if (sqlite3_prepare_v2(store__db(s),
+                         "UPDATE jobs SET run_token_hash=?1 WHERE id=?2 AND status='queued' "
+                         "AND executor='slurm'", -1, &q, NULL) != SQLITE_OK)
     return td_err_set(err, TD_EIO, NULL, "%s", sqlite3_errmsg(store__db(s)));
-  sqlite3_bind_text(q, 1, token, -1, SQLITE_TRANSIENT);
+  sqlite3_bind_text(q, 1, hash, -1, SQLITE_TRANSIENT);
   sqlite3_bind_int64(q, 2, id);
+  rc = sqlite3_step(q);
+  sqlite3_finalize(q);
+  if (rc != SQLITE_DONE) return td_err_set(err, TD_EIO, NULL, "%s", sqlite3_errmsg(store__db(s)));
+  if (sqlite3_changes(store__db(s)) != 1)
+    return td_err_set(err, TD_ECONFLICT, NULL, "job %lld is no longer queued", (long long)id);
+  return 0;
+}
+
+int slurm_store_promote(store *s, int64_t id) {
+  sqlite3_stmt *q = NULL;
+  if (sqlite3_prepare_v2(store__db(s),
+                         "UPDATE jobs SET status='running', started_at=" NOW_SQL ", heartbeat_at="
+                         NOW_SQL ", error=NULL WHERE id=?1 AND status='queued' AND "
+                         "executor='slurm' AND run_token_hash IS NOT NULL", -1, &q,
+                         NULL) != SQLITE_OK)
+    return TD_EIO;
+  sqlite3_bind_int64(q, 1, id);
   int rc = sqlite3_step(q);
   sqlite3_finalize(q);
-  return rc == SQLITE_DONE ? 0 : td_err_set(err, TD_EIO, NULL, "token update failed");
+  if (rc != SQLITE_DONE) return TD_EIO;
+  return sqlite3_changes(store__db(s)) == 1 ? 0 : TD_ECONFLICT;
 }
 
 struct slurm_exec_ctx {
@@ -632,10 +653,10 @@ static char *spec_json(const pick *p) {
 /* Issue a run token for queued job p->id (its hash replaces run_token_hash) and write the
  * task directory `dir` with spec.json, job and token (0600). 0 or -1 (logged). */
 static int prepare_task(slurm_exec_ctx *x, const pick *p, const char *dir) {
-  char token[SLURM_TOKEN_LEN + 1];
+  char token[RUNTOK_HEX + 1];
   td_err e;
   td_err_clear(&e);
-  if (slurm__issue_token(x->st, p->id, token, &e)) {
+  if (issue_token(x->st, p->id, token, &e)) {
     log_emit(LOG_ERROR, "slurm_token", "job=%lld msg=\"%s\"", (long long)p->id, e.msg);
     return -1;
   }
@@ -1241,7 +1262,7 @@ int slurm_start(const slurm_config *cfg, slurm_exec_ctx **out, td_err *err) {
 }
 
 int slurm_serve_start(slurm_config *c, const char *db_path, const char *host, unsigned port,
-                      long max_attempts, struct api_ctx *app, slurm_exec_ctx **out, td_err *err) {
+                      long max_attempts, slurm_exec_ctx **out, td_err *err) {
   static char url[600];
   c->db_path = db_path;
   c->max_attempts = max_attempts;
@@ -1257,9 +1278,7 @@ int slurm_serve_start(slurm_config *c, const char *db_path, const char *host, un
     snprintf(url, sizeof url, "http://%s%.256s%s:%u", v6 ? "[" : "", h, v6 ? "]" : "", port);
     c->public_url = url;
   }
-  int rc = slurm_start(c, out, err);
-  if (!rc && app) app->slurm = *out;
-  return rc;
+  return slurm_start(c, out, err);
 }
 
 void slurm_poke(slurm_exec_ctx *x) {

@@ -207,14 +207,20 @@ int slurm_serve_flag(slurm_config *c, const char *name, const char *value, td_er
  * *out (OUT) is stopped with slurm_stop. Errors: TD_EINVAL (config, in err), TD_EIO. */
 int slurm_start(const slurm_config *cfg, slurm_exec_ctx **out /* OUT */, td_err *err);
 
-/* slurm_serve_start: `tdlab serve --executor slurm`: complete *c (db_path, max_attempts, the
- * default --public-url http://HOST:PORT from the listening socket, with 0.0.0.0/:: replaced by
- * this host's name), start the executor and register it in app (app->slurm) so that the jobs
- * API can choose it and wake it. Errors: as slurm_start. */
-struct api_ctx;
+/* slurm_serve_start: `tdlab serve --executor slurm` (after the HTTP server listens; the jobs
+ * API was told before with api_set_executor_slurm_enabled and api_ctx.default_executor):
+ * complete *c (db_path, max_attempts, the default --public-url http://HOST:PORT of the
+ * listening socket, with 0.0.0.0/:: replaced by this host's name) and start the executor.
+ * Errors: as slurm_start. */
 int slurm_serve_start(slurm_config *c, const char *db_path, const char *host, unsigned port,
-                      long max_attempts, struct api_ctx *app, slurm_exec_ctx **out /* OUT */,
-                      td_err *err);
+                      long max_attempts, slurm_exec_ctx **out /* OUT */, td_err *err);
+
+/* slurm_store_promote: the first request of a Slurm job's run that carries its current token
+ * (the ingestion endpoints call this for a queued job with executor slurm): the job becomes
+ * running with started_at = heartbeat_at = now, before the executor's next squeue sees it
+ * RUNNING. Errors: TD_ECONFLICT (not a queued slurm job with a token), TD_EIO. */
+struct store;
+int slurm_store_promote(struct store *s, int64_t id);
 
 /* slurm_stop: stop the thread (at most one command timeout later) and close its connection.
  * Slurm jobs keep running; a restarted server follows them again. NULL is a no-op. */

@@ -37,7 +37,8 @@
 #define JOB_COLS                                                                          \
   "id,kind,name,status,params,tags,priority,attempt,sweep_id,progress_done,progress_total," \
   "cancel_requested,created_at,started_at,finished_at,error,summary,parent_job_id,"        \
-  "parent_step,(SELECT group_concat(c.id) FROM jobs c WHERE c.parent_job_id=jobs.id)"
+  "parent_step,(SELECT group_concat(c.id) FROM jobs c WHERE c.parent_job_id=jobs.id),"   \
+  "executor,executor_ref,heartbeat_at"
 
 /* Merge rules of a pyramid bucket (see migrations/0004): the new minimum wins when it is
  * smaller, or a number against a NaN (NULL), or equal at an earlier step; the new maximum wins
@@ -57,7 +58,8 @@
   X(ROLLBACK, "ROLLBACK")                                                                  \
   X(JOB_INSERT,                                                                            \
     "INSERT INTO jobs(kind,name,status,params,tags,priority,sweep_id,attempt,created_at,"  \
-    "parent_job_id,parent_step) SELECT ?1,?2,'queued',?3,?4,?5,?6,1," NOW ",?8,?9"         \
+    "parent_job_id,parent_step,executor) SELECT ?1,?2,'queued',?3,?4,?5,?6,1," NOW ",?8,?9," \
+    "coalesce(?10,'local')"                                                                \
     " WHERE ?7 <= 0 OR (SELECT count(*) FROM jobs WHERE status='queued') < ?7")            \
   /* a no-op write to the parent row, so the job cache drops its copy (children changed) */  \
   X(JOB_TOUCH, "UPDATE jobs SET parent_step=parent_step WHERE id=?1")                     \
@@ -70,7 +72,7 @@
   X(JOB_CLAIM,                                                                             \
     "UPDATE jobs SET status='running', started_at=" NOW ", finished_at=NULL, "             \
     "progress_done=0, progress_total=0 WHERE id=(SELECT j.id FROM jobs j WHERE "           \
-    "j.status='queued' AND (j.sweep_id IS NULL OR NOT EXISTS (SELECT 1 FROM sweeps w "     \
+    "j.status='queued' AND j.executor='local' AND (j.sweep_id IS NULL OR NOT EXISTS (SELECT 1 FROM sweeps w "     \
     "WHERE w.id=j.sweep_id AND w.max_concurrency>0 AND (SELECT count(*) FROM jobs r "      \
     "WHERE r.sweep_id=j.sweep_id AND r.status='running')>=w.max_concurrency)) "            \
     "ORDER BY j.priority DESC, j.id LIMIT 1) RETURNING id, kind, params, attempt, "            \
@@ -92,14 +94,14 @@
   X(RECOVER_CANCELLED,                                                                     \
     "UPDATE jobs SET status='cancelled', finished_at=" NOW ", "                            \
     "error='cancelled (the server stopped before the job noticed)' "                       \
-    "WHERE status='running' AND cancel_requested<>0")                                      \
+    "WHERE status='running' AND executor='local' AND cancel_requested<>0")                                      \
   X(RECOVER_FAILED,                                                                        \
     "UPDATE jobs SET status='failed', finished_at=" NOW ", error='interrupted by ' || "    \
     "attempt || ' server crashes or kills; not retried again' "                            \
-    "WHERE status='running' AND attempt>=?1")                                              \
+    "WHERE status='running' AND executor='local' AND attempt>=?1")                                              \
   X(RECOVER_REQUEUE,                                                                       \
     "UPDATE jobs SET status='queued', attempt=attempt+1, started_at=NULL, "                \
-    "progress_done=0, progress_total=0 WHERE status='running'")                            \
+    "progress_done=0, progress_total=0 WHERE status='running' AND executor='local'")                            \
   X(JOB_PROGRESS, "UPDATE jobs SET progress_done=?2, progress_total=?3 WHERE id=?1")       \
   X(KEY_INSERT, "INSERT OR IGNORE INTO metric_keys(name) VALUES(?1)")                      \
   X(KEY_ID, "SELECT id FROM metric_keys WHERE name=?1")                                    \
@@ -133,6 +135,12 @@
   X(METRIC_PAGE,                                                                           \
     "SELECT step,value FROM metrics WHERE job_id=?1 AND key_id=?2 AND step>=?3 "           \
     "ORDER BY step LIMIT ?4")                                                              \
+  /* the ingestion guard (store_mw_guard): is the job running, and how many points it has, as \
+   * the sum of its level-4 pyramid counts (one index seek per key) */                    \
+  X(MW_GUARD,                                                                              \
+    "SELECT status='running', (SELECT coalesce(sum((SELECT sum(p.cnt) FROM metric_pyr p "  \
+    "WHERE p.job_id=?1 AND p.key_id=k.key_id AND p.level=4)),0) FROM job_keys k "          \
+    "WHERE k.job_id=?1) FROM jobs WHERE id=?1")                                            \
   X(TIME_INSERT, "INSERT OR IGNORE INTO metric_times(job_id,step,t_ms) VALUES(?1,?2,?3)")  \
   X(TIME_LIST, "SELECT step,t_ms FROM metric_times WHERE job_id=?1 ORDER BY step")         \
   X(ART_PUT,                                                                               \
@@ -458,6 +466,11 @@ int store_migrate(store *s, const char *dir, int *applied, int *version, td_err 
   closedir(d);
   if (!rc && n) qsort(names, n, sizeof *names, cmp_str);
   int last = 0, done = 0;
+  /* Migrations run with foreign keys off, so that a migration may rebuild a table that others
+   * reference (https://sqlite.org/lang_altertable.html#otheralter: DROP TABLE would otherwise
+   * run the ON DELETE actions); PRAGMA foreign_key_check must find nothing before each
+   * commit. The pragma is a no-op inside a transaction, hence here. */
+  if (!rc) rc = store_exec(s, "PRAGMA foreign_keys=OFF", err);
   for (size_t i = 0; !rc && i < n; i++) {
     int v = atoi(names[i]);
     if (v == last) {
@@ -475,10 +488,18 @@ int store_migrate(store *s, const char *dir, int *applied, int *version, td_err 
     }
     if ((rc = begin_write(s, err)) == 0) {
       char *msg = NULL;
+      sqlite3_stmt *fk = NULL;
       if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
         rc = td_err_set(err, TD_EIO, NULL, "migration %s: %s", names[i], msg ? msg : "?");
         sqlite3_free(msg);
+      } else if (sqlite3_prepare_v2(s->db, "PRAGMA foreign_key_check", -1, &fk, NULL) !=
+                     SQLITE_OK ||
+                 sqlite3_step(fk) != SQLITE_DONE) {
+        rc = td_err_set(err, TD_EIO, NULL, "migration %s leaves a foreign key violated",
+                        names[i]);
+        sqlite3_finalize(fk);
       } else {
+        sqlite3_finalize(fk);
         sqlite3_stmt *ins = NULL;
         if (sqlite3_prepare_v2(s->db,
                                "INSERT INTO schema_version(version,name,applied_at) VALUES(?1,?2," NOW
@@ -501,6 +522,7 @@ int store_migrate(store *s, const char *dir, int *applied, int *version, td_err 
       current = v;
     }
   }
+  store_exec(s, "PRAGMA foreign_keys=ON", rc ? NULL : err);
   for (size_t i = 0; i < n; i++) free(names[i]);
   free(names);
   if (rc) return rc;
@@ -611,6 +633,10 @@ static void row_to_job(sqlite3_stmt *q, store_job *j) {
   j->parent_job_id = sqlite3_column_int64(q, 17);
   j->parent_step = (long)sqlite3_column_int64(q, 18);
   j->children = col_text(q, 19);
+  j->executor = col_text(q, 20);
+  j->executor_ref = col_text(q, 21);
+  j->heartbeat_at = col_text(q, 22);
+  if (!j->executor) j->executor = "local";
   if (!j->name) j->name = "";
   if (!j->params) j->params = "{}";
   if (!j->tags) j->tags = "[]";
@@ -643,6 +669,8 @@ int store_job_insert(store *s, const store_new_job *job, long max_queued, int64_
     sqlite3_bind_null(q, 8);
     sqlite3_bind_null(q, 9);
   }
+  if (job->executor) sqlite3_bind_text(q, 10, job->executor, -1, SQLITE_STATIC);
+  else sqlite3_bind_null(q, 10);
   int src = sqlite3_step(q);
   sqlite3_clear_bindings(q);
   sqlite3_reset(q);
@@ -978,6 +1006,9 @@ struct store_mw {
   int prog_dirty;
   long long last_flush_ms;
   uint64_t written;
+  uint64_t inserted;   /* points that were new (not ignored duplicates) */
+  int guard;           /* store_mw_guard was called */
+  double guard_max;    /* its max_points (0: no cap) */
   int have_first;      /* the first point's clock anchor is pending */
   long first_step;
   long long first_t_ms;
@@ -1213,6 +1244,27 @@ int store_mw_flush(store_mw *w) {
   }
   int rc = begin_write(s, NULL);
   if (rc) return rc;
+  if (w->guard) {
+    sqlite3_stmt *g = stmt(s, ST_MW_GUARD, NULL);
+    int grc = 0;
+    if (!g) grc = TD_EIO;
+    else {
+      sqlite3_bind_int64(g, 1, w->job);
+      int src = sqlite3_step(g);
+      if (src == SQLITE_DONE) grc = TD_ECONFLICT; /* no such job */
+      else if (src != SQLITE_ROW) grc = fail_code(s);
+      else if (!sqlite3_column_int(g, 0)) grc = TD_ECONFLICT;
+      else if (w->guard_max > 0 &&
+               (double)sqlite3_column_int64(g, 1) + (double)w->n_pts > w->guard_max)
+        grc = TD_ELIMIT;
+      sqlite3_reset(g);
+    }
+    if (grc) {
+      rollback(s);
+      return grc;
+    }
+  }
+  uint64_t fresh_pts = 0;
   sqlite3_stmt *ins = stmt(s, ST_METRIC_INSERT, NULL);
   if (!ins) rc = TD_EIO;
   for (size_t i = 0; !rc && i < w->n_pts; i++) {
@@ -1227,7 +1279,10 @@ int store_mw_flush(store_mw *w) {
     if (sqlite3_step(ins) != SQLITE_DONE) rc = fail_code(s);
     sqlite3_reset(ins);
     /* only a point actually inserted (not an ignored re-run duplicate) enters the pyramid */
-    if (!rc && sqlite3_changes(s->db) == 1) rc = pyr_add(w, k, p->step, p->value);
+    if (!rc && sqlite3_changes(s->db) == 1) {
+      fresh_pts++;
+      rc = pyr_add(w, k, p->step, p->value);
+    }
   }
   for (size_t i = 0; !rc && i < w->n_keys; i++)
     for (int l = 0; !rc && l < PYR_LEVELS; l++)
@@ -1267,6 +1322,7 @@ int store_mw_flush(store_mw *w) {
   }
   for (size_t i = 0; i < w->n_keys; i++) w->keys[i].fresh = 0;
   w->written += w->n_pts;
+  w->inserted += fresh_pts;
   if (w->n_pts) w->have_first = 0;
   w->n_pts = 0;
   w->prog_dirty = 0;
@@ -1275,6 +1331,13 @@ int store_mw_flush(store_mw *w) {
 }
 
 uint64_t store_mw_written(const store_mw *w) { return w->written; }
+
+uint64_t store_mw_inserted(const store_mw *w) { return w->inserted; }
+
+void store_mw_guard(store_mw *w, double max_points) {
+  w->guard = 1;
+  w->guard_max = max_points > 0 ? max_points : 0;
+}
 
 /* ---------------------------------------------------------------- metric reads */
 

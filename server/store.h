@@ -20,7 +20,8 @@ typedef struct store store;
   X(FAILED, "failed")     \
   X(DIVERGED, "diverged") \
   X(CANCELLED, "cancelled") \
-  X(PRUNED, "pruned") /* a sweep child stopped by early stopping (server/sweeps.h) */
+  X(PRUNED, "pruned") /* a sweep child stopped by early stopping (server/sweeps.h) */ \
+  X(CRASHED, "crashed") /* an external run whose heartbeats stopped (may be resumed) */
 
 enum {
 #define STORE__ST_ENUM(e, s) STORE_##e,
@@ -91,6 +92,9 @@ typedef struct store_job {
   int64_t parent_job_id; /* a fork's parent job (migrations/0003); 0: none */
   long parent_step;      /* the parent's step the fork continues from (when parent_job_id) */
   const char *children;  /* ids of the jobs forked from this one, "3,5" in id order; NULL: none */
+  const char *executor;     /* "local", "remote", "slurm" or "external" (migrations/0006) */
+  const char *executor_ref; /* the executor's id of the run (Slurm job id); NULL: none */
+  const char *heartbeat_at; /* last heartbeat of a remote/slurm/external run; NULL: none */
 } store_job;
 
 typedef void (*store_job_fn)(void *ctx, const store_job *job);
@@ -105,6 +109,7 @@ typedef struct store_new_job {
   int64_t sweep_id; /* 0: none */
   int64_t parent_job_id; /* a fork's parent (0: none); its row is touched so caches drop it */
   long parent_step;      /* the step of the parent the fork continues from */
+  const char *executor;  /* "local" (NULL means local), "remote" or "slurm" (migrations/0006) */
 } store_new_job;
 
 /* store_job_insert: insert a queued job (attempt 1) and its tags in one transaction. When
@@ -224,6 +229,18 @@ int store_mw_flush(store_mw *w);
 
 /* store_mw_written: points committed by this writer so far (ignored duplicates included). */
 uint64_t store_mw_written(const store_mw *w);
+
+/* store_mw_inserted: points committed by this writer that were new (written minus the ignored
+ * duplicates of (job, key, step) already stored). */
+uint64_t store_mw_inserted(const store_mw *w);
+
+/* store_mw_guard: from now on every flush first checks, inside its write transaction, that
+ * the job is still 'running' (else it writes nothing and returns TD_ECONFLICT) and, when
+ * max_points > 0, that the points the job has stored (the sum of its level-4 pyramid counts)
+ * plus the batch stay within max_points (else nothing is written and it returns TD_ELIMIT).
+ * For points that arrive over HTTP (POST /api/v1/jobs/{id}/points), where a finish may race
+ * with a batch. The buffered points stay in the writer on either error. */
+void store_mw_guard(store_mw *w, double max_points);
 
 /* store_mw_destroy: free the writer WITHOUT flushing (call store_mw_flush first). NULL ok. */
 void store_mw_destroy(store_mw *w);

@@ -1,0 +1,539 @@
+/* api_remote.c: runs that execute elsewhere (issue 16): POST /api/v1/runs (+ resume), the
+ * start of a remote job, and the four ingestion endpoints that take a run token (points,
+ * heartbeat, artifacts, finish). The SQL is in store_remote.c; README "Remote runs". */
+#include <jansson.h>
+#include <limits.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "log.h"
+#include "runtok.h"
+#include "slurm.h"
+#include "store_remote.h"
+
+#define MAX_POINTS_PER_REQUEST 10000
+#define MAX_TAGS 32
+#define MAX_TAG_LEN 64
+#define MAX_NAME_LEN 200
+/* Steps are integers within +-2^53 (exact in a double, so JSON clients agree on them). */
+#define MAX_STEP 9007199254740992LL
+
+static atomic_int slurm_enabled;
+
+int api_executor_slurm_enabled(void) { return atomic_load(&slurm_enabled); }
+void api_set_executor_slurm_enabled(int on) { atomic_store(&slurm_enabled, on != 0); }
+
+/* ---------------------------------------------------------------- helpers */
+
+static int parse_body(http_req *req, http_resp *resp, int allow_empty, json_t **out) {
+  *out = NULL;
+  if (!req->body_len) {
+    if (allow_empty) return 0;
+    return http_error(resp, HTTP_E_INVALID_JSON, NULL, "the body is empty; send a JSON object");
+  }
+  json_error_t je;
+  json_t *root = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &je);
+  if (!root)
+    return http_error(resp, HTTP_E_INVALID_JSON, NULL, "malformed JSON at line %d column %d: %s",
+                      je.line, je.column, je.text);
+  if (!json_is_object(root)) {
+    json_decref(root);
+    return http_error(resp, HTTP_E_INVALID_REQUEST, NULL, "the body must be a JSON object");
+  }
+  *out = root;
+  return 0;
+}
+
+/* 400 naming the first field of obj that is not in `allowed` (comma-separated). */
+static int only_fields(const json_t *obj, const char *allowed, const char *prefix,
+                       http_resp *resp) {
+  const char *key;
+  json_t *v;
+  json_object_foreach((json_t *)obj, key, v) {
+    size_t kl = strlen(key);
+    const char *p = allowed;
+    int ok = 0;
+    while (*p && !ok) {
+      const char *c = strchr(p, ',');
+      size_t l = c ? (size_t)(c - p) : strlen(p);
+      ok = l == kl && !strncmp(p, key, l);
+      p += l + (c ? 1 : 0);
+    }
+    if (!ok) {
+      char field[160];
+      snprintf(field, sizeof field, "%s%s", prefix, key);
+      return http_error(resp, HTTP_E_INVALID_REQUEST, field, "unknown field; allowed: %s",
+                        allowed);
+    }
+  }
+  return 0;
+}
+
+static int valid_tag(const char *t) {
+  size_t n = 0;
+  for (; t[n]; n++) {
+    char c = t[n];
+    if (n >= MAX_TAG_LEN) return 0;
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+          strchr("_.:/=+-", c)))
+      return 0;
+  }
+  return n > 0;
+}
+
+static int valid_key(const char *k) { /* as store_mw_put accepts it */
+  size_t n = 0;
+  for (; k[n]; n++) {
+    unsigned char c = (unsigned char)k[n];
+    if (c < 0x21 || c > 0x7e || c == '"' || c == ',' || c == '\\' || n >= 128) return 0;
+  }
+  return n > 0;
+}
+
+static int valid_artifact_name(const char *n) { /* as a kind's artifacts (queue.c) */
+  size_t i = 0;
+  for (; n[i]; i++) {
+    char ch = n[i];
+    if (i >= 128) return 0;
+    if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+          ch == '.' || ch == '_' || ch == '-'))
+      return 0;
+  }
+  return i > 0 && n[0] != '.';
+}
+
+static void token_response(http_resp *resp, int64_t id, const char *tok, const api_ctx *a) {
+  http_buf_printf(&resp->body, "{\"id\":%lld,\"token\":\"%s\",\"heartbeat_timeout_s\":",
+                  (long long)id, tok);
+  http_buf_json_num(&resp->body, a->heartbeat_timeout_s);
+}
+
+/* The run-token check of the ingestion endpoints: the job of the path exists and the bearer
+ * token's hash is its current run token hash. Returns 0 with *id and *rs filled, or the
+ * status of the error written to resp (404 no such job, 401 run_token_invalid). */
+static int run_auth(http_req *req, http_resp *resp, store **st, int64_t *id,
+                    store_run_state *rs) {
+  if (http_parse_id(req->seg[0], id))
+    return http_error(resp, HTTP_E_NOT_FOUND, NULL, "no such job");
+  td_err e;
+  td_err_clear(&e);
+  if (http_store(req, st, &e)) return http_error_td(resp, &e);
+  const char *tok = runtok_bearer(http_header(req, "Authorization"));
+  char h[RUNTOK_HEX + 1];
+  if (tok) runtok_hash(tok, h);
+  if (store_run_auth(*st, *id, tok ? h : NULL, rs, &e)) return http_error_td(resp, &e);
+  if (!tok || !rs->token_ok) {
+    http_resp_header(resp, "WWW-Authenticate", "Bearer realm=\"tdlab-run\"");
+    return http_error(resp, HTTP_E_RUN_TOKEN_INVALID, NULL,
+                      "this endpoint needs 'Authorization: Bearer <run token>' with the current "
+                      "run token of job %lld (from POST /api/v1/jobs/%lld/start or "
+                      "POST /api/v1/runs); the lab token does not replace it",
+                      (long long)*id, (long long)*id);
+  }
+  /* A Slurm job's run reports before the executor's squeue saw it RUNNING (server/slurm.h). */
+  if (rs->status == STORE_QUEUED && !strcmp(rs->executor, "slurm") &&
+      slurm_store_promote(*st, *id) == 0)
+    rs->status = STORE_RUNNING;
+  return 0;
+}
+
+static int finished(http_resp *resp, int64_t id, const store_run_state *rs) {
+  return http_error(resp, HTTP_E_JOB_FINISHED, NULL,
+                    "job %lld is %s; a run can write only while it is running", (long long)id,
+                    store_status_name(rs->status));
+}
+
+/* ---------------------------------------------------------------- runs */
+
+int api_runs_create(http_req *req, http_resp *resp) {
+  api_ctx *a = req->app;
+  json_t *root;
+  int status = parse_body(req, resp, 0, &root);
+  if (status) return status;
+  char *params_json = NULL, *tags_json = NULL;
+  const char *tags[MAX_TAGS];
+  size_t n_tags = 0;
+  json_t *tags_arr = json_array();
+  if ((status = only_fields(root, "name,params,tags", "", resp))) goto out;
+  json_t *jname = json_object_get(root, "name"), *jparams = json_object_get(root, "params"),
+         *jtags = json_object_get(root, "tags");
+  const char *name = "";
+  if (jname && !json_is_null(jname)) {
+    const char *s = json_string_value(jname);
+    int ok = s && strlen(s) <= MAX_NAME_LEN;
+    for (size_t i = 0; ok && s[i]; i++) ok = (unsigned char)s[i] >= 0x20 && s[i] != 0x7f;
+    if (!ok) {
+      status = http_error(resp, HTTP_E_INVALID_REQUEST, "name",
+                          "name must be a string of at most %d characters without control "
+                          "characters", MAX_NAME_LEN);
+      goto out;
+    }
+    name = s;
+  }
+  if (jparams && !json_is_null(jparams) && !json_is_object(jparams)) {
+    status = http_error(resp, HTTP_E_INVALID_REQUEST, "params", "params must be a JSON object");
+    goto out;
+  }
+  if (jtags && !json_is_null(jtags)) {
+    if (!json_is_array(jtags) || json_array_size(jtags) > MAX_TAGS) {
+      status = http_error(resp, HTTP_E_INVALID_REQUEST, "tags",
+                          "tags must be an array of at most %d strings", MAX_TAGS);
+      goto out;
+    }
+    size_t i;
+    json_t *t;
+    json_array_foreach(jtags, i, t) {
+      if (!json_is_string(t) || !valid_tag(json_string_value(t))) {
+        char field[32];
+        snprintf(field, sizeof field, "tags[%zu]", i);
+        status = http_error(resp, HTTP_E_INVALID_REQUEST, field,
+                            "a tag is 1..%d characters of A-Z a-z 0-9 _ . : / = + -",
+                            MAX_TAG_LEN);
+        goto out;
+      }
+      int dup = 0;
+      for (size_t k = 0; k < n_tags; k++) dup |= !strcmp(tags[k], json_string_value(t));
+      if (dup) continue;
+      tags[n_tags++] = json_string_value(t);
+      json_array_append(tags_arr, t);
+    }
+  }
+  json_t *empty = json_object();
+  params_json = http_json_dump(json_is_object(jparams) ? jparams : empty);
+  json_decref(empty);
+  tags_json = http_json_dump(tags_arr);
+  if (!params_json || !tags_json) {
+    status = http_error(resp, HTTP_E_UNAVAILABLE, NULL, "out of memory");
+    goto out;
+  }
+  td_err e;
+  td_err_clear(&e);
+  char tok[RUNTOK_HEX + 1], h[RUNTOK_HEX + 1];
+  store *st;
+  int64_t id = 0;
+  if (runtok_new(tok, &e) || http_store(req, &st, &e) ||
+      store_run_create(st, name, params_json, tags_json, tags, n_tags,
+                       (runtok_hash(tok, h), h), &id, &e)) {
+    status = http_error_td(resp, &e);
+    goto out;
+  }
+  log_emit(LOG_INFO, "run_created", "job=%lld executor=external", (long long)id);
+  http_resp_header(resp, "Location", "/api/v1/jobs/%lld", (long long)id);
+  token_response(resp, id, tok, a);
+  http_buf_str(&resp->body, "}");
+  resp->status = status = 201;
+out:
+  free(params_json);
+  free(tags_json);
+  json_decref(tags_arr);
+  json_decref(root);
+  return status;
+}
+
+int api_runs_resume(http_req *req, http_resp *resp) {
+  api_ctx *a = req->app;
+  int64_t id;
+  if (http_parse_id(req->seg[0], &id)) return http_error(resp, HTTP_E_NOT_FOUND, NULL, "no such run");
+  td_err e;
+  td_err_clear(&e);
+  char tok[RUNTOK_HEX + 1], h[RUNTOK_HEX + 1];
+  store *st;
+  if (runtok_new(tok, &e) || http_store(req, &st, &e)) return http_error_td(resp, &e);
+  runtok_hash(tok, h);
+  if (store_run_resume(st, id, h, &e)) return http_error_td(resp, &e);
+  log_emit(LOG_INFO, "run_resumed", "job=%lld", (long long)id);
+  token_response(resp, id, tok, a);
+  http_buf_str(&resp->body, "}");
+  resp->status = 200;
+  return 200;
+}
+
+int api_jobs_start(http_req *req, http_resp *resp) {
+  api_ctx *a = req->app;
+  int64_t id;
+  if (http_parse_id(req->seg[0], &id)) return http_error(resp, HTTP_E_NOT_FOUND, NULL, "no such job");
+  td_err e;
+  td_err_clear(&e);
+  char tok[RUNTOK_HEX + 1], h[RUNTOK_HEX + 1];
+  store *st;
+  if (runtok_new(tok, &e) || http_store(req, &st, &e)) return http_error_td(resp, &e);
+  runtok_hash(tok, h);
+  char *kind = NULL, *params = NULL;
+  long attempt = 0;
+  if (store_run_start(st, id, "remote", h, &kind, &params, &attempt, &e))
+    return http_error_td(resp, &e);
+  log_emit(LOG_INFO, "job_started", "job=%lld executor=remote attempt=%ld", (long long)id,
+           attempt);
+  token_response(resp, id, tok, a);
+  http_buf_str(&resp->body, ",\"kind\":");
+  http_buf_json_str(&resp->body, kind);
+  http_buf_str(&resp->body, ",\"params\":");
+  http_buf_str(&resp->body, params); /* JSON written by this server */
+  http_buf_printf(&resp->body, ",\"attempt\":%ld}", attempt);
+  free(kind);
+  free(params);
+  resp->status = 200;
+  return 200;
+}
+
+/* ---------------------------------------------------------------- ingestion */
+
+int api_jobs_points(http_req *req, http_resp *resp) {
+  api_ctx *a = req->app;
+  store *st;
+  int64_t id;
+  store_run_state rs;
+  int status = run_auth(req, resp, &st, &id, &rs);
+  if (status) return status;
+  if (rs.status != STORE_RUNNING) return finished(resp, id, &rs);
+  json_t *root;
+  if ((status = parse_body(req, resp, 0, &root))) return status;
+  store_mw *w = NULL;
+  if ((status = only_fields(root, "points", "", resp))) goto out;
+  json_t *pts = json_object_get(root, "points");
+  if (!json_is_array(pts)) {
+    status = http_error(resp, HTTP_E_INVALID_REQUEST, "points",
+                        pts ? "points must be an array of {key, step, value}"
+                            : "points is required: an array of {key, step, value}");
+    goto out;
+  }
+  size_t n = json_array_size(pts);
+  if (n > MAX_POINTS_PER_REQUEST) {
+    status = http_error(resp, HTTP_E_PAYLOAD_TOO_LARGE, "points",
+                        "%zu points in one request; at most %d (send several batches)", n,
+                        MAX_POINTS_PER_REQUEST);
+    goto out;
+  }
+  td_err e;
+  td_err_clear(&e);
+  if (store_mw_create(st, id, n + 1, LONG_MAX / 4, &w, &e)) {
+    status = http_error_td(resp, &e);
+    goto out;
+  }
+  store_mw_guard(w, a->max_job_points);
+  size_t i;
+  json_t *p;
+  char field[48];
+  json_array_foreach(pts, i, p) {
+    if (!json_is_object(p)) {
+      snprintf(field, sizeof field, "points[%zu]", i);
+      status = http_error(resp, HTTP_E_INVALID_REQUEST, field,
+                          "a point is an object {key, step, value}");
+      goto out;
+    }
+    snprintf(field, sizeof field, "points[%zu].", i);
+    if ((status = only_fields(p, "key,step,value", field, resp))) goto out;
+    json_t *jk = json_object_get(p, "key"), *js = json_object_get(p, "step"),
+           *jv = json_object_get(p, "value");
+    const char *key = json_string_value(jk);
+    if (!key || !valid_key(key)) {
+      snprintf(field, sizeof field, "points[%zu].key", i);
+      status = http_error(resp, HTTP_E_INVALID_REQUEST, field,
+                          jk ? "a key is 1..128 printable ASCII characters without space, "
+                               "quote, comma or backslash"
+                             : "key is required");
+      goto out;
+    }
+    if (!json_is_integer(js) || json_integer_value(js) < -MAX_STEP ||
+        json_integer_value(js) > MAX_STEP) {
+      snprintf(field, sizeof field, "points[%zu].step", i);
+      status = http_error(resp, HTTP_E_INVALID_REQUEST, field,
+                          js ? "step must be an integer within +-2^53" : "step is required");
+      goto out;
+    }
+    double v;
+    if (json_is_number(jv)) {
+      v = json_number_value(jv);
+    } else if (json_is_string(jv) && !strcmp(json_string_value(jv), "NaN")) {
+      v = NAN;
+    } else if (json_is_string(jv) && !strcmp(json_string_value(jv), "Infinity")) {
+      v = INFINITY;
+    } else if (json_is_string(jv) && !strcmp(json_string_value(jv), "-Infinity")) {
+      v = -INFINITY;
+    } else {
+      snprintf(field, sizeof field, "points[%zu].value", i);
+      status = http_error(resp, HTTP_E_INVALID_REQUEST, field,
+                          jv ? "value must be a number or one of the strings \"NaN\", "
+                               "\"Infinity\", \"-Infinity\""
+                             : "value is required");
+      goto out;
+    }
+    if (store_mw_put(w, key, (long)json_integer_value(js), v)) {
+      status = http_error(resp, HTTP_E_UNAVAILABLE, NULL, "out of memory");
+      goto out;
+    }
+  }
+  int rc = store_mw_flush(w);
+  if (rc == TD_ECONFLICT) {
+    store_run_auth(st, id, NULL, &rs, NULL);
+    status = finished(resp, id, &rs);
+    goto out;
+  }
+  if (rc == TD_ELIMIT) {
+    char msg[160];
+    snprintf(msg, sizeof msg, "reached --max-job-points (%.0f metric points)", a->max_job_points);
+    int fin = 0;
+    store_run_finish(st, id, STORE_FAILED, msg, NULL, &fin, NULL);
+    log_emit(LOG_WARN, "job_point_limit", "job=%lld max=%.0f", (long long)id, a->max_job_points);
+    status = http_error(resp, HTTP_E_LIMIT_EXCEEDED, "points",
+                        "%s; the job has ended failed, keeping its points", msg);
+    goto out;
+  }
+  if (rc) {
+    td_err_set(&e, rc, NULL, "writing the points failed (retry the same batch)");
+    status = http_error_td(resp, &e);
+    goto out;
+  }
+  uint64_t fresh = store_mw_inserted(w);
+  http_buf_printf(&resp->body, "{\"accepted\":%llu,\"duplicates\":%llu}",
+                  (unsigned long long)fresh, (unsigned long long)(n - fresh));
+  resp->status = status = 200;
+out:
+  store_mw_destroy(w);
+  json_decref(root);
+  return status;
+}
+
+int api_jobs_heartbeat(http_req *req, http_resp *resp) {
+  store *st;
+  int64_t id;
+  store_run_state rs;
+  int status = run_auth(req, resp, &st, &id, &rs);
+  if (status) return status;
+  if (rs.status != STORE_RUNNING) return finished(resp, id, &rs);
+  json_t *root;
+  if ((status = parse_body(req, resp, 1, &root))) return status;
+  int has = 0;
+  long done = 0, total = 0;
+  if (root) {
+    if ((status = only_fields(root, "progress", "", resp))) goto out;
+    json_t *pr = json_object_get(root, "progress");
+    if (pr && !json_is_null(pr)) {
+      json_t *d = json_object_get(pr, "done"), *t = json_object_get(pr, "total");
+      if (!json_is_object(pr) || only_fields(pr, "done,total", "progress.", resp) ||
+          !json_is_integer(d) || !json_is_integer(t) || json_integer_value(d) < 0 ||
+          json_integer_value(t) < 0 || json_integer_value(d) > MAX_STEP ||
+          json_integer_value(t) > MAX_STEP) {
+        http_buf_free(&resp->body);
+        http_buf_init(&resp->body);
+        status = http_error(resp, HTTP_E_INVALID_REQUEST, "progress",
+                            "progress must be {\"done\": n, \"total\": m} with integers >= 0");
+        goto out;
+      }
+      has = 1;
+      done = (long)json_integer_value(d);
+      total = (long)json_integer_value(t);
+    }
+  }
+  td_err e;
+  td_err_clear(&e);
+  int cancel = 0;
+  int rc = store_run_heartbeat(st, id, has, done, total, &cancel, &e);
+  if (rc == TD_ECONFLICT) {
+    store_run_auth(st, id, NULL, &rs, NULL);
+    status = finished(resp, id, &rs);
+    goto out;
+  }
+  if (rc) {
+    status = http_error_td(resp, &e);
+    goto out;
+  }
+  http_buf_printf(&resp->body, "{\"status\":\"running\",\"cancel_requested\":%s}",
+                  cancel ? "true" : "false");
+  resp->status = status = 200;
+out:
+  json_decref(root);
+  return status;
+}
+
+int api_jobs_artifact_put(http_req *req, http_resp *resp) {
+  store *st;
+  int64_t id;
+  store_run_state rs;
+  int status = run_auth(req, resp, &st, &id, &rs);
+  if (status) return status;
+  if (rs.status != STORE_RUNNING) return finished(resp, id, &rs);
+  const char *name = req->seg[1];
+  if (!valid_artifact_name(name))
+    return http_error(resp, HTTP_E_INVALID_REQUEST, "name",
+                      "an artifact name is 1..128 characters of A-Z a-z 0-9 . _ - and does not "
+                      "start with '.'");
+  const char *ct = http_header(req, "Content-Type");
+  if (!ct || !*ct) ct = "application/octet-stream";
+  if (strlen(ct) > 127)
+    return http_error(resp, HTTP_E_INVALID_REQUEST, "Content-Type",
+                      "the Content-Type header is longer than 127 characters");
+  td_err e;
+  td_err_clear(&e);
+  if (store_artifact_put(st, id, name, ct, req->body ? req->body : "", req->body_len, &e))
+    return http_error_td(resp, &e);
+  http_buf_str(&resp->body, "{\"name\":");
+  http_buf_json_str(&resp->body, name);
+  http_buf_printf(&resp->body, ",\"size\":%zu}", req->body_len);
+  http_resp_header(resp, "Location", "/api/v1/jobs/%lld/artifacts/%s", (long long)id, name);
+  resp->status = 201;
+  return 201;
+}
+
+int api_jobs_finish(http_req *req, http_resp *resp) {
+  store *st;
+  int64_t id;
+  store_run_state rs;
+  int status = run_auth(req, resp, &st, &id, &rs);
+  if (status) return status;
+  json_t *root;
+  if ((status = parse_body(req, resp, 0, &root))) return status;
+  char *summary = NULL;
+  if ((status = only_fields(root, "status,summary,error", "", resp))) goto out;
+  json_t *js = json_object_get(root, "status"), *jsum = json_object_get(root, "summary"),
+         *jerr = json_object_get(root, "error");
+  const char *sname = json_string_value(js);
+  int fst = sname ? store_status_parse(sname) : -1;
+  if (fst != STORE_SUCCEEDED && fst != STORE_FAILED && fst != STORE_DIVERGED) {
+    status = http_error(resp, HTTP_E_INVALID_REQUEST, "status",
+                        js ? "status must be \"succeeded\", \"failed\" or \"diverged\" (a "
+                             "cancelled run is marked by the server)"
+                           : "status is required: \"succeeded\", \"failed\" or \"diverged\"");
+    goto out;
+  }
+  if (jsum && !json_is_null(jsum) && !json_is_object(jsum)) {
+    status = http_error(resp, HTTP_E_INVALID_REQUEST, "summary", "summary must be a JSON object");
+    goto out;
+  }
+  if (jerr && !json_is_null(jerr) &&
+      (!json_is_string(jerr) || json_string_length(jerr) > 4096)) {
+    status = http_error(resp, HTTP_E_INVALID_REQUEST, "error",
+                        "error must be a string of at most 4096 bytes");
+    goto out;
+  }
+  if (json_is_object(jsum) && !(summary = http_json_dump(jsum))) {
+    status = http_error(resp, HTTP_E_UNAVAILABLE, NULL, "out of memory");
+    goto out;
+  }
+  td_err e;
+  td_err_clear(&e);
+  int final = -1;
+  int rc = store_run_finish(st, id, fst, json_string_value(jerr), summary, &final, &e);
+  if (rc == TD_ECONFLICT) {
+    store_run_auth(st, id, NULL, &rs, NULL);
+    status = finished(resp, id, &rs);
+    goto out;
+  }
+  if (rc) {
+    status = http_error_td(resp, &e);
+    goto out;
+  }
+  log_emit(LOG_INFO, "job_finished", "job=%lld status=%s executor=%s", (long long)id,
+           store_status_name(final), rs.executor);
+  http_buf_printf(&resp->body, "{\"id\":%lld,\"status\":\"%s\"}", (long long)id,
+                  store_status_name(final));
+  resp->status = status = 200;
+out:
+  free(summary);
+  json_decref(root);
+  return status;
+}
