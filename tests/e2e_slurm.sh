@@ -76,7 +76,8 @@ wait_st() {
 ref_of() { getjob "$1"; jfield executor_ref "$1"; }
 slurm_state() { scontrol show job -o "$1" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | head -1 | cut -d= -f2; }
 
-LONG='{"kind":"nqm","params":{"dim":10,"max_steps":100000000,"stop_at_target":false,"log_every":100000}}'
+# About 6 minutes of one core (it is stopped long before: time limit, scancel, cancel).
+LONG='{"kind":"nqm","params":{"dim":200,"max_steps":100000000,"stop_at_target":false,"log_every":100000}}'
 
 # ---------------------------------------------------------------- the timeout job first
 # (it needs more than a minute; everything else runs meanwhile)
@@ -164,7 +165,8 @@ check "job $T exceeding its 1-minute Slurm time limit -> failed: $(jfield error 
   bash -c "[ '$(jfield status "$T")' = failed ] && grep -q 'slurm: TIMEOUT' '$TMP/job_$T' && [ '$(slurm_state "$(jfield executor_ref "$T")")' = TIMEOUT ]"
 
 # ---------------------------------------------------------------- slurmd killed during a run
-post_json /api/v1/jobs '{"kind":"nqm","params":{"dim":10,"max_steps":30000000,"stop_at_target":false,"log_every":100000}}'
+# About 25 s of one core: still running when slurmctld declares the node dead (~16 s).
+post_json /api/v1/jobs '{"kind":"nqm","params":{"dim":50,"max_steps":30000000,"stop_at_target":false,"log_every":100000}}'
 K=$(jnum id "$TMP/body")
 wait_st "$K" running 30 >/dev/null
 RK=$(ref_of "$K")

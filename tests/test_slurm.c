@@ -14,8 +14,13 @@
 #include <string.h>
 #include <time.h>
 
+#include <jansson.h>
+
 #include "../server/slurm.h"
 #include "../server/store.h"
+#include "../server/store_internal.h"
+#include "../server/sweeps.h"
+#include <sqlite3.h>
 
 static char *read_fixture(const char *name) {
   char path[512];
@@ -132,6 +137,89 @@ static void test_scontrol_records(void **state) {
   rows rs = {0};
   assert_int_equal(slurm_parse_scontrol(t, collect, &rs), 0);
   free(t);
+}
+
+/* kill -9 of slurmd during a run: slurmctld's record after SlurmdTimeout (6 s here). */
+static void test_scontrol_node_fail(void **state) {
+  (void)state;
+  slurm_row r = scontrol_one("scontrol_node_fail.txt");
+  assert_string_equal(r.ref, "7");
+  assert_int_equal(r.state, SLURM_ST_NODE_FAIL);
+  assert_string_equal(r.reason, "NodeDown");
+  slurm_outcome o;
+  slurm_map_final(r.state, r.ref, r.exit_code, 0, 1, 3, &o);
+  assert_true(o.requeue);
+}
+
+static store *open_mem(void) {
+  const char *d = getenv("TDLAB_MIGRATIONS");
+  store *s = NULL;
+  td_err e;
+  assert_int_equal(store_open(":memory:", 0, &s, &e), 0);
+  assert_int_equal(store_migrate(s, d ? d : "migrations", NULL, NULL, &e), 0);
+  return s;
+}
+
+static const char *col(store *s, const char *sql) {
+  static char buf[256];
+  sqlite3_stmt *q = NULL;
+  buf[0] = '\0';
+  assert_int_equal(sqlite3_prepare_v2(store__db(s), sql, -1, &q, NULL), SQLITE_OK);
+  if (sqlite3_step(q) == SQLITE_ROW && sqlite3_column_text(q, 0))
+    snprintf(buf, sizeof buf, "%s", (const char *)sqlite3_column_text(q, 0));
+  sqlite3_finalize(q);
+  return buf;
+}
+
+/* A sweep created on the slurm executor has every child on it from the start (same
+ * transaction), so a worker's claim never takes one; the default stays local. */
+static void test_sweep_children_executor(void **state) {
+  (void)state;
+  store *s = open_mem();
+  json_error_t je;
+  json_t *spec = json_loads("{\"name\":\"a\",\"kind\":\"nqm\",\"base\":{\"dim\":4},"
+                            "\"axes\":{\"batch_size\":{\"values\":[1,2,4]}},"
+                            "\"max_concurrency\":2}", 0, &je);
+  assert_non_null(spec);
+  int64_t id = 0;
+  size_t n = 0;
+  int full = 0;
+  td_err e;
+  assert_int_equal(sweeps_create_on(s, spec, NULL, 0, "slurm", &id, &n, &full, &e), 0);
+  assert_int_equal(n, 3);
+  assert_string_equal(col(s, "SELECT count(*) FROM jobs WHERE executor='slurm' AND sweep_id=1"), "3");
+  store_claimed c;
+  int found = 1;
+  assert_int_equal(store_job_claim(s, &c, &found, &e), 0);
+  assert_int_equal(found, 0);
+  assert_int_equal(sweeps_create(s, spec, NULL, 0, &id, &n, &full, &e), 0);
+  assert_string_equal(col(s, "SELECT count(*) FROM jobs WHERE executor='local'"), "3");
+  json_decref(spec);
+  store_close(s);
+}
+
+/* slurm_store_promote starts only a queued slurm job that holds a token. */
+static void test_promote(void **state) {
+  (void)state;
+  store *s = open_mem();
+  td_err e;
+  int64_t a = 0, b = 0, c = 0;
+  store_new_job nj = {.kind = "nqm", .name = "", .params_json = "{}", .tags_json = "[]",
+                      .executor = "slurm"};
+  assert_int_equal(store_job_insert(s, &nj, 0, &a, &e), 0);
+  assert_int_equal(store_job_insert(s, &nj, 0, &b, &e), 0);
+  nj.executor = "remote";
+  assert_int_equal(store_job_insert(s, &nj, 0, &c, &e), 0);
+  assert_int_equal(store_exec(s, "UPDATE jobs SET run_token_hash='h' WHERE id IN (1,3)", &e), 0);
+  assert_int_equal(slurm_store_promote(s, a), 0);
+  assert_string_equal(col(s, "SELECT status FROM jobs WHERE id=1"), "running");
+  assert_string_not_equal(col(s, "SELECT heartbeat_at FROM jobs WHERE id=1"), "");
+  assert_int_equal(slurm_store_promote(s, a), TD_ECONFLICT); /* already running */
+  assert_int_equal(slurm_store_promote(s, b), TD_ECONFLICT); /* no token */
+  assert_int_equal(slurm_store_promote(s, c), TD_ECONFLICT); /* another executor */
+  assert_string_equal(col(s, "SELECT status FROM jobs WHERE id=2"), "queued");
+  assert_string_equal(col(s, "SELECT status FROM jobs WHERE id=3"), "queued");
+  store_close(s);
 }
 
 static void test_state_names(void **state) {
@@ -326,6 +414,8 @@ int main(void) {
       cmocka_unit_test(test_state_names),     cmocka_unit_test(test_map_final),
       cmocka_unit_test(test_sbatch_id),       cmocka_unit_test(test_sbatch_argv),
       cmocka_unit_test(test_split_args),      cmocka_unit_test(test_exec),
+      cmocka_unit_test(test_scontrol_node_fail), cmocka_unit_test(test_sweep_children_executor),
+      cmocka_unit_test(test_promote),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
