@@ -54,6 +54,9 @@ bench_pair hvp_cold_784-512-512-10_n1000 pytorch \
 # sink (queue worker + store_mw batched writer), and of store_mw alone, vs raw batched SQLite
 # inserts into the same schema, same run (bench/bench_ingest.c; spread on stderr).
 "$BUILD/bench/bench_ingest" --migrations "$here/../migrations" || status=1
+# Issue 16: 64 concurrent remote runs posting 5000-point batches to one tdlab serve vs one
+# in-process job's point rate, same run; checks every point is stored (bench/bench_remote.c).
+"$BUILD/bench/bench_remote" --tdlab "$BUILD/tdlab" --migrations "$here/../migrations" || status=1
 # REST: GET /api/v1/jobs/{id} on tdlab serve (2 workers training) vs a bare libmicrohttpd
 # handler serving the same bytes, wrk with 50 connections, same run (bench/rest.sh).
 if command -v wrk >/dev/null 2>&1; then

@@ -9,7 +9,7 @@
 set -euo pipefail
 RUNTIME=(build-essential pkg-config curl
          libmicrohttpd-dev libjansson-dev libsqlite3-dev libopenblas-dev liblapacke-dev
-         zlib1g-dev liblbfgs-dev libgsl-dev libcurl4-openssl-dev dataset-fashion-mnist)
+         zlib1g-dev liblbfgs-dev libgsl-dev libcurl4-openssl-dev nettle-dev dataset-fashion-mnist)
 TEST=(libcmocka-dev sqlite3 python3 python3-venv python3-setuptools chromium nodejs npm
       slurm-wlm munge)
 case "${1:-test}" in

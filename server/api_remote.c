@@ -442,8 +442,10 @@ int api_jobs_heartbeat(http_req *req, http_resp *resp) {
     status = http_error_td(resp, &e);
     goto out;
   }
-  http_buf_printf(&resp->body, "{\"status\":\"running\",\"cancel_requested\":%s}",
-                  cancel ? "true" : "false");
+  http_buf_printf(&resp->body, "{\"status\":\"running\",\"cancel_requested\":%s,"
+                  "\"heartbeat_timeout_s\":", cancel ? "true" : "false");
+  http_buf_json_num(&resp->body, ((api_ctx *)req->app)->heartbeat_timeout_s);
+  http_buf_str(&resp->body, "}");
   resp->status = status = 200;
 out:
   json_decref(root);

@@ -25,6 +25,10 @@ static void *lease_main(void *arg) {
   double every = l->cfg.timeout_s / 4;
   if (every > 5) every = 5;
   if (every < 0.1) every = 0.1;
+  /* Grace after start-up: no run could beat while the server was down, so the first check
+   * comes one timeout after the start (a restart never expires a live run). */
+  struct timespec t0;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
   pthread_mutex_lock(&l->mu);
   while (!l->stop) {
     struct timespec ts;
@@ -35,6 +39,7 @@ static void *lease_main(void *arg) {
     while (!l->stop && pthread_cond_timedwait(&l->cv, &l->mu, &ts) != ETIMEDOUT) {
     }
     if (l->stop) break;
+    if ((ts.tv_sec - t0.tv_sec) + (ts.tv_nsec - t0.tv_nsec) * 1e-9 < l->cfg.timeout_s) continue;
     pthread_mutex_unlock(&l->mu); /* no lock held while writing */
     store_lease_counts c;
     td_err e;

@@ -18,7 +18,9 @@ typedef struct lease_config {
 
 /* lease_start: a thread that calls store_lease_expire every min(timeout_s / 4, 5) seconds
  * (at least every 0.1 s), so a run is declared lost between timeout_s and 1.25 timeout_s
- * after its last heartbeat; each change is logged (event lease_expired). The Slurm executor
+ * after its last heartbeat; each change is logged (event lease_expired). The first check
+ * comes timeout_s after the start (a run cannot beat while the server is down, so a restart
+ * gives every running run a full timeout). The Slurm executor
  * may call store_lease_expire itself with its own mask instead, or leave slurm to this
  * thread. *out (OUT). Errors: TD_EINVAL, TD_EIO (cannot open the database), TD_ENOMEM. */
 int lease_start(const lease_config *cfg, lease **out /* OUT */, td_err *err);

@@ -24,6 +24,7 @@
 #include "log.h"
 #include "queue.h"
 #include "slurm.h"
+#include "report.h"
 #include "store.h"
 #include "store_cache.h"
 
@@ -46,6 +47,12 @@ static void usage(FILE *f) {
           "           [--slurm-sbatch-args \"...\"] [--slurm-poll S] [--slurm-tdlab PATH]\n"
           "  run      SPEC.json|- [--out metrics.jsonl] [--blas-threads N] [--artifacts DIR]\n"
           "           [--checkpoint-dir DIR]\n"
+          "  run      SPEC.json|- --report URL --job ID (--token T | --token-file F | env\n"
+          "           TDLAB_RUN_TOKEN) [--heartbeat S] [--max-buffer 64M] [--retry-for 900]\n"
+          "           (reports to a server; while it is away, points wait in a buffer of\n"
+          "           --max-buffer bytes (the run pauses when it is full, nothing is dropped)\n"
+          "           and requests are retried after 0.2 s doubling to 10 s, for at most\n"
+          "           --retry-for seconds; then the run fails)\n"
           "  kinds    [--json]\n"
           "  migrate  --db F [--migrations DIR]\n"
           "  backup   --db F --out G      (a consistent copy while the server runs)\n"
@@ -578,8 +585,27 @@ static json_t *load_spec(const char *path, td_err *e) {
   return spec;
 }
 
+/* The token of --token-file F: its first line (at most 256 bytes). NULL with a message. */
+static char *read_run_token(const char *path) {
+  FILE *f = fopen(path, "r");
+  if (!f) {
+    fprintf(stderr, "tdlab run: cannot read --token-file %s: %s\n", path, strerror(errno));
+    return NULL;
+  }
+  char buf[300];
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  buf[strcspn(buf, "\r\n")] = '\0';
+  return buf[0] ? strdup(buf) : NULL;
+}
+
 static int cmd_run(opts *o) {
   const char *spec_path = NULL, *out_path = NULL, *art_dir = NULL, *ckpt_dir = NULL;
+  const char *report_url = NULL, *token_opt = NULL, *token_file = NULL;
+  long long report_job = 0;
+  report_cfg rcfg;
+  memset(&rcfg, 0, sizeof rcfg);
   long blas = 0;
   int r;
   while ((r = next_opt(o))) {
@@ -597,6 +623,20 @@ static int cmd_run(opts *o) {
       ckpt_dir = need(o);
     } else if (!strcmp(o->name, "--blas-threads")) {
       blas = parse_long(o->name, need(o), 1, 4096);
+    } else if (!strcmp(o->name, "--report")) {
+      report_url = need(o);
+    } else if (!strcmp(o->name, "--job")) {
+      report_job = parse_long(o->name, need(o), 1, LONG_MAX);
+    } else if (!strcmp(o->name, "--token")) {
+      token_opt = need(o);
+    } else if (!strcmp(o->name, "--token-file")) {
+      token_file = need(o);
+    } else if (!strcmp(o->name, "--heartbeat")) {
+      rcfg.heartbeat_s = parse_size(o->name, need(o));
+    } else if (!strcmp(o->name, "--max-buffer")) {
+      rcfg.max_buffer_bytes = (size_t)parse_size(o->name, need(o));
+    } else if (!strcmp(o->name, "--retry-for")) {
+      rcfg.retry_total_s = parse_size(o->name, need(o));
     } else {
       fprintf(stderr, "tdlab run: unknown option %s\n", o->name);
       return 2;
@@ -627,6 +667,37 @@ static int cmd_run(opts *o) {
     return 2;
   }
   const td_kind *kind = td_kinds_find(kind_name);
+  if (report_url || report_job) { /* tdlab run --report (server/report.h) */
+    char *tok = token_file ? read_run_token(token_file)
+                           : strdup(token_opt ? token_opt
+                                              : getenv("TDLAB_RUN_TOKEN") ? getenv("TDLAB_RUN_TOKEN") : "");
+    int bad = !report_url || !report_job || !tok || !tok[0];
+    if (bad)
+      fprintf(stderr, "tdlab run: --report URL needs --job ID and a run token (--token T, "
+                      "--token-file F or TDLAB_RUN_TOKEN)\n");
+    int rc = 2;
+    if (!bad) {
+      if (blas > 0) openblas_set_num_threads((int)blas);
+      struct sigaction sa;
+      memset(&sa, 0, sizeof sa);
+      sa.sa_handler = on_run_signal;
+      sigaction(SIGINT, &sa, NULL);
+      sigaction(SIGTERM, &sa, NULL);
+      signal(SIGPIPE, SIG_IGN);
+      size_t ul = strlen(report_url);
+      char *url = strdup(report_url);
+      while (url && ul && url[ul - 1] == '/') url[--ul] = '\0';
+      rcfg.url = url;
+      rcfg.job = report_job;
+      rcfg.token = tok;
+      rc = url ? report_run(kind, filled, &rcfg, &run_stop) : 1;
+      free(url);
+    }
+    free(tok);
+    json_decref(filled);
+    json_decref(spec);
+    return rc;
+  }
   FILE *out = stdout;
   if (out_path && !(out = fopen(out_path, "w"))) {
     fprintf(stderr, "tdlab run: cannot write %s: %s\n", out_path, strerror(errno));

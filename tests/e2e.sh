@@ -447,5 +447,7 @@ if "$ROOT/tests/e2e_kernels.sh" "$TDLAB" | sed 's/^/  /'; then ok "kernels (test
 if "$ROOT/tests/e2e_implicit.sh" "$TDLAB" | sed 's/^/  /'; then ok "chapter 8 kinds (tests/e2e_implicit.sh)"; else bad "chapter 8 kinds (tests/e2e_implicit.sh)"; fi
 # ---------------------------------------------------------------- bilevel (issue 15)
 if "$ROOT/tests/e2e_bilevel.sh" "$TDLAB" | sed 's/^/  /'; then ok "bilevel kinds (tests/e2e_bilevel.sh)"; else bad "bilevel kinds (tests/e2e_bilevel.sh)"; fi
+# ---------------------------------------------------------------- remote runs (issue 16)
+if "$ROOT/tests/e2e_remote.sh" "$TDLAB" | sed 's/^/  /'; then ok "remote runs: tokens, ingestion, leases, tdlab run --report (tests/e2e_remote.sh)"; else bad "remote runs (tests/e2e_remote.sh)"; fi
 
 finish

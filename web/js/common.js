@@ -166,7 +166,7 @@
     return (s / 3600).toFixed(1) + ' h';
   };
 
-  TD.STATUSES = ['queued', 'running', 'succeeded', 'failed', 'diverged', 'cancelled', 'pruned'];
+  TD.STATUSES = ['queued', 'running', 'succeeded', 'failed', 'diverged', 'cancelled', 'pruned', 'crashed'];
   TD.ACTIVE = { queued: 1, running: 1 };
   TD.statusBadge = function (s) {
     s = s == null ? 'unknown' : String(s);

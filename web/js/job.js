@@ -401,6 +401,7 @@
     });
     if (job.started_at) times.appendChild(TD.el('span', {}, 'ran ' + TD.duration(job.started_at, job.finished_at)));
     if (job.attempt != null && job.attempt > 1) times.appendChild(TD.el('span', {}, 'attempt ' + job.attempt));
+    if (job.executor && job.executor !== 'local') times.appendChild(TD.el('span', { title: 'where it runs (README "Remote runs")' }, 'executor ' + job.executor + (job.executor_ref ? ' ' + job.executor_ref : '') + (job.heartbeat_at ? ', last heartbeat ' + TD.ago(job.heartbeat_at) : '')));
 
     renderLinks(job);
     if (TD.kernels) TD.kernels.render(job); /* kernels.js: chapter-6 views */
