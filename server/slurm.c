@@ -508,6 +508,9 @@ int slurm_exec(char *const argv[], double timeout_s, char **out, int *status, td
 /* ---------------------------------------------------------------- the executor */
 
 #define NOW_SQL "strftime('%Y-%m-%dT%H:%M:%fZ','now')"
+/* A submission or start clears a failed sbatch's note, but keeps why the job was re-queued. */
+#define CLEAR_SBATCH_ERROR \
+  "error=CASE WHEN error LIKE 'slurm: sbatch failed%' THEN NULL ELSE error END"
 
 /* Issue a run token for queued job `id`: a fresh one (runtok_new) whose hash replaces
  * run_token_hash (the previous token stops working); the job stays queued (Slurm PENDING).
@@ -537,7 +540,7 @@ int slurm_store_promote(store *s, int64_t id) {
   sqlite3_stmt *q = NULL;
   if (sqlite3_prepare_v2(store__db(s),
                          "UPDATE jobs SET status='running', started_at=" NOW_SQL ", heartbeat_at="
-                         NOW_SQL ", error=NULL WHERE id=?1 AND status='queued' AND "
+                         NOW_SQL ", " CLEAR_SBATCH_ERROR " WHERE id=?1 AND status='queued' AND "
                          "executor='slurm' AND run_token_hash IS NOT NULL", -1, &q,
                          NULL) != SQLITE_OK)
     return TD_EIO;
@@ -783,7 +786,7 @@ static void submit(slurm_exec_ctx *x, pick *p, size_t n, int array, long max_con
     if (array) snprintf(ref, sizeof ref, "%lld_%zu", sid, i);
     else snprintf(ref, sizeof ref, "%lld", sid);
     exec_sql(x,
-             "UPDATE jobs SET executor_ref=?1, error=NULL WHERE id=?2 AND status='queued'", "ti",
+             "UPDATE jobs SET executor_ref=?1, " CLEAR_SBATCH_ERROR " WHERE id=?2 AND status='queued'", "ti",
              ref, p[i].id);
     log_emit(LOG_INFO, "slurm_submitted", "job=%lld ref=%s attempt=%ld", (long long)p[i].id, ref,
              p[i].attempt);
@@ -939,7 +942,7 @@ static void follow_one(slurm_exec_ctx *x, const tracked *t, const live_set *live
       /* The run may have reported already (its first heartbeat starts it); else start it. */
       exec_sql(x,
                "UPDATE jobs SET status='running', started_at=COALESCE(started_at," NOW "), "
-               "heartbeat_at=" NOW ", error=NULL WHERE id=?1 AND status='queued'",
+               "heartbeat_at=" NOW ", " CLEAR_SBATCH_ERROR " WHERE id=?1 AND status='queued'",
                "i", t->id);
       log_emit(LOG_INFO, "slurm_running", "job=%lld ref=%s", (long long)t->id, t->ref);
     }

@@ -22,7 +22,8 @@
 #     Bayesian inference): tests/e2e_implicit.sh; momentum and games (chapters 9, 10):
 #     tests/e2e_dynamics.sh; bilevel (chapters 11, 12): tests/e2e_bilevel.sh (each its own);
 #   - multi-job metrics, gzip, search, PATCH/DELETE: tests/e2e_compare.sh (its own);
-#   - backup while ingesting, schema upgrades, disk full: tests/e2e_ops.sh (its own daemons).
+#   - backup while ingesting, schema upgrades, disk full: tests/e2e_ops.sh (its own daemons);
+#   - the Slurm executor on a private single-node cluster: tests/e2e_slurm.sh (skips with one line).
 # Needs bash, curl, coreutils, grep, sed, awk and python3 (sqlite3 optional).
 # Prints one line per check and a final "N passed, M failed"; exits non-zero on a failure.
 set -uo pipefail
@@ -449,5 +450,6 @@ if "$ROOT/tests/e2e_implicit.sh" "$TDLAB" | sed 's/^/  /'; then ok "chapter 8 ki
 if "$ROOT/tests/e2e_bilevel.sh" "$TDLAB" | sed 's/^/  /'; then ok "bilevel kinds (tests/e2e_bilevel.sh)"; else bad "bilevel kinds (tests/e2e_bilevel.sh)"; fi
 # ---------------------------------------------------------------- remote runs (issue 16)
 if "$ROOT/tests/e2e_remote.sh" "$TDLAB" | sed 's/^/  /'; then ok "remote runs: tokens, ingestion, leases, tdlab run --report (tests/e2e_remote.sh)"; else bad "remote runs (tests/e2e_remote.sh)"; fi
+if "$ROOT/tests/e2e_slurm.sh" "$TDLAB" | sed 's/^/  /'; then ok "Slurm executor on a single-node cluster, or one SKIP line (tests/e2e_slurm.sh)"; else bad "Slurm executor (tests/e2e_slurm.sh)"; fi
 
 finish
