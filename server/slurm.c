@@ -904,28 +904,33 @@ typedef struct tracked {
 static void finish_job(slurm_exec_ctx *x, const tracked *t, int status, const char *error) {
   td_err e;
   td_err_clear(&e);
+  int changed = 0;
   if (t->status == STORE_QUEUED) {
     /* store_job_finish wants a running job: a queued one is finished directly. */
-    exec_sql(x,
-             "UPDATE jobs SET status=?1, error=?2, finished_at=" NOW ", run_token_hash=NULL "
-             "WHERE id=?3 AND status='queued'",
-             "tti", store_status_name(status), error, t->id);
+    changed = exec_sql(x,
+                       "UPDATE jobs SET status=?1, error=?2, finished_at=" NOW ", "
+                       "run_token_hash=NULL WHERE id=?3 AND status='queued'",
+                       "tti", store_status_name(status), error, t->id) > 0;
   } else if (store_job_finish(x->st, t->id, status, error, NULL, 0, 0, &e) == 0) {
     exec_sql(x, "UPDATE jobs SET run_token_hash=NULL WHERE id=?1", "i", t->id);
+    changed = 1;
   }
-  log_emit(status == STORE_CANCELLED && !error ? LOG_INFO : LOG_WARN, "slurm_final",
-           "job=%lld ref=%s status=%s msg=\"%s\"", (long long)t->id, t->ref,
-           store_status_name(status), error ? error : "");
+  /* Not changed: the run's own finish got there first (the squeue snapshot was older). */
+  if (changed)
+    log_emit(status == STORE_CANCELLED && !error ? LOG_INFO : LOG_WARN, "slurm_final",
+             "job=%lld ref=%s status=%s msg=\"%s\"", (long long)t->id, t->ref,
+             store_status_name(status), error ? error : "");
 }
 
 static void requeue_job(slurm_exec_ctx *x, const tracked *t, const char *error) {
   /* attempt+1, back to queued, token dead; executor_ref kept so the re-submission scancels a
    * Slurm job that might still be alive. */
-  exec_sql(x,
+  int changed = exec_sql(x,
            "UPDATE jobs SET status='queued', attempt=attempt+1, error=?1, run_token_hash=NULL, "
-           "started_at=NULL, progress_done=0 WHERE id=?2 AND status IN ('queued','running')",
-           "ti", error, t->id);
-  log_emit(LOG_WARN, "slurm_requeue", "job=%lld ref=%s attempt=%ld msg=\"%s\"",
+           "started_at=NULL, progress_done=0 WHERE id=?2 AND status IN ('queued','running') "
+           "AND attempt=?3", "tii", error, t->id, (int64_t)t->attempt);
+  if (changed > 0)
+    log_emit(LOG_WARN, "slurm_requeue", "job=%lld ref=%s attempt=%ld msg=\"%s\"",
            (long long)t->id, t->ref, t->attempt + 1, error);
 }
 
