@@ -20,6 +20,8 @@
 #   - a job exceeding its 1-minute Slurm time limit -> failed with "slurm: TIMEOUT";
 #   - slurmd killed (kill -9) during a run -> NODE_FAIL -> re-queued with attempt 2, and after
 #     slurmd restarts it runs again to succeeded with no point duplicated;
+#   - slurmctld stopped: a new job stays queued with "slurm: sbatch failed, retrying", the
+#     server keeps answering; slurmctld restarted: the job runs to succeeded;
 #   - OUT_OF_MEMORY: skipped with a line saying why (no cgroup task plugin in this container).
 # The cluster is stopped at the end, also on failure (trap).
 set -uo pipefail
@@ -180,6 +182,24 @@ s2=""
 for _ in $(seq 1 50); do s2=$(slurm_state "$R2"); [ "$s2" = CANCELLED ] && break; sleep 0.2; done
 check "tdlab cancel of running job $C2 -> scancel: the Slurm job $R2 is $s2, the job cancelled without an error" \
   bash -c "[ '$s2' = CANCELLED ] && [ '$(jfield status "$C2")' = cancelled ] && grep -q '\"error\":null' '$TMP/job_$C2'"
+
+# ---------------------------------------------------------------- the controller away
+kill -TERM "$(cat "$TDLAB_SLURM_DIR/slurmctld.pid")"
+for _ in $(seq 1 50); do kill -0 "$(cat "$TDLAB_SLURM_DIR/slurmctld.pid" 2>/dev/null)" 2>/dev/null || break; sleep 0.1; done
+post_json /api/v1/jobs "$SPEC"
+D=$(jnum id "$TMP/body")
+down_err=""
+for _ in $(seq 1 60); do
+  getjob "$D"
+  grep -q 'slurm: sbatch failed, retrying' "$TMP/job_$D" && { down_err=$(jfield error "$D"); break; }
+  sleep 0.2
+done
+check "slurmctld stopped: job $D stays queued with a clear error ($down_err), the server answers" \
+  bash -c "[ -n \"\$0\" ] && [ '$(jfield status "$D")' = queued ] && curl -sf --max-time 5 '$BASE/healthz' >/dev/null" "$down_err"
+slurmctld >>"$TDLAB_SLURM_DIR/log/slurmctld.out" 2>&1
+st=$(wait_job "$D" 60)
+check "slurmctld back (state kept): job $D is submitted again and succeeds ($st, Slurm $(jfield executor_ref "$D"))" \
+  bash -c "[ '$st' = succeeded ]"
 
 # ---------------------------------------------------------------- the re-run after NODE_FAIL
 st=$(wait_job "$K" 150)
