@@ -404,6 +404,19 @@ int api_jobs_heartbeat(http_req *req, http_resp *resp) {
   store_run_state rs;
   int status = run_auth(req, resp, &st, &id, &rs);
   if (status) return status;
+  if (rs.status == STORE_QUEUED && strcmp(rs.executor, "local") != 0) {
+    /* the first heartbeat of a prepared run (store_run_prepare, e.g. a Slurm job that left
+     * PENDING) marks it running */
+    td_err be;
+    td_err_clear(&be);
+    int started = 0;
+    if (store_run_begin(st, id, &started, &be)) return http_error_td(resp, &be);
+    if (started) {
+      rs.status = STORE_RUNNING;
+      log_emit(LOG_INFO, "job_started", "job=%lld executor=%s (first heartbeat)", (long long)id,
+               rs.executor);
+    }
+  }
   if (rs.status != STORE_RUNNING) return finished(resp, id, &rs);
   json_t *root;
   if ((status = parse_body(req, resp, 1, &root))) return status;

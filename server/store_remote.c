@@ -160,6 +160,41 @@ int store_run_start(store *s, int64_t id, const char *executor, const char *toke
   return rc;
 }
 
+int store_run_prepare(store *s, int64_t id, const char *executor, const char *token_hash,
+                      td_err *err) {
+  sqlite3 *db = store__db(s);
+  sqlite3_stmt *q;
+  int rc = prep(db,
+                "UPDATE jobs SET run_token_hash=?3 WHERE id=?1 AND status='queued' AND "
+                "executor=?2",
+                &q, err);
+  if (rc) return rc;
+  sqlite3_bind_int64(q, 1, id);
+  sqlite3_bind_text(q, 2, executor, -1, SQLITE_STATIC);
+  sqlite3_bind_text(q, 3, token_hash, -1, SQLITE_STATIC);
+  if (sqlite3_step(q) != SQLITE_DONE) rc = fail(db, err, "prepare run");
+  sqlite3_finalize(q);
+  if (!rc && sqlite3_changes(db) == 0) rc = no_change(s, id, "prepare", err);
+  return rc;
+}
+
+int store_run_begin(store *s, int64_t id, int *started, td_err *err) {
+  *started = 0;
+  sqlite3 *db = store__db(s);
+  sqlite3_stmt *q;
+  int rc = prep(db,
+                "UPDATE jobs SET status='running', started_at=" NOW ", heartbeat_at=" NOW
+                ", finished_at=NULL, progress_done=0, progress_total=0 WHERE id=?1 AND "
+                "status='queued' AND executor<>'local' AND run_token_hash IS NOT NULL",
+                &q, err);
+  if (rc) return rc;
+  sqlite3_bind_int64(q, 1, id);
+  if (sqlite3_step(q) != SQLITE_DONE) rc = fail(db, err, "begin run");
+  sqlite3_finalize(q);
+  if (!rc) *started = sqlite3_changes(db) > 0;
+  return rc;
+}
+
 int store_run_resume(store *s, int64_t id, const char *token_hash, td_err *err) {
   sqlite3 *db = store__db(s);
   sqlite3_stmt *q;

@@ -42,6 +42,19 @@ int store_run_start(store *s, int64_t id, const char *executor, const char *toke
                     char **kind /* OUT */, char **params /* OUT */, long *attempt /* OUT */,
                     td_err *err);
 
+/* store_run_prepare: give a queued job of executor `executor` a run token (its hash) without
+ * starting it: for an executor that hands the token to a run which starts later (the Slurm
+ * executor before sbatch: the job stays queued while Slurm has it PENDING). The run's first
+ * heartbeat then marks it running (store_run_begin). A new prepare replaces the token.
+ * Errors: TD_ENOTFOUND, TD_ECONFLICT (not queued, or another executor), TD_EIO. */
+int store_run_prepare(store *s, int64_t id, const char *executor, const char *token_hash,
+                      td_err *err);
+
+/* store_run_begin: a queued, prepared (token set) job of a non-local executor becomes running
+ * with started_at = heartbeat_at = now and progress reset; *started (OUT) is 1 when it did.
+ * The heartbeat endpoint calls it for a queued job whose token matched. Errors: TD_EIO. */
+int store_run_begin(store *s, int64_t id, int *started /* OUT */, td_err *err);
+
 /* store_run_resume: an external run that is 'crashed' (or still 'running') becomes running
  * again with a new token hash, heartbeat_at = now and its error cleared.
  * Errors: TD_ENOTFOUND, TD_ECONFLICT (not external, or in another status), TD_EIO. */

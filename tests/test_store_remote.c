@@ -99,6 +99,36 @@ static void test_remote_lifecycle(void **state) {
   store_close(s);
 }
 
+/* A prepared run (store_run_prepare) stays queued with its token; its first heartbeat
+ * (store_run_begin) starts it; a local job is never begun that way. */
+static void test_prepare_begin(void **state) {
+  (void)state;
+  store *s = open_mem();
+  td_err e;
+  store_new_job nj = {.kind = "nqm", .params_json = "{}", .executor = "slurm"};
+  int64_t id = 0, loc = 0;
+  assert_int_equal(store_job_insert(s, &nj, 0, &id, &e), 0);
+  store_new_job nl = {.kind = "nqm", .params_json = "{}"};
+  assert_int_equal(store_job_insert(s, &nl, 0, &loc, &e), 0);
+  char h[RUNTOK_HEX + 1];
+  runtok_hash("p", h);
+  assert_int_equal(store_run_prepare(s, id, "remote", h, &e), TD_ECONFLICT);
+  assert_int_equal(store_run_prepare(s, id, "slurm", h, &e), 0);
+  assert_int_equal(status_of(s, id), STORE_QUEUED);
+  store_run_state rs;
+  assert_int_equal(store_run_auth(s, id, h, &rs, &e), 0);
+  assert_true(rs.token_ok);
+  int started = 0;
+  assert_int_equal(store_run_begin(s, loc, &started, &e), 0);
+  assert_int_equal(started, 0);
+  assert_int_equal(store_run_begin(s, id, &started, &e), 0);
+  assert_int_equal(started, 1);
+  assert_int_equal(status_of(s, id), STORE_RUNNING);
+  assert_int_equal(store_run_begin(s, id, &started, &e), 0);
+  assert_int_equal(started, 0);
+  store_close(s);
+}
+
 static void test_external_and_finish(void **state) {
   (void)state;
   store *s = open_mem();
@@ -175,6 +205,7 @@ static void test_migration_keeps_sequence(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_remote_lifecycle),
+      cmocka_unit_test(test_prepare_begin),
       cmocka_unit_test(test_external_and_finish),
       cmocka_unit_test(test_migration_keeps_sequence),
   };
