@@ -12,7 +12,6 @@
 #include "api.h"
 #include "log.h"
 #include "runtok.h"
-#include "slurm.h"
 #include "store_remote.h"
 
 #define MAX_POINTS_PER_REQUEST 10000
@@ -134,9 +133,11 @@ static int run_auth(http_req *req, http_resp *resp, store **st, int64_t *id,
                       "POST /api/v1/runs); the lab token does not replace it",
                       (long long)*id, (long long)*id);
   }
-  /* A Slurm job's run reports before the executor's squeue saw it RUNNING (server/slurm.h). */
+  /* A Slurm job's run may send points before its first heartbeat and before the executor's
+   * squeue saw it RUNNING (server/slurm.h): any authenticated request starts it. */
+  int started = 0;
   if (rs->status == STORE_QUEUED && !strcmp(rs->executor, "slurm") &&
-      slurm_store_promote(*st, *id) == 0)
+      store_run_begin(*st, *id, &started, NULL) == 0 && started)
     rs->status = STORE_RUNNING;
   return 0;
 }

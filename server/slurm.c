@@ -22,6 +22,7 @@
 
 #include "log.h"
 #include "runtok.h"
+#include "store_remote.h"
 #include "store.h"
 #include "store_internal.h"
 
@@ -507,48 +508,22 @@ int slurm_exec(char *const argv[], double timeout_s, char **out, int *status, td
 
 /* ---------------------------------------------------------------- the executor */
 
-#define NOW_SQL "strftime('%Y-%m-%dT%H:%M:%fZ','now')"
 /* A submission or start clears a failed sbatch's note, but keeps why the job was re-queued. */
 #define CLEAR_SBATCH_ERROR \
   "error=CASE WHEN error LIKE 'slurm: sbatch failed%' THEN NULL ELSE error END"
 
-/* Issue a run token for queued job `id`: a fresh one (runtok_new) whose hash replaces
- * run_token_hash (the previous token stops working); the job stays queued (Slurm PENDING).
- * The ingestion endpoints start it at its first authenticated request
- * (slurm_store_promote) or the executor does when squeue shows it RUNNING. */
+/* Issue a run token for queued job `id`: a fresh one (runtok_new) whose hash replaces the
+ * job's (store_run_prepare; the previous token stops working). The job stays queued (Slurm
+ * PENDING); the ingestion endpoints start it at its run's first authenticated request
+ * (store_run_begin), or the executor does when squeue shows it RUNNING. */
 static int issue_token(store *s, int64_t id, char token[RUNTOK_HEX + 1], td_err *err) {
   char hash[RUNTOK_HEX + 1];
   int rc = runtok_new(token, err);
-  if (rc) return rc;
-  runtok_hash(token, hash);
-  sqlite3_stmt *q = NULL;
-  if (sqlite3_prepare_v2(store__db(s),
-                         "UPDATE jobs SET run_token_hash=?1 WHERE id=?2 AND status='queued' "
-                         "AND executor='slurm'", -1, &q, NULL) != SQLITE_OK)
-    return td_err_set(err, TD_EIO, NULL, "%s", sqlite3_errmsg(store__db(s)));
-  sqlite3_bind_text(q, 1, hash, -1, SQLITE_TRANSIENT);
-  sqlite3_bind_int64(q, 2, id);
-  rc = sqlite3_step(q);
-  sqlite3_finalize(q);
-  if (rc != SQLITE_DONE) return td_err_set(err, TD_EIO, NULL, "%s", sqlite3_errmsg(store__db(s)));
-  if (sqlite3_changes(store__db(s)) != 1)
-    return td_err_set(err, TD_ECONFLICT, NULL, "job %lld is no longer queued", (long long)id);
-  return 0;
-}
-
-int slurm_store_promote(store *s, int64_t id) {
-  sqlite3_stmt *q = NULL;
-  if (sqlite3_prepare_v2(store__db(s),
-                         "UPDATE jobs SET status='running', started_at=" NOW_SQL ", heartbeat_at="
-                         NOW_SQL ", " CLEAR_SBATCH_ERROR " WHERE id=?1 AND status='queued' AND "
-                         "executor='slurm' AND run_token_hash IS NOT NULL", -1, &q,
-                         NULL) != SQLITE_OK)
-    return TD_EIO;
-  sqlite3_bind_int64(q, 1, id);
-  int rc = sqlite3_step(q);
-  sqlite3_finalize(q);
-  if (rc != SQLITE_DONE) return TD_EIO;
-  return sqlite3_changes(store__db(s)) == 1 ? 0 : TD_ECONFLICT;
+  if (!rc) {
+    runtok_hash(token, hash);
+    rc = store_run_prepare(s, id, "slurm", hash, err);
+  }
+  return rc;
 }
 
 struct slurm_exec_ctx {

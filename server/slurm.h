@@ -215,13 +215,6 @@ int slurm_start(const slurm_config *cfg, slurm_exec_ctx **out /* OUT */, td_err 
 int slurm_serve_start(slurm_config *c, const char *db_path, const char *host, unsigned port,
                       long max_attempts, slurm_exec_ctx **out /* OUT */, td_err *err);
 
-/* slurm_store_promote: the first request of a Slurm job's run that carries its current token
- * (the ingestion endpoints call this for a queued job with executor slurm): the job becomes
- * running with started_at = heartbeat_at = now, before the executor's next squeue sees it
- * RUNNING. Errors: TD_ECONFLICT (not a queued slurm job with a token), TD_EIO. */
-struct store;
-int slurm_store_promote(struct store *s, int64_t id);
-
 /* slurm_stop: stop the thread (at most one command timeout later) and close its connection.
  * Slurm jobs keep running; a restarted server follows them again. NULL is a no-op. */
 void slurm_stop(slurm_exec_ctx *x);

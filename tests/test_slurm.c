@@ -198,30 +198,6 @@ static void test_sweep_children_executor(void **state) {
   store_close(s);
 }
 
-/* slurm_store_promote starts only a queued slurm job that holds a token. */
-static void test_promote(void **state) {
-  (void)state;
-  store *s = open_mem();
-  td_err e;
-  int64_t a = 0, b = 0, c = 0;
-  store_new_job nj = {.kind = "nqm", .name = "", .params_json = "{}", .tags_json = "[]",
-                      .executor = "slurm"};
-  assert_int_equal(store_job_insert(s, &nj, 0, &a, &e), 0);
-  assert_int_equal(store_job_insert(s, &nj, 0, &b, &e), 0);
-  nj.executor = "remote";
-  assert_int_equal(store_job_insert(s, &nj, 0, &c, &e), 0);
-  assert_int_equal(store_exec(s, "UPDATE jobs SET run_token_hash='h' WHERE id IN (1,3)", &e), 0);
-  assert_int_equal(slurm_store_promote(s, a), 0);
-  assert_string_equal(col(s, "SELECT status FROM jobs WHERE id=1"), "running");
-  assert_string_not_equal(col(s, "SELECT heartbeat_at FROM jobs WHERE id=1"), "");
-  assert_int_equal(slurm_store_promote(s, a), TD_ECONFLICT); /* already running */
-  assert_int_equal(slurm_store_promote(s, b), TD_ECONFLICT); /* no token */
-  assert_int_equal(slurm_store_promote(s, c), TD_ECONFLICT); /* another executor */
-  assert_string_equal(col(s, "SELECT status FROM jobs WHERE id=2"), "queued");
-  assert_string_equal(col(s, "SELECT status FROM jobs WHERE id=3"), "queued");
-  store_close(s);
-}
-
 static void test_state_names(void **state) {
   (void)state;
   assert_int_equal(slurm_state_parse("CANCELLED by 0", -1), SLURM_ST_CANCELLED);
@@ -415,7 +391,6 @@ int main(void) {
       cmocka_unit_test(test_sbatch_id),       cmocka_unit_test(test_sbatch_argv),
       cmocka_unit_test(test_split_args),      cmocka_unit_test(test_exec),
       cmocka_unit_test(test_scontrol_node_fail), cmocka_unit_test(test_sweep_children_executor),
-      cmocka_unit_test(test_promote),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
