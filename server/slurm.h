@@ -7,12 +7,14 @@
  *
  * DESIGN. One thread, one SQLite connection of its own. Each round (every poll_s seconds):
  *   1. submit: jobs with executor 'slurm', status queued and no live submission (executor_ref
- *      NULL, or run_token_hash NULL after a re-queue) get a new run token (only its hash is
- *      stored), a spool directory <db dir>/slurm-spool/job<ID>.a<ATTEMPT>/ (0700) with
- *      spec.json, token and job (0600), and one sbatch; a sweep's such children go together as
- *      one array. executor_ref becomes the Slurm id ("123", or "123_4" for task 4 of array 123);
- *      the job stays queued (Slurm PENDING). A failed sbatch leaves the job queued without a
- *      ref, writes the reason to the job's error and is retried next round.
+ *      NULL, or run_token_hash NULL after a re-queue) get a new run token (store_run_prepare:
+ *      only its hash is stored), a spool directory <db dir>/slurm-spool/job<ID>.a<ATTEMPT>/
+ *      (0700) with spec.json, token and job (0600), and one sbatch; a sweep's such children go
+ *      together as one array. executor_ref becomes the Slurm id ("123", or "123_4" for task 4
+ *      of array 123); the job stays queued (Slurm PENDING) until its run's first authenticated
+ *      request (store_run_begin, api_remote.c) or squeue shows it RUNNING. A failed sbatch
+ *      leaves the job queued without a token, writes the reason to the job's error and is
+ *      retried next round (a re-submission first scancels the previous Slurm id, if any).
  *   2. follow: one `squeue --me -r` lists the live Slurm jobs; a tracked job (executor_ref set,
  *      status queued/running) found RUNNING moves to running (started_at, heartbeat_at = now,
  *      so its lease starts); one no longer listed is looked up with `scontrol show job -o REF`
