@@ -141,6 +141,12 @@ static int run_auth(http_req *req, http_resp *resp, store **st, int64_t *id,
                       "POST /api/v1/runs); the lab token does not replace it",
                       (long long)*id, (long long)*id);
   }
+  /* A Slurm job's run may send points before its first heartbeat and before the executor's
+   * squeue saw it RUNNING (server/slurm.h): any authenticated request starts it. */
+  int started = 0;
+  if (rs->status == STORE_QUEUED && !strcmp(rs->executor, "slurm") &&
+      store_run_begin(*st, *id, &started, NULL) == 0 && started)
+    rs->status = STORE_RUNNING;
   return 0;
 }
 

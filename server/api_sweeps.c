@@ -68,7 +68,8 @@ int api_sweeps_create(http_req *req, http_resp *resp) {
   int64_t id = 0;
   size_t n = 0;
   int full = 0;
-  int rc = sweeps_create(st, root, &a->limits, a->max_queued, &id, &n, &full, &e);
+  int rc = sweeps_create_on(st, root, &a->limits, a->max_queued, a->default_executor, &id, &n,
+                            &full, &e);
   if (rc && full) {
     http_resp_header(resp, "Retry-After", "5");
     status = http_error(resp, HTTP_E_QUEUE_FULL, NULL, "%s", e.msg);

@@ -24,6 +24,7 @@
 #include "httpc.h"
 #include "log.h"
 #include "queue.h"
+#include "slurm.h"
 #include "report.h"
 #include "store.h"
 #include "store_cache.h"
@@ -42,6 +43,9 @@ static void usage(FILE *f) {
           "           [--batch-ms 250] [--shutdown-timeout 60] [--job-cache 4096]\n"
           "           [--worker-nice 5] [--max-upload 64M] [--blas-threads N]\n"
           "           [--max-job-points 1e8] [--heartbeat-timeout 60]\n"
+          "           [--executor local|slurm] [--public-url URL] [--slurm-partition P]\n"
+          "           [--slurm-account A] [--slurm-time T] [--slurm-mem M] [--slurm-cpus N]\n"
+          "           [--slurm-sbatch-args \"...\"] [--slurm-poll S] [--slurm-tdlab PATH]\n"
           "  run      SPEC.json|- [--out metrics.jsonl] [--blas-threads N] [--artifacts DIR]\n"
           "           [--checkpoint-dir DIR]\n"
           "  run      SPEC.json|- --report URL --job ID (--token T | --token-file F | env\n"
@@ -823,6 +827,10 @@ static int cmd_serve(opts *o) {
   double heartbeat_timeout = 60; /* --heartbeat-timeout: lease of remote/slurm/external runs */
   int insecure = 0, token_for_read = 0;
   td_limits limits = td_kinds_default_limits();
+  slurm_config slurm_cfg = {0};
+  slurm_exec_ctx *slurm_x = NULL;
+  td_err e;
+  td_err_clear(&e);
   int r;
   while ((r = next_opt(o))) {
     const char *n = o->name;
@@ -865,7 +873,9 @@ static int cmd_serve(opts *o) {
     else if (!strcmp(n, "--job-cache")) job_cache = parse_long(n, need(o), 0, 1 << 20);
     else if (!strcmp(n, "--worker-nice")) worker_nice = parse_long(n, need(o), 0, 19);
     else if (!strcmp(n, "--shutdown-timeout")) shutdown_timeout = parse_long(n, need(o), 1, 86400);
-    else {
+    else if (slurm_serve_flag_known(n)) {
+      if (slurm_serve_flag(&slurm_cfg, n, need(o), &e)) return fprintf(stderr, "tdlab serve: %s\n", e.msg), 2;
+    } else {
       fprintf(stderr, "tdlab serve: unknown option %s\n", n);
       usage(stderr);
       return 2;
@@ -923,8 +933,6 @@ static int cmd_serve(opts *o) {
   char migbuf[PATH_MAX];
   store *st = NULL;
   if (open_and_migrate(db, find_migrations(mig, migbuf, sizeof migbuf), &st)) return 1;
-  td_err e;
-  td_err_clear(&e);
   long requeued = 0, failed = 0, cancelled = 0;
   if (store_recover(st, max_attempts, &requeued, &failed, &cancelled, &e)) {
     fprintf(stderr, "tdlab serve: recovery failed: %s\n", e.msg);
@@ -979,6 +987,7 @@ static int cmd_serve(opts *o) {
   lease_config lc = {.db_path = db, .timeout_s = heartbeat_timeout,
                      .max_attempts = max_attempts, .cache = cache};
   if (!rc) rc = lease_start(&lc, &leases, &e);
+  if (!rc && slurm_cfg.enabled) api_set_executor_slurm_enabled(1), app.default_executor = "slurm";
   if (!rc) {
     if (!app.web_root) log_emit(LOG_WARN, "no_dashboard", "web=%s msg=\"directory not found\"", web);
     http_config hc = {.host = host, .port = (unsigned)port, .threads = (unsigned)http_threads,
@@ -988,8 +997,10 @@ static int cmd_serve(opts *o) {
                       .token_for_read = token_for_read, .pool = pool};
     rc = http_start(&hc, &app, &srv, &e);
   }
+  if (!rc && slurm_cfg.enabled) rc = slurm_serve_start(&slurm_cfg, db, host, http_port(srv), max_attempts, &slurm_x, &e);
   if (rc) {
     fprintf(stderr, "tdlab serve: %s\n", e.msg);
+    http_stop(srv);
     lease_stop(leases);
     queue_destroy(q);
     api_ctx_deinit(&app);
@@ -1019,6 +1030,7 @@ static int cmd_serve(opts *o) {
    * flush their metrics and re-queue them. */
   http_quiesce(srv);
   http_stop(srv);
+  slurm_stop(slurm_x);
   lease_stop(leases);
   queue_destroy(q);
   store_pool_destroy(pool);

@@ -192,6 +192,12 @@ static void child_name(char *out, size_t cap, const char *sweep_name, int64_t sw
 
 int sweeps_create(store *s, const json_t *spec, const td_limits *lim, long max_queued,
                   int64_t *id, size_t *n_children, int *queue_full, td_err *err) {
+  return sweeps_create_on(s, spec, lim, max_queued, NULL, id, n_children, queue_full, err);
+}
+
+int sweeps_create_on(store *s, const json_t *spec, const td_limits *lim, long max_queued,
+                     const char *executor, int64_t *id, size_t *n_children, int *queue_full,
+                     td_err *err) {
   *id = 0;
   if (n_children) *n_children = 0;
   if (queue_full) *queue_full = 0;
@@ -258,7 +264,8 @@ int sweeps_create(store *s, const json_t *spec, const td_limits *lim, long max_q
   snprintf(tags_json, sizeof tags_json, "[\"%s\"]", tag);
   if ((rc = prep(db,
                  "INSERT INTO jobs(kind,name,status,params,tags,priority,sweep_id,attempt,"
-                 "created_at) VALUES(?1,?2,'queued',?3,?4,0,?5,1," NOW ")",
+                 "created_at,executor) VALUES(?1,?2,'queued',?3,?4,0,?5,1," NOW
+                 ",COALESCE(?6,'local'))",
                  &qj, err)) ||
       (rc = prep(db, "INSERT INTO job_tags(tag,job_id) VALUES(?1,?2)", &qt, err)) ||
       (rc = prep(db,
@@ -282,6 +289,7 @@ int sweeps_create(store *s, const json_t *spec, const td_limits *lim, long max_q
     sqlite3_bind_text(qj, 3, params_txt, -1, SQLITE_STATIC);
     sqlite3_bind_text(qj, 4, tags_json, -1, SQLITE_STATIC);
     sqlite3_bind_int64(qj, 5, sid);
+    if (executor) sqlite3_bind_text(qj, 6, executor, -1, SQLITE_STATIC);
     int ok = sqlite3_step(qj) == SQLITE_DONE;
     sqlite3_reset(qj);
     int64_t jid = sqlite3_last_insert_rowid(db);

@@ -46,6 +46,13 @@ int sweeps_create(store *s, const json_t *spec, const td_limits *lim, long max_q
                   int64_t *id /* OUT */, size_t *n_children /* OUT */, int *queue_full /* OUT */,
                   td_err *err);
 
+/* sweeps_create_on: sweeps_create whose children run on `executor` ("local", "remote" or
+ * "slurm", migrations/0006; NULL: local), set in the same transaction so that no worker of
+ * another executor can claim a child first. */
+int sweeps_create_on(store *s, const json_t *spec, const td_limits *lim, long max_queued,
+                     const char *executor, int64_t *id /* OUT */, size_t *n_children /* OUT */,
+                     int *queue_full /* OUT */, td_err *err);
+
 /* sweeps_exists: 0 when sweep `id` exists (a read without side effects, unlike
  * sweeps_get_json). Errors: TD_ENOTFOUND (field "sweep"), TD_EIO. */
 int sweeps_exists(store *s, int64_t id, td_err *err);

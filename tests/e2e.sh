@@ -25,6 +25,7 @@
 #   - backup while ingesting, schema upgrades, disk full: tests/e2e_ops.sh (its own daemons);
 #   - the OpenAPI document checked by ajv against real responses: tests/e2e_openapi.sh (needs
 #     node and npm); the command line tdlab submit/ls/show/watch/cancel: tests/e2e_cli.sh.
+#   - the Slurm executor on a private single-node cluster: tests/e2e_slurm.sh (skips with one line).
 # Needs bash, curl, coreutils, grep, sed, awk and python3 (sqlite3 optional).
 # Prints one line per check and a final "N passed, M failed"; exits non-zero on a failure.
 set -uo pipefail
@@ -456,5 +457,6 @@ if "$ROOT/tests/e2e_remote.sh" "$TDLAB" | sed 's/^/  /'; then ok "remote runs: t
 if "$ROOT/tests/e2e_openapi.sh" "$TDLAB" | sed 's/^/  /'; then ok "OpenAPI document checked by ajv against real responses (tests/e2e_openapi.sh)"; else bad "OpenAPI (tests/e2e_openapi.sh)"; fi
 if "$ROOT/tests/e2e_cli.sh" "$TDLAB" | sed 's/^/  /'; then ok "command line: submit/ls/show/watch/cancel (tests/e2e_cli.sh)"; else bad "command line (tests/e2e_cli.sh)"; fi
 if "$ROOT/tests/e2e_pyclient.sh" "$TDLAB" | sed 's/^/  /'; then ok "the Python client (tests/e2e_pyclient.sh)"; else bad "the Python client (tests/e2e_pyclient.sh)"; fi
+if "$ROOT/tests/e2e_slurm.sh" "$TDLAB" | sed 's/^/  /'; then ok "Slurm executor on a single-node cluster, or one SKIP line (tests/e2e_slurm.sh)"; else bad "Slurm executor (tests/e2e_slurm.sh)"; fi
 
 finish
