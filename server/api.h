@@ -2,6 +2,7 @@
 #ifndef TD_SERVER_API_H
 #define TD_SERVER_API_H
 
+#include <jansson.h>
 #include <stddef.h>
 
 #include "kinds/registry.h"
@@ -28,6 +29,18 @@ typedef struct api_ctx {
   double heartbeat_timeout_s;/* serve --heartbeat-timeout (a run learns it from /start, /runs) */
   const char *default_executor; /* executor of a job that names none: "local" (NULL) or "slurm" */
 } api_ctx;
+
+/* At most this many tags on a job (or a run); a tag is 1..API_MAX_TAG_LEN bytes. */
+#define API_MAX_TAGS 32
+#define API_MAX_TAG_LEN 64
+
+/* api_parse_tags: the request's "tags" (borrowed; a JSON array) as at most API_MAX_TAGS valid,
+ * distinct tags of 1..API_MAX_TAG_LEN characters of A-Z a-z 0-9 _ . : / = + -: tags[0..*n_tags)
+ * (room for API_MAX_TAGS) borrow the strings, and tags_arr (may be NULL) receives them in
+ * order. Returns 0, or the HTTP status of the 400 written into resp (field "tags" or
+ * "tags[i]"). Used by POST /api/v1/jobs, PATCH /api/v1/jobs/{id} and POST /api/v1/runs. */
+int api_parse_tags(const json_t *jtags, const char **tags, size_t *n_tags, json_t *tags_arr,
+                   http_resp *resp);
 
 /* api_ctx_init: render the catalogue and resolve `web_dir` (NULL or missing: no dashboard,
  * static requests get 404). Errors: TD_ENOMEM. */

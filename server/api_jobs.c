@@ -11,8 +11,6 @@
 #include "store_cache.h"
 #include "sweeps.h"
 
-#define MAX_TAGS 32
-#define MAX_TAG_LEN 64
 #define MAX_NAME_LEN 200
 
 void api_job_json(http_buf *b, const store_job *j) {
@@ -66,7 +64,7 @@ static int valid_tag(const char *t) {
   size_t n = 0;
   for (; t[n]; n++) {
     char c = t[n];
-    if (n >= MAX_TAG_LEN) return 0;
+    if (n >= API_MAX_TAG_LEN) return 0;
     if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
           strchr("_.:/=+-", c)))
       return 0;
@@ -74,15 +72,12 @@ static int valid_tag(const char *t) {
   return n > 0;
 }
 
-/* parse_tags: the request's "tags" (borrowed) as at most MAX_TAGS valid, distinct tags:
- * tags[0..*n_tags) borrow the strings, and tags_arr (may be NULL only on allocation failure)
- * receives them. Returns 0, or the HTTP status of the 400 written into resp (field "tags" or
- * "tags[i]"). */
-static int parse_tags(const json_t *jtags, const char **tags, size_t *n_tags, json_t *tags_arr,
+/* api_parse_tags: see api.h. */
+int api_parse_tags(const json_t *jtags, const char **tags, size_t *n_tags, json_t *tags_arr,
                       http_resp *resp) {
-  if (!json_is_array(jtags) || json_array_size(jtags) > MAX_TAGS)
+  if (!json_is_array(jtags) || json_array_size(jtags) > API_MAX_TAGS)
     return http_error(resp, HTTP_E_INVALID_REQUEST, "tags",
-                      "tags must be an array of at most %d strings", MAX_TAGS);
+                      "tags must be an array of at most %d strings", API_MAX_TAGS);
   size_t i;
   json_t *t;
   json_array_foreach(jtags, i, t) {
@@ -90,7 +85,7 @@ static int parse_tags(const json_t *jtags, const char **tags, size_t *n_tags, js
       char field[32];
       snprintf(field, sizeof field, "tags[%zu]", i);
       return http_error(resp, HTTP_E_INVALID_REQUEST, field,
-                        "a tag is 1..%d characters of A-Z a-z 0-9 _ . : / = + -", MAX_TAG_LEN);
+                        "a tag is 1..%d characters of A-Z a-z 0-9 _ . : / = + -", API_MAX_TAG_LEN);
     }
     int dup = 0;
     for (size_t k = 0; k < *n_tags; k++) dup |= strcmp(tags[k], json_string_value(t)) == 0;
@@ -132,7 +127,7 @@ int api_jobs_create(http_req *req, http_resp *resp) {
   int status = 0;
   json_t *filled = NULL, *tags_arr = NULL;
   char *params_json = NULL, *tags_json = NULL;
-  const char *tags[MAX_TAGS];
+  const char *tags[API_MAX_TAGS];
   size_t n_tags = 0;
   if (!json_is_object(root)) {
     status = http_error(resp, HTTP_E_INVALID_REQUEST, NULL, "the body must be a JSON object");
@@ -202,7 +197,7 @@ int api_jobs_create(http_req *req, http_resp *resp) {
   }
   tags_arr = json_array();
   if (jtags && !json_is_null(jtags)) {
-    if ((status = parse_tags(jtags, tags, &n_tags, tags_arr, resp))) goto out;
+    if ((status = api_parse_tags(jtags, tags, &n_tags, tags_arr, resp))) goto out;
   }
   td_err e;
   td_err_clear(&e);
@@ -545,7 +540,7 @@ int api_jobs_patch(http_req *req, http_resp *resp) {
     return http_error(resp, HTTP_E_INVALID_JSON, NULL, "malformed JSON at line %d column %d: %s",
                       je.line, je.column, je.text);
   int status = 0;
-  const char *tags[MAX_TAGS];
+  const char *tags[API_MAX_TAGS];
   size_t n_tags = 0;
   json_t *tags_arr = NULL;
   char *tags_json = NULL;
@@ -576,7 +571,7 @@ int api_jobs_patch(http_req *req, http_resp *resp) {
   }
   if (jtags) {
     tags_arr = json_array();
-    if ((status = parse_tags(jtags, tags, &n_tags, tags_arr, resp))) goto out;
+    if ((status = api_parse_tags(jtags, tags, &n_tags, tags_arr, resp))) goto out;
     if (!(tags_json = http_json_dump(tags_arr))) {
       status = http_error(resp, HTTP_E_UNAVAILABLE, NULL, "out of memory");
       goto out;

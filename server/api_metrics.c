@@ -11,15 +11,6 @@
 #define MAX_KEYS 64
 #define MAX_POINTS_CAP 10000000LL
 
-/* Same rule as store_mw_put: 1..128 printable ASCII bytes, no space, quote, comma, backslash. */
-static int valid_key(const char *k) {
-  size_t n = 0;
-  for (; k[n]; n++) {
-    unsigned char c = (unsigned char)k[n];
-    if (c < 0x21 || c > 0x7e || c == '"' || c == ',' || c == '\\' || n >= 128) return 0;
-  }
-  return n > 0;
-}
 
 typedef struct keys_ctx {
   char **names;
@@ -76,7 +67,7 @@ static int parse_keys_param(const char *v, http_resp *resp, keys_ctx *k) {
     if (!status) {
       memcpy(t, p, len);
       t[len] = 0;
-      if (!valid_key(t))
+      if (!store_valid_key(t))
         status = http_error(resp, HTTP_E_INVALID_QUERY, "keys",
                             "a key is 1..128 printable characters without spaces, quotes, commas "
                             "or backslashes");

@@ -17,8 +17,6 @@
 #include "sweeps.h"
 
 #define MAX_POINTS_PER_REQUEST 10000
-#define MAX_TAGS 32
-#define MAX_TAG_LEN 64
 #define MAX_NAME_LEN 200
 /* Steps are integers within +-2^53 (exact in a double, so JSON clients agree on them). */
 #define MAX_STEP 9007199254740992LL
@@ -80,38 +78,8 @@ static int only_fields(const json_t *obj, const char *allowed, const char *prefi
   return 0;
 }
 
-static int valid_tag(const char *t) {
-  size_t n = 0;
-  for (; t[n]; n++) {
-    char c = t[n];
-    if (n >= MAX_TAG_LEN) return 0;
-    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-          strchr("_.:/=+-", c)))
-      return 0;
-  }
-  return n > 0;
-}
 
-static int valid_key(const char *k) { /* as store_mw_put accepts it */
-  size_t n = 0;
-  for (; k[n]; n++) {
-    unsigned char c = (unsigned char)k[n];
-    if (c < 0x21 || c > 0x7e || c == '"' || c == ',' || c == '\\' || n >= 128) return 0;
-  }
-  return n > 0;
-}
 
-static int valid_artifact_name(const char *n) { /* as a kind's artifacts (queue.c) */
-  size_t i = 0;
-  for (; n[i]; i++) {
-    char ch = n[i];
-    if (i >= 128) return 0;
-    if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-          ch == '.' || ch == '_' || ch == '-'))
-      return 0;
-  }
-  return i > 0 && n[0] != '.';
-}
 
 static void token_response(http_resp *resp, int64_t id, const char *tok, const api_ctx *a) {
   http_buf_printf(&resp->body, "{\"id\":%lld,\"token\":\"%s\",\"heartbeat_timeout_s\":",
@@ -164,7 +132,7 @@ int api_runs_create(http_req *req, http_resp *resp) {
   int status = parse_body(req, resp, 0, &root);
   if (status) return status;
   char *params_json = NULL, *tags_json = NULL;
-  const char *tags[MAX_TAGS];
+  const char *tags[API_MAX_TAGS];
   size_t n_tags = 0;
   json_t *tags_arr = json_array();
   if ((status = only_fields(root, "name,params,tags", "", resp))) goto out;
@@ -187,30 +155,10 @@ int api_runs_create(http_req *req, http_resp *resp) {
     status = http_error(resp, HTTP_E_INVALID_REQUEST, "params", "params must be a JSON object");
     goto out;
   }
-  if (jtags && !json_is_null(jtags)) {
-    if (!json_is_array(jtags) || json_array_size(jtags) > MAX_TAGS) {
-      status = http_error(resp, HTTP_E_INVALID_REQUEST, "tags",
-                          "tags must be an array of at most %d strings", MAX_TAGS);
-      goto out;
-    }
-    size_t i;
-    json_t *t;
-    json_array_foreach(jtags, i, t) {
-      if (!json_is_string(t) || !valid_tag(json_string_value(t))) {
-        char field[32];
-        snprintf(field, sizeof field, "tags[%zu]", i);
-        status = http_error(resp, HTTP_E_INVALID_REQUEST, field,
-                            "a tag is 1..%d characters of A-Z a-z 0-9 _ . : / = + -",
-                            MAX_TAG_LEN);
-        goto out;
-      }
-      int dup = 0;
-      for (size_t k = 0; k < n_tags; k++) dup |= !strcmp(tags[k], json_string_value(t));
-      if (dup) continue;
-      tags[n_tags++] = json_string_value(t);
-      json_array_append(tags_arr, t);
-    }
-  }
+  if (jtags && !json_is_null(jtags) &&
+      (status = api_parse_tags(jtags, tags, &n_tags, tags_arr, resp)))
+    goto out;
+
   json_t *empty = json_object();
   params_json = http_json_dump(json_is_object(jparams) ? jparams : empty);
   json_decref(empty);
@@ -343,7 +291,7 @@ int api_jobs_points(http_req *req, http_resp *resp) {
     json_t *jk = json_object_get(p, "key"), *js = json_object_get(p, "step"),
            *jv = json_object_get(p, "value");
     const char *key = json_string_value(jk);
-    if (!key || !valid_key(key)) {
+    if (!key || !store_valid_key(key)) {
       snprintf(field, sizeof field, "points[%zu].key", i);
       status = http_error(resp, HTTP_E_INVALID_REQUEST, field,
                           jk ? "a key is 1..128 printable ASCII characters without space, "
@@ -488,7 +436,7 @@ int api_jobs_artifact_put(http_req *req, http_resp *resp) {
   if (status) return status;
   if (rs.status != STORE_RUNNING) return finished(resp, id, &rs);
   const char *name = req->seg[1];
-  if (!valid_artifact_name(name))
+  if (!store_valid_artifact_name(name))
     return http_error(resp, HTTP_E_INVALID_REQUEST, "name",
                       "an artifact name is 1..128 characters of A-Z a-z 0-9 . _ - and does not "
                       "start with '.'");

@@ -439,17 +439,28 @@ typedef struct jsonl_sink {
   const char *ckpt_dir; /* --checkpoint-dir: where init_from / fork read checkpoints */
 } jsonl_sink;
 
-/* An artifact name as the server accepts it (queue.c): 1..128 of [A-Za-z0-9._-], no
- * leading dot, so that DIR/<name> stays inside DIR. */
-static int run_artifact_name_ok(const char *n) {
-  size_t i = 0;
-  for (; n && n[i]; i++) {
-    char ch = n[i];
-    if (i >= 128 || !((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-                      (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == '-'))
-      return 0;
+/* A token file: its first line, without the line end and trailing spaces (at most 511 bytes).
+ * NULL with a message naming `who` when it cannot be read or has fewer than min_len characters
+ * (the lab token of serve: 16; a run token: 1). */
+static char *read_token(const char *who, const char *path, size_t min_len) {
+  FILE *f = fopen(path, "r");
+  if (!f) {
+    fprintf(stderr, "tdlab %s: cannot read token file %s: %s\n", who, path, strerror(errno));
+    return NULL;
   }
-  return i > 0 && n[0] != '.';
+  char buf[512];
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  n = strcspn(buf, "\r\n");
+  buf[n] = '\0';
+  while (n && buf[n - 1] == ' ') buf[--n] = '\0';
+  if (n < min_len) {
+    fprintf(stderr, "tdlab %s: the token in %s must have at least %zu characters\n", who, path,
+            min_len);
+    return NULL;
+  }
+  return strdup(buf);
 }
 
 /* Write data to dir/name through dir/.name.tmp and a rename (a reader never sees half a
@@ -514,7 +525,7 @@ static int jsonl_artifact(void *ctx, const char *name, const char *content_type,
   jsonl_flush_line(j);
   int rc = ferror(j->out) ? TD_EIO : 0;
   if (j->art_dir) {
-    if (!run_artifact_name_ok(name) || (len && !data)) return TD_EINVAL;
+    if (!name || !store_valid_artifact_name(name) || (len && !data)) return TD_EINVAL;
     int wrc = run_write_artifact(j->art_dir, name, data, len);
     if (wrc) rc = wrc;
   }
@@ -593,20 +604,6 @@ static json_t *load_spec(const char *path, td_err *e) {
   return spec;
 }
 
-/* The token of --token-file F: its first line (at most 256 bytes). NULL with a message. */
-static char *read_run_token(const char *path) {
-  FILE *f = fopen(path, "r");
-  if (!f) {
-    fprintf(stderr, "tdlab run: cannot read --token-file %s: %s\n", path, strerror(errno));
-    return NULL;
-  }
-  char buf[300];
-  size_t n = fread(buf, 1, sizeof buf - 1, f);
-  fclose(f);
-  buf[n] = '\0';
-  buf[strcspn(buf, "\r\n")] = '\0';
-  return buf[0] ? strdup(buf) : NULL;
-}
 
 static int cmd_run(opts *o) {
   const char *spec_path = NULL, *out_path = NULL, *art_dir = NULL, *ckpt_dir = NULL;
@@ -676,7 +673,7 @@ static int cmd_run(opts *o) {
   }
   const td_kind *kind = td_kinds_find(kind_name);
   if (report_url || report_job) { /* tdlab run --report (server/report.h) */
-    char *tok = token_file ? read_run_token(token_file)
+    char *tok = token_file ? read_token("run", token_file, 1)
                            : strdup(token_opt ? token_opt
                                               : getenv("TDLAB_RUN_TOKEN") ? getenv("TDLAB_RUN_TOKEN") : "");
     int bad = !report_url || !report_job || !tok || !tok[0];
@@ -771,23 +768,6 @@ static int cmd_run(opts *o) {
 
 /* ---------------------------------------------------------------- serve */
 
-static char *read_token(const char *path) {
-  FILE *f = fopen(path, "r");
-  if (!f) {
-    fprintf(stderr, "tdlab serve: cannot read token file %s: %s\n", path, strerror(errno));
-    return NULL;
-  }
-  char buf[512];
-  size_t n = fread(buf, 1, sizeof buf - 1, f);
-  fclose(f);
-  buf[n] = '\0';
-  while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ')) buf[--n] = '\0';
-  if (n < 16) {
-    fprintf(stderr, "tdlab serve: the token in %s must have at least 16 characters\n", path);
-    return NULL;
-  }
-  return strdup(buf);
-}
 
 static int is_loopback(const char *host) {
   return !strcmp(host, "localhost") || !strncmp(host, "127.", 4) || !strcmp(host, "::1") ||
@@ -894,7 +874,7 @@ static int cmd_serve(opts *o) {
     return 2;
   }
   char *token = NULL;
-  if (token_file && !(token = read_token(token_file))) return 2;
+  if (token_file && !(token = read_token("serve", token_file, 16))) return 2;
   if (!token && token_for_read) {
     fprintf(stderr, "tdlab serve: --token-required-for-read needs --token-file\n");
     return 2;

@@ -126,22 +126,11 @@ static int sink_metric(void *ctx, const char *key, long step, double value) {
   return rc == TD_EIO || rc == TD_EFULL ? 0 : rc;
 }
 
-static int valid_artifact_name(const char *n) {
-  size_t i = 0;
-  for (; n[i]; i++) {
-    char ch = n[i];
-    if (i >= 128) return 0;
-    if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-          ch == '.' || ch == '_' || ch == '-'))
-      return 0;
-  }
-  return i > 0 && n[0] != '.';
-}
 
 static int sink_artifact(void *ctx, const char *name, const char *content_type, const void *data,
                          size_t len) {
   job_ctx *c = ctx;
-  if (!name || !valid_artifact_name(name) || !content_type || !*content_type ||
+  if (!name || !store_valid_artifact_name(name) || !content_type || !*content_type ||
       strlen(content_type) > 127 || (len && !data))
     return TD_EINVAL;
   td_err e;

@@ -14,6 +14,7 @@
 
 #include "http.h"
 #include "httpc.h"
+#include "store.h"
 
 #define REPORT_MAX_KEYS 4096
 #define REQUEST_TIMEOUT_S 30.0
@@ -307,21 +308,10 @@ static int rs_should_stop(void *ctx) {
   return s;
 }
 
-static int name_ok(const char *n) {
-  size_t i = 0;
-  for (; n && n[i]; i++) {
-    char ch = n[i];
-    if (i >= 128 || !((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
-                      (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == '-'))
-      return 0;
-  }
-  return i > 0 && n[0] != '.';
-}
-
 static int rs_artifact(void *ctx, const char *name, const char *content_type, const void *data,
                        size_t len) {
   report *r = ctx;
-  if (!name_ok(name) || (len && !data)) return TD_EINVAL;
+  if (!name || !store_valid_artifact_name(name) || (len && !data)) return TD_EINVAL;
   char url[700];
   snprintf(url, sizeof url, "%s/api/v1/jobs/%lld/artifacts/%s", r->cfg.url,
            (long long)r->cfg.job, name);

@@ -1040,7 +1040,19 @@ static uint64_t hash_str(const char *s) {
   return h;
 }
 
-static int valid_key(const char *k) {
+int store_valid_artifact_name(const char *n) {
+  size_t i = 0;
+  for (; n[i]; i++) {
+    char ch = n[i];
+    if (i >= 128) return 0;
+    if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+          ch == '.' || ch == '_' || ch == '-'))
+      return 0;
+  }
+  return i > 0 && n[0] != '.';
+}
+
+int store_valid_key(const char *k) {
   size_t n = 0;
   for (; k[n]; n++) {
     unsigned char c = (unsigned char)k[n];
@@ -1123,7 +1135,7 @@ static long mw_intern(store_mw *w, const char *key) {
 }
 
 int store_mw_put(store_mw *w, const char *key, long step, double value) {
-  if (!key || !valid_key(key)) return TD_EINVAL;
+  if (!key || !store_valid_key(key)) return TD_EINVAL;
   long k = mw_intern(w, key);
   if (k < 0) return TD_ENOMEM;
   if (w->n_pts == w->cap_pts) { /* only after a failed flush */

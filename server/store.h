@@ -301,6 +301,15 @@ void store_ds_init(store_ds *ds, size_t n, size_t max_points, store_point_fn fn,
 void store_ds_push(store_ds *ds, long step, double value);
 void store_ds_finish(store_ds *ds);
 
+/* store_valid_key: 1 when k is a metric key the store accepts (1..128 printable ASCII bytes
+ * without space, double quote, comma or backslash), else 0. The HTTP layer checks with it so
+ * that its 400 and the store agree. */
+int store_valid_key(const char *k);
+
+/* store_valid_artifact_name: 1 when n is an artifact name (1..128 bytes of A-Z a-z 0-9 . _ -,
+ * not starting with a dot, so it is also a safe file name for `tdlab run --artifacts`), else 0. */
+int store_valid_artifact_name(const char *n);
+
 /* ---------------------------------------------------------------- artifacts */
 
 typedef struct store_artifact {
