@@ -26,59 +26,23 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "benchjob.h"
 #include "kinds/registry.h"
 #include "../server/log.h"
 #include "../server/queue.h"
 #include "../server/store.h"
 
-static const char *const keys[4] = {"train_loss", "grad_norm", "param_norm", "lr"};
 
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
-static void sleep_ms(long ms) {
-  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-  nanosleep(&ts, NULL);
-}
 
-/* The point of index i: key i % 4, step i / 4 (the same on every side). */
-static double value_of(long i) { return 1.0 / (1.0 + (double)i) + (double)(i & 3); }
 
-static void remove_db(const char *path) {
-  char p[700];
-  unlink(path);
-  snprintf(p, sizeof p, "%s-wal", path);
-  unlink(p);
-  snprintf(p, sizeof p, "%s-shm", path);
-  unlink(p);
-}
 
-/* A migrated database at `path` with one job row; returns its connection. */
-static store *fresh_db(const char *path, const char *mig, int64_t *job_id) {
-  remove_db(path);
-  store *s = NULL;
-  td_err e;
-  td_err_clear(&e);
-  if (store_open(path, 0, &s, &e) || store_migrate(s, mig, NULL, NULL, &e)) {
-    fprintf(stderr, "bench_ingest: %s: %s\n", path, e.msg);
-    exit(1);
-  }
-  store_new_job j = {.kind = "bench_emit", .params_json = "{}"};
-  if (store_job_insert(s, &j, 0, job_id, &e)) {
-    fprintf(stderr, "bench_ingest: insert job: %s\n", e.msg);
-    exit(1);
-  }
-  return s;
-}
 
 /* ---------------------------------------------------------------- peer: raw SQLite */
 
 static double run_raw(const char *path, const char *mig, long n, long batch) {
   int64_t job = 0;
-  store_close(fresh_db(path, mig, &job)); /* the same schema, created by the migrations */
+  store_close(bench_fresh_db("bench_ingest", path, mig, &job)); /* the same schema, created by the migrations */
   sqlite3 *db = NULL;
   /* No connection mutex (one thread), as tdlab's own connections: the strongest raw peer. */
   if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK)
@@ -90,13 +54,13 @@ static double run_raw(const char *path, const char *mig, long n, long batch) {
     fprintf(stderr, "bench_ingest: raw prepare: %s\n", sqlite3_errmsg(db));
     exit(1);
   }
-  double t0 = now_s();
+  double t0 = bench_now_s();
   for (long i = 0; i < n; i++) {
     if (i % batch == 0) sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
     sqlite3_bind_int64(ins, 1, job);
     sqlite3_bind_int64(ins, 2, 1 + (i & 3));
     sqlite3_bind_int64(ins, 3, i / 4);
-    sqlite3_bind_double(ins, 4, value_of(i));
+    sqlite3_bind_double(ins, 4, bench_value_of(i));
     if (sqlite3_step(ins) != SQLITE_DONE) {
       fprintf(stderr, "bench_ingest: raw insert: %s\n", sqlite3_errmsg(db));
       exit(1);
@@ -104,7 +68,7 @@ static double run_raw(const char *path, const char *mig, long n, long batch) {
     sqlite3_reset(ins);
     if (i % batch == batch - 1 || i == n - 1) sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
   }
-  double dt = now_s() - t0;
+  double dt = bench_now_s() - t0;
   sqlite3_finalize(ins);
   sqlite3_close(db);
   return dt;
@@ -114,18 +78,18 @@ static double run_raw(const char *path, const char *mig, long n, long batch) {
 
 static double run_store_mw(const char *path, const char *mig, long n, long batch) {
   int64_t job = 0;
-  store *s = fresh_db(path, mig, &job);
+  store *s = bench_fresh_db("bench_ingest", path, mig, &job);
   store_mw *w = NULL;
   td_err e;
   if (store_mw_create(s, job, (size_t)batch, 250, &w, &e)) exit(1);
-  double t0 = now_s();
+  double t0 = bench_now_s();
   for (long i = 0; i < n; i++)
-    if (store_mw_put(w, keys[i & 3], i / 4, value_of(i))) {
+    if (store_mw_put(w, bench_keys[i & 3], i / 4, bench_value_of(i))) {
       fprintf(stderr, "bench_ingest: store_mw_put failed\n");
       exit(1);
     }
   if (store_mw_flush(w)) exit(1);
-  double dt = now_s() - t0;
+  double dt = bench_now_s() - t0;
   store_mw_destroy(w);
   store_close(s);
   return dt;
@@ -133,70 +97,9 @@ static double run_store_mw(const char *path, const char *mig, long n, long batch
 
 /* ---------------------------------------------------------------- tdlab: a job in a queue */
 
-static struct {
-  long points;
-  double t_start;
-} emit_cfg;
-
-/* The bench kind: emit_cfg.points points, 4 keys per step, as fast as the sink takes them. */
-static int emit_run(const json_t *params, td_sink *sink, json_t **summary, td_err *err) {
-  (void)params;
-  (void)err;
-  *summary = NULL;
-  long n = emit_cfg.points, steps = (n + 3) / 4;
-  emit_cfg.t_start = now_s();
-  td_sink_progress(sink, 0, steps);
-  for (long step = 0, i = 0; step < steps; step++) {
-    if (td_sink_should_stop(sink)) return TD_ECANCELLED;
-    for (int k = 0; k < 4 && i < n; k++, i++) {
-      int rc = td_sink_metric(sink, keys[k], step, value_of(i));
-      if (rc) return rc;
-    }
-    td_sink_progress(sink, step + 1, steps);
-  }
-  return 0;
-}
-
-static const td_kind bench_kind = {.name = "bench_emit",
-                                   .doc = "emit points as fast as possible",
-                                   .chapter = "-",
-                                   .run = emit_run};
-
-static const td_kind *find_bench(const char *name) {
-  return strcmp(name, "bench_emit") == 0 ? &bench_kind : NULL;
-}
-
+/* tdlab's path: the bench kind run by a queue worker (benchjob.h). */
 static double run_job(const char *path, const char *mig, long n, long batch) {
-  int64_t job = 0;
-  store *s = fresh_db(path, mig, &job);
-  emit_cfg.points = n;
-  emit_cfg.t_start = 0;
-  queue_config qc = {.db_path = path, .workers = 1, .batch_points = (size_t)batch,
-                     .batch_ms = 250, .find_kind = find_bench};
-  queue *q = NULL;
-  td_err e;
-  if (queue_create(&qc, &q, &e)) {
-    fprintf(stderr, "bench_ingest: queue: %s\n", e.msg);
-    exit(1);
-  }
-  queue_notify(q);
-  int st = STORE_QUEUED;
-  double t_end = 0;
-  for (long i = 0; i < 600000; i++) { /* at most 10 minutes */
-    if (store_job_status(s, job, &st, &e)) exit(1);
-    if (st != STORE_QUEUED && st != STORE_RUNNING) {
-      t_end = now_s();
-      break;
-    }
-    sleep_ms(1);
-  }
-  queue_destroy(q);
-  store_close(s);
-  if (st != STORE_SUCCEEDED || emit_cfg.t_start == 0) {
-    fprintf(stderr, "bench_ingest: the bench job ended as %s\n", store_status_name(st));
-    exit(1);
-  }
-  return t_end - emit_cfg.t_start;
+  return bench_emit_job_seconds("bench_ingest", path, mig, n, batch);
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -239,7 +142,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "round %ld raw=%.0f job=%.0f store_mw=%.0f pts/s (job/raw %.3f)\n", r + 1,
             n / a, n / b, n / c, a / b);
   }
-  remove_db(path);
+  bench_remove_db(path);
   rmdir(tmpl);
   qsort(r_raw, (size_t)rounds, sizeof *r_raw, cmp_double);
   qsort(r_job, (size_t)rounds, sizeof *r_job, cmp_double);

@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "benchjob.h"
 #include "kinds/registry.h"
 #include "../server/http.h"
 #include "../server/httpc.h"
@@ -32,97 +33,21 @@
 #include "../server/queue.h"
 #include "../server/store.h"
 
-static const char *const keys[4] = {"train_loss", "grad_norm", "param_norm", "lr"};
 
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
-static void sleep_ms(long ms) {
-  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-  nanosleep(&ts, NULL);
-}
 
-static double value_of(long i) { return 1.0 / (1.0 + (double)i) + (double)(i & 3); }
 
 /* ---------------------------------------------------------------- the in-process job */
 
-static struct {
-  long points;
-  double t_start;
-} emit_cfg;
 
-static int emit_run(const json_t *params, td_sink *sink, json_t **summary, td_err *err) {
-  (void)params;
-  (void)err;
-  *summary = NULL;
-  long n = emit_cfg.points, steps = (n + 3) / 4;
-  emit_cfg.t_start = now_s();
-  td_sink_progress(sink, 0, steps);
-  for (long step = 0, i = 0; step < steps; step++) {
-    if (td_sink_should_stop(sink)) return TD_ECANCELLED;
-    for (int k = 0; k < 4 && i < n; k++, i++) {
-      int rc = td_sink_metric(sink, keys[k], step, value_of(i));
-      if (rc) return rc;
-    }
-    td_sink_progress(sink, step + 1, steps);
-  }
-  return 0;
-}
 
-static const td_kind bench_kind = {.name = "bench_emit", .doc = "emit points", .chapter = "-",
-                                   .run = emit_run};
-static const td_kind *find_bench(const char *name) {
-  return strcmp(name, "bench_emit") == 0 ? &bench_kind : NULL;
-}
-
-static void remove_db(const char *path) {
-  char p[700];
-  unlink(path);
-  snprintf(p, sizeof p, "%s-wal", path);
-  unlink(p);
-  snprintf(p, sizeof p, "%s-shm", path);
-  unlink(p);
-}
 
 /* Points per second of one job run by a queue worker with the server's default batching
  * (1024 points or 250 ms), from the kind's start to the final status. */
 static double inprocess_rate(const char *path, const char *mig, long n) {
-  remove_db(path);
-  store *s = NULL;
-  td_err e;
-  td_err_clear(&e);
-  int64_t job = 0;
-  store_new_job j = {.kind = "bench_emit", .params_json = "{}"};
-  if (store_open(path, 0, &s, &e) || store_migrate(s, mig, NULL, NULL, &e) ||
-      store_job_insert(s, &j, 0, &job, &e)) {
-    fprintf(stderr, "bench_remote: %s\n", e.msg);
-    exit(1);
-  }
-  emit_cfg.points = n;
-  emit_cfg.t_start = 0;
-  queue_config qc = {.db_path = path, .workers = 1, .batch_points = 1024, .batch_ms = 250,
-                     .find_kind = find_bench};
-  queue *q = NULL;
-  if (queue_create(&qc, &q, &e)) exit(1);
-  queue_notify(q);
-  int st = STORE_QUEUED;
-  double t_end = 0;
-  for (long i = 0; i < 600000; i++) {
-    if (store_job_status(s, job, &st, &e)) exit(1);
-    if (st != STORE_QUEUED && st != STORE_RUNNING) {
-      t_end = now_s();
-      break;
-    }
-    sleep_ms(1);
-  }
-  queue_destroy(q);
-  store_close(s);
-  remove_db(path);
-  if (st != STORE_SUCCEEDED) exit(1);
-  return n / (t_end - emit_cfg.t_start);
+  double t = bench_emit_job_seconds("bench_remote", path, mig, n, 1024);
+  bench_remove_db(path);
+  return n / t;
 }
 
 /* ---------------------------------------------------------------- the remote runs */
@@ -146,8 +71,8 @@ static void *run_main(void *arg) {
     http_buf_str(&b, "{\"points\":[");
     for (long i = i0; i < i0 + r->batch && i < r->points; i++) {
       http_buf_printf(&b, "%s{\"key\":\"%s\",\"step\":%ld,\"value\":", i > i0 ? "," : "",
-                      keys[i & 3], i / 4);
-      http_buf_json_num(&b, value_of(i));
+                      bench_keys[i & 3], i / 4);
+      http_buf_json_num(&b, bench_value_of(i));
       http_buf_str(&b, "}");
     }
     http_buf_str(&b, "]}");
@@ -160,7 +85,7 @@ static void *run_main(void *arg) {
       httpc_resp_free(&resp);
       if (code == 200) break;
       if ((code == 503 || rc) && attempt < 20) {
-        sleep_ms(50);
+        bench_sleep_ms(50);
         continue;
       }
       fprintf(stderr, "bench_remote: job %lld: HTTP %ld %s\n", r->id, code, rc ? e.msg : "");
@@ -234,7 +159,9 @@ int main(int argc, char **argv) {
     FILE *lf = freopen(logp, "w", stderr);
     (void)lf;
     execl(tdlab, tdlab, "serve", "--port", ports, "--db", db2, "--migrations", mig, "--workers",
-          "0", "--log-level", "warn", (char *)NULL);
+          "0", "--log-level", "warn", "--heartbeat-timeout", "3600", (char *)NULL);
+    /* the runs send points only, no heartbeats: a long lease keeps a slow round (a loaded
+     * machine, 3.2M points) from being marked crashed mid-measurement (a 409) */
     _exit(127);
   }
   char base[64];
@@ -248,7 +175,7 @@ int main(int argc, char **argv) {
       up = resp.status == 200;
       httpc_resp_free(&resp);
     }
-    if (!up) sleep_ms(25);
+    if (!up) bench_sleep_ms(25);
   }
   int ok = up;
   run *rs = calloc((size_t)runs, sizeof *rs);
@@ -272,10 +199,10 @@ int main(int argc, char **argv) {
   double remote_rate = 0;
   int complete = 0;
   if (ok) {
-    double t0 = now_s();
+    double t0 = bench_now_s();
     for (long i = 0; i < runs; i++) pthread_create(&th[i], NULL, run_main, &rs[i]);
     for (long i = 0; i < runs; i++) pthread_join(th[i], NULL);
-    double dt = now_s() - t0;
+    double dt = bench_now_s() - t0;
     for (long i = 0; i < runs; i++) ok &= !rs[i].failed;
     remote_rate = runs * per_run / dt;
     fprintf(stderr, "%ld remote runs: %.0f pts/s in total (%.2f s)\n", runs, remote_rate, dt);
@@ -307,7 +234,7 @@ int main(int argc, char **argv) {
   waitpid(pid, NULL, 0);
   free(rs);
   free(th);
-  remove_db(db2);
+  bench_remove_db(db2);
   unlink(logp);
   char lock[700];
   snprintf(lock, sizeof lock, "%s.lock", db2);

@@ -191,16 +191,26 @@ out:
   return status;
 }
 
+/* The job id of the route (404 "no such <what>" when malformed), the store, and a fresh run
+ * token tok with its hash h (RUNTOK_HEX + 1 bytes each). 0 or a response status; e is cleared. */
+static int new_run_token(http_req *req, http_resp *resp, const char *what, int64_t *id,
+                         store **st, char *tok, char *h, td_err *e) {
+  td_err_clear(e);
+  if (http_parse_id(req->seg[0], id))
+    return http_error(resp, HTTP_E_NOT_FOUND, NULL, "no such %s", what);
+  if (runtok_new(tok, e) || http_store(req, st, e)) return http_error_td(resp, e);
+  runtok_hash(tok, h);
+  return 0;
+}
+
 int api_runs_resume(http_req *req, http_resp *resp) {
   api_ctx *a = req->app;
   int64_t id;
-  if (http_parse_id(req->seg[0], &id)) return http_error(resp, HTTP_E_NOT_FOUND, NULL, "no such run");
   td_err e;
-  td_err_clear(&e);
   char tok[RUNTOK_HEX + 1], h[RUNTOK_HEX + 1];
   store *st;
-  if (runtok_new(tok, &e) || http_store(req, &st, &e)) return http_error_td(resp, &e);
-  runtok_hash(tok, h);
+  int status = new_run_token(req, resp, "run", &id, &st, tok, h, &e);
+  if (status) return status;
   if (store_run_resume(st, id, h, &e)) return http_error_td(resp, &e);
   log_emit(LOG_INFO, "run_resumed", "job=%lld", (long long)id);
   token_response(resp, id, tok, a);
@@ -212,13 +222,11 @@ int api_runs_resume(http_req *req, http_resp *resp) {
 int api_jobs_start(http_req *req, http_resp *resp) {
   api_ctx *a = req->app;
   int64_t id;
-  if (http_parse_id(req->seg[0], &id)) return http_error(resp, HTTP_E_NOT_FOUND, NULL, "no such job");
   td_err e;
-  td_err_clear(&e);
   char tok[RUNTOK_HEX + 1], h[RUNTOK_HEX + 1];
   store *st;
-  if (runtok_new(tok, &e) || http_store(req, &st, &e)) return http_error_td(resp, &e);
-  runtok_hash(tok, h);
+  int status = new_run_token(req, resp, "job", &id, &st, tok, h, &e);
+  if (status) return status;
   char *kind = NULL, *params = NULL;
   long attempt = 0;
   if (store_run_start(st, id, "remote", h, &kind, &params, &attempt, &e))
