@@ -404,6 +404,7 @@ int api_jobs_points(http_req *req, http_resp *resp) {
     goto out;
   }
   uint64_t fresh = store_mw_inserted(w);
+  queue_count_points(a->q, fresh); /* tdlab_metric_points_ingested_total counts these too */
   http_buf_printf(&resp->body, "{\"accepted\":%llu,\"duplicates\":%llu}",
                   (unsigned long long)fresh, (unsigned long long)(n - fresh));
   resp->status = status = 200;

@@ -72,10 +72,15 @@ expect_error "a run token on POST /api/v1/runs/{id}/resume" 401 - POST "/api/v1/
 expect_error "points of a job that does not exist" 404 - POST "/api/v1/jobs/999999/points" "${JSON[@]}" -H "Authorization: Bearer $TA" --data-binary "$P1"
 
 # ---------------------------------------------------------------- points, idempotency, NaN
+ingested() { curl -s "$BASE/metrics" | sed -n 's/^tdlab_metric_points_ingested_total //p'; }
+N0=$(ingested)
 run_post "/api/v1/jobs/$A/points" "$TA" "$P1"
 check "points: 200 {accepted 5, duplicates 0}" grep -q '^{"accepted":5,"duplicates":0}$' "$TMP/body"
 run_post "/api/v1/jobs/$A/points" "$TA" "$P1"
 check "the same batch again (a retry): accepted 0, duplicates 5" grep -q '^{"accepted":0,"duplicates":5}$' "$TMP/body"
+N1=$(ingested)
+check "tdlab_metric_points_ingested_total counts the 5 ingested points, not the duplicates ($N0 -> $N1)" \
+  test "$((N1 - N0))" = 5
 run_post "/api/v1/jobs/$A/points" "$TA" '{"points":[{"key":"loss","step":3,"value":7},{"key":"loss","step":4,"value":0.5}]}'
 check "a batch overlapping a stored step: accepted 1, duplicates 1 (the first value is kept)" grep -q '^{"accepted":1,"duplicates":1}$' "$TMP/body"
 req GET "/api/v1/jobs/$A/metrics"
