@@ -551,7 +551,8 @@ int api_jobs_finish(http_req *req, http_resp *resp) {
   int rc = store_run_finish(st, id, fst, json_string_value(jerr), summary, &final, &e);
   if (rc == TD_ECONFLICT) {
     store_run_auth(st, id, NULL, &rs, NULL);
-    status = finished(resp, id, &rs);
+    status = rs.status == fst ? http_error(resp, HTTP_E_JOB_FINISHED, NULL, "%s", e.msg)
+                              : finished(resp, id, &rs);
     goto out;
   }
   if (rc) {

@@ -13,7 +13,8 @@
 #     value string that is not NaN/Infinity, a fractional or absurd step, more than 10000
 #     points (413), bad progress, bad finish status;
 #   - idempotent retries (the same batch twice stores it once), the NaN/Infinity round trip,
-#     409 job_finished after finish, an identical finish again is 200, another one 409;
+#     409 job_finished after finish, an identical finish again is 200, another one (another
+#     status, summary or error) 409;
 #   - cancel: the heartbeat says cancel_requested, and the finish ends the job cancelled;
 #   - leases: an external run without heartbeats becomes crashed and is resumed with a new
 #     token (the old one is refused); a remote job stays queued beside a local worker, starts
@@ -142,6 +143,9 @@ check "finish: 200 succeeded" grep -q '^{"id":[0-9]*,"status":"succeeded"}$' "$T
 run_post "/api/v1/jobs/$A/finish" "$TA" '{"status":"succeeded","summary":{"final_loss":0.5}}'
 check "the same finish again (a retry after a lost answer): 200" test "$CODE" = 200
 expect_error "a different finish afterwards" 409 - POST "/api/v1/jobs/$A/finish" "${JSON[@]}" -H "Authorization: Bearer $TA" --data-binary '{"status":"failed"}'
+expect_error "the same status with another summary afterwards (it would not be stored)" 409 - POST "/api/v1/jobs/$A/finish" "${JSON[@]}" -H "Authorization: Bearer $TA" --data-binary '{"status":"succeeded","summary":{"final_loss":0.25}}'
+check "  ... its message says so" grep -q 'another summary or error' "$TMP/body"
+expect_error "the same status with an error afterwards" 409 - POST "/api/v1/jobs/$A/finish" "${JSON[@]}" -H "Authorization: Bearer $TA" --data-binary '{"status":"succeeded","summary":{"final_loss":0.5},"error":"x"}'
 expect_error "points after finish" 409 - POST "/api/v1/jobs/$A/points" "${JSON[@]}" -H "Authorization: Bearer $TA" --data-binary '{"points":[{"key":"loss","step":99,"value":1}]}'
 check "  ... its code is job_finished" grep -q '"code":"job_finished"' "$TMP/body"
 expect_error "heartbeat after finish" 409 - POST "/api/v1/jobs/$A/heartbeat" -H "Authorization: Bearer $TA"
