@@ -307,5 +307,9 @@ env -u TDLAB_RUN_TOKEN "$TDLAB" run "$TMP/rspec.json" --report "$BASE" --job "$Y
 NRC=$?
 check "tdlab run --report without a token exits 2 with a message" \
   bash -c "test $NRC = 2 && grep -q 'run token' '$TMP/notoken.err'"
+timeout 20 "$TDLAB" run "$TMP/rspec.json" --report "${BASE#http://}" --job "$Y" --token x >/dev/null 2>"$TMP/nourl.err"
+NRC=$?
+check "tdlab run --report with a URL without http:// exits 2 at once (no retrying)" \
+  bash -c "test $NRC = 2 && grep -q 'must start with http://' '$TMP/nourl.err'"
 
 finish
