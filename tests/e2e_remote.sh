@@ -311,5 +311,18 @@ timeout 20 "$TDLAB" run "$TMP/rspec.json" --report "${BASE#http://}" --job "$Y" 
 NRC=$?
 check "tdlab run --report with a URL without http:// exits 2 at once (no retrying)" \
   bash -c "test $NRC = 2 && grep -q 'must start with http://' '$TMP/nourl.err'"
+# SIGTERM while the server does not answer the first heartbeat: out within a backoff step (it
+# retried for --retry-for seconds, 900 by default, before)
+T0=$(date +%s)
+"$TDLAB" run "$TMP/rspec.json" --report http://127.0.0.1:1 --job "$Y" --token x >"$TMP/sig.out" 2>"$TMP/sig.err" &
+SPID=$!
+sleep 1
+kill -TERM "$SPID"
+for _ in $(seq 1 150); do kill -0 "$SPID" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$SPID" 2>/dev/null; then kill -9 "$SPID"; fi
+wait "$SPID" 2>/dev/null
+SRC=$?
+check "tdlab run --report with the server away at its start stops on SIGTERM: exit 4, interrupted ($(( $(date +%s) - T0 )) s)" \
+  bash -c "test $SRC = 4 && grep -q '\"status\":\"interrupted\"' '$TMP/sig.out'"
 
 finish
