@@ -360,6 +360,7 @@ int api_jobs_points(http_req *req, http_resp *resp) {
     goto out;
   }
   uint64_t fresh = store_mw_inserted(w);
+  queue_count_points(a->q, fresh); /* tdlab_metric_points_ingested_total counts these too */
   http_buf_printf(&resp->body, "{\"accepted\":%llu,\"duplicates\":%llu}",
                   (unsigned long long)fresh, (unsigned long long)(n - fresh));
   resp->status = status = 200;
@@ -506,7 +507,8 @@ int api_jobs_finish(http_req *req, http_resp *resp) {
   int rc = store_run_finish(st, id, fst, json_string_value(jerr), summary, &final, &e);
   if (rc == TD_ECONFLICT) {
     store_run_auth(st, id, NULL, &rs, NULL);
-    status = finished(resp, id, &rs);
+    status = rs.status == fst ? http_error(resp, HTTP_E_JOB_FINISHED, NULL, "%s", e.msg)
+                              : finished(resp, id, &rs);
     goto out;
   }
   if (rc) {

@@ -264,6 +264,15 @@ static int parse_args(const char *verb, int argc, char **argv, cli_conn *c, cli_
       a->wait = 1;
       continue;
     }
+    int is_ls = !strcmp(verb, "ls");
+    if (strcmp(name, "--url") && strcmp(name, "--token") && strcmp(name, "--token-file") &&
+        !(is_ls && (!strcmp(name, "--status") || !strcmp(name, "--kind") ||
+                    !strcmp(name, "--tag") || !strcmp(name, "--limit") ||
+                    !strcmp(name, "--cursor")))) {
+      /* before taking a value: an unknown last option is unknown, not short of a value */
+      fprintf(stderr, "tdlab %s: unknown option %s (tdlab help lists them)\n", verb, name);
+      return CLI_EXIT_USAGE;
+    }
     if (eq) value = eq + 1;
     else if (i + 1 < argc) value = argv[++i];
     if (!value) {

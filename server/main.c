@@ -680,6 +680,12 @@ static int cmd_run(opts *o) {
     if (bad)
       fprintf(stderr, "tdlab run: --report URL needs --job ID and a run token (--token T, "
                       "--token-file F or TDLAB_RUN_TOKEN)\n");
+    else if (strncmp(report_url, "http://", 7) && strncmp(report_url, "https://", 8)) {
+      /* else every request fails and is retried for --retry-for seconds */
+      fprintf(stderr, "tdlab run: the server URL '%s' must start with http:// or https://\n",
+              report_url);
+      bad = 1;
+    }
     int rc = 2;
     if (!bad) {
       if (blas > 0) openblas_set_num_threads((int)blas);

@@ -409,6 +409,10 @@ int queue_cancel(queue *q, store *s, int64_t id, int *outcome, td_err *err) {
   return rc;
 }
 
+void queue_count_points(queue *q, uint64_t n) {
+  if (q && n) atomic_fetch_add(&q->points, n);
+}
+
 void queue_stats_get(queue *q, queue_stats *out) {
   out->workers = q->n_workers;
   out->busy = atomic_load(&q->busy);

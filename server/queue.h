@@ -65,6 +65,10 @@ int queue_cancel(queue *q, store *s, int64_t id, int *outcome /* OUT */, td_err 
 /* queue_stats_get: a snapshot of the counters. */
 void queue_stats_get(queue *q, queue_stats *out /* OUT */);
 
+/* queue_count_points: adds n to the committed-points counter (tdlab_metric_points_ingested_total)
+ * for points stored outside the workers (the ingestion endpoints of remote runs). q may be NULL. */
+void queue_count_points(queue *q, uint64_t n);
+
 /* queue_destroy: graceful stop. Every running job sees should_stop at its next step, its
  * buffered metrics are flushed and it goes back to queued (attempt unchanged); then the
  * workers are joined and their connections closed. NULL is a no-op. */

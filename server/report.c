@@ -105,6 +105,7 @@ typedef struct report {
   double last_send;
   unsigned long long sent;
   volatile sig_atomic_t *stop;
+  int starting;       /* in the first heartbeat: a stop signal ends its retries (nothing to send) */
 } report;
 
 static double mono(void) {
@@ -162,7 +163,7 @@ static int request_retry(report *r, const char *method, const char *url, const c
     while (!(abort_flag && *abort_flag) &&
            pthread_cond_timedwait(&r->cv_quit, &r->mu, &ts) != ETIMEDOUT) {
     }
-    int quit = abort_flag && *abort_flag;
+    int quit = (abort_flag && *abort_flag) || (r->starting && r->stop && *r->stop);
     pthread_mutex_unlock(&r->mu);
     if (quit) return REQ_QUIT;
   }
@@ -419,7 +420,10 @@ int report_run(const td_kind *kind, const json_t *params, const report_cfg *cfg,
   int have_threads = 0;
   /* A first heartbeat before the kind starts: the token and the job are checked, and the
    * interval is learnt from the server's timeout. */
-  if (heartbeat_once(r) == 0 && !r->fatal) {
+  r->starting = 1;
+  int first = heartbeat_once(r);
+  r->starting = 0;
+  if (first == 0 && !r->fatal) {
     if (pthread_create(&snd, NULL, sender_main, r) == 0) {
       if (pthread_create(&hb, NULL, heartbeat_main, r) == 0) have_threads = 2;
       else {
@@ -494,6 +498,12 @@ int report_run(const td_kind *kind, const json_t *params, const report_cfg *cfg,
     pthread_mutex_unlock(&r->mu);
     pthread_join(snd, NULL);
     pthread_join(hb, NULL);
+  } else if (!r->fatal && stop && *stop) {
+    /* a signal while the server was away at the start: nothing was run or buffered */
+    fprintf(stderr, "tdlab run: stopped by a signal before the server answered; the job is "
+                    "left to its lease\n");
+    status = "interrupted";
+    exit_code = 4;
   } else if (!r->fatal) {
     fprintf(stderr, "tdlab run: cannot start the reporter threads\n");
   }

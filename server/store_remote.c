@@ -299,9 +299,30 @@ int store_run_finish(store *s, int64_t id, int status, const char *error,
   if (rc || found) return rc;
   store_run_state rs;
   if ((rc = store_run_auth(s, id, NULL, &rs, err))) return rc;
-  if (rs.status == status || (rs.status == STORE_CANCELLED && rs.cancel_requested)) {
-    *final = rs.status; /* the retry of a finish that was applied */
+  if (rs.status == STORE_CANCELLED && rs.cancel_requested) {
+    *final = rs.status; /* the retry of a finish that was applied (as cancelled) */
     return 0;
+  }
+  if (rs.status == status) {
+    /* the retry of the finish that was applied: the same status, summary and error; another
+     * summary or error would not be stored, so it is a conflict, not a silent 200 */
+    int same = 0;
+    if ((rc = prep(db, "SELECT summary IS ?2 AND error IS ?3 FROM jobs WHERE id=?1", &q, err)))
+      return rc;
+    sqlite3_bind_int64(q, 1, id);
+    if (summary_json) sqlite3_bind_text(q, 2, summary_json, -1, SQLITE_STATIC);
+    else sqlite3_bind_null(q, 2);
+    if (error) sqlite3_bind_text(q, 3, error, -1, SQLITE_STATIC);
+    else sqlite3_bind_null(q, 3);
+    if (sqlite3_step(q) == SQLITE_ROW) same = sqlite3_column_int(q, 0);
+    sqlite3_finalize(q);
+    if (same) {
+      *final = rs.status;
+      return 0;
+    }
+    return td_err_set(err, TD_ECONFLICT, NULL,
+                      "job %lld has already finished %s with another summary or error",
+                      (long long)id, store_status_name(rs.status));
   }
   return td_err_set(err, TD_ECONFLICT, NULL, "job %lld is %s; it cannot finish as %s",
                     (long long)id, store_status_name(rs.status), store_status_name(status));

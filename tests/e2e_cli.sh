@@ -97,6 +97,12 @@ check "cli: ls --status nope: exit 1 with the server's message naming the field"
   bash -c "[ $RC = 1 ] && grep -q 'status must be' '$TMP/err' && grep -q '(field status)' '$TMP/err'"
 run ls --bogus 1
 check "cli: an unknown option: exit 2" bash -c "[ $RC = 2 ] && grep -q 'unknown option --bogus' '$TMP/err'"
+run submit "$TMP/nope.json" --bogus
+check "cli: an unknown last option is unknown (not short of a value): exit 2" \
+  bash -c "[ $RC = 2 ] && grep -q 'unknown option --bogus' '$TMP/err' && ! grep -q 'needs a value' '$TMP/err'"
+run ls --kind
+check "cli: a known option without its value: exit 2, needs a value" \
+  bash -c "[ $RC = 2 ] && grep -q -- '--kind needs a value' '$TMP/err'"
 
 # ---------------------------------------------------------------- show
 

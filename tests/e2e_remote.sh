@@ -13,7 +13,8 @@
 #     value string that is not NaN/Infinity, a fractional or absurd step, more than 10000
 #     points (413), bad progress, bad finish status;
 #   - idempotent retries (the same batch twice stores it once), the NaN/Infinity round trip,
-#     409 job_finished after finish, an identical finish again is 200, another one 409;
+#     409 job_finished after finish, an identical finish again is 200, another one (another
+#     status, summary or error) 409;
 #   - cancel: the heartbeat says cancel_requested, and the finish ends the job cancelled;
 #   - leases: an external run without heartbeats becomes crashed and is resumed with a new
 #     token (the old one is refused); a remote job stays queued beside a local worker, starts
@@ -71,10 +72,15 @@ expect_error "a run token on POST /api/v1/runs/{id}/resume" 401 - POST "/api/v1/
 expect_error "points of a job that does not exist" 404 - POST "/api/v1/jobs/999999/points" "${JSON[@]}" -H "Authorization: Bearer $TA" --data-binary "$P1"
 
 # ---------------------------------------------------------------- points, idempotency, NaN
+ingested() { curl -s "$BASE/metrics" | sed -n 's/^tdlab_metric_points_ingested_total //p'; }
+N0=$(ingested)
 run_post "/api/v1/jobs/$A/points" "$TA" "$P1"
 check "points: 200 {accepted 5, duplicates 0}" grep -q '^{"accepted":5,"duplicates":0}$' "$TMP/body"
 run_post "/api/v1/jobs/$A/points" "$TA" "$P1"
 check "the same batch again (a retry): accepted 0, duplicates 5" grep -q '^{"accepted":0,"duplicates":5}$' "$TMP/body"
+N1=$(ingested)
+check "tdlab_metric_points_ingested_total counts the 5 ingested points, not the duplicates ($N0 -> $N1)" \
+  test "$((N1 - N0))" = 5
 run_post "/api/v1/jobs/$A/points" "$TA" '{"points":[{"key":"loss","step":3,"value":7},{"key":"loss","step":4,"value":0.5}]}'
 check "a batch overlapping a stored step: accepted 1, duplicates 1 (the first value is kept)" grep -q '^{"accepted":1,"duplicates":1}$' "$TMP/body"
 req GET "/api/v1/jobs/$A/metrics"
@@ -136,6 +142,9 @@ check "finish: 200 succeeded" grep -q '^{"id":[0-9]*,"status":"succeeded"}$' "$T
 run_post "/api/v1/jobs/$A/finish" "$TA" '{"status":"succeeded","summary":{"final_loss":0.5}}'
 check "the same finish again (a retry after a lost answer): 200" test "$CODE" = 200
 expect_error "a different finish afterwards" 409 - POST "/api/v1/jobs/$A/finish" "${JSON[@]}" -H "Authorization: Bearer $TA" --data-binary '{"status":"failed"}'
+expect_error "the same status with another summary afterwards (it would not be stored)" 409 - POST "/api/v1/jobs/$A/finish" "${JSON[@]}" -H "Authorization: Bearer $TA" --data-binary '{"status":"succeeded","summary":{"final_loss":0.25}}'
+check "  ... its message says so" grep -q 'another summary or error' "$TMP/body"
+expect_error "the same status with an error afterwards" 409 - POST "/api/v1/jobs/$A/finish" "${JSON[@]}" -H "Authorization: Bearer $TA" --data-binary '{"status":"succeeded","summary":{"final_loss":0.5},"error":"x"}'
 expect_error "points after finish" 409 - POST "/api/v1/jobs/$A/points" "${JSON[@]}" -H "Authorization: Bearer $TA" --data-binary '{"points":[{"key":"loss","step":99,"value":1}]}'
 check "  ... its code is job_finished" grep -q '"code":"job_finished"' "$TMP/body"
 expect_error "heartbeat after finish" 409 - POST "/api/v1/jobs/$A/heartbeat" -H "Authorization: Bearer $TA"
@@ -297,5 +306,22 @@ env -u TDLAB_RUN_TOKEN "$TDLAB" run "$TMP/rspec.json" --report "$BASE" --job "$Y
 NRC=$?
 check "tdlab run --report without a token exits 2 with a message" \
   bash -c "test $NRC = 2 && grep -q 'run token' '$TMP/notoken.err'"
+timeout 20 "$TDLAB" run "$TMP/rspec.json" --report "${BASE#http://}" --job "$Y" --token x >/dev/null 2>"$TMP/nourl.err"
+NRC=$?
+check "tdlab run --report with a URL without http:// exits 2 at once (no retrying)" \
+  bash -c "test $NRC = 2 && grep -q 'must start with http://' '$TMP/nourl.err'"
+# SIGTERM while the server does not answer the first heartbeat: out within a backoff step (it
+# retried for --retry-for seconds, 900 by default, before)
+T0=$(date +%s)
+"$TDLAB" run "$TMP/rspec.json" --report http://127.0.0.1:1 --job "$Y" --token x >"$TMP/sig.out" 2>"$TMP/sig.err" &
+SPID=$!
+sleep 1
+kill -TERM "$SPID"
+for _ in $(seq 1 150); do kill -0 "$SPID" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$SPID" 2>/dev/null; then kill -9 "$SPID"; fi
+wait "$SPID" 2>/dev/null
+SRC=$?
+check "tdlab run --report with the server away at its start stops on SIGTERM: exit 4, interrupted ($(( $(date +%s) - T0 )) s)" \
+  bash -c "test $SRC = 4 && grep -q '\"status\":\"interrupted\"' '$TMP/sig.out'"
 
 finish

@@ -510,6 +510,12 @@ class RunTest(unittest.TestCase):
             time.sleep(0.1)
         self.assertEqual(raw_json(f"/api/v1/jobs/{r2.id}")["progress"], {"done": 25, "total": 40})
         r2.finish()
+        # a run shorter than the heartbeat pace: finish sends the last progress before it ends
+        r3 = tdlab.start_run(name="short", total=100, heartbeat_interval=3600, flush_interval=60)
+        for t in range(100):
+            r3.log({"a": 1.0}, step=t)
+        r3.finish()
+        self.assertEqual(raw_json(f"/api/v1/jobs/{r3.id}")["progress"], {"done": 100, "total": 100})
         st, _ = raw("POST", f"/api/v1/jobs/{run.id}/cancel")
         self.assertIn(st, (200, 202))
         deadline = time.time() + 10

@@ -743,6 +743,12 @@ class Run:
         if self._error is not None and lost:
             status, error = "failed", (f"{lost} points could not be sent: {self._error.message}"
                                       + (f"; {error}" if error else ""))
+        if self._error is None and self._progress is not None and (
+                self._progress != self._progress_sent):
+            try:  # the last progress (the sender sends it at most once a second, so a short run
+                self._heartbeat(self._progress)  # or its last second would never show it)
+            except Error:
+                pass  # the finish below reports what matters
         body = {"status": status}
         if summary is not None:
             body["summary"] = summary
