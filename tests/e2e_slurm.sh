@@ -91,16 +91,25 @@ K=$(jnum id "$TMP/body")
 wait_st "$K" running 30 >/dev/null
 RK=$(ref_of "$K")
 sleep 1
+# The run must still be going when slurmctld declares the node dead: on an idle machine this
+# spec ends in about 13 s, before the NODE_FAIL (~17 s after the kill), and then reports its end
+# itself (no NODE_FAIL, no re-queue). So its processes (scontrol listpids, which needs slurmd)
+# are stopped across the kill and continued once the job is re-queued; the stale run then gets
+# 401 for its old token and stops.
+KPIDS=$(scontrol listpids "$RK" 2>/dev/null | awk 'NR > 1 && $1 ~ /^[0-9]+$/ { print $1 }')
+[ -n "$KPIDS" ] && kill -STOP $KPIDS 2>/dev/null
 kill -9 "$(cat "$TDLAB_SLURM_DIR/slurmd.pid")"
-# slurmctld marks the node down after SlurmdTimeout (6 s) and the job NODE_FAIL.
+# slurmctld marks the node down after SlurmdTimeout (6 s) and the job NODE_FAIL (seen to take
+# up to ~30 s on a loaded machine, hence the 60 s wait).
 requeued=""
-for _ in $(seq 1 150); do
+for _ in $(seq 1 300); do
   getjob "$K"
   if grep -q '"attempt":2' "$TMP/job_$K"; then requeued=1; break; fi
   sleep 0.2
 done
 check "slurmd killed during job $K (Slurm $RK): NODE_FAIL -> re-queued with attempt 2 ($(jfield error "$K"))" \
   bash -c "[ -n '$requeued' ] && [ '$(slurm_state "$RK")' = NODE_FAIL ] && grep -q 'NODE_FAIL' '$TMP/job_$K'"
+[ -n "$KPIDS" ] && kill -CONT $KPIDS 2>/dev/null
 slurmd -N "$(hostname -s)" >>"$TDLAB_SLURM_DIR/log/slurmd.out" 2>&1
 for _ in $(seq 1 100); do sinfo -h -N -o %T | grep -q '^idle\|^mixed\|^allocated' && break; sleep 0.2; done
 
