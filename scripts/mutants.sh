@@ -443,6 +443,13 @@ mut hg_ridge_dweights_n core/bilevel/hypergrad.c \
 mut hgmlp_exdot_n core/bilevel/hgmlp.c \
   $'    out[i] = s / B;\n' $'    out[i] = s;\n' \
   "test_hypergrad" "MLP data-weight gradient without the 1/B of the mean loss"
+mut kpred_gd_power core/kernels/kpred.c \
+  $'double e = steps >= 0 ? pow(1 - eta * l / n, (double)steps)' \
+  $'double e = steps >= 0 ? pow(1 - eta * l / n, (double)(steps + 1))' \
+  "test_kpred" "NTK GD prediction (kernel_regression's f_0 terms) one step ahead"
+mut kpred_flow_rate core/kernels/kpred.c \
+  $'isinf(t) ? 0 : exp(-a * l);' $'isinf(t) ? 0 : exp(-0.5 * a * l);' \
+  "test_kpred" "NTK gradient flow at half the rate (eta t / 2n)"
 
 # ---------------------------------------------------------------- the driver
 
