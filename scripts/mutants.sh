@@ -8,8 +8,8 @@
 # Environment: MUTANTS_DIR (default build/mutants) holds the copy (src/) and its build
 # (src/build-mutants); MUTANTS_TIMEOUT (default 120) seconds per test binary; MUTANTS_JOBS
 # (default 2) parallel compile jobs.
-# Time: 111 mutations in about 3-8 minutes on 2 cores (measured 278 s on a shared machine: 50 s
-# for the baseline build and run of 26 test binaries, then 1-10 s per mutation, most of it
+# Time: 111 mutations in about 3-8 minutes on 2 cores (measured 278 s on a shared machine: 41 s
+# for the baseline build and run of 28 test binaries, then 1-10 s per mutation, most of it
 # relinking and running the tests).
 #
 # Each mutation is named by an exact source snippet (bash $'...' quoting, so \n is a newline)
