@@ -8,8 +8,9 @@
 # Environment: MUTANTS_DIR (default build/mutants) holds the copy (src/) and its build
 # (src/build-mutants); MUTANTS_TIMEOUT (default 120) seconds per test binary; MUTANTS_JOBS
 # (default 2) parallel compile jobs.
-# Time: 70 mutations in about 2-7 minutes on 2 cores (measured 232 s: 30 s for the baseline
-# build and run, then 1-20 s per mutation, most of it relinking and running the tests).
+# Time: 111 mutations in about 3-8 minutes on 2 cores (measured 278 s on a shared machine: 41 s
+# for the baseline build and run of 28 test binaries, then 1-10 s per mutation, most of it
+# relinking and running the tests).
 #
 # Each mutation is named by an exact source snippet (bash $'...' quoting, so \n is a newline)
 # that must occur exactly once in its file, and its replacement: never a line number, so the
@@ -301,6 +302,155 @@ mut store_ds_order server/store.c \
 mut sweeps_status_finished server/sweeps.c \
   $'if (active_of(c) == 0) return "finished";' $'if (c->n[STORE_QUEUED] == 0) return "finished";' \
   "test_sweeps" "a sweep with running children reported finished"
+
+# ---------------------------------------------------------------- issue 16: remote runs (server/store_remote.c)
+mut sr_lease_units server/store_remote.c \
+  $'"SELECT julianday(\'now\') + ?1 / 86400.0"' $'"SELECT julianday(\'now\') + ?1 / 1440.0"' \
+  "test_store_remote" "lease cut-off offset in minutes instead of seconds (a 60 s lease lasts an hour)"
+mut sr_attempt_plus1 server/store_remote.c \
+  $'attempt=attempt+1, started_at=NULL' $'attempt=attempt, started_at=NULL' \
+  "test_store_remote" "a lost remote run re-queued without counting the attempt"
+mut sr_max_attempts server/store_remote.c \
+  $'WHERE attempt>=?2 AND " LOST' $'WHERE attempt>?2 AND " LOST' \
+  "test_store_remote" "a lost run at max_attempts re-queued once more"
+mut sr_external_crash server/store_remote.c \
+  $'(which & STORE_LEASE_EXTERNAL) ? "\'external\'" : "\'\'"' $'"\'\'"' \
+  "test_store_remote" "a lost external run is never marked crashed (it stays running)"
+mut sr_cancel_lost server/store_remote.c \
+  $'"cancel_requested<>0 AND " LOST' $'"cancel_requested=0 AND " LOST' \
+  "test_store_remote" "a lost run with a cancel request is not cancelled (inverted condition)"
+mut sr_requeue_token server/store_remote.c \
+  $'progress_total=0, run_token_hash=NULL, "' $'progress_total=0, "' \
+  "test_store_remote" "a re-queued run keeps its old run token"
+mut sr_token_unchecked server/store_remote.c \
+  $'out->token_ok = h && token_hash && runtok_equal(token_hash, h);' $'out->token_ok = h != NULL;' \
+  "test_store_remote" "run-token hash not compared: any token authenticates"
+mut sr_finish_retry server/store_remote.c \
+  $'if (rs.status == status || (rs.status == STORE_CANCELLED && rs.cancel_requested)) {' \
+  $'if (rs.status == STORE_CANCELLED && rs.cancel_requested) {' \
+  "test_store_remote" "a repeated finish (the client's retry) answered 409"
+mut sr_finish_cancel server/store_remote.c \
+  $'status=CASE WHEN cancel_requested<>0 THEN \'cancelled\' ELSE ?2 ' \
+  $'status=CASE WHEN 0 THEN \'cancelled\' ELSE ?2 ' \
+  "test_store_remote" "a run finishing after a cancel request is recorded with its own status"
+mut sr_heartbeat_final server/store_remote.c \
+  $'"WHERE id=?1 AND status=\'running\' RETURNING cancel_requested"' \
+  $'"WHERE id=?1 RETURNING cancel_requested"' \
+  "test_store_remote" "a heartbeat of a finished run accepted"
+mut store_points_replace server/store.c \
+  $'"INSERT OR IGNORE INTO metrics(job_id,key_id,step,value) VALUES(?1,?2,?3,?4)"' \
+  $'"INSERT OR REPLACE INTO metrics(job_id,key_id,step,value) VALUES(?1,?2,?3,?4)"' \
+  "test_store" "a re-sent point replaces the stored one (points are not idempotent)"
+mut store_points_fresh server/store.c \
+  $'if (!rc && sqlite3_changes(s->db) == 1) {' $'if (!rc) {' \
+  "test_store" "ignored duplicate points counted as new (points_result accepted/duplicates wrong)"
+
+# ---------------------------------------------------------------- issue 16: tokens, reporter, Slurm, OpenAPI, CLI
+mut runtok_prefix server/runtok.c \
+  $'unsigned char diff = (unsigned char)(la != lb);' $'unsigned char diff = 0;' \
+  "test_report" "token comparison ignores the length: a prefix of the stored hash matches"
+mut runtok_hex_nibble server/runtok.c \
+  $'out[2 * i + 1] = hx[b[i] & 15];' $'out[2 * i + 1] = hx[b[i] & 7];' \
+  "test_report" "hex encoding of the hash drops a bit of every low nibble"
+mut report_backoff_cap server/report.c \
+  $'return n > REPORT_BACKOFF_MAX_S ? REPORT_BACKOFF_MAX_S : n;' $'return n;' \
+  "test_report" "retry backoff without its 10 s cap"
+mut report_buf_bound server/report.c \
+  $'if (b->n >= b->cap) return TD_ELIMIT;' $'if (b->n > b->cap) return TD_ELIMIT;' \
+  "test_report" "the point buffer takes one point over its byte bound (overwrites the oldest)"
+mut report_json_inf_sign server/http.c \
+  $'if (v > 0) http_buf_add(b, "\\"Infinity\\"", 10);' $'if (v < 0) http_buf_add(b, "\\"Infinity\\"", 10);' \
+  "test_report" "batch encoding swaps Infinity and -Infinity"
+mut slurm_nodefail_final server/slurm.c \
+  $'  case SLURM_ST_NODE_FAIL:\n  case SLURM_ST_PREEMPTED:\n' $'  case SLURM_ST_PREEMPTED:\n' \
+  "test_slurm" "NODE_FAIL final (failed) instead of retryable"
+mut slurm_timeout_retry server/slurm.c \
+  $'  case SLURM_ST_TIMEOUT:\n    snprintf(out->error, sizeof out->error,\n             "slurm: TIMEOUT: Slurm job %s reached its time limit", ref);\n    break;\n' \
+  $'' \
+  "test_slurm" "TIMEOUT no longer mapped to its own failure (a generic final)"
+mut slurm_attempts_left server/slurm.c \
+  $'    if (attempt < max_attempts) {\n      out->status = STORE_QUEUED;' \
+  $'    if (attempt <= max_attempts) {\n      out->status = STORE_QUEUED;' \
+  "test_slurm" "a lost Slurm job re-queued at its last attempt"
+mut slurm_array_throttle server/slurm.c \
+  $'"--array=0-%ld%%%ld", sub->n_tasks - 1, sub->max_concurrent);' \
+  $'"--array=0-%ld", sub->n_tasks - 1);' \
+  "test_slurm" "array without its %N concurrency cap (a sweep floods the cluster)"
+mut slurm_squeue_task_ref server/slurm.c \
+  $'if (!parse_uint(f[3], fl[3], &task)) snprintf(r.ref, sizeof r.ref, "%lld_%lld", arr, task);' \
+  $'if (!parse_uint(f[3], fl[3], &task)) snprintf(r.ref, sizeof r.ref, "%lld_%lld", raw, task);' \
+  "test_slurm" "squeue array task named by its raw job id (%i) instead of the array id (%F)"
+mut slurm_scontrol_array server/slurm.c \
+  $'if (a && t && !parse_uint(a, al, &arr) && !parse_uint(t, tl, &task))' \
+  $'if (a && !t && !parse_uint(a, al, &arr) && !parse_uint(t, tl, &task))' \
+  "test_slurm" "scontrol record of an array task named by its raw job id"
+mut openapi_doc_row server/openapi.c \
+  $'    {"runs_resume", "Resume a crashed (or running) external run with a new run token", NULL,\n     "200:run_token 409:error"},\n' \
+  $'' \
+  "test_openapi" "a route's documentation row dropped (no summary, body or success response)"
+mut cli_bar_round server/cli.c \
+  $'int filled = (int)((double)width * (double)done / (double)total);' \
+  $'int filled = (int)((double)width * (double)done / (double)total + 0.5);' \
+  "test_cli" "progress bar cells rounded instead of floored (full before 100 %)"
+
+# ---------------------------------------------------------------- parameterizations (ntk, mup) and data weights
+mut model_ntk_fanin core/nn/model.c \
+  $'L->w_mult = sqrt(c->sigma_w2 / L->n_in);' $'L->w_mult = sqrt(c->sigma_w2 / L->n_out);' \
+  "test_param" "ntk weight multiplier over fan-out instead of fan-in"
+mut model_fwd_bias_mult core/nn/model.c \
+  $'for (int o = 0; o < n_out; o++) out[(size_t)r * n_out + o] = sb * b[o];' \
+  $'for (int o = 0; o < n_out; o++) out[(size_t)r * n_out + o] = b[o];' \
+  "test_param" "forward without the bias multiplier (backward keeps it)"
+mut model_bwd_dinp_mult core/nn/model.c \
+  $'cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, n_in, n_out, sw, dout, n_out, W,' \
+  $'cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, n_in, n_out, 1.0, dout, n_out, W,' \
+  "test_param" "backward input gradient without the weight multiplier"
+mut model_mup_hidden_adam core/nn/model.c \
+  $'      L->lr_sgd = 1.0;\n      L->lr_adam = 1.0 / r_in;' $'      L->lr_sgd = 1.0;\n      L->lr_adam = 1.0;' \
+  "test_param" "mup hidden weights with Adam lr not scaled by 1/fan_in ratio (TP5 Table 3)"
+mut curv_grad_bias_mult core/curv/curv.c \
+  $'colsum_s(dW + (size_t)Ly->n_in * Ly->n_out, d, B, Ly->n_out, Ly->b_mult);' \
+  $'colsum_s(dW + (size_t)Ly->n_in * Ly->n_out, d, B, Ly->n_out, 1.0);' \
+  "test_param" "td_curv_grad bias gradient without the bias multiplier"
+mut curv_jvp_rin_mult core/curv/curv.c \
+  $'cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, n_out, n_in, sw, rin, n_in, W, n_in,' \
+  $'cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, n_out, n_in, 1.0, rin, n_in, W, n_in,' \
+  "test_param" "JVP: the input tangent's term without the weight multiplier"
+mut curv_hvp_dout_vw_mult core/curv/curv.c \
+  $'cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, n_in, n_out, sw, dout, n_out, VW,' \
+  $'cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, n_in, n_out, 1.0, dout, n_out, VW,' \
+  "test_param" "HVP R-backward: the dout VW term without the weight multiplier"
+mut curv_hvp_rb_mult core/curv/curv.c \
+  $'colsum_s(Rb, rdout, B, n_out, sb);' $'colsum_s(Rb, rdout, B, n_out, 1.0);' \
+  "test_param" "HVP bias rows without the bias multiplier"
+mut optim_seg_mult core/optim/optim.c \
+  $'o->impl->step(&v, params + start, grad + start, lr * o->seg_mult[s]);' \
+  $'o->impl->step(&v, params + start, grad + start, lr);' \
+  "test_param" "lr segments ignore their multipliers"
+mut optim_seg_state core/optim/optim.c \
+  $'if (o->state[i]) v.state[i] = o->state[i] + start;' $'if (o->state[i]) v.state[i] = o->state[i];' \
+  "test_param" "every lr segment shares the first segment's optimizer state"
+mut hg_ridge_exdot_n core/bilevel/hypergrad.c \
+  $'for (size_t i = 0; i < q->n; i++) out[i] *= q->rt[i] / q->n;' \
+  $'for (size_t i = 0; i < q->n; i++) out[i] *= q->rt[i];' \
+  "test_hypergrad" "ridge data-weight gradient without the 1/n of the mean loss"
+mut hg_ift_wts_sign core/bilevel/hypergrad.c \
+  $'for (size_t i = 0; i < p->n_ex; i++) res->d_wts[i] = -res->d_wts[i];' $'' \
+  "test_hypergrad" "IFT data-weight hypergradient with the wrong sign"
+mut hg_ridge_dweights_n core/bilevel/hypergrad.c \
+  $'for (size_t i = 0; i < n; i++) ds[i] = -r[i] * ds[i] / n;' \
+  $'for (size_t i = 0; i < n; i++) ds[i] = -r[i] * ds[i];' \
+  "test_hypergrad" "ridge closed-form data weights without 1/n"
+mut hgmlp_exdot_n core/bilevel/hgmlp.c \
+  $'    out[i] = s / B;\n' $'    out[i] = s;\n' \
+  "test_hypergrad" "MLP data-weight gradient without the 1/B of the mean loss"
+mut kpred_gd_power core/kernels/kpred.c \
+  $'double e = steps >= 0 ? pow(1 - eta * l / n, (double)steps)' \
+  $'double e = steps >= 0 ? pow(1 - eta * l / n, (double)(steps + 1))' \
+  "test_kpred" "NTK GD prediction (kernel_regression's f_0 terms) one step ahead"
+mut kpred_flow_rate core/kernels/kpred.c \
+  $'isinf(t) ? 0 : exp(-a * l);' $'isinf(t) ? 0 : exp(-0.5 * a * l);' \
+  "test_kpred" "NTK gradient flow at half the rate (eta t / 2n)"
 
 # ---------------------------------------------------------------- the driver
 

@@ -39,6 +39,10 @@ static void test_progress_bar(void **state) {
   assert_string_equal(out, "[#####.....]  50%  5/10");
   cli_progress_bar(1, 3, 10, out, sizeof out); /* floor(10/3) = 3 cells, floor(33.3) = 33 % */
   assert_string_equal(out, "[###.......]  33%  1/3");
+  cli_progress_bar(2, 3, 10, out, sizeof out); /* floor(6.67) = 6 cells, floor(66.7) = 66 % */
+  assert_string_equal(out, "[######....]  66%  2/3");
+  cli_progress_bar(99, 100, 10, out, sizeof out); /* floor(9.9) = 9: never full before 100 % */
+  assert_string_equal(out, "[#########.]  99%  99/100");
   cli_progress_bar(10, 10, 4, out, sizeof out);
   assert_string_equal(out, "[####] 100%  10/10");
   cli_progress_bar(15, 10, 4, out, sizeof out); /* clamped */

@@ -66,6 +66,15 @@ static void test_every_route_documented(void **state) {
     for (const char *q = r.pattern; *q; q++) want_p += *q == '{';
     assert_int_equal(n_path, want_p);
     assert_non_null(json_object_get(json_object_get(op, "responses"), "default"));
+    /* a success status of its own (a 3-digit 2xx, not the undocumented "2XX" range), so a
+     * client knows what the route answers */
+    size_t n_ok = 0;
+    const char *code;
+    json_t *resp;
+    json_object_foreach(json_object_get(op, "responses"), code, resp)
+      n_ok += strlen(code) == 3 && code[0] == '2' && isdigit((unsigned char)code[1]) &&
+              isdigit((unsigned char)code[2]);
+    if (!n_ok) fail_msg("route %s %s (%s) documents no success status", r.method, r.pattern, r.name);
     ops++;
   }
   /* and nothing else: the document has exactly the table's operations */

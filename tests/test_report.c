@@ -115,6 +115,8 @@ static void test_runtok_new_and_compare(void **state) {
   assert_false(runtok_equal(a, c));
   c[63] = '\0';
   assert_false(runtok_equal(a, c)); /* a prefix */
+  assert_false(runtok_equal(c, a)); /* the other way round: the presented value a prefix */
+  assert_false(runtok_equal("", a));
   assert_false(runtok_equal(a, NULL));
   assert_string_equal(runtok_bearer("Bearer abc"), "abc");
   assert_string_equal(runtok_bearer("bearer  abc"), "abc");

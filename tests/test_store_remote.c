@@ -173,6 +173,56 @@ static void test_external_and_finish(void **state) {
   store_close(s);
 }
 
+/* The lease against the database clock, not only the offset: a heartbeat made 30 s old in
+ * SQL is live under a 60 s lease with the clock 0 or 20 s ahead (30 and 50 s < 60 s) and lost
+ * with it 40 s ahead (70 s > 60 s); under a 20 s lease it is lost at once. Then the final
+ * states: a run whose cancel was requested finishes cancelled whatever status it reports
+ * (and the client's retry of that finish is answered the same), and a finished run's
+ * heartbeat is refused. */
+static void test_lease_clock_and_final(void **state) {
+  (void)state;
+  store *s = open_mem();
+  td_err e;
+  char h[RUNTOK_HEX + 1], sql[256];
+  runtok_hash("c", h);
+  int64_t id = 0, id2 = 0;
+  store_lease_counts c;
+  assert_int_equal(store_run_create(s, "r", "{}", "[]", NULL, 0, h, &id, &e), 0);
+  assert_int_equal(store_run_create(s, "r2", "{}", "[]", NULL, 0, h, &id2, &e), 0);
+  snprintf(sql, sizeof sql,
+           "UPDATE jobs SET heartbeat_at=strftime('%%Y-%%m-%%dT%%H:%%M:%%fZ','now','-30 seconds') "
+           "WHERE id IN (%lld,%lld)", (long long)id, (long long)id2);
+  assert_int_equal(store_exec(s, sql, &e), 0);
+  const double live[2] = {0, 20};
+  for (int k = 0; k < 2; k++) {
+    assert_int_equal(store_lease_expire(s, 60, 3, STORE_LEASE_ALL, live[k], &c, &e), 0);
+    assert_int_equal(c.crashed + c.cancelled + c.failed + c.requeued, 0);
+  }
+  assert_int_equal(store_lease_expire(s, 60, 3, STORE_LEASE_ALL, 40, &c, &e), 0);
+  assert_int_equal(c.crashed, 2);
+  assert_int_equal(store_run_resume(s, id, h, &e), 0);
+  assert_int_equal(store_run_resume(s, id2, h, &e), 0);
+  assert_int_equal(store_exec(s, sql, &e), 0);
+  assert_int_equal(store_lease_expire(s, 20, 3, STORE_LEASE_ALL, 0, &c, &e), 0);
+  assert_int_equal(c.crashed, 2);
+  assert_int_equal(store_run_resume(s, id2, h, &e), 0);
+  /* cancel requested while running, then the run reports success: cancelled */
+  int outcome = -1, fin = -1, cancel = 0;
+  assert_int_equal(store_job_cancel(s, id2, &outcome, &e), 0);
+  assert_int_equal(outcome, STORE_RUNNING);
+  assert_int_equal(store_run_heartbeat(s, id2, 0, 0, 0, &cancel, &e), 0);
+  assert_int_equal(cancel, 1);
+  assert_int_equal(store_run_finish(s, id2, STORE_SUCCEEDED, NULL, NULL, &fin, &e), 0);
+  assert_int_equal(fin, STORE_CANCELLED);
+  assert_int_equal(status_of(s, id2), STORE_CANCELLED);
+  fin = -1;
+  assert_int_equal(store_run_finish(s, id2, STORE_SUCCEEDED, NULL, NULL, &fin, &e), 0);
+  assert_int_equal(fin, STORE_CANCELLED);
+  assert_int_equal(store_run_heartbeat(s, id2, 0, 0, 0, &cancel, &e), TD_ECONFLICT);
+  assert_int_equal(store_run_heartbeat(s, id, 0, 0, 0, &cancel, &e), TD_ECONFLICT); /* crashed */
+  store_close(s);
+}
+
 /* Migration 0006 rebuilds jobs: the ids of deleted jobs are not reused afterwards. The
  * database is taken to version 5 by a copy of the migrations without 0006. */
 static void test_migration_keeps_sequence(void **state) {
@@ -216,6 +266,7 @@ int main(void) {
       cmocka_unit_test(test_remote_lifecycle),
       cmocka_unit_test(test_prepare_begin),
       cmocka_unit_test(test_external_and_finish),
+      cmocka_unit_test(test_lease_clock_and_final),
       cmocka_unit_test(test_migration_keeps_sequence),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
