@@ -115,11 +115,30 @@ int slurm_map_final(slurm_state st, const char *ref, const char *exit_code, int 
                attempt, max_attempts);
     }
     break;
-  case SLURM_ST_FAILED:
-    snprintf(out->error, sizeof out->error,
-             "slurm: FAILED: Slurm job %s exited with code %s before reporting a final status",
-             ref, exit_code && *exit_code ? exit_code : "?");
+  case SLURM_ST_FAILED: {
+    /* ExitCode is "code:signal". A signal means the run was killed before it could report (kill
+     * -9 of the process, Slurm's polling memory limit): it is lost like a run whose lease ran
+     * out, so it is re-queued while attempts remain. A plain non-zero exit is the run's own
+     * failure (a usage error, say) and is final. */
+    const char *colon = exit_code ? strchr(exit_code, ':') : NULL;
+    long sig = colon ? strtol(colon + 1, NULL, 10) : 0;
+    if (sig > 0 && cancel_requested) {
+      out->status = STORE_CANCELLED;
+    } else if (sig > 0 && attempt < max_attempts) {
+      out->status = STORE_QUEUED;
+      out->requeue = 1;
+      snprintf(out->error, sizeof out->error,
+               "slurm: FAILED: the run of Slurm job %s was killed by signal %ld before reporting "
+               "(attempt %ld of %ld); re-queued",
+               ref, sig, attempt, max_attempts);
+    } else {
+      snprintf(out->error, sizeof out->error,
+               "slurm: FAILED: Slurm job %s exited with code %s before reporting a final status%s",
+               ref, exit_code && *exit_code ? exit_code : "?",
+               sig > 0 ? " (killed by a signal; no attempts left)" : "");
+    }
     break;
+  }
   case SLURM_ST_COMPLETED:
     snprintf(out->error, sizeof out->error,
              "slurm: COMPLETED: Slurm job %s ended without reporting a final status", ref);

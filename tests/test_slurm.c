@@ -261,6 +261,20 @@ static void test_map_final(void **state) {
   slurm_map_final(SLURM_ST_FAILED, "16", "3:0", 0, 1, 3, &o);
   assert_int_equal(o.status, STORE_FAILED);
   assert_non_null(strstr(o.error, "exited with code 3:0"));
+  assert_false(o.requeue);
+  /* killed by a signal (kill -9 of the run, the memory limit): lost, re-queued while attempts
+   * remain, final at the last one, cancelled when tdlab asked for it */
+  slurm_map_final(SLURM_ST_FAILED, "17", "0:9", 0, 1, 3, &o);
+  assert_int_equal(o.status, STORE_QUEUED);
+  assert_true(o.requeue);
+  assert_non_null(strstr(o.error, "signal 9"));
+  slurm_map_final(SLURM_ST_FAILED, "17", "0:9", 0, 3, 3, &o);
+  assert_int_equal(o.status, STORE_FAILED);
+  assert_false(o.requeue);
+  assert_non_null(strstr(o.error, "no attempts left"));
+  slurm_map_final(SLURM_ST_FAILED, "17", "0:9", 1, 1, 3, &o);
+  assert_int_equal(o.status, STORE_CANCELLED);
+  assert_false(o.requeue);
   slurm_map_final(SLURM_ST_COMPLETED, "12_0", "0:0", 0, 1, 3, &o);
   assert_int_equal(o.status, STORE_FAILED);
   assert_non_null(strstr(o.error, "without reporting"));
