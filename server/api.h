@@ -30,6 +30,12 @@ typedef struct api_ctx {
   const char *default_executor; /* executor of a job that names none: "local" (NULL) or "slurm" */
 } api_ctx;
 
+/* api_valid_name: 1 when s (NUL-terminated UTF-8, as jansson hands it over) is a job or run
+ * name: at most API_MAX_NAME_LEN characters (code points, not bytes) and no control
+ * characters (below U+0020, or U+007F); else 0. */
+#define API_MAX_NAME_LEN 200
+int api_valid_name(const char *s);
+
 /* At most this many tags on a job (or a run); a tag is 1..API_MAX_TAG_LEN bytes. */
 #define API_MAX_TAGS 32
 #define API_MAX_TAG_LEN 64

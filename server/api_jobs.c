@@ -11,7 +11,6 @@
 #include "store_cache.h"
 #include "sweeps.h"
 
-#define MAX_NAME_LEN 200
 
 void api_job_json(http_buf *b, const store_job *j) {
   http_buf_printf(b, "{\"id\":%lld,\"kind\":", (long long)j->id);
@@ -96,11 +95,15 @@ int api_parse_tags(const json_t *jtags, const char **tags, size_t *n_tags, json_
   return 0;
 }
 
-static int valid_name(const char *s) {
-  size_t n = strlen(s);
-  if (n > MAX_NAME_LEN) return 0;
-  for (size_t i = 0; i < n; i++)
-    if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) return 0;
+/* api_valid_name: see api.h. jansson has already checked that s is valid UTF-8, so the
+ * characters are the bytes that do not continue a sequence (10xxxxxx). */
+int api_valid_name(const char *s) {
+  size_t chars = 0;
+  for (size_t i = 0; s[i]; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c < 0x20 || c == 0x7f) return 0;
+    if ((c & 0xC0) != 0x80 && ++chars > API_MAX_NAME_LEN) return 0;
+  }
   return 1;
 }
 
@@ -157,10 +160,10 @@ int api_jobs_create(http_req *req, http_resp *resp) {
   }
   const char *name = "";
   if (jname && !json_is_null(jname)) {
-    if (!json_is_string(jname) || !valid_name(json_string_value(jname))) {
+    if (!json_is_string(jname) || !api_valid_name(json_string_value(jname))) {
       status = http_error(resp, HTTP_E_INVALID_REQUEST, "name",
                           "name must be a string of at most %d characters without control "
-                          "characters", MAX_NAME_LEN);
+                          "characters", API_MAX_NAME_LEN);
       goto out;
     }
     name = json_string_value(jname);
@@ -561,10 +564,10 @@ int api_jobs_patch(http_req *req, http_resp *resp) {
   }
   json_t *jname = json_object_get(root, "name"), *jtags = json_object_get(root, "tags");
   if (jname) {
-    if (!json_is_string(jname) || !valid_name(json_string_value(jname))) {
+    if (!json_is_string(jname) || !api_valid_name(json_string_value(jname))) {
       status = http_error(resp, HTTP_E_INVALID_REQUEST, "name",
                           "name must be a string of at most %d characters without control "
-                          "characters", MAX_NAME_LEN);
+                          "characters", API_MAX_NAME_LEN);
       goto out;
     }
     name = json_string_value(jname);

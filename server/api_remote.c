@@ -17,7 +17,6 @@
 #include "sweeps.h"
 
 #define MAX_POINTS_PER_REQUEST 10000
-#define MAX_NAME_LEN 200
 /* Steps are integers within +-2^53 (exact in a double, so JSON clients agree on them). */
 #define MAX_STEP 9007199254740992LL
 
@@ -141,12 +140,10 @@ int api_runs_create(http_req *req, http_resp *resp) {
   const char *name = "";
   if (jname && !json_is_null(jname)) {
     const char *s = json_string_value(jname);
-    int ok = s && strlen(s) <= MAX_NAME_LEN;
-    for (size_t i = 0; ok && s[i]; i++) ok = (unsigned char)s[i] >= 0x20 && s[i] != 0x7f;
-    if (!ok) {
+    if (!s || !api_valid_name(s)) {
       status = http_error(resp, HTTP_E_INVALID_REQUEST, "name",
                           "name must be a string of at most %d characters without control "
-                          "characters", MAX_NAME_LEN);
+                          "characters", API_MAX_NAME_LEN);
       goto out;
     }
     name = s;
@@ -407,6 +404,12 @@ int api_jobs_heartbeat(http_req *req, http_resp *resp) {
         http_buf_init(&resp->body);
         status = http_error(resp, HTTP_E_INVALID_REQUEST, "progress",
                             "progress must be {\"done\": n, \"total\": m} with integers >= 0");
+        goto out;
+      }
+      if (json_integer_value(t) > 0 && json_integer_value(d) > json_integer_value(t)) {
+        status = http_error(resp, HTTP_E_INVALID_REQUEST, "progress.done",
+                            "progress.done %lld is above progress.total %lld",
+                            (long long)json_integer_value(d), (long long)json_integer_value(t));
         goto out;
       }
       has = 1;

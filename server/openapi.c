@@ -161,7 +161,7 @@ static const struct {
                      "-Infinity for a value that is not finite',"
                      "'oneOf':[{'type':'number'},{'enum':['NaN','Infinity','-Infinity']}]}"},
     {"job_name", "{'type':'string','maxLength':200,'pattern':'^[^\\\\u0000-\\\\u001f\\\\u007f]*$',"
-                 "'description':'at most 200 bytes of UTF-8 without control characters'}"},
+                 "'description':'at most 200 characters (code points) without control characters'}"},
     {"executor", "{'enum':['local','remote','slurm','external'],'description':'where the job "
                  "runs: worker threads, a tdlab run --report elsewhere, Slurm, or an outside "
                  "script (POST /api/v1/runs)'}"},

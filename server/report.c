@@ -231,8 +231,9 @@ static void *sender_main(void *arg) {
 static int heartbeat_once(report *r) {
   char body[128];
   pthread_mutex_lock(&r->mu);
-  snprintf(body, sizeof body, "{\"progress\":{\"done\":%ld,\"total\":%ld}}", r->done < 0 ? 0 : r->done,
-           r->total < 0 ? 0 : r->total);
+  long done = r->done < 0 ? 0 : r->done, total = r->total < 0 ? 0 : r->total;
+  if (total > 0 && done > total) done = total; /* the server refuses done > total */
+  snprintf(body, sizeof body, "{\"progress\":{\"done\":%ld,\"total\":%ld}}", done, total);
   pthread_mutex_unlock(&r->mu);
   httpc_resp resp = {0};
   int out = request_retry(r, "POST", r->url_hb, "application/json", body, strlen(body), &r->quit,

@@ -52,6 +52,11 @@ req POST /api/v1/runs "${AL[@]}" "${JSON[@]}" --data-binary '{"name":"ext-a","pa
 A=$(id_of)
 TA=$(tok_of)
 check "POST /api/v1/runs: 201 with id and a 64-hex token" test "$CODE" = 201 -a -n "$A" -a "${#TA}" = 64
+# the name limit counts characters, not bytes: 200 "é" (400 bytes) pass, 201 do not
+E200=$(python3 -c 'print("\u00e9" * 200)')
+req POST /api/v1/jobs "${AL[@]}" "${JSON[@]}" --data-binary "{\"kind\":\"nqm\",\"executor\":\"remote\",\"name\":\"$E200\"}"
+check "POST /api/v1/jobs: a name of 200 non-ASCII characters (400 bytes) is accepted" test "$CODE" = 201
+expect_error "POST /api/v1/runs: a name of 201 characters" 400 name POST /api/v1/runs "${AL[@]}" "${JSON[@]}" --data-binary "{\"name\":\"${E200}x\"}"
 req GET "/api/v1/jobs/$A"
 check "the run is kind external, running, executor external, params as given" \
   grep -q '"kind":"external".*"status":"running".*"params":{"lr":0.1,"arch":"resnet"}.*"executor":"external"' "$TMP/body"
@@ -122,6 +127,7 @@ run_post "/api/v1/jobs/$A/heartbeat" "$TA" '{"progress":{"done":3,"total":10}}'
 check "heartbeat: 200 running, cancel_requested false" grep -q '^{"status":"running","cancel_requested":false' "$TMP/body"
 req GET "/api/v1/jobs/$A"
 check "  ... the progress is 3/10 and heartbeat_at is set" grep -q '"progress":{"done":3,"total":10}.*"heartbeat_at":"20' "$TMP/body"
+expect_error "heartbeat: progress done above total" 400 progress.done POST "/api/v1/jobs/$A/heartbeat" "${JSON[@]}" -H "Authorization: Bearer $TA" --data-binary '{"progress":{"done":5,"total":3}}'
 expect_error "heartbeat: bad progress" 400 progress POST "/api/v1/jobs/$A/heartbeat" "${JSON[@]}" -H "Authorization: Bearer $TA" --data-binary '{"progress":{"done":-1,"total":3}}'
 expect_error "heartbeat: unknown field" 400 state POST "/api/v1/jobs/$A/heartbeat" "${JSON[@]}" -H "Authorization: Bearer $TA" --data-binary '{"state":1}'
 req POST "/api/v1/jobs/$A/artifacts/curve.json" -H "Authorization: Bearer $TA" -H 'Content-Type: application/json' --data-binary '{"x":[1,2,3]}'

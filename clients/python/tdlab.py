@@ -692,9 +692,13 @@ class Run:
 
     def progress(self, done, total):
         """Report progress (done of total steps); sent with the next heartbeat, at most once a
-        second, and shown on the dashboard like a tdlab job's."""
+        second, and shown on the dashboard like a tdlab job's. done is clamped to 0..total
+        (the server refuses done > total with a 400) when total > 0."""
+        done, total = max(int(done), 0), max(int(total), 0)
+        if total > 0:
+            done = min(done, total)
         with self._cond:
-            self._progress = {"done": int(done), "total": int(total)}
+            self._progress = {"done": done, "total": total}
             self._cond.notify_all()
 
     def log_artifact(self, name, data, content_type="application/octet-stream"):
