@@ -304,13 +304,21 @@ int api_jobs_points(http_req *req, http_resp *resp) {
                              : "key is required");
       goto out;
     }
-    if (!json_is_integer(js) || json_integer_value(js) < -MAX_STEP ||
-        json_integer_value(js) > MAX_STEP) {
+    /* an integral JSON real (2.0, as Python's json.dumps writes a float step) is the integer */
+    double sd = json_is_integer(js) ? (double)json_integer_value(js)
+                : json_is_real(js)  ? json_real_value(js)
+                                    : NAN;
+    int step_ok = json_is_integer(js) ? json_integer_value(js) >= -MAX_STEP &&
+                                            json_integer_value(js) <= MAX_STEP
+                                      : isfinite(sd) && sd == floor(sd) &&
+                                            sd >= -(double)MAX_STEP && sd <= (double)MAX_STEP;
+    if (!step_ok) {
       snprintf(field, sizeof field, "points[%zu].step", i);
       status = http_error(resp, HTTP_E_INVALID_REQUEST, field,
                           js ? "step must be an integer within +-2^53" : "step is required");
       goto out;
     }
+    long step = json_is_integer(js) ? (long)json_integer_value(js) : (long)sd;
     double v;
     if (json_is_number(jv)) {
       v = json_number_value(jv);
@@ -328,7 +336,7 @@ int api_jobs_points(http_req *req, http_resp *resp) {
                              : "value is required");
       goto out;
     }
-    if (store_mw_put(w, key, (long)json_integer_value(js), v)) {
+    if (store_mw_put(w, key, step, v)) {
       status = http_error(resp, HTTP_E_UNAVAILABLE, NULL, "out of memory");
       goto out;
     }

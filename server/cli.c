@@ -285,7 +285,13 @@ static int parse_args(const char *verb, int argc, char **argv, cli_conn *c, cli_
     else if (!strcmp(verb, "ls") && !strcmp(name, "--status")) a->status = value;
     else if (!strcmp(verb, "ls") && !strcmp(name, "--kind")) a->kind = value;
     else if (!strcmp(verb, "ls") && !strcmp(name, "--tag")) a->tag = value;
-    else if (!strcmp(verb, "ls") && !strcmp(name, "--limit")) a->limit = value;
+    else if (!strcmp(verb, "ls") && !strcmp(name, "--limit")) {
+      if (!*value || strspn(value, "0123456789") != strlen(value) || strlen(value) > 9) {
+        fprintf(stderr, "tdlab ls: --limit must be a positive integer, not '%s'\n", value);
+        return CLI_EXIT_USAGE;
+      }
+      a->limit = value;
+    }
     else if (!strcmp(verb, "ls") && !strcmp(name, "--cursor")) a->cursor = value;
     else {
       fprintf(stderr, "tdlab %s: unknown option %s (tdlab help lists them)\n", verb, name);

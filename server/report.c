@@ -152,9 +152,12 @@ static int request_retry(report *r, const char *method, const char *url, const c
       if (!rc) httpc_resp_free(resp);
       return REQ_GAVE_UP;
     }
-    if (wait == 0)
-      fprintf(stderr, "tdlab run: %s %s: %s; retrying with backoff (giving up after %.0f s)\n",
-              method, url, rc ? e.msg : "server error", r->cfg.retry_total_s);
+    if (wait == 0 && rc) /* httpc's message names the method and the URL */
+      fprintf(stderr, "tdlab run: %s; retrying with backoff (giving up after %.0f s)\n", e.msg,
+              r->cfg.retry_total_s);
+    else if (wait == 0)
+      fprintf(stderr, "tdlab run: %s %s: HTTP %ld; retrying with backoff (giving up after %.0f s)\n",
+              method, url, resp->status, r->cfg.retry_total_s);
     if (!rc) httpc_resp_free(resp);
     wait = report_backoff_next(wait);
     pthread_mutex_lock(&r->mu);

@@ -95,6 +95,8 @@ check "cli: ls --tag --kind --status --limit 2: two rows, newest first, and a hi
 run ls --status nope
 check "cli: ls --status nope: exit 1 with the server's message naming the field" \
   bash -c "[ $RC = 1 ] && grep -q 'status must be' '$TMP/err' && grep -q '(field status)' '$TMP/err'"
+run ls --limit abc
+check "cli: ls --limit abc: exit 2, nothing sent" bash -c "[ $RC = 2 ] && grep -q 'limit must be a positive integer' '$TMP/err'"
 run ls --bogus 1
 check "cli: an unknown option: exit 2" bash -c "[ $RC = 2 ] && grep -q 'unknown option --bogus' '$TMP/err'"
 run submit "$TMP/nope.json" --bogus

@@ -110,6 +110,9 @@ bp "a value that is a boolean" 400 'points[0].value' '{"points":[{"key":"a","ste
 bp "a point without value" 400 'points[0].value' '{"points":[{"key":"a","step":1}]}'
 bp "a fractional step" 400 'points[0].step' '{"points":[{"key":"a","step":1.5,"value":1}]}'
 bp "an absurd step (1e300)" 400 'points[0].step' '{"points":[{"key":"a","step":1e300,"value":1}]}'
+run_post "/api/v1/jobs/$B/points" "$TB" '{"points":[{"key":"fstep","step":7.0,"value":1}]}'
+check "a step written as 7.0 (Python's json.dumps of a float) is step 7" \
+  bash -c "[ '$CODE' = 200 ] && curl -s '$BASE/api/v1/jobs/$B/metrics?keys=fstep' | grep -q '\"step\":\[7\]'"
 bp "a step beyond 2^53" 400 'points[0].step' '{"points":[{"key":"a","step":9007199254740993,"value":1}]}'
 bp "an unknown field in a point" 400 'points[0].when' '{"points":[{"key":"a","step":1,"value":1,"when":3}]}'
 awk 'BEGIN { printf "{\"points\":["; for (i = 0; i < 10001; i++) printf "%s{\"key\":\"k\",\"step\":%d,\"value\":1}", (i ? "," : ""), i; printf "]}" }' >"$TMP/big.json"
