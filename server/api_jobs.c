@@ -120,22 +120,13 @@ static int respond_job(http_req *req, http_resp *resp, store *st, int64_t id, in
 
 int api_jobs_create(http_req *req, http_resp *resp) {
   api_ctx *a = req->app;
-  if (!req->body_len)
-    return http_error(resp, HTTP_E_INVALID_JSON, NULL, "the body is empty; send a JSON object");
-  json_error_t je;
-  json_t *root = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &je);
-  if (!root)
-    return http_error(resp, HTTP_E_INVALID_JSON, NULL, "malformed JSON at line %d column %d: %s",
-                      je.line, je.column, je.text);
-  int status = 0;
+  json_t *root;
+  int status = http_json_body(req, resp, 0, &root);
+  if (status) return status;
   json_t *filled = NULL, *tags_arr = NULL;
   char *params_json = NULL, *tags_json = NULL;
   const char *tags[API_MAX_TAGS];
   size_t n_tags = 0;
-  if (!json_is_object(root)) {
-    status = http_error(resp, HTTP_E_INVALID_REQUEST, NULL, "the body must be a JSON object");
-    goto out;
-  }
   const char *key;
   json_t *val;
   json_object_foreach(root, key, val) {
@@ -537,12 +528,9 @@ int api_jobs_delete(http_req *req, http_resp *resp) {
 int api_jobs_patch(http_req *req, http_resp *resp) {
   int64_t id;
   if (job_id_of(req, resp, &id)) return resp->status;
-  json_error_t je;
-  json_t *root = json_loadb(req->body ? req->body : "", req->body_len, JSON_REJECT_DUPLICATES, &je);
-  if (!root)
-    return http_error(resp, HTTP_E_INVALID_JSON, NULL, "malformed JSON at line %d column %d: %s",
-                      je.line, je.column, je.text);
-  int status = 0;
+  json_t *root;
+  int status = http_json_body(req, resp, 0, &root);
+  if (status) return status;
   const char *tags[API_MAX_TAGS];
   size_t n_tags = 0;
   json_t *tags_arr = NULL;

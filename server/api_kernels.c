@@ -232,19 +232,10 @@ out:
 }
 
 int api_kernels_create(http_req *req, http_resp *resp) {
-  if (!req->body_len)
-    return http_error(resp, HTTP_E_INVALID_JSON, NULL, "the body is empty; send a JSON object");
-  json_error_t je;
-  json_t *root = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &je);
-  if (!root)
-    return http_error(resp, HTTP_E_INVALID_JSON, NULL, "malformed JSON at line %d column %d: %s",
-                      je.line, je.column, je.text);
-  int status = 0;
+  json_t *root;
+  int status = http_json_body(req, resp, 0, &root);
+  if (status) return status;
   double *X = NULL, *X2 = NULL, *K = NULL;
-  if (!json_is_object(root)) {
-    status = http_error(resp, HTTP_E_INVALID_REQUEST, NULL, "the body must be a JSON object");
-    goto out;
-  }
   static const char *known[] = {"kernel", "activation", "depth", "sigma_w2", "sigma_b2", "x",
                                 "x2", "checkpoint", "job", "step", "outputs"};
   const char *key;

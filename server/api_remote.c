@@ -33,25 +33,6 @@ void api_set_executor_slurm_enabled(int on) { atomic_store(&slurm_enabled, on !=
 
 /* ---------------------------------------------------------------- helpers */
 
-static int parse_body(http_req *req, http_resp *resp, int allow_empty, json_t **out) {
-  *out = NULL;
-  if (!req->body_len) {
-    if (allow_empty) return 0;
-    return http_error(resp, HTTP_E_INVALID_JSON, NULL, "the body is empty; send a JSON object");
-  }
-  json_error_t je;
-  json_t *root = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &je);
-  if (!root)
-    return http_error(resp, HTTP_E_INVALID_JSON, NULL, "malformed JSON at line %d column %d: %s",
-                      je.line, je.column, je.text);
-  if (!json_is_object(root)) {
-    json_decref(root);
-    return http_error(resp, HTTP_E_INVALID_REQUEST, NULL, "the body must be a JSON object");
-  }
-  *out = root;
-  return 0;
-}
-
 /* 400 naming the first field of obj that is not in `allowed` (comma-separated). */
 static int only_fields(const json_t *obj, const char *allowed, const char *prefix,
                        http_resp *resp) {
@@ -128,7 +109,7 @@ static int finished(http_resp *resp, int64_t id, const store_run_state *rs) {
 int api_runs_create(http_req *req, http_resp *resp) {
   api_ctx *a = req->app;
   json_t *root;
-  int status = parse_body(req, resp, 0, &root);
+  int status = http_json_body(req, resp, 0, &root);
   if (status) return status;
   char *params_json = NULL, *tags_json = NULL;
   const char *tags[API_MAX_TAGS];
@@ -253,7 +234,7 @@ int api_jobs_points(http_req *req, http_resp *resp) {
   if (status) return status;
   if (rs.status != STORE_RUNNING) return finished(resp, id, &rs);
   json_t *root;
-  if ((status = parse_body(req, resp, 0, &root))) return status;
+  if ((status = http_json_body(req, resp, 0, &root))) return status;
   store_mw *w = NULL;
   if ((status = only_fields(root, "points", "", resp))) goto out;
   json_t *pts = json_object_get(root, "points");
@@ -396,7 +377,7 @@ int api_jobs_heartbeat(http_req *req, http_resp *resp) {
   }
   if (rs.status != STORE_RUNNING) return finished(resp, id, &rs);
   json_t *root;
-  if ((status = parse_body(req, resp, 1, &root))) return status;
+  if ((status = http_json_body(req, resp, 1, &root))) return status;
   int has = 0;
   long done = 0, total = 0;
   if (root) {
@@ -484,7 +465,7 @@ int api_jobs_finish(http_req *req, http_resp *resp) {
   int status = run_auth(req, resp, &st, &id, &rs);
   if (status) return status;
   json_t *root;
-  if ((status = parse_body(req, resp, 0, &root))) return status;
+  if ((status = http_json_body(req, resp, 0, &root))) return status;
   char *summary = NULL;
   if ((status = only_fields(root, "status,summary,error", "", resp))) goto out;
   json_t *js = json_object_get(root, "status"), *jsum = json_object_get(root, "summary"),

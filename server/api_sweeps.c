@@ -16,23 +16,8 @@
 #define FITS_MAX_WORK 250000.0
 
 static json_t *parse_body(http_req *req, http_resp *resp) {
-  if (!req->body_len) {
-    http_error(resp, HTTP_E_INVALID_JSON, NULL, "the body is empty; send a JSON object");
-    return NULL;
-  }
-  json_error_t je;
-  json_t *root = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &je);
-  if (!root) {
-    http_error(resp, HTTP_E_INVALID_JSON, NULL, "malformed JSON at line %d column %d: %s",
-               je.line, je.column, je.text);
-    return NULL;
-  }
-  if (!json_is_object(root)) {
-    json_decref(root);
-    http_error(resp, HTTP_E_INVALID_REQUEST, NULL, "the body must be a JSON object");
-    return NULL;
-  }
-  return root;
+  json_t *root = NULL;
+  return http_json_body(req, resp, 0, &root) ? NULL : root;
 }
 
 /* The {id} of the route, or a 404 response. */

@@ -277,6 +277,25 @@ int http_error(http_resp *resp, http_errcode code, const char *field, const char
   return error_body(resp, code, field, msg);
 }
 
+int http_json_body(http_req *req, http_resp *resp, int allow_empty, json_t **out) {
+  *out = NULL;
+  if (!req->body_len) {
+    if (allow_empty) return 0;
+    return http_error(resp, HTTP_E_INVALID_JSON, NULL, "the body is empty; send a JSON object");
+  }
+  json_error_t je;
+  json_t *root = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &je);
+  if (!root)
+    return http_error(resp, HTTP_E_INVALID_JSON, NULL, "malformed JSON at line %d column %d: %s",
+                      je.line, je.column, je.text);
+  if (!json_is_object(root)) {
+    json_decref(root);
+    return http_error(resp, HTTP_E_INVALID_REQUEST, NULL, "the body must be a JSON object");
+  }
+  *out = root;
+  return 0;
+}
+
 int http_error_td(http_resp *resp, const td_err *e) {
   http_errcode c = http_err_from_td(e->code);
   if (c == HTTP_E_IO || c == HTTP_E_INTERNAL)

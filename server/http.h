@@ -2,6 +2,7 @@
 #ifndef TD_SERVER_HTTP_H
 #define TD_SERVER_HTTP_H
 
+#include <jansson.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -162,6 +163,13 @@ typedef int (*http_handler)(http_req *req, http_resp *resp);
  * field may be NULL or "" (then null). Returns the status. */
 int http_error(http_resp *resp, http_errcode code, const char *field, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/* http_json_body: the request body as a JSON object (new reference in *out, the caller
+ * decrefs), parsed with duplicate keys refused. An empty body is *out = NULL and 0 when
+ * allow_empty, else a 400 invalid_json; malformed JSON is a 400 invalid_json with its line and
+ * column; anything but an object is a 400 invalid_request. Returns 0 or the status written into
+ * resp. */
+int http_json_body(http_req *req, http_resp *resp, int allow_empty, json_t **out);
 /* http_error_td: the same from a td_err (its code picks the row, its field and message are
  * used). */
 int http_error_td(http_resp *resp, const td_err *e);

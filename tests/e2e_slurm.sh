@@ -79,8 +79,9 @@ wait_st() {
 ref_of() { getjob "$1"; jfield executor_ref "$1"; }
 slurm_state() { scontrol show job -o "$1" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | head -1 | cut -d= -f2; }
 
-# About 6 minutes of one core (it is stopped long before: time limit, scancel, cancel).
-LONG='{"kind":"nqm","params":{"dim":200,"max_steps":100000000,"stop_at_target":false,"log_every":100000}}'
+# About 4 minutes of one core (2.6 s per 1e6 steps measured; it is stopped long before: time
+# limit at 60-90 s, scancel, cancel). dim 200 took ~60-75 s and could finish inside the limit.
+LONG='{"kind":"nqm","params":{"dim":1000,"max_steps":100000000,"stop_at_target":false,"log_every":100000}}'
 
 # ---------------------------------------------------------------- slurmd killed during a run
 # About 8 s of one core on an idle machine (its re-run must end inside the 1-minute Slurm
