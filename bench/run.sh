@@ -81,9 +81,9 @@ bench_pair entk_784-256-256-10_n200_full pytorch-functorch \
 # one hypergradient each. Threads: both call the same OpenBLAS (pthread build) with 2 threads:
 # tdlab by OPENBLAS_NUM_THREADS=2 and --threads 2, PyTorch by OpenBLAS's default of one per core
 # on this 2-core machine, and torch.set_num_threads(2) for its own OpenMP kernels; the BENCH line
-# prints what both report (threads=tdlab/torch, blas_threads=PyTorch's OpenBLAS). tdlab's
-# reversal keeps the first-layer pre-activations of the last 65 steps (--cache-mib 128, in its
-# measured peak). hypergrad.py prints the BENCH line with the time ratio, the peak-memory ratio
+# prints what both report (threads=tdlab/torch, blas_threads=PyTorch's OpenBLAS). The
+# reversal's first-layer cache is off (--cache-mib 0, the default: it measured no gain).
+# hypergrad.py prints the BENCH line with the time ratio, the peak-memory ratio
 # (VmHWM above the RSS before the computation) and the relative difference of the values, and
 # fails when they differ by more than 1e-8.
 OPENBLAS_NUM_THREADS=2 "$BUILD/bench/bench_hypergrad" --threads 2 --T 100 --n 1000 \
