@@ -139,7 +139,9 @@ check "job $J has every metric point of the same spec run locally ($n_remote of 
   bash -c "[ '$n_local' -gt 100 ] && [ '$n_remote' = '$n_local' ] && [ '$n_uniq' = '$n_local' ]"
 
 # ---------------------------------------------------------------- a sweep as one job array
-post_json /api/v1/sweeps '{"name":"slurm-array","kind":"nqm","base":{"dim":20,"max_steps":20000,"stop_at_target":false,"log_every":100},"axes":{"batch_size":{"values":[1,2,4,8]}},"max_concurrency":2}'
+# Each child runs ~2 s of one core (0.6 s per 1e6 steps at dim 200): with 20000 steps at dim 20
+# a quiet machine ran them so fast that squeue never showed one RUNNING.
+post_json /api/v1/sweeps '{"name":"slurm-array","kind":"nqm","base":{"dim":200,"max_steps":3000000,"stop_at_target":false,"log_every":10000},"axes":{"batch_size":{"values":[1,2,4,8]}},"max_concurrency":2}'
 S=$(jnum id "$TMP/body")
 check "a sweep ($S) of 4 children with max_concurrency 2 is created" bash -c "[ '$CODE' = 201 ]"
 AREF=""
